@@ -1,0 +1,24 @@
+"""The failure file SageMaker reads into DescribeTrainingJob's FailureReason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_OUTPUT_DIR = "/opt/ml/output"
+
+# FailureReason keeps the first 1,024 characters; a longer message would be cut mid-word.
+MAX_FAILURE_LENGTH = 1024
+
+
+class DatasetError(ValueError):
+    """The training channel does not hold a usable dataset."""
+
+
+def write_failure(message: str) -> Path:
+    """Write a one-line failure message to $SM_OUTPUT_DIR/failure and return its path."""
+    path = Path(os.environ.get("SM_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)) / "failure"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    one_line = " ".join(message.split())[:MAX_FAILURE_LENGTH]
+    path.write_text(one_line + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,46 @@
+"""The one-line-per-epoch metric format on stdout, and the regexes that read it back.
+
+The line is `epoch=3/10 train_loss=0.4120 val_loss=0.3880 val_accuracy=0.9130 val_auc=0.9510`:
+names and order are fixed, floats carry four or more decimals or read `nan`. SageMaker's
+MetricDefinitions and the executor's log reader both parse it with the regexes below.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+METRIC_NAMES = ("train_loss", "val_loss", "val_accuracy", "val_auc")
+
+_NUMBER = r"(?:-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|nan)"
+
+# Anchored on the line's `epoch=` prefix so that info lines mentioning a metric never match.
+METRIC_LINE_REGEX = (
+    r"^epoch=(?P<epoch>[0-9]+)/(?P<epochs>[0-9]+)"
+    + "".join(rf" {name}=(?P<{name}>{_NUMBER})" for name in METRIC_NAMES)
+    + r"$"
+)
+
+METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
+    {"Name": "epoch", "Regex": r"^epoch=([0-9]+)/[0-9]+ "},
+    *({"Name": name, "Regex": rf"^epoch=[0-9]+/[0-9]+ .*\b{name}=({_NUMBER})"} for name in METRIC_NAMES),
+)
+
+
+def format_metric_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    """Format one epoch's metrics as the documented metric line."""
+    values = " ".join(f"{name}={_format_number(metrics[name])}" for name in METRIC_NAMES)
+    return f"epoch={epoch}/{epochs} {values}"
+
+
+def parse_metric_line(line: str) -> dict[str, float] | None:
+    """Return the metrics of a metric line (epoch included), or None for any other line."""
+    match = re.match(METRIC_LINE_REGEX, line.rstrip("\r\n"))
+    if match is None:
+        return None
+    return {name: float(text) for name, text in match.groupdict().items()}
+
+
+def _format_number(value: float) -> str:
+    # A diverged loss (inf) reads as nan: the line's number pattern has no infinity.
+    return f"{value:.4f}" if math.isfinite(value) else "nan"

@@ -1,0 +1,104 @@
+"""Entry point: train an image classifier on the `training` channel under the SageMaker contract.
+
+Run as `python train.py --epochs 10 ...` (or under torchrun); `python train.py --describe` prints
+the hyperparameters and metric definitions as JSON. Exit codes: 0 success, 1 failed training
+(bad dataset or any error), 2 bad hyperparameters; on failure `$SM_OUTPUT_DIR/failure` says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from dataset import channel_dir, load_dataset, split_dataset
+from failure import DatasetError, write_failure
+from hyperparameters import HyperparameterError, describe_hyperparameters, parse_hyperparameters
+from metric_lines import METRIC_DEFINITIONS
+
+logger = logging.getLogger("train")
+
+EXIT_TRAINING_FAILED = 1
+EXIT_BAD_HYPERPARAMETER = 2
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse the flags, train and write the outputs; return the process exit code."""
+    try:
+        args = parse_hyperparameters(argv)
+    except HyperparameterError as error:
+        return _fail(f"invalid hyperparameter: {error}", EXIT_BAD_HYPERPARAMETER)
+    if args.describe:
+        print(json.dumps(describe(), indent=2))
+        return 0
+    _configure_logging(int(os.environ.get("RANK", 0)))
+    try:
+        run(args)
+    except DatasetError as error:
+        return _fail(f"bad training dataset: {error}", EXIT_TRAINING_FAILED)
+    except Exception as error:
+        logger.exception("training failed")
+        return _fail(f"training failed: {type(error).__name__}: {error}", EXIT_TRAINING_FAILED)
+    return 0
+
+
+def describe() -> dict:
+    """Return the hyperparameter table and SageMaker metric definitions as `--describe` prints them."""
+    return {"hyperparameters": describe_hyperparameters(), "metrics": list(METRIC_DEFINITIONS)}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load the channel's dataset, train on it and write the model and metrics."""
+    # Imported here so that --describe and flag errors answer without torch's seconds-long import.
+    from trainer import OutputDirs, ProcessGroup, train
+
+    # Decoded images live in memory, so the unpacked archives can go as soon as they are read.
+    with tempfile.TemporaryDirectory(prefix="training-channel-") as scratch:
+        dataset = load_dataset(channel_dir(), args.metadata_file, args.image_size, Path(scratch))
+    split = split_dataset(dataset, args.val_split, args.seed)
+    group = ProcessGroup.from_environment()
+    outputs = OutputDirs(
+        model=Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")),
+        output_data=Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
+        checkpoints=_checkpoint_folder(Path(args.checkpoint_dir)),
+    )
+    final = train(args, dataset, split, group, outputs)
+    logger.info("final metrics: %s", json.dumps(final))
+
+
+def _checkpoint_folder(path: Path) -> Path | None:
+    # Outside a container /opt/ml/checkpoints is usually not writable; train without resuming
+    # rather than fail a run that never asked for checkpoints.
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        logger.warning("checkpoints disabled: cannot create %s (%s)", path, error)
+        return None
+    return path
+
+
+def _configure_logging(rank: int) -> None:
+    # Only rank 0 reports progress; other ranks speak up for warnings and errors alone.
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
+        stream=sys.stdout,
+    )
+
+
+def _fail(message: str, exit_code: int) -> int:
+    print(message, file=sys.stderr, flush=True)
+    try:
+        write_failure(message)
+    except OSError as error:
+        print(f"cannot write the failure file: {error}", file=sys.stderr, flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
