@@ -1,0 +1,74 @@
+"""The HTTP API: blueprints, authentication and error answers."""
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+
+from flask import Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from db import StoreUnavailable
+from mlops.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+def register(app: Flask) -> None:
+    """Register every blueprint, the authentication check and the error handlers."""
+    from api import execute, training
+
+    app.register_blueprint(execute.blueprint)
+    app.register_blueprint(training.blueprint)
+    app.before_request(_assign_request_id)
+    app.before_request(_authenticate)
+    app.after_request(_add_request_id)
+    app.register_error_handler(InvalidRequest, _invalid_request)
+    app.register_error_handler(StoreUnavailable, _store_unavailable)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+
+
+def _assign_request_id() -> None:
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if supplied.isalnum() and len(supplied) <= 64 else uuid.uuid4().hex[:16]
+
+
+def _add_request_id(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+def _authenticate():
+    token = current_app.config["EXECUTOR"].config.api_token
+    if not token or request.path in PUBLIC_PATHS:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token.encode()):
+        return None
+    response = jsonify(error="authentication required: send 'Authorization: Bearer <token>'")
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="executor"'
+    return response
+
+
+def _invalid_request(exc: InvalidRequest):
+    body = {"error": str(exc), "field": exc.field, **exc.extra}
+    return jsonify(body), exc.status
+
+
+def _store_unavailable(exc: StoreUnavailable):
+    logger.error("%s", exc)
+    return jsonify(error=f"the job store is unavailable: {exc}"), 503
+
+
+def _http_error(exc: HTTPException):
+    return jsonify(error=exc.description or exc.name), exc.code
+
+
+def _internal_error(exc: Exception):
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return jsonify(error="internal error", request_id=g.get("request_id")), 500

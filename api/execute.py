@@ -1,0 +1,103 @@
+"""The Essedum base job API: POST /execute and the per-task routes the backend polls."""
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from api import schemas
+from api.views import essedum_list_entry, essedum_status, executor
+from db import Job
+from mlops.base import PIPELINE
+from mlops.errors import InvalidRequest
+
+blueprint = Blueprint("execute", __name__)
+
+LOG_LIMIT_BYTES = 5 << 20
+# Essedum puts run settings in configs; any that looks like a credential is kept with the secrets.
+SECRET_CONFIG_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|session_key|private",
+                               re.IGNORECASE)
+
+
+def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate a pipeline body into what may be stored and the secrets, which may not."""
+    configs = dict(body.get("configs") or {})
+    secret_configs = {key: configs.pop(key) for key in list(configs) if SECRET_CONFIG_KEY.search(key)}
+    environment = body.get("environment") or {}
+    request_part = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
+                                              "command", "storage")}
+    request_part["configs"] = configs
+    request_part["environment_keys"] = sorted(environment)
+    if isinstance(configs.get("retry_on_restart"), bool):
+        request_part["retry_on_restart"] = configs["retry_on_restart"]
+    secrets = {"credentials": body["credentials"], "environment": environment, "configs": secret_configs}
+    return request_part, secrets
+
+
+def submit_pipeline() -> tuple[Any, int]:
+    """Validate a pipeline body, queue it, and answer as the Essedum backend expects."""
+    body = schemas.json_body(schemas.EXECUTE)
+    request_part, secrets = split_pipeline(body)
+    job = executor().queue.submit(PIPELINE, request_part, secrets)
+    return jsonify(task_id=job.id, task_status="Submitted", log_path=job.log_path), 201
+
+
+@blueprint.post("/execute")
+def execute():
+    return submit_pipeline()
+
+
+@blueprint.get("/execute")
+def list_jobs():
+    zone = executor().config.timezone
+    return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
+
+
+def find_job(task_id: str) -> Job:
+    """Return the job with this id; 400 for a malformed id, 404 for an unknown one."""
+    try:
+        canonical = str(uuid.UUID(task_id))
+    except ValueError:
+        raise InvalidRequest("task_id", "is not a job id (a UUID)", status=400) from None
+    job = executor().store.get(canonical)
+    if job is None:
+        raise InvalidRequest("task_id", f"no job {canonical}", status=404)
+    return job
+
+
+@blueprint.get("/execute/<task_id>/getStatus")
+def get_status(task_id: str):
+    return jsonify(essedum_status(find_job(task_id), executor().config.timezone))
+
+
+@blueprint.route("/execute/<task_id>/stop", methods=["GET", "POST"])
+def stop(task_id: str):
+    job = find_job(task_id)
+    return jsonify({"Task cancelled": bool(executor().queue.cancel(job.id))})
+
+
+@blueprint.get("/execute/<task_id>/getLog")
+def get_log(task_id: str):
+    return jsonify(logs={"content": read_log_tail(find_job(task_id))})
+
+
+def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
+    """Return the job log, or its last `limit` bytes when it is longer."""
+    path = Path(job.log_path)
+    if not path.is_file():
+        return executor().backend.read_log(job)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if size > limit:
+            handle.seek(size - limit)
+        data = handle.read()
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= limit else f"[... {size - limit} earlier bytes omitted ...]\n{text}"
+
+
+@blueprint.get("/execute/<task_id>/getOutputArtifacts")
+def get_output_artifacts(task_id: str):
+    return jsonify(executor().backend.output_artifacts(find_job(task_id)))

@@ -1,0 +1,158 @@
+"""Request schemas (JSON Schema): they validate requests and, unchanged, document them in OpenAPI."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from mlops.errors import InvalidRequest
+
+MAX_DEPTH = 32
+NO_NUL = "^[^\\u0000]*$"
+
+
+def text(max_length: int = 255, **extra: Any) -> dict[str, Any]:
+    """Return the schema of a non-empty string without NUL bytes."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NO_NUL, **extra}
+
+
+ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+
+EXECUTE = {
+    "title": "Pipeline",
+    "description": "An Essedum pipeline to run: the backend's POST /execute body.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["bucket", "project_id", "name", "version", "credentials", "input_artifacts", "command",
+                 "storage"],
+    "properties": {
+        "bucket": text(255, description="bucket holding the input artifacts"),
+        "project_id": text(255, description="Essedum project"),
+        "name": text(255, description="pipeline name"),
+        "version": text(64, description="pipeline version"),
+        "credentials": {
+            "type": "object",
+            "description": "storage credentials; never stored in plain text, logged or echoed",
+            "additionalProperties": False,
+            "required": ["endpoint", "access_key", "secret_key"],
+            "properties": {"endpoint": text(1024), "access_key": text(1024), "secret_key": text(1024)},
+        },
+        "input_artifacts": text(1024, description="key prefix (or storage-root path) of the pipeline's files"),
+        "command": text(4096, description="e.g. 'python pipe1.py --epochs 3'; the script is one of the files"),
+        "storage": {"type": "string", "enum": ["local", "minio", "s3"]},
+        "configs": {"type": "object", "maxProperties": 100, "description": "run settings (instance_type, role, ...)"},
+        "environment": {
+            "type": "object", "maxProperties": 100,
+            "propertyNames": {"pattern": ENV_NAME, "maxLength": 512},
+            "additionalProperties": {"type": "string", "maxLength": 32768, "pattern": NO_NUL},
+            "description": "environment variables for the script; treated as secrets",
+        },
+    },
+}
+
+HYPERPARAMETERS = {
+    "type": "object", "maxProperties": 100,
+    "propertyNames": {"minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_.-]+$"},
+    "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": 2500, "pattern": NO_NUL},
+}
+
+TAGS = {
+    "oneOf": [
+        {"type": "object", "maxProperties": 50, "propertyNames": {"minLength": 1, "maxLength": 128},
+         "additionalProperties": {"type": "string", "maxLength": 256}},
+        {"type": "array", "maxItems": 50, "items": {
+            "type": "object", "additionalProperties": False, "required": ["Key", "Value"],
+            "properties": {"Key": text(128), "Value": {"type": "string", "maxLength": 256}}}},
+    ],
+}
+
+TRAINING = {
+    "title": "TrainingRequest",
+    "description": "Train a model with the bundled script (or your own) on a dataset.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "dataset"],
+    "properties": {
+        "name": text(128, pattern="^[A-Za-z0-9][A-Za-z0-9 ._-]*$", description="a name for the training run"),
+        "dataset": text(1024, description="a folder inside the storage root, or an s3:// URI"),
+        "metadata_file": text(255, description="labels CSV inside the dataset (default metadata.csv)"),
+        "hyperparameters": HYPERPARAMETERS,
+        "instance_type": text(64, pattern="^ml\\.[a-z0-9-]+\\.[a-z0-9]+$"),
+        "instance_count": {"type": "integer", "minimum": 1, "maximum": 100},
+        "max_runtime_seconds": {"type": "integer", "minimum": 1, "maximum": 2419200},
+        "spot": {"type": "boolean"},
+        "entry_point": text(255, pattern="^[A-Za-z0-9_][A-Za-z0-9_./-]*\\.py$"),
+        "source_dir": text(1024, description="a code folder inside the storage root (default: the bundled one)"),
+        "tags": TAGS,
+        "retry_on_restart": {"type": "boolean", "description": "queue again if the executor restarts mid-run"},
+    },
+}
+
+# Missing, unknown and mistyped fields are 400, as the Essedum backend's old executor answered;
+# a well-formed field with a bad value is 422.
+_STRUCTURAL = frozenset({"required", "additionalProperties", "type", "oneOf", "propertyNames"})
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """Parse the request body as JSON and validate it; raise InvalidRequest naming the field."""
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise InvalidRequest("body", "a JSON object is required", status=400)
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400) from None
+    except ValueError as exc:
+        raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
+    if _depth(body) > MAX_DEPTH:
+        raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400)
+    validate(body, schema)
+    return body
+
+
+def validate(body: Any, schema: dict[str, Any]) -> None:
+    """Validate a document against a schema; raise InvalidRequest for its first error."""
+    errors = sorted(Draft202012Validator(schema).iter_errors(body), key=_error_rank)
+    if errors:
+        raise _invalid(errors[0])
+
+
+def _error_rank(error: ValidationError) -> tuple[int, int, str]:
+    return (0 if error.validator in _STRUCTURAL else 1, len(error.absolute_path), str(list(error.absolute_path)))
+
+
+def _invalid(error: ValidationError) -> InvalidRequest:
+    path = ".".join(str(part) for part in error.absolute_path)
+    status = 400 if error.validator in _STRUCTURAL else 422
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in error.instance]
+        field = ".".join(filter(None, [path, missing[0]]))
+        return InvalidRequest(field, "is required", status=400)
+    if error.validator == "additionalProperties":
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(name for name in error.instance if name not in allowed)
+        field = ".".join(filter(None, [path, unknown[0]]))
+        return InvalidRequest(field, f"is not a known field; known fields: {', '.join(sorted(allowed))}", status=400)
+    if error.validator == "minLength" and error.validator_value == 1:
+        return InvalidRequest(path or "body", "must not be empty", status=status)
+    if error.validator == "pattern" and error.validator_value == NO_NUL:
+        return InvalidRequest(path or "body", "must not contain NUL bytes", status=status)
+    if error.validator == "type":
+        return InvalidRequest(path or "body", f"must be of type {error.validator_value}", status=status)
+    if error.validator == "maxLength":
+        return InvalidRequest(path or "body", f"is longer than {error.validator_value} characters", status=status)
+    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+    return InvalidRequest(path or "body", message, status=status)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(item, level + 1) for item in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(item, level + 1) for item in value), default=level + 1)
+    return level

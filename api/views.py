@@ -1,0 +1,79 @@
+"""How jobs are shown over HTTP: the Essedum status shape, the seed README's status shape, times."""
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from typing import Any
+
+from flask import current_app
+
+from db import Job, JobStatus, JobStore
+
+
+def executor():
+    """Return the running executor (store, queue, backend, config) of this app."""
+    return current_app.config["EXECUTOR"]
+
+
+def format_time(epoch: float | None, zone: tzinfo | None) -> str | None:
+    """Format a time as the Essedum backend parses it: 'YYYY-MM-DD HH:MM:SS.ffffff+HH:MM'."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, zone) if zone else datetime.fromtimestamp(epoch).astimezone()
+    # str() would drop the fraction when it is zero, which the backend's pattern does not accept.
+    return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def elapsed_seconds(job: Job) -> float | None:
+    """Return seconds from submission to the end, once the job has ended."""
+    if job.finished is None or not job.status.is_final:
+        return None
+    return round(job.finished - job.submitted, 6)
+
+
+def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
+    """Return the body of GET /execute/<id>/getStatus."""
+    return {
+        "task_id": job.id,
+        "pid": job.pid or job.external_id,
+        "task_status": job.status.value,
+        "log_path": job.log_path,
+        "submitted": format_time(job.submitted, zone),
+        "started": format_time(job.started, zone),
+        "finished": format_time(job.finished, zone),
+        "output_dir": job.output_dir,
+        "timestamp": elapsed_seconds(job),
+        "phase": job.phase,
+        "failure_reason": job.failure_reason,
+    }
+
+
+def essedum_list_entry(job: Job, zone: tzinfo | None) -> dict[str, Any]:
+    """Return one entry of GET /execute."""
+    return {"id": job.id, "status": job.status.value, "submitted": format_time(job.submitted, zone),
+            "started": format_time(job.started, zone), "finished": format_time(job.finished, zone),
+            "pid": job.pid or job.external_id, "logpath": job.log_path}
+
+
+def job_status(job: Job, store: JobStore, zone: tzinfo | None) -> dict[str, Any]:
+    """Return the body of GET /status/<id>: status, phase, progress, metrics, failure and artifacts."""
+    progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
+    progress.update(job.progress)
+    return {
+        "job_id": job.id,
+        "kind": job.kind,
+        "backend": job.backend,
+        "name": job.request.get("name"),
+        "status": job.status.value,
+        "phase": job.phase,
+        "progress": progress,
+        "metrics": store.latest_metrics(job.id),
+        "failure_reason": job.failure_reason,
+        "artifacts": job.artifacts,
+        "external_id": job.external_id,
+        "details": job.details,
+        "submitted": format_time(job.submitted, zone),
+        "started": format_time(job.started, zone),
+        "finished": format_time(job.finished, zone),
+        "timestamp": elapsed_seconds(job),
+        "attempts": job.attempts,
+    }

@@ -1,0 +1,157 @@
+"""The executor's app factory and service entry point: `python app.py --help`."""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import Flask, g, has_request_context
+
+import api
+from config import Config, ConfigError, load_config, parse_args
+from db import JobStore
+from job_secrets import SecretBox
+from mlops.base import Backend
+from mlops.clients import ClientFactory
+from queue_worker import JobQueue
+
+logger = logging.getLogger("executor")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] [%(request_id)s] %(message)s"
+
+
+@dataclass
+class Executor:
+    """Everything one running executor holds; routes reach it through the app."""
+
+    config: Config
+    store: JobStore
+    queue: JobQueue
+    backend: Backend
+    clients: ClientFactory
+    secret_box: SecretBox
+
+
+def make_backend(config: Config, clients: ClientFactory, store: JobStore) -> Backend:
+    """Return the backend the configuration names."""
+    if config.backend == "sagemaker":
+        from mlops.sagemaker_backend import SageMakerBackend
+
+        return SageMakerBackend(config, clients, store)
+    from mlops.local import LocalBackend
+
+    return LocalBackend(config, clients)
+
+
+def make_clients(config: Config) -> ClientFactory:
+    """Return the boto3 client factory the configuration describes."""
+    pairs = [item.split("=", 1) for item in (config.adapter_profiles or "").split(",") if "=" in item]
+    return ClientFactory(region=config.aws_region, profile=config.aws_profile,
+                         adapter_profiles={key.strip(): value.strip() for key, value in pairs})
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
+               backend: Backend | None = None) -> Flask:
+    """Build an app with its store, backend and queue; the queue's threads start in start_executor."""
+    if not isinstance(config, Config):
+        config = load_config(overrides=config)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.storage_root.mkdir(parents=True, exist_ok=True)
+    store = JobStore(config.data_dir / "executor.sqlite3")
+    clients = clients or make_clients(config)
+    backend = backend or make_backend(config, clients, store)
+    secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
+    queue = JobQueue(config, store, backend, secret_box)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["EXECUTOR"] = Executor(config, store, queue, backend, clients, secret_box)
+    app.json.sort_keys = False
+    api.register(app)
+    return app
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the request id of the current request (or '-') on every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def configure_logging(config: Config) -> None:
+    """Log to stderr and to a rotating file in the data folder, one format, with request ids."""
+    log_dir = config.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stderr),
+        logging.handlers.RotatingFileHandler(log_dir / "executor.log", maxBytes=10 << 20, backupCount=5,
+                                             encoding="utf-8"),
+    ]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(RequestIdFilter())
+    logging.basicConfig(level=config.log_level, handlers=handlers, force=True)
+
+
+def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
+    """Start the queue and serve the app with waitress until a stop is requested, then shut down."""
+    from waitress.server import create_server
+
+    executor: Executor = app.config["EXECUTOR"]
+    config = executor.config
+    stop_requested = stop_requested or threading.Event()
+    executor.queue.start()
+    server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
+                           ident="executor", clear_untrusted_proxy_headers=True)
+    # Tests and the service scripts read this line to learn the bound port.
+    logger.info("serving on http://%s:%s (backend %s, %d workers)", config.host, server.effective_port,
+                config.backend, config.workers)
+    server_thread = threading.Thread(target=server.run, name="http", daemon=True)
+    server_thread.start()
+    # A bounded wait lets Ctrl+C reach the handler on Windows too, where a plain wait would block it.
+    while not stop_requested.wait(0.5):
+        pass
+    logger.info("stopping: no new jobs; running local jobs get %ss to finish", config.shutdown_timeout)
+    server.close()
+    executor.queue.stop()
+    executor.store.close()
+    logger.info("stopped")
+
+
+def install_signal_handlers(stop_requested: threading.Event) -> None:
+    """Make SIGINT, SIGTERM (and SIGBREAK on Windows) request a graceful stop."""
+    def request_stop(signum: int, _frame: Any) -> None:
+        # Only set a flag: a handler runs between bytecodes of whatever the main thread was doing,
+        # so the shutdown itself must happen in ordinary code.
+        stop_requested.set()
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), request_stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the executor as a service."""
+    try:
+        config = load_config(overrides=parse_args(argv))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    try:
+        app = create_app(config)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return 2
+    stop_requested = threading.Event()
+    install_signal_handlers(stop_requested)
+    serve(app, stop_requested)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

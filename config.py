@@ -1,0 +1,198 @@
+"""The executor's settings: declared once, read from EXECUTOR_* variables and command-line flags."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ConfigError(ValueError):
+    """A setting has a value the executor cannot run with."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return value
+
+
+def _backend(text: str) -> str:
+    if text not in ("local", "sagemaker"):
+        raise ValueError("must be 'local' or 'sagemaker'")
+    return text
+
+
+def _timezone(text: str):
+    if text in ("", "local"):
+        return None
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {text!r}") from exc
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its attribute name, default text, converter and help."""
+
+    name: str
+    default: str
+    convert: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "EXECUTOR_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", str, "address to listen on"),
+    Setting("port", "5002", _port, "port to listen on (0 picks a free one)"),
+    Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
+    Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
+    Setting("workers", "4", _positive_int, "worker threads that run jobs"),
+    Setting("api_token", "", _optional_str, "bearer token every route but /health requires", secret=True),
+    Setting("local_storage_root", "", _optional_str,
+            "where storage:local paths and local datasets resolve (default <data dir>/storage)"),
+    Setting("max_body_bytes", "1048576", _positive_int, "largest accepted request body in bytes"),
+    Setting("max_upload_bytes", "1073741824", _positive_int, "largest accepted dataset upload in bytes"),
+    Setting("storage_endpoints", "", str,
+            "comma-separated S3/MinIO endpoint URLs that storage:minio requests may name"),
+    Setting("timezone", "local", _timezone, "IANA zone for the times in responses (default: the host's)"),
+    Setting("secret_key", "", _optional_str,
+            "Fernet key that encrypts stored job secrets (default: <data dir>/secret.key)", secret=True),
+    Setting("python", "", _optional_str, "interpreter that runs local jobs (default: the executor's own)"),
+    Setting("max_runtime_seconds", "86400", _positive_int, "default limit on a job's run time"),
+    Setting("shutdown_timeout", "30", _non_negative_float,
+            "seconds a stop waits for running local jobs before killing them"),
+    Setting("monitor_interval", "15", _non_negative_float, "seconds between monitor cycles of remote jobs"),
+    Setting("log_level", "INFO", str.upper, "logging level"),
+    Setting("retry_interrupted", "false", _bool,
+            "requeue local jobs that were running when the executor stopped, instead of failing them"),
+    # SageMaker backend
+    Setting("aws_region", "", _optional_str, "AWS region (default: the AWS configuration's)"),
+    Setting("aws_profile", "", _optional_str, "named AWS profile (default: the standard credential chain)"),
+    Setting("adapter_profiles", "", _optional_str,
+            "adapter_instance=profile pairs, comma separated, for per-adapter AWS profiles"),
+    Setting("s3_bucket", "", _optional_str, "bucket for datasets, code and model artifacts"),
+    Setting("s3_prefix", "essedum-executor", str, "key prefix under the bucket"),
+    Setting("sagemaker_role_arn", "", _optional_str, "execution role SageMaker jobs run as"),
+    Setting("instance_type", "ml.g5.xlarge", str, "default SageMaker training instance type"),
+    Setting("training_image", "", _optional_str, "training image URI (default: the AWS PyTorch image)"),
+    Setting("framework_version", "2.5", str, "PyTorch framework version of the AWS images"),
+    Setting("py_version", "py311", str, "Python version tag of the AWS images"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The executor's settings after validation."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def storage_root(self) -> Path:
+        root = self.values.get("local_storage_root")
+        return Path(root).expanduser() if root else self.data_dir / "storage"
+
+    def replace(self, **changes: Any) -> "Config":
+        return Config({**self.values, **changes})
+
+
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the configuration from the environment and explicit overrides, then validate it."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides and not isinstance(overrides[setting.name], str):
+            values[setting.name] = overrides.pop(setting.name)
+            continue
+        text = overrides.pop(setting.name, environ.get(setting.env, setting.default))
+        try:
+            values[setting.name] = setting.convert(text.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}: {exc}") from None
+    if overrides:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(overrides))}")
+    config = Config(values)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if not config.api_token and not _is_loopback(config.host):
+        raise ConfigError(
+            f"EXECUTOR_HOST: binding {config.host} exposes the executor beyond this machine; "
+            "set EXECUTOR_API_TOKEN so that every request must authenticate")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(argv: Sequence[str] | None = None) -> dict[str, str]:
+    """Read the command line: each setting has a flag that overrides its EXECUTOR_* variable."""
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Essedum job executor: runs pipelines locally or on Amazon SageMaker.",
+        epilog="Each flag can also be set with the environment variable named in its help.")
+    for setting in SETTINGS:
+        default = "(hidden)" if setting.secret else repr(setting.default)
+        parser.add_argument(setting.flag, dest=setting.name, metavar="VALUE",
+                            help=f"{setting.help} [{setting.env}, default {default}]")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return {name: value for name, value in vars(args).items() if value is not None}

@@ -1,0 +1,511 @@
+"""The job store: jobs, their events and metrics, and MLOps records, in one SQLite file.
+
+Connection policy: one connection per thread, opened on first use and kept for the thread's life
+(waitress and the queue use fixed thread pools, so the count is bounded). Connections run in
+autocommit mode; every write that must be atomic is one statement or one BEGIN IMMEDIATE block, so
+a writer takes the lock up front instead of failing half-way through a deferred transaction. WAL
+lets status polls read while a worker writes; the busy timeout absorbs short lock waits.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class JobStatus(str, Enum):
+    """A job's status, with the values the Essedum backend switches on."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
+
+# RUNNING -> WAITING is the requeue of an interrupted job that asked to be retried.
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.WAITING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.ERROR}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED, JobStatus.WAITING}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.ERROR: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class StoreError(Exception):
+    """The job store cannot do what was asked."""
+
+
+class IllegalTransition(StoreError):
+    """A status change that the state machine does not allow."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be written (disk full, locked too long, read-only)."""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, events, metrics, MLOps records
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        status TEXT NOT NULL,
+        phase TEXT NOT NULL DEFAULT 'Queued',
+        request TEXT NOT NULL,
+        secrets BLOB,
+        submitted REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        updated REAL NOT NULL,
+        external_id TEXT,
+        pid TEXT,
+        failure_reason TEXT,
+        progress TEXT NOT NULL DEFAULT '{}',
+        artifacts TEXT NOT NULL DEFAULT '{}',
+        details TEXT NOT NULL DEFAULT '{}',
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        log_path TEXT NOT NULL,
+        output_dir TEXT NOT NULL
+    );
+    CREATE INDEX jobs_status_submitted ON jobs (status, submitted);
+    CREATE INDEX jobs_submitted ON jobs (submitted);
+    CREATE TABLE job_events (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        time REAL NOT NULL,
+        status TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        message TEXT
+    );
+    CREATE INDEX job_events_job ON job_events (job_id, id);
+    CREATE TABLE job_metrics (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value REAL,
+        step INTEGER,
+        time REAL NOT NULL
+    );
+    CREATE INDEX job_metrics_job ON job_metrics (job_id, name, id);
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}',
+        job_id TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        UNIQUE (type, name)
+    );
+    CREATE INDEX records_type ON records (type, created);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_JSON_COLUMNS = ("request", "progress", "artifacts", "details")
+_UPDATABLE = frozenset({"phase", "external_id", "pid", "progress", "artifacts", "details",
+                        "failure_reason", "secrets"})
+
+
+@dataclass
+class Job:
+    """One row of the jobs table."""
+
+    id: str
+    kind: str
+    backend: str
+    status: JobStatus
+    phase: str
+    request: dict[str, Any]
+    submitted: float
+    started: float | None
+    finished: float | None
+    updated: float
+    external_id: str | None
+    pid: str | None
+    failure_reason: str | None
+    progress: dict[str, Any]
+    artifacts: dict[str, Any]
+    details: dict[str, Any]
+    cancel_requested: bool
+    attempts: int
+    log_path: str
+    output_dir: str
+    has_secrets: bool = field(default=False)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        data = {key: row[key] for key in row.keys() if key != "secrets"}
+        for column in _JSON_COLUMNS:
+            data[column] = json.loads(data[column])
+        data["status"] = JobStatus(data["status"])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        data["has_secrets"] = row["secrets"] is not None if "secrets" in row.keys() else False
+        return cls(**data)
+
+
+@dataclass
+class Record:
+    """One MLOps record: a model, endpoint, endpoint config, dataset or transform job."""
+
+    id: str
+    type: str
+    name: str
+    status: str
+    payload: dict[str, Any]
+    job_id: str | None
+    created: float
+    updated: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Record":
+        data = dict(zip(row.keys(), row))
+        data["payload"] = json.loads(data["payload"])
+        return cls(**data)
+
+
+class JobStore:
+    """The SQLite job store; safe to share between threads."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._connection().execute(sql, tuple(params)).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        conn = self._connection()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"job database {self.path} has schema version {version}, newer than this "
+                             f"executor's {SCHEMA_VERSION}: upgrade the executor")
+        for number in range(version, SCHEMA_VERSION):
+            # executescript commits first, so each migration and its version bump are applied
+            # together inside one explicit transaction.
+            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
+
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a write transaction can be taken now."""
+        with self._write() as conn:
+            conn.execute("SELECT 1")
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
+                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
+        """Insert a new WAITING job and its first event."""
+        now = self.clock()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
+                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
+                 log_path, output_dir))
+            self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """Return the job with this id, or None."""
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
+
+    def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
+                  kind: str | None = None, kinds: Iterable[str] | None = None) -> list[Job]:
+        """Return jobs newest first, optionally filtered by status and kind."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY submitted DESC, id LIMIT ? OFFSET ?",
+                          [*params, limit, offset])
+        return [Job.from_row(row) for row in rows]
+
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
+        """Return every job in this status, oldest first."""
+        sql, params = "SELECT * FROM jobs WHERE status = ?", [status.value]
+        if backend:
+            sql += " AND backend = ?"
+            params.append(backend)
+        return [Job.from_row(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
+
+    def count_by_status(self) -> dict[str, int]:
+        """Return the number of jobs in each status."""
+        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({row[0]: row[1] for row in rows})
+        return counts
+
+    def claim_next(self, backends: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job to RUNNING and return it; None when nothing waits."""
+        now = self.clock()
+        filter_sql, params = "", []
+        if backends is not None:
+            backends = list(backends)
+            filter_sql = f" AND backend IN ({', '.join('?' * len(backends))})"
+            params = backends
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT id FROM jobs WHERE status = ? AND cancel_requested = 0{filter_sql}"
+                " ORDER BY submitted, id LIMIT 1", [JobStatus.WAITING.value, *params]).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET status = ?, phase = 'Starting', started = COALESCE(started, ?), updated = ?,"
+                " attempts = attempts + 1 WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING.value, now, now, row["id"], JobStatus.WAITING.value))
+            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", "claimed by a worker", now)
+        return self.get(row["id"])
+
+    def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
+                   message: str | None = None, failure_reason: str | None = None,
+                   phase: str | None = None) -> bool:
+        """Move a job to a new status; False when another thread moved it first.
+
+        Raises IllegalTransition for a move the state machine forbids and KeyError for an unknown job.
+        """
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            current = JobStatus(row["status"])
+            if expected is not None and current is not expected:
+                return False
+            if to not in ALLOWED_TRANSITIONS[current]:
+                raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
+            now = self.clock()
+            new_phase = phase or _default_phase(to, row["phase"])
+            started = "COALESCE(started, ?)" if to is not JobStatus.WAITING else "started"
+            finished = "?" if to.is_final else "NULL"
+            params: list[Any] = [to.value, new_phase, now]
+            if to is not JobStatus.WAITING:
+                params.append(now)
+            if to.is_final:
+                params.append(now)
+            changed = conn.execute(
+                f"UPDATE jobs SET status = ?, phase = ?, updated = ?, started = {started},"
+                f" finished = {finished}, failure_reason = COALESCE(?, failure_reason),"
+                f" secrets = CASE WHEN ? THEN NULL ELSE secrets END"
+                f" WHERE id = ? AND status = ?",
+                [*params, failure_reason, to.is_final, job_id, current.value]).rowcount
+            if changed:
+                self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
+        return bool(changed)
+
+    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
+        """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        if not fields:
+            return
+        now = self.clock()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            conn.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*values, now, job_id])
+            if "phase" in fields and fields["phase"] != row["phase"]:
+                self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
+
+    def merge_details(self, job_id: str, **details: Any) -> None:
+        """Merge keys into a job's details object."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET details = json_patch(details, ?), updated = ? WHERE id = ?",
+                         (json.dumps(details), self.clock(), job_id))
+
+    def request_cancel(self, job_id: str) -> JobStatus | None:
+        """Cancel a waiting job at once, or flag a running one; return the status it now has."""
+        now = self.clock()
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            status = JobStatus(row["status"])
+            if status is JobStatus.WAITING:
+                conn.execute("UPDATE jobs SET status = ?, phase = 'Cancelled', finished = ?, updated = ?,"
+                             " cancel_requested = 1, secrets = NULL WHERE id = ? AND status = ?",
+                             (JobStatus.CANCELLED.value, now, now, job_id, JobStatus.WAITING.value))
+                self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
+                return JobStatus.CANCELLED
+            if status is JobStatus.RUNNING:
+                conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
+            return status
+
+    def secrets(self, job_id: str) -> bytes | None:
+        """Return the encrypted secrets a job still holds."""
+        rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
+        return rows[0]["secrets"] if rows else None
+
+    def _add_event(self, conn: sqlite3.Connection, job_id: str, status: JobStatus, phase: str,
+                   message: str | None, now: float) -> None:
+        conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",
+                     (job_id, now, status.value, phase, message))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Return a job's status and phase changes, oldest first."""
+        rows = self._read("SELECT time, status, phase, message FROM job_events WHERE job_id = ? ORDER BY id",
+                          (job_id,))
+        return [dict(row) for row in rows]
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
+                    when: float | None = None) -> None:
+        """Record metric values (name, value, step) of a job."""
+        now = self.clock() if when is None else when
+        rows = [(job_id, name, value, step, now) for name, value, step in metrics]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
+                             rows)
+
+    def replace_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None, float]]) -> None:
+        """Replace a job's metrics with (name, value, step, time) rows read from their source."""
+        rows = [(job_id, name, value, step, when) for name, value, step, when in metrics]
+        with self._write() as conn:
+            conn.execute("DELETE FROM job_metrics WHERE job_id = ?", (job_id,))
+            conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
+                             rows)
+
+    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
+        """Return the latest value of each metric of a job."""
+        rows = self._read(
+            "SELECT name, value FROM job_metrics WHERE id IN"
+            " (SELECT MAX(id) FROM job_metrics WHERE job_id = ? GROUP BY name) ORDER BY name", (job_id,))
+        return {row["name"]: row["value"] for row in rows}
+
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Return every recorded metric value of a job, oldest first."""
+        rows = self._read("SELECT name, value, step, time FROM job_metrics WHERE job_id = ? ORDER BY id",
+                          (job_id,))
+        return [dict(row) for row in rows]
+
+    # -- MLOps records ---------------------------------------------------------------------------
+
+    def put_record(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
+                   job_id: str | None = None) -> Record:
+        """Insert or replace an MLOps record, keeping its creation time."""
+        now = self.clock()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO records (id, type, name, status, payload, job_id, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                " status = excluded.status, payload = excluded.payload, job_id = excluded.job_id,"
+                " updated = excluded.updated",
+                (record_id, type, name, status, json.dumps(payload), job_id, now, now))
+        record = self.get_record(record_id)
+        assert record is not None
+        return record
+
+    def get_record(self, record_id: str) -> Record | None:
+        """Return the record with this id, or None."""
+        rows = self._read("SELECT * FROM records WHERE id = ?", (record_id,))
+        return Record.from_row(rows[0]) if rows else None
+
+    def find_record(self, type: str, name: str) -> Record | None:
+        """Return the record of this type and name, or None."""
+        rows = self._read("SELECT * FROM records WHERE type = ? AND name = ?", (type, name))
+        return Record.from_row(rows[0]) if rows else None
+
+    def list_records(self, type: str, limit: int = 1000) -> list[Record]:
+        """Return the records of a type, newest first."""
+        rows = self._read("SELECT * FROM records WHERE type = ? ORDER BY created DESC LIMIT ?", (type, limit))
+        return [Record.from_row(row) for row in rows]
+
+    def delete_record(self, record_id: str) -> bool:
+        """Delete a record; False when there was none."""
+        with self._write() as conn:
+            return bool(conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount)
+
+
+def _default_phase(status: JobStatus, current: str) -> str:
+    return {
+        JobStatus.WAITING: "Queued",
+        JobStatus.RUNNING: current,
+        JobStatus.COMPLETED: "Completed",
+        JobStatus.ERROR: "Failed",
+        JobStatus.CANCELLED: "Cancelled",
+    }[status]

@@ -1,0 +1,81 @@
+"""Encryption of the secrets a queued job needs after a restart (storage credentials, environment).
+
+The key lives outside the database: EXECUTOR_SECRET_KEY, or a key file created with 0600
+permissions at first start, so a copy of the database alone reveals nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from config import ConfigError
+
+KEY_FILE_NAME = "secret.key"
+REDACTED = "****"
+
+
+class SecretBox:
+    """Encrypts and decrypts a job's secrets."""
+
+    def __init__(self, key: bytes):
+        try:
+            self._fernet = Fernet(key)
+        except ValueError as exc:
+            raise ConfigError("EXECUTOR_SECRET_KEY: not a Fernet key (32 url-safe base64-encoded bytes)") from exc
+
+    @classmethod
+    def from_config(cls, secret_key: str | None, data_dir: Path) -> "SecretBox":
+        """Use the configured key, or the data folder's key file, creating it on first start."""
+        if secret_key:
+            return cls(secret_key.encode())
+        key_path = data_dir / KEY_FILE_NAME
+        try:
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return cls(key_path.read_bytes().strip())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+        return cls(key_path.read_bytes().strip())
+
+    def seal(self, secrets: dict[str, Any]) -> bytes | None:
+        """Encrypt a dict of secrets; None when there are none."""
+        if not secrets:
+            return None
+        return self._fernet.encrypt(json.dumps(secrets).encode())
+
+    def open(self, token: bytes | None) -> dict[str, Any]:
+        """Decrypt what seal produced; an empty dict for None."""
+        if token is None:
+            return {}
+        try:
+            return json.loads(self._fernet.decrypt(token))
+        except InvalidToken as exc:
+            raise ConfigError("job secrets cannot be decrypted: EXECUTOR_SECRET_KEY or the key file "
+                              "changed since the job was submitted") from exc
+
+
+def secret_values(secrets: dict[str, Any]) -> list[str]:
+    """Return every string inside a secrets dict that is long enough to be worth redacting."""
+    return sorted({value for value in _strings(secrets) if len(value) >= 4}, key=len, reverse=True)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def redact(text: str, values: Iterable[str]) -> str:
+    """Replace each secret value in text."""
+    for value in values:
+        text = text.replace(value, REDACTED)
+    return text

@@ -1,0 +1,1 @@
+"""Backends that run jobs: on this machine (local) or on Amazon SageMaker."""

@@ -1,0 +1,151 @@
+"""The interface every backend implements, and the context through which a backend reports on a job."""
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from db import Job, JobStatus, JobStore
+from job_secrets import redact, secret_values
+
+logger = logging.getLogger(__name__)
+
+PIPELINE = "pipeline"      # POST /execute and /pipelines/training/custom_script
+TRAINING = "training"      # POST /api/service/v1/pipelines/training and /pipelines/training/train
+AUTOML = "automl"          # POST /pipelines/training/automl
+ENDPOINT = "endpoint"      # deploying a model to an endpoint
+TRANSFORM = "transform"    # batch inference
+
+JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM)
+
+
+class JobContext:
+    """What a backend may do to the job it runs: log, report progress and metrics, and end it.
+
+    Everything it writes passes secret redaction, so a script that prints its credentials
+    cannot put them in the job log.
+    """
+
+    def __init__(self, job: Job, store: JobStore, job_dir: Path, secrets: dict[str, Any]):
+        self.job = job
+        self.store = store
+        self.job_dir = job_dir
+        self.secrets = secrets
+        self._secret_values = secret_values(secrets)
+        self._log_lock = threading.Lock()
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.job.log_path)
+
+    def redact(self, text: str) -> str:
+        """Remove this job's secret values from text."""
+        return redact(text, self._secret_values)
+
+    def log(self, text: str) -> None:
+        """Append text to the job log (a newline is added when missing)."""
+        if not text.endswith("\n"):
+            text += "\n"
+        with self._log_lock:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8", errors="replace") as handle:
+                handle.write(self.redact(text))
+
+    def set_phase(self, phase: str, message: str | None = None) -> None:
+        """Record the job's current phase (Downloading, Training, Uploading, ...)."""
+        self.store.update(self.job_id, phase=phase, message=message)
+        self.job.phase = phase
+
+    def set_progress(self, **progress: Any) -> None:
+        """Replace the job's progress object (epoch, epochs, percent, ...)."""
+        self.store.update(self.job_id, progress=progress)
+        self.job.progress = progress
+
+    def set_external_id(self, external_id: str) -> None:
+        """Record the id of the job on the platform that runs it."""
+        self.store.update(self.job_id, external_id=external_id)
+        self.job.external_id = external_id
+
+    def set_pid(self, pid: int | str | None) -> None:
+        """Record the process id of a job running on this machine."""
+        self.store.update(self.job_id, pid=None if pid is None else str(pid))
+
+    def set_artifacts(self, artifacts: dict[str, Any]) -> None:
+        """Record where the job's outputs are."""
+        self.store.update(self.job_id, artifacts=artifacts)
+        self.job.artifacts = artifacts
+
+    def merge_details(self, **details: Any) -> None:
+        """Record facts about the run (instance type, billable seconds, estimated cost, ...)."""
+        self.store.merge_details(self.job_id, **details)
+        self.job.details.update(details)
+
+    def add_metrics(self, values: dict[str, float | None], step: int | None = None,
+                    when: float | None = None) -> None:
+        """Record metric values of the job."""
+        self.store.add_metrics(self.job_id, [(name, value, step) for name, value in values.items()], when)
+
+    def cancel_requested(self) -> bool:
+        """True once a user asked to stop this job."""
+        job = self.store.get(self.job_id)
+        return bool(job and job.cancel_requested)
+
+    def finish(self, status: JobStatus, failure_reason: str | None = None, message: str | None = None) -> bool:
+        """End the job with a final status; False when it had already ended."""
+        if failure_reason:
+            failure_reason = self.redact(failure_reason)
+            self.log(f"[executor] job ended {status.value}: {failure_reason}")
+        else:
+            self.log(f"[executor] job ended {status.value}")
+        return self.store.transition(self.job_id, status, expected=JobStatus.RUNNING,
+                                     failure_reason=failure_reason, message=message)
+
+
+ContextFactory = Callable[[Job], JobContext]
+
+
+class Backend(ABC):
+    """Runs jobs somewhere. One instance serves every worker thread."""
+
+    name: ClassVar[str]
+    #: True when jobs run elsewhere and the monitor thread must follow them.
+    remote: ClassVar[bool] = False
+    #: The job kinds this backend can run.
+    kinds: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        """Validate a request at submission and return it normalised; raise InvalidRequest if it cannot run."""
+        return request
+
+    @abstractmethod
+    def run(self, ctx: JobContext) -> None:
+        """Run a claimed job: a local backend to its end, a remote one until it is launched."""
+
+    @abstractmethod
+    def cancel(self, job: Job) -> bool:
+        """Start stopping a running job; True when a stop was started or had been already."""
+
+    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+        """Bring the state of remote running jobs up to date (one monitor cycle)."""
+
+    def recover(self, job: Job) -> str:
+        """Say what to do with a job found RUNNING at start-up: 'monitor', 'requeue' or 'fail'."""
+        return "fail"
+
+    def read_log(self, job: Job) -> str:
+        """Return the job's log text."""
+        path = Path(job.log_path)
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def output_artifacts(self, job: Job) -> dict[str, Any]:
+        """Return the job's output files as {stem: {"content": ...}}."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the backend holds (processes, clients)."""

@@ -1,0 +1,432 @@
+"""The local backend: runs a job on this machine under the SageMaker training-container contract.
+
+A job folder mirrors /opt/ml (input/data/<channel>, input/config/*.json, model/, output/,
+checkpoints/), the process gets the SM_* environment and its hyperparameters as `--name value`
+flags, so a script that runs here runs unchanged in the AWS PyTorch container.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from config import Config
+from db import Job, JobStatus
+from mlops import script_contract
+from mlops.base import PIPELINE, TRAINING, Backend, JobContext
+from mlops.clients import ClientFactory
+from mlops.errors import BackendError, InvalidRequest
+from mlops.metric_lines import parse_metric_line, progress_of
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
+                           stage_dataset, stage_pipeline_files)
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "training"
+CURRENT_HOST = "algo-1"
+STOP_GRACE_S = 10
+ARTIFACT_TEXT_LIMIT = 1 << 20
+# Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
+# token, the secret key) must not.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "TMP",
+                 "TEMP", "TMPDIR", "PATHEXT", "COMSPEC", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+IS_WINDOWS = os.name == "nt"
+# Marks a job's processes, so that recovery kills only the orphans of that job, never a stranger
+# that reused the pid.
+JOB_ID_VARIABLE = "EXECUTOR_JOB_ID"
+
+
+class ContainerLayout:
+    """The /opt/ml folder tree of one job, inside the job's folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.code = root / "code"
+        self.input = root / "input"
+        self.config = self.input / "config"
+        self.channel = self.input / "data" / CHANNEL
+        self.model = root / "model"
+        self.output = root / "output"
+        self.output_data = self.output / "data"
+        self.checkpoints = root / "checkpoints"
+        self.failure = self.output / "failure"
+
+    def create(self) -> None:
+        for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+class LocalBackend(Backend):
+    """Runs jobs as child processes of the executor."""
+
+    name = "local"
+    remote = False
+    kinds = frozenset({PIPELINE, TRAINING})
+
+    def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clients = clients
+        self.clock = clock
+        self.python = config.python or sys.executable
+        self.venv_root = config.data_dir / "venvs"
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._stop_reasons: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._venv_locks: dict[str, threading.Lock] = {}
+        self._stopping = threading.Event()
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        if kind == PIPELINE:
+            return self._check_pipeline(request, secrets)
+        if kind == TRAINING:
+            return self._check_training(request)
+        raise InvalidRequest("kind", f"the local backend does not run {kind} jobs; use EXECUTOR_BACKEND=sagemaker")
+
+    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        argv = parse_command(request["command"])
+        if request["storage"] == "local":
+            folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
+            if not folder.is_dir():
+                raise InvalidRequest("input_artifacts", f"no folder {request['input_artifacts']!r} in the storage root")
+            if not (folder / argv[1]).is_file():
+                raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
+        else:
+            check_storage_endpoint(request["storage"], secrets["credentials"]["endpoint"], self.config)
+        return request
+
+    def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
+        dataset = request["dataset"]
+        if not S3_URI.match(dataset):
+            folder = resolve_storage_path(self.config.storage_root, dataset, "dataset")
+            if not folder.is_dir():
+                raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root "
+                                                f"({self.config.storage_root})")
+        source_dir = Path(request["source_dir"])
+        if not (source_dir / request["entry_point"]).is_file():
+            raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
+        description = script_contract.describe(source_dir, request["entry_point"], self.python)
+        request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
+        return request
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, ctx: JobContext) -> None:
+        layout = ContainerLayout(ctx.job_dir)
+        layout.create()
+        request = ctx.job.request
+        ctx.set_phase("Downloading", "staging inputs")
+        if ctx.job.kind == PIPELINE:
+            stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
+            argv_tail = parse_command(request["command"])[1:]
+            hyperparameters: dict[str, str] = {}
+            environment = dict(ctx.secrets.get("environment") or {})
+        else:
+            shutil.copytree(request["source_dir"], layout.code, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
+            hyperparameters = dict(request["hyperparameters"])
+            declared = script_contract.describe(layout.code, request["entry_point"], self.python) or {}
+            if "checkpoint-dir" in declared.get("hyperparameters", {}):
+                hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
+            if request.get("metadata_file"):
+                hyperparameters.setdefault("metadata-file", request["metadata_file"])
+            argv_tail = [request["entry_point"], *_flags(hyperparameters)]
+            environment = {}
+        python = self._python_for(ctx, layout.code)
+        self._write_config(layout, hyperparameters)
+        env = self._environment(layout, hyperparameters, argv_tail[0], environment)
+        max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
+        ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
+        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        self._finish(ctx, layout, returncode, max_runtime)
+
+    def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
+                     max_runtime: int) -> int:
+        if self._stopping.is_set():
+            raise BackendError("executor is stopping")
+        process = subprocess.Popen(argv, cwd=layout.code, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_group_options())
+        with self._lock:
+            self._processes[ctx.job_id] = process
+        ctx.set_pid(process.pid)
+        timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))
+        timer.daemon = True
+        timer.start()
+        try:
+            if ctx.cancel_requested():
+                self._stop_process(ctx.job_id, "cancelled")
+            self._follow_output(ctx, process)
+            return process.wait()
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._processes.pop(ctx.job_id, None)
+
+    def _follow_output(self, ctx: JobContext, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for raw in iter(process.stdout.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            ctx.log(line)
+            parsed = parse_metric_line(line)
+            if parsed:
+                epoch, epochs, metrics = parsed
+                ctx.add_metrics(metrics, step=epoch)
+                ctx.set_progress(**progress_of(epoch, epochs))
+
+    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
+        with self._lock:
+            reason = self._stop_reasons.pop(ctx.job_id, None)
+        ctx.set_artifacts(self._artifact_paths(layout))
+        if reason == "cancelled" or (reason is None and ctx.cancel_requested() and returncode != 0):
+            ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
+        elif reason == "shutdown":
+            raise InterruptedError("executor stopped while the job was running")
+        elif reason == "MaxRuntimeExceeded":
+            ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
+        elif returncode != 0:
+            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode))
+        else:
+            ctx.finish(JobStatus.COMPLETED)
+
+    def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
+        written = ""
+        if layout.failure.is_file():
+            written = layout.failure.read_text(encoding="utf-8", errors="replace").strip()[:4000]
+        if returncode < 0:
+            exit_text = f"killed by signal {-returncode}"
+        else:
+            exit_text = f"exit code {returncode}"
+        return f"{written} ({exit_text})" if written else f"the script failed with {exit_text}"
+
+    # -- the container contract ------------------------------------------------------------------
+
+    def _write_config(self, layout: ContainerLayout, hyperparameters: dict[str, str]) -> None:
+        files = {
+            "hyperparameters.json": hyperparameters,
+            "resourceconfig.json": {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST],
+                                    "network_interface_name": "lo"},
+            "inputdataconfig.json": {CHANNEL: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                                               "RecordWrapperType": "None"}},
+        }
+        for name, content in files.items():
+            (layout.config / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+    def _environment(self, layout: ContainerLayout, hyperparameters: dict[str, str], entry_point: str,
+                     user_environment: dict[str, str]) -> dict[str, str]:
+        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        env.update(user_environment)
+        sm = {
+            "SM_MODEL_DIR": str(layout.model),
+            "SM_CHANNELS": json.dumps([CHANNEL]),
+            f"SM_CHANNEL_{CHANNEL.upper()}": str(layout.channel),
+            "SM_HPS": json.dumps(hyperparameters),
+            "SM_OUTPUT_DIR": str(layout.output),
+            "SM_OUTPUT_DATA_DIR": str(layout.output_data),
+            "SM_INPUT_DIR": str(layout.input),
+            "SM_INPUT_CONFIG_DIR": str(layout.config),
+            "SM_CHECKPOINT_DIR": str(layout.checkpoints),
+            "SM_NUM_GPUS": str(_gpu_count()),
+            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_HOSTS": json.dumps([CURRENT_HOST]),
+            "SM_CURRENT_HOST": CURRENT_HOST,
+            "SM_USER_ENTRY_POINT": entry_point,
+            "SM_MODULE_DIR": str(layout.code),
+        }
+        for name, value in hyperparameters.items():
+            sm["SM_HP_" + "".join(ch if ch.isalnum() else "_" for ch in name).upper()] = value
+        sm["SM_TRAINING_ENV"] = json.dumps({key[3:].lower(): value for key, value in sm.items()})
+        env.update(sm)
+        env[JOB_ID_VARIABLE] = layout.root.name
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def _python_for(self, ctx: JobContext, code: Path) -> str:
+        """Return the interpreter for a job, installing its requirements.txt as the container would."""
+        requirements = code / "requirements.txt"
+        if not requirements.is_file():
+            return self.python
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:32]
+        with self._lock:
+            lock = self._venv_locks.setdefault(digest, threading.Lock())
+        with lock:
+            venv = self.venv_root / digest
+            if not venv.is_dir():
+                ctx.set_phase("Installing", "installing requirements.txt")
+                self._build_venv(ctx, venv, requirements)
+            else:
+                ctx.log(f"[executor] using the cached environment for requirements.txt ({digest})")
+        return str(_venv_python(venv))
+
+    def _build_venv(self, ctx: JobContext, venv: Path, requirements: Path) -> None:
+        staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # The executor's own packages stay visible, as the framework's are inside the container.
+            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)])
+            self._installer(ctx, [str(_venv_python(staging)), "-m", "pip", "install", "--disable-pip-version-check",
+                                  "--no-input", "-r", str(requirements)])
+            os.replace(staging, venv)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _installer(self, ctx: JobContext, argv: list[str]) -> None:
+        completed = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                   env={key: os.environ[key] for key in INHERITED_ENV if key in os.environ})
+        ctx.log(completed.stdout + completed.stderr)
+        if completed.returncode != 0:
+            tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+            raise BackendError("installing requirements.txt failed: " + " | ".join(tail))
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def cancel(self, job: Job) -> bool:
+        return self._stop_process(job.id, "cancelled")
+
+    def _stop_process(self, job_id: str, reason: str) -> bool:
+        with self._lock:
+            process = self._processes.get(job_id)
+            if process is None:
+                return False
+            self._stop_reasons.setdefault(job_id, reason)
+        threading.Thread(target=_terminate_group, args=(process,), name=f"stop-{job_id[:8]}", daemon=True).start()
+        return True
+
+    def recover(self, job: Job) -> str:
+        if job.pid:
+            _kill_orphan(int(job.pid), job.id)
+        retry = self.config.retry_interrupted or bool(job.request.get("retry_on_restart"))
+        return "requeue" if retry else "fail"
+
+    def running_job_ids(self) -> list[str]:
+        """Return the ids of jobs whose process is running now."""
+        with self._lock:
+            return list(self._processes)
+
+    def stop_all(self) -> None:
+        """Stop every running process: the executor is shutting down."""
+        self._stopping.set()
+        for job_id in self.running_job_ids():
+            self._stop_process(job_id, "shutdown")
+
+    def close(self) -> None:
+        self.stop_all()
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def _artifact_paths(self, layout: ContainerLayout) -> dict[str, Any]:
+        files = [path for folder in (layout.model, layout.output_data) if folder.is_dir()
+                 for path in sorted(folder.rglob("*")) if path.is_file()]
+        return {"model_dir": str(layout.model), "output_data_dir": str(layout.output_data),
+                "files": [str(path.relative_to(layout.root)) for path in files]}
+
+    def output_artifacts(self, job: Job) -> dict[str, Any]:
+        root = Path(job.output_dir)
+        result: dict[str, Any] = {}
+        for relative in job.artifacts.get("files", []):
+            path = root / relative
+            if not path.is_file():
+                continue
+            key = path.stem if path.stem not in result else relative
+            result[key] = _artifact_content(path)
+        return result
+
+
+def _artifact_content(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    entry: dict[str, Any] = {"path": path.name, "size": size}
+    if size > ARTIFACT_TEXT_LIMIT:
+        entry["content"] = None
+        entry["note"] = f"larger than {ARTIFACT_TEXT_LIMIT} bytes; fetch it from the job folder"
+        return entry
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["content"] = None
+        entry["note"] = "binary file"
+        return entry
+    if path.suffix == ".json":
+        try:
+            entry["content"] = json.loads(text)
+            return entry
+        except ValueError:
+            pass
+    entry["content"] = text
+    return entry
+
+
+def _flags(hyperparameters: dict[str, str]) -> list[str]:
+    return [item for name, value in hyperparameters.items() for item in (f"--{name}", value)]
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if IS_WINDOWS else "bin/python")
+
+
+def _group_options() -> dict[str, Any]:
+    """Start the job in its own process group, so that stopping it reaches its children too."""
+    if IS_WINDOWS:
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _terminate_group(process: subprocess.Popen) -> None:
+    """Ask the job's process group to stop, then kill it after a grace period."""
+    try:
+        if IS_WINDOWS:
+            process.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    except (ProcessLookupError, OSError):
+        return
+    if IS_WINDOWS:
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True)
+        return
+    try:
+        # The group can outlive its leader (a child that ignored SIGTERM), so kill it regardless.
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_orphan(pid: int, job_id: str) -> None:
+    """Kill the process group a dead executor left running for this job (Linux: checked by environment)."""
+    environ = Path(f"/proc/{pid}/environ")
+    try:
+        marker = f"{JOB_ID_VARIABLE}={job_id}".encode()
+        if marker not in environ.read_bytes().split(b"\0"):
+            return
+        os.killpg(pid, signal.SIGKILL)
+        logger.warning("killed the process group %s that job %s left running", pid, job_id)
+    except (OSError, AttributeError):
+        return
+
+
+_gpus: int | None = None
+
+
+def _gpu_count() -> int:
+    global _gpus
+    if _gpus is None:
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+            _gpus = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.TimeoutExpired):
+            _gpus = 0
+    return _gpus

@@ -1,0 +1,110 @@
+"""What a training script declares with `--describe`, and checking hyperparameters against it.
+
+Checking before launch is what keeps a misspelt or out-of-range hyperparameter from becoming a
+failed (and billed) training job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlops.errors import InvalidRequest
+
+BUNDLED_SCRIPTS = Path(__file__).resolve().parent.parent / "training_scripts"
+BUNDLED_ENTRY_POINT = "train.py"
+DESCRIBE_TIMEOUT_S = 120
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+_cache: dict[str, dict[str, Any] | None] = {}
+_cache_lock = threading.Lock()
+
+
+def describe(source_dir: Path, entry_point: str, python: str | None = None) -> dict[str, Any] | None:
+    """Return the script's `--describe` declaration, or None when it declares nothing.
+
+    Cached by the script's content, so an edited script is described again.
+    """
+    script = source_dir / entry_point
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    with _cache_lock:
+        if digest in _cache:
+            return _cache[digest]
+    try:
+        completed = subprocess.run([python or sys.executable, entry_point, "--describe"], cwd=source_dir,
+                                   capture_output=True, text=True, timeout=DESCRIBE_TIMEOUT_S,
+                                   env=_describe_env())
+        description = json.loads(completed.stdout) if completed.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError):
+        description = None
+    if description is not None and not isinstance(description.get("hyperparameters"), dict):
+        description = None
+    with _cache_lock:
+        _cache[digest] = description
+    return description
+
+
+def _describe_env() -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMP", "TEMP", "TMPDIR")
+    return {key: os.environ[key] for key in keep if key in os.environ}
+
+
+def canonical_name(name: str) -> str:
+    """Return the declared spelling of a hyperparameter name (underscores read as dashes)."""
+    return name.replace("_", "-")
+
+
+def check_hyperparameters(values: Mapping[str, Any], description: dict[str, Any] | None,
+                          field: str = "hyperparameters") -> dict[str, str]:
+    """Check hyperparameters against a script's declaration and return them as strings."""
+    if not isinstance(values, Mapping):
+        raise InvalidRequest(field, "must be an object of name: value", status=400)
+    declared = (description or {}).get("hyperparameters")
+    result: dict[str, str] = {}
+    for name, value in values.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, (str, int, float)):
+            raise InvalidRequest(f"{field}.{name}", "must be a string or a number", status=400)
+        text = str(value)
+        if declared is None:
+            result[name] = text
+            continue
+        key = canonical_name(name)
+        if key not in declared:
+            raise InvalidRequest(f"{field}.{name}",
+                                 f"is not a hyperparameter of the script; it takes {', '.join(sorted(declared))}")
+        result[key] = _check_value(f"{field}.{name}", text, declared[key])
+    return result
+
+
+def _check_value(field: str, text: str, spec: dict[str, Any]) -> str:
+    kind = spec.get("type", "str")
+    try:
+        if kind == "int":
+            value: Any = int(text)
+        elif kind == "float":
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+        elif kind == "bool":
+            if text.lower() not in _TRUE | _FALSE:
+                raise ValueError
+            return "true" if text.lower() in _TRUE else "false"
+        else:
+            value = text
+    except ValueError:
+        raise InvalidRequest(field, f"must be of type {kind}, got {text!r}") from None
+    if "minimum" in spec and value < spec["minimum"]:
+        raise InvalidRequest(field, f"must be at least {spec['minimum']}, got {text}")
+    if "maximum" in spec and value > spec["maximum"]:
+        raise InvalidRequest(field, f"must be at most {spec['maximum']}, got {text}")
+    if spec.get("choices") and value not in spec["choices"]:
+        raise InvalidRequest(field, f"must be one of {', '.join(map(str, spec['choices']))}, got {text!r}")
+    return text

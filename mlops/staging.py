@@ -1,0 +1,155 @@
+"""Fetching a job's inputs into its folder: pipeline files from Essedum storage, datasets.
+
+Storage endpoints are never taken on trust from a request: an S3 request may only name an AWS S3
+endpoint, and a MinIO request only an endpoint the operator listed in EXECUTOR_STORAGE_ENDPOINTS.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from config import Config
+from mlops.clients import ClientFactory
+from mlops.errors import BackendError, InvalidRequest
+
+AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
+PYTHON_PROGRAMS = frozenset({"python", "python3"})
+S3_URI = re.compile(r"^s3://([^/]+)(?:/(.*))?$")
+
+
+def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
+    """Resolve a path a request gives inside the storage root; refuse anything that leaves it."""
+    if "\x00" in relative:
+        raise InvalidRequest(field, "must not contain NUL bytes")
+    candidate = PurePosixPath(relative.replace("\\", "/"))
+    if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
+        raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
+    root = root.resolve()
+    resolved = (root / candidate).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise InvalidRequest(field, "resolves outside the storage root")
+    return resolved
+
+
+def parse_command(command: str) -> list[str]:
+    """Split an Essedum command into an argument list: a Python interpreter, a script, its arguments."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InvalidRequest("command", f"cannot be split into arguments: {exc}") from None
+    if len(argv) < 2:
+        raise InvalidRequest("command", "must be 'python <script> [arguments]'")
+    if argv[0] not in PYTHON_PROGRAMS:
+        raise InvalidRequest("command", f"program must be python or python3, not {argv[0]!r}")
+    script = PurePosixPath(argv[1])
+    if script.is_absolute() or ".." in script.parts or not argv[1].endswith(".py"):
+        raise InvalidRequest("command", "script must be a relative .py path inside the pipeline's files")
+    return argv
+
+
+def check_storage_endpoint(storage: str, endpoint: str, config: Config) -> str | None:
+    """Return the endpoint URL to use for a storage request, or raise InvalidRequest."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("credentials.endpoint", "must be an http(s) URL or host name")
+    allowed = {_normalise_endpoint(item) for item in config.storage_endpoints.split(",") if item.strip()}
+    normalised = _normalise_endpoint(endpoint)
+    if normalised in allowed:
+        return f"{parts.scheme}://{parts.netloc}"
+    if storage == "s3" and parts.scheme == "https" and AWS_S3_HOST.match(parts.hostname):
+        return f"https://{parts.netloc}"
+    raise InvalidRequest("credentials.endpoint",
+                         "is not an AWS S3 endpoint and not among the operator's EXECUTOR_STORAGE_ENDPOINTS")
+
+
+def _normalise_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.strip()
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest: Path, config: Config,
+                         clients: ClientFactory) -> Path:
+    """Copy or download a pipeline's files into dest and return it; the command's script must be there."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if request["storage"] == "local":
+        source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
+        if not source.is_dir():
+            raise BackendError(f"input_artifacts {request['input_artifacts']!r} is not a folder in the storage root")
+        copy_tree(source, dest)
+    else:
+        credentials = secrets.get("credentials") or {}
+        endpoint = check_storage_endpoint(request["storage"], credentials.get("endpoint", ""), config)
+        client = clients.storage_client(endpoint_url=endpoint, access_key=credentials.get("access_key", ""),
+                                        secret_key=credentials.get("secret_key", ""),
+                                        region=(request.get("configs") or {}).get("region_name"))
+        download_prefix(client, request["bucket"], request["input_artifacts"], dest)
+    script = parse_command(request["command"])[1]
+    if not (dest / script).is_file():
+        raise BackendError(f"command names {script!r}, which is not among the pipeline's files "
+                           f"under {request['input_artifacts']!r}")
+    return dest
+
+
+def download_prefix(client: Any, bucket: str, prefix: str, dest: Path) -> int:
+    """Download every object under an S3 prefix into dest, keeping relative paths; return the count."""
+    prefix = prefix.strip("/")
+    key_prefix = f"{prefix}/" if prefix else ""
+    count = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(key_prefix):]
+                if not relative or relative.endswith("/"):
+                    continue
+                target = _inside(dest, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, item["Key"], str(target))
+                count += 1
+    except BackendError:
+        raise
+    except Exception as exc:  # botocore raises many unrelated types; the reason is what matters
+        raise BackendError(f"cannot download s3://{bucket}/{key_prefix}: {_error_text(exc)}") from exc
+    if count == 0:
+        raise BackendError(f"no files under s3://{bucket}/{key_prefix}")
+    return count
+
+
+def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFactory) -> Path:
+    """Put a dataset (a folder in the storage root, or an s3:// URI) into a training channel folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    match = S3_URI.match(dataset)
+    if match:
+        download_prefix(clients.client("s3"), match.group(1), match.group(2) or "", dest)
+    else:
+        copy_tree(resolve_storage_path(config.storage_root, dataset, "dataset"), dest)
+    return dest
+
+
+def copy_tree(source: Path, dest: Path) -> None:
+    """Copy a folder's contents into dest (copies, not links: a job must not change its source)."""
+    shutil.copytree(source, dest, dirs_exist_ok=True, symlinks=False)
+
+
+def _inside(root: Path, relative: str) -> Path:
+    target = (root / relative).resolve()
+    if root.resolve() not in target.parents:
+        raise BackendError(f"refusing object key {relative!r}: it leaves the job folder")
+    return target
+
+
+def _error_text(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return str(exc)
+
+
+def files_under(root: Path) -> Iterable[Path]:
+    """Yield the regular files below a folder, in a stable order."""
+    return sorted(path for path in root.rglob("*") if path.is_file())
