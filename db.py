@@ -396,7 +396,7 @@ class JobStore:
                          (json.dumps(details), self.clock(), job_id))
 
     def request_cancel(self, job_id: str) -> JobStatus | None:
-        """Cancel a waiting job at once, or flag a running one; return the status it now has."""
+        """Cancel a waiting job at once, or flag a running one; return the status it had before."""
         now = self.clock()
         with self._write() as conn:
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -408,8 +408,7 @@ class JobStore:
                              " cancel_requested = 1, secrets = NULL WHERE id = ? AND status = ?",
                              (JobStatus.CANCELLED.value, now, now, job_id, JobStatus.WAITING.value))
                 self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
-                return JobStatus.CANCELLED
-            if status is JobStatus.RUNNING:
+            elif status is JobStatus.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
             return status
 

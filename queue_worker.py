@@ -65,12 +65,12 @@ class JobQueue:
 
     def cancel(self, job_id: str) -> bool | None:
         """Cancel a job; None for an unknown job, False when it had already ended."""
-        status = self.store.request_cancel(job_id)
-        if status is None:
+        before = self.store.request_cancel(job_id)
+        if before is None:
             return None
-        if status is JobStatus.CANCELLED:
+        if before is JobStatus.WAITING:
             return True
-        if status is not JobStatus.RUNNING:
+        if before is not JobStatus.RUNNING:
             return False
         job = self.store.get(job_id)
         if self.backend.remote:

@@ -137,7 +137,7 @@ class LocalBackend(Backend):
                             ignore=shutil.ignore_patterns("__pycache__"))
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
-            declared = script_contract.describe(layout.code, request["entry_point"], self.python) or {}
+            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
             if "checkpoint-dir" in declared.get("hyperparameters", {}):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
             if request.get("metadata_file"):

@@ -27,10 +27,13 @@ _cache_lock = threading.Lock()
 
 
 def describe(source_dir: Path, entry_point: str, python: str | None = None) -> dict[str, Any] | None:
-    """Return the script's `--describe` declaration, or None when it declares nothing.
+    """Return the bundled script's `--describe` declaration; None for any other script.
 
-    Cached by the script's content, so an edited script is described again.
+    A user's own script is never run to describe it: that would execute uploaded code in the
+    request thread. Cached by the script's content, so an edited script is described again.
     """
+    if Path(source_dir).resolve() != BUNDLED_SCRIPTS:
+        return None
     script = source_dir / entry_point
     digest = hashlib.sha256(script.read_bytes()).hexdigest()
     with _cache_lock:

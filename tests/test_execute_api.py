@@ -1,0 +1,199 @@
+"""The Essedum base job API, validated request by request, and run end to end on a real server."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+
+from conftest import pipeline_body, wait_final, wait_for, write_pipeline
+
+ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
+
+METRIC_SCRIPT = """
+import json, os, sys
+print("args", sys.argv[1:], flush=True)
+for epoch in range(1, 4):
+    print(f"epoch={epoch}/3 train_loss={1 / epoch:.4f} val_accuracy={0.6 + epoch / 10:.4f}", flush=True)
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "summary.json"), "w") as handle:
+    json.dump({"hosts": json.loads(os.environ["SM_HOSTS"]), "channel": os.environ["SM_CHANNEL_TRAINING"]}, handle)
+with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "report.txt"), "w") as handle:
+    handle.write("done")
+"""
+
+
+@pytest.fixture
+def storage_root(app):
+    return app.config["EXECUTOR"].config.storage_root
+
+
+def post(client, body, path="/execute"):
+    return client.post(path, data=json.dumps(body), content_type="application/json")
+
+
+def test_a_pipeline_runs_end_to_end_on_a_real_server(live_server):
+    server = live_server()
+    folder = write_pipeline(server.executor.config.storage_root, "Demo/remote/pipe1/3/Input", METRIC_SCRIPT)
+    status, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py --lr 0.1"))
+    assert status == 201 and accepted["task_status"] == "Submitted"
+    final = wait_final(server, accepted["task_id"])
+    assert final["task_status"] == "COMPLETED", final
+    for key in ("submitted", "started", "finished"):
+        assert ESSEDUM_TIME.match(final[key]), final[key]
+    assert isinstance(final["timestamp"], float) and final["timestamp"] >= 0
+    _, log = server.request("GET", f"/execute/{accepted['task_id']}/getLog")
+    assert "args ['--lr', '0.1']" in log["logs"]["content"]
+    _, status_body = server.request("GET", f"/status/{accepted['task_id']}")
+    assert status_body["progress"] == {"epoch": 3, "epochs": 3, "percent": 100.0}
+    assert status_body["metrics"] == {"train_loss": pytest.approx(0.3333), "val_accuracy": pytest.approx(0.9)}
+    _, artifacts = server.request("GET", f"/execute/{accepted['task_id']}/getOutputArtifacts")
+    assert artifacts["summary"]["content"]["hosts"] == ["algo-1"]
+    assert artifacts["summary"]["content"]["channel"].endswith("input/data/training")
+    assert artifacts["report"]["content"] == "done"
+    _, listing = server.request("GET", "/execute")
+    assert listing[0]["id"] == accepted["task_id"] and listing[0]["status"] == "COMPLETED"
+
+
+def test_a_failing_script_is_reported_as_error_with_its_failure_file(live_server):
+    server = live_server()
+    script = ("import os\nopen(os.path.join(os.environ['SM_OUTPUT_DIR'], 'failure'), 'w')"
+              ".write('label column missing')\nraise SystemExit(3)\n")
+    folder = write_pipeline(server.executor.config.storage_root, "fails", script)
+    _, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))
+    final = wait_final(server, accepted["task_id"])
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"] == "label column missing (exit code 3)"
+    assert final["timestamp"] is not None and final["finished"] is not None
+
+
+def test_a_waiting_job_has_no_start_finish_or_elapsed_time(client, app, storage_root):
+    folder = write_pipeline(storage_root, "p", "print('hi')\n")
+    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
+    body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
+    assert body["task_status"] == "WAITING"
+    assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
+
+
+def test_stop_cancels_a_waiting_job(client, storage_root):
+    folder = write_pipeline(storage_root, "p", "print('hi')\n")
+    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
+    assert client.get(f"/execute/{accepted['task_id']}/stop").get_json() == {"Task cancelled": True}
+    body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
+    assert body["task_status"] == "CANCELLED"
+    assert client.post(f"/execute/{accepted['task_id']}/stop").get_json() == {"Task cancelled": False}
+
+
+def test_secrets_never_reach_the_database_the_log_or_a_response(live_server, data_dir):
+    server = live_server()
+    script = "import os\nprint('token is', os.environ['API_TOKEN'])\nprint(os.environ.get('AWS_SECRET_ACCESS_KEY'))\n"
+    folder = write_pipeline(server.executor.config.storage_root, "leaky", script)
+    body = pipeline_body(folder, "python pipe1.py", environment={"API_TOKEN": "tok-ABCDEF-123456"},
+                         configs={"instance_type": "ml.m5.large", "db_password": "pw-QWERTY-987"})
+    _, accepted = server.request("POST", "/execute", body)
+    final = wait_final(server, accepted["task_id"])
+    assert final["task_status"] == "COMPLETED"
+    _, log = server.request("GET", f"/execute/{accepted['task_id']}/getLog")
+    assert "token is ****" in log["logs"]["content"]
+    responses = json.dumps([accepted, final, log, server.request("GET", f"/status/{accepted['task_id']}")[1]])
+    stored = b"".join(path.read_bytes() for path in data_dir.rglob("*") if path.is_file() and path.name != "secret.key")
+    for secret in ("tok-ABCDEF-123456", "s3cr3t-Value-Never-Shown", "AKIAEXAMPLEKEY123", "pw-QWERTY-987"):
+        assert secret not in responses
+        assert secret.encode() not in stored
+
+
+def test_the_job_environment_does_not_inherit_the_executors_secrets(live_server, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "executor-own-aws-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "executor-own-session-token")
+    server = live_server()
+    script = "import os\nprint(sorted(k for k in os.environ if k.startswith('AWS')))\n"
+    folder = write_pipeline(server.executor.config.storage_root, "env", script)
+    _, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))
+    wait_final(server, accepted["task_id"])
+    _, log = server.request("GET", f"/execute/{accepted['task_id']}/getLog")
+    assert "\n[]\n" in log["logs"]["content"]
+
+
+@pytest.mark.parametrize("change, status, field", [
+    ({"bucket": ""}, 422, "bucket"),
+    ({"bucket": 7}, 400, "bucket"),
+    ({"storage": "ftp"}, 422, "storage"),
+    ({"unexpected": 1}, 400, "unexpected"),
+    ({"credentials": {"endpoint": "x", "access_key": "y"}}, 400, "credentials.secret_key"),
+    ({"name": "a\u0000b"}, 422, "name"),
+    ({"name": "x" * 300}, 422, "name"),
+    ({"command": "bash -c 'rm -rf /'"}, 422, "command"),
+    ({"command": "python pipe1.py; rm -rf /"}, 422, "command"),
+    ({"command": "python ../../etc/passwd.py"}, 422, "command"),
+    ({"command": "python missing.py"}, 422, "command"),
+    ({"command": "python 'unterminated"}, 422, "command"),
+    ({"input_artifacts": "../outside"}, 422, "input_artifacts"),
+    ({"input_artifacts": "/etc"}, 422, "input_artifacts"),
+    ({"input_artifacts": "nowhere"}, 422, "input_artifacts"),
+    ({"environment": {"BAD-NAME": "x"}}, 422, "environment"),
+    ({"environment": {"X": 1}}, 400, "environment.X"),
+    ({"configs": []}, 400, "configs"),
+])
+def test_bad_pipeline_fields_are_refused_naming_the_field(client, storage_root, change, status, field):
+    folder = write_pipeline(storage_root, "ok", "print(1)\n")
+    response = post(client, {**pipeline_body(folder, "python pipe1.py"), **change})
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["field"] == field
+    assert client.get("/execute").get_json() == []
+
+
+@pytest.mark.parametrize("missing", ["bucket", "project_id", "name", "version", "credentials", "input_artifacts",
+                                     "command", "storage"])
+def test_each_missing_key_is_a_400_naming_it(client, storage_root, missing):
+    body = pipeline_body(write_pipeline(storage_root, "ok", "print(1)\n"), "python pipe1.py")
+    del body[missing]
+    response = post(client, body)
+    assert response.status_code == 400 and response.get_json()["field"] == missing
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b"null", b"{\"a\":", b"[" * 5000 + b"]" * 5000])
+def test_bodies_that_are_not_a_json_object_are_400(client, raw):
+    response = client.post("/execute", data=raw, content_type="application/json")
+    assert response.status_code == 400
+    assert "error" in response.get_json()
+
+
+def test_oversized_bodies_are_413(make_app):
+    client = make_app(max_body_bytes="1024").test_client()
+    response = client.post("/execute", data=b"{" + b" " * 4096 + b"}", content_type="application/json")
+    assert response.status_code == 413 and "error" in response.get_json()
+
+
+def test_unknown_and_malformed_ids_and_wrong_methods(client):
+    assert client.get(f"/execute/{uuid.uuid4()}/getStatus").status_code == 404
+    assert client.get("/execute/not-a-uuid/getStatus").status_code == 400
+    assert client.get("/execute/1' OR '1'='1/getLog").status_code == 400
+    assert client.get("/status/-1").status_code == 400
+    assert client.delete("/execute").status_code == 405
+    assert client.put(f"/execute/{uuid.uuid4()}/getStatus").status_code == 405
+    assert client.get("/no/such/route").status_code == 404
+
+
+def test_with_a_token_every_route_but_health_needs_it(make_app, storage_root):
+    client = make_app(api_token="t0ken-for-tests").test_client()
+    assert client.get("/health").status_code == 200
+    assert client.get("/execute").status_code == 401
+    assert client.get("/execute", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/execute", headers={"Authorization": "Bearer t0ken-for-tests"}).status_code == 200
+
+
+def test_status_answers_progress_and_times_as_documented(client, storage_root):
+    folder = write_pipeline(storage_root, "p", "print(1)\n")
+    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
+    body = client.get(f"/status/{accepted['task_id']}").get_json()
+    assert body["status"] == "WAITING" and body["phase"] == "Queued"
+    assert body["progress"] == {"epoch": None, "epochs": None, "percent": None}
+    assert ESSEDUM_TIME.match(body["submitted"])
+
+
+def test_times_follow_the_configured_zone(make_app, storage_root):
+    client = make_app(timezone="Asia/Kolkata").test_client()
+    folder = write_pipeline(storage_root, "p", "print(1)\n")
+    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
+    body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
+    assert body["submitted"].endswith("+05:30")

@@ -1,0 +1,157 @@
+"""The local backend runs real processes under the SageMaker container contract."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import pipeline_body, wait_final, wait_for, write_pipeline
+
+CONTRACT_SCRIPT = """
+import json, os, sys
+config = os.environ["SM_INPUT_CONFIG_DIR"]
+report = {
+    "argv": sys.argv[1:],
+    "hps": json.loads(os.environ["SM_HPS"]),
+    "hp_epochs": os.environ.get("SM_HP_EPOCHS"),
+    "resource": json.load(open(os.path.join(config, "resourceconfig.json"))),
+    "hyperparameters": json.load(open(os.path.join(config, "hyperparameters.json"))),
+    "channels": json.loads(os.environ["SM_CHANNELS"]),
+    "dataset": sorted(os.listdir(os.environ["SM_CHANNEL_TRAINING"])),
+    "cwd_files": sorted(os.listdir(".")),
+}
+json.dump(report, open(os.path.join(os.environ["SM_MODEL_DIR"], "contract.json"), "w"))
+print("epoch=1/1 train_loss=0.5")
+"""
+
+
+def test_training_jobs_get_the_container_layout_environment_and_flags(live_server):
+    server = live_server()
+    root = server.executor.config.storage_root
+    dataset = root / "datasets" / "tiny"
+    dataset.mkdir(parents=True)
+    (dataset / "metadata.csv").write_text("filename,label\n")
+    code = root / "code" / "mine"
+    code.mkdir(parents=True)
+    (code / "entry.py").write_text(CONTRACT_SCRIPT)
+    status, accepted = server.request("POST", "/api/service/v1/pipelines/training", {
+        "name": "contract", "dataset": "datasets/tiny", "source_dir": "code/mine", "entry_point": "entry.py",
+        "hyperparameters": {"epochs": 3, "learning_rate": 0.01}})
+    assert status == 202, accepted
+    final = wait_final(server, accepted["job_id"])
+    assert final["task_status"] == "COMPLETED", final
+    report = json.loads((Path(final["output_dir"]) / "model" / "contract.json").read_text())
+    assert report["argv"] == ["--epochs", "3", "--learning_rate", "0.01"]
+    assert report["hps"] == report["hyperparameters"] == {"epochs": "3", "learning_rate": "0.01"}
+    assert report["hp_epochs"] == "3"
+    assert report["resource"]["current_host"] == "algo-1" and report["channels"] == ["training"]
+    assert report["dataset"] == ["metadata.csv"] and "entry.py" in report["cwd_files"]
+
+
+def test_max_runtime_is_enforced_and_reported(live_server):
+    server = live_server()
+    root = server.executor.config.storage_root
+    (root / "data").mkdir(parents=True)
+    code = root / "slow"
+    code.mkdir()
+    (code / "train.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    started = time.monotonic()
+    _, accepted = server.request("POST", "/api/service/v1/pipelines/training", {
+        "name": "slow", "dataset": "data", "source_dir": "slow", "max_runtime_seconds": 1})
+    final = wait_final(server, accepted["job_id"], timeout=30)
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"].startswith("MaxRuntimeExceeded")
+    assert time.monotonic() - started < 20
+
+
+def test_stop_kills_the_whole_process_tree(live_server, tmp_path):
+    server = live_server()
+    marker = tmp_path / "child.pid"
+    script = f"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+open({str(marker)!r}, "w").write(str(child.pid))
+print("running", flush=True)
+time.sleep(120)
+"""
+    folder = write_pipeline(server.executor.config.storage_root, "tree", script)
+    _, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))
+    wait_for(lambda: marker.exists() and marker.read_text())
+    child_pid = int(marker.read_text())
+    status, body = server.request("GET", f"/execute/{accepted['task_id']}/stop")
+    assert body == {"Task cancelled": True}
+    final = wait_final(server, accepted["task_id"], timeout=30)
+    assert final["task_status"] == "CANCELLED"
+    wait_for(lambda: not _alive(child_pid), timeout=15)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): it is dead for our purpose
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def test_requirements_are_installed_into_a_cached_environment(live_server):
+    server = live_server()
+    root = server.executor.config.storage_root
+    folder = write_pipeline(root, "reqs", "import sys, flask\nprint('prefix', sys.prefix)\n")
+    # flask is already importable by the executor, so pip resolves it offline through the system site packages.
+    (root / folder / "requirements.txt").write_text("flask\n")
+    first = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))[1]["task_id"]
+    assert wait_final(server, first, timeout=120)["task_status"] == "COMPLETED"
+    second = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))[1]["task_id"]
+    assert wait_final(server, second, timeout=60)["task_status"] == "COMPLETED"
+    logs = [server.request("GET", f"/execute/{job}/getLog")[1]["logs"]["content"] for job in (first, second)]
+    assert f"prefix {server.executor.config.data_dir / 'venvs'}" in logs[0]
+    assert "using the cached environment" in logs[1]
+
+
+def test_an_uninstallable_requirement_fails_the_job_with_the_installers_message(live_server):
+    server = live_server()
+    root = server.executor.config.storage_root
+    folder = write_pipeline(root, "badreqs", "print('never runs')\n")
+    (root / folder / "requirements.txt").write_text("this is not a requirement line\n")
+    job = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))[1]["task_id"]
+    final = wait_final(server, job, timeout=120)
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"].startswith("installing requirements.txt failed:")
+    assert not list((server.executor.config.data_dir / "venvs").glob("*.tmp-*"))
+
+
+def test_hyperparameters_are_checked_against_the_bundled_scripts_declaration(client, app):
+    root = app.config["EXECUTOR"].config.storage_root
+    (root / "digits").mkdir(parents=True)
+    response = client.post("/api/service/v1/pipelines/training", json={
+        "name": "bad", "dataset": "digits", "hyperparameters": {"epochs": 0}})
+    assert response.status_code == 422 and response.get_json()["field"] == "hyperparameters.epochs"
+    response = client.post("/api/service/v1/pipelines/training", json={
+        "name": "bad", "dataset": "digits", "hyperparameters": {"no-such-flag": 1}})
+    assert response.status_code == 422 and response.get_json()["field"] == "hyperparameters.no-such-flag"
+    assert client.get("/execute").get_json() == []
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"name": "x", "dataset": "../etc"}, "dataset"),
+    ({"name": "x", "dataset": "missing-folder"}, "dataset"),
+    ({"name": "x"}, "dataset"),
+    ({"name": "", "dataset": "d"}, "name"),
+    ({"name": "x", "dataset": "d", "instance_count": 0}, "instance_count"),
+    ({"name": "x", "dataset": "d", "max_runtime_seconds": -1}, "max_runtime_seconds"),
+    ({"name": "x", "dataset": "d", "entry_point": "../x.py"}, "entry_point"),
+    ({"name": "x", "dataset": "d", "source_dir": "/usr/lib"}, "source_dir"),
+    ({"name": "x", "dataset": "d", "hyperparameters": {"epochs": [1]}}, "hyperparameters.epochs"),
+    ({"name": "x", "dataset": "d", "tags": {"k": 1}}, "tags"),
+])
+def test_bad_training_requests_name_the_field(client, app, body, field):
+    (app.config["EXECUTOR"].config.storage_root / "d").mkdir(parents=True, exist_ok=True)
+    response = client.post("/api/service/v1/pipelines/training", json=body)
+    assert 400 <= response.status_code < 500, response.get_json()
+    assert response.get_json()["field"] == field
