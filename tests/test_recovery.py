@@ -1,0 +1,102 @@
+"""A killed or stopped service loses no job, runs none twice and leaves none stuck."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, pipeline_body, wait_for, write_pipeline
+
+FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
+
+
+def statuses(service, ids):
+    return {job_id: service.request("GET", f"/execute/{job_id}/getStatus")[1] for job_id in ids}
+
+
+def test_kill_9_then_restart_fails_the_running_job_and_runs_each_waiting_job_once(service, tmp_path):
+    data = tmp_path / "data"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # Each run appends its own line, so a job run twice shows two lines.
+    slow = f"import os, sys, time\nopen(os.path.join({str(runs)!r}, 'slow'), 'a').write('run\\n')\nprint('go', flush=True)\ntime.sleep(300)\n"
+    quick = f"import os, sys\nopen(os.path.join({str(runs)!r}, sys.argv[1]), 'a').write('run\\n')\n"
+    write_pipeline(data / "storage", "slow", slow)
+    write_pipeline(data / "storage", "quick", quick)
+    first = service(data, args=["--workers", "1"])
+    slow_id = first.request("POST", "/execute", pipeline_body("slow", "python pipe1.py"))[1]["task_id"]
+    wait_for(lambda: (runs / "slow").exists(), timeout=30)
+    waiting = [first.request("POST", "/execute", pipeline_body("quick", f"python pipe1.py q{n}"))[1]["task_id"]
+               for n in range(5)]
+    assert all(body["task_status"] == "WAITING" for body in statuses(first, waiting).values())
+    child_pid = int(first.request("GET", f"/execute/{slow_id}/getStatus")[1]["pid"])
+    first.kill()
+
+    second = service(data, args=["--workers", "2"])
+    wait_for(lambda: all(body["task_status"] in FINAL for body in statuses(second, waiting + [slow_id]).values()),
+             timeout=60)
+    final = statuses(second, waiting + [slow_id])
+    assert final[slow_id]["task_status"] == "ERROR"
+    assert final[slow_id]["failure_reason"] == "executor restarted while the job was running"
+    assert all(final[job]["task_status"] == "COMPLETED" for job in waiting)
+    assert [(runs / f"q{n}").read_text() for n in range(5)] == ["run\n"] * 5
+    assert (runs / "slow").read_text() == "run\n"
+    # the orphaned job process was killed at recovery, not left running
+    wait_for(lambda: not Path(f"/proc/{child_pid}").exists()
+             or Path(f"/proc/{child_pid}/stat").read_text().split(") ")[1].startswith("Z"), timeout=10)
+
+
+def test_a_job_that_asked_to_be_retried_runs_again_after_a_restart(service, tmp_path):
+    data = tmp_path / "data"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = (f"import os, time\npath = os.path.join({str(runs)!r}, 'count')\n"
+              "n = len(open(path).read()) if os.path.exists(path) else 0\nopen(path, 'a').write('x')\n"
+              "print('attempt', n + 1, flush=True)\ntime.sleep(300 if n == 0 else 0)\n")
+    write_pipeline(data / "storage", "retry", script)
+    first = service(data)
+    body = pipeline_body("retry", "python pipe1.py", configs={"retry_on_restart": True})
+    job_id = first.request("POST", "/execute", body)[1]["task_id"]
+    wait_for(lambda: (runs / "count").exists(), timeout=30)
+    first.kill()
+    second = service(data)
+    final = wait_for(lambda: (b := second.request("GET", f"/execute/{job_id}/getStatus")[1])["task_status"] in FINAL
+                     and b, timeout=60)
+    assert final["task_status"] == "COMPLETED"
+    assert (runs / "count").read_text() == "xx"
+
+
+def test_sigterm_stops_gracefully_within_the_bound_and_ends_running_jobs(service, tmp_path):
+    data = tmp_path / "data"
+    write_pipeline(data / "storage", "long", "import time\nprint('go', flush=True)\ntime.sleep(300)\n")
+    proc = service(data, args=["--shutdown-timeout", "2"])
+    job_id = proc.request("POST", "/execute", pipeline_body("long", "python pipe1.py"))[1]["task_id"]
+    wait_for(lambda: proc.request("GET", f"/execute/{job_id}/getStatus")[1]["task_status"] == "RUNNING")
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert proc.terminate(timeout=60) == 0
+    assert time.monotonic() - started < 2 + 15
+    conn = sqlite3.connect(data / "executor.sqlite3")
+    status, reason = conn.execute("SELECT status, failure_reason FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    conn.close()
+    assert (status, reason) == ("ERROR", "executor stopped while the job was running")
+
+
+def test_invalid_settings_stop_the_start_naming_the_setting(tmp_path):
+    def start(*args, **env):
+        return subprocess.run([sys.executable, "app.py", "--data-dir", str(tmp_path), *args], cwd=ROOT,
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+    result = start("--workers", "0")
+    assert result.returncode == 2 and "EXECUTOR_WORKERS" in result.stderr
+    result = start(EXECUTOR_BACKEND="azure")
+    assert result.returncode == 2 and "EXECUTOR_BACKEND" in result.stderr
+    result = start("--host", "0.0.0.0")
+    assert result.returncode == 2 and "EXECUTOR_API_TOKEN" in result.stderr
+    result = start("--timezone", "Mars/Olympus")
+    assert result.returncode == 2 and "EXECUTOR_TIMEZONE" in result.stderr
+    help_text = start("--help").stdout
+    assert "--max-body-bytes" in help_text and "EXECUTOR_MAX_BODY_BYTES" in help_text
