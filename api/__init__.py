@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from typing import Callable
 
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -16,12 +17,24 @@ logger = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/health"})
 
 
+def public(view: Callable) -> Callable:
+    """Mark a view as open without the token: only pages and assets that carry no job data."""
+    view.public = True
+    return view
+
+
+def is_public(view: Callable | None) -> bool:
+    """True for a view marked with @public."""
+    return bool(getattr(view, "public", False))
+
+
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
-    from api import execute, training
+    from api import execute, ops, training
 
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
+    app.register_blueprint(ops.blueprint)
     app.before_request(_assign_request_id)
     app.before_request(_authenticate)
     app.after_request(_add_request_id)
@@ -43,7 +56,7 @@ def _add_request_id(response):
 
 def _authenticate():
     token = current_app.config["EXECUTOR"].config.api_token
-    if not token or request.path in PUBLIC_PATHS:
+    if not token or request.path in PUBLIC_PATHS or is_public(current_app.view_functions.get(request.endpoint)):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, supplied = header.partition(" ")

@@ -67,8 +67,3 @@ def submit_training():
 @blueprint.get("/status/<job_id>")
 def status(job_id: str):
     return jsonify(job_status(find_job(job_id), executor().store, executor().config.timezone))
-
-
-@blueprint.get("/health")
-def health():
-    return jsonify(status="ok")

@@ -1,0 +1,132 @@
+"""Operations routes: /health (alive), /ready (able to take jobs), /metrics (Prometheus), request log lines."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from db import FINAL_STATUSES, JobStatus, StoreError
+
+logger = logging.getLogger(__name__)
+
+blueprint = Blueprint("ops", __name__)
+
+# Job run times span seconds (a failed staging) to a day (the default runtime limit).
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+# Probes and scrapes arrive every few seconds; their lines would drown the ones that matter.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+REGISTRY_KEY = "executor_metrics_registry"
+
+
+@blueprint.get("/health")
+def health():
+    """Say that the process is alive (no checks, no authentication)."""
+    return jsonify(status="ok")
+
+
+@blueprint.get("/ready")
+def ready():
+    """Say whether the executor can take jobs: database writable, queue running, backend reachable."""
+    checks = readiness_checks(current_app.config["EXECUTOR"])
+    ok = all(check["ok"] for check in checks.values())
+    return jsonify(status="ready" if ok else "not ready", checks=checks), 200 if ok else 503
+
+
+@blueprint.get("/metrics")
+def metrics():
+    """Expose jobs, queue, workers, AWS calls and job durations in the Prometheus text format."""
+    registry: CollectorRegistry = current_app.extensions[REGISTRY_KEY]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
+    """Run each readiness check and return {name: {ok, reason}}."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        executor.store.check_writable()
+        checks["database"] = {"ok": True, "reason": None}
+    except StoreError as exc:
+        checks["database"] = {"ok": False, "reason": str(exc)}
+    checks["queue"] = ({"ok": True, "reason": None} if executor.queue.started
+                       else {"ok": False, "reason": "the queue's workers are not running"})
+    backend_check = getattr(executor.backend, "ready_check", None)
+    if backend_check is not None:
+        ok, reason = backend_check()
+        checks["backend"] = {"ok": bool(ok), "reason": reason}
+    return checks
+
+
+class ExecutorCollector:
+    """Reads the store, the queue and the AWS call counter at scrape time."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        executor = self.app.config["EXECUTOR"]
+        counts = executor.store.count_by_status()
+        jobs = GaugeMetricFamily("executor_jobs", "Jobs in the store, by status", labels=["status"])
+        for status, count in sorted(counts.items()):
+            jobs.add_metric([status], count)
+        yield jobs
+        yield GaugeMetricFamily("executor_queue_depth", "Jobs waiting for a worker",
+                                value=counts.get(JobStatus.WAITING.value, 0))
+        yield GaugeMetricFamily("executor_workers", "Worker threads configured", value=executor.config.workers)
+        yield GaugeMetricFamily("executor_workers_busy", "Worker threads running a job now",
+                                value=executor.queue.busy_workers())
+        snapshot = executor.clients.counter.snapshot()
+        yield _counter("executor_aws_calls", "AWS API calls, each retry included", snapshot["calls"])
+        yield _counter("executor_aws_throttles", "AWS answers that asked the executor to slow down",
+                       snapshot["throttles"])
+        yield _durations(executor.store)
+
+
+def _counter(name: str, documentation: str, counts: dict[tuple[str, str], int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["service", "operation"])
+    for (service, operation), count in sorted(counts.items()):
+        family.add_metric([service, operation], count)
+    return family
+
+
+def _durations(store: Any) -> HistogramMetricFamily:
+    family = HistogramMetricFamily("executor_job_duration_seconds",
+                                   "Run time of ended jobs (start to end), by kind and final status",
+                                   labels=["kind", "status"])
+    durations: dict[tuple[str, str], list[float]] = {}
+    for status in sorted(FINAL_STATUSES, key=lambda item: item.value):
+        for job in store.jobs_in_status(status):
+            if job.started is not None and job.finished is not None:
+                durations.setdefault((job.kind, status.value), []).append(job.finished - job.started)
+    for (kind, status), values in sorted(durations.items()):
+        buckets = [(floatToGoString(bound), sum(1 for value in values if value <= bound)) for bound in DURATION_BUCKETS]
+        buckets.append(("+Inf", len(values)))
+        family.add_metric([kind, status], buckets, sum_value=sum(values))
+    return family
+
+
+@blueprint.record_once
+def _create_registry(state) -> None:
+    # One registry per app, not the process-wide default: several apps in one test process
+    # (or one process) must not share or clash over collectors.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExecutorCollector(state.app))
+    state.app.extensions[REGISTRY_KEY] = registry
+
+
+@blueprint.before_app_request
+def _note_start() -> None:
+    g.request_started = time.perf_counter()
+
+
+@blueprint.after_app_request
+def _log_request(response: Response) -> Response:
+    elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+    # The path only: query strings are the client's business and headers may carry the token.
+    level = logging.DEBUG if request.path in QUIET_PATHS and response.status_code < 400 else logging.INFO
+    logger.log(level, "%s %s -> %d in %.1f ms", request.method, request.path, response.status_code, elapsed_ms)
+    return response
