@@ -54,13 +54,13 @@ def describe() -> dict:
 
 def run(args: argparse.Namespace) -> None:
     """Load the channel's dataset, train on it and write the model and metrics."""
-    # Imported here so that --describe and flag errors answer without torch's seconds-long import.
-    from trainer import OutputDirs, ProcessGroup, train
-
     # Decoded images live in memory, so the unpacked archives can go as soon as they are read.
     with tempfile.TemporaryDirectory(prefix="training-channel-") as scratch:
         dataset = load_dataset(channel_dir(), args.metadata_file, args.image_size, Path(scratch))
     split = split_dataset(dataset, args.val_split, args.seed)
+    # Imported only now so that --describe, bad flags and bad datasets answer without torch's
+    # seconds-long import.
+    from trainer import OutputDirs, ProcessGroup, train
     group = ProcessGroup.from_environment()
     outputs = OutputDirs(
         model=Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")),
