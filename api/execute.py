@@ -42,7 +42,7 @@ def submit_pipeline() -> tuple[Any, int]:
     body = schemas.json_body(schemas.EXECUTE)
     request_part, secrets = split_pipeline(body)
     job = executor().queue.submit(PIPELINE, request_part, secrets)
-    return jsonify(task_id=job.id, task_status="Submitted", log_path=job.log_path), 201
+    return jsonify(task_id=job.id, task_status="Submitted", log_path=executor().backend.log_location(job)), 201
 
 
 @blueprint.post("/execute")

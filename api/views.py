@@ -36,7 +36,7 @@ def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
         "task_id": job.id,
         "pid": job.pid or job.external_id,
         "task_status": job.status.value,
-        "log_path": job.log_path,
+        "log_path": executor().backend.log_location(job),
         "submitted": format_time(job.submitted, zone),
         "started": format_time(job.started, zone),
         "finished": format_time(job.finished, zone),
@@ -51,7 +51,7 @@ def essedum_list_entry(job: Job, zone: tzinfo | None) -> dict[str, Any]:
     """Return one entry of GET /execute."""
     return {"id": job.id, "status": job.status.value, "submitted": format_time(job.submitted, zone),
             "started": format_time(job.started, zone), "finished": format_time(job.finished, zone),
-            "pid": job.pid or job.external_id, "logpath": job.log_path}
+            "pid": job.pid or job.external_id, "logpath": executor().backend.log_location(job)}
 
 
 def job_status(job: Job, store: JobStore, zone: tzinfo | None) -> dict[str, Any]:

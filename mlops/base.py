@@ -138,6 +138,10 @@ class Backend(ABC):
         """Say what to do with a job found RUNNING at start-up: 'monitor', 'requeue' or 'fail'."""
         return "fail"
 
+    def log_location(self, job: Job) -> str:
+        """Return where the job's log is kept, as reported to clients."""
+        return job.log_path
+
     def read_log(self, job: Job) -> str:
         """Return the job's log text."""
         path = Path(job.log_path)

@@ -27,8 +27,8 @@ from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.clients import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.metric_lines import parse_metric_line, progress_of
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
-                           stage_dataset, stage_pipeline_files)
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
+                           publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ class LocalBackend(Backend):
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        if remote_log_uri(request):
+            self._publish(ctx, layout)
         self._finish(ctx, layout, returncode, max_runtime)
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
@@ -199,6 +201,17 @@ class LocalBackend(Backend):
             ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode))
         else:
             ctx.finish(JobStatus.COMPLETED)
+
+    def _publish(self, ctx: JobContext, layout: ContainerLayout) -> None:
+        """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
+        try:
+            client = pipeline_storage_client(ctx.job.request, ctx.secrets, self.config, self.clients)
+            ctx.log(f"[executor] publishing the log and outputs to {remote_log_uri(ctx.job.request)}")
+            count = publish_outputs(client, ctx.job.request, ctx.log_path, [layout.model, layout.output_data])
+            ctx.merge_details(published_files=count)
+        except (BackendError, InvalidRequest) as exc:
+            logger.warning("job %s: %s", ctx.job_id, ctx.redact(str(exc)))
+            ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
     def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
         written = ""
@@ -303,6 +316,9 @@ class LocalBackend(Backend):
             self._stop_reasons.setdefault(job_id, reason)
         threading.Thread(target=_terminate_group, args=(process,), name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
+
+    def log_location(self, job: Job) -> str:
+        return remote_log_uri(job.request) or job.log_path
 
     def recover(self, job: Job) -> str:
         if job.pid:

@@ -72,6 +72,43 @@ def _normalise_endpoint(endpoint: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
+def pipeline_storage_client(request: dict[str, Any], secrets: dict[str, Any], config: Config,
+                            clients: ClientFactory) -> Any:
+    """Return an S3 client for a pipeline's Essedum storage, with the request's own credentials."""
+    credentials = secrets.get("credentials") or {}
+    endpoint = check_storage_endpoint(request["storage"], credentials.get("endpoint", ""), config)
+    return clients.storage_client(endpoint_url=endpoint, access_key=credentials.get("access_key", ""),
+                                  secret_key=credentials.get("secret_key", ""),
+                                  region=(request.get("configs") or {}).get("region_name"))
+
+
+def output_prefix(request: dict[str, Any]) -> str:
+    """Return the key prefix where Essedum expects a pipeline's outputs."""
+    return f"{request['project_id']}/remote/{request['name']}/{request['version']}/outputartifacts"
+
+
+def remote_log_uri(request: dict[str, Any]) -> str | None:
+    """Return where the log of an s3/minio pipeline is published, as the Essedum backend names it."""
+    if request.get("storage") not in ("s3", "minio"):
+        return None
+    return f"{request['storage']}://{request['bucket']}/{output_prefix(request)}/logs/log.txt"
+
+
+def publish_outputs(client: Any, request: dict[str, Any], log_path: Path, folders: Iterable[Path]) -> int:
+    """Upload the job log and output files to the pipeline's outputartifacts prefix; return the count."""
+    prefix = output_prefix(request)
+    uploads = [(log_path, f"{prefix}/logs/log.txt")] if log_path.is_file() else []
+    for folder in folders:
+        uploads += [(path, f"{prefix}/{folder.name}/{path.relative_to(folder).as_posix()}")
+                    for path in files_under(folder)] if folder.is_dir() else []
+    try:
+        for path, key in uploads:
+            client.upload_file(str(path), request["bucket"], key)
+    except Exception as exc:  # botocore raises many unrelated types; the reason is what matters
+        raise BackendError(f"cannot upload outputs to s3://{request['bucket']}/{prefix}: {_error_text(exc)}") from exc
+    return len(uploads)
+
+
 def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest: Path, config: Config,
                          clients: ClientFactory) -> Path:
     """Copy or download a pipeline's files into dest and return it; the command's script must be there."""
@@ -82,11 +119,7 @@ def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest:
             raise BackendError(f"input_artifacts {request['input_artifacts']!r} is not a folder in the storage root")
         copy_tree(source, dest)
     else:
-        credentials = secrets.get("credentials") or {}
-        endpoint = check_storage_endpoint(request["storage"], credentials.get("endpoint", ""), config)
-        client = clients.storage_client(endpoint_url=endpoint, access_key=credentials.get("access_key", ""),
-                                        secret_key=credentials.get("secret_key", ""),
-                                        region=(request.get("configs") or {}).get("region_name"))
+        client = pipeline_storage_client(request, secrets, config, clients)
         download_prefix(client, request["bucket"], request["input_artifacts"], dest)
     script = parse_command(request["command"])[1]
     if not (dest / script).is_file():
