@@ -30,11 +30,13 @@ def is_public(view: Callable | None) -> bool:
 
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
-    from api import execute, ops, training
+    from api import dashboard, docs, execute, ops, training
 
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
     app.register_blueprint(ops.blueprint)
+    app.register_blueprint(docs.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     app.before_request(_assign_request_id)
     app.before_request(_authenticate)
     app.after_request(_add_request_id)

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from api import schemas
+from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
 from db import Job
 from mlops.base import PIPELINE
@@ -46,6 +47,7 @@ def submit_pipeline() -> tuple[Any, int]:
 
 
 @blueprint.post("/execute")
+@documented(schemas.EXECUTE, status=201, summary="Submit an Essedum pipeline")
 def execute():
     return submit_pipeline()
 

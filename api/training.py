@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, url_for
 
 from api import schemas
+from api.docs import documented
 from api.execute import find_job
 from api.views import executor, job_status
 from mlops.base import TRAINING
@@ -56,6 +57,7 @@ def _tags(tags: Any) -> dict[str, str]:
 
 
 @blueprint.post("/api/service/v1/pipelines/training")
+@documented(schemas.TRAINING, status=202, summary="Submit a training job")
 def submit_training():
     body = schemas.json_body(schemas.TRAINING)
     job = executor().queue.submit(TRAINING, normalise_training(body))

@@ -1,0 +1,132 @@
+"""The jobs dashboard: two HTML pages that hold no data, and the JSON they (and the CLI) read with the token.
+
+The pages and their assets are public so that a browser can load them; every job fact comes from
+/api/jobs, which needs the bearer token like any other data route. The pages' script sends it
+(see static/auth.js) and renders with textContent only, so a job name or log line is never markup.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request, send_from_directory
+
+from api import public
+from api.docs import documented
+from api.execute import find_job, read_log_tail
+from api.views import executor, format_time, job_status
+from db import Job, JobStatus
+from mlops.base import JOB_KINDS
+from mlops.errors import InvalidRequest
+
+blueprint = Blueprint("dashboard", __name__, template_folder="templates")
+
+STATIC_DIR = Path(__file__).parent / "static"
+LOG_TAIL_BYTES = 64 << 10
+MAX_PAGE = 500
+# The pages load nothing from elsewhere and run only this executor's scripts.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def page(template: str, **context: Any) -> Response:
+    """Render one of the executor's pages with a content security policy that allows no other origin."""
+    response = Response(render_template(template, **context), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def elapsed(job: Job, now: float) -> float | None:
+    """Return seconds the job has run: until now while it runs, until its end once it ended."""
+    if job.started is None:
+        return None
+    return round((job.finished if job.finished is not None else now) - job.started, 3)
+
+
+def overview(job: Job, now: float) -> dict[str, Any]:
+    """Return one row of the jobs list."""
+    zone = executor().config.timezone
+    return {
+        "id": job.id, "name": job.request.get("name"), "kind": job.kind, "backend": job.backend,
+        "status": job.status.value, "phase": job.phase,
+        "percent": 100.0 if job.status is JobStatus.COMPLETED else job.progress.get("percent"),
+        "epoch": job.progress.get("epoch"), "epochs": job.progress.get("epochs"),
+        "submitted": format_time(job.submitted, zone), "started": format_time(job.started, zone),
+        "finished": format_time(job.finished, zone), "elapsed_seconds": elapsed(job, now),
+        "cost_usd": job.details.get("estimated_cost_usd"), "failure_reason": job.failure_reason,
+    }
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and value not in allowed:
+        raise InvalidRequest(name, f"must be one of {', '.join(allowed)}", status=400)
+    return value
+
+
+def _bounded_int(name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        raise InvalidRequest(name, "must be an integer", status=400) from None
+    if not low <= value <= high:
+        raise InvalidRequest(name, f"must be between {low} and {high}", status=400)
+    return value
+
+
+STATUSES = tuple(status.value for status in JobStatus)
+LIST_QUERY = {"status": {"type": "string", "enum": list(STATUSES)}, "kind": {"type": "string", "enum": list(JOB_KINDS)},
+              "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
+              "offset": {"type": "integer", "minimum": 0, "default": 0}}
+
+
+@blueprint.get("/api/jobs")
+@documented(query=LIST_QUERY)
+def list_jobs():
+    """List jobs newest first with status, phase, progress, elapsed time and cost."""
+    status, kind = _choice("status", STATUSES), _choice("kind", JOB_KINDS)
+    limit, offset = _bounded_int("limit", 100, 1, MAX_PAGE), _bounded_int("offset", 0, 0, 10 ** 9)
+    store, now = executor().store, time.time()
+    jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind)
+    return jsonify(jobs=[overview(job, now) for job in jobs], counts=store.count_by_status(),
+                   statuses=list(STATUSES), kinds=list(JOB_KINDS))
+
+
+@blueprint.get("/api/jobs/<job_id>")
+def job_detail(job_id: str):
+    """Return one job with its metric history, events and the tail of its log."""
+    job = find_job(job_id)
+    store = executor().store
+    detail = job_status(job, store, executor().config.timezone)
+    detail.update(overview(job, time.time()))
+    detail["metric_history"] = store.metric_history(job.id)
+    detail["events"] = [{**event, "time": format_time(event["time"], executor().config.timezone)}
+                        for event in store.events(job.id)]
+    detail["log_tail"] = read_log_tail(job, LOG_TAIL_BYTES)
+    return jsonify(detail)
+
+
+@blueprint.get("/execute/jobs")
+@public
+def jobs_page():
+    """Show the jobs dashboard (the page holds no data; its script reads /api/jobs with the token)."""
+    return page("jobs.html")
+
+
+@blueprint.get("/execute/jobs/<job_id>")
+@public
+def job_page(job_id: str):
+    """Show one job: progress, loss and accuracy charts, events and the live log tail."""
+    return page("job.html", job_id=job_id)
+
+
+@blueprint.get("/assets/<name>")
+@public
+def asset(name: str):
+    """Serve one of the pages' scripts or style sheets."""
+    if name.startswith(".") or not (STATIC_DIR / name).is_file():
+        abort(404)
+    return send_from_directory(STATIC_DIR, name, max_age=300)

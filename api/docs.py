@@ -1,0 +1,138 @@
+"""The OpenAPI document, built from the URL map and the request schemas, and an offline Swagger UI page.
+
+One source of truth: a route's request body is documented with the very schema that validates it
+(api/schemas.py), attached with @documented. Every route in the URL map appears, decorated or not,
+so a new blueprint shows up without touching this file.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import swagger_ui
+from flask import Blueprint, Flask, abort, current_app, jsonify, send_from_directory
+
+from api import PUBLIC_PATHS, is_public, public
+
+blueprint = Blueprint("docs", __name__, template_folder="templates")
+
+OPENAPI_VERSION = "3.1.0"
+# Swagger UI 5 (it reads OpenAPI 3.1), shipped inside the swagger-ui-py wheel: no CDN, works offline.
+SWAGGER_UI_DIR = Path(swagger_ui.__file__).parent / "static"
+SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+RULE_VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+CONVERTER_SCHEMAS = {"int": {"type": "integer"}, "float": {"type": "number"},
+                     "uuid": {"type": "string", "format": "uuid"}}
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "field": {"type": "string", "description": "the field at fault"}},
+}
+
+
+def documented(request_schema: dict[str, Any] | None = None, *, status: int = 200, summary: str | None = None,
+               query: dict[str, dict[str, Any]] | None = None) -> Callable[[Callable], Callable]:
+    """Attach OpenAPI facts to a view: the schema its body is validated with, its success status, its query."""
+    def mark(view: Callable) -> Callable:
+        view.openapi = {"request_schema": request_schema, "status": status, "summary": summary,
+                        "query": query or {}}
+        return view
+    return mark
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of every route the app serves."""
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    operation_ids: set[str] = set()
+    for rule in sorted(app.url_map.iter_rules(), key=lambda item: (item.rule, item.endpoint)):
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        path, parameters = _path_and_parameters(rule.rule, rule.arguments)
+        methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
+        for method in methods:
+            operation_id = rule.endpoint.replace(".", "_") + (f"_{method.lower()}" if len(methods) > 1 else "")
+            while operation_id in operation_ids:
+                operation_id += "_"
+            operation_ids.add(operation_id)
+            open_route = rule.rule in PUBLIC_PATHS or is_public(view)
+            paths.setdefault(path, {})[method.lower()] = _operation(view, rule.endpoint, operation_id, parameters,
+                                                                     open_route, schemas)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Essedum job executor", "version": "1.0",
+                 "description": "Runs Essedum pipelines and training jobs locally or on Amazon SageMaker. "
+                                "Every route but the public ones needs 'Authorization: Bearer <token>' "
+                                "when EXECUTOR_API_TOKEN is set."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearerAuth": []}],
+    }
+
+
+def _path_and_parameters(rule: str, arguments: frozenset[str]) -> tuple[str, list[dict[str, Any]]]:
+    parameters = []
+    for match in RULE_VARIABLE.finditer(rule):
+        schema = CONVERTER_SCHEMAS.get(match.group("converter") or "", {"type": "string"})
+        parameters.append({"name": match.group("name"), "in": "path", "required": True, "schema": schema})
+    return RULE_VARIABLE.sub(lambda match: "{" + match.group("name") + "}", rule), parameters
+
+
+def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters: list[dict[str, Any]],
+               open_route: bool, schemas: dict[str, Any]) -> dict[str, Any]:
+    facts = getattr(view, "openapi", {})
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    doc_lines = (view.__doc__ or "").strip().splitlines()
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": facts.get("summary") or (doc_lines[0] if doc_lines else endpoint.split(".")[-1].replace("_", " ")),
+        "tags": [endpoint.split(".")[0]],
+        "responses": {str(facts.get("status", 200)): {"description": "success"}},
+    }
+    parameters = path_parameters + [{"name": name, "in": "query", "required": False, "schema": schema}
+                                    for name, schema in facts.get("query", {}).items()]
+    if parameters:
+        operation["parameters"] = parameters
+    request_schema = facts.get("request_schema")
+    if request_schema is not None:
+        name = request_schema.get("title") or operation_id
+        schemas[name] = request_schema
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+        operation["responses"]["400"] = {"description": "malformed body, unknown or missing field", **error}
+        operation["responses"]["422"] = {"description": "a field has a value the executor cannot accept", **error}
+    if path_parameters:
+        operation["responses"]["404"] = {"description": "no such item", **error}
+    if open_route:
+        operation["security"] = []
+    else:
+        operation["responses"]["401"] = {"description": "the bearer token is missing or wrong", **error}
+    return operation
+
+
+@blueprint.get("/swagger.json")
+def swagger_json():
+    """Return the OpenAPI 3.1 document of this executor."""
+    return jsonify(openapi_document(current_app))
+
+
+@blueprint.get("/swagger")
+@public
+def swagger_page():
+    """Show the API docs (Swagger UI, served from this executor; the page itself holds no data)."""
+    from api.dashboard import page  # imported here: the dashboard imports this module
+
+    return page("swagger.html")
+
+
+@blueprint.get("/swagger/<name>")
+@public
+def swagger_asset(name: str):
+    """Serve one Swagger UI file from the installed package."""
+    if name not in SWAGGER_UI_FILES:
+        abort(404)
+    return send_from_directory(SWAGGER_UI_DIR, name, max_age=3600)
