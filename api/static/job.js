@@ -53,6 +53,7 @@
                                           fill: "none", stroke: color, "stroke-width": 2, "data-series": name}));
       for (const [x, y] of values) target.appendChild(svg("circle", {cx: sx(x), cy: sy(y), r: 3, fill: color}));
       const legendY = PAD.top + 14 + index * 16;
+      target.appendChild(svg("rect", {x: W - PAD.right - 134, y: legendY - 12, width: 130, height: 16, class: "legend-bg"}));
       target.appendChild(svg("rect", {x: W - PAD.right - 130, y: legendY - 9, width: 10, height: 10, fill: color}));
       target.appendChild(svg("text", {x: W - PAD.right - 115, y: legendY, class: "legend"}, name));
     });
