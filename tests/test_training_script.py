@@ -60,14 +60,15 @@ class TrainingRun:
         return json.loads((self.model_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
-def run_training(workdir: Path, channel: Path, *flags: str, checkpoints: Path | None = None) -> TrainingRun:
+def run_training(workdir: Path, channel: Path, *flags: str, checkpoints: Path | None = None,
+                 launcher: tuple[str, ...] = (sys.executable,)) -> TrainingRun:
     """Run train.py on `channel` with SM_* folders under `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     run = TrainingRun(None, workdir / "model", workdir / "output" / "data", workdir / "output")
     env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(SM_CHANNEL_TRAINING=str(channel), SM_MODEL_DIR=str(run.model_dir),
                SM_OUTPUT_DATA_DIR=str(run.output_data_dir), SM_OUTPUT_DIR=str(run.output_dir))
-    command = [sys.executable, str(TRAIN), "--checkpoint-dir", str(checkpoints or workdir / "checkpoints"), *flags]
+    command = [*launcher, str(TRAIN), "--checkpoint-dir", str(checkpoints or workdir / "checkpoints"), *flags]
     run.process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     return run
 
@@ -128,6 +129,9 @@ def test_metric_line_format_writes_nan_and_four_decimals():
     assert line == "epoch=3/10 train_loss=0.4123 val_loss=nan val_accuracy=0.9000 val_auc=nan"
     parsed = metric_lines.parse_metric_line(line)
     assert parsed["epoch"] == 3 and parsed["train_loss"] == 0.4123 and np.isnan(parsed["val_auc"])
+    # Launchers such as MPI prefix each line; SageMaker's definitions must still read it.
+    for definition in metric_lines.METRIC_DEFINITIONS[:2]:
+        assert re.search(definition["Regex"], "[1,0]<stdout>:" + line).group(1) in ("3", "0.4123")
 
 
 def test_class_folder_layout_trains_with_underscore_flags(tmp_path):
@@ -184,6 +188,16 @@ def test_resumed_run_continues_at_next_epoch_and_matches_an_uninterrupted_run(tm
     assert [line.split()[0] for line in resumed.metric_lines] == ["epoch=3/3"]
     assert resumed.metric_lines == straight.metric_lines[-1:]
     assert resumed.metrics() == straight.metrics()
+
+
+def test_torchrun_with_two_processes_trains_and_only_rank_0_reports(tmp_path):
+    channel = write_digits(tmp_path / "channel", 200)
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    run = run_training(tmp_path / "run", channel, "--epochs", "2", *QUICK_FLAGS, launcher=torchrun)
+    assert_succeeded(run)
+    assert [line.split()[0] for line in run.metric_lines] == ["epoch=1/2", "epoch=2/2"]
+    assert "2 process(es)" in run.process.stdout
+    assert run.metrics()["train_samples"] + run.metrics()["val_samples"] == 200
 
 
 def write_single_class(channel: Path) -> None:

@@ -8,6 +8,7 @@ reject a bad request before it pays for an instance.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -84,7 +85,7 @@ def _to_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
@@ -115,7 +116,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "num-workers", int, -1,
         "DataLoader worker processes per GPU process; -1 picks 0 on the CPU and up to 4 on a GPU.", -1, 64,
     ),
-    Hyperparameter("amp", bool, True, "Mixed precision (bf16, or fp16 with loss scaling) on CUDA.", ),
+    Hyperparameter("amp", bool, True, "Mixed precision (bf16, or fp16 with loss scaling) on CUDA."),
     Hyperparameter("device", str, "auto", "Where to train: auto picks CUDA when present.",
                    choices=("auto", "cpu", "cuda")),
 )

@@ -12,18 +12,21 @@ import re
 
 METRIC_NAMES = ("train_loss", "val_loss", "val_accuracy", "val_auc")
 
-_NUMBER = r"(?:-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|nan)"
+# Used only inside a group: the alternation must not leak into the surrounding pattern.
+_NUMBER = r"-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|nan"
 
-# Anchored on the line's `epoch=` prefix so that info lines mentioning a metric never match.
+# The whole line, for readers of the script's own stdout (the executor's local backend).
 METRIC_LINE_REGEX = (
     r"^epoch=(?P<epoch>[0-9]+)/(?P<epochs>[0-9]+)"
     + "".join(rf" {name}=(?P<{name}>{_NUMBER})" for name in METRIC_NAMES)
     + r"$"
 )
 
+# SageMaker MetricDefinitions. Each needs the `epoch=N/M ` token first, so info lines that mention
+# a metric never match, but no `^`: a launcher may prefix log lines (MPI writes `[1,0]<stdout>:`).
 METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"Name": "epoch", "Regex": r"^epoch=([0-9]+)/[0-9]+ "},
-    *({"Name": name, "Regex": rf"^epoch=[0-9]+/[0-9]+ .*\b{name}=({_NUMBER})"} for name in METRIC_NAMES),
+    {"Name": "epoch", "Regex": r"\bepoch=([0-9]+)/[0-9]+ "},
+    *({"Name": name, "Regex": rf"\bepoch=[0-9]+/[0-9]+ .*\b{name}=({_NUMBER})"} for name in METRIC_NAMES),
 )
 
 
