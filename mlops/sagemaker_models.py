@@ -1,0 +1,484 @@
+"""The model lifecycle on SageMaker: CreateModel, endpoint configs, endpoints, InvokeEndpoint, batch
+transform, and datasets in S3.
+
+Quick calls (create a model or a configuration, invoke, delete) are made by the request; what takes
+minutes (an endpoint reaching InService, a transform job) is a queued job: run() makes the one API
+call that starts it and the monitor cycle follows it, so no request thread waits on AWS.
+Every client comes from the ClientFactory, for the adapter instance the request named.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, BinaryIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from config import Config
+from db import Job, JobStatus, JobStore, Record
+from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
+from mlops.clients import THROTTLING_CODES, ClientFactory
+from mlops.errors import BackendError, InvalidRequest
+from mlops.local_serving import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+                                 TRANSFORM_RECORD, ModelLifecycle, _as_list, _model_body, _public, _variant,
+                                 aws_code, aws_text, finished_training_job)
+from mlops.staging import S3_URI
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_PROGRAM = "inference.py"
+# train.py writes code/inference.py into the model folder, which SageMaker unpacks at /opt/ml/model.
+INFERENCE_ENVIRONMENT = {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
+DEFAULT_INFERENCE_INSTANCE = "ml.m5.large"
+SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"})
+_NOT_FOUND_HINTS = ("could not find", "not found", "does not exist")
+
+
+class SageMakerModelLifecycle(ModelLifecycle):
+    """Models, endpoints and batch transforms on Amazon SageMaker."""
+
+    source_org = "AWS SageMaker"
+
+    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
+        super().__init__(config, store, clients)
+        self._images: dict[tuple[str, str], str] = {}
+        self._images_lock = threading.Lock()
+
+    def _sagemaker(self, adapter: str | None = None) -> Any:
+        return self.clients.client("sagemaker", adapter)
+
+    def _call(self, field: str, operation: str, adapter: str | None = None, **params: Any) -> dict[str, Any]:
+        """Make one SageMaker call; an AWS refusal becomes a 4xx naming the field."""
+        try:
+            answer = getattr(self._sagemaker(adapter), operation)(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise refusal(exc, field, operation) from exc
+        answer.pop("ResponseMetadata", None)
+        return answer
+
+    def _exists(self, operation: str, adapter: str | None = None, **params: Any) -> dict[str, Any] | None:
+        """Describe a resource; None when SageMaker says it does not exist."""
+        try:
+            answer = getattr(self._sagemaker(adapter), operation)(**params)
+        except ClientError as exc:
+            if aws_code(exc) == "ValidationException" and _says_not_found(exc):
+                return None
+            raise refusal(exc, "", operation) from exc
+        answer.pop("ResponseMetadata", None)
+        return answer
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def inference_image(self, instance_type: str | None) -> str:
+        """The AWS PyTorch inference image for the configured framework version (from sagemaker-core)."""
+        instance_type = instance_type or DEFAULT_INFERENCE_INSTANCE
+        region = self.clients.region_name or "us-east-1"
+        key = (region, instance_type)
+        with self._images_lock:
+            if key not in self._images:
+                # Imported here: sagemaker-core takes seconds to import and only this needs it.
+                from sagemaker.core import image_uris
+
+                self._images[key] = image_uris.retrieve(
+                    framework="pytorch", region=region, version=self.config.framework_version,
+                    py_version=self.config.py_version, instance_type=instance_type, image_scope="inference")
+            return self._images[key]
+
+    def _training_artifact(self, job_id: str, adapter: str | None) -> str:
+        job = finished_training_job(self.store, job_id)
+        uri = (job.artifacts.get("model") or job.artifacts.get("model_artifact")
+               or job.artifacts.get("S3ModelArtifacts"))
+        if not uri and job.backend == "sagemaker" and job.external_id:
+            described = self._call("TrainingJobId", "describe_training_job", adapter, TrainingJobName=job.external_id)
+            uri = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if not uri:
+            raise InvalidRequest("TrainingJobId", f"training job {job_id} has no model in S3 (a local training "
+                                                  "job's model stays on the machine that trained it)")
+        return uri
+
+    def _containers(self, body: dict[str, Any], adapter: str | None) -> list[dict[str, Any]]:
+        if body.get("TrainingJobId"):
+            if body.get("Containers") or body.get("PrimaryContainer"):
+                raise InvalidRequest("TrainingJobId", "give a training job or containers, not both", status=400)
+            return [{"Image": self.inference_image(body.get("InstanceType")),
+                     "ModelDataUrl": self._training_artifact(body["TrainingJobId"], adapter),
+                     "Environment": {**INFERENCE_ENVIRONMENT,
+                                     "SAGEMAKER_REGION": self.clients.region_name or "us-east-1"}}]
+        containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
+        if not containers:
+            raise InvalidRequest("Containers", "give Containers, PrimaryContainer or TrainingJobId", status=400)
+        filled = []
+        for number, container in enumerate(containers):
+            url = container.get("ModelDataUrl")
+            if url and not S3_URI.match(url):
+                raise InvalidRequest(f"Containers.{number}.ModelDataUrl", "must be an s3:// URI")
+            filled.append({**container, "Image": container.get("Image") or self.inference_image(body.get("InstanceType"))})
+        return filled
+
+    def _role(self, body: dict[str, Any]) -> str:
+        role = body.get("ExecutionRoleArn") or self.config.sagemaker_role_arn
+        if not role:
+            raise InvalidRequest("ExecutionRoleArn", "is required (or set EXECUTOR_SAGEMAKER_ROLE_ARN)", status=400)
+        return role
+
+    def register_model(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
+        """CreateModel, then record it."""
+        name, adapter = body["ModelName"], origin.get("adapter")
+        if self.find(MODEL, name) or self._exists("describe_model", adapter, ModelName=name):
+            raise InvalidRequest("ModelName", f"a model named {name!r} exists", status=409)
+        role = self._role(body)
+        containers = self._containers(body, adapter)
+        params: dict[str, Any] = {"ModelName": name, "ExecutionRoleArn": role}
+        if len(containers) == 1:
+            params["PrimaryContainer"] = containers[0]
+        else:
+            params["Containers"] = containers
+        if body.get("Tags"):
+            params["Tags"] = _tag_list(body["Tags"])
+        self._call("ModelName", "create_model", adapter, **params)
+        raw = self._exists("describe_model", adapter, ModelName=name) or params
+        return self.put(MODEL, name, "Created", {
+            **origin, "arn": raw.get("ModelArn"), "description": body.get("Description", ""),
+            "container": containers[0] if len(containers) == 1 else containers,
+            "artifacts": {"ModelDataUrl": [c.get("ModelDataUrl") for c in containers if c.get("ModelDataUrl")]},
+            "training_job": body.get("TrainingJobId"), "raw": raw})
+
+    def delete_model(self, name: str, adapter: str | None = None) -> None:
+        record = self.record(MODEL, name)
+        self.check_model_deletable(name)
+        self._delete("delete_model", adapter, ModelName=name)
+        self.store.delete_record(record.id)
+
+    def _delete(self, operation: str, adapter: str | None, **params: Any) -> None:
+        """Delete a SageMaker resource; one that is already gone is fine."""
+        try:
+            getattr(self._sagemaker(adapter), operation)(**params)
+        except ClientError as exc:
+            if not (aws_code(exc) == "ValidationException" and _says_not_found(exc)):
+                raise refusal(exc, "id", operation) from exc
+
+    # -- endpoint configurations -----------------------------------------------------------------
+
+    def register_endpoint(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
+        """CreateEndpointConfig (after CreateModel when the body describes the model); all or nothing."""
+        config_name, adapter = body["EndpointConfigName"], origin.get("adapter")
+        if not body.get("InstanceType"):
+            raise InvalidRequest("InstanceType", "is required on SageMaker (e.g. ml.m5.large)", status=400)
+        if self.find(ENDPOINT_CONFIG, config_name) or self._exists("describe_endpoint_config", adapter,
+                                                                    EndpointConfigName=config_name):
+            raise InvalidRequest("EndpointConfigName", f"an endpoint configuration named {config_name!r} exists",
+                                 status=409)
+        created = None
+        if body.get("PrimaryContainer") or body.get("TrainingJobId"):
+            created = self.register_model(_model_body(body), origin)
+        elif not (self.find(MODEL, body["ModelName"]) or
+                  self._exists("describe_model", adapter, ModelName=body["ModelName"])):
+            raise InvalidRequest("ModelName", f"no model named {body['ModelName']!r}: register it, or give "
+                                              "PrimaryContainer or TrainingJobId")
+        variant = _variant(body)
+        try:
+            self._call("EndpointConfigName", "create_endpoint_config", adapter, EndpointConfigName=config_name,
+                       ProductionVariants=[{**variant, "InitialVariantWeight": 1.0}],
+                       **({"Tags": _tag_list(body["Tags"])} if body.get("Tags") else {}))
+        except BaseException:
+            if created is not None:
+                # The model was made for this configuration only: take it away again.
+                self.delete_model(created.name, adapter)
+            raise
+        raw = self._exists("describe_endpoint_config", adapter, EndpointConfigName=config_name) or {}
+        model = self.find(MODEL, body["ModelName"])
+        return self.put(ENDPOINT_CONFIG, config_name, "Created", {
+            **origin, "arn": raw.get("EndpointConfigArn"), "description": body.get("Description", ""),
+            "model_names": [body["ModelName"]], "deployment": variant,
+            "container": model.payload.get("container") if model else None,
+            "artifacts": model.payload.get("artifacts") if model else None, "raw": raw})
+
+    def delete_endpoint_config(self, name: str, adapter: str | None = None) -> None:
+        record = self.record(ENDPOINT_CONFIG, name)
+        self.check_endpoint_config_deletable(name)
+        self._delete("delete_endpoint_config", adapter, EndpointConfigName=name)
+        self.store.delete_record(record.id)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
+        record = self.record(ENDPOINT_RECORD, name)
+        self.check_endpoint_deletable(record)
+        if record.payload.get("exists", True):
+            self._delete("delete_endpoint", adapter, EndpointName=name)
+        self.store.delete_record(record.id)
+
+    def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
+               adapter: str | None = None) -> tuple[bytes, str]:
+        """InvokeEndpoint; returns (answer, content type)."""
+        record = self.find(ENDPOINT_RECORD, name)
+        if record is not None and record.status != IN_SERVICE:
+            raise InvalidRequest("id", f"endpoint {name!r} is {record.status}, not InService", status=409,
+                                 endpoint_status=record.status)
+        params = {"EndpointName": name, "Body": body, "ContentType": content_type}
+        if accept:
+            params["Accept"] = accept
+        try:
+            answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
+        except ClientError as exc:
+            if aws_code(exc) == "ModelError":
+                # The model's own code rejected the payload: the caller's input, the model's words.
+                raise InvalidRequest("body", aws_text(exc), status=400) from None
+            raise refusal(exc, "id", "invoke_endpoint") from exc
+        except BotoCoreError as exc:
+            raise BackendError(f"cannot reach endpoint {name}: {exc}") from exc
+        return answer["Body"].read(), answer.get("ContentType") or "application/octet-stream"
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        adapter = request.get("adapter")
+        if kind == ENDPOINT:
+            if not self.find(ENDPOINT_CONFIG, request["EndpointConfigName"]):
+                raise InvalidRequest("EndpointConfigName", f"no endpoint configuration named "
+                                                           f"{request['EndpointConfigName']!r}: register it first")
+            return request
+        if not (self.find(MODEL, request["ModelName"]) or
+                self._exists("describe_model", adapter, ModelName=request["ModelName"])):
+            raise InvalidRequest("ModelName", f"no model named {request['ModelName']!r}")
+        if not S3_URI.match(request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]):
+            raise InvalidRequest("TransformInput.DataSource.S3DataSource.S3Uri", "must be an s3:// URI")
+        resources = request.setdefault("TransformResources", {})
+        if not resources.get("InstanceType"):
+            raise InvalidRequest("TransformResources.InstanceType", "is required on SageMaker", status=400)
+        resources.setdefault("InstanceCount", 1)
+        output = request.setdefault("TransformOutput", {})
+        if not output.get("S3OutputPath"):
+            if not self.config.s3_bucket:
+                raise InvalidRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)",
+                                     status=400)
+            output["S3OutputPath"] = (f"s3://{self.config.s3_bucket}/{self.config.s3_prefix.strip('/')}/"
+                                      f"transform/{request['TransformJobName']}")
+        return request
+
+    def run(self, ctx: JobContext) -> None:
+        """Start the endpoint creation or update, or the transform job; the monitor follows it."""
+        if ctx.job.kind == ENDPOINT:
+            self._start_endpoint(ctx)
+        else:
+            self._start_transform(ctx)
+
+    def _start_endpoint(self, ctx: JobContext) -> None:
+        request, adapter = ctx.job.request, ctx.job.request.get("adapter")
+        name, config_name = request["EndpointName"], request["EndpointConfigName"]
+        record = self.record(ENDPOINT_RECORD, name)
+        current = self._exists("describe_endpoint", adapter, EndpointName=name)
+        try:
+            if current is None:
+                self._call("EndpointName", "create_endpoint", adapter, EndpointName=name,
+                           EndpointConfigName=config_name,
+                           **({"Tags": _tag_list(request["Tags"])} if request.get("Tags") else {}))
+                action = "create"
+            elif current["EndpointConfigName"] == config_name and current["EndpointStatus"] != FAILED:
+                # Started before a restart: follow it instead of starting it twice.
+                action = ctx.job.details.get("action") or "create"
+            elif current["EndpointStatus"] in SETTLING:
+                raise BackendError(f"endpoint {name} is {current['EndpointStatus']}; deploy again once it settles")
+            else:
+                self._call("EndpointName", "update_endpoint", adapter, EndpointName=name,
+                           EndpointConfigName=config_name)
+                action = "update"
+        except (InvalidRequest, BackendError) as exc:
+            reason = str(exc)
+            if current is None:
+                reason = self._fail_create(record, reason, adapter)
+            else:
+                self.update(record, None, target_config=None, failure_reason=reason)
+            ctx.finish(JobStatus.ERROR, reason)
+            return
+        ctx.merge_details(action=action, previous_config=(current or {}).get("EndpointConfigName"))
+        ctx.set_external_id(name)
+        phase = "Creating" if action == "create" else "Updating"
+        ctx.set_phase(phase, f"{action} endpoint {name} with {config_name}")
+        self.update(record, phase)
+
+    def _start_transform(self, ctx: JobContext) -> None:
+        request, adapter = ctx.job.request, ctx.job.request.get("adapter")
+        name = request["TransformJobName"]
+        if self._exists("describe_transform_job", adapter, TransformJobName=name) is None:
+            params = {key: value for key, value in _public(request).items() if key != "Tags"}
+            if request.get("Tags"):
+                params["Tags"] = _tag_list(request["Tags"])
+            try:
+                answer = self._call("TransformJobName", "create_transform_job", adapter, **params)
+            except InvalidRequest as exc:
+                self.update(self.record(TRANSFORM_RECORD, name), FAILED, failure_reason=str(exc))
+                ctx.finish(JobStatus.ERROR, str(exc))
+                return
+            self.update(self.record(TRANSFORM_RECORD, name), "InProgress", arn=answer.get("TransformJobArn"))
+        ctx.set_external_id(name)
+        ctx.set_phase("Transforming", f"transform job {name} started")
+
+    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+        """Describe each deployment's endpoint and each transform job once; end the jobs that settled."""
+        for job in jobs:
+            try:
+                if job.kind == ENDPOINT:
+                    self._follow_endpoint(job, context_for)
+                elif job.kind == TRANSFORM:
+                    self._follow_transform(job, context_for)
+            except (InvalidRequest, BackendError, ClientError, BotoCoreError) as exc:
+                # Throttling or a network blip: the next cycle asks again.
+                logger.warning("job %s (%s): cannot follow %s: %s", job.id, job.kind, job.external_id, exc)
+
+    def _follow_endpoint(self, job: Job, context_for: ContextFactory) -> None:
+        adapter = job.request.get("adapter")
+        name, config_name = job.request["EndpointName"], job.request["EndpointConfigName"]
+        record = self.record(ENDPOINT_RECORD, name)
+        action = job.details.get("action", "create")
+        described = self._exists("describe_endpoint", adapter, EndpointName=name)
+        if described is None:
+            ctx = context_for(job)
+            self.update(record, FAILED, exists=False, failure_reason="the endpoint was deleted while it was deployed")
+            ctx.finish(JobStatus.ERROR, f"endpoint {name} disappeared while it was being deployed")
+            return
+        status = described["EndpointStatus"]
+        reason = described.get("FailureReason")
+        if status == IN_SERVICE and described.get("EndpointConfigName") == config_name:
+            self.job_finished_endpoint(record, self.record(ENDPOINT_CONFIG, config_name), described)
+            self.update(self.record(ENDPOINT_RECORD, name), None, arn=described.get("EndpointArn"))
+            context_for(job).finish(JobStatus.COMPLETED)
+        elif status == IN_SERVICE:
+            # An update that failed: SageMaker rolled back and the old configuration still serves.
+            old = described.get("EndpointConfigName")
+            text = f"update to {config_name} failed ({reason or 'rolled back'}); the endpoint still serves {old}"
+            self.update(record, IN_SERVICE, target_config=None, failure_reason=text, raw=described)
+            context_for(job).finish(JobStatus.ERROR, text)
+        elif status == FAILED and action == "create":
+            ctx = context_for(job)
+            ctx.finish(JobStatus.ERROR, self._fail_create(record, f"endpoint creation failed: {reason}", adapter))
+        elif status in (FAILED, "OutOfService"):
+            self.update(record, status, target_config=None, failure_reason=reason, raw=described)
+            context_for(job).finish(JobStatus.ERROR, f"endpoint {name} is {status}: {reason}")
+        elif status != record.status:
+            self.update(record, status, raw=described)
+            context_for(job).set_phase(status)
+
+    def _fail_create(self, record: Record, reason: str, adapter: str | None) -> str:
+        """Delete what a failed creation left (the endpoint, its configuration); say what remains."""
+        config_name = record.payload.get("target_config")
+        deleted, remaining = [], [f"model {name}" for name in _as_list(record.payload.get("model_names"))]
+        steps = [("endpoint", record.name, "delete_endpoint", {"EndpointName": record.name})]
+        if config_name and not self.endpoints_using("endpoint_config", config_name):
+            steps.append(("endpoint configuration", config_name, "delete_endpoint_config",
+                          {"EndpointConfigName": config_name}))
+        for label, name, operation, params in steps:
+            try:
+                self._delete(operation, adapter, **params)
+                deleted.append(f"{label} {name}")
+                if label != "endpoint":
+                    self.store.delete_record(self.record_id(ENDPOINT_CONFIG, name))
+            except (InvalidRequest, BackendError, BotoCoreError) as exc:
+                remaining.append(f"{label} {name} (delete failed: {exc})")
+        self.update(record, FAILED, exists=False, failure_reason=reason,
+                    cleanup={"deleted": deleted, "remaining": remaining})
+        return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
+
+    def _follow_transform(self, job: Job, context_for: ContextFactory) -> None:
+        name = job.request["TransformJobName"]
+        record = self.record(TRANSFORM_RECORD, name)
+        described = self._exists("describe_transform_job", job.request.get("adapter"), TransformJobName=name)
+        if described is None:
+            self.update(record, FAILED, failure_reason="the transform job is gone")
+            context_for(job).finish(JobStatus.ERROR, f"transform job {name} is gone")
+            return
+        status = described["TransformJobStatus"]
+        artifacts = {"S3OutputPath": described.get("TransformOutput", {}).get("S3OutputPath")}
+        if status == "Completed":
+            self.update(record, status, raw=described, artifacts=artifacts)
+            ctx = context_for(job)
+            ctx.set_artifacts(artifacts)
+            ctx.finish(JobStatus.COMPLETED)
+        elif status == "Failed":
+            reason = described.get("FailureReason") or "the transform job failed"
+            self.update(record, status, raw=described, failure_reason=reason)
+            context_for(job).finish(JobStatus.ERROR, reason)
+        elif status == "Stopped":
+            self.update(record, status, raw=described)
+            context_for(job).finish(JobStatus.CANCELLED, message="stopped at the user's request")
+        elif status != record.status:
+            self.update(record, status, raw=described)
+
+    def cancel(self, job: Job) -> bool:
+        """Stop a transform job (once); an endpoint deployment cannot be stopped, only deleted later."""
+        if job.kind != TRANSFORM or not job.external_id:
+            return False
+        adapter = job.request.get("adapter")
+        described = self._exists("describe_transform_job", adapter, TransformJobName=job.external_id)
+        if described is None:
+            return False
+        if described["TransformJobStatus"] == "InProgress":
+            self._call("TransformJobName", "stop_transform_job", adapter, TransformJobName=job.external_id)
+        return described["TransformJobStatus"] in ("InProgress", "Stopping")
+
+    def recover(self, job: Job) -> str:
+        # Launched jobs are followed again; a job that died before launching starts again, and run()
+        # adopts a resource that exists already instead of creating it twice.
+        return "monitor" if job.external_id else "requeue"
+
+    # -- datasets --------------------------------------------------------------------------------
+
+    def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
+                       origin: dict[str, Any], description: str = "") -> Record:
+        """Put an uploaded file into S3 (managed multipart for large files) and record it."""
+        bucket, key = self.dataset_key(bucket or self.config.s3_bucket, key, filename)
+        s3 = self.clients.client("s3", origin.get("adapter"))
+        try:
+            s3.upload_fileobj(stream, bucket, key)
+            head = s3.head_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            code = aws_code(exc)
+            if code in ("NoSuchBucket", "404"):
+                raise InvalidRequest("Bucket", f"no bucket {bucket!r}", status=404) from None
+            if code in ("AccessDenied", "403"):
+                raise InvalidRequest("Bucket", f"the executor may not write to {bucket!r}", status=403) from None
+            raise BackendError(f"cannot upload to s3://{bucket}/{key}: {aws_text(exc)}") from exc
+        head.pop("ResponseMetadata", None)
+        return self.put(DATASET, f"{bucket}/{key}", "Available", {
+            **origin, "description": description, "bucket": bucket, "key": key, "arn": f"s3://{bucket}/{key}",
+            "artifacts": {"S3Uri": f"s3://{bucket}/{key}", "size": head.get("ContentLength")},
+            "raw": {"Bucket": bucket, "Key": key, **head}})
+
+    def delete_dataset(self, name: str, adapter: str | None = None) -> None:
+        record = self.record(DATASET, name)
+        try:
+            self.clients.client("s3", adapter).delete_object(Bucket=record.payload["bucket"],
+                                                             Key=record.payload["key"])
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendError(f"cannot delete s3://{record.payload['bucket']}/{record.payload['key']}: "
+                               f"{aws_text(exc)}") from exc
+        self.store.delete_record(record.id)
+
+
+def refusal(exc: Exception, field: str, operation: str) -> Exception:
+    """Turn an AWS error into an answer: a 4xx naming the field for a refusal, BackendError otherwise."""
+    code, text = aws_code(exc), aws_text(exc)
+    if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
+        return InvalidRequest(field, text, status=409)
+    if code in ("ValidationException", "ValidationError"):
+        return InvalidRequest(field, text, status=404 if _says_not_found(exc) else 422)
+    if code in ("ResourceInUse", "ConflictException"):
+        return InvalidRequest(field, text, status=409)
+    if code == "ResourceNotFound":
+        return InvalidRequest(field, text, status=404)
+    if code == "ResourceLimitExceeded":
+        return InvalidRequest(field, f"{text} (an AWS quota: ask AWS for more)", status=429)
+    if code in THROTTLING_CODES:
+        return BackendError(f"{operation}: AWS is throttling the executor: {text}")
+    return BackendError(f"{operation} failed: {text}")
+
+
+def _says_not_found(exc: Exception) -> bool:
+    return any(hint in aws_text(exc).lower() for hint in _NOT_FOUND_HINTS)
+
+
+def _tag_list(tags: Any) -> list[dict[str, str]]:
+    if isinstance(tags, list):
+        return tags
+    return [{"Key": key, "Value": value} for key, value in dict(tags).items()]
