@@ -116,10 +116,21 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
     while not stop_requested.wait(0.5):
         pass
     logger.info("stopping: no new jobs; running local jobs get %ss to finish", config.shutdown_timeout)
-    server.close()
+    stop_server(server, server_thread)
     executor.queue.stop()
     executor.store.close()
     logger.info("stopped")
+
+
+def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> None:
+    """Close waitress's sockets from inside its own loop, then finish the requests in flight."""
+    from waitress import wasyncore
+
+    # Closing sockets from another thread races the loop's select() on them (EBADF); the trigger
+    # runs the close inside the loop, after which the loop finds its map empty and returns.
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    thread.join(timeout)
+    server.task_dispatcher.shutdown(timeout=timeout)
 
 
 def install_signal_handlers(stop_requested: threading.Event) -> None:

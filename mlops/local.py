@@ -173,6 +173,7 @@ class LocalBackend(Backend):
             return process.wait()
         finally:
             timer.cancel()
+            process.stdout.close()
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
 

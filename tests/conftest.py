@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app import create_app  # noqa: E402
+from app import create_app, stop_server  # noqa: E402
 
 SERVING_LINE = re.compile(r"serving on http://([^:\s]+):(\d+)")
 
@@ -105,7 +105,7 @@ class LiveServer:
         return http_request(self.url, method, path, body, headers, raw)
 
     def close(self) -> None:
-        self.server.close()
+        stop_server(self.server, self.thread)
         self.executor.queue.stop(timeout=5)
 
 
@@ -201,6 +201,8 @@ def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     for proc in processes:
         if proc.process.poll() is None:
             proc.kill()
+        proc._reader.join(timeout=5)
+        proc.process.stderr.close()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
