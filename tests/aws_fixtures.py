@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import boto3
 import pytest
 from moto import mock_aws
 
@@ -72,9 +73,20 @@ def config(tmp_path: Path):
     return make_config(tmp_path)
 
 
+_sessions: dict[tuple, boto3.session.Session] = {}
+
+
+def shared_session(**kwargs: Any) -> boto3.session.Session:
+    """Return one boto3 session per argument set for the whole run: loading models is the slow part."""
+    key = tuple(sorted(kwargs.items()))
+    if key not in _sessions:
+        _sessions[key] = boto3.session.Session(**kwargs)
+    return _sessions[key]
+
+
 @pytest.fixture
 def clients(aws) -> ClientFactory:
-    return ClientFactory(region=REGION)
+    return ClientFactory(region=REGION, session_factory=shared_session)
 
 
 @pytest.fixture

@@ -1,0 +1,332 @@
+"""The seeds' SageMakerTrainingService and SageMakerContainerBuilder against moto."""
+from __future__ import annotations
+
+import base64
+import json
+from unittest import mock
+
+import pytest
+from aws_fixtures import (ACCOUNT, BUCKET, IMAGE, REGION, ROLE_ARN, ROLE_NAME, aws, aws_setup, clients,  # noqa: F401
+                          config, docker_calls, fake_docker, make_config, new_running_job, store)
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from db import JobStatus
+from mlops.aws import (SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService,
+                       least_privilege_policy, training_job_name)
+from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError
+
+ECR_REPO = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/essedum-training"
+
+
+@pytest.fixture
+def service(config, clients, aws_setup):  # noqa: F811
+    return SageMakerTrainingService(config, clients)
+
+
+def checks_of(result):
+    return {check["name"]: check for check in result["checks"]}
+
+
+def job_config(job_id: str) -> SageMakerJobConfig:
+    return SageMakerJobConfig(job_name=training_job_name(job_id, "digits"), role_arn=ROLE_ARN, image_uri=IMAGE,
+                              instance_type="ml.g5.xlarge", hyperparameters={"epochs": "2"},
+                              entry_point="train.py", source_s3_uri=f"s3://{BUCKET}/code/x/sourcedir.tar.gz",
+                              region=REGION, executor_job_id=job_id)
+
+
+# -- validate_configuration --------------------------------------------------------------------
+
+def test_a_working_configuration_passes_every_check(service):
+    result = service.validate_configuration()
+    assert result["valid"] is True, result
+    assert set(checks_of(result)) == {"region", "credentials", "bucket", "role", "instance_type"}
+    assert ACCOUNT in checks_of(result)["credentials"]["detail"]
+
+
+def test_each_failing_check_says_why(tmp_path, clients):  # noqa: F811
+    clients.client("iam").create_role(RoleName="NotForSageMaker", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+    config = make_config(tmp_path, s3_bucket="no-such-bucket-here",
+                         sagemaker_role_arn=f"arn:aws:iam::{ACCOUNT}:role/NotForSageMaker")
+    result = SageMakerTrainingService(config, clients).validate_configuration()
+    checks = checks_of(result)
+    assert result["valid"] is False
+    assert checks["credentials"]["passed"] is True
+    assert checks["bucket"]["passed"] is False and "no-such-bucket-here" in checks["bucket"]["detail"]
+    assert checks["role"]["passed"] is False and "does not trust sagemaker.amazonaws.com" in checks["role"]["detail"]
+
+
+def test_a_missing_role_and_unset_settings_fail_their_checks(tmp_path, clients):  # noqa: F811
+    config = make_config(tmp_path, s3_bucket="", sagemaker_role_arn=f"arn:aws:iam::{ACCOUNT}:role/Missing")
+    checks = checks_of(SageMakerTrainingService(config, clients).validate_configuration())
+    assert checks["bucket"] == {"name": "bucket", "passed": False, "detail": "EXECUTOR_S3_BUCKET is not set"}
+    assert checks["role"]["passed"] is False and "NoSuchEntity" in checks["role"]["detail"]
+
+
+def test_bad_credentials_fail_the_credentials_check(service):
+    with Stubber(service.clients.client("sts")) as stub:
+        stub.add_client_error("get_caller_identity", "InvalidClientTokenId", "The security token is invalid.", 403)
+        check = checks_of(service.validate_configuration())["credentials"]
+    assert check["passed"] is False and "InvalidClientTokenId" in check["detail"]
+
+
+# -- create_execution_role ---------------------------------------------------------------------
+
+def test_the_execution_role_is_trusted_by_sagemaker_only_and_scoped_to_the_prefix(service, clients):  # noqa: F811
+    arn = service.create_execution_role("EssedumNewRole")
+    assert arn == f"arn:aws:iam::{ACCOUNT}:role/EssedumNewRole"
+    iam = clients.client("iam")
+    trust = iam.get_role(RoleName="EssedumNewRole")["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}]
+    policy = iam.get_role_policy(RoleName="EssedumNewRole", PolicyName="essedum-executor-training")["PolicyDocument"]
+    statements = {statement["Sid"]: statement for statement in policy["Statement"]}
+    assert statements["ObjectsUnderThePrefix"]["Resource"] == f"arn:aws:s3:::{BUCKET}/essedum-executor/*"
+    assert statements["ListThePrefix"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "essedum-executor", "essedum-executor/*"]
+    assert statements["PullTheTrainingImage"]["Resource"] == \
+        f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training"
+    assert all(":log-group:/aws/sagemaker/TrainingJobs" in resource
+               for resource in statements["TrainingLogs"]["Resource"])
+    wildcard = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
+    assert sorted(wildcard) == ["RegistryToken", "TrainingMetrics"]
+    assert statements["TrainingMetrics"]["Condition"]
+    actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert not [a for a in actions if a.endswith(":*") or a == "*"]
+
+
+def test_creating_the_role_again_reuses_it(service, clients):  # noqa: F811
+    first = service.create_execution_role("EssedumNewRole")
+    assert service.create_execution_role("EssedumNewRole") == first
+    assert len(clients.client("iam").list_roles()["Roles"]) == 2  # the fixture's role and this one
+
+
+def test_an_existing_role_that_does_not_trust_sagemaker_is_refused(service, clients):  # noqa: F811
+    clients.client("iam").create_role(RoleName="Ec2Role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+    with pytest.raises(SageMakerConfigurationError, match="does not trust"):
+        service.create_execution_role("Ec2Role")
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x;y", "$(rm -rf)", "r" * 65])
+def test_bad_role_names_are_refused_before_any_aws_call(service, clients, name):  # noqa: F811
+    before = clients.counter.total()
+    with pytest.raises(InvalidRequest) as raised:
+        service.create_execution_role(name)
+    assert raised.value.field == "role_name"
+    assert clients.counter.total() == before
+
+
+def test_the_policy_without_a_prefix_covers_the_bucket_objects_only():
+    policy = least_privilege_policy("b-1", "", "us-east-1", ACCOUNT, "ubuntu:22.04")
+    sids = {s["Sid"]: s for s in policy["Statement"]}
+    assert sids["ObjectsUnderThePrefix"]["Resource"] == "arn:aws:s3:::b-1/*"
+    assert "Condition" not in sids["ListThePrefix"] and "PullTheTrainingImage" not in sids
+
+
+# -- images ------------------------------------------------------------------------------------
+
+def test_the_default_image_is_aws_pytorch_image_for_the_region(tmp_path, clients):  # noqa: F811
+    service = SageMakerTrainingService(make_config(tmp_path, training_image=""), clients)
+    assert service.resolve_image("ml.g5.xlarge") == \
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
+    assert service.resolve_image("ml.m5.xlarge").endswith("pytorch-training:2.5-cpu-py311")
+    assert service.resolve_image("ml.m5.xlarge", "my.registry.io/team/image:1") == "my.registry.io/team/image:1"
+
+
+def test_an_image_aws_does_not_publish_is_a_configuration_error(tmp_path, clients):  # noqa: F811
+    service = SageMakerTrainingService(make_config(tmp_path, training_image="", framework_version="0.1"), clients)
+    with pytest.raises(SageMakerConfigurationError, match="EXECUTOR_TRAINING_IMAGE"):
+        service.resolve_image("ml.g5.xlarge")
+
+
+# -- submit, status, cancel, list --------------------------------------------------------------
+
+def test_submitting_twice_creates_one_training_job(service, clients, store, tmp_path):  # noqa: F811
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    config = job_config(job.id)
+    output = f"s3://{BUCKET}/jobs/{job.id}/output"
+    assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
+    assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
+    assert clients.counter.total("sagemaker", "CreateTrainingJob") == 1
+    stored = store.get(job.id)
+    assert stored.external_id == config.job_name
+    assert stored.details["sagemaker_job_arn"].endswith(f"training-job/{config.job_name}")
+
+
+def test_resource_in_use_means_already_submitted(service, store, tmp_path):  # noqa: F811
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    config = job_config(job.id)
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{config.job_name}"
+    # Stubbed: moto silently overwrites a duplicate name where AWS answers ResourceInUse.
+    with Stubber(service.sagemaker) as stub:
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
+        stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique.")
+        stub.add_response("describe_training_job", {"TrainingJobArn": arn, **_minimal_description(config.job_name)})
+        service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    assert store.get(job.id).external_id == config.job_name
+
+
+def test_a_quota_error_is_explained(service, store, tmp_path):  # noqa: F811
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    with Stubber(service.sagemaker) as stub:
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
+        stub.add_client_error("create_training_job", "ResourceLimitExceeded", "The account-level service limit "
+                              "'ml.g5.xlarge for training job usage' is 0 Instances")
+        with pytest.raises(SageMakerJobError, match="ResourceLimitExceeded.*Service Quotas"):
+            service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    assert store.get(job.id).external_id is None
+
+
+def _minimal_description(name: str) -> dict:
+    from datetime import datetime, timezone
+    now = datetime.now(timezone.utc)
+    return {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": ""}, "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Starting", "AlgorithmSpecification": {"TrainingInputMode": "File"},
+            "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 60}, "CreationTime": now}
+
+
+@pytest.mark.parametrize("job_id", [-1, 0, 10 ** 30, "", "no-such-job"])
+def test_unknown_job_ids_are_reported_without_aws_calls(service, store, clients, job_id):  # noqa: F811
+    before = clients.counter.total()
+    for call in (service.get_job_status, service.cancel_training_job):
+        with pytest.raises(SageMakerJobError, match="no SageMaker job"):
+            call(job_id, store)
+    assert clients.counter.total() == before
+
+
+def test_status_combines_the_store_and_aws(service, store, tmp_path):  # noqa: F811
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    status = service.get_job_status(job.id, store)
+    assert status["status"] == "RUNNING" and status["sagemaker_status"] == "Completed"  # moto completes at once
+    assert status["sagemaker_job_name"] == training_job_name(job.id, "digits")
+
+
+def test_cancelling_a_queued_job_needs_no_aws_call(service, store, clients, tmp_path):  # noqa: F811
+    store.create_job("queued-1", kind="training", backend="sagemaker", request={}, secrets=None,
+                     log_path=str(tmp_path / "l"), output_dir=str(tmp_path))
+    before = clients.counter.total()
+    assert service.cancel_training_job("queued-1", store) is True
+    assert store.get("queued-1").status is JobStatus.CANCELLED
+    assert clients.counter.total() == before
+
+
+def test_cancelling_a_running_job_stops_it_once_and_an_ended_one_not_at_all(service, store, tmp_path):  # noqa: F811
+    from aws_fixtures import set_training_state
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    name = store.get(job.id).external_id
+    set_training_state(name, "InProgress", "Training")
+    # moto has no StopTrainingJob: patch the client call and count it.
+    with mock.patch.object(service.sagemaker, "stop_training_job", return_value={}) as stop:
+        assert service.cancel_training_job(job.id, store) is True
+        set_training_state(name, "Stopping", "Stopping")
+        assert service.cancel_training_job(job.id, store) is True
+        set_training_state(name, "Completed", "Completed")
+        assert service.cancel_training_job(job.id, store) is True
+    stop.assert_called_once_with(TrainingJobName=name)
+    assert store.get(job.id).cancel_requested is True
+    assert store.get(job.id).status is JobStatus.RUNNING  # CANCELLED only once AWS says Stopped
+
+
+def test_stop_races_with_the_end_of_the_job(service, store, tmp_path):  # noqa: F811
+    from aws_fixtures import set_training_state
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    name = store.get(job.id).external_id
+    set_training_state(name, "InProgress", "Uploading")
+    error = ClientError({"Error": {"Code": "ValidationException", "Message": "already stopped"}}, "StopTrainingJob")
+    with mock.patch.object(service.sagemaker, "stop_training_job", side_effect=error):
+        assert service.stop_training_job(name) == "InProgress"
+
+
+def test_the_list_comes_from_the_store(service, store, clients, tmp_path):  # noqa: F811
+    first = new_running_job(store, "training", {"name": "a"}, tmp_path)
+    second = new_running_job(store, "pipeline", {"name": "b"}, tmp_path)
+    before = clients.counter.total()
+    listed = service.list_training_jobs(store)
+    assert {item["job_id"] for item in listed} == {first.id, second.id}
+    assert clients.counter.total() == before
+
+
+# -- container builder -------------------------------------------------------------------------
+
+def test_build_runs_docker_with_an_argument_list_and_the_dockerfile_on_stdin(clients, tmp_path, monkeypatch):  # noqa: F811
+    record = fake_docker(tmp_path, monkeypatch)
+    builder = SageMakerContainerBuilder(clients, context_dir=tmp_path)
+    assert builder.build_training_container("python:3.11-slim", "essedum/train:1") == "essedum/train:1"
+    [call] = docker_calls(record)
+    assert call["argv"] == ["build", "--tag", "essedum/train:1", "--file", "-", str(tmp_path)]
+    assert call["stdin"].startswith("FROM python:3.11-slim\n") and "COPY . /opt/ml/code" in call["stdin"]
+
+
+def test_building_on_an_aws_image_logs_in_to_its_registry_first(clients, tmp_path, monkeypatch):  # noqa: F811
+    record = fake_docker(tmp_path, monkeypatch)
+    SageMakerContainerBuilder(clients, context_dir=tmp_path).build_training_container(IMAGE, "essedum/train:1")
+    login, build = docker_calls(record)
+    assert login["argv"][:4] == ["login", "--username", "AWS", "--password-stdin"]
+    assert login["argv"][4] == "https://763104351884.dkr.ecr.us-east-1.amazonaws.com"
+    assert build["argv"][0] == "build" and build["docker_config"] == login["docker_config"]
+
+
+def test_push_logs_in_with_the_password_on_stdin_tags_and_pushes(clients, tmp_path, monkeypatch):  # noqa: F811
+    record = fake_docker(tmp_path, monkeypatch)
+    token = clients.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    password = base64.b64decode(token).decode().split(":", 1)[1]
+    uri = SageMakerContainerBuilder(clients).push_to_ecr("essedum/train:v2", ECR_REPO)
+    assert uri == f"{ECR_REPO}:v2"
+    login, tag, push = docker_calls(record)
+    assert login["argv"] == ["login", "--username", "AWS", "--password-stdin",
+                             f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"]
+    assert login["stdin"] == password
+    assert all(password not in " ".join(call["argv"]) for call in (login, tag, push))
+    assert tag["argv"] == ["tag", "essedum/train:v2", f"{ECR_REPO}:v2"]
+    assert push["argv"] == ["push", f"{ECR_REPO}:v2"]
+    assert login["docker_config"] and login["docker_config"] == push["docker_config"]
+
+
+def test_an_image_without_a_tag_is_pushed_as_latest(clients, tmp_path, monkeypatch):  # noqa: F811
+    fake_docker(tmp_path, monkeypatch)
+    assert SageMakerContainerBuilder(clients).push_to_ecr("localhost:5000/train", ECR_REPO) == f"{ECR_REPO}:latest"
+
+
+def test_a_failing_docker_is_a_docker_container_error_with_its_message(clients, tmp_path, monkeypatch):  # noqa: F811
+    fake_docker(tmp_path, monkeypatch, exit_code=3)
+    with pytest.raises(DockerContainerError, match="exit code 3: fake docker: simulated failure"):
+        SageMakerContainerBuilder(clients, context_dir=tmp_path).build_training_container("ubuntu", "x/y:1")
+
+
+def test_a_missing_docker_is_a_clear_error(clients, tmp_path):  # noqa: F811
+    builder = SageMakerContainerBuilder(clients, docker=str(tmp_path / "no-docker-here"))
+    with pytest.raises(DockerContainerError, match="docker is not installed"):
+        builder.build_training_container("ubuntu", "x/y:1")
+
+
+@pytest.mark.parametrize("image_tag, repository, field", [
+    ("", ECR_REPO, "image_tag"), ("x;rm -rf /", ECR_REPO, "image_tag"),
+    ("x/y:1", "", "ecr_repository_uri"), ("x/y:1", "docker.io/library/x", "ecr_repository_uri"),
+    ("x/y:1", ECR_REPO + " && echo", "ecr_repository_uri")])
+def test_bad_push_arguments_are_refused_before_docker_runs(clients, tmp_path, monkeypatch, image_tag,  # noqa: F811
+                                                          repository, field):
+    record = fake_docker(tmp_path, monkeypatch)
+    with pytest.raises(InvalidRequest) as raised:
+        SageMakerContainerBuilder(clients).push_to_ecr(image_tag, repository)
+    assert raised.value.field == field and docker_calls(record) == []
+
+
+@pytest.mark.parametrize("base_image, tag, field", [("", "x/y:1", "base_image"), ("$(id)", "x/y:1", "base_image"),
+                                                    ("ubuntu", "", "tag"), ("ubuntu", "a b", "tag")])
+def test_bad_build_arguments_are_refused(clients, tmp_path, monkeypatch, base_image, tag, field):  # noqa: F811
+    record = fake_docker(tmp_path, monkeypatch)
+    with pytest.raises(InvalidRequest) as raised:
+        SageMakerContainerBuilder(clients).build_training_container(base_image, tag)
+    assert raised.value.field == field and docker_calls(record) == []
+
+
+def test_role_fixture_name_matches(service):
+    assert ROLE_ARN.endswith(ROLE_NAME)
