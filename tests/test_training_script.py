@@ -142,6 +142,21 @@ def test_class_folder_layout_trains_with_underscore_flags(tmp_path):
     assert len(json.loads((run.model_dir / "labels.json").read_text())["labels"]) == 10
 
 
+def test_one_colour_image_makes_the_model_rgb(tmp_path):
+    channel = tmp_path / "channel"
+    random = np.random.default_rng(0)
+    for label, mode in (("dark", "L"), ("light", "L"), ("light", "RGBA")):
+        (channel / label).mkdir(parents=True, exist_ok=True)
+        for number in range(6):
+            base = 60 if label == "dark" else 190
+            pixels = random.integers(base - 40, base + 40, size=(12, 10, 4), dtype=np.uint8)
+            image = Image.fromarray(pixels).convert(mode)
+            image.save(channel / label / f"{mode}-{number}.png")
+    run = run_training(tmp_path / "run", channel, "--epochs", "1", *QUICK_FLAGS)
+    assert_succeeded(run)
+    assert json.loads((run.model_dir / "labels.json").read_text())["channels"] == 3
+
+
 def test_tar_archive_in_channel_is_unpacked_outside_the_channel(tmp_path):
     dataset = write_digits(tmp_path / "dataset", 200)
     channel = tmp_path / "channel"

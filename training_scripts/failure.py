@@ -7,7 +7,7 @@ from pathlib import Path
 
 DEFAULT_OUTPUT_DIR = "/opt/ml/output"
 
-# FailureReason keeps the first 1,024 characters; a longer message would be cut mid-word.
+# DescribeTrainingJob's FailureReason holds at most 1,024 characters.
 MAX_FAILURE_LENGTH = 1024
 
 
