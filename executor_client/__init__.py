@@ -1,0 +1,88 @@
+"""A client of the executor's HTTP API (standard library only); `python -m executor_client --help`."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class ExecutorError(Exception):
+    """The executor answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect could send the token, or the pipeline's credentials, to another server.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        raise urllib.error.HTTPError(req.full_url, code, f"refusing to follow a redirect to {newurl}", headers, fp)
+
+
+class Client:
+    """Talks to one executor, and only to it: paths are joined to its URL and redirects are refused."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"the executor URL must be http(s)://host[:port], not {url!r}")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirects())
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        """Send one request to the executor and return its JSON answer; raise ExecutorError for an error."""
+        params = {key: value for key, value in (query or {}).items() if value is not None}
+        url = self.url + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json"})
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ExecutorError(f"{method} {path}: HTTP {exc.code}: {_error_text(exc)}", exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ExecutorError(f"cannot reach the executor at {self.url}: {reason}") from None
+
+    def submit(self, pipeline: dict[str, Any]) -> dict[str, Any]:
+        """Submit a pipeline (the body of POST /execute)."""
+        return self.request("POST", "/execute", pipeline)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """Return a job's status, phase, progress and latest metrics."""
+        return self.request("GET", f"/status/{_segment(job_id)}")
+
+    def log(self, job_id: str) -> str:
+        """Return a job's log (its last 5 MiB)."""
+        return self.request("GET", f"/execute/{_segment(job_id)}/getLog")["logs"]["content"]
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the executor to stop a job; True when it was cancelled or is stopping."""
+        return bool(self.request("POST", f"/execute/{_segment(job_id)}/stop")["Task cancelled"])
+
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """List jobs newest first."""
+        return self.request("GET", "/api/jobs", query={"status": status, "kind": kind, "limit": limit})["jobs"]
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read() or b"{}")
+    except ValueError:
+        return exc.reason if isinstance(exc.reason, str) else str(exc.reason)
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    return exc.reason if isinstance(exc.reason, str) else str(exc.reason)

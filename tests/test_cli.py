@@ -1,0 +1,146 @@
+"""The command-line client, driven as a user drives it, against the real service."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, pipeline_body, wait_for, write_pipeline
+from helpers_service import AUTH, METRIC_SCRIPT, TOKEN
+
+
+def cli(*args: str, url: str | None = None, token: str | None = TOKEN, stdin: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("EXECUTOR_")}
+    if url:
+        env["EXECUTOR_URL"] = url
+    if token:
+        env["EXECUTOR_API_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "executor_client", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def server(service, data_dir: Path):
+    write_pipeline(data_dir / "storage", "demo", METRIC_SCRIPT, name="run.py")
+    write_pipeline(data_dir / "storage", "broken", "print('about to fail', flush=True)\nraise SystemExit(7)\n",
+                   name="run.py")
+    return service(data_dir, env={"EXECUTOR_API_TOKEN": TOKEN})
+
+
+def pipeline_file(tmp_path: Path, folder: str, command: str, name: str = "cli-run") -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(pipeline_body(folder, command, name=name)), encoding="utf-8")
+    return str(path)
+
+
+def test_submit_wait_shows_progress_and_log_and_exits_0_when_completed(server, tmp_path):
+    result = cli("submit", pipeline_file(tmp_path, "demo", "python run.py 3"), "--wait", "--interval", "0.2",
+                 url=server.url)
+    assert result.returncode == 0, result.stderr
+    assert "epoch=3/3 train_loss=0.333" in result.stdout
+    assert ("[########################] 100.0%  epoch 3/3  COMPLETED / Completed  train_loss=0.333  "
+            "val_accuracy=0.833  val_loss=0.433") in result.stderr
+    assert "COMPLETED after" in result.stderr.splitlines()[-1]
+
+
+def test_a_failed_job_exits_1_with_its_reason(server, tmp_path):
+    result = cli("submit", pipeline_file(tmp_path, "broken", "python run.py"), "--wait", "--interval", "0.2",
+                 url=server.url)
+    assert result.returncode == 1
+    assert "about to fail" in result.stdout
+    last = result.stderr.splitlines()[-1]
+    assert "ERROR" in last and "exit code 7" in last
+
+
+def test_cancel_stops_a_job_and_wait_exits_3(server, tmp_path):
+    submitted = cli("submit", pipeline_file(tmp_path, "demo", "python run.py 30 1"), url=server.url)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    wait_for(lambda: server.request("GET", f"/status/{job_id}", headers=AUTH)[1]["status"] == "RUNNING")
+
+    cancelled = cli("cancel", job_id, url=server.url)
+    assert cancelled.returncode == 0
+    assert "cancel requested" in cancelled.stdout
+    waited = cli("wait", job_id, "--interval", "0.2", "--no-log", url=server.url)
+    assert waited.returncode == 3
+    assert waited.stdout == ""
+    assert "CANCELLED" in waited.stderr.splitlines()[-1]
+
+
+def test_list_status_and_logs(server, tmp_path):
+    finished = cli("submit", pipeline_file(tmp_path, "demo", "python run.py 2", name="listed-run"), "--wait",
+                   "--interval", "0.2", "--no-log", url=server.url)
+    assert finished.returncode == 0
+    job_id = finished.stderr.splitlines()[0].split()[-1]
+
+    listing = cli("list", "--status", "COMPLETED", url=server.url)
+    assert listing.returncode == 0
+    header, row = listing.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "KIND", "STATUS", "PHASE", "PROGRESS", "SUBMITTED"]
+    assert row.split()[:6] == [job_id, "listed-run", "pipeline", "COMPLETED", "Completed", "100%"]
+    assert cli("list", "--status", "WAITING", url=server.url).stdout.splitlines()[1:] == []
+
+    status = cli("status", job_id, "--json", url=server.url)
+    assert json.loads(status.stdout)["metrics"]["train_loss"] == 0.5
+    assert "epoch=2/2" in cli("logs", job_id, url=server.url).stdout
+    assert "epoch=2/2" in cli("logs", job_id, "--follow", url=server.url).stdout
+
+
+def test_submit_reads_the_pipeline_from_standard_input(server):
+    result = cli("submit", "-", url=server.url, stdin=json.dumps(pipeline_body("demo", "python run.py 1")))
+    assert result.returncode == 0
+    assert len(result.stdout.strip()) == 36
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert cli().returncode == 2
+    no_url = cli("list")
+    assert no_url.returncode == 2 and "EXECUTOR_URL" in no_url.stderr
+    assert cli("list", url="ftp://example.invalid").returncode == 2
+    assert cli("submit", str(tmp_path / "missing.json"), url="http://127.0.0.1:9").returncode == 2
+
+
+def test_a_refused_request_exits_4_with_the_executors_message(server):
+    wrong_token = cli("list", url=server.url, token="wrong")
+    assert wrong_token.returncode == 4
+    assert "HTTP 401" in wrong_token.stderr and "authentication required" in wrong_token.stderr
+    unknown = cli("status", "00000000-0000-0000-0000-000000000000", url=server.url)
+    assert unknown.returncode == 4 and "HTTP 404" in unknown.stderr
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """Answers every request with a redirect elsewhere and records who asked for what."""
+
+    hits: list[tuple[int, str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        port = self.server.server_address[1]
+        Redirector.hits.append((port, self.path, self.headers.get("Authorization")))
+        self.send_response(302)
+        self.send_header("Location", f"http://127.0.0.1:{self.server.other_port}/stolen")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_client_never_follows_a_redirect_to_another_server():
+    first, second = ThreadingHTTPServer(("127.0.0.1", 0), Redirector), ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    first.other_port, second.other_port = second.server_address[1], first.server_address[1]
+    for httpd in (first, second):
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = cli("list", url=f"http://127.0.0.1:{first.server_address[1]}")
+    finally:
+        first.shutdown()
+        second.shutdown()
+    assert result.returncode == 4
+    assert "refusing to follow a redirect" in result.stderr
+    assert [port for port, _, _ in Redirector.hits] == [first.server_address[1]]
