@@ -33,21 +33,6 @@ IMAGE = f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-training:2.5-gpu-p
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ROOT = Path(__file__).resolve().parents[1]
 
-FAKE_DESCRIBE = {
-    "hyperparameters": {
-        "epochs": {"type": "int", "default": 10, "minimum": 1, "maximum": 1000, "help": "passes"},
-        "learning-rate": {"type": "float", "default": 0.002, "minimum": 1e-6, "maximum": 1.0, "help": "lr"},
-        "metadata-file": {"type": "str", "default": "metadata.csv", "help": "labels"},
-        "amp": {"type": "bool", "default": True, "help": "mixed precision"},
-        "device": {"type": "str", "default": "auto", "choices": ["auto", "cpu", "cuda"], "help": "device"},
-    },
-    "metrics": [
-        {"Name": "epoch", "Regex": "^epoch=([0-9]+)/[0-9]+ "},
-        {"Name": "train_loss", "Regex": "^epoch=[0-9]+/[0-9]+ .*\\btrain_loss=(\\S+)"},
-    ],
-}
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fake AWS credentials and region, and moto answering every AWS call."""
@@ -113,17 +98,9 @@ def backend(config, clients: ClientFactory, store: JobStore, aws_setup):
 
 
 @pytest.fixture
-def fake_script(tmp_path: Path) -> Path:
-    """A code folder whose train.py answers --describe with FAKE_DESCRIBE (the bundled script's shape)."""
-    folder = tmp_path / "code"
-    folder.mkdir()
-    (folder / "train.py").write_text(textwrap.dedent(f"""\
-        import json, sys
-        if "--describe" in sys.argv:
-            print(json.dumps({FAKE_DESCRIBE!r}))
-    """), encoding="utf-8")
-    (folder / "requirements.txt").write_text("", encoding="utf-8")
-    return folder
+def bundled_scripts() -> Path:
+    """The bundled training_scripts folder: the only code the executor describes with --describe."""
+    return ROOT / "training_scripts"
 
 
 def write_dataset(root: Path, files: int = 3) -> Path:
@@ -138,9 +115,9 @@ def write_dataset(root: Path, files: int = 3) -> Path:
     return root
 
 
-def training_request(dataset: Path, source_dir: Path, **changes: Any) -> dict[str, Any]:
+def training_request(dataset_dir: Path, source_dir: Path, **changes: Any) -> dict[str, Any]:
     """Return a normalised training request as the lead's route builds it."""
-    request = {"name": "digits run", "dataset": "digits", "dataset_path": str(dataset), "metadata_file": None,
+    request = {"name": "digits run", "dataset": "digits", "dataset_path": str(dataset_dir), "metadata_file": None,
                "hyperparameters": {"epochs": "3"}, "instance_type": None, "instance_count": 1,
                "max_runtime_seconds": 3600, "spot": False, "entry_point": "train.py",
                "source_dir": str(source_dir), "tags": {"team": "vision"}}

@@ -1,0 +1,449 @@
+"""The SageMaker backend: checks requests, launches training jobs, follows them, stops them.
+
+Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTimeAfter the
+newest change seen, NameContains the executor's prefix) and describes only the jobs it names
+as changed, plus jobs never described yet (new or just recovered). Logs of all jobs come from
+one paged FilterLogEvents query (mlops/sagemaker_logs.py). So a cycle costs O(jobs that
+changed + new log volume), not O(jobs running). A throttled cycle backs off exponentially.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from config import Config
+from db import Job, JobStatus, JobStore
+from mlops import pricing, script_contract
+from mlops import validation as v
+from mlops.aws import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, error_code, error_text,
+                       training_job_name)
+from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
+from mlops.clients import THROTTLING_CODES, ClientFactory
+from mlops.dataset_upload import upload_source
+from mlops.errors import InvalidRequest, SageMakerJobError
+from mlops.sagemaker_logs import TrainingLogTail
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
+                           stage_pipeline_files)
+
+logger = logging.getLogger(__name__)
+
+LIST_OVERLAP_SECONDS = 5.0
+RESYNC_SECONDS = 1800.0
+RESYNC_PER_CYCLE = 5
+MAX_BACKOFF_SECONDS = 600.0
+DEFAULT_VOLUME_GB = 30
+EXECUTOR_TAGS = 2  # essedum:job-id and essedum:kind
+# SecondaryStatus values AWS documents; any other value becomes the phase as it is.
+KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "Uploading", "Interrupted",
+                             "Stopping", "Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded", "Completed",
+                             "Failed", "Restarting", "Updating", "LaunchingMLInstances", "PreparingTrainingStack",
+                             "DownloadingTrainingImage"})
+TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
+
+
+class Throttled(Exception):
+    """AWS kept answering with throttling errors after the client's own retries."""
+
+
+class SageMakerBackend(Backend):
+    """Runs training and pipeline jobs as SageMaker training jobs."""
+
+    name = "sagemaker"
+    remote = True
+    kinds = frozenset({PIPELINE, TRAINING, AUTOML})
+
+    def __init__(self, config: Config, clients: ClientFactory, store: JobStore, *,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clients = clients
+        self.store = store
+        self.clock = clock
+        self.service = SageMakerTrainingService(config, clients, clock=clock)
+        self.logs = TrainingLogTail(lambda: clients.client("logs"))
+        self._list_watermark: float | None = None
+        self._backoff = 0.0
+        self._backoff_until = 0.0
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        """Validate a request without any AWS call and return it with its resolved SageMaker settings."""
+        if kind == TRAINING:
+            return self._check_training(request)
+        if kind == PIPELINE:
+            return self._check_pipeline(request, secrets)
+        raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs yet")
+
+    def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
+        configs = request.get("configs") or {}
+        if not isinstance(configs, dict):
+            raise InvalidRequest("configs", "must be an object")
+
+        def pick(name: str, *config_names: str, default: Any = None) -> tuple[Any, str]:
+            if request.get(name) is not None:
+                return request[name], name
+            for config_name in config_names:
+                if configs.get(config_name) not in (None, ""):
+                    return configs[config_name], f"configs.{config_name}"
+            return default, name
+
+        instance_type, field = pick("instance_type", "instance_type", default=self.config.instance_type)
+        v.validate_instance_type(instance_type, field)
+        count, field = pick("instance_count", "instance_count", default=1)
+        count = v.validate_instance_count(_as_int(count), field)
+        runtime, field = pick("max_runtime_seconds", "max_runtime_seconds", "max_run",
+                              default=self.config.max_runtime_seconds)
+        runtime = v.validate_max_runtime(_as_int(runtime), field)
+        volume, field = pick("volume_size_gb", "volume_size", default=DEFAULT_VOLUME_GB)
+        volume = v.validate_volume_size(_as_int(volume), field)
+        spot, _ = pick("spot", "use_spot_instances", "spot", default=False)
+        spot = spot is True or str(spot).lower() == "true"
+        max_wait = None
+        if spot:
+            wait, field = pick("max_wait_seconds", "max_wait", default=min(2 * runtime, v.MAX_RUNTIME_LIMIT_SECONDS))
+            max_wait = v.validate_int(_as_int(wait), field, runtime, v.MAX_RUNTIME_LIMIT_SECONDS)
+        role, field = pick("role_arn", "role", default=self.config.sagemaker_role_arn)
+        if not role:
+            raise InvalidRequest("configs.role", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or configs.role")
+        v.validate_role_arn(role, field)
+        bucket, field = pick("s3_bucket", "bucket", default=self.config.s3_bucket)
+        if not bucket:
+            raise InvalidRequest("configs.bucket", "no bucket: set EXECUTOR_S3_BUCKET or configs.bucket")
+        v.validate_bucket_name(bucket, field)
+        prefix = v.validate_s3_prefix(self.config.s3_prefix, "EXECUTOR_S3_PREFIX")
+        region = configs.get("region_name")
+        if region and region != self.clients.region_name:
+            v.validate_region(region, "configs.region_name")
+            raise InvalidRequest("configs.region_name", f"this executor runs SageMaker jobs in "
+                                                        f"{self.clients.region_name}, not {region}")
+        container = configs.get("container") or None
+        if container:
+            v.validate_image_uri(container, "configs.container")
+        py_version = configs.get("py_version") or self.config.py_version
+        if not isinstance(py_version, str) or not py_version.startswith("py") or not py_version[2:].isdigit():
+            raise InvalidRequest("configs.py_version", "must look like py311")
+        tags = v.validate_tags(request.get("tags") or {}, "tags", reserved=EXECUTOR_TAGS)
+        return {"instance_type": instance_type, "instance_count": count, "max_runtime_seconds": runtime,
+                "volume_size_gb": volume, "spot": spot, "max_wait_seconds": max_wait, "role_arn": role,
+                "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags}
+
+    def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
+        settings = self._settings(request)
+        dataset = request["dataset"]
+        match = S3_URI.match(dataset)
+        if match:
+            v.validate_s3_uri(dataset, "dataset")
+        else:
+            folder = Path(request.get("dataset_path") or
+                          resolve_storage_path(self.config.storage_root, dataset, "dataset"))
+            if not folder.is_dir():
+                raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root")
+            metadata = request.get("metadata_file")
+            if metadata and not (folder / metadata).is_file():
+                raise InvalidRequest("metadata_file", f"{metadata!r} is not a file in the dataset")
+            request["dataset_path"] = str(folder)
+        source_dir = Path(request["source_dir"])
+        entry_point = request.get("entry_point") or script_contract.BUNDLED_ENTRY_POINT
+        if not (source_dir / entry_point).is_file():
+            raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
+        description = script_contract.describe(source_dir, entry_point) or {}
+        hyperparameters = script_contract.check_hyperparameters(request.get("hyperparameters") or {}, description)
+        declared = description.get("hyperparameters") or {}
+        if request.get("metadata_file") and "metadata-file" in declared:
+            hyperparameters.setdefault("metadata-file", request["metadata_file"])
+        metrics = v.validate_metric_definitions(description.get("metrics") or [], "metrics")
+        self._check_hyperparameter_names(hyperparameters, "hyperparameters")
+        settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
+        request["entry_point"] = entry_point
+        request["sagemaker"] = settings
+        return request
+
+    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        settings = self._settings(request)
+        argv = parse_command(request["command"])
+        settings.update(entry_point=argv[1], hyperparameters=_flag_pairs(argv[2:]), metric_definitions=[])
+        self._check_hyperparameter_names(settings["hyperparameters"], "command")
+        v.validate_environment(secrets.get("environment") or {}, "environment")
+        if request["storage"] == "local":
+            folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
+            if not (folder / argv[1]).is_file():
+                raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
+        else:
+            check_storage_endpoint(request["storage"], (secrets.get("credentials") or {}).get("endpoint", ""),
+                                   self.config)
+        request["sagemaker"] = settings
+        return request
+
+    @staticmethod
+    def _check_hyperparameter_names(hyperparameters: dict[str, str], field: str) -> None:
+        reserved = sorted(name for name in hyperparameters if name.startswith("sagemaker_"))
+        if reserved:
+            raise InvalidRequest(f"{field}.{reserved[0]}" if field == "hyperparameters" else field,
+                                 f"{reserved[0]}: names starting sagemaker_ are reserved")
+        v.validate_hyperparameter_map({name: value for name, value in hyperparameters.items()}, field)
+
+    # -- launching -------------------------------------------------------------------------------
+
+    def run(self, ctx: JobContext) -> None:
+        """Upload the inputs and create the training job; return once SageMaker has it."""
+        job = ctx.job
+        settings = job.request["sagemaker"]
+        name = training_job_name(job.id, job.request.get("name") or job.kind)
+        try:
+            existing = self.service.describe_training_job(name)
+            if existing is not None:
+                # A worker died after CreateTrainingJob: follow that job instead of creating another.
+                ctx.log(f"[executor] SageMaker already has training job {name} "
+                        f"({existing['TrainingJobStatus']}); following it")
+                ctx.set_external_id(name)
+                ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=existing["TrainingJobArn"],
+                                  instance_count=settings["instance_count"],
+                                  instance_type=settings["instance_type"])
+                return
+            if ctx.cancel_requested():
+                ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
+                return
+            self._launch(ctx, name, settings)
+        except (ClientError, BotoCoreError) as exc:
+            raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
+
+    def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
+        job, request = ctx.job, ctx.job.request
+        bucket, prefix = settings["bucket"], settings["prefix"]
+        job_prefix = "/".join(filter(None, [prefix, "jobs", job.id]))
+        ctx.set_phase("Preparing", "uploading code and data")
+        if job.kind == PIPELINE:
+            code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
+            environment = dict(ctx.secrets.get("environment") or {})
+        else:
+            code_dir = Path(request["source_dir"])
+            environment = {}
+        source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
+        ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
+        input_uri = ""
+        if job.kind == TRAINING:
+            if S3_URI.match(request["dataset"]):
+                input_uri = request["dataset"]
+            else:
+                input_uri = self.service.upload_training_data(request["dataset_path"], request.get("metadata_file"),
+                                                              bucket, prefix)
+            ctx.log(f"[executor] training data at {input_uri}")
+        image = self.service.resolve_image(settings["instance_type"], settings["container"])
+        job_config = SageMakerJobConfig(
+            job_name=name, role_arn=settings["role_arn"], image_uri=image, instance_type=settings["instance_type"],
+            instance_count=settings["instance_count"], volume_size_gb=settings["volume_size_gb"],
+            max_runtime_seconds=settings["max_runtime_seconds"], hyperparameters=settings["hyperparameters"],
+            environment_variables=environment, entry_point=settings["entry_point"], source_s3_uri=source.uri,
+            region=self.clients.region_name, spot=settings["spot"], max_wait_seconds=settings["max_wait_seconds"],
+            checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
+            metric_definitions=settings["metric_definitions"],
+            tags={**settings["tags"], "essedum:job-id": job.id, "essedum:kind": job.kind},
+            executor_job_id=job.id)
+        output_uri = f"s3://{bucket}/{job_prefix}/output"
+        self.service.submit_training_job(job_config, input_uri, output_uri, settings["role_arn"], image, self.store)
+        ctx.set_external_id(name)
+        ctx.job.details.update(instance_count=settings["instance_count"], instance_type=settings["instance_type"])
+        ctx.set_phase("Starting", f"submitted as SageMaker training job {name}")
+        ctx.log(f"[executor] submitted SageMaker training job {name} on {settings['instance_count']} x "
+                f"{settings['instance_type']} with image {image}")
+
+    # -- monitoring ------------------------------------------------------------------------------
+
+    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+        """One monitor cycle: new log lines of every job, then the jobs SageMaker says changed."""
+        if self.clock() < self._backoff_until:
+            return
+        by_name = {job.external_id: job for job in jobs if job.external_id}
+        if not by_name:
+            return
+        try:
+            self._guard(lambda: self.logs.tail(by_name, context_for, JOB_NAME_PREFIX))
+            for name in self._guard(lambda: self._to_describe(by_name)):
+                self._guard(lambda: self._refresh(by_name[name], context_for))
+        except Throttled as exc:
+            self._backoff = min(max(2 * self._backoff, self.config.monitor_interval, 1.0), MAX_BACKOFF_SECONDS)
+            self._backoff_until = self.clock() + self._backoff
+            logger.warning("SageMaker throttled the monitor (%s); next cycle in %.0f s", exc, self._backoff)
+            return
+        self._backoff = 0.0
+
+    @staticmethod
+    def _guard(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except ClientError as exc:
+            if error_code(exc) in THROTTLING_CODES:
+                raise Throttled(error_text(exc)) from exc
+            raise
+
+    def _to_describe(self, by_name: dict[str, Job]) -> list[str]:
+        never = [name for name, job in by_name.items() if "last_modified" not in job.details]
+        flagged = [name for name, job in by_name.items() if job.details.get("describe_next")]
+        known = {name: job for name, job in by_name.items() if "last_modified" in job.details}
+        changed: list[str] = []
+        if known:
+            since = self._list_watermark
+            if since is None:
+                since = min(float(job.details["last_modified"]) for job in known.values())
+            newest = since
+            after = datetime.fromtimestamp(since - LIST_OVERLAP_SECONDS, tz=timezone.utc)
+            paginator = self.clients.client("sagemaker").get_paginator("list_training_jobs")
+            for page in paginator.paginate(LastModifiedTimeAfter=after, NameContains=JOB_NAME_PREFIX,
+                                           PaginationConfig={"PageSize": 100}):
+                for summary in page.get("TrainingJobSummaries", []):
+                    modified = summary["LastModifiedTime"].timestamp()
+                    newest = max(newest, modified)
+                    job = known.get(summary["TrainingJobName"])
+                    if job is not None and modified > float(job.details["last_modified"]):
+                        changed.append(summary["TrainingJobName"])
+            self._list_watermark = newest
+        now = self.clock()
+        stale = sorted((name for name, job in known.items()
+                        if now - float(job.details.get("described_at", now)) > RESYNC_SECONDS),
+                       key=lambda name: float(known[name].details["described_at"]))[:RESYNC_PER_CYCLE]
+        return list(dict.fromkeys([*changed, *flagged, *never, *stale]))
+
+    def _refresh(self, job: Job, context_for: ContextFactory) -> None:
+        described = self.service.describe_training_job(job.external_id)
+        ctx = context_for(job)
+        if described is None:
+            ctx.finish(JobStatus.ERROR, f"SageMaker has no training job named {job.external_id} any more")
+            return
+        self.apply_description(ctx, described)
+
+    def apply_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+        """Bring a job up to date with DescribeTrainingJob's answer, ending it when SageMaker has."""
+        job = ctx.job
+        status = described["TrainingJobStatus"]
+        secondary = described.get("SecondaryStatus") or status
+        ctx.merge_details(sagemaker_status=status, secondary_status=secondary,
+                          last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
+                          describe_next=False)
+        if secondary not in KNOWN_SECONDARY:
+            logger.warning("job %s: unknown SageMaker SecondaryStatus %r", job.id, secondary)
+        phase = str(secondary)[:64]
+        if phase != job.phase:
+            transitions = described.get("SecondaryStatusTransitions") or []
+            message = transitions[-1].get("StatusMessage") if transitions else None
+            ctx.set_phase(phase, message)
+            ctx.log(f"[executor] SageMaker: {status} / {secondary}{f' - {message}' if message else ''}")
+        if status not in ("Completed", "Failed", "Stopped"):
+            return
+        self.logs.tail_job(job, ctx)
+        self._record_results(ctx, described)
+        if status == "Completed":
+            ctx.finish(JobStatus.COMPLETED)
+        elif status == "Failed":
+            ctx.finish(JobStatus.ERROR, described.get("FailureReason") or
+                       "SageMaker reported the job Failed and gave no reason")
+        else:
+            ctx.finish(*self._stopped_outcome(job, described))
+
+    @staticmethod
+    def _stopped_outcome(job: Job, described: dict[str, Any]) -> tuple[JobStatus, str | None]:
+        statuses = [described.get("SecondaryStatus")] + [
+            item.get("Status") for item in described.get("SecondaryStatusTransitions") or []]
+        limit = next((status for status in statuses if status in TIME_LIMIT_STATUSES), None)
+        if limit:
+            stopping = described.get("StoppingCondition") or {}
+            return JobStatus.ERROR, (f"SageMaker stopped the job: {limit} (MaxRuntimeInSeconds="
+                                     f"{stopping.get('MaxRuntimeInSeconds')}, MaxWaitTimeInSeconds="
+                                     f"{stopping.get('MaxWaitTimeInSeconds')})")
+        if job.cancel_requested or job.details.get("stop_requested"):
+            return JobStatus.CANCELLED, None
+        return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"
+
+    def _record_results(self, ctx: JobContext, described: dict[str, Any]) -> None:
+        artifacts = {}
+        model = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        if model:
+            artifacts["model"] = model
+        output = (described.get("OutputDataConfig") or {}).get("S3OutputPath")
+        if output:
+            artifacts["output_path"] = f"{output.rstrip('/')}/{described['TrainingJobName']}/"
+        checkpoints = (described.get("CheckpointConfig") or {}).get("S3Uri")
+        if checkpoints:
+            artifacts["checkpoints"] = checkpoints
+        if artifacts:
+            ctx.set_artifacts(artifacts)
+        final = {item["MetricName"]: item.get("Value") for item in described.get("FinalMetricDataList") or []}
+        latest = self.store.latest_metrics(ctx.job_id)
+        unseen = {name: value for name, value in final.items()
+                  if name != "epoch" and (latest.get(name) is None or value is None
+                                          or abs(latest[name] - value) > 1e-6 * max(1.0, abs(value)))}
+        if unseen:
+            ctx.add_metrics(unseen, step=int(final["epoch"]) if final.get("epoch") is not None else None)
+        resources = described.get("ResourceConfig") or {}
+        instance_type = resources.get("InstanceType") or ctx.job.details.get("instance_type")
+        count = int(resources.get("InstanceCount") or 1)
+        billable = described.get("BillableTimeInSeconds")
+        training = described.get("TrainingTimeInSeconds")
+        cost = pricing.estimate_cost(instance_type or "", billable, count)
+        details: dict[str, Any] = {"final_metrics": final, "training_seconds": training,
+                                   "billable_seconds": billable, "instance_type": instance_type,
+                                   "instance_count": count, "estimated_cost_usd": cost,
+                                   "cost_note": pricing.ESTIMATE_NOTE if cost is not None else
+                                   f"no estimate: no price for {instance_type} in the executor's table"}
+        if described.get("EnableManagedSpotTraining") and training and billable is not None:
+            details["spot_savings_percent"] = round(100.0 * (1 - billable / training), 1)
+        ctx.merge_details(**details)
+
+    # -- stopping and recovery -------------------------------------------------------------------
+
+    def cancel(self, job: Job) -> bool:
+        """Stop the training job if SageMaker can still stop it; the monitor ends it once Stopped."""
+        if not job.external_id:
+            return False  # run() has not submitted it yet and sees the cancel flag before it does
+        if job.details.get("stop_requested"):
+            return True
+        try:
+            status = self.service.stop_training_job(job.external_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise SageMakerJobError(f"StopTrainingJob {job.external_id} failed: {error_text(exc)}") from exc
+        if status is None:
+            return False
+        # A job that already ended is described next cycle, which ends it with its real status.
+        self.store.merge_details(job.id, stop_requested=True, describe_next=True)
+        return status in ("InProgress", "Stopping", "Stopped")
+
+    def recover(self, job: Job) -> str:
+        """Monitor a job SageMaker has; run again one it may not have (run() finds it if it does)."""
+        return "monitor" if job.external_id else "requeue"
+
+    def output_artifacts(self, job: Job) -> dict[str, Any]:
+        """Return where the job's outputs are in S3, as {name: {"content": uri}}."""
+        return {name: {"content": uri} for name, uri in job.artifacts.items()}
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _flag_pairs(args: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    index = 0
+    while index < len(args):
+        flag = args[index]
+        if not flag.startswith("--") or len(flag) < 3:
+            raise InvalidRequest("command", f"argument {flag!r}: on SageMaker the script's arguments must be "
+                                            "--name value pairs (they become hyperparameters)")
+        if "=" in flag:
+            name, value = flag[2:].split("=", 1)
+            index += 1
+        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
+            name, value = flag[2:], args[index + 1]
+            index += 2
+        else:
+            raise InvalidRequest("command", f"argument {flag!r} has no value; on SageMaker the script's "
+                                            "arguments must be --name value pairs")
+        if name in pairs:
+            raise InvalidRequest("command", f"argument --{name} is given twice")
+        pairs[name] = value
+    return pairs
