@@ -433,7 +433,7 @@ class LocalModelLifecycle(ModelLifecycle):
         """Remove what a failed endpoint creation made (its configuration) and say what remains."""
         config_name = record.payload.get("target_config")
         deleted = []
-        if config_name and not self.endpoints_using("endpoint_config", config_name):
+        if config_name and not set(self.endpoints_using("endpoint_config", config_name)) - {record.name}:
             self.store.delete_record(self.record_id(ENDPOINT_CONFIG, config_name))
             deleted.append(f"endpoint configuration {config_name}")
         remaining = [f"model {name}" for name in _as_list(record.payload.get("model_names"))]

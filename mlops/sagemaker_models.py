@@ -365,7 +365,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         config_name = record.payload.get("target_config")
         deleted, remaining = [], [f"model {name}" for name in _as_list(record.payload.get("model_names"))]
         steps = [("endpoint", record.name, "delete_endpoint", {"EndpointName": record.name})]
-        if config_name and not self.endpoints_using("endpoint_config", config_name):
+        if config_name and not set(self.endpoints_using("endpoint_config", config_name)) - {record.name}:
             steps.append(("endpoint configuration", config_name, "delete_endpoint_config",
                           {"EndpointConfigName": config_name}))
         for label, name, operation, params in steps:
