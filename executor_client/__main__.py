@@ -143,8 +143,8 @@ def progress_line(job: dict[str, Any]) -> str:
     progress = job.get("progress") or {}
     percent = progress.get("percent")
     filled = round(BAR_WIDTH * percent / 100) if isinstance(percent, (int, float)) else 0
-    parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}]",
-             f"{percent:5.1f}%" if isinstance(percent, (int, float)) else "    -%"]
+    shown = f"{percent:5.1f}%" if isinstance(percent, (int, float)) else "    -%"
+    parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {shown}"]
     if progress.get("epochs"):
         parts.append(f"epoch {progress.get('epoch')}/{progress['epochs']}")
     parts.append(f"{job['status']} / {job.get('phase')}")
