@@ -8,13 +8,15 @@ from __future__ import annotations
 import math
 import re
 
-EPOCH_LINE = re.compile(r"^epoch=(\d+)/(\d+)((?:\s+[A-Za-z_][A-Za-z0-9_.-]*=\S+)*)\s*$")
+# A launcher may prefix each line (torchrun's "[1,0]<stdout>:"), so the line may start anywhere
+# after a separator; the name=value pairs must run to the end of the line.
+EPOCH_LINE = re.compile(r"(?:^|[\s:>])epoch=(\d+)/(\d+)((?:\s+[A-Za-z_][A-Za-z0-9_.-]*=\S+)*)\s*$")
 PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)=(\S+)")
 
 
 def parse_metric_line(line: str) -> tuple[int, int, dict[str, float | None]] | None:
     """Return (epoch, epochs, metrics) for a metric line, None for any other line."""
-    match = EPOCH_LINE.match(line.strip())
+    match = EPOCH_LINE.search(line.strip())
     if not match:
         return None
     epoch, epochs = int(match.group(1)), int(match.group(2))
