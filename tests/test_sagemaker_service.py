@@ -330,3 +330,38 @@ def test_bad_build_arguments_are_refused(clients, tmp_path, monkeypatch, base_im
 
 def test_role_fixture_name_matches(service):
     assert ROLE_ARN.endswith(ROLE_NAME)
+
+
+SPECIAL = "a b;$(rm -rf /)`|&<>\"'\\é"
+
+
+@pytest.mark.parametrize("argument, value, field", [
+    ("s3_input_uri", SPECIAL, "input_data_s3_uri"), ("s3_input_uri", "s3://UPPER/x", "input_data_s3_uri"),
+    ("s3_output_uri", "", "output_s3_uri"), ("s3_output_uri", SPECIAL, "output_s3_uri"),
+    ("role_arn", "", "role_arn"), ("role_arn", SPECIAL, "role_arn"),
+    ("image_uri", "", "image_uri"), ("image_uri", SPECIAL, "image_uri"),
+    ("sagemaker_job_name", "", "job_name"), ("sagemaker_job_name", SPECIAL, "job_name")])
+def test_submit_refuses_each_bad_argument_before_creating_anything(service, store, clients, tmp_path,  # noqa: F811
+                                                                  argument, value, field):
+    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+    config = job_config(job.id)
+    arguments = {"s3_input_uri": f"s3://{BUCKET}/datasets/x/", "s3_output_uri": f"s3://{BUCKET}/o",
+                 "role_arn": ROLE_ARN, "image_uri": IMAGE}
+    if argument == "sagemaker_job_name":
+        config.job_name = value
+    else:
+        arguments[argument] = value
+    before = clients.counter.total()
+    with pytest.raises(InvalidRequest) as raised:
+        service.submit_training_job(config, arguments["s3_input_uri"], arguments["s3_output_uri"],
+                                    arguments["role_arn"], arguments["image_uri"], store)
+    assert raised.value.field == field
+    assert clients.counter.total() == before and store.get(job.id).external_id is None
+
+
+def test_an_empty_input_uri_means_a_job_without_an_input_channel(service, store, clients, tmp_path):  # noqa: F811
+    from aws_fixtures import capture_params
+    created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
+    job = new_running_job(store, "pipeline", {"name": "pipe"}, tmp_path)
+    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    assert "InputDataConfig" not in created[0]
