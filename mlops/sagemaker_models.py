@@ -242,8 +242,10 @@ class SageMakerModelLifecycle(ModelLifecycle):
         if not (self.find(MODEL, request["ModelName"]) or
                 self._exists("describe_model", adapter, ModelName=request["ModelName"])):
             raise InvalidRequest("ModelName", f"no model named {request['ModelName']!r}")
-        if not S3_URI.match(request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]):
+        source = request["TransformInput"]["DataSource"]["S3DataSource"]
+        if not S3_URI.match(source["S3Uri"]):
             raise InvalidRequest("TransformInput.DataSource.S3DataSource.S3Uri", "must be an s3:// URI")
+        source.setdefault("S3DataType", "S3Prefix")
         resources = request.setdefault("TransformResources", {})
         if not resources.get("InstanceType"):
             raise InvalidRequest("TransformResources.InstanceType", "is required on SageMaker", status=400)
@@ -307,7 +309,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
                 params["Tags"] = _tag_list(request["Tags"])
             try:
                 answer = self._call("TransformJobName", "create_transform_job", adapter, **params)
-            except InvalidRequest as exc:
+            except (InvalidRequest, BackendError) as exc:
                 self.update(self.record(TRANSFORM_RECORD, name), FAILED, failure_reason=str(exc))
                 ctx.finish(JobStatus.ERROR, str(exc))
                 return

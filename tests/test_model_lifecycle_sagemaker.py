@@ -1,0 +1,353 @@
+"""The model lifecycle on SageMaker, against moto: models, endpoint configs, endpoints through the queue
+and the monitor, InvokeEndpoint (results injected through moto's API), batch transform, datasets in S3.
+
+moto creates endpoints InService and transform jobs Completed at once; the tests move them through
+other states by setting fields on moto's backend objects. Where moto lacks an operation
+(UpdateEndpoint, StopTransformJob) or cannot fail one on demand, a fake on the boto3 client stands
+in, and the test says so.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
+from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402
+from db import Job, JobStatus  # noqa: E402
+from mlops.base import TRAINING, Backend, JobContext  # noqa: E402
+from mlops.clients import ClientFactory  # noqa: E402
+from mlops.local_serving import attach_model_lifecycle  # noqa: E402
+from mlops.sagemaker_models import SageMakerModelLifecycle  # noqa: E402
+
+API = "/api/service/v1"
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+BUCKET = "essedum-models"
+MODEL_TAR = f"s3://{BUCKET}/jobs/digits/output/model.tar.gz"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+
+
+class RemoteOnly(Backend):
+    """Stands in for the SageMaker training backend: remote, and running none of its own kinds here."""
+
+    name = "sagemaker"
+    remote = True
+
+    def run(self, ctx: JobContext) -> None:
+        raise AssertionError("only endpoint and transform jobs run in these tests")
+
+    def cancel(self, job: Job) -> bool:
+        return False
+
+
+class Harness:
+    """An app whose queue is driven by hand: one worker step, one monitor cycle at a time."""
+
+    def __init__(self, data_dir: Path):
+        self.clients = ClientFactory(region=REGION)
+        self.app = create_app({"data_dir": str(data_dir), "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE},
+                              clients=self.clients, backend=RemoteOnly())
+        self.executor = self.app.config["EXECUTOR"]
+        attach_model_lifecycle(self.executor.backend,
+                               SageMakerModelLifecycle(self.executor.config, self.executor.store, self.clients))
+        self.http = self.app.test_client()
+        self.sagemaker = boto3.client("sagemaker", region_name=REGION)
+        self.moto = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        answer = self.http.open(API + path, method=method, json=body, **kwargs)
+        return answer.status_code, answer.get_json()
+
+    def work(self) -> None:
+        """Let one worker run the oldest waiting job."""
+        job = self.executor.store.claim_next([self.executor.backend.name])
+        assert job is not None, "no job was waiting"
+        self.executor.queue.run_job(job)
+
+    def monitor(self) -> None:
+        self.executor.queue.monitor_once()
+
+    def models(self) -> list[str]:
+        return [model["ModelName"] for model in self.sagemaker.list_models()["Models"]]
+
+    def job(self, job_id: str) -> Job:
+        job = self.executor.store.get(job_id)
+        assert job is not None
+        return job
+
+    def register_endpoint(self, config: str, model: str = "digits", **extra: Any) -> dict[str, Any]:
+        status, body = self.call("POST", "/endpoints/register", {
+            "ModelName": model, "EndpointConfigName": config, "VariantName": "AllTraffic",
+            "InitialInstanceCount": 1, "InstanceType": "ml.m5.large", **extra})
+        assert status == 201, body
+        return body
+
+    def deploy(self, endpoint: str, config: str) -> dict[str, Any]:
+        status, body = self.call("POST", f"/endpoints/{endpoint}/deploy_model",
+                                 {"EndpointConfigName": config, "EndpointName": endpoint})
+        assert status == 202, body
+        return body
+
+
+@pytest.fixture
+def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        harness = Harness(tmp_path / "data")
+        yield harness
+        harness.executor.store.close()
+
+
+def model_container() -> dict[str, Any]:
+    return {"Image": IMAGE, "ModelDataUrl": MODEL_TAR, "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}
+
+
+def finished_training_job(harness: Harness) -> str:
+    """A SageMaker training job of this executor that completed with a model in S3."""
+    store = harness.executor.store
+    job = store.create_job("7d4f7b8e-1d7a-4c55-9a34-3b1e2f0c9a11", kind=TRAINING, backend="sagemaker",
+                           request={"name": "digits"}, secrets=None, log_path="/dev/null", output_dir="/tmp")
+    store.transition(job.id, JobStatus.RUNNING)
+    store.update(job.id, external_id="digits-2025", artifacts={"model": MODEL_TAR})
+    store.transition(job.id, JobStatus.COMPLETED)
+    return job.id
+
+
+def test_a_finished_training_job_is_registered_with_the_pytorch_inference_image(harness: Harness) -> None:
+    job_id = finished_training_job(harness)
+
+    status, record = harness.call("POST", "/models/register?adapter_instance=aws&project=Demo",
+                                  {"ModelName": "digits", "TrainingJobId": job_id, "InstanceType": "ml.m5.large"})
+
+    assert status == 201, record
+    described = harness.sagemaker.describe_model(ModelName="digits")
+    container = described["PrimaryContainer"]
+    assert (container["Image"], container["ModelDataUrl"]) == (IMAGE, MODEL_TAR)
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert described["ExecutionRoleArn"] == ROLE
+    assert record["sourceID"] == described["ModelArn"] and record["sourceOrg"] == "AWS SageMaker"
+    assert json.loads(record["rawPayload"])["ModelName"] == "digits"
+    assert harness.call("POST", "/models/register", {"ModelName": "digits", "TrainingJobId": job_id})[0] == 409
+
+
+def test_an_endpoint_is_created_by_a_queued_job_that_the_monitor_ends(harness: Harness) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    deployed = harness.deploy("digits", "digits-v1")
+    assert deployed["status"] == "Creating"
+    assert "digits" not in harness.moto.endpoints  # nothing is called on the request thread
+
+    harness.work()
+    assert harness.moto.endpoints["digits"].endpoint_config_name == "digits-v1"
+    harness.moto.endpoints["digits"].endpoint_status = "Creating"  # moto is InService at once
+    harness.monitor()
+    assert harness.job(deployed["jobId"]).status is JobStatus.RUNNING
+    assert harness.call("GET", "/endpoints/digits")[1]["status"] == "Creating"
+
+    harness.moto.endpoints["digits"].endpoint_status = "InService"
+    harness.monitor()
+
+    assert harness.job(deployed["jobId"]).status is JobStatus.COMPLETED
+    status, record = harness.call("GET", "/endpoints/digits")
+    assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "digits-v1"
+    assert record["sourceID"].endswith(":endpoint/digits")
+
+
+def test_infer_sends_json_csv_and_s3_objects_and_returns_the_endpoint_answer(harness: Harness) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    harness.deploy("digits", "digits-v1")
+    harness.work()
+    harness.monitor()
+    answers = [{"predictions": [{"label": "7", "probabilities": {"7": 0.9}}]}, {"predictions": [{"label": "1"}]},
+               {"predictions": [{"label": "3"}]}]
+    requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results", json={
+        "results": [{"Body": json.dumps(answer), "ContentType": "application/json"} for answer in answers]})
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key="inputs/row.csv", Body=b"3,3,3\n")
+
+    assert harness.call("POST", "/endpoints/digits/infer", {"instances": [[[0, 255], [255, 0]]]}) == (200, answers[0])
+    csv = harness.http.post(f"{API}/endpoints/digits/infer", data=b"1,2,3\n", content_type="text/csv")
+    assert (csv.status_code, csv.get_json()) == (200, answers[1])
+    assert harness.call("POST", "/endpoints/digits/infer", {"S3Uri": f"s3://{BUCKET}/inputs/row.csv"}) == (200, answers[2])
+
+    # What moto received, read back from its result cache (moto 5.2 files it under endpoint None).
+    received = sagemakerruntime_backends[DEFAULT_ACCOUNT_ID][REGION].results
+    sent = [json.loads(base64.b64decode(key)) for cache in received.values() for key in cache]
+    assert [item["Body"] for item in sent] == [json.dumps({"instances": [[[0, 255], [255, 0]]]}), "1,2,3\n",
+                                               "3,3,3\n"]
+    status, body = harness.call("POST", "/endpoints/digits/infer", {"S3Uri": "https://example.com/x.csv"})
+    assert (status, body["field"]) == (400, "S3Uri")
+    status, body = harness.call("POST", "/endpoints/digits/infer", {"S3Uri": f"s3://{BUCKET}/inputs/missing.csv"})
+    assert (status, body["field"]) == (404, "S3Uri")
+
+
+def test_a_failed_endpoint_create_deletes_the_endpoint_and_its_config(harness: Harness) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    deployed = harness.deploy("digits", "digits-v1")
+    harness.work()
+    endpoint = harness.moto.endpoints["digits"]
+    endpoint.endpoint_status, endpoint.failure_reason = "Failed", "The primary container did not pass the ping check"
+
+    harness.monitor()
+
+    job = harness.job(deployed["jobId"])
+    assert job.status is JobStatus.ERROR and "ping check" in job.failure_reason
+    assert "digits" not in harness.moto.endpoints and "digits-v1" not in harness.moto.endpoint_configs
+    assert "digits" in harness.models()
+    status, record = harness.call("GET", "/endpoints/digits")
+    assert record["status"] == "Failed" and "ping check" in record["failureReason"]
+    assert record["cleanup"] == {"deleted": ["endpoint digits", "endpoint configuration digits-v1"],
+                                 "remaining": ["model digits"]}
+    assert harness.call("GET", "/endpoints/digits-v1")[0] == 404
+    assert harness.call("DELETE", "/models/digits")[0] == 200  # no endpoint uses it any more
+
+
+def test_deploying_to_an_existing_endpoint_updates_it(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    harness.register_endpoint("digits-v2")
+    harness.deploy("digits", "digits-v1")
+    harness.work()
+    harness.monitor()
+    updates = []
+
+    # moto has no UpdateEndpoint: this fake does what SageMaker does first (status Updating).
+    def update_endpoint(**params: str) -> dict[str, str]:
+        updates.append(params)
+        harness.moto.endpoints["digits"].endpoint_status = "Updating"
+        return {"EndpointArn": harness.moto.endpoints["digits"].arn}
+
+    monkeypatch.setattr(harness.clients.client("sagemaker"), "update_endpoint", update_endpoint)
+    deployed = harness.deploy("digits", "digits-v2")
+    assert deployed["status"] == "Updating"
+    assert harness.call("DELETE", "/endpoints/digits")[0] == 409  # being deployed
+    harness.work()
+    assert updates == [{"EndpointName": "digits", "EndpointConfigName": "digits-v2"}]
+    harness.monitor()
+    assert harness.job(deployed["jobId"]).status is JobStatus.RUNNING
+
+    endpoint = harness.moto.endpoints["digits"]
+    endpoint.endpoint_status, endpoint.endpoint_config_name = "InService", "digits-v2"
+    harness.monitor()
+
+    assert harness.job(deployed["jobId"]).status is JobStatus.COMPLETED
+    assert harness.call("GET", "/endpoints/digits")[1]["deployment"]["endpointConfig"] == "digits-v2"
+    assert harness.call("DELETE", "/endpoints/digits-v1")[0] == 200  # no longer in use
+    assert harness.call("DELETE", "/endpoints/digits-v2")[0] == 409
+
+
+def test_deleting_a_model_in_use_answers_409_naming_the_endpoint(harness: Harness) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    harness.deploy("digits", "digits-v1")
+    harness.work()
+    harness.monitor()
+
+    status, body = harness.call("DELETE", "/models/digits")
+
+    assert status == 409 and body["endpoints"] == ["digits"] and "digits" in harness.models()
+    assert harness.call("DELETE", "/endpoints/digits")[0] == 200
+    assert "digits" not in harness.moto.endpoints
+    assert harness.call("DELETE", "/endpoints/digits-v1")[0] == 200
+    assert harness.call("DELETE", "/models/digits")[0] == 200
+    assert "digits" not in harness.models() and harness.call("GET", "/models/list") == (200, [])
+
+
+def test_a_refused_endpoint_config_takes_back_the_model_made_for_it(harness: Harness,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto accepts any endpoint config, so a fake answers as AWS does when the instance quota is 0.
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": "quota is 0"}},
+                          "CreateEndpointConfig")
+
+    monkeypatch.setattr(harness.clients.client("sagemaker"), "create_endpoint_config", refuse)
+
+    status, body = harness.call("POST", "/endpoints/register", {
+        "ModelName": "digits", "EndpointConfigName": "digits-v1", "InstanceType": "ml.g5.xlarge",
+        "PrimaryContainer": model_container()})
+
+    assert status == 429 and body["field"] == "EndpointConfigName" and "quota" in body["error"]
+    assert "digits" not in harness.models()
+    assert harness.call("GET", "/models/list") == (200, [])
+
+
+def test_batch_transform_runs_as_a_job_and_reports_the_output(harness: Harness) -> None:
+    harness.call("POST", "/models/register", {"ModelName": "digits", "PrimaryContainer": model_container()})
+    request = {"TransformJobName": "digits-batch", "ModelName": "digits",
+               "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                                  "S3Uri": f"s3://{BUCKET}/batch/"}},
+                                  "ContentType": "application/json"},
+               "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}}
+    status, record = harness.call("POST", "/pipelines/inference", request)
+    assert status == 202 and record["status"] == "InProgress", record
+    assert harness.call("POST", "/pipelines/inference", request)[0] == 409
+
+    harness.work()
+    harness.moto.transform_jobs["digits-batch"].transform_job_status = "InProgress"
+    harness.monitor()
+    assert harness.job(record["jobId"]).status is JobStatus.RUNNING
+    harness.moto.transform_jobs["digits-batch"].transform_job_status = "Completed"
+    harness.monitor()
+
+    assert harness.job(record["jobId"]).status is JobStatus.COMPLETED
+    status, done = harness.call("GET", "/pipelines/inference/digits-batch/get")
+    assert done["status"] == "Completed"
+    assert done["artifacts"]["S3OutputPath"] == f"s3://{BUCKET}/essedum-executor/transform/digits-batch"
+    assert [item["name"] for item in harness.call("GET", "/pipelines/inference/list")[1]] == ["digits-batch"]
+
+
+def test_a_failed_transform_job_keeps_its_reason(harness: Harness) -> None:
+    harness.call("POST", "/models/register", {"ModelName": "digits", "PrimaryContainer": model_container()})
+    status, record = harness.call("POST", "/pipelines/inference", {
+        "TransformJobName": "digits-batch", "ModelName": "digits",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": f"s3://{BUCKET}/batch/"}}},
+        "TransformResources": {"InstanceType": "ml.m5.large"}})
+    harness.work()
+    job = harness.moto.transform_jobs["digits-batch"]
+    job.transform_job_status, job.failure_reason = "Failed", "ClientError: no input files"
+    harness.monitor()
+
+    assert harness.job(record["jobId"]).failure_reason == "ClientError: no input files"
+    assert harness.call("GET", "/pipelines/inference/digits-batch/get")[1]["failureReason"] == (
+        "ClientError: no input files")
+    status, body = harness.call("POST", "/pipelines/inference", {
+        "TransformJobName": "other", "ModelName": "digits",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "local/folder"}}}})
+    assert (status, body["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
+
+
+def test_datasets_are_put_in_s3_and_deleted_from_it(harness: Harness) -> None:
+    answer = harness.http.post(f"{API}/datasets?project=Demo", data={
+        "Bucket": BUCKET, "Key": "datasets/iris.csv", "file": (io.BytesIO(b"a,b\n1,2\n"), "iris.csv")},
+        content_type="multipart/form-data")
+    assert answer.status_code == 201, answer.get_json()
+    record = answer.get_json()
+    assert record["artifacts"] == {"S3Uri": f"s3://{BUCKET}/datasets/iris.csv", "size": 8}
+    s3 = boto3.client("s3", region_name=REGION)
+    assert s3.get_object(Bucket=BUCKET, Key="datasets/iris.csv")["Body"].read() == b"a,b\n1,2\n"
+
+    missing = harness.http.post(f"{API}/datasets", data={
+        "Bucket": "no-such-bucket", "Key": "x.csv", "file": (io.BytesIO(b"x"), "x.csv")},
+        content_type="multipart/form-data")
+    assert missing.status_code == 404 and missing.get_json()["field"] == "Bucket"
+
+    assert harness.call("DELETE", f"/datasets/{BUCKET}/datasets/iris.csv")[0] == 200
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
