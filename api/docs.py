@@ -6,11 +6,11 @@ so a new blueprint shows up without touching this file.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Callable
 
-import swagger_ui
 from flask import Blueprint, Flask, abort, current_app, jsonify, send_from_directory
 
 from api import PUBLIC_PATHS, is_public, public
@@ -19,7 +19,7 @@ blueprint = Blueprint("docs", __name__, template_folder="templates")
 
 OPENAPI_VERSION = "3.1.0"
 # Swagger UI 5 (it reads OpenAPI 3.1), shipped inside the swagger-ui-py wheel: no CDN, works offline.
-SWAGGER_UI_DIR = Path(swagger_ui.__file__).parent / "static"
+SWAGGER_UI_PACKAGE = "swagger_ui"
 SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 RULE_VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 CONVERTER_SCHEMAS = {"int": {"type": "integer"}, "float": {"type": "number"},
@@ -135,4 +135,8 @@ def swagger_asset(name: str):
     """Serve one Swagger UI file from the installed package."""
     if name not in SWAGGER_UI_FILES:
         abort(404)
-    return send_from_directory(SWAGGER_UI_DIR, name, max_age=3600)
+    spec = importlib.util.find_spec(SWAGGER_UI_PACKAGE)
+    if spec is None or spec.origin is None:
+        # Only the docs page needs it; the executor itself runs without it.
+        abort(503, "Swagger UI is not installed here: pip install swagger-ui-py")
+    return send_from_directory(Path(spec.origin).parent / "static", name, max_age=3600)
