@@ -56,7 +56,10 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
                        else {"ok": False, "reason": "the queue's workers are not running"})
     backend_check = getattr(executor.backend, "ready_check", None)
     if backend_check is not None:
-        ok, reason = backend_check()
+        try:
+            ok, reason = backend_check()
+        except Exception as exc:  # a probe must answer 503 with the reason, not 500
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
         checks["backend"] = {"ok": bool(ok), "reason": reason}
     return checks
 

@@ -72,6 +72,20 @@ def test_ready_asks_the_backend_when_it_has_a_check(app):
                                                         "reason": "AWS unreachable: could not connect to sts"}
 
 
+def test_ready_reports_a_backend_check_that_raises(app):
+    executor = app.config["EXECUTOR"]
+    executor.queue.start()
+
+    def unreachable():
+        raise ConnectionError("connect timeout on sts.us-east-1.amazonaws.com")
+
+    executor.backend.ready_check = unreachable
+    response = app.test_client().get("/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["backend"]["reason"] == (
+        "ConnectionError: connect timeout on sts.us-east-1.amazonaws.com")
+
+
 def test_metrics_report_jobs_queue_workers_aws_calls_and_durations(app):
     executor = app.config["EXECUTOR"]
     store = executor.store
