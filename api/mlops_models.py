@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 
 from api import model_schemas
+from api.docs import documented
 from api.schemas import json_body, validate
 from api.views import executor, format_time
 from db import Record
@@ -27,6 +28,8 @@ blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
 NAME = re.compile(model_schemas.RESOURCE_NAME)
 ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
+ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum adapter (picks the AWS profile)"},
+                "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
 FORM_OVERHEAD_BYTES = 1 << 20
 
@@ -109,6 +112,7 @@ def _found(type: str, name: str) -> Record:
 # -- models ------------------------------------------------------------------------------------
 
 @blueprint.post("/models/register")
+@documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
 def register_model():
     body = json_body(model_schemas.MODEL)
     return jsonify(record_view(lifecycle().register_model(body, origin()))), 201
@@ -133,12 +137,16 @@ def delete_model(model_id: str):
 # -- endpoints ---------------------------------------------------------------------------------
 
 @blueprint.post("/endpoints/register")
+@documented(model_schemas.ENDPOINT_CONFIG, status=201, summary="Create an endpoint configuration",
+            query=ORIGIN_QUERY)
 def register_endpoint():
     body = json_body(model_schemas.ENDPOINT_CONFIG)
     return jsonify(record_view(lifecycle().register_endpoint(body, origin()))), 201
 
 
 @blueprint.post("/endpoints/<endpoint_id>/deploy_model")
+@documented(model_schemas.DEPLOY, status=202, summary="Create or update an endpoint (a queued job)",
+            query=ORIGIN_QUERY)
 def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     _path_name(endpoint_id)
@@ -180,6 +188,8 @@ def delete_endpoint(endpoint_id: str):
 
 
 @blueprint.post("/endpoints/<endpoint_id>/infer")
+@documented(summary="Predict: a JSON or CSV body, images (multipart), or {\"S3Uri\": \"s3://...\"}",
+            query=ORIGIN_QUERY)
 def infer(endpoint_id: str):
     _path_name(endpoint_id)
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
@@ -233,6 +243,8 @@ def _file_type(item: Any) -> str:
 # -- batch inference ---------------------------------------------------------------------------
 
 @blueprint.post("/pipelines/inference")
+@documented(model_schemas.TRANSFORM, status=202, summary="Start batch inference (a queued job)",
+            query=ORIGIN_QUERY)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
     job, record = lifecycle().submit(executor().queue, TRANSFORM, {**body, **origin()})
@@ -253,6 +265,8 @@ def get_transform(transform_id: str):
 # -- datasets ----------------------------------------------------------------------------------
 
 @blueprint.post("/datasets")
+@documented(model_schemas.DATASET_FORM, status=201, summary="Upload a dataset file (multipart: file, Bucket, Key)",
+            query=ORIGIN_QUERY)
 def upload_dataset():
     # Only this route takes large bodies; every other keeps the app's small JSON limit.
     request.max_content_length = executor().config.max_upload_bytes + FORM_OVERHEAD_BYTES

@@ -150,7 +150,7 @@ class ModelLifecycle:
                 raise InvalidRequest("TransformJobName", f"a transform job named {name!r} exists; names are "
                                                          "unique", status=409)
             job_id = str(uuid.uuid4())
-            self.mark_pending(kind, request, previous, job_id)
+            pending = self.mark_pending(kind, request, previous, job_id)
             try:
                 job = queue.submit(kind, request, job_id=job_id)
             except BaseException:
@@ -159,7 +159,8 @@ class ModelLifecycle:
                 else:
                     self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
                 raise
-        return job, self.record(type, name)
+        # The record as queued: a worker may have moved it on already, which a GET will show.
+        return job, pending
 
     def mark_pending(self, kind: str, request: dict[str, Any], previous: Record | None, job_id: str) -> Record:
         """Write the record of a deployment or transform that is queued."""
