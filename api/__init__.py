@@ -30,11 +30,12 @@ def is_public(view: Callable | None) -> bool:
 
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
-    from api import dashboard, docs, execute, mlops_models, ops, training
+    from api import dashboard, docs, execute, mlops_models, mlops_training, ops, training
 
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
     app.register_blueprint(mlops_models.blueprint)
+    app.register_blueprint(mlops_training.blueprint)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(dashboard.blueprint)

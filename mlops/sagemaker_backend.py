@@ -1,15 +1,18 @@
-"""The SageMaker backend: checks requests, launches training jobs, follows them, stops them.
+"""The SageMaker backend: checks requests, launches training and AutoML jobs, follows them, stops them.
 
 Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTimeAfter the
 newest change seen, NameContains the executor's prefix) and describes only the jobs it names
-as changed, plus jobs never described yet (new or just recovered). Logs of all jobs come from
+as changed, plus jobs never described yet (new or just recovered); AutoML jobs the same way with
+ListAutoMLJobs. Logs of all training jobs come from
 one paged FilterLogEvents query (mlops/sagemaker_logs.py). So a cycle costs O(jobs that
 changed + new log volume), not O(jobs running). A throttled cycle backs off exponentially.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -18,10 +21,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import Job, JobStatus, JobStore
-from mlops import pricing, script_contract
+from mlops import automl, pricing, script_contract
 from mlops import validation as v
 from mlops.aws import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, error_code, error_text,
-                       training_job_name)
+                       is_not_found, training_job_name)
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.dataset_upload import upload_source
@@ -37,17 +40,32 @@ RESYNC_SECONDS = 1800.0
 RESYNC_PER_CYCLE = 5
 MAX_BACKOFF_SECONDS = 600.0
 DEFAULT_VOLUME_GB = 30
+CSV_HEADER_BYTES = 65536
 EXECUTOR_TAGS = 2  # essedum:job-id and essedum:kind
 # SecondaryStatus values AWS documents; any other value becomes the phase as it is.
 KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "Uploading", "Interrupted",
                              "Stopping", "Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded", "Completed",
                              "Failed", "Restarting", "Updating", "LaunchingMLInstances", "PreparingTrainingStack",
                              "DownloadingTrainingImage"})
+AUTOML_SECONDARY = frozenset(v._sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 
 
 class Throttled(Exception):
     """AWS kept answering with throttling errors after the client's own retries."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A SageMaker list operation that says which jobs of one family changed since a time."""
+
+    operation: str
+    summaries: str
+    name_key: str
+
+
+TRAINING_FEED = Feed("list_training_jobs", "TrainingJobSummaries", "TrainingJobName")
+AUTOML_FEED = Feed("list_auto_ml_jobs", "AutoMLJobSummaries", "AutoMLJobName")
 
 
 class SageMakerBackend(Backend):
@@ -65,7 +83,7 @@ class SageMakerBackend(Backend):
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients, clock=clock)
         self.logs = TrainingLogTail(lambda: clients.client("logs"))
-        self._list_watermark: float | None = None
+        self._watermarks: dict[str, float] = {}
         self._backoff = 0.0
         self._backoff_until = 0.0
 
@@ -77,7 +95,12 @@ class SageMakerBackend(Backend):
             return self._check_training(request)
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
-        raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs yet")
+        if kind == AUTOML:
+            role = request.get("role_arn") or self.config.sagemaker_role_arn
+            if not role:
+                raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
+            return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
+        raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs")
 
     def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
         configs = request.get("configs") or {}
@@ -191,6 +214,9 @@ class SageMakerBackend(Backend):
 
     def run(self, ctx: JobContext) -> None:
         """Upload the inputs and create the training job; return once SageMaker has it."""
+        if ctx.job.kind == AUTOML:
+            self._run_automl(ctx)
+            return
         job = ctx.job
         settings = job.request["sagemaker"]
         name = training_job_name(job.id, job.request.get("name") or job.kind)
@@ -252,19 +278,94 @@ class SageMakerBackend(Backend):
         ctx.log(f"[executor] submitted SageMaker training job {name} on {settings['instance_count']} x "
                 f"{settings['instance_type']} with image {image}")
 
+    def _run_automl(self, ctx: JobContext) -> None:
+        job, request = ctx.job, ctx.job.request
+        name = request.get("job_name") or automl.automl_job_name(job.id)
+        sagemaker = self.clients.client("sagemaker")
+        try:
+            existing = self.describe_automl(name)
+            if existing is not None and not job.details.get("create_attempted"):
+                raise InvalidRequest("job_name", f"an AutoML job named {name} already exists in this account "
+                                                 "and region; choose another name")
+            if existing is None:
+                if ctx.cancel_requested():
+                    ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
+                    return
+                # Recorded first: a re-run that then finds the job knows this executor created it.
+                ctx.merge_details(create_attempted=True, automl_job_name=name)
+                params = automl.create_request(name, request, {**(request.get("tags") or {}),
+                                                               "essedum:job-id": job.id, "essedum:kind": job.kind})
+                try:
+                    arn = sagemaker.create_auto_ml_job_v2(**params)["AutoMLJobArn"]
+                except ClientError as exc:
+                    if error_code(exc) != "ResourceInUse":
+                        raise
+                    arn = sagemaker.describe_auto_ml_job_v2(AutoMLJobName=name)["AutoMLJobArn"]
+            else:
+                arn = existing["AutoMLJobArn"]
+        except (ClientError, BotoCoreError) as exc:
+            raise SageMakerJobError(f"CreateAutoMLJobV2 {name} failed: {error_text(exc)}") from exc
+        ctx.set_external_id(name)
+        ctx.merge_details(automl_job_arn=arn, automl_job_name=name)
+        ctx.set_phase("Starting", f"submitted as SageMaker AutoML job {name}")
+        ctx.log(f"[executor] submitted SageMaker AutoML job {name} on {request['input_s3_uri']}")
+
+    def describe_automl(self, name: str) -> dict[str, Any] | None:
+        """Return DescribeAutoMLJobV2's answer, or None when there is no such job."""
+        try:
+            return self.clients.client("sagemaker").describe_auto_ml_job_v2(AutoMLJobName=name)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def describe(self, job: Job) -> dict[str, Any] | None:
+        """Return AWS's description of a launched job (a read-only call), or None before launch."""
+        if not job.external_id:
+            return None
+        try:
+            if job.kind == AUTOML:
+                return self.describe_automl(job.external_id)
+            return self.service.describe_training_job(job.external_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise SageMakerJobError(f"cannot describe {job.external_id}: {error_text(exc)}") from exc
+
+    def csv_columns(self, s3_uri: str, field: str = "inputs") -> list[str]:
+        """Return the header of a CSV in S3 (the object, or the first .csv under a prefix): read-only calls."""
+        bucket, key = v.validate_s3_uri(s3_uri, field)
+        s3 = self.clients.client("s3")
+        try:
+            if not key.lower().endswith(".csv"):
+                listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1000).get("Contents", [])
+                csvs = sorted(item["Key"] for item in listed if item["Key"].lower().endswith(".csv"))
+                if not csvs:
+                    raise InvalidRequest(field, f"no .csv file under {s3_uri}", status=400)
+                key = csvs[0]
+            head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{CSV_HEADER_BYTES - 1}")["Body"].read()
+        except ClientError as exc:
+            if is_not_found(exc) or error_code(exc) in ("NoSuchKey", "NoSuchBucket"):
+                raise InvalidRequest(field, f"{s3_uri} does not exist", status=400) from exc
+            raise SageMakerJobError(f"cannot read {s3_uri}: {error_text(exc)}") from exc
+        except BotoCoreError as exc:
+            raise SageMakerJobError(f"cannot read {s3_uri}: {exc}") from exc
+        first_line = head.decode("utf-8-sig", errors="replace").splitlines()[:1]
+        return next(csv.reader(first_line), []) if first_line else []
+
     # -- monitoring ------------------------------------------------------------------------------
 
     def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
         """One monitor cycle: new log lines of every job, then the jobs SageMaker says changed."""
         if self.clock() < self._backoff_until:
             return
-        by_name = {job.external_id: job for job in jobs if job.external_id}
-        if not by_name:
-            return
+        training = {job.external_id: job for job in jobs if job.external_id and job.kind != AUTOML}
+        automl_jobs = {job.external_id: job for job in jobs if job.external_id and job.kind == AUTOML}
         try:
-            self._guard(lambda: self.logs.tail(by_name, context_for, JOB_NAME_PREFIX))
-            for name in self._guard(lambda: self._to_describe(by_name)):
-                self._guard(lambda: self._refresh(by_name[name], context_for))
+            if training:
+                self._guard(lambda: self.logs.tail(training, context_for, JOB_NAME_PREFIX))
+            for feed, by_name in ((TRAINING_FEED, training), (AUTOML_FEED, automl_jobs)):
+                if by_name:
+                    for name in self._guard(lambda: self._to_describe(feed, by_name)):
+                        self._guard(lambda: self._refresh(by_name[name], context_for))
         except Throttled as exc:
             self._backoff = min(max(2 * self._backoff, self.config.monitor_interval, 1.0), MAX_BACKOFF_SECONDS)
             self._backoff_until = self.clock() + self._backoff
@@ -281,27 +382,30 @@ class SageMakerBackend(Backend):
                 raise Throttled(error_text(exc)) from exc
             raise
 
-    def _to_describe(self, by_name: dict[str, Job]) -> list[str]:
+    def _to_describe(self, feed: Feed, by_name: dict[str, Job]) -> list[str]:
         never = [name for name, job in by_name.items() if "last_modified" not in job.details]
         flagged = [name for name, job in by_name.items() if job.details.get("describe_next")]
         known = {name: job for name, job in by_name.items() if "last_modified" in job.details}
         changed: list[str] = []
         if known:
-            since = self._list_watermark
+            since = self._watermarks.get(feed.operation)
             if since is None:
                 since = min(float(job.details["last_modified"]) for job in known.values())
             newest = since
             after = datetime.fromtimestamp(since - LIST_OVERLAP_SECONDS, tz=timezone.utc)
-            paginator = self.clients.client("sagemaker").get_paginator("list_training_jobs")
-            for page in paginator.paginate(LastModifiedTimeAfter=after, NameContains=JOB_NAME_PREFIX,
+            # User-named AutoML jobs need not carry the executor's prefix: those are listed unfiltered.
+            name_filter = {"NameContains": JOB_NAME_PREFIX} if all(
+                name.startswith(JOB_NAME_PREFIX) for name in known) else {}
+            paginator = self.clients.client("sagemaker").get_paginator(feed.operation)
+            for page in paginator.paginate(LastModifiedTimeAfter=after, **name_filter,
                                            PaginationConfig={"PageSize": 100}):
-                for summary in page.get("TrainingJobSummaries", []):
+                for summary in page.get(feed.summaries, []):
                     modified = summary["LastModifiedTime"].timestamp()
                     newest = max(newest, modified)
-                    job = known.get(summary["TrainingJobName"])
+                    job = known.get(summary[feed.name_key])
                     if job is not None and modified > float(job.details["last_modified"]):
-                        changed.append(summary["TrainingJobName"])
-            self._list_watermark = newest
+                        changed.append(summary[feed.name_key])
+            self._watermarks[feed.operation] = newest
         now = self.clock()
         stale = sorted((name for name, job in known.items()
                         if now - float(job.details.get("described_at", now)) > RESYNC_SECONDS),
@@ -309,29 +413,60 @@ class SageMakerBackend(Backend):
         return list(dict.fromkeys([*changed, *flagged, *never, *stale]))
 
     def _refresh(self, job: Job, context_for: ContextFactory) -> None:
-        described = self.service.describe_training_job(job.external_id)
+        described = self.describe(job)
         ctx = context_for(job)
         if described is None:
-            ctx.finish(JobStatus.ERROR, f"SageMaker has no training job named {job.external_id} any more")
+            ctx.finish(JobStatus.ERROR, f"SageMaker has no {job.kind} job named {job.external_id} any more")
+        elif job.kind == AUTOML:
+            self.apply_automl_description(ctx, described)
+        else:
+            self.apply_description(ctx, described)
+
+    def _note_status(self, ctx: JobContext, status: str, secondary: str, described: dict[str, Any],
+                     message: str | None) -> None:
+        ctx.merge_details(sagemaker_status=status, secondary_status=secondary,
+                          last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
+                          describe_next=False)
+        if secondary not in KNOWN_SECONDARY | AUTOML_SECONDARY:
+            logger.warning("job %s: unknown SageMaker secondary status %r", ctx.job_id, secondary)
+        phase = str(secondary)[:64]
+        if phase != ctx.job.phase:
+            ctx.set_phase(phase, message)
+            ctx.log(f"[executor] SageMaker: {status} / {secondary}{f' - {message}' if message else ''}")
+
+    def apply_automl_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+        """Bring an AutoML job up to date with DescribeAutoMLJobV2's answer, ending it when SageMaker has."""
+        status = described["AutoMLJobStatus"]
+        secondary = described.get("AutoMLJobSecondaryStatus") or status
+        self._note_status(ctx, status, secondary, described, None)
+        if status not in automl.FINAL_STATUSES:
             return
-        self.apply_description(ctx, described)
+        best = automl.best_candidate(described)
+        ctx.merge_details(best_candidate=best, cost_note="no estimate for AutoML jobs (many training jobs)")
+        artifacts = automl.model_artifacts(described)
+        if artifacts:
+            ctx.set_artifacts(artifacts)
+        objective = (best or {}).get("objectiveMetric") or {}
+        if objective.get("name") and objective.get("value") is not None:
+            ctx.add_metrics({objective["name"]: objective["value"]})
+        if status == "Completed":
+            ctx.finish(JobStatus.COMPLETED)
+        elif status == "Failed":
+            ctx.finish(JobStatus.ERROR, described.get("FailureReason") or
+                       "SageMaker reported the AutoML job Failed and gave no reason")
+        elif ctx.job.cancel_requested or ctx.job.details.get("stop_requested"):
+            ctx.finish(JobStatus.CANCELLED)
+        else:
+            ctx.finish(JobStatus.CANCELLED, f"stopped outside the executor ({secondary})")
 
     def apply_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
         """Bring a job up to date with DescribeTrainingJob's answer, ending it when SageMaker has."""
         job = ctx.job
         status = described["TrainingJobStatus"]
         secondary = described.get("SecondaryStatus") or status
-        ctx.merge_details(sagemaker_status=status, secondary_status=secondary,
-                          last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
-                          describe_next=False)
-        if secondary not in KNOWN_SECONDARY:
-            logger.warning("job %s: unknown SageMaker SecondaryStatus %r", job.id, secondary)
-        phase = str(secondary)[:64]
-        if phase != job.phase:
-            transitions = described.get("SecondaryStatusTransitions") or []
-            message = transitions[-1].get("StatusMessage") if transitions else None
-            ctx.set_phase(phase, message)
-            ctx.log(f"[executor] SageMaker: {status} / {secondary}{f' - {message}' if message else ''}")
+        transitions = described.get("SecondaryStatusTransitions") or []
+        self._note_status(ctx, status, secondary, described,
+                          transitions[-1].get("StatusMessage") if transitions else None)
         if status not in ("Completed", "Failed", "Stopped"):
             return
         self.logs.tail_job(job, ctx)
@@ -401,6 +536,8 @@ class SageMakerBackend(Backend):
             return False  # run() has not submitted it yet and sees the cancel flag before it does
         if job.details.get("stop_requested"):
             return True
+        if job.kind == AUTOML:
+            return self._stop_automl(job)
         try:
             status = self.service.stop_training_job(job.external_id)
         except (ClientError, BotoCoreError) as exc:
@@ -410,6 +547,18 @@ class SageMakerBackend(Backend):
         # A job that already ended is described next cycle, which ends it with its real status.
         self.store.merge_details(job.id, stop_requested=True, describe_next=True)
         return status in ("InProgress", "Stopping", "Stopped")
+
+    def _stop_automl(self, job: Job) -> bool:
+        try:
+            described = self.describe_automl(job.external_id)
+            if described is None:
+                return False
+            if described["AutoMLJobStatus"] == "InProgress":
+                self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=job.external_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise SageMakerJobError(f"StopAutoMLJob {job.external_id} failed: {error_text(exc)}") from exc
+        self.store.merge_details(job.id, stop_requested=True, describe_next=True)
+        return described["AutoMLJobStatus"] in ("InProgress", "Stopping", "Stopped")
 
     def recover(self, job: Job) -> str:
         """Monitor a job SageMaker has; run again one it may not have (run() finds it if it does)."""

@@ -1,0 +1,238 @@
+"""Essedum's MLOps training routes (contract §2): AutoML, custom scripts, and training job records.
+
+Anything that creates something in AWS goes through the queue; the routes only read: the CSV
+header a /train request names, and a job's live description for /<id>/get, both through the
+backend object.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from api import schemas
+from api.docs import documented
+from api.execute import submit_pipeline
+from api.views import executor, format_time
+from db import Job, JobStatus
+from mlops import automl
+from mlops.base import AUTOML, PIPELINE, TRAINING
+from mlops.errors import InvalidRequest, SageMakerJobError
+
+blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
+
+TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
+ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
+# What the Essedum record's status carries when AWS has not (yet) described the job.
+STATUS_WITHOUT_AWS = {JobStatus.WAITING: "Pending", JobStatus.RUNNING: "InProgress",
+                      JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
+
+S3_URI_TEXT = schemas.text(1024, pattern="^s3://[^\\u0000]+$")
+TAG_LIST = {"type": "array", "maxItems": 48, "items": {
+    "type": "object", "additionalProperties": False, "required": ["Key", "Value"],
+    "properties": {"Key": schemas.text(128), "Value": {"type": "string", "maxLength": 256}}}}
+
+TRAIN = {
+    "title": "AutoMLOnCsv",
+    "description": "AutoML (SageMaker Autopilot) on a CSV in S3, predicting one of its columns.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["RoleArn", "Bucket", "inputs", "target_attribute_name"],
+    "properties": {
+        "RoleArn": schemas.text(2048), "Bucket": schemas.text(63), "S3Prefix": {"type": "string", "maxLength": 512},
+        "inputs": S3_URI_TEXT, "target_attribute_name": schemas.text(255),
+        "content_type": {"type": "string", "enum": list(automl.CONTENT_TYPES)},
+        "problem_type": {"type": "string", "enum": list(automl.PROBLEM_TYPES),
+                         "description": "optional; SageMaker infers it from the target column when absent"},
+    },
+}
+
+AUTOML_JOB = {
+    "title": "AutoMLJob",
+    "description": "A SageMaker AutoML (CreateAutoMLJobV2) job on tabular data.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["input_data_config", "output_data_config", "target_attribute_name"],
+    "properties": {
+        "job_name": schemas.text(32),
+        "input_data_config": {"type": "object", "additionalProperties": False, "required": ["s3_uri"],
+                              "properties": {"s3_uri": S3_URI_TEXT,
+                                             "content_type": {"type": "string", "enum": list(automl.CONTENT_TYPES)}}},
+        "output_data_config": {"type": "object", "additionalProperties": False, "required": ["s3_output_path"],
+                               "properties": {"s3_output_path": S3_URI_TEXT}},
+        "target_attribute_name": schemas.text(255),
+        "problem_type": {"type": "string", "enum": list(automl.PROBLEM_TYPES)},
+        "objective": {"type": "object", "additionalProperties": False, "required": ["metric_name"],
+                      "properties": {"metric_name": schemas.text(64)}},
+        "max_candidates": {"type": "integer", "minimum": 1, "maximum": 750},
+        "max_runtime_per_training_job_in_seconds": {"type": "integer", "minimum": 1},
+        "total_job_runtime_in_seconds": {"type": "integer", "minimum": 1},
+        "role_arn": schemas.text(2048),
+        "mode": {"type": "string", "enum": list(automl.MODES)},
+        "tags": TAG_LIST,
+        "generate_candidate_definitions_only": {"type": "boolean"},
+    },
+}
+
+
+def _origin() -> dict[str, Any]:
+    values = {"adapter": request.args.get("adapter_instance"),
+              "project": request.args.get("project") or request.headers.get("Project")}
+    for field, value in values.items():
+        if value is not None and not ORIGIN_TEXT.match(value):
+            raise InvalidRequest(field, "must be 1-255 letters, digits or . : @ / - _ space", status=400)
+    return values
+
+
+def _submit_automl(automl_request: dict[str, Any]) -> Job:
+    return executor().queue.submit(AUTOML, {**automl_request, "origin": _origin()})
+
+
+def _accepted(job: Job, status: int):
+    body = {"job_name": job.request.get("job_name") or automl.automl_job_name(job.id), "job_arn": None,
+            "status": "Submitted", "job_id": job.id,
+            "status_url": url_for("mlops_training.get_job", job_id=job.id)}
+    return jsonify(body), status, {"Location": body["status_url"]}
+
+
+@blueprint.post("/pipelines/training/train")
+@documented(TRAIN, status=202, summary="AutoML on a CSV in S3")
+def train():
+    body = schemas.json_body(TRAIN)
+    backend = executor().backend
+    if not hasattr(backend, "csv_columns"):
+        raise InvalidRequest("", f"the {backend.name} backend does not run AutoML jobs", status=422)
+    columns = backend.csv_columns(body["inputs"])
+    target = body["target_attribute_name"]
+    if target not in columns:
+        raise InvalidRequest("target_attribute_name", f"{target!r} is not a column of {body['inputs']}",
+                             status=400, available_columns=columns)
+    prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
+    job = _submit_automl({
+        "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
+        "content_type": body.get("content_type", "text/csv;header=present"), "target_attribute_name": target,
+        "problem_type": body.get("problem_type"), "role_arn": body["RoleArn"], "tags": {}})
+    return _accepted(job, 202)
+
+
+@blueprint.post("/pipelines/training/automl")
+@documented(AUTOML_JOB, status=201, summary="Create a SageMaker AutoML job")
+def create_automl():
+    body = schemas.json_body(AUTOML_JOB)
+    job = _submit_automl({
+        "job_name": body.get("job_name"), "input_s3_uri": body["input_data_config"]["s3_uri"],
+        "content_type": body["input_data_config"].get("content_type", "text/csv;header=present"),
+        "output_s3_path": body["output_data_config"]["s3_output_path"],
+        "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
+        "metric_name": (body.get("objective") or {}).get("metric_name"),
+        "max_candidates": body.get("max_candidates"),
+        "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
+        "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
+        "role_arn": body.get("role_arn"), "mode": body.get("mode"),
+        "tags": {tag["Key"]: tag["Value"] for tag in body.get("tags", [])},
+        "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False)})
+    return _accepted(job, 201)
+
+
+@blueprint.post("/pipelines/training/custom_script")
+@documented(schemas.EXECUTE, status=201, summary="Run a pipeline's own script (as POST /execute)")
+def custom_script():
+    return submit_pipeline()
+
+
+@blueprint.get("/pipelines/training/list")
+def list_jobs():
+    jobs = executor().store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
+    return jsonify([job_record(job) for job in jobs])
+
+
+@blueprint.get("/pipelines/training/<job_id>/get")
+def get_job(job_id: str):
+    job = find_training_job(job_id)
+    describe = getattr(executor().backend, "describe", None)
+    described = describe(job) if describe and not job.status.is_final else None
+    return jsonify(job_record(job, described))
+
+
+@blueprint.get("/pipelines/training/<job_id>/cancel")
+def cancel_job(job_id: str):
+    job = find_training_job(job_id)
+    outcome = executor().queue.cancel(job.id)
+    job = executor().store.get(job.id)
+    if job.status is JobStatus.CANCELLED:
+        status, message = "Stopped", "the job was cancelled before it started"
+    elif outcome and job.status is JobStatus.RUNNING:
+        status, message = "Stopping", "the job is being stopped"
+    else:
+        status, message = _aws_status(job, None), f"the job had already ended ({job.status.value})"
+    return jsonify(message=message, job_name=job.external_id or job.request.get("job_name") or job.request.get("name"),
+                   job_id=job.id, status=status)
+
+
+# SageMakerJobError, not BackendError: a blueprint handler is found before the app's, and the
+# field errors of mlops/validation.py are BackendErrors too; they must stay 4xx answers.
+@blueprint.errorhandler(SageMakerJobError)
+def _aws_read_failed(exc: SageMakerJobError):
+    return jsonify(error=str(exc)), 502
+
+
+def find_training_job(job_id: str) -> Job:
+    """Find a training, AutoML or custom-script job by executor id or by its SageMaker job name."""
+    store = executor().store
+    try:
+        job = store.get(str(uuid.UUID(job_id)))
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9-]{1,63}$", job_id):
+            raise InvalidRequest("id", "is neither a job id nor a SageMaker job name", status=400) from None
+        job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
+                    if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
+    if job is None or job.kind not in TRAINING_KINDS:
+        raise InvalidRequest("id", f"no training job {job_id}", status=404)
+    return job
+
+
+def _aws_status(job: Job, described: dict[str, Any] | None) -> str:
+    if described:
+        return described.get("TrainingJobStatus") or described.get("AutoMLJobStatus")
+    return job.details.get("sagemaker_status") or STATUS_WITHOUT_AWS[job.status]
+
+
+def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return a job as an Essedum MLOps record; with AWS's live description when given."""
+    zone, details = executor().config.timezone, job.details
+    origin = job.request.get("origin") or {}
+    kind = "custom_script" if job.kind == PIPELINE else job.kind
+    raw = described or {key: details.get(key) for key in (
+        "sagemaker_status", "secondary_status", "final_metrics", "training_seconds", "billable_seconds",
+        "instance_type", "instance_count", "estimated_cost_usd", "cost_note", "best_candidate") if key in details}
+    record = {
+        "sourceID": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
+        "container": details.get("image_uri"),
+        "adapter": origin.get("adapter"),
+        "rawPayload": json.dumps(raw, default=str),
+        "syncDate": format_time(job.updated, zone),
+        "description": job.request.get("name") or job.request.get("target_attribute_name") or "",
+        "project": origin.get("project") or job.request.get("project_id"),
+        "type": kind,
+        "createdOn": format_time(job.submitted, zone),
+        "sourceOrg": None,
+        "name": job.external_id or job.request.get("job_name") or job.request.get("name"),
+        "id": job.id,
+        "sourcename": job.external_id,
+        "status": _aws_status(job, described),
+        "artifacts": job.artifacts,
+        "deployment": None,
+        "jobId": job.id,
+        "jobStatus": _aws_status(job, described),
+        "executorStatus": job.status.value,
+        "phase": job.phase,
+        "failureReason": job.failure_reason or (described or {}).get("FailureReason") or None,
+        "metrics": executor().store.latest_metrics(job.id),
+        "progress": job.progress,
+    }
+    if job.kind == AUTOML:
+        record["bestCandidate"] = automl.best_candidate(described) if described else details.get("best_candidate")
+    return record

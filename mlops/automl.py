@@ -1,0 +1,123 @@
+"""SageMaker Autopilot (CreateAutoMLJobV2) jobs on tabular data: request checks, the create request,
+and what a description means for the executor's job.
+
+The executor never invents a result: the best candidate, its objective metric and the model
+artifacts are what DescribeAutoMLJobV2 reports.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+from mlops import validation as v
+from mlops.aws import JOB_NAME_PREFIX
+from mlops.errors import InvalidRequest
+
+AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+PROBLEM_TYPES = ("BinaryClassification", "MulticlassClassification", "Regression")
+MODES = ("AUTO", "ENSEMBLING", "HYPERPARAMETER_TUNING")
+CONTENT_TYPES = ("text/csv;header=present", "text/csv", "x-application/vnd.amazon+parquet")
+FINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+
+def automl_job_name(job_id: str) -> str:
+    """Derive an AutoML job name (at most 32 characters) from the executor's job id."""
+    try:
+        suffix = uuid.UUID(job_id).hex[:24]
+    except ValueError:
+        suffix = hashlib.sha256(job_id.encode()).hexdigest()[:24]
+    return f"{JOB_NAME_PREFIX}{suffix}"
+
+
+def _metric_names() -> tuple[str, ...]:
+    return tuple(v._sagemaker_model().shape_for("AutoMLMetricEnum").enum)
+
+
+def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:
+    """Check a normalised AutoML request (see api/mlops_training.py) and return it with the role."""
+    if request.get("job_name") is not None:
+        name = request["job_name"]
+        if not isinstance(name, str) or not AUTOML_JOB_NAME.match(name):
+            raise InvalidRequest("job_name", "must be 1-32 letters, digits and hyphens, starting and ending "
+                                             "with a letter or digit")
+    v.validate_s3_uri(request["input_s3_uri"], "input_data_config.s3_uri")
+    v.validate_s3_uri(request["output_s3_path"], "output_data_config.s3_output_path")
+    if request.get("content_type") not in CONTENT_TYPES:
+        raise InvalidRequest("input_data_config.content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
+    target = request.get("target_attribute_name")
+    if not isinstance(target, str) or not target.strip():
+        raise InvalidRequest("target_attribute_name", "must name the column to predict")
+    if request.get("problem_type") not in (None, *PROBLEM_TYPES):
+        raise InvalidRequest("problem_type", f"must be one of {', '.join(PROBLEM_TYPES)}")
+    if request.get("metric_name") not in (None, *_metric_names()):
+        raise InvalidRequest("objective.metric_name", f"must be one of {', '.join(_metric_names())}")
+    if request.get("metric_name") and not request.get("problem_type"):
+        raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
+    if request.get("mode") not in (None, *MODES):
+        raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}")
+    limits = {"max_candidates": (1, 750), "max_runtime_per_training_job_in_seconds": (1, 28 * 24 * 3600),
+              "total_job_runtime_in_seconds": (1, 30 * 24 * 3600)}
+    for field, (low, high) in limits.items():
+        if request.get(field) is not None:
+            v.validate_int(request[field], field, low, high)
+    v.validate_tags(request.get("tags") or {}, "tags", reserved=2)
+    return {**request, "role_arn": role_arn}
+
+
+def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    """Return the CreateAutoMLJobV2 parameters of a checked request."""
+    criteria = {key: request[field] for key, field in (
+        ("MaxCandidates", "max_candidates"),
+        ("MaxRuntimePerTrainingJobInSeconds", "max_runtime_per_training_job_in_seconds"),
+        ("MaxAutoMLJobRuntimeInSeconds", "total_job_runtime_in_seconds")) if request.get(field) is not None}
+    tabular: dict[str, Any] = {"TargetAttributeName": request["target_attribute_name"], "CompletionCriteria": criteria}
+    if request.get("problem_type"):
+        tabular["ProblemType"] = request["problem_type"]
+    if request.get("mode"):
+        tabular["Mode"] = request["mode"]
+    if request.get("generate_candidate_definitions_only"):
+        tabular["GenerateCandidateDefinitionsOnly"] = True
+    params: dict[str, Any] = {
+        "AutoMLJobName": name,
+        "AutoMLJobInputDataConfig": [{
+            "ChannelType": "training", "ContentType": request["content_type"],
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": request["input_s3_uri"]}}}],
+        "OutputDataConfig": {"S3OutputPath": request["output_s3_path"]},
+        "AutoMLProblemTypeConfig": {"TabularJobConfig": tabular},
+        "RoleArn": request["role_arn"],
+        "Tags": [{"Key": key, "Value": value} for key, value in sorted(tags.items())],
+    }
+    if request.get("metric_name"):
+        params["AutoMLJobObjective"] = {"MetricName": request["metric_name"]}
+    return params
+
+
+def best_candidate(described: dict[str, Any]) -> dict[str, Any] | None:
+    """Return {name, status, objectiveMetric} of the best candidate AWS reports, or None."""
+    candidate = described.get("BestCandidate")
+    if not candidate:
+        return None
+    metric = candidate.get("FinalAutoMLJobObjectiveMetric") or {}
+    return {"name": candidate.get("CandidateName"), "status": candidate.get("CandidateStatus"),
+            "objectiveMetric": {"name": metric.get("MetricName"), "value": metric.get("Value"),
+                                "type": metric.get("Type")}}
+
+
+def model_artifacts(described: dict[str, Any]) -> dict[str, Any]:
+    """Return the model data URLs of the best candidate's inference containers, and the job's artifacts."""
+    artifacts: dict[str, Any] = {}
+    containers = (described.get("BestCandidate") or {}).get("InferenceContainers") or []
+    urls = [container["ModelDataUrl"] for container in containers if container.get("ModelDataUrl")]
+    if urls:
+        artifacts["models"] = urls
+    output = (described.get("OutputDataConfig") or {}).get("S3OutputPath")
+    if output:
+        artifacts["output_path"] = output
+    job_artifacts = described.get("AutoMLJobArtifacts") or {}
+    if job_artifacts.get("CandidateDefinitionNotebookLocation"):
+        artifacts["candidate_notebook"] = job_artifacts["CandidateDefinitionNotebookLocation"]
+    if job_artifacts.get("DataExplorationNotebookLocation"):
+        artifacts["data_exploration_notebook"] = job_artifacts["DataExplorationNotebookLocation"]
+    return artifacts

@@ -1,0 +1,177 @@
+"""Essedum's MLOps training routes on the SageMaker backend, driven one worker step and monitor cycle at a time."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
+                          shared_session)
+
+from app import create_app
+from db import JobStatus
+from mlops.clients import ClientFactory
+
+CSV = b"age,income,churned\n42,1000,yes\n31,2000,no\n"
+AUTOML_BODY = {"job_name": "churn-automl-1",
+               "input_data_config": {"s3_uri": f"s3://{BUCKET}/data/churn.csv", "content_type": "text/csv;header=present"},
+               "output_data_config": {"s3_output_path": f"s3://{BUCKET}/automl-out"},
+               "target_attribute_name": "churned", "problem_type": "BinaryClassification",
+               "objective": {"metric_name": "F1"}, "max_candidates": 3, "mode": "ENSEMBLING",
+               "tags": [{"Key": "team", "Value": "growth"}]}
+PIPELINE_BODY = {"bucket": "essedum-bucket", "project_id": "Demo", "name": "pipe1", "version": "3",
+                 "credentials": {"endpoint": "https://s3.us-east-1.amazonaws.com", "access_key": "AKIAEXAMPLEKEY123",
+                                 "secret_key": "s3cr3t-Value-Never-Shown"},
+                 "input_artifacts": "Demo/pipe1", "command": "python pipe1.py --epochs 2", "storage": "local",
+                 "configs": {"instance_type": "ml.m5.xlarge"}, "environment": {"API_TOKEN": "tok-123456"}}
+
+
+@pytest.fixture
+def app(tmp_path, clients, aws_setup):  # noqa: F811
+    config = make_config(tmp_path)
+    application = create_app(config, clients=clients)
+    clients.client("s3").put_object(Bucket=BUCKET, Key="data/churn.csv", Body=CSV)
+    yield application
+    application.config["EXECUTOR"].store.close()
+
+
+@pytest.fixture
+def http(app):
+    return app.test_client()
+
+
+def executor(app):
+    return app.config["EXECUTOR"]
+
+
+def work(app):
+    """Run the next queued job in this thread, as a worker would."""
+    job = executor(app).store.claim_next(["sagemaker"])
+    assert job is not None
+    executor(app).queue.run_job(job)
+    return executor(app).store.get(job.id)
+
+
+def monitor(app):
+    executor(app).queue.monitor_once()
+
+
+def test_train_refuses_a_target_that_is_not_a_column_and_lists_the_columns(http):
+    answer = http.post("/api/service/v1/pipelines/training/train", json={
+        "RoleArn": ROLE_ARN, "Bucket": BUCKET, "S3Prefix": "automl", "inputs": f"s3://{BUCKET}/data/churn.csv",
+        "target_attribute_name": "churn"})
+    assert answer.status_code == 400
+    assert answer.json["field"] == "target_attribute_name"
+    assert answer.json["available_columns"] == ["age", "income", "churned"]
+
+
+def test_train_on_a_csv_prefix_runs_an_automl_job_to_its_aws_outcome(app, http, clients):  # noqa: F811
+    answer = http.post("/api/service/v1/pipelines/training/train", json={
+        "RoleArn": ROLE_ARN, "Bucket": BUCKET, "S3Prefix": "automl", "inputs": f"s3://{BUCKET}/data/",
+        "target_attribute_name": "churned", "problem_type": "BinaryClassification"})  # moto cannot infer it
+    assert answer.status_code == 202, answer.json
+    assert answer.json["status"] == "Submitted" and answer.json["job_arn"] is None
+    job = work(app)
+    assert job.status is JobStatus.RUNNING and job.external_id == answer.json["job_name"]
+    created = clients.client("sagemaker").describe_auto_ml_job_v2(AutoMLJobName=job.external_id)
+    assert created["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/automl/automl-output"
+    assert created["AutoMLProblemTypeConfig"]["TabularJobConfig"]["TargetAttributeName"] == "churned"
+    from moto.sagemaker.models import sagemaker_backends
+    moto_job = sagemaker_backends[ACCOUNT][REGION].auto_ml_jobs[job.external_id]
+    moto_job.auto_ml_job_status = "Completed"
+    monitor(app)
+    record = http.get(f"/api/service/v1/pipelines/training/{job.external_id}/get").json
+    assert record["executorStatus"] == "COMPLETED" and record["status"] == "Completed"
+    # moto's best candidate, as AWS would report it: nothing is made up by the executor
+    assert record["bestCandidate"]["name"] == moto_job.best_candidate["CandidateName"]
+    assert record["bestCandidate"]["objectiveMetric"]["value"] == \
+        moto_job.best_candidate["FinalAutoMLJobObjectiveMetric"]["Value"]
+
+
+def test_automl_creates_the_job_with_every_setting(app, http, clients):  # noqa: F811
+    answer = http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY)
+    assert answer.status_code == 201, answer.json
+    assert answer.json["job_name"] == "churn-automl-1"
+    work(app)
+    described = clients.client("sagemaker").describe_auto_ml_job_v2(AutoMLJobName="churn-automl-1")
+    tabular = described["AutoMLProblemTypeConfig"]["TabularJobConfig"]
+    assert tabular["ProblemType"] == "BinaryClassification" and tabular["Mode"] == "ENSEMBLING"
+    assert tabular["CompletionCriteria"] == {"MaxCandidates": 3}
+    assert described["AutoMLJobObjective"] == {"MetricName": "F1"}
+    assert described["RoleArn"] == ROLE_ARN
+
+
+@pytest.mark.parametrize("changes, field, status", [
+    ({"objective": {"metric_name": "Happiness"}}, "objective.metric_name", 422),
+    ({"job_name": "has_underscore"}, "job_name", 422),
+    ({"problem_type": "Clustering"}, "problem_type", 422),
+    ({"role_arn": "arn:aws:iam::1:role/x"}, "role_arn", 422),
+    ({"unknown": 1}, "unknown", 400)])
+def test_a_bad_automl_request_names_its_field(http, app, changes, field, status):
+    answer = http.post("/api/service/v1/pipelines/training/automl", json={**AUTOML_BODY, **changes})
+    assert (answer.status_code, answer.json["field"]) == (status, field)
+    assert executor(app).store.list_jobs() == []
+
+
+def test_an_automl_name_taken_outside_the_executor_is_an_error_not_adopted(app, http, clients):  # noqa: F811
+    clients.client("sagemaker").create_auto_ml_job_v2(
+        AutoMLJobName="churn-automl-1", RoleArn=ROLE_ARN,
+        AutoMLJobInputDataConfig=[{"ChannelType": "training", "ContentType": "text/csv;header=present",
+                                   "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                                   "S3Uri": f"s3://{BUCKET}/other/"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/other-out"},
+        AutoMLProblemTypeConfig={"TabularJobConfig": {"TargetAttributeName": "x", "CompletionCriteria": {},
+                                                      "ProblemType": "Regression"}})
+    http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY)
+    job = work(app)
+    assert job.status is JobStatus.ERROR and "already exists" in job.failure_reason
+
+
+def test_cancel_stops_an_automl_job_and_it_ends_cancelled(app, http):
+    job_id = http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY).json["job_id"]
+    work(app)
+    answer = http.get(f"/api/service/v1/pipelines/training/{job_id}/cancel")
+    assert answer.json == {"message": "the job is being stopped", "job_name": "churn-automl-1", "job_id": job_id,
+                           "status": "Stopping"}
+    monitor(app)  # StopAutoMLJob (moto stops it at once), then the change is seen
+    monitor(app)
+    assert executor(app).store.get(job_id).status is JobStatus.CANCELLED
+
+
+def test_custom_script_runs_the_pipelines_own_files_as_a_training_job(app, http, clients):  # noqa: F811
+    folder = executor(app).config.storage_root / "Demo" / "pipe1"
+    folder.mkdir(parents=True)
+    (folder / "pipe1.py").write_text("print('epoch=1/2 loss=0.5')\n")
+    answer = http.post("/api/service/v1/pipelines/training/custom_script", json=PIPELINE_BODY)
+    assert answer.status_code == 201 and answer.json["task_status"] == "Submitted"
+    job = work(app)
+    assert job.status is JobStatus.RUNNING, job.failure_reason
+    described = clients.client("sagemaker").describe_training_job(TrainingJobName=job.external_id)
+    assert described["HyperParameters"]["sagemaker_program"] == '"pipe1.py"'
+    assert described["HyperParameters"]["epochs"] == '"2"'
+    listed = http.get("/api/service/v1/pipelines/training/list").json
+    assert [record["type"] for record in listed] == ["custom_script"]
+    assert "tok-123456" not in json.dumps(listed) and "s3cr3t" not in json.dumps(listed)
+
+
+def test_list_and_get_answer_essedum_records(app, http):
+    job_id = http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY).json["job_id"]
+    [record] = http.get("/api/service/v1/pipelines/training/list").json
+    assert set(record) >= {"sourceID", "container", "adapter", "rawPayload", "syncDate", "description", "project",
+                           "type", "createdOn", "sourceOrg", "name", "id", "sourcename", "status", "artifacts",
+                           "deployment", "jobStatus", "failureReason", "bestCandidate"}
+    assert record["status"] == "Pending" and isinstance(json.loads(record["rawPayload"]), dict)
+    work(app)
+    got = http.get(f"/api/service/v1/pipelines/training/{job_id}/get").json
+    assert got["sourceID"].endswith(":automl-job/churn-automl-1") and got["jobStatus"] == "InProgress"
+    assert json.loads(got["rawPayload"])["AutoMLJobName"] == "churn-automl-1"
+
+
+@pytest.mark.parametrize("job_id, status", [("no-such-job", 404), ("bad_id!", 400),
+                                            ("00000000-0000-0000-0000-000000000000", 404)])
+def test_unknown_and_malformed_ids(http, job_id, status):
+    assert http.get(f"/api/service/v1/pipelines/training/{job_id}/get").status_code == status
+    assert http.get(f"/api/service/v1/pipelines/training/{job_id}/cancel").status_code == status
+
+
+def test_shared_session_helper_is_used(clients):  # noqa: F811
+    assert isinstance(clients, ClientFactory) and clients.session_factory is shared_session
