@@ -732,8 +732,10 @@ def attach_model_lifecycle(backend: Backend, lifecycle: ModelLifecycle) -> Backe
 
     The backend gains the lifecycle's kinds; check, run, cancel and recover of those kinds, and the
     monitor cycle for their jobs, go to the lifecycle; everything else goes where it went before.
-    Routes find the lifecycle as `backend.model_lifecycle`.
+    Routes find the lifecycle as `backend.model_lifecycle`. A backend that has one keeps it.
     """
+    if getattr(backend, "model_lifecycle", None) is not None:
+        return backend
     original = {name: getattr(backend, name) for name in ("check", "run", "cancel", "recover", "monitor", "close")}
     mine = lifecycle.kinds
 

@@ -304,3 +304,23 @@ def test_a_dataset_larger_than_the_upload_limit_is_refused(tmp_path: Path) -> No
     # The JSON routes keep the small body limit.
     assert client.post(f"{API}/models/register", data=b"x" * (2 << 20), content_type="application/json").status_code == 413
     executor.store.close()
+
+
+def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(server: Server) -> None:
+    tiny_model(server.storage_root / "models" / "tiny")
+    server.call("POST", f"{API}/models/register", {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
+    (server.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
+
+    status, record = server.call("POST", f"{API}/pipelines/inference", {
+        "TransformJobName": "rows", "ModelName": "tiny",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "rows.csv"}}, "ContentType": "text/csv"}})
+    assert status == 202, record
+    done = server.wait(f"{API}/pipelines/inference/rows/get", lambda record: record["status"] != "InProgress")
+
+    assert done["status"] == "Completed" and done["artifacts"]["records"] == 3, done
+    lines = (Path(done["artifacts"]["output_dir"]) / "rows.csv.out").read_text().splitlines()
+    assert [len(json.loads(line)["predictions"][0]) for line in lines] == [2, 2, 2]
+    status, body = server.call("POST", f"{API}/pipelines/inference", {
+        "TransformJobName": "other", "ModelName": "tiny",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/rows.csv"}}}})
+    assert (status, body["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
