@@ -32,7 +32,7 @@ def automl_job_name(job_id: str) -> str:
 
 
 def _metric_names() -> tuple[str, ...]:
-    return tuple(v._sagemaker_model().shape_for("AutoMLMetricEnum").enum)
+    return tuple(v.sagemaker_model().shape_for("AutoMLMetricEnum").enum)
 
 
 def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:

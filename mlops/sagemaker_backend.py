@@ -3,9 +3,9 @@
 Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTimeAfter the
 newest change seen, NameContains the executor's prefix) and describes only the jobs it names
 as changed, plus jobs never described yet (new or just recovered); AutoML jobs the same way with
-ListAutoMLJobs. Logs of all training jobs come from
-one paged FilterLogEvents query (mlops/sagemaker_logs.py). So a cycle costs O(jobs that
-changed + new log volume), not O(jobs running). A throttled cycle backs off exponentially.
+ListAutoMLJobs. Logs of all training jobs come from one paged FilterLogEvents query
+(mlops/sagemaker_logs.py). So a cycle costs O(jobs that changed + new log volume), not
+O(jobs running). A throttled cycle backs off exponentially.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "
                              "Stopping", "Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded", "Completed",
                              "Failed", "Restarting", "Updating", "LaunchingMLInstances", "PreparingTrainingStack",
                              "DownloadingTrainingImage"})
-AUTOML_SECONDARY = frozenset(v._sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
+AUTOML_SECONDARY = frozenset(v.sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 
 

@@ -54,7 +54,8 @@ def _require_text(value: Any, field: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _sagemaker_model() -> Any:
+def sagemaker_model() -> Any:
+    """Return botocore's SageMaker service model: the source of names, enums and limits."""
     import botocore.session
     return botocore.session.get_session().get_service_model("sagemaker")
 
@@ -62,7 +63,7 @@ def _sagemaker_model() -> Any:
 @lru_cache(maxsize=1)
 def training_instance_types() -> frozenset[str]:
     """Return the training instance types the installed botocore's SageMaker model allows."""
-    return frozenset(_sagemaker_model().shape_for("TrainingInstanceType").enum)
+    return frozenset(sagemaker_model().shape_for("TrainingInstanceType").enum)
 
 
 def validate_job_name(name: Any, field: str = "job_name") -> str:
@@ -189,7 +190,7 @@ def validate_region(region: Any, field: str = "region_name") -> str:
 
 
 def _map_limits(shape_name: str) -> tuple[int, int, int]:
-    shape = _sagemaker_model().shape_for(shape_name)
+    shape = sagemaker_model().shape_for(shape_name)
     return shape.metadata.get("max", 100), shape.key.metadata.get("max", 256), shape.value.metadata.get("max", 2500)
 
 
