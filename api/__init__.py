@@ -36,6 +36,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(training.blueprint)
     app.register_blueprint(mlops_models.blueprint)
     app.register_blueprint(mlops_training.blueprint)
+    app.register_blueprint(mlops_training.cloud_blueprint)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(dashboard.blueprint)

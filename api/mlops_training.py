@@ -20,9 +20,12 @@ from api.views import executor, format_time
 from db import Job, JobStatus
 from mlops import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
+from mlops.aws import SageMakerTrainingService
 from mlops.errors import InvalidRequest, SageMakerJobError
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
+# Essedum calls /cloudconnect outside the /api/service/v1 prefix.
+cloud_blueprint = Blueprint("cloudconnect", __name__)
 
 TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
 ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
@@ -174,6 +177,15 @@ def cancel_job(job_id: str):
 
 # SageMakerJobError, not BackendError: a blueprint handler is found before the app's, and the
 # field errors of mlops/validation.py are BackendErrors too; they must stay 4xx answers.
+@cloud_blueprint.post("/cloudconnect")
+def cloudconnect():
+    """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""
+    service = getattr(executor().backend, "service", None) or SageMakerTrainingService(
+        executor().config, executor().clients)
+    result = service.validate_configuration()
+    return jsonify(result), 200 if result["valid"] else 502
+
+
 @blueprint.errorhandler(SageMakerJobError)
 def _aws_read_failed(exc: SageMakerJobError):
     return jsonify(error=str(exc)), 502

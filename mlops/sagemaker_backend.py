@@ -68,6 +68,10 @@ TRAINING_FEED = Feed("list_training_jobs", "TrainingJobSummaries", "TrainingJobN
 AUTOML_FEED = Feed("list_auto_ml_jobs", "AutoMLJobSummaries", "AutoMLJobName")
 
 
+# Probes come every few seconds; AWS need not be asked that often.
+READY_CACHE_S = 30
+
+
 class SageMakerBackend(Backend):
     """Runs training and pipeline jobs as SageMaker training jobs."""
 
@@ -86,6 +90,20 @@ class SageMakerBackend(Backend):
         self._watermarks: dict[str, float] = {}
         self._backoff = 0.0
         self._backoff_until = 0.0
+        self._ready: tuple[float, bool, str | None] | None = None
+
+    def ready_check(self) -> tuple[bool, str | None]:
+        """Say whether AWS answers with the executor's credentials (STS), cached for a short while."""
+        now = self.clock()
+        if self._ready and now - self._ready[0] < READY_CACHE_S:
+            return self._ready[1], self._ready[2]
+        try:
+            self.clients.client("sts").get_caller_identity()
+            result: tuple[bool, str | None] = (True, None)
+        except (ClientError, BotoCoreError) as exc:
+            result = (False, f"AWS is not reachable with the executor's credentials: {error_text(exc)}")
+        self._ready = (now, *result)
+        return result
 
     # -- submission ------------------------------------------------------------------------------
 

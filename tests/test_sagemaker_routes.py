@@ -175,3 +175,26 @@ def test_unknown_and_malformed_ids(http, job_id, status):
 
 def test_shared_session_helper_is_used(clients):  # noqa: F811
     assert isinstance(clients, ClientFactory) and clients.session_factory is shared_session
+
+
+def test_cloudconnect_reports_each_check_of_the_executors_own_aws_access(http):
+    response = http.post("/cloudconnect")
+    body = response.get_json()
+    assert response.status_code == 200 and body["valid"] is True
+    assert {check["name"]: check["passed"] for check in body["checks"]} == {
+        "region": True, "credentials": True, "bucket": True, "role": True, "instance_type": True}
+
+
+def test_cloudconnect_names_what_fails(tmp_path, clients, aws_setup):  # noqa: F811
+    application = create_app(make_config(tmp_path, s3_bucket="bucket-that-does-not-exist"), clients=clients)
+    response = application.test_client().post("/cloudconnect")
+    failed = {check["name"]: check["detail"] for check in response.get_json()["checks"] if not check["passed"]}
+    assert response.status_code == 502 and list(failed) == ["bucket"]
+    assert "bucket-that-does-not-exist" in failed["bucket"]
+    application.config["EXECUTOR"].store.close()
+
+
+def test_ready_asks_aws_through_the_backend(app, http):
+    executor(app).queue.started = True
+    body = http.get("/ready").get_json()
+    assert body["checks"]["backend"] == {"ok": True, "reason": None}
