@@ -435,16 +435,20 @@ class SageMakerBackend(Backend):
         ctx = context_for(job)
         if described is None:
             ctx.finish(JobStatus.ERROR, f"SageMaker has no {job.kind} job named {job.external_id} any more")
-        elif job.kind == AUTOML:
+            return
+        if job.kind == AUTOML:
             self.apply_automl_description(ctx, described)
         else:
             self.apply_description(ctx, described)
+        # Marked seen only once applied in full: a cycle cut short between the two (a throttled log
+        # read, a kill -9) leaves the job looking changed, so the next cycle or run describes it again
+        # instead of leaving it RUNNING until the resync.
+        ctx.merge_details(last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
+                          describe_next=False)
 
     def _note_status(self, ctx: JobContext, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
-        ctx.merge_details(sagemaker_status=status, secondary_status=secondary,
-                          last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
-                          describe_next=False)
+        ctx.merge_details(sagemaker_status=status, secondary_status=secondary)
         if secondary not in KNOWN_SECONDARY | AUTOML_SECONDARY:
             logger.warning("job %s: unknown SageMaker secondary status %r", ctx.job_id, secondary)
         phase = str(secondary)[:64]
