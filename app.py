@@ -17,7 +17,7 @@ from db import JobStore
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.clients import ClientFactory
-from mlops.local_serving import attach_model_lifecycle, make_model_lifecycle
+from mlops.model_lifecycle import with_model_lifecycle
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -64,8 +64,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     config.storage_root.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.data_dir / "executor.sqlite3")
     clients = clients or make_clients(config)
-    backend = backend or make_backend(config, clients, store)
-    attach_model_lifecycle(backend, make_model_lifecycle(config, store, clients, backend.name))
+    backend = with_model_lifecycle(backend or make_backend(config, clients, store), config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
     queue = JobQueue(config, store, backend, secret_box)
     app = Flask(__name__)

@@ -14,15 +14,15 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
-from api import model_schemas
+from api import _invalid_request, model_schemas
 from api.docs import documented
 from api.schemas import json_body, validate
 from api.views import executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import BackendError, InvalidRequest
-from mlops.local_serving import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                                 TRANSFORM_RECORD, ModelLifecycle)
+from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+                                   TRANSFORM_RECORD, ModelLifecycle)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
@@ -36,6 +36,10 @@ FORM_OVERHEAD_BYTES = 1 << 20
 
 @blueprint.errorhandler(BackendError)
 def _backend_error(exc: BackendError):
+    # A blueprint's handler is found before the app's, and validation's InvalidSageMakerField is a
+    # BackendError too: a bad field keeps its 4xx.
+    if isinstance(exc, InvalidRequest):
+        return _invalid_request(exc)
     return jsonify(error=str(exc)), 502
 
 

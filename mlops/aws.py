@@ -30,7 +30,7 @@ from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.clients import ClientFactory
 from mlops.dataset_upload import dataset_entries, upload_dataset
 from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError,  # noqa: F401
-                          SageMakerJobError)
+                          SageMakerJobError, error_code, error_text)
 from mlops import validation as v
 
 logger = logging.getLogger(__name__)
@@ -44,20 +44,6 @@ ROLE_POLICY_NAME = "essedum-executor-training"
 STOPPABLE_STATUSES = frozenset({"InProgress"})
 ECR_REPOSITORY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)$")
 NOT_FOUND_MESSAGE = re.compile(r"could not find|not found|does not exist", re.IGNORECASE)
-
-
-def error_code(exc: Exception) -> str | None:
-    """Return the AWS error code of a botocore ClientError, else None."""
-    response = getattr(exc, "response", None)
-    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-
-
-def error_text(exc: Exception) -> str:
-    """Return 'Code: message' for an AWS error, or the exception's text."""
-    code = error_code(exc)
-    if code:
-        return f"{code}: {exc.response['Error'].get('Message', '')}".rstrip(": ")  # type: ignore[attr-defined]
-    return str(exc)
 
 
 def is_not_found(exc: Exception) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlops.errors import SageMakerError
+from mlops.errors import SageMakerError, error_code, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +187,9 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
         s3.head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
-        raise SageMakerError(f"cannot check s3://{bucket}/{key}: {_reason(exc)}") from exc
+        raise SageMakerError(f"cannot check s3://{bucket}/{key}: {error_text(exc)}") from exc
     except BotoCoreError as exc:
         raise SageMakerError(f"cannot check s3://{bucket}/{key}: {exc}") from exc
 
@@ -245,7 +245,7 @@ def _send(s3: Any, stream: Any, bucket: str, key: str, size: int) -> None:
     try:
         s3.upload_fileobj(stream, bucket, key, Config=transfer_config(size))
     except (ClientError, BotoCoreError) as exc:
-        raise SageMakerError(f"cannot upload to s3://{bucket}/{key}: {_reason(exc)}") from exc
+        raise SageMakerError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
 
 
 def _delete_quietly(s3: Any, bucket: str, key: str) -> None:
@@ -253,12 +253,3 @@ def _delete_quietly(s3: Any, bucket: str, key: str) -> None:
         s3.delete_object(Bucket=bucket, Key=key)
     except (ClientError, BotoCoreError):
         logger.warning("could not remove the inconsistent upload s3://%s/%s", bucket, key)
-
-
-def _reason(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return str(exc)
-

@@ -1,5 +1,7 @@
-"""The exceptions of the backend layer; api/errors.py maps them to HTTP answers."""
+"""The exceptions of the backend layer; api/__init__.py maps them to HTTP answers."""
 from __future__ import annotations
+
+from typing import Any
 
 
 class InvalidRequest(ValueError):
@@ -35,3 +37,18 @@ class SageMakerJobError(SageMakerError):
 
 class DockerContainerError(SageMakerError):
     """Raised when Docker container operations fail."""
+
+
+# Read from the exception's `response`, without botocore, so that light modules (staging) can use them.
+def error_code(exc: Exception) -> str | None:
+    """Return the AWS error code of a botocore ClientError, else None."""
+    response: Any = getattr(exc, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
+def error_text(exc: Exception) -> str:
+    """Return 'Code: message' for an AWS error, or the exception's text."""
+    code = error_code(exc)
+    if code:
+        return f"{code}: {exc.response['Error'].get('Message', '')}".rstrip(": ")  # type: ignore[attr-defined]
+    return str(exc)

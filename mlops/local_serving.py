@@ -1,6 +1,5 @@
 """The model lifecycle on this machine: model folders, endpoints loaded for inference, batch inference,
-datasets under the storage root. Also what both lifecycles share (ModelLifecycle) and
-attach_model_lifecycle, which lets a backend run the endpoint and transform jobs.
+datasets under the storage root.
 
 A local model is a folder with `model.pt` and, usually, `code/inference.py` (the SageMaker PyTorch
 handlers model_fn, input_fn, predict_fn, output_fn); the same folder tarred is what SageMaker serves.
@@ -13,244 +12,28 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
 from db import Job, JobStatus, JobStore, Record
-from mlops.base import ENDPOINT, TRAINING, TRANSFORM, Backend, ContextFactory, JobContext
+from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.clients import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
+from mlops.model_lifecycle import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+                                   TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
+                                   production_variant, public_request)
 from mlops.staging import S3_URI, resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
-# Record types of the `records` table.
-MODEL = "model"
-ENDPOINT_CONFIG = "endpoint_config"
-ENDPOINT_RECORD = "endpoint"
-TRANSFORM_RECORD = "transform"
-DATASET = "dataset"
-
-IN_SERVICE = "InService"
-FAILED = "Failed"
-ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)
-# SageMaker's real-time payload limit; an S3 object sent to an endpoint may not be larger.
-MAX_INVOKE_BYTES = 6 * 1024 * 1024
-CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".jsonl": "application/jsonlines",
-                 ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".npy": "application/x-npy"}
 _COPY_CHUNK = 1024 * 1024
-
-
-class ModelLifecycle:
-    """What the local and SageMaker lifecycles share: records, in-use checks and the queue hand-off."""
-
-    kinds = frozenset({ENDPOINT, TRANSFORM})
-    source_org = ""
-
-    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
-        self.config = config
-        self.store = store
-        self.clients = clients
-        self._submit_lock = threading.Lock()
-
-    # -- records ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def record_id(type: str, name: str) -> str:
-        return f"{type}:{name}"
-
-    def put(self, type: str, name: str, status: str, payload: dict[str, Any], job_id: str | None = None) -> Record:
-        """Store a record; AWS answers in the payload are made JSON-safe first."""
-        payload = json.loads(json.dumps({"source_org": self.source_org, **payload}, default=str))
-        return self.store.put_record(self.record_id(type, name), type=type, name=name, status=status,
-                                     payload=payload, job_id=job_id)
-
-    def update(self, record: Record, status: str | None = None, **changes: Any) -> Record:
-        """Store a record again with a new status and payload keys changed."""
-        return self.put(record.type, record.name, status or record.status, {**record.payload, **changes},
-                        job_id=record.job_id)
-
-    def find(self, type: str, name: str) -> Record | None:
-        return self.store.get_record(self.record_id(type, name))
-
-    def record(self, type: str, name: str, field: str = "id", status: int = 404) -> Record:
-        """Return a record or raise InvalidRequest (404 for a path id, 422 for a body field)."""
-        found = self.find(type, name)
-        if found is None:
-            raise InvalidRequest(field, f"no {type.replace('_', ' ')} named {name!r}", status=status)
-        return found
-
-    def records(self, type: str) -> list[Record]:
-        return self.store.list_records(type)
-
-    def endpoints_using(self, key: str, value: str) -> list[str]:
-        """Names of endpoints that exist and whose payload lists value under key (model_names, ...)."""
-        return [record.name for record in self.records(ENDPOINT_RECORD)
-                if record.payload.get("exists", True) and value in _as_list(record.payload.get(key))]
-
-    def active_job(self, record: Record | None) -> Job | None:
-        """The waiting or running job that is changing a record, if any."""
-        if record is None or not record.job_id:
-            return None
-        job = self.store.get(record.job_id)
-        return job if job and job.status in ACTIVE_JOB else None
-
-    def check_model_deletable(self, name: str) -> None:
-        users = self.endpoints_using("model_names", name)
-        if users:
-            raise InvalidRequest("id", f"model {name!r} is in use by endpoint(s) {', '.join(users)}: delete them "
-                                       "first", status=409, endpoints=users)
-        running = [record.name for record in self.records(TRANSFORM_RECORD)
-                   if record.payload.get("model_name") == name and self.active_job(record)]
-        if running:
-            raise InvalidRequest("id", f"model {name!r} is in use by running transform job(s) {', '.join(running)}",
-                                 status=409, transform_jobs=running)
-
-    def check_endpoint_config_deletable(self, name: str) -> None:
-        users = self.endpoints_using("endpoint_config", name)
-        if users:
-            raise InvalidRequest("id", f"endpoint configuration {name!r} is in use by endpoint(s) "
-                                       f"{', '.join(users)}", status=409, endpoints=users)
-
-    def check_endpoint_deletable(self, record: Record) -> None:
-        job = self.active_job(record)
-        if job:
-            raise InvalidRequest("id", f"endpoint {record.name!r} is being deployed (job {job.id}, "
-                                       f"{record.status}); delete it once the deployment has ended",
-                                 status=409, job_id=job.id)
-
-    # -- queue hand-off --------------------------------------------------------------------------
-
-    def submit(self, queue: Any, kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
-        """Validate a deployment or transform, mark its record pending and queue the job that does it.
-
-        The record is written before the job exists (with the job's id), so a worker that picks the
-        job up at once cannot have its result overwritten by this pending state.
-        """
-        request = self.check(kind, request, {})
-        type, name = (ENDPOINT_RECORD, request["EndpointName"]) if kind == ENDPOINT else (
-            TRANSFORM_RECORD, request["TransformJobName"])
-        with self._submit_lock:
-            previous = self.find(type, name)
-            busy = self.active_job(previous)
-            if busy:
-                raise InvalidRequest("EndpointName" if kind == ENDPOINT else "TransformJobName",
-                                     f"{name!r} is already being changed by job {busy.id}", status=409,
-                                     job_id=busy.id)
-            if kind == TRANSFORM and previous is not None:
-                raise InvalidRequest("TransformJobName", f"a transform job named {name!r} exists; names are "
-                                                         "unique", status=409)
-            job_id = str(uuid.uuid4())
-            pending = self.mark_pending(kind, request, previous, job_id)
-            try:
-                job = queue.submit(kind, request, job_id=job_id)
-            except BaseException:
-                if previous is None:
-                    self.store.delete_record(self.record_id(type, name))
-                else:
-                    self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
-                raise
-        # The record as queued: a worker may have moved it on already, which a GET will show.
-        return job, pending
-
-    def mark_pending(self, kind: str, request: dict[str, Any], previous: Record | None, job_id: str) -> Record:
-        """Write the record of a deployment or transform that is queued."""
-        origin = {"adapter": request.get("adapter"), "project": request.get("project")}
-        if kind == TRANSFORM:
-            return self.put(TRANSFORM_RECORD, request["TransformJobName"], "InProgress",
-                            {**origin, "model_name": request["ModelName"], "raw": _public(request)}, job_id)
-        config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", 422)
-        updating = previous is not None and previous.payload.get("exists", True) and previous.status != FAILED
-        payload = {**(previous.payload if updating else {}), **origin,
-                   "endpoint_config": config.name if not updating else previous.payload.get("endpoint_config"),
-                   "target_config": config.name,
-                   "model_names": sorted(set(_as_list(config.payload.get("model_names"))) |
-                                         set(_as_list(previous.payload.get("model_names")) if updating else [])),
-                   "container": config.payload.get("container"), "exists": True, "failure_reason": None}
-        return self.put(ENDPOINT_RECORD, request["EndpointName"], "Updating" if updating else "Creating",
-                        payload, job_id)
-
-    def job_finished_endpoint(self, record: Record, config: Record, raw: dict[str, Any]) -> Record:
-        """Record an endpoint that now serves a configuration."""
-        return self.update(record, IN_SERVICE, endpoint_config=config.name, target_config=None,
-                           model_names=_as_list(config.payload.get("model_names")),
-                           container=config.payload.get("container"), deployment=config.payload.get("deployment"),
-                           raw=raw, failure_reason=None)
-
-    # -- Backend-like interface ------------------------------------------------------------------
-
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def run(self, ctx: JobContext) -> None:
-        raise NotImplementedError
-
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
-        """Local jobs end inside run(); nothing to follow."""
-
-    def cancel(self, job: Job) -> bool:
-        return False
-
-    def recover(self, job: Job) -> str:
-        """Deployments and transforms are idempotent: run them again after a restart."""
-        return "requeue"
-
-    def close(self) -> None:
-        """Release what the lifecycle holds."""
-
-    # -- shared helpers --------------------------------------------------------------------------
-
-    def read_s3_payload(self, uri: str, adapter: str | None = None) -> tuple[bytes, str]:
-        """Read an s3:// object to send to an endpoint, with a content type from its name."""
-        match = S3_URI.match(uri or "")
-        if not match or not match.group(2):
-            raise InvalidRequest("S3Uri", "must be s3://bucket/key (an http URL is never fetched)", status=400)
-        bucket, key = match.group(1), match.group(2)
-        s3 = self.clients.client("s3", adapter)
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-            if head["ContentLength"] > MAX_INVOKE_BYTES:
-                raise InvalidRequest("S3Uri", f"the object is {head['ContentLength']} bytes; an endpoint takes at "
-                                              f"most {MAX_INVOKE_BYTES}", status=413)
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_INVOKE_BYTES + 1)
-        except InvalidRequest:
-            raise
-        except Exception as exc:  # botocore raises many unrelated types; the code is what matters
-            code = aws_code(exc)
-            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise InvalidRequest("S3Uri", f"no object {uri}", status=404) from None
-            raise BackendError(f"cannot read {uri}: {aws_text(exc)}") from exc
-        suffix = PurePosixPath(key).suffix.lower()
-        return body, CONTENT_TYPES.get(suffix) or head.get("ContentType") or "application/octet-stream"
-
-    def dataset_key(self, bucket: str | None, key: str, filename: str | None) -> tuple[str, str]:
-        """Return a safe (bucket, key) for an upload: each part of the key passes secure_filename."""
-        from werkzeug.utils import secure_filename
-
-        bucket = bucket or self.config.s3_bucket or "datasets"
-        if "\x00" in key or "\\" in key or key.startswith("/") or re.match(r"^[A-Za-z]:", key):
-            raise InvalidRequest("Key", "must be a relative key without backslashes", status=400)
-        parts = [part for part in key.split("/")]
-        if any(part in ("..", ".") for part in parts):
-            raise InvalidRequest("Key", "must not contain '.' or '..' parts", status=400)
-        if parts[-1] == "":
-            parts[-1] = filename or ""
-        parts = [part for part in parts[:-1] if part] + [parts[-1]]
-        safe = [secure_filename(part) for part in parts]
-        if not safe[-1]:
-            raise InvalidRequest("Key", "names no file: end it with a file name, or upload a named file", status=400)
-        if any(not part for part in safe):
-            raise InvalidRequest("Key", "has a part with no safe characters", status=400)
-        return bucket, "/".join(safe)
 
 
 class LocalModelLifecycle(ModelLifecycle):
@@ -286,7 +69,7 @@ class LocalModelLifecycle(ModelLifecycle):
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
             "container": container, "artifacts": {"model_dir": str(target), "files": files},
-            "training_job": body.get("TrainingJobId"), "raw": _public(body)})
+            "training_job": body.get("TrainingJobId"), "raw": public_request(body)})
 
     def _model_source(self, body: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         if body.get("TrainingJobId"):
@@ -327,13 +110,13 @@ class LocalModelLifecycle(ModelLifecycle):
                                  status=409)
         created = None
         if body.get("PrimaryContainer") or body.get("TrainingJobId"):
-            created = self.register_model(_model_body(body), origin)
+            created = self.register_model(model_body(body), origin)
         model = self.record(MODEL, body["ModelName"], "ModelName", 422)
         try:
             return self.put(ENDPOINT_CONFIG, config_name, "Created", {
                 **origin, "description": body.get("Description", ""), "model_names": [model.name],
-                "container": model.payload.get("container"), "deployment": _variant(body),
-                "artifacts": model.payload.get("artifacts"), "raw": _public(body)})
+                "container": model.payload.get("container"), "deployment": production_variant(body),
+                "artifacts": model.payload.get("artifacts"), "raw": public_request(body)})
         except BaseException:
             if created is not None:
                 self.delete_model(created.name)
@@ -437,7 +220,7 @@ class LocalModelLifecycle(ModelLifecycle):
         if config_name and not set(self.endpoints_using("endpoint_config", config_name)) - {record.name}:
             self.store.delete_record(self.record_id(ENDPOINT_CONFIG, config_name))
             deleted.append(f"endpoint configuration {config_name}")
-        remaining = [f"model {name}" for name in _as_list(record.payload.get("model_names"))]
+        remaining = [f"model {name}" for name in as_list(record.payload.get("model_names"))]
         self.update(record, FAILED, exists=False, failure_reason=reason,
                     cleanup={"deleted": deleted, "remaining": remaining})
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
@@ -670,105 +453,3 @@ def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tupl
         return
     yield path.read_bytes(), content_type
 
-
-# -- shared small helpers ----------------------------------------------------------------------
-
-def finished_training_job(store: JobStore, job_id: str) -> Job:
-    """Return a COMPLETED training job of this executor, or raise InvalidRequest naming TrainingJobId."""
-    job = store.get(job_id.lower())
-    if job is None or job.kind != TRAINING:
-        raise InvalidRequest("TrainingJobId", f"no training job {job_id}")
-    if job.status is not JobStatus.COMPLETED:
-        raise InvalidRequest("TrainingJobId", f"training job {job_id} is {job.status.value}; a model can be "
-                                              "registered once it is COMPLETED", status=409)
-    return job
-
-
-def _model_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The register-model body an endpoint registration carries."""
-    return {key: body[key] for key in ("ModelName", "ExecutionRoleArn", "PrimaryContainer", "TrainingJobId",
-                                       "InstanceType", "Tags") if key in body}
-
-
-def _variant(body: dict[str, Any]) -> dict[str, Any]:
-    return {"VariantName": body.get("VariantName", "AllTraffic"), "ModelName": body["ModelName"],
-            "InitialInstanceCount": body.get("InitialInstanceCount", 1), "InstanceType": body.get("InstanceType")}
-
-
-def _public(body: dict[str, Any]) -> dict[str, Any]:
-    """A request without the fields the executor adds for itself."""
-    return {key: value for key, value in body.items() if key not in ("adapter", "project")}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else ([] if value is None else [value])
-
-
-def aws_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-
-
-def aws_text(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        return f"{response['Error'].get('Code')}: {response['Error'].get('Message')}"
-    return str(exc)
-
-
-# -- wiring ------------------------------------------------------------------------------------
-
-def make_model_lifecycle(config: Config, store: JobStore, clients: ClientFactory, backend_name: str) -> ModelLifecycle:
-    """Return the lifecycle for a backend: SageMaker's for 'sagemaker', else the local one."""
-    if backend_name == "sagemaker":
-        from mlops.sagemaker_models import SageMakerModelLifecycle
-
-        return SageMakerModelLifecycle(config, store, clients)
-    return LocalModelLifecycle(config, store, clients)
-
-
-def attach_model_lifecycle(backend: Backend, lifecycle: ModelLifecycle) -> Backend:
-    """Make a backend run endpoint and transform jobs by forwarding them to a lifecycle; return it.
-
-    The backend gains the lifecycle's kinds; check, run, cancel and recover of those kinds, and the
-    monitor cycle for their jobs, go to the lifecycle; everything else goes where it went before.
-    Routes find the lifecycle as `backend.model_lifecycle`. A backend that has one keeps it.
-    """
-    if getattr(backend, "model_lifecycle", None) is not None:
-        return backend
-    original = {name: getattr(backend, name) for name in ("check", "run", "cancel", "recover", "monitor", "close")}
-    mine = lifecycle.kinds
-
-    def check(kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        return lifecycle.check(kind, request, secrets) if kind in mine else original["check"](kind, request, secrets)
-
-    def run(ctx: JobContext) -> None:
-        return lifecycle.run(ctx) if ctx.job.kind in mine else original["run"](ctx)
-
-    def cancel(job: Job) -> bool:
-        return lifecycle.cancel(job) if job.kind in mine else original["cancel"](job)
-
-    def recover(job: Job) -> str:
-        return lifecycle.recover(job) if job.kind in mine else original["recover"](job)
-
-    def monitor(jobs: list[Job], context_for: ContextFactory) -> None:
-        others = [job for job in jobs if job.kind not in mine]
-        if others:
-            original["monitor"](others, context_for)
-        ours = [job for job in jobs if job.kind in mine]
-        if ours:
-            lifecycle.monitor(ours, context_for)
-
-    def close() -> None:
-        lifecycle.close()
-        original["close"]()
-
-    backend.kinds = frozenset(backend.kinds) | mine  # type: ignore[misc]
-    backend.check = check  # type: ignore[method-assign]
-    backend.run = run  # type: ignore[method-assign]
-    backend.cancel = cancel  # type: ignore[method-assign]
-    backend.recover = recover  # type: ignore[method-assign]
-    backend.monitor = monitor  # type: ignore[method-assign]
-    backend.close = close  # type: ignore[method-assign]
-    backend.model_lifecycle = lifecycle  # type: ignore[attr-defined]
-    return backend

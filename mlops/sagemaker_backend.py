@@ -23,12 +23,11 @@ from config import Config
 from db import Job, JobStatus, JobStore
 from mlops import automl, pricing, script_contract
 from mlops import validation as v
-from mlops.aws import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, error_code, error_text,
-                       is_not_found, training_job_name)
+from mlops.aws import JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, is_not_found, training_job_name
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.dataset_upload import upload_source
-from mlops.errors import InvalidRequest, SageMakerJobError
+from mlops.errors import InvalidRequest, SageMakerJobError, error_code, error_text
 from mlops.sagemaker_logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)

@@ -18,10 +18,10 @@ from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
-from mlops.errors import BackendError, InvalidRequest
-from mlops.local_serving import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
-                                 TRANSFORM_RECORD, ModelLifecycle, _as_list, _model_body, _public, _variant,
-                                 aws_code, aws_text, finished_training_job)
+from mlops.errors import BackendError, InvalidRequest, error_code, error_text
+from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+                                   TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
+                                   production_variant, public_request)
 from mlops.staging import S3_URI
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             answer = getattr(self._sagemaker(adapter), operation)(**params)
         except ClientError as exc:
-            if aws_code(exc) == "ValidationException" and _says_not_found(exc):
+            if error_code(exc) == "ValidationException" and _says_not_found(exc):
                 return None
             raise refusal(exc, "", operation) from exc
         answer.pop("ResponseMetadata", None)
@@ -155,7 +155,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             getattr(self._sagemaker(adapter), operation)(**params)
         except ClientError as exc:
-            if not (aws_code(exc) == "ValidationException" and _says_not_found(exc)):
+            if not (error_code(exc) == "ValidationException" and _says_not_found(exc)):
                 raise refusal(exc, "id", operation) from exc
 
     # -- endpoint configurations -----------------------------------------------------------------
@@ -171,12 +171,12 @@ class SageMakerModelLifecycle(ModelLifecycle):
                                  status=409)
         created = None
         if body.get("PrimaryContainer") or body.get("TrainingJobId"):
-            created = self.register_model(_model_body(body), origin)
+            created = self.register_model(model_body(body), origin)
         elif not (self.find(MODEL, body["ModelName"]) or
                   self._exists("describe_model", adapter, ModelName=body["ModelName"])):
             raise InvalidRequest("ModelName", f"no model named {body['ModelName']!r}: register it, or give "
                                               "PrimaryContainer or TrainingJobId")
-        variant = _variant(body)
+        variant = production_variant(body)
         try:
             self._call("EndpointConfigName", "create_endpoint_config", adapter, EndpointConfigName=config_name,
                        ProductionVariants=[{**variant, "InitialVariantWeight": 1.0}],
@@ -222,9 +222,9 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
         except ClientError as exc:
-            if aws_code(exc) == "ModelError":
+            if error_code(exc) == "ModelError":
                 # The model's own code rejected the payload: the caller's input, the model's words.
-                raise InvalidRequest("body", aws_text(exc), status=400) from None
+                raise InvalidRequest("body", error_text(exc), status=400) from None
             raise refusal(exc, "id", "invoke_endpoint") from exc
         except BotoCoreError as exc:
             raise BackendError(f"cannot reach endpoint {name}: {exc}") from exc
@@ -304,7 +304,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         request, adapter = ctx.job.request, ctx.job.request.get("adapter")
         name = request["TransformJobName"]
         if self._exists("describe_transform_job", adapter, TransformJobName=name) is None:
-            params = {key: value for key, value in _public(request).items() if key != "Tags"}
+            params = {key: value for key, value in public_request(request).items() if key != "Tags"}
             if request.get("Tags"):
                 params["Tags"] = _tag_list(request["Tags"])
             try:
@@ -365,7 +365,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
     def _fail_create(self, record: Record, reason: str, adapter: str | None) -> str:
         """Delete what a failed creation left (the endpoint, its configuration); say what remains."""
         config_name = record.payload.get("target_config")
-        deleted, remaining = [], [f"model {name}" for name in _as_list(record.payload.get("model_names"))]
+        deleted, remaining = [], [f"model {name}" for name in as_list(record.payload.get("model_names"))]
         steps = [("endpoint", record.name, "delete_endpoint", {"EndpointName": record.name})]
         if config_name and not set(self.endpoints_using("endpoint_config", config_name)) - {record.name}:
             steps.append(("endpoint configuration", config_name, "delete_endpoint_config",
@@ -435,12 +435,12 @@ class SageMakerModelLifecycle(ModelLifecycle):
             s3.upload_fileobj(stream, bucket, key)
             head = s3.head_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            code = aws_code(exc)
+            code = error_code(exc)
             if code in ("NoSuchBucket", "404"):
                 raise InvalidRequest("Bucket", f"no bucket {bucket!r}", status=404) from None
             if code in ("AccessDenied", "403"):
                 raise InvalidRequest("Bucket", f"the executor may not write to {bucket!r}", status=403) from None
-            raise BackendError(f"cannot upload to s3://{bucket}/{key}: {aws_text(exc)}") from exc
+            raise BackendError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
         head.pop("ResponseMetadata", None)
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
             **origin, "description": description, "bucket": bucket, "key": key, "arn": f"s3://{bucket}/{key}",
@@ -454,13 +454,13 @@ class SageMakerModelLifecycle(ModelLifecycle):
                                                              Key=record.payload["key"])
         except (ClientError, BotoCoreError) as exc:
             raise BackendError(f"cannot delete s3://{record.payload['bucket']}/{record.payload['key']}: "
-                               f"{aws_text(exc)}") from exc
+                               f"{error_text(exc)}") from exc
         self.store.delete_record(record.id)
 
 
 def refusal(exc: Exception, field: str, operation: str) -> Exception:
     """Turn an AWS error into an answer: a 4xx naming the field for a refusal, BackendError otherwise."""
-    code, text = aws_code(exc), aws_text(exc)
+    code, text = error_code(exc), error_text(exc)
     if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
         return InvalidRequest(field, text, status=409)
     if code in ("ValidationException", "ValidationError"):
@@ -477,7 +477,7 @@ def refusal(exc: Exception, field: str, operation: str) -> Exception:
 
 
 def _says_not_found(exc: Exception) -> bool:
-    return any(hint in aws_text(exc).lower() for hint in _NOT_FOUND_HINTS)
+    return any(hint in error_text(exc).lower() for hint in _NOT_FOUND_HINTS)
 
 
 def _tag_list(tags: Any) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from config import Config
 from mlops.clients import ClientFactory
-from mlops.errors import BackendError, InvalidRequest
+from mlops.errors import BackendError, InvalidRequest, error_text
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
@@ -105,7 +105,7 @@ def publish_outputs(client: Any, request: dict[str, Any], log_path: Path, folder
         for path, key in uploads:
             client.upload_file(str(path), request["bucket"], key)
     except Exception as exc:  # botocore raises many unrelated types; the reason is what matters
-        raise BackendError(f"cannot upload outputs to s3://{request['bucket']}/{prefix}: {_error_text(exc)}") from exc
+        raise BackendError(f"cannot upload outputs to s3://{request['bucket']}/{prefix}: {error_text(exc)}") from exc
     return len(uploads)
 
 
@@ -146,7 +146,7 @@ def download_prefix(client: Any, bucket: str, prefix: str, dest: Path) -> int:
     except BackendError:
         raise
     except Exception as exc:  # botocore raises many unrelated types; the reason is what matters
-        raise BackendError(f"cannot download s3://{bucket}/{key_prefix}: {_error_text(exc)}") from exc
+        raise BackendError(f"cannot download s3://{bucket}/{key_prefix}: {error_text(exc)}") from exc
     if count == 0:
         raise BackendError(f"no files under s3://{bucket}/{key_prefix}")
     return count
@@ -173,14 +173,6 @@ def _inside(root: Path, relative: str) -> Path:
     if root.resolve() not in target.parents:
         raise BackendError(f"refusing object key {relative!r}: it leaves the job folder")
     return target
-
-
-def _error_text(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return str(exc)
 
 
 def files_under(root: Path) -> Iterable[Path]:

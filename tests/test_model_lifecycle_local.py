@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app, stop_server  # noqa: E402
-from mlops.local_serving import LocalModelLifecycle, attach_model_lifecycle  # noqa: E402
+from mlops.local_serving import LocalModelLifecycle  # noqa: E402
 
 API = "/api/service/v1"
 # Digits the model never saw: training uses the first 300 of sklearn's 1,797.
@@ -44,8 +44,6 @@ class Server:
 
         self.app = create_app({"data_dir": str(data_dir), "workers": "2", "shutdown_timeout": "5"})
         self.executor = self.app.config["EXECUTOR"]
-        attach_model_lifecycle(self.executor.backend,
-                               LocalModelLifecycle(self.executor.config, self.executor.store, self.executor.clients))
         self.storage_root = self.executor.config.storage_root
         self.executor.queue.start()
         self.server = create_server(self.app, host="127.0.0.1", port=0, threads=4)
@@ -294,7 +292,6 @@ def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(se
 def test_a_dataset_larger_than_the_upload_limit_is_refused(tmp_path: Path) -> None:
     app = create_app({"data_dir": str(tmp_path / "data"), "max_upload_bytes": "1000"})
     executor = app.config["EXECUTOR"]
-    attach_model_lifecycle(executor.backend, LocalModelLifecycle(executor.config, executor.store, executor.clients))
     client = app.test_client()
     answer = client.post(f"{API}/datasets", data={"Key": "big.bin", "file": (io.BytesIO(b"x" * 50_000), "big.bin")},
                          content_type="multipart/form-data")
@@ -303,6 +300,18 @@ def test_a_dataset_larger_than_the_upload_limit_is_refused(tmp_path: Path) -> No
         (executor.config.storage_root / "datasets").rglob("*.bin"))
     # The JSON routes keep the small body limit.
     assert client.post(f"{API}/models/register", data=b"x" * (2 << 20), content_type="application/json").status_code == 413
+    executor.store.close()
+
+
+def test_the_local_backend_keeps_its_own_extras_behind_the_model_lifecycle(tmp_path: Path) -> None:
+    executor = create_app({"data_dir": str(tmp_path / "data")}).config["EXECUTOR"]
+    backend = executor.backend
+
+    assert isinstance(backend.model_lifecycle, LocalModelLifecycle)
+    assert (backend.name, backend.kinds) == ("local", {"pipeline", "training", "endpoint", "transform"})
+    # The queue's shutdown looks stop_all up by name; only the local backend has it.
+    assert hasattr(backend, "stop_all") and backend.running_job_ids() == []
+    assert not hasattr(backend, "ready_check")
     executor.store.close()
 
 

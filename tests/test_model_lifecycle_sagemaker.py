@@ -32,8 +32,9 @@ from app import create_app  # noqa: E402
 from db import Job, JobStatus  # noqa: E402
 from mlops.base import TRAINING, Backend, JobContext  # noqa: E402
 from mlops.clients import ClientFactory  # noqa: E402
-from mlops.local_serving import attach_model_lifecycle  # noqa: E402
+from mlops.model_lifecycle import with_model_lifecycle  # noqa: E402
 from mlops.sagemaker_models import SageMakerModelLifecycle  # noqa: E402
+from mlops.validation import validate_instance_type  # noqa: E402
 
 API = "/api/service/v1"
 REGION = "us-east-1"
@@ -64,8 +65,6 @@ class Harness:
         self.app = create_app({"data_dir": str(data_dir), "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE},
                               clients=self.clients, backend=RemoteOnly())
         self.executor = self.app.config["EXECUTOR"]
-        attach_model_lifecycle(self.executor.backend,
-                               SageMakerModelLifecycle(self.executor.config, self.executor.store, self.clients))
         self.http = self.app.test_client()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
         self.moto = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
@@ -150,6 +149,28 @@ def test_a_finished_training_job_is_registered_with_the_pytorch_inference_image(
     assert record["sourceID"] == described["ModelArn"] and record["sourceOrg"] == "AWS SageMaker"
     assert json.loads(record["rawPayload"])["ModelName"] == "digits"
     assert harness.call("POST", "/models/register", {"ModelName": "digits", "TrainingJobId": job_id})[0] == 409
+
+
+def test_a_bad_sagemaker_field_in_a_model_route_answers_its_4xx_not_502(harness: Harness,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # validation.py's InvalidSageMakerField is an InvalidRequest and a BackendError, and these routes
+    # answer BackendError 502. The training instance-type check stands in for a route that uses it.
+    monkeypatch.setattr(harness.executor.backend.model_lifecycle, "inference_image",
+                        lambda instance_type: validate_instance_type(instance_type, "InstanceType"))
+
+    status, body = harness.call("POST", "/models/register", {
+        "ModelName": "digits", "TrainingJobId": finished_training_job(harness), "InstanceType": "ml.nope.large"})
+
+    assert (status, body["field"]) == (422, "InstanceType"), body
+    assert "digits" not in harness.models()
+
+
+def test_the_training_backend_runs_model_jobs_too_and_is_wrapped_once(harness: Harness) -> None:
+    backend = harness.executor.backend
+
+    assert isinstance(backend.model_lifecycle, SageMakerModelLifecycle)
+    assert (backend.name, backend.remote, backend.kinds) == ("sagemaker", True, {"endpoint", "transform"})
+    assert with_model_lifecycle(backend, harness.executor.config, harness.executor.store, harness.clients) is backend
 
 
 def test_an_endpoint_is_created_by_a_queued_job_that_the_monitor_ends(harness: Harness) -> None:
