@@ -109,6 +109,12 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
     if _depth(body) > MAX_DEPTH:
         raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400)
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)",
+                             status=400) from None
     validate(body, schema)
     return body
 
