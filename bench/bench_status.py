@@ -66,7 +66,7 @@ def measure(count: int, requests: int) -> dict[str, float]:
             status_paths = (f"/execute/{rng.choice(ids)}/getStatus" for _ in iter(int, 1))
             sequential_latencies(service.url, status_paths, 200)  # warm-up
             status_ms = sequential_latencies(service.url, status_paths, requests)
-            list_ms = sequential_latencies(service.url, (f"/execute" for _ in iter(int, 1)), max(100, requests // 10))
+            list_ms = sequential_latencies(service.url, ("/execute" for _ in iter(int, 1)), max(100, requests // 10))
         finally:
             stop_executor(service)
     return {"jobs": count, "fill_s": fill_s, "size_mb": size_mb, "ready_s": ready_s,

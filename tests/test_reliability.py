@@ -219,13 +219,13 @@ class FaultInjector:
 
 
 def test_throttling_and_connection_errors_on_30_percent_of_aws_calls_change_no_outcome(
-        make_app, tmp_path, moto_url, created_training_jobs, monkeypatch):
+        tmp_path, moto_url, created_training_jobs, monkeypatch):
     for name, value in sagemaker_env(moto_url).items():
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     faults = FaultInjector()
-    clients = ClientFactory(region=REGION, session_factory=faults.session)
+    fault_clients = ClientFactory(region=REGION, session_factory=faults.session)
     storage = tmp_path / "storage"
     write_pipeline(storage, "Demo/pipe", "print('pipeline')\n")
     from app import create_app
@@ -233,7 +233,7 @@ def test_throttling_and_connection_errors_on_30_percent_of_aws_calls_change_no_o
     app = create_app({"data_dir": str(tmp_path / "data"), "local_storage_root": str(storage), "backend": "sagemaker",
                       "workers": "4", "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE_ARN, "aws_region": REGION,
                       "training_image": sagemaker_env(moto_url)["EXECUTOR_TRAINING_IMAGE"],
-                      "monitor_interval": "0.1", "shutdown_timeout": "5"}, clients=clients)
+                      "monitor_interval": "0.1", "shutdown_timeout": "5"}, clients=fault_clients)
     executor = app.config["EXECUTOR"]
     executor.queue.start()
     try:
@@ -339,7 +339,7 @@ def test_a_full_disk_is_a_clear_503_and_nothing_half_created(small_disk, make_ap
 
 
 def test_a_monitor_cycle_cut_short_at_a_completed_job_ends_it_the_next_cycle(
-        backend, store, clients, bundled_scripts, tmp_path):  # noqa: F811
+        backend, store, bundled_scripts, tmp_path):  # noqa: F811
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
     job = new_running_job(store, "training", backend.check("training", training_request(dataset, bundled_scripts),
                                                            {}), tmp_path)
