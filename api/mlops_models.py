@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify, request, url_for
 from api import _invalid_request, model_schemas
 from api.docs import documented
 from api.schemas import json_body, validate
-from api.views import executor, format_time
+from api.views import essedum_origin, executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import BackendError, InvalidRequest
@@ -27,7 +27,6 @@ from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MA
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
 NAME = re.compile(model_schemas.RESOURCE_NAME)
-ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
 ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum adapter (picks the AWS profile)"},
                 "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
@@ -50,16 +49,6 @@ def lifecycle() -> ModelLifecycle:
         raise InvalidRequest("", f"the {executor().backend.name} backend has no model lifecycle attached",
                              status=501)
     return found
-
-
-def origin() -> dict[str, Any]:
-    """The Essedum adapter instance and project a request names (query parameters or headers)."""
-    values = {"adapter": request.args.get("adapter_instance"),
-              "project": request.args.get("project") or request.headers.get("Project")}
-    for field, value in values.items():
-        if value is not None and not ORIGIN_TEXT.match(value):
-            raise InvalidRequest(field, "must be 1-255 letters, digits or . : @ / - _ space", status=400)
-    return values
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -119,7 +108,7 @@ def _found(type: str, name: str) -> Record:
 @documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
 def register_model():
     body = json_body(model_schemas.MODEL)
-    return jsonify(record_view(lifecycle().register_model(body, origin()))), 201
+    return jsonify(record_view(lifecycle().register_model(body, essedum_origin()))), 201
 
 
 @blueprint.get("/models/list")
@@ -134,7 +123,7 @@ def get_model(model_id: str):
 
 @blueprint.delete("/models/<model_id>")
 def delete_model(model_id: str):
-    lifecycle().delete_model(_path_name(model_id), origin()["adapter"])
+    lifecycle().delete_model(_path_name(model_id), essedum_origin()["adapter"])
     return jsonify(message=f"model {model_id} deleted", id=model_id, type=MODEL)
 
 
@@ -145,7 +134,7 @@ def delete_model(model_id: str):
             query=ORIGIN_QUERY)
 def register_endpoint():
     body = json_body(model_schemas.ENDPOINT_CONFIG)
-    return jsonify(record_view(lifecycle().register_endpoint(body, origin()))), 201
+    return jsonify(record_view(lifecycle().register_endpoint(body, essedum_origin()))), 201
 
 
 @blueprint.post("/endpoints/<endpoint_id>/deploy_model")
@@ -160,7 +149,7 @@ def deploy_model(endpoint_id: str):
     if not config_name:
         raise InvalidRequest("EndpointConfigName", "is required", status=400)
     deployment = {"EndpointName": body.get("EndpointName") or endpoint_id, "EndpointConfigName": config_name,
-                  **({"Tags": body["Tags"]} if body.get("Tags") else {}), **origin()}
+                  **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
     job, record = lifecycle().submit(executor().queue, ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
@@ -183,7 +172,7 @@ def get_endpoint(endpoint_id: str):
 @blueprint.route("/endpoints/<endpoint_id>/delete", methods=["GET", "POST", "DELETE"])
 def delete_endpoint(endpoint_id: str):
     _path_name(endpoint_id)
-    adapter = origin()["adapter"]
+    adapter = essedum_origin()["adapter"]
     if lifecycle().find(ENDPOINT_RECORD, endpoint_id):
         lifecycle().delete_endpoint(endpoint_id, adapter)
         return jsonify(message=f"endpoint {endpoint_id} deleted", id=endpoint_id, type=ENDPOINT_RECORD)
@@ -197,7 +186,7 @@ def delete_endpoint(endpoint_id: str):
 def infer(endpoint_id: str):
     _path_name(endpoint_id)
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
-    adapter = origin()["adapter"]
+    adapter = essedum_origin()["adapter"]
     body, content_type = _inference_payload(adapter)
     accept = request.headers.get("Accept")
     accept = None if not accept or accept.strip() == "*/*" else accept
@@ -251,7 +240,7 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = lifecycle().submit(executor().queue, TRANSFORM, {**body, **origin()})
+    job, record = lifecycle().submit(executor().queue, TRANSFORM, {**body, **essedum_origin()})
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
@@ -283,7 +272,7 @@ def upload_dataset():
     if upload is None:
         raise InvalidRequest("file", "is required", status=400)
     record = lifecycle().upload_dataset(form.get("Bucket"), form["Key"], upload.stream, upload.filename,
-                                        origin(), form.get("Description", ""))
+                                        essedum_origin(), form.get("Description", ""))
     return jsonify(record_view(record)), 201
 
 
@@ -299,5 +288,5 @@ def get_dataset(dataset_id: str):
 
 @blueprint.delete("/datasets/<path:dataset_id>")
 def delete_dataset(dataset_id: str):
-    lifecycle().delete_dataset(dataset_id, origin()["adapter"])
+    lifecycle().delete_dataset(dataset_id, essedum_origin()["adapter"])
     return jsonify(message=f"dataset {dataset_id} deleted", id=dataset_id, type=DATASET)

@@ -11,12 +11,12 @@ import re
 import uuid
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, url_for
 
 from api import schemas
 from api.docs import documented
 from api.execute import submit_pipeline
-from api.views import executor, format_time
+from api.views import essedum_origin, executor, format_time
 from db import Job, JobStatus
 from mlops import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
@@ -28,7 +28,6 @@ blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 cloud_blueprint = Blueprint("cloudconnect", __name__)
 
 TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
-ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
 # What the Essedum record's status carries when AWS has not (yet) described the job.
 STATUS_WITHOUT_AWS = {JobStatus.WAITING: "Pending", JobStatus.RUNNING: "InProgress",
                       JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
@@ -81,17 +80,8 @@ AUTOML_JOB = {
 }
 
 
-def _origin() -> dict[str, Any]:
-    values = {"adapter": request.args.get("adapter_instance"),
-              "project": request.args.get("project") or request.headers.get("Project")}
-    for field, value in values.items():
-        if value is not None and not ORIGIN_TEXT.match(value):
-            raise InvalidRequest(field, "must be 1-255 letters, digits or . : @ / - _ space", status=400)
-    return values
-
-
 def _submit_automl(automl_request: dict[str, Any]) -> Job:
-    return executor().queue.submit(AUTOML, {**automl_request, "origin": _origin()})
+    return executor().queue.submit(AUTOML, {**automl_request, "origin": essedum_origin()})
 
 
 def _accepted(job: Job, status: int):

@@ -1,10 +1,13 @@
 """How jobs are shown over HTTP: the Essedum status shape, the seed README's status shape, times."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, tzinfo
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
+
+from mlops.errors import InvalidRequest
 
 from db import Job, JobStatus, JobStore
 
@@ -12,6 +15,19 @@ from db import Job, JobStatus, JobStore
 def executor():
     """Return the running executor (store, queue, backend, config) of this app."""
     return current_app.config["EXECUTOR"]
+
+
+ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
+
+
+def essedum_origin() -> dict[str, Any]:
+    """The Essedum adapter instance and project a request names (query parameters or headers)."""
+    values = {"adapter": request.args.get("adapter_instance"),
+              "project": request.args.get("project") or request.headers.get("Project")}
+    for field, value in values.items():
+        if value is not None and not ORIGIN_TEXT.match(value):
+            raise InvalidRequest(field, "must be 1-255 letters, digits or . : @ / - _ space", status=400)
+    return values
 
 
 def format_time(epoch: float | None, zone: tzinfo | None) -> str | None:

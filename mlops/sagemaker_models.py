@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import Job, JobStatus, JobStore, Record
+from mlops.aws import is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_code, error_text
@@ -32,7 +33,6 @@ INFERENCE_ENVIRONMENT = {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBM
                          "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
 DEFAULT_INFERENCE_INSTANCE = "ml.m5.large"
 SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"})
-_NOT_FOUND_HINTS = ("could not find", "not found", "does not exist")
 
 
 class SageMakerModelLifecycle(ModelLifecycle):
@@ -62,7 +62,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             answer = getattr(self._sagemaker(adapter), operation)(**params)
         except ClientError as exc:
-            if error_code(exc) == "ValidationException" and _says_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise refusal(exc, "", operation) from exc
         answer.pop("ResponseMetadata", None)
@@ -155,7 +155,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             getattr(self._sagemaker(adapter), operation)(**params)
         except ClientError as exc:
-            if not (error_code(exc) == "ValidationException" and _says_not_found(exc)):
+            if not is_not_found(exc):
                 raise refusal(exc, "id", operation) from exc
 
     # -- endpoint configurations -----------------------------------------------------------------
@@ -464,7 +464,7 @@ def refusal(exc: Exception, field: str, operation: str) -> Exception:
     if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
         return InvalidRequest(field, text, status=409)
     if code in ("ValidationException", "ValidationError"):
-        return InvalidRequest(field, text, status=404 if _says_not_found(exc) else 422)
+        return InvalidRequest(field, text, status=404 if is_not_found(exc) else 422)
     if code in ("ResourceInUse", "ConflictException"):
         return InvalidRequest(field, text, status=409)
     if code == "ResourceNotFound":
@@ -474,10 +474,6 @@ def refusal(exc: Exception, field: str, operation: str) -> Exception:
     if code in THROTTLING_CODES:
         return BackendError(f"{operation}: AWS is throttling the executor: {text}")
     return BackendError(f"{operation} failed: {text}")
-
-
-def _says_not_found(exc: Exception) -> bool:
-    return any(hint in error_text(exc).lower() for hint in _NOT_FOUND_HINTS)
 
 
 def _tag_list(tags: Any) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -100,9 +101,29 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
+    @property
+    def storage_root(self) -> Path:
+        return self.executor.config.storage_root
+
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                raw: bytes | None = None) -> tuple[int, Any]:
-        return http_request(self.url, method, path, body, headers, raw)
+                raw: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
+        return http_request(self.url, method, path, body, headers, raw, content_type=content_type)
+
+    def upload(self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes, str]]) -> tuple[int, Any]:
+        """POST a multipart form: fields, and files as (field, filename, content, content type)."""
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                 for name, value in fields.items()]
+        for name, filename, content, kind in files:
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                         f"Content-Type: {kind}\r\n\r\n".encode() + content + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        return self.request("POST", path, raw=b"".join(parts), content_type=f"multipart/form-data; boundary={boundary}")
+
+    def wait(self, path: str, done: Callable[[Any], bool], timeout: float = 60) -> Any:
+        """Poll a GET route until done(body) holds; fail the test after timeout seconds."""
+        return wait_for(lambda: (answer := self.request("GET", path))[0] == 200 and done(answer[1]) and answer[1],
+                        timeout=timeout, interval=0.1)
 
     def close(self) -> None:
         stop_server(self.server, self.thread)
@@ -110,12 +131,12 @@ class LiveServer:
 
 
 def http_request(base: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                 raw: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
+                 raw: bytes | None = None, timeout: float = 60, content_type: str = "application/json") -> tuple[int, Any]:
     """Send one HTTP request and return (status, parsed JSON or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(base + path, data=data, method=method)
     if data is not None:
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import pipeline_body, wait_final, wait_for, write_pipeline
+from conftest import pipeline_body, wait_final, write_pipeline
 
 ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 

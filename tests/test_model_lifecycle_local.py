@@ -10,13 +10,9 @@ import io
 import json
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,80 +20,17 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from app import create_app, stop_server  # noqa: E402
-from mlops.local_serving import LocalModelLifecycle  # noqa: E402
+from conftest import ROOT, LiveServer
+from mlops.local_serving import LocalModelLifecycle
 
 API = "/api/service/v1"
 # Digits the model never saw: training uses the first 300 of sklearn's 1,797.
 HELD_OUT = slice(1500, 1600)
 
 
-class Server:
-    """The executor app with the local lifecycle attached, its queue running, behind waitress."""
-
-    def __init__(self, data_dir: Path):
-        from waitress.server import create_server
-
-        self.app = create_app({"data_dir": str(data_dir), "workers": "2", "shutdown_timeout": "5"})
-        self.executor = self.app.config["EXECUTOR"]
-        self.storage_root = self.executor.config.storage_root
-        self.executor.queue.start()
-        self.server = create_server(self.app, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, payload = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, payload = error.code, error.read()
-        try:
-            return status, json.loads(payload)
-        except ValueError:
-            return status, payload.decode(errors="replace")
-
-    def upload(self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes, str]]) -> tuple[int, Any]:
-        boundary = uuid.uuid4().hex
-        parts = []
-        for name, value in fields.items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-        for name, filename, content, kind in files:
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                         f"Content-Type: {kind}\r\n\r\n".encode() + content + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        return self.call("POST", path, raw=b"".join(parts), content_type=f"multipart/form-data; boundary={boundary}")
-
-    def wait(self, path: str, done: Callable[[Any], bool], timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, body = self.call("GET", path)
-            if status == 200 and done(body):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{path} did not settle within {timeout} s: {body}")
-
-    def close(self) -> None:
-        stop_server(self.server, self.thread)
-        self.executor.queue.stop(timeout=5)
-        self.executor.store.close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data")
-    yield running
-    running.close()
+def server(live_server) -> LiveServer:
+    return live_server()
 
 
 def tiny_model(folder: Path) -> Path:
@@ -109,15 +42,15 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def deploy(server: Server, model: str, endpoint: str, **model_source: Any) -> dict[str, Any]:
+def deploy(server: LiveServer, model: str, endpoint: str, **model_source: Any) -> dict[str, Any]:
     """Register a model and an endpoint configuration, deploy, and wait until the endpoint settles."""
-    status, body = server.call("POST", f"{API}/models/register", {"ModelName": model, **model_source})
+    status, body = server.request("POST", f"{API}/models/register", {"ModelName": model, **model_source})
     assert status == 201, body
-    status, body = server.call("POST", f"{API}/endpoints/register", {
+    status, body = server.request("POST", f"{API}/endpoints/register", {
         "ModelName": model, "EndpointConfigName": f"{endpoint}-config", "VariantName": "AllTraffic",
         "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"})
     assert status == 201, body
-    status, body = server.call("POST", f"{API}/endpoints/{endpoint}/deploy_model",
+    status, body = server.request("POST", f"{API}/endpoints/{endpoint}/deploy_model",
                                {"EndpointConfigName": f"{endpoint}-config", "EndpointName": endpoint})
     assert status == 202, body
     assert body["status"] in ("Creating", "InService") and body["jobId"]
@@ -130,11 +63,11 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: Server) -> None:
+def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: LiveServer) -> None:
     dataset = server.storage_root / "digits"
     subprocess.run([sys.executable, str(ROOT / "training_scripts" / "make_digits_dataset.py"), str(dataset),
                     "--limit", "300"], check=True, capture_output=True)
-    status, body = server.call("POST", f"{API}/pipelines/training", {
+    status, body = server.request("POST", f"{API}/pipelines/training", {
         "name": "digits", "dataset": "digits", "hyperparameters": {"epochs": 3, "image-size": 8}})
     assert status == 202, body
     training = server.wait(f"/status/{body['job_id']}",
@@ -144,7 +77,7 @@ def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: 
     endpoint = deploy(server, "digits-cnn", "digits", TrainingJobId=body["job_id"])
     assert endpoint["status"] == "InService", endpoint
     assert endpoint["deployment"]["models"] == ["digits-cnn"]
-    status, model = server.call("GET", f"{API}/models/digits-cnn")
+    status, model = server.request("GET", f"{API}/models/digits-cnn")
     assert model["container"]["ModelDataUrl"].endswith("model")
     assert "code/inference.py" in model["artifacts"]["files"]
     assert json.loads(model["rawPayload"])["TrainingJobId"] == body["job_id"]
@@ -152,7 +85,7 @@ def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: 
     digits = load_digits()
     images = np.rint(digits.images[HELD_OUT] * (255 / 16))
     labels = [str(label) for label in digits.target[HELD_OUT]]
-    status, answer = server.call("POST", f"{API}/endpoints/digits/infer", {"instances": images.tolist()})
+    status, answer = server.request("POST", f"{API}/endpoints/digits/infer", {"instances": images.tolist()})
     assert status == 200, answer
     predicted = [item["label"] for item in answer["predictions"]]
     accuracy = float(np.mean([p == t for p, t in zip(predicted, labels)]))
@@ -162,7 +95,7 @@ def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: 
 
     # The same digits as base64 PNGs in JSON, and as multipart uploads, get the same answers.
     encoded = [base64.b64encode(png(image)).decode() for image in images[:5]]
-    status, from_base64 = server.call("POST", f"{API}/endpoints/digits/infer", {"instances": encoded})
+    status, from_base64 = server.request("POST", f"{API}/endpoints/digits/infer", {"instances": encoded})
     assert status == 200 and [item["label"] for item in from_base64["predictions"]] == predicted[:5]
     status, one = server.upload(f"{API}/endpoints/digits/infer", {}, [("file", "d.png", png(images[0]), "image/png")])
     assert status == 200 and one["predictions"][0]["label"] == predicted[0]
@@ -175,7 +108,7 @@ def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: 
     batch.mkdir()
     for number in range(4):
         (batch / f"digit{number}.png").write_bytes(png(images[number]))
-    status, transform = server.call("POST", f"{API}/pipelines/inference", {
+    status, transform = server.request("POST", f"{API}/pipelines/inference", {
         "TransformJobName": "digits-batch", "ModelName": "digits-cnn",
         "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "batch"}}}})
     assert status == 202, transform
@@ -186,23 +119,23 @@ def test_a_model_trained_here_is_deployed_and_predicts_digits_over_http(server: 
     assert written == predicted[:4]
 
 
-def test_deleting_a_model_in_use_answers_409_naming_the_endpoint(server: Server) -> None:
+def test_deleting_a_model_in_use_answers_409_naming_the_endpoint(server: LiveServer) -> None:
     tiny_model(server.storage_root / "models" / "tiny")
     assert deploy(server, "tiny", "tiny-ep", Containers=[{"ModelDataUrl": "models/tiny"}])["status"] == "InService"
 
-    status, body = server.call("DELETE", f"{API}/models/tiny")
+    status, body = server.request("DELETE", f"{API}/models/tiny")
     assert status == 409 and body["endpoints"] == ["tiny-ep"] and "tiny-ep" in body["error"]
-    status, body = server.call("DELETE", f"{API}/endpoints/tiny-ep-config")
+    status, body = server.request("DELETE", f"{API}/endpoints/tiny-ep-config")
     assert status == 409 and "tiny-ep" in body["error"]
 
-    assert server.call("DELETE", f"{API}/endpoints/tiny-ep")[0] == 200
-    assert server.call("POST", f"{API}/endpoints/tiny-ep/infer", {"instances": [[[0] * 8] * 8]})[0] == 404
-    assert server.call("GET", f"{API}/endpoints/tiny-ep-config/delete")[0] == 200
-    assert server.call("DELETE", f"{API}/models/tiny")[0] == 200
-    assert server.call("GET", f"{API}/models/list") == (200, [])
+    assert server.request("DELETE", f"{API}/endpoints/tiny-ep")[0] == 200
+    assert server.request("POST", f"{API}/endpoints/tiny-ep/infer", {"instances": [[[0] * 8] * 8]})[0] == 404
+    assert server.request("GET", f"{API}/endpoints/tiny-ep-config/delete")[0] == 200
+    assert server.request("DELETE", f"{API}/models/tiny")[0] == 200
+    assert server.request("GET", f"{API}/models/list") == (200, [])
 
 
-def test_a_model_that_cannot_load_fails_the_endpoint_and_removes_its_config(server: Server) -> None:
+def test_a_model_that_cannot_load_fails_the_endpoint_and_removes_its_config(server: LiveServer) -> None:
     broken = server.storage_root / "models" / "broken"
     broken.mkdir(parents=True)
     (broken / "model.pt").write_bytes(b"not a TorchScript archive")
@@ -212,16 +145,16 @@ def test_a_model_that_cannot_load_fails_the_endpoint_and_removes_its_config(serv
     assert endpoint["status"] == "Failed"
     assert "could not be loaded" in endpoint["failureReason"]
     assert endpoint["cleanup"] == {"deleted": ["endpoint configuration broken-ep-config"], "remaining": ["model broken"]}
-    assert server.call("GET", f"{API}/endpoints/broken-ep-config")[0] == 404
-    status, body = server.call("POST", f"{API}/endpoints/broken-ep/infer", {"instances": [[[0] * 8] * 8]})
+    assert server.request("GET", f"{API}/endpoints/broken-ep-config")[0] == 404
+    status, body = server.request("POST", f"{API}/endpoints/broken-ep/infer", {"instances": [[[0] * 8] * 8]})
     assert status == 409 and body["endpoint_status"] == "Failed"
     # Nothing is left serving the model, so it can go.
-    assert server.call("DELETE", f"{API}/models/broken")[0] == 200
+    assert server.request("DELETE", f"{API}/models/broken")[0] == 200
 
 
-def test_records_have_the_essedum_shape_with_a_json_raw_payload(server: Server) -> None:
+def test_records_have_the_essedum_shape_with_a_json_raw_payload(server: LiveServer) -> None:
     tiny_model(server.storage_root / "models" / "tiny")
-    status, body = server.call("POST", f"{API}/models/register?adapter_instance=aws1&project=Demo",
+    status, body = server.request("POST", f"{API}/models/register?adapter_instance=aws1&project=Demo",
                                {"ModelName": "tiny", "Description": "<b>two & classes</b>",
                                 "Containers": [{"ModelDataUrl": "models/tiny", "Image": "local"}]})
     assert status == 201
@@ -234,7 +167,7 @@ def test_records_have_the_essedum_shape_with_a_json_raw_payload(server: Server) 
     assert body["deployment"] == {"endpoints": []}
 
 
-def test_bad_requests_get_a_4xx_naming_the_field(server: Server) -> None:
+def test_bad_requests_get_a_4xx_naming_the_field(server: LiveServer) -> None:
     tiny_model(server.storage_root / "models" / "tiny")
     cases = [
         ("POST", "/models/register", {"ModelName": "bad_name", "Containers": [{"ModelDataUrl": "models/tiny"}]},
@@ -253,27 +186,27 @@ def test_bad_requests_get_a_4xx_naming_the_field(server: Server) -> None:
         ("GET", "/models/not_a_name", None, 400, "id"),
     ]
     for method, path, body, status, field in cases:
-        answer = server.call(method, API + path, body)
+        answer = server.request(method, API + path, body)
         assert answer[0] == status and answer[1]["field"] == field, (path, body, answer)
 
     assert deploy(server, "tiny", "tiny-ep", Containers=[{"ModelDataUrl": "models/tiny"}])["status"] == "InService"
-    status, body = server.call("POST", f"{API}/endpoints/tiny-ep/infer", raw=b"{not json")
+    status, body = server.request("POST", f"{API}/endpoints/tiny-ep/infer", raw=b"{not json")
     assert status == 400 and body["field"] == "body"
-    status, body = server.call("POST", f"{API}/endpoints/tiny-ep/infer", {"instances": "abc"})
+    status, body = server.request("POST", f"{API}/endpoints/tiny-ep/infer", {"instances": "abc"})
     assert status == 400 and body["field"] == "body"
-    status, body = server.call("POST", f"{API}/endpoints/tiny-ep/infer", [[[1.0] * 8] * 8])
+    status, body = server.request("POST", f"{API}/endpoints/tiny-ep/infer", [[[1.0] * 8] * 8])
     assert status == 200 and len(body["predictions"][0]) == 2
 
 
-def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(server: Server) -> None:
+def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(server: LiveServer) -> None:
     status, record = server.upload(f"{API}/datasets", {"Bucket": "essedum", "Key": "iris/train.csv"},
                                    [("file", "train.csv", b"a,b\n1,2\n", "text/csv")])
     assert status == 201, record
     assert (record["name"], record["status"], record["artifacts"]["size"]) == ("essedum/iris/train.csv", "Available", 8)
     stored = server.storage_root / "datasets" / "essedum" / "iris" / "train.csv"
     assert stored.read_bytes() == b"a,b\n1,2\n"
-    assert [item["name"] for item in server.call("GET", f"{API}/datasets/list")[1]] == ["essedum/iris/train.csv"]
-    assert server.call("GET", f"{API}/datasets/essedum/iris/train.csv")[1]["id"] == "essedum/iris/train.csv"
+    assert [item["name"] for item in server.request("GET", f"{API}/datasets/list")[1]] == ["essedum/iris/train.csv"]
+    assert server.request("GET", f"{API}/datasets/essedum/iris/train.csv")[1]["id"] == "essedum/iris/train.csv"
 
     for key in ("../escape.csv", "a/../../b.csv", "/etc/passwd", "a\\b.csv"):
         status, body = server.upload(f"{API}/datasets", {"Bucket": "essedum", "Key": key},
@@ -284,13 +217,13 @@ def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(se
     assert status == 201 and body["name"] == "essedum/folder/My_Data.csv"
     assert not list(server.storage_root.parent.glob("*.csv"))
 
-    assert server.call("DELETE", f"{API}/datasets/essedum/iris/train.csv")[0] == 200
+    assert server.request("DELETE", f"{API}/datasets/essedum/iris/train.csv")[0] == 200
     assert not stored.exists()
-    assert server.call("GET", f"{API}/datasets/essedum/iris/train.csv")[0] == 404
+    assert server.request("GET", f"{API}/datasets/essedum/iris/train.csv")[0] == 404
 
 
-def test_a_dataset_larger_than_the_upload_limit_is_refused(tmp_path: Path) -> None:
-    app = create_app({"data_dir": str(tmp_path / "data"), "max_upload_bytes": "1000"})
+def test_a_dataset_larger_than_the_upload_limit_is_refused(make_app) -> None:
+    app = make_app(max_upload_bytes="1000")
     executor = app.config["EXECUTOR"]
     client = app.test_client()
     answer = client.post(f"{API}/datasets", data={"Key": "big.bin", "file": (io.BytesIO(b"x" * 50_000), "big.bin")},
@@ -300,11 +233,10 @@ def test_a_dataset_larger_than_the_upload_limit_is_refused(tmp_path: Path) -> No
         (executor.config.storage_root / "datasets").rglob("*.bin"))
     # The JSON routes keep the small body limit.
     assert client.post(f"{API}/models/register", data=b"x" * (2 << 20), content_type="application/json").status_code == 413
-    executor.store.close()
 
 
-def test_the_local_backend_keeps_its_own_extras_behind_the_model_lifecycle(tmp_path: Path) -> None:
-    executor = create_app({"data_dir": str(tmp_path / "data")}).config["EXECUTOR"]
+def test_the_local_backend_keeps_its_own_extras_behind_the_model_lifecycle(make_app) -> None:
+    executor = make_app().config["EXECUTOR"]
     backend = executor.backend
 
     assert isinstance(backend.model_lifecycle, LocalModelLifecycle)
@@ -312,15 +244,14 @@ def test_the_local_backend_keeps_its_own_extras_behind_the_model_lifecycle(tmp_p
     # The queue's shutdown looks stop_all up by name; only the local backend has it.
     assert hasattr(backend, "stop_all") and backend.running_job_ids() == []
     assert not hasattr(backend, "ready_check")
-    executor.store.close()
 
 
-def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(server: Server) -> None:
+def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(server: LiveServer) -> None:
     tiny_model(server.storage_root / "models" / "tiny")
-    server.call("POST", f"{API}/models/register", {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
+    server.request("POST", f"{API}/models/register", {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
     (server.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
 
-    status, record = server.call("POST", f"{API}/pipelines/inference", {
+    status, record = server.request("POST", f"{API}/pipelines/inference", {
         "TransformJobName": "rows", "ModelName": "tiny",
         "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "rows.csv"}}, "ContentType": "text/csv"}})
     assert status == 202, record
@@ -329,7 +260,7 @@ def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(
     assert done["status"] == "Completed" and done["artifacts"]["records"] == 3, done
     lines = (Path(done["artifacts"]["output_dir"]) / "rows.csv.out").read_text().splitlines()
     assert [len(json.loads(line)["predictions"][0]) for line in lines] == [2, 2, 2]
-    status, body = server.call("POST", f"{API}/pipelines/inference", {
+    status, body = server.request("POST", f"{API}/pipelines/inference", {
         "TransformJobName": "other", "ModelName": "tiny",
         "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/rows.csv"}}}})
     assert (status, body["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
