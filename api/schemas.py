@@ -121,9 +121,20 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 def validate(body: Any, schema: dict[str, Any]) -> None:
     """Validate a document against a schema; raise InvalidRequest for its first error."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(body), key=_error_rank)
+    errors = sorted(_validator(schema).iter_errors(body), key=_error_rank)
     if errors:
         raise _invalid(errors[0])
+
+
+_validators: dict[int, Draft202012Validator] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    # Building a validator compiles the schema; the schemas are module constants, so build each once.
+    validator = _validators.get(id(schema))
+    if validator is None or validator.schema is not schema:
+        validator = _validators[id(schema)] = Draft202012Validator(schema)
+    return validator
 
 
 def _error_rank(error: ValidationError) -> tuple[int, int, str]:
