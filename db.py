@@ -2,9 +2,10 @@
 
 Connection policy: one connection per thread, opened on first use and kept for the thread's life
 (waitress and the queue use fixed thread pools, so the count is bounded). Connections run in
-autocommit mode; every write that must be atomic is one statement or one BEGIN IMMEDIATE block, so
-a writer takes the lock up front instead of failing half-way through a deferred transaction. WAL
-lets status polls read while a worker writes; the busy timeout absorbs short lock waits.
+autocommit mode; every write is one BEGIN IMMEDIATE block, so a writer takes the lock up front
+instead of failing half-way through a deferred transaction. The writers of one process queue on a
+lock before that (SQLite's own busy handler sleeps in steps of up to 100 ms); the busy timeout is
+left for writers of other processes. WAL lets status polls read while a worker writes.
 """
 from __future__ import annotations
 
