@@ -65,7 +65,9 @@ def _optional_str(text: str) -> str | None:
 
 
 def _path(text: str) -> Path:
-    return Path(text).expanduser()
+    # Absolute from the start: jobs run with their own working folder, where a relative path would
+    # point somewhere else.
+    return Path(text).expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class Config:
     @property
     def storage_root(self) -> Path:
         root = self.values.get("local_storage_root")
-        return Path(root).expanduser() if root else self.data_dir / "storage"
+        return Path(root).expanduser().resolve() if root else self.data_dir / "storage"
 
     def replace(self, **changes: Any) -> "Config":
         return Config({**self.values, **changes})

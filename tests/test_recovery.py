@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, pipeline_body, wait_for, write_pipeline
+from conftest import ROOT, http_request, pipeline_body, wait_for, write_pipeline
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
 
@@ -100,3 +100,27 @@ def test_invalid_settings_stop_the_start_naming_the_setting(tmp_path):
     assert result.returncode == 2 and "EXECUTOR_TIMEZONE" in result.stderr
     help_text = start("--help").stdout
     assert "--max-body-bytes" in help_text and "EXECUTOR_MAX_BODY_BYTES" in help_text
+
+
+def test_a_relative_data_folder_works_for_jobs_that_run_in_their_own_folder(tmp_path):
+    # The README's default is ./data: every path a job receives must still be absolute.
+    write_pipeline(tmp_path / "data" / "storage", "rel", "import os\nopen(os.path.join(os.environ['SM_MODEL_DIR'],"
+                                                          " 'out.txt'), 'w').write('ok')\n")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", "0", "--data-dir", "data"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "serving on" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "service exited"
+        url = "http://" + line.split("http://", 1)[1].split()[0]
+        job_id = http_request(url, "POST", "/execute", pipeline_body("rel", "python pipe1.py"))[1]["task_id"]
+        final = wait_for(lambda: (b := http_request(url, "GET", f"/execute/{job_id}/getStatus")[1])["task_status"]
+                         in FINAL and b)
+        assert final["task_status"] == "COMPLETED", final
+        assert Path(final["output_dir"]).is_absolute()
+        assert (Path(final["output_dir"]) / "model" / "out.txt").read_text() == "ok"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
