@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import IO, Any, Mapping
 
 from flask import Flask, g, has_request_context
 
@@ -105,9 +107,10 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
     executor: Executor = app.config["EXECUTOR"]
     config = executor.config
     stop_requested = stop_requested or threading.Event()
-    executor.queue.start()
+    # Bind first: an executor that cannot listen must not have recovered or started any job.
     server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
                            ident="executor", clear_untrusted_proxy_headers=True)
+    executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     logger.info("serving on http://%s:%s (backend %s, %d workers)", config.host, server.effective_port,
                 config.backend, config.workers)
@@ -146,10 +149,33 @@ def install_signal_handlers(stop_requested: threading.Event) -> None:
             signal.signal(getattr(signal, name), request_stop)
 
 
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on the data folder for the life of the process.
+
+    Two executors on one folder would each recover the other's running jobs as interrupted.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "executor.lock", "a+b")
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(f"EXECUTOR_DATA_DIR: another executor is already running on {data_dir}") from None
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the executor as a service."""
     try:
         config = load_config(overrides=parse_args(argv))
+        data_lock = lock_data_dir(config.data_dir)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -161,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stop_requested = threading.Event()
     install_signal_handlers(stop_requested)
-    serve(app, stop_requested)
+    try:
+        serve(app, stop_requested)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        return 2
+    finally:
+        data_lock.close()
     return 0
 
 

@@ -124,3 +124,15 @@ def test_a_relative_data_folder_works_for_jobs_that_run_in_their_own_folder(tmp_
         proc.kill()
         proc.wait(timeout=10)
         proc.stderr.close()
+
+
+def test_a_second_executor_on_the_same_data_folder_or_port_refuses_to_start(service, tmp_path):
+    first = service(tmp_path / "data")
+    second = subprocess.run([sys.executable, "app.py", "--port", "0", "--data-dir", str(tmp_path / "data")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and "another executor is already running" in second.stderr
+    port = first.url.rsplit(":", 1)[1]
+    third = subprocess.run([sys.executable, "app.py", "--port", port, "--data-dir", str(tmp_path / "other")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert third.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in third.stderr
+    assert "Traceback" not in third.stderr
