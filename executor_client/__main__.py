@@ -18,14 +18,15 @@ EXIT_CODES = {"COMPLETED": 0, "ERROR": 1, "CANCELLED": 3}
 USAGE, API_ERROR, INTERRUPTED = 2, 4, 130
 FINAL = frozenset(EXIT_CODES)
 BAR_WIDTH = 24
+DEFAULT_URL = "http://127.0.0.1:5002"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m executor_client", description="Talk to an Essedum job executor.",
         epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable.")
-    parser.add_argument("--url", default=os.environ.get("EXECUTOR_URL"),
-                        help="the executor, e.g. http://127.0.0.1:5002 [EXECUTOR_URL]")
+    parser.add_argument("--url", default=os.environ.get("EXECUTOR_URL") or DEFAULT_URL,
+                        help=f"the executor [EXECUTOR_URL, default {DEFAULT_URL}: the service's own default]")
     parser.add_argument("--token", default=os.environ.get("EXECUTOR_API_TOKEN"),
                         help="its API token [EXECUTOR_API_TOKEN]")
     parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for each answer")
@@ -55,8 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cancel.add_argument("job_id")
 
     args = parser.parse_args(argv)
-    if not args.url:
-        parser.error("no executor URL: pass --url or set EXECUTOR_URL")
     return args
 
 
