@@ -364,19 +364,17 @@ class JobStore:
                 raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
             now = self.clock()
             new_phase = phase or _default_phase(to, row["phase"])
-            started = "COALESCE(started, ?)" if to is not JobStatus.WAITING else "started"
-            finished = "?" if to.is_final else "NULL"
-            params: list[Any] = [to.value, new_phase, now]
-            if to is not JobStatus.WAITING:
-                params.append(now)
-            if to.is_final:
-                params.append(now)
+            # A requeue (to WAITING) keeps the first start time; only a final status has a finish time
+            # and drops the job's secrets.
             changed = conn.execute(
-                f"UPDATE jobs SET status = ?, phase = ?, updated = ?, started = {started},"
-                f" finished = {finished}, failure_reason = COALESCE(?, failure_reason),"
-                f" secrets = CASE WHEN ? THEN NULL ELSE secrets END"
-                f" WHERE id = ? AND status = ?",
-                [*params, failure_reason, to.is_final, job_id, current.value]).rowcount
+                "UPDATE jobs SET status = ?, phase = ?, updated = ?,"
+                " started = CASE WHEN ? THEN started ELSE COALESCE(started, ?) END,"
+                " finished = CASE WHEN ? THEN ? ELSE NULL END,"
+                " failure_reason = COALESCE(?, failure_reason),"
+                " secrets = CASE WHEN ? THEN NULL ELSE secrets END"
+                " WHERE id = ? AND status = ?",
+                (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
+                 to.is_final, job_id, current.value)).rowcount
             if changed:
                 self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
         return bool(changed)
@@ -389,6 +387,7 @@ class JobStore:
         if not fields:
             return
         now = self.clock()
+        # Column names come from _UPDATABLE, never from a caller's text; every value is a placeholder.
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
         with self._write() as conn:

@@ -14,11 +14,9 @@ from mlops.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health"})
-
 
 def public(view: Callable) -> Callable:
-    """Mark a view as open without the token: only pages and assets that carry no job data."""
+    """Mark a view as open without the token: /health, and pages and assets that carry no job data."""
     view.public = True
     return view
 
@@ -61,7 +59,7 @@ def _add_request_id(response):
 
 def _authenticate():
     token = current_app.config["EXECUTOR"].config.api_token
-    if not token or request.path in PUBLIC_PATHS or is_public(current_app.view_functions.get(request.endpoint)):
+    if not token or is_public(current_app.view_functions.get(request.endpoint)):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, supplied = header.partition(" ")

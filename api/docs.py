@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, send_from_directory
 
-from api import PUBLIC_PATHS, is_public, public
+from api import is_public, public
 
 blueprint = Blueprint("docs", __name__, template_folder="templates")
 
@@ -58,7 +58,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             while operation_id in operation_ids:
                 operation_id += "_"
             operation_ids.add(operation_id)
-            open_route = rule.rule in PUBLIC_PATHS or is_public(view)
+            open_route = is_public(view)
             paths.setdefault(path, {})[method.lower()] = _operation(view, rule.endpoint, operation_id, parameters,
                                                                      open_route, schemas)
     return {

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from api import public
 from db import FINAL_STATUSES, JobStatus, StoreError
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ REGISTRY_KEY = "executor_metrics_registry"
 
 
 @blueprint.get("/health")
+@public
 def health():
     """Say that the process is alive (no checks, no authentication)."""
     return jsonify(status="ok")

@@ -189,18 +189,20 @@ def validate_region(region: Any, field: str = "region_name") -> str:
     return region
 
 
-def _map_limits(shape_name: str) -> tuple[int, int, int]:
+def _checked_map(mapping: Any, field: str, shape_name: str) -> tuple[int, int]:
+    """Check a map's type and entry count against the SageMaker shape; return its key and value limits."""
     shape = sagemaker_model().shape_for(shape_name)
-    return shape.metadata.get("max", 100), shape.key.metadata.get("max", 256), shape.value.metadata.get("max", 2500)
+    max_entries = shape.metadata.get("max", 100)
+    if not isinstance(mapping, Mapping):
+        _fail(field, "must be an object of names to string values")
+    if len(mapping) > max_entries:
+        _fail(field, f"must have at most {max_entries} entries")
+    return shape.key.metadata.get("max", 256), shape.value.metadata.get("max", 2500)
 
 
 def validate_hyperparameter_map(hyperparameters: Any, field: str = "hyperparameters") -> dict[str, str]:
     """Check SageMaker's limits on a string-to-string hyperparameter map."""
-    max_entries, max_key, max_value = _map_limits("HyperParameters")
-    if not isinstance(hyperparameters, Mapping):
-        _fail(field, "must be an object of names to string values")
-    if len(hyperparameters) > max_entries:
-        _fail(field, f"must have at most {max_entries} entries")
+    max_key, max_value = _checked_map(hyperparameters, field, "HyperParameters")
     for key, value in hyperparameters.items():
         if not isinstance(key, str) or not key or len(key) > max_key:
             _fail(field, f"names must be 1-{max_key} characters")
@@ -213,11 +215,7 @@ def validate_hyperparameter_map(hyperparameters: Any, field: str = "hyperparamet
 
 def validate_environment(environment: Any, field: str = "environment") -> dict[str, str]:
     """Check a training job's environment variables (names, count and lengths)."""
-    max_entries, max_key, max_value = _map_limits("TrainingEnvironmentMap")
-    if not isinstance(environment, Mapping):
-        _fail(field, "must be an object of names to string values")
-    if len(environment) > max_entries:
-        _fail(field, f"must have at most {max_entries} entries")
+    max_key, max_value = _checked_map(environment, field, "TrainingEnvironmentMap")
     for key, value in environment.items():
         if not isinstance(key, str) or not ENVIRONMENT_KEY.match(key) or len(key) > max_key:
             _fail(field, f"{str(key)[:40]!r} is not a valid variable name (letters, digits, _; "
