@@ -291,10 +291,28 @@ class JobStore:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(rows[0]) if rows else None
 
+    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Return the ids (at most `limit`) that start with prefix, through the primary key's index."""
+        # A range on the key instead of LIKE: the index answers it, and no character of the prefix
+        # is a pattern.
+        rows = self._read("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                          (prefix, prefix + "\uffff", limit))
+        return [row["id"] for row in rows]
+
     def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
-                  kind: str | None = None, kinds: Iterable[str] | None = None) -> list[Job]:
-        """Return jobs newest first, optionally filtered by status and kind."""
+                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
+                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
+        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
         where, params = [], []
+        if name_contains:
+            where.append("instr(lower(json_extract(request, '$.name')), ?) > 0")
+            params.append(name_contains.lower())
+        if submitted_from is not None:
+            where.append("submitted >= ?")
+            params.append(submitted_from)
+        if submitted_to is not None:
+            where.append("submitted < ?")
+            params.append(submitted_to)
         if status:
             where.append("status = ?")
             params.append(status)
@@ -464,6 +482,19 @@ class JobStore:
             "SELECT name, value FROM job_metrics WHERE id IN"
             " (SELECT MAX(id) FROM job_metrics WHERE job_id = ? GROUP BY name) ORDER BY name", (job_id,))
         return {row["name"]: row["value"] for row in rows}
+
+    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+        """Return the latest value of each metric of several jobs, by job id, in one query."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" * len(job_ids))
+        rows = self._read(
+            f"SELECT job_id, name, value FROM job_metrics WHERE id IN (SELECT MAX(id) FROM job_metrics"
+            f" WHERE job_id IN ({marks}) GROUP BY job_id, name) ORDER BY name", job_ids)
+        result: dict[str, dict[str, float | None]] = {job_id: {} for job_id in job_ids}
+        for row in rows:
+            result[row["job_id"]][row["name"]] = row["value"]
+        return result
 
     def metric_history(self, job_id: str) -> list[dict[str, Any]]:
         """Return every recorded metric value of a job, oldest first."""

@@ -58,15 +58,26 @@ def list_jobs():
     return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
 
 
+# Like git: a unique beginning of a job id names the job (at least 4 characters, so that it is typed on purpose).
+ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
+
+
 def find_job(task_id: str) -> Job:
-    """Return the job with this id; 400 for a malformed id, 404 for an unknown one."""
+    """Return the job with this id or unique id prefix; 400 malformed, 404 unknown, 409 ambiguous."""
+    store = executor().store
     try:
-        canonical = str(uuid.UUID(task_id))
+        job = store.get(str(uuid.UUID(task_id)))
     except ValueError:
-        raise InvalidRequest("task_id", "is not a job id (a UUID)", status=400) from None
-    job = executor().store.get(canonical)
+        if not ID_PREFIX.match(task_id.lower()):
+            raise InvalidRequest("task_id", "is not a job id (a UUID, or at least its first 4 characters)",
+                                 status=400) from None
+        matches = store.find_by_prefix(task_id.lower())
+        if len(matches) > 1:
+            raise InvalidRequest("task_id", f"{task_id!r} is the start of several job ids; give more of it",
+                                 status=409, candidates=store.find_by_prefix(task_id.lower(), limit=10))
+        job = store.get(matches[0]) if matches else None
     if job is None:
-        raise InvalidRequest("task_id", f"no job {canonical}", status=404)
+        raise InvalidRequest("task_id", f"no job {task_id}", status=404)
     return job
 
 

@@ -1,4 +1,4 @@
-"""Request schemas (JSON Schema): they validate requests and, unchanged, document them in OpenAPI."""
+"""Request schemas (JSON Schema): they validate requests and, unchanged, document them in OpenAPI; and the 202 answer."""
 from __future__ import annotations
 
 import json
@@ -93,6 +93,19 @@ TRAINING = {
 
 # Missing, unknown and mistyped fields are 400, as the Essedum backend's old executor answered;
 # a well-formed field with a bad value is 422.
+# The answer of every route that queues a training job or a rerun (202 Accepted).
+ACCEPTED = {
+    "title": "Accepted",
+    "type": "object",
+    "required": ["job_id", "status", "status_url"],
+    "properties": {"job_id": {"type": "string", "format": "uuid"},
+                   "status": {"type": "string", "enum": ["WAITING"]},
+                   "phase": {"type": "string"},
+                   "status_url": {"type": "string", "description": "GET it for status, progress and metrics"},
+                   "log_url": {"type": "string"},
+                   "rerun_of": {"type": "string", "format": "uuid", "description": "the job this one reruns"}},
+}
+
 _STRUCTURAL = frozenset({"required", "additionalProperties", "type", "oneOf", "propertyNames"})
 
 

@@ -57,7 +57,7 @@ def _tags(tags: Any) -> dict[str, str]:
 
 
 @blueprint.post("/api/service/v1/pipelines/training")
-@documented(schemas.TRAINING, status=202, summary="Submit a training job")
+@documented(schemas.TRAINING, status=202, summary="Submit a training job", response_schema=schemas.ACCEPTED)
 def submit_training():
     body = schemas.json_body(schemas.TRAINING)
     job = executor().queue.submit(TRAINING, normalise_training(body))

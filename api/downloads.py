@@ -1,0 +1,82 @@
+"""Downloads of a job's outputs: any regular file under its model/ and output/ folders, and the model as model.tar.gz.
+
+Files are streamed from the job folder on this machine, opened without following links
+(mlops/job_files.py): a job's code could have planted a link to any file of the executor.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, stream_with_context
+
+from api.docs import documented
+from api.execute import find_job
+from db import Job
+from mlops.errors import InvalidRequest
+from mlops.job_files import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
+
+blueprint = Blueprint("downloads", __name__)
+
+FILE_LIST_SCHEMA = {
+    "title": "JobFiles", "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {
+        "type": "object", "required": ["path", "size"],
+        "properties": {"path": {"type": "string", "description": "relative to the job folder: model/… or output/…"},
+                       "size": {"type": "integer"}}}}},
+}
+
+
+def job_folder(job: Job) -> Path:
+    """Return the folder on this machine that holds the job's outputs; 409 when they are elsewhere."""
+    folder = Path(job.output_dir)
+    if job.backend != "local" or not folder.is_dir():
+        where = job.artifacts.get("model_artifacts") or job.artifacts.get("output_path") or "the platform"
+        raise InvalidRequest("job_id", f"the outputs of this {job.backend} job are not on this machine "
+                                       f"(see {where})", status=409)
+    return folder
+
+
+def _download(chunks, filename: str, mimetype: str, size: int | None = None) -> Response:
+    response = Response(stream_with_context(chunks), mimetype=mimetype, direct_passthrough=True)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if size is not None:
+        response.headers["Content-Length"] = str(size)
+    return response
+
+
+@blueprint.get("/api/jobs/<job_id>/files")
+@documented(response_schema=FILE_LIST_SCHEMA)
+def list_files(job_id: str):
+    """List the regular files of a job's outputs (model/ and output/) with their sizes."""
+    folder = job_folder(find_job(job_id))
+    return jsonify(files=[{"path": item.path, "size": item.size} for item in list_outputs(folder)])
+
+
+@blueprint.get("/api/jobs/<job_id>/files/<path:name>")
+@documented(binary=True)
+def download_file(job_id: str, name: str):
+    """Download one file of a job's outputs (a path under model/ or output/), streamed."""
+    folder = job_folder(find_job(job_id))
+    try:
+        handle, size = open_output(folder, name)
+    except NotAnOutputFile as exc:
+        raise InvalidRequest("name", str(exc), status=404) from None
+
+    def chunks():
+        with handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
+
+    return _download(chunks(), Path(name).name, "application/octet-stream", size)
+
+
+@blueprint.get("/api/jobs/<job_id>/model.tar.gz")
+@documented(binary=True)
+def download_model(job_id: str):
+    """Download a job's model folder as model.tar.gz (the SageMaker model artifact's layout), streamed."""
+    job = find_job(job_id)
+    folder = job_folder(job)
+    if not list_outputs(folder, ("model",)):
+        raise InvalidRequest("job_id", "this job has no model files (yet)", status=404)
+    return _download(model_archive(folder), "model.tar.gz", "application/gzip")
