@@ -21,7 +21,7 @@ from api.views import essedum_origin, executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import BackendError, InvalidRequest
-from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")

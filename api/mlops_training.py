@@ -18,7 +18,7 @@ from api.docs import documented
 from api.execute import submit_pipeline
 from api.views import essedum_origin, executor, format_time
 from db import Job, JobStatus
-from mlops import automl
+from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.aws import SageMakerTrainingService
 from mlops.errors import InvalidRequest, SageMakerJobError
@@ -166,7 +166,7 @@ def cancel_job(job_id: str):
 
 
 # SageMakerJobError, not BackendError: a blueprint handler is found before the app's, and the
-# field errors of mlops/validation.py are BackendErrors too; they must stay 4xx answers.
+# field errors of mlops/sagemaker/validation.py are BackendErrors too; they must stay 4xx answers.
 @cloud_blueprint.post("/cloudconnect")
 def cloudconnect():
     """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""

@@ -5,7 +5,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from mlops import validation as v
+from mlops.sagemaker import validation as v
 from mlops.aws import SageMakerJobConfig, training_job_name
 from mlops.errors import InvalidRequest, SageMakerConfigurationError, SageMakerError
 

@@ -20,7 +20,7 @@ from mlops.aws import is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_code, error_text
-from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
 from mlops.staging import S3_URI

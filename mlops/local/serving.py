@@ -26,7 +26,7 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.clients import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.model_lifecycle import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
 from mlops.staging import S3_URI, resolve_storage_path

@@ -282,10 +282,10 @@ def make_model_lifecycle(config: Config, store: JobStore, clients: ClientFactory
     """Return the lifecycle for a backend: SageMaker's for 'sagemaker', else the local one."""
     # Imported here: both modules import this one.
     if backend_name == "sagemaker":
-        from mlops.sagemaker_models import SageMakerModelLifecycle
+        from mlops.sagemaker.serving import SageMakerModelLifecycle
 
         return SageMakerModelLifecycle(config, store, clients)
-    from mlops.local_serving import LocalModelLifecycle
+    from mlops.local.serving import LocalModelLifecycle
 
     return LocalModelLifecycle(config, store, clients)
 

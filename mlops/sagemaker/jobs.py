@@ -4,7 +4,7 @@ Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTime
 newest change seen, NameContains the executor's prefix) and describes only the jobs it names
 as changed, plus jobs never described yet (new or just recovered); AutoML jobs the same way with
 ListAutoMLJobs. Logs of all training jobs come from one paged FilterLogEvents query
-(mlops/sagemaker_logs.py). So a cycle costs O(jobs that changed + new log volume), not
+(mlops/sagemaker/logs.py). So a cycle costs O(jobs that changed + new log volume), not
 O(jobs running). A throttled cycle backs off exponentially.
 """
 from __future__ import annotations
@@ -21,14 +21,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import Job, JobStatus, JobStore
-from mlops import automl, pricing, script_contract
-from mlops import validation as v
+from mlops import script_contract
+from mlops.sagemaker import automl, pricing
+from mlops.sagemaker import validation as v
 from mlops.aws import JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, is_not_found, training_job_name
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
-from mlops.dataset_upload import upload_source
+from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, SageMakerJobError, error_code, error_text
-from mlops.sagemaker_logs import TrainingLogTail
+from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
