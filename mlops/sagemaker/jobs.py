@@ -28,7 +28,7 @@ from mlops.aws import JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingServ
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.sagemaker.dataset_upload import upload_source
-from mlops.errors import InvalidRequest, SageMakerJobError, error_code, error_text
+from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
@@ -49,10 +49,6 @@ KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "
                              "DownloadingTrainingImage"})
 AUTOML_SECONDARY = frozenset(v.sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
-
-
-class Throttled(Exception):
-    """AWS kept answering with throttling errors after the client's own retries."""
 
 
 @dataclass(frozen=True)
@@ -357,12 +353,12 @@ class SageMakerBackend(Backend):
                 listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1000).get("Contents", [])
                 csvs = sorted(item["Key"] for item in listed if item["Key"].lower().endswith(".csv"))
                 if not csvs:
-                    raise InvalidRequest(field, f"no .csv file under {s3_uri}", status=400)
+                    raise MalformedRequest(field, f"no .csv file under {s3_uri}")
                 key = csvs[0]
             head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{CSV_HEADER_BYTES - 1}")["Body"].read()
         except ClientError as exc:
             if is_not_found(exc) or error_code(exc) in ("NoSuchKey", "NoSuchBucket"):
-                raise InvalidRequest(field, f"{s3_uri} does not exist", status=400) from exc
+                raise MalformedRequest(field, f"{s3_uri} does not exist") from exc
             raise SageMakerJobError(f"cannot read {s3_uri}: {error_text(exc)}") from exc
         except BotoCoreError as exc:
             raise SageMakerJobError(f"cannot read {s3_uri}: {exc}") from exc
