@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, send_from_directory, url_for
+from flask import (Blueprint, Response, abort, jsonify, redirect, render_template, request, send_from_directory,
+                   url_for)
 
 from api import public
 from api.docs import documented
@@ -19,7 +20,7 @@ from api.execute import find_job, read_log_tail
 from api.views import executor, format_time, job_status
 from db import Job, JobStatus
 from mlops.base import JOB_KINDS, PIPELINE, TRAINING
-from mlops.errors import InvalidRequest
+from mlops.errors import MalformedRequest
 from mlops.job_files import list_outputs
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
@@ -104,7 +105,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
 def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in allowed:
-        raise InvalidRequest(name, f"must be one of {', '.join(allowed)}", status=400)
+        raise MalformedRequest(name, f"must be one of {', '.join(allowed)}")
     return value
 
 
@@ -112,9 +113,9 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(request.args.get(name, default))
     except ValueError:
-        raise InvalidRequest(name, "must be an integer", status=400) from None
+        raise MalformedRequest(name, "must be an integer") from None
     if not low <= value <= high:
-        raise InvalidRequest(name, f"must be between {low} and {high}", status=400)
+        raise MalformedRequest(name, f"must be between {low} and {high}")
     return value
 
 
@@ -154,7 +155,7 @@ def _day(name: str) -> float | None:
     try:
         return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
-        raise InvalidRequest(name, "must be a day as YYYY-MM-DD", status=400) from None
+        raise MalformedRequest(name, "must be a day as YYYY-MM-DD") from None
 
 
 @blueprint.get("/api/jobs/<job_id>")

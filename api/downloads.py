@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 from api.docs import documented
 from api.execute import find_job
 from db import Job
-from mlops.errors import InvalidRequest
+from mlops.errors import Conflict, NotFound
 from mlops.job_files import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
 
 blueprint = Blueprint("downloads", __name__)
@@ -31,8 +31,7 @@ def job_folder(job: Job) -> Path:
     folder = Path(job.output_dir)
     if job.backend != "local" or not folder.is_dir():
         where = job.artifacts.get("model_artifacts") or job.artifacts.get("output_path") or "the platform"
-        raise InvalidRequest("job_id", f"the outputs of this {job.backend} job are not on this machine "
-                                       f"(see {where})", status=409)
+        raise Conflict("job_id", f"the outputs of this {job.backend} job are not on this machine (see {where})")
     return folder
 
 
@@ -61,7 +60,7 @@ def download_file(job_id: str, name: str):
     try:
         handle, size = open_output(folder, name)
     except NotAnOutputFile as exc:
-        raise InvalidRequest("name", str(exc), status=404) from None
+        raise NotFound("name", str(exc)) from None
 
     def chunks():
         with handle:
@@ -78,5 +77,5 @@ def download_model(job_id: str):
     job = find_job(job_id)
     folder = job_folder(job)
     if not list_outputs(folder, ("model",)):
-        raise InvalidRequest("job_id", "this job has no model files (yet)", status=404)
+        raise NotFound("job_id", "this job has no model files (yet)")
     return _download(model_archive(folder), "model.tar.gz", "application/gzip")

@@ -13,7 +13,7 @@ from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
 from db import Job
 from mlops.base import PIPELINE
-from mlops.errors import InvalidRequest
+from mlops.errors import Conflict, MalformedRequest, NotFound
 
 blueprint = Blueprint("execute", __name__)
 
@@ -69,15 +69,15 @@ def find_job(task_id: str) -> Job:
         job = store.get(str(uuid.UUID(task_id)))
     except ValueError:
         if not ID_PREFIX.match(task_id.lower()):
-            raise InvalidRequest("task_id", "is not a job id (a UUID, or at least its first 4 characters)",
-                                 status=400) from None
+            raise MalformedRequest("task_id",
+                                   "is not a job id (a UUID, or at least its first 4 characters)") from None
         matches = store.find_by_prefix(task_id.lower())
         if len(matches) > 1:
-            raise InvalidRequest("task_id", f"{task_id!r} is the start of several job ids; give more of it",
-                                 status=409, candidates=store.find_by_prefix(task_id.lower(), limit=10))
+            raise Conflict("task_id", f"{task_id!r} is the start of several job ids; give more of it",
+                           candidates=store.find_by_prefix(task_id.lower(), limit=10))
         job = store.get(matches[0]) if matches else None
     if job is None:
-        raise InvalidRequest("task_id", f"no job {task_id}", status=404)
+        raise NotFound("task_id", f"no job {task_id}")
     return job
 
 

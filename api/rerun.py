@@ -11,7 +11,7 @@ from api.execute import find_job, split_pipeline
 from api.views import executor
 from db import Job
 from mlops.base import PIPELINE, TRAINING
-from mlops.errors import InvalidRequest
+from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 
 blueprint = Blueprint("rerun", __name__)
 
@@ -39,8 +39,8 @@ def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
     needed = [name for name, needs in (("credentials", job.request.get("storage", "local") != "local"),
                                         ("environment", bool(job.request.get("environment_keys")))) if needs]
     if needed:
-        raise InvalidRequest(needed[0], f"this job's {' and '.join(needed)} were erased when it ended; "
-                                        "send them in the rerun body", status=409)
+        raise Conflict(needed[0], f"this job's {' and '.join(needed)} were erased when it ended; "
+                                  "send them in the rerun body")
     return {"credentials": {}, "environment": {}, "configs": {}} if job.kind == PIPELINE else {}
 
 
@@ -50,11 +50,10 @@ def rerun(job_id: str):
     """Queue a job's request again as a new job (pipelines and training)."""
     job = find_job(job_id)
     if job.kind not in RERUNNABLE:
-        raise InvalidRequest("job_id", f"a {job.kind} job is rerun through its own route, not here", status=422)
+        raise InvalidRequest("job_id", f"a {job.kind} job is rerun through its own route, not here")
     sent = schemas.json_body(RERUN) if request.get_data(cache=True) else {}
     if sent and job.kind != PIPELINE:
-        raise InvalidRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body",
-                             status=400)
+        raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
     new = executor().queue.submit(job.kind, dict(job.request), secrets_for_rerun(job, sent))
     executor().store.merge_details(new.id, rerun_of=job.id)
     status_url = url_for("training.status", job_id=new.id)
