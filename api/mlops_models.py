@@ -16,7 +16,7 @@ from flask import Blueprint, jsonify, request, url_for
 
 from api import model_schemas
 from api.docs import documented
-from api.schemas import json_body, validate
+from api.schemas import RECORD_ACCEPTED, json_body, validate
 from api.views import essedum_origin, executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
@@ -128,7 +128,7 @@ def register_endpoint():
 
 @blueprint.post("/endpoints/<endpoint_id>/deploy_model")
 @documented(model_schemas.DEPLOY, status=202, summary="Create or update an endpoint (a queued job)",
-            query=ORIGIN_QUERY)
+            query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     _path_name(endpoint_id)
@@ -226,7 +226,7 @@ def _file_type(item: Any) -> str:
 
 @blueprint.post("/pipelines/inference")
 @documented(model_schemas.TRANSFORM, status=202, summary="Start batch inference (a queued job)",
-            query=ORIGIN_QUERY)
+            query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
     job, record = lifecycle().submit(executor().queue, TRANSFORM, {**body, **essedum_origin()})

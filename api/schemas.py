@@ -106,6 +106,26 @@ ACCEPTED = {
                    "rerun_of": {"type": "string", "format": "uuid", "description": "the job this one reruns"}},
 }
 
+# The 202 answer of an AutoML submission (the Essedum MLOps shape).
+AUTOML_ACCEPTED = {
+    "title": "AutoMLAccepted",
+    "type": "object",
+    "required": ["job_name", "status", "job_id", "status_url"],
+    "properties": {"job_name": {"type": "string"}, "job_arn": {"type": ["string", "null"]},
+                   "status": {"type": "string", "enum": ["Submitted"]}, "job_id": {"type": "string", "format": "uuid"},
+                   "status_url": {"type": "string"}},
+}
+# The 202 answer of a deployment or batch inference: the record in Essedum's shape and the job doing the work.
+RECORD_ACCEPTED = {
+    "title": "RecordAccepted",
+    "type": "object",
+    "required": ["sourceID", "name", "type", "status", "jobId"],
+    "properties": {"sourceID": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"},
+                   "status": {"type": "string"}, "rawPayload": {"type": "string", "description": "JSON text"},
+                   "syncDate": {"type": ["string", "null"]}, "createdOn": {"type": ["string", "null"]},
+                   "jobId": {"type": "string", "format": "uuid", "description": "GET /status/<jobId> follows it"}},
+}
+
 _STRUCTURAL = frozenset({"required", "additionalProperties", "type", "oneOf", "propertyNames"})
 
 
