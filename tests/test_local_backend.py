@@ -154,3 +154,32 @@ def test_bad_training_requests_name_the_field(client, app, body, field):
     response = client.post("/api/service/v1/pipelines/training", json=body)
     assert 400 <= response.status_code < 500, response.get_json()
     assert response.get_json()["field"] == field
+
+
+FAILING_SCRIPT = """
+import os, sys
+print("stdout is not the cause", flush=True)
+for number in range(100):
+    print(f"warning {number}: noise before the cause", file=sys.stderr)
+print("", file=sys.stderr)
+print("using key", os.environ["STORAGE_KEY"], file=sys.stderr)
+raise ValueError("column 'label' has 3 classes, the model needs 2")
+"""
+
+
+def test_a_failing_script_is_reported_with_the_end_of_its_stderr_and_no_secret(live_server):
+    server = live_server()
+    folder = write_pipeline(server.storage_root, "failing", FAILING_SCRIPT)
+    _, accepted = server.request("POST", "/execute", pipeline_body(
+        folder, "python pipe1.py", environment={"STORAGE_KEY": "k3y-Value-Never-Shown"}))
+    final = wait_final(server, accepted["task_id"])
+    reason = final["failure_reason"]
+    assert final["task_status"] == "ERROR"
+    assert reason.startswith("the script failed with exit code 1; the last lines of its stderr:\n")
+    assert reason.endswith("ValueError: column 'label' has 3 classes, the model needs 2")
+    assert "Traceback (most recent call last):" in reason
+    assert "k3y-Value-Never-Shown" not in reason and "using key" in reason
+    assert "warning 99" in reason and "warning 80" not in reason  # a bounded tail, the end kept
+    assert "stdout is not the cause" not in reason
+    _, log = server.request("GET", f"/execute/{accepted['task_id']}/getLog")
+    assert "warning 0: noise" in log["logs"]["content"] and "stdout is not the cause" in log["logs"]["content"]

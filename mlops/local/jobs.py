@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from config import Config
 from db import Job, JobStatus
@@ -36,6 +37,10 @@ CHANNEL = "training"
 CURRENT_HOST = "algo-1"
 STOP_GRACE_S = 10
 ARTIFACT_TEXT_LIMIT = 1 << 20
+# The failure reason carries the end of the script's stderr: enough for a traceback's last frames and its exception.
+STDERR_TAIL_LINES = 12
+STDERR_LINE_CHARS = 500
+STDERR_TAIL_CHARS = 3000
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "TMP",
@@ -149,46 +154,57 @@ class LocalBackend(Backend):
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
-        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        returncode, stderr_tail = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
         if remote_log_uri(request):
             self._publish(ctx, layout)
-        self._finish(ctx, layout, returncode, max_runtime)
+        self._finish(ctx, layout, returncode, max_runtime, stderr_tail)
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
-                     max_runtime: int) -> int:
+                     max_runtime: int) -> tuple[int, list[str]]:
+        """Run the job's process to its end; return its exit code and the last lines it wrote to stderr."""
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
         process = subprocess.Popen(argv, cwd=layout.code, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_group_options())
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_group_options())
         with self._lock:
             self._processes[ctx.job_id] = process
         ctx.set_pid(process.pid)
         timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))
         timer.daemon = True
         timer.start()
+        stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        stderr_reader = threading.Thread(target=self._follow_output, args=(ctx, process.stderr, stderr_tail),
+                                         name=f"stderr-{ctx.job_id[:8]}", daemon=True)
         try:
+            stderr_reader.start()
             if ctx.cancel_requested():
                 self._stop_process(ctx.job_id, "cancelled")
-            self._follow_output(ctx, process)
-            return process.wait()
+            self._follow_output(ctx, process.stdout)
+            returncode = process.wait()
+            stderr_reader.join()
+            return returncode, list(stderr_tail)
         finally:
             timer.cancel()
             process.stdout.close()
+            process.stderr.close()
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
 
-    def _follow_output(self, ctx: JobContext, process: subprocess.Popen) -> None:
-        assert process.stdout is not None
-        for raw in iter(process.stdout.readline, b""):
+    def _follow_output(self, ctx: JobContext, stream: IO[bytes], tail: deque[str] | None = None) -> None:
+        """Log each line of one of the process's streams, record its metric lines, keep its last lines in tail."""
+        for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             ctx.log(line)
+            if tail is not None and line.strip():
+                tail.append(line[:STDERR_LINE_CHARS])
             parsed = parse_metric_line(line)
             if parsed:
                 epoch, epochs, metrics = parsed
                 ctx.add_metrics(metrics, step=epoch)
                 ctx.set_progress(**progress_of(epoch, epochs))
 
-    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
+    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int,
+                stderr_tail: list[str]) -> None:
         with self._lock:
             reason = self._stop_reasons.pop(ctx.job_id, None)
         ctx.set_artifacts(self._artifact_paths(layout))
@@ -199,7 +215,7 @@ class LocalBackend(Backend):
         elif reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
         elif returncode != 0:
-            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode))
+            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode, stderr_tail))
         else:
             ctx.finish(JobStatus.COMPLETED)
 
@@ -214,7 +230,8 @@ class LocalBackend(Backend):
             logger.warning("job %s: %s", ctx.job_id, ctx.redact(str(exc)))
             ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
-    def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
+    def _failure_reason(self, layout: ContainerLayout, returncode: int, stderr_tail: list[str]) -> str:
+        """Say why the script failed: its own output/failure file, else the exit code and its last stderr lines."""
         written = ""
         if layout.failure.is_file():
             written = layout.failure.read_text(encoding="utf-8", errors="replace").strip()[:4000]
@@ -222,7 +239,13 @@ class LocalBackend(Backend):
             exit_text = f"killed by signal {-returncode}"
         else:
             exit_text = f"exit code {returncode}"
-        return f"{written} ({exit_text})" if written else f"the script failed with {exit_text}"
+        if written:
+            return f"{written} ({exit_text})"
+        if not stderr_tail:
+            return f"the script failed with {exit_text}"
+        # The end of stderr holds the cause (a traceback ends with its exception); ctx.finish redacts secrets.
+        cause = "\n".join(stderr_tail)[-STDERR_TAIL_CHARS:]
+        return f"the script failed with {exit_text}; the last lines of its stderr:\n{cause}"
 
     # -- the container contract ------------------------------------------------------------------
 
