@@ -1,6 +1,6 @@
 """Essedum's MLOps routes for models, endpoints, batch inference and datasets (contract §2).
 
-Each route validates, then calls the backend's model lifecycle (`backend.model_lifecycle`, local or
+Each route validates, then calls the platform's model lifecycle (`backend.model_lifecycle`, local or
 SageMaker); long operations come back 202 with the job that does them. Answers are records in the
 Essedum shape.
 """
@@ -20,7 +20,7 @@ from api.schemas import json_body, validate
 from api.views import essedum_origin, executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
-from mlops.errors import MalformedRequest, NotSupported
+from mlops.errors import MalformedRequest
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
@@ -34,11 +34,8 @@ FORM_OVERHEAD_BYTES = 1 << 20
 
 
 def lifecycle() -> ModelLifecycle:
-    """Return the model lifecycle of the executor's backend."""
-    found = getattr(executor().backend, "model_lifecycle", None)
-    if found is None:
-        raise NotSupported("", f"the {executor().backend.name} backend has no model lifecycle attached")
-    return found
+    """Return the model lifecycle of the executor's platform."""
+    return executor().backend.model_lifecycle
 
 
 def record_view(record: Record) -> dict[str, Any]:

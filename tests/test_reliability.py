@@ -104,7 +104,7 @@ def test_kill_9_at_random_moments_loses_no_local_job_and_runs_none_twice(service
         if status == "COMPLETED":
             assert runs_of_job == 1, (job_id, runs_of_job)
         else:  # interrupted by a kill: ended with the reason, not run again
-            assert (status, reason) == ("ERROR", RESTART_REASON) and runs_of_job <= 1, (job_id, status, reason)
+            assert status == "ERROR" and reason.startswith(RESTART_REASON) and runs_of_job <= 1, (job_id, status, reason)
     assert Counter(status for status, _, _ in rows.values())["COMPLETED"] >= 25
 
 

@@ -578,9 +578,9 @@ class SageMakerBackend(Backend):
         self.store.merge_details(job.id, stop_requested=True, describe_next=True)
         return described["AutoMLJobStatus"] in ("InProgress", "Stopping", "Stopped")
 
-    def recover(self, job: Job) -> str:
-        """Monitor a job SageMaker has; run again one it may not have (run() finds it if it does)."""
-        return "monitor" if job.external_id else "requeue"
+    def resumable(self, job: Job) -> bool:
+        """True: a job interrupted before SageMaker had it is launched again, and run() adopts one SageMaker has."""
+        return True
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""

@@ -418,10 +418,9 @@ class SageMakerModelLifecycle(ModelLifecycle):
             self._call("TransformJobName", "stop_transform_job", adapter, TransformJobName=job.external_id)
         return described["TransformJobStatus"] in ("InProgress", "Stopping")
 
-    def recover(self, job: Job) -> str:
-        # Launched jobs are followed again; a job that died before launching starts again, and run()
-        # adopts a resource that exists already instead of creating it twice.
-        return "monitor" if job.external_id else "requeue"
+    def resumable(self, job: Job) -> bool:
+        """True: run() adopts a resource SageMaker has already instead of creating it twice."""
+        return True
 
     # -- datasets --------------------------------------------------------------------------------
 
