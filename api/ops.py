@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from api import public
+from api.access import public
 from db import FINAL_STATUSES, JobStatus, StoreError
 
 logger = logging.getLogger(__name__)
