@@ -18,7 +18,7 @@ from config import Config, ConfigError, load_config, parse_args
 from db import JobStore
 from job_secrets import SecretBox
 from mlops.base import Backend
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
 from queue_worker import JobQueue
 
@@ -39,13 +39,6 @@ class Executor:
     secret_box: SecretBox
 
 
-def make_clients(config: Config) -> ClientFactory:
-    """Return the boto3 client factory the configuration describes."""
-    pairs = [item.split("=", 1) for item in (config.adapter_profiles or "").split(",") if "=" in item]
-    return ClientFactory(region=config.aws_region, profile=config.aws_profile,
-                         adapter_profiles={key.strip(): value.strip() for key, value in pairs})
-
-
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
                backend: Backend | None = None) -> Flask:
     """Build an app with its store, platform and queue; `backend` replaces the platform's jobs backend (tests)."""
@@ -54,7 +47,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.data_dir / "executor.sqlite3")
-    clients = clients or make_clients(config)
+    clients = clients or clients_for(config)
     platform = make_platform(config, store, clients, backend)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
     queue = JobQueue(config, store, platform, secret_box)

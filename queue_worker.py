@@ -47,13 +47,20 @@ class JobQueue:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
-               job_id: str | None = None) -> Job:
+    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> Job:
         """Validate a request with the backend, store it as a WAITING job and wake a worker."""
-        secrets = secrets or {}
+        return self.enqueue(kind, self.check(kind, request, secrets or {}), secrets or {})
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate a request with the backend (before anything is stored) and return it normalised."""
         if kind not in self.backend.kinds:
             raise InvalidRequest("", f"the {self.backend.name} backend does not run {kind} jobs")
-        request = self.backend.check(kind, request, secrets)
+        return self.backend.check(kind, request, secrets or {})
+
+    def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
+                job_id: str | None = None) -> Job:
+        """Store a request that check() returned as a WAITING job and wake a worker."""
+        secrets = secrets or {}
         job_id = job_id or str(uuid.uuid4())
         job_dir = self.jobs_dir / job_id
         job = self.store.create_job(job_id, kind=kind, backend=self.backend.name, request=request,

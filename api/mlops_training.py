@@ -21,6 +21,7 @@ from db import Job, JobStatus
 from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.errors import InvalidRequest, MalformedRequest, NotFound
+from mlops.shapes import tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 # Essedum calls /cloudconnect outside the /api/service/v1 prefix.
@@ -123,7 +124,7 @@ def create_automl():
         "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
         "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
         "role_arn": body.get("role_arn"), "mode": body.get("mode"),
-        "tags": {tag["Key"]: tag["Value"] for tag in body.get("tags", [])},
+        "tags": tag_map(body.get("tags", [])),
         "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False)})
     return _accepted(job, 201)
 

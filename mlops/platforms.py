@@ -7,7 +7,7 @@ from config import Config
 from db import Job, JobStore
 from mlops.aws import SageMakerTrainingService
 from mlops.base import Backend, ContextFactory, JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.local.jobs import LocalBackend
 from mlops.local.serving import LocalModelLifecycle
 from mlops.records import ModelLifecycle

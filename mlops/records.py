@@ -12,15 +12,15 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
-from mlops.clients import ClientFactory
-from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_code,
-                          error_text)
+from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.staging import S3_URI
 
 # Record types of the `records` table.
@@ -118,13 +118,14 @@ class ModelLifecycle(ABC):
 
     # -- queue hand-off --------------------------------------------------------------------------
 
-    def submit(self, queue: Any, kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
-        """Validate a deployment or transform, mark its record pending and queue the job that does it.
+    @contextmanager
+    def pending(self, kind: str, request: dict[str, Any]) -> Iterator[Record]:
+        """Mark the record of a checked deployment or transform pending, for the job the caller queues inside.
 
-        The record is written before the job exists (with the job's id), so a worker that picks the
-        job up at once cannot have its result overwritten by this pending state.
+        The record is written before the job exists (with the job's id, record.job_id), so a worker
+        that picks the job up at once cannot have its result overwritten by this pending state. If
+        queueing fails, the record is put back as it was.
         """
-        request = self.check(kind, request, {})
         type, name = (ENDPOINT_RECORD, request["EndpointName"]) if kind == ENDPOINT else (
             TRANSFORM_RECORD, request["TransformJobName"])
         with self._submit_lock:
@@ -137,18 +138,15 @@ class ModelLifecycle(ABC):
             if kind == TRANSFORM and previous is not None:
                 raise Conflict("TransformJobName", f"a transform job named {name!r} exists; names are "
                                                          "unique")
-            job_id = str(uuid.uuid4())
-            pending = self.mark_pending(kind, request, previous, job_id)
+            pending = self.mark_pending(kind, request, previous, str(uuid.uuid4()))
             try:
-                job = queue.submit(kind, request, job_id=job_id)
+                yield pending
             except BaseException:
                 if previous is None:
                     self.store.delete_record(self.record_id(type, name))
                 else:
                     self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
                 raise
-        # The record as queued: a worker may have moved it on already, which a GET will show.
-        return job, pending
 
     def mark_pending(self, kind: str, request: dict[str, Any], previous: Record | None, job_id: str) -> Record:
         """Write the record of a deployment or transform that is queued."""
@@ -249,13 +247,12 @@ class ModelLifecycle(ABC):
             head = s3.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] > MAX_INVOKE_BYTES:
                 raise TooLarge("S3Uri", f"the object is {head['ContentLength']} bytes; an endpoint takes at "
-                                              f"most {MAX_INVOKE_BYTES}")
+                                        f"most {MAX_INVOKE_BYTES}")
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_INVOKE_BYTES + 1)
         except InvalidRequest:
             raise
-        except Exception as exc:  # botocore raises many unrelated types; the code is what matters
-            code = error_code(exc)
-            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        except AWS_ERRORS as exc:
+            if is_not_found(exc):
                 raise NotFound("S3Uri", f"no object {uri}") from None
             raise BackendError(f"cannot read {uri}: {error_text(exc)}") from exc
         suffix = PurePosixPath(key).suffix.lower()

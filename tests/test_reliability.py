@@ -31,7 +31,7 @@ from aws_fixtures import (aws, aws_setup, backend, bundled_scripts, clients, con
                           context_factory, new_running_job, running_jobs, set_training_state, store,
                           training_request, write_dataset)
 from conftest import pipeline_body, wait_for, write_pipeline
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
 RESTART_REASON = "executor restarted while the job was running"

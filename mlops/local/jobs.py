@@ -24,7 +24,7 @@ from config import Config
 from db import Job, JobStatus
 from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.metric_lines import parse_metric_line, progress_of
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
