@@ -4,11 +4,13 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 import urllib.request
 
 import pytest
 
 from conftest import pipeline_body, wait_final, write_pipeline
+from db import JobStatus
 
 OUTPUT_SCRIPT = """
 import os
@@ -140,3 +142,21 @@ def test_root_sends_a_browser_to_the_dashboard(client):
     answer = client.get("/")
     assert answer.status_code == 302 and answer.headers["Location"].endswith("/execute/jobs")
     assert os.path.basename(answer.headers["Location"]) == "jobs"
+
+
+def test_the_eta_of_a_running_job_comes_from_the_time_its_epochs_took(app, client):
+    store = app.config["EXECUTOR"].store
+    job_id = "eeee0000-0000-4000-8000-000000000000"
+    store.create_job(job_id, kind="training", backend="local", request={"name": "eta", "hyperparameters": {}},
+                     secrets=None, log_path="/nonexistent/job.log", output_dir="/nonexistent")
+    store.claim_next()
+    store.update(job_id, progress={"epoch": 3, "epochs": 10, "percent": 30.0})
+    now = time.time()
+    # Epochs of 10 s, 12 s (the median of two is the larger) ... the third ended 5 s ago.
+    for step, ended in ((1, now - 27), (2, now - 17), (3, now - 5)):
+        store.add_metrics(job_id, [("train_loss", 1.0 / step, step)], when=ended)
+    detail = client.get(f"/api/jobs/{job_id[:8]}").get_json()
+    assert detail["eta_seconds"] == pytest.approx(7 * 12 - 5, abs=1)
+    assert detail["request"]["instance_type"] == "this machine"
+    store.transition(job_id, JobStatus.COMPLETED)
+    assert client.get(f"/api/jobs/{job_id}").get_json()["eta_seconds"] is None
