@@ -156,8 +156,7 @@ def job_detail(job_id: str):
     detail["metric_history"] = history = store.metric_history(job.id)
     detail["eta_seconds"] = eta_seconds(job, history, time.time())
     detail["request"] = request_view(job)
-    detail["files"] = ([{"path": item.path, "size": item.size} for item in list_outputs(Path(job.output_dir))]
-                       if job.backend == "local" else [])
+    detail["files"] = [{"path": item.path, "size": item.size} for item in list_outputs(Path(job.output_dir))]
     detail["events"] = [{**event, "time": format_time(event["time"], executor().config.timezone)}
                         for event in store.events(job.id)]
     detail["log_tail"] = read_log_tail(job, LOG_TAIL_BYTES)

@@ -1,6 +1,7 @@
 """Downloads of a job's outputs: any regular file under its model/ and output/ folders, and the model as model.tar.gz.
 
-Files are streamed from the job folder on this machine, opened without following links
+Files are streamed from the job's folder on this machine (a SageMaker job's model stays in S3; the
+answer says where), opened without following links
 (mlops/job_files.py): a job's code could have planted a link to any file of the executor.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 from api.docs import documented
 from api.execute import find_job
 from db import Job
-from mlops.errors import Conflict, NotFound
+from mlops.errors import NotFound
 from mlops.job_files import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
 
 blueprint = Blueprint("downloads", __name__)
@@ -27,12 +28,16 @@ FILE_LIST_SCHEMA = {
 
 
 def job_folder(job: Job) -> Path:
-    """Return the folder on this machine that holds the job's outputs; 409 when they are elsewhere."""
+    """Return the job's folder on this machine; 404 when it has none (a job that never started here)."""
     folder = Path(job.output_dir)
-    if job.backend != "local" or not folder.is_dir():
-        where = job.artifacts.get("model_artifacts") or job.artifacts.get("output_path") or "the platform"
-        raise Conflict("job_id", f"the outputs of this {job.backend} job are not on this machine (see {where})")
+    if not folder.is_dir():
+        raise NotFound("job_id", f"job {job.id} has no folder on this machine{_elsewhere(job)}")
     return folder
+
+
+def _elsewhere(job: Job) -> str:
+    where = job.artifacts.get("model") or job.artifacts.get("output_path")
+    return f"; its outputs are at {where}" if where else ""
 
 
 def _download(chunks, filename: str, mimetype: str, size: int | None = None) -> Response:
@@ -77,5 +82,5 @@ def download_model(job_id: str):
     job = find_job(job_id)
     folder = job_folder(job)
     if not list_outputs(folder, ("model",)):
-        raise NotFound("job_id", "this job has no model files (yet)")
+        raise NotFound("job_id", f"job {job.id} has no model files on this machine (yet){_elsewhere(job)}")
     return _download(model_archive(folder), "model.tar.gz", "application/gzip")

@@ -160,3 +160,14 @@ def test_the_eta_of_a_running_job_comes_from_the_time_its_epochs_took(app, clien
     assert detail["request"]["instance_type"] == "this machine"
     store.transition(job_id, JobStatus.COMPLETED)
     assert client.get(f"/api/jobs/{job_id}").get_json()["eta_seconds"] is None
+
+
+def test_a_sagemaker_jobs_model_download_says_where_the_model_is(app, client):
+    store = app.config["EXECUTOR"].store
+    job_id = "5a9e0000-0000-4000-8000-000000000000"
+    store.create_job(job_id, kind="training", backend="sagemaker", request={"name": "remote"}, secrets=None,
+                     log_path="/nonexistent/job.log", output_dir="/nonexistent")
+    store.update(job_id, artifacts={"model": "s3://bucket/prefix/remote/output/model.tar.gz"})
+    answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
+    assert answer.status_code == 404
+    assert "s3://bucket/prefix/remote/output/model.tar.gz" in answer.get_json()["error"]
