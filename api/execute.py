@@ -54,6 +54,7 @@ def execute():
 
 @blueprint.get("/execute")
 def list_jobs():
+    """List the latest 100 jobs, newest first (Essedum's shape)."""
     zone = executor().config.timezone
     return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
 
@@ -83,17 +84,20 @@ def find_job(task_id: str) -> Job:
 
 @blueprint.get("/execute/<task_id>/getStatus")
 def get_status(task_id: str):
+    """Return a job's status and times as the Essedum backend parses them."""
     return jsonify(essedum_status(find_job(task_id), executor().config.timezone))
 
 
 @blueprint.route("/execute/<task_id>/stop", methods=["GET", "POST"])
 def stop(task_id: str):
+    """Stop a job (a waiting one at once); true when it was cancelled or is stopping."""
     job = find_job(task_id)
     return jsonify({"Task cancelled": bool(executor().queue.cancel(job.id))})
 
 
 @blueprint.get("/execute/<task_id>/getLog")
 def get_log(task_id: str):
+    """Return a job's log (its last 5 MiB)."""
     return jsonify(logs={"content": read_log_tail(find_job(task_id))})
 
 
@@ -113,4 +117,5 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
+    """Return a job's output files by stem, with their text or JSON content."""
     return jsonify(executor().backend.output_artifacts(find_job(task_id)))

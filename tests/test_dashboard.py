@@ -205,5 +205,8 @@ def test_docs_page_renders_the_api_offline(server, page):
     page.goto(f"{server.url}/swagger#token={TOKEN}")
     page.wait_for_selector(".opblock-summary-path[data-path='/execute']")
     assert page.locator(".opblock").count() >= 10
+    assert "Authorization: Bearer <token>" in page.locator(".info").inner_text()  # rendered, not eaten as a tag
+    assert page.locator(".opblock-tag").first.inner_text().startswith("execute")  # the job API first
+    page.screenshot(path="/tmp/dashboard-swagger.png")
     assert all(url.startswith(server.url) for url in page.requests), page.requests
     assert page.console_errors == []
