@@ -7,6 +7,7 @@ answer says where), opened without following links
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from flask import Blueprint, Response, jsonify, stream_with_context
 
@@ -40,7 +41,7 @@ def _elsewhere(job: Job) -> str:
     return f"; its outputs are at {where}" if where else ""
 
 
-def _download(chunks, filename: str, mimetype: str, size: int | None = None) -> Response:
+def _download(chunks: Iterator[bytes], filename: str, mimetype: str, size: int | None = None) -> Response:
     response = Response(stream_with_context(chunks), mimetype=mimetype, direct_passthrough=True)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -28,20 +28,20 @@ RERUNNABLE = (PIPELINE, TRAINING)
 
 def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
     """Return the secrets the new run gets: those sent, else those the job still holds, else none if it needs none."""
-    if sent:
-        credentials = sent.get("credentials") or {}
-        _, secrets = split_pipeline({**job.request, "credentials": credentials, "environment": sent.get("environment"),
-                                     "configs": sent.get("configs")})
-        return secrets
     sealed = executor().store.secrets(job.id)
-    if sealed is not None:
+    if not sent and sealed is not None:
         return executor().secret_box.open(sealed)
     needed = [name for name, needs in (("credentials", job.request.get("storage", "local") != "local"),
                                         ("environment", bool(job.request.get("environment_keys")))) if needs]
-    if needed:
-        raise Conflict(needed[0], f"this job's {' and '.join(needed)} were erased when it ended; "
-                                  "send them in the rerun body")
-    return {"credentials": {}, "environment": {}, "configs": {}} if job.kind == PIPELINE else {}
+    missing = [name for name in needed if not sent.get(name)]
+    if missing:
+        raise Conflict(missing[0], f"this job's {' and '.join(missing)} were erased when it ended; "
+                                   "send them in the rerun body")
+    if job.kind != PIPELINE:
+        return {}
+    _, secrets = split_pipeline({**job.request, "credentials": sent.get("credentials") or {},
+                                 "environment": sent.get("environment"), "configs": sent.get("configs")})
+    return secrets
 
 
 @blueprint.post("/api/jobs/<job_id>/rerun")
