@@ -91,9 +91,11 @@ class Client:
         """Ask the executor to stop a job; True when it was cancelled or is stopping."""
         return bool(self.request("POST", f"/execute/{_segment(job_id)}/stop")["Task cancelled"])
 
-    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """List jobs newest first."""
-        return self.request("GET", "/api/jobs", query={"status": status, "kind": kind, "limit": limit})["jobs"]
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 50,
+             name: str | None = None) -> list[dict[str, Any]]:
+        """List jobs newest first, optionally only those whose name contains `name`."""
+        query = {"status": status, "kind": kind, "limit": limit, "name": name}
+        return self.request("GET", "/api/jobs", query=query)["jobs"]
 
 
 def _segment(value: str) -> str:

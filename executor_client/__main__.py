@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     listing = commands.add_parser("list", help="list jobs, newest first")
     listing.add_argument("--status", choices=sorted(FINAL | {"WAITING", "RUNNING"}))
     listing.add_argument("--kind")
+    listing.add_argument("--name", help="only jobs whose name contains this (any case)")
     listing.add_argument("--limit", type=int, default=50)
     status = commands.add_parser("status", help="show a job's status, phase, progress and metrics")
     status.add_argument("job_id")
@@ -263,7 +264,7 @@ def progress_line(job: dict[str, Any]) -> str:
 
 
 def list_jobs(client: Client, args: argparse.Namespace) -> int:
-    jobs = client.jobs(status=args.status, kind=args.kind, limit=args.limit)
+    jobs = client.jobs(status=args.status, kind=args.kind, limit=args.limit, name=args.name)
     rows = [("ID", "NAME", "KIND", "STATUS", "PHASE", "PROGRESS", "SUBMITTED")]
     for job in jobs:
         percent = job.get("percent")

@@ -90,6 +90,8 @@ def test_list_status_and_logs(server, tmp_path):
     assert header.split() == ["ID", "NAME", "KIND", "STATUS", "PHASE", "PROGRESS", "SUBMITTED"]
     assert row.split()[:6] == [job_id, "listed-run", "pipeline", "COMPLETED", "Completed", "100%"]
     assert cli("list", "--status", "WAITING", url=server.url).stdout.splitlines()[1:] == []
+    assert cli("list", "--name", "LISTED", url=server.url).stdout.splitlines()[1].split()[0] == job_id
+    assert cli("list", "--name", "nothing-like-it", url=server.url).stdout.splitlines()[1:] == []
 
     status = cli("status", job_id, "--json", url=server.url)
     assert json.loads(status.stdout)["metrics"]["train_loss"] == 0.5
