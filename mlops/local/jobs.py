@@ -196,7 +196,8 @@ class LocalBackend(Backend):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             ctx.log(line)
             if tail is not None and line.strip():
-                tail.append(line[:STDERR_LINE_CHARS])
+                # Redacted before it is cut: a cut through a secret would leave a piece no redaction matches.
+                tail.append(ctx.redact(line)[:STDERR_LINE_CHARS])
             parsed = parse_metric_line(line)
             if parsed:
                 epoch, epochs, metrics = parsed
@@ -243,7 +244,7 @@ class LocalBackend(Backend):
             return f"{written} ({exit_text})"
         if not stderr_tail:
             return f"the script failed with {exit_text}"
-        # The end of stderr holds the cause (a traceback ends with its exception); ctx.finish redacts secrets.
+        # The end of stderr holds the cause (a traceback ends with its exception); its lines are redacted already.
         cause = "\n".join(stderr_tail)[-STDERR_TAIL_CHARS:]
         return f"the script failed with {exit_text}; the last lines of its stderr:\n{cause}"
 
