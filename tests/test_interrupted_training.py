@@ -1,5 +1,6 @@
-"""Ctrl+C during training loses nothing: the service says what it will do, stops, and after a restart the
-bundled script resumes from its checkpoint and completes. Real service processes, real digits, real SIGINT."""
+"""Ctrl+C loses nothing that can be kept: the service says what it will do to each running job, a second Ctrl+C
+stops them at once, and after a restart the bundled script resumes from its checkpoint and completes.
+Real service processes, real digits, real SIGINT."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wait_final, wait_for
+from conftest import ROOT, pipeline_body, wait_final, wait_for, write_pipeline
+from helpers_service import METRIC_SCRIPT
 
 EPOCHS = 4
 
@@ -63,3 +65,21 @@ def test_ctrl_c_mid_training_then_a_restart_resumes_from_the_checkpoint_and_comp
     assert f"epoch={resumed_after}/{EPOCHS} " not in second_run and f"epoch={EPOCHS}/{EPOCHS} " in second_run
     print(f"\nCtrl+C during epoch {interrupted_after + 1} of {EPOCHS} -> stopped in {stopped - pressed:.1f} s -> "
           f"COMPLETED {completed - pressed:.1f} s after Ctrl+C (restart included; resumed after epoch {resumed_after})")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Ctrl+C reaches a Windows service as a console event, not SIGINT")
+def test_ctrl_c_says_a_pipeline_will_end_in_error_and_how_to_rerun_it(service, data_dir):
+    write_pipeline(data_dir / "storage", "slow", METRIC_SCRIPT, name="run.py")
+    first = service(data_dir)
+    _, accepted = first.request("POST", "/execute", pipeline_body("slow", "python run.py 30 1"))
+    job_id = accepted["task_id"]
+    wait_for(lambda: first.request("GET", f"/status/{job_id}")[1]["progress"]["epoch"])
+    first.process.send_signal(signal.SIGINT)
+    announced = wait_for(lambda: next((line for line in first.lines if f"job {job_id} (pipe1, epoch" in line), None))
+    assert "then is stopped and ends ERROR" in announced
+    assert announced.rstrip().endswith(f"rerun it with: python -m executor_client rerun {job_id[:8]}")
+    wait_for(lambda: any("press Ctrl+C again" in line for line in first.lines))
+    first.process.send_signal(signal.SIGINT)
+    assert first.process.wait(timeout=30) == 0
+    status = service(data_dir).request("GET", f"/execute/{job_id}/getStatus")[1]
+    assert status["task_status"] == "ERROR" and "to run it again" in status["failure_reason"]
