@@ -47,14 +47,15 @@ const Charts = (() => {
   }
 
   // series: [{name, points: [[x, y], ...]}]; draws into a <figure> holding an <svg> and a legend list.
-  function draw(figure, series) {
+  // lastEpoch, when known, keeps room on the x axis for the epochs still to come.
+  function draw(figure, series, lastEpoch) {
     const target = figure.querySelector("svg");
     target.replaceChildren();
     const legend = figure.querySelector(".legend-list");
     legend.replaceChildren();
     const points = series.flatMap((item) => item.points);
     const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-    let x0 = Math.min(...xs), x1 = Math.max(...xs);
+    let x0 = Math.min(...xs), x1 = Math.max(...xs, lastEpoch || 0);
     if (x0 === x1) { x0 = Math.max(0, x0 - 1); x1 += 1; }
     const {low: y0, high: y1, ticks} = yDomain(ys);
     const sx = (x) => PAD.left + ((x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);

@@ -7,8 +7,8 @@
   let timer = null;
   let drawnHistory = "";
 
-  function drawCharts(history) {
-    const key = JSON.stringify(history);
+  function drawCharts(history, epochs) {
+    const key = JSON.stringify([history, epochs]);
     if (key === drawnHistory) return;  // redraw only when a new point arrived
     drawnHistory = key;
     const metrics = Charts.byMetric(history);
@@ -21,7 +21,7 @@
     const target = document.getElementById("charts");
     target.replaceChildren(...[...families.entries()].map(([family, series]) => {
       const figure = Charts.figure(family, `${family} by epoch`);
-      Charts.draw(figure, series);
+      Charts.draw(figure, series, epochs);
       return figure;
     }));
     // A job that reports no metrics (most pipelines) has no charts rather than empty ones.
@@ -83,7 +83,7 @@
       return tr;
     }));
     document.getElementById("no-metrics").hidden = metrics.length > 0;
-    drawCharts(job.metric_history);
+    drawCharts(job.metric_history, job.epochs);
     renderFiles(job.files);
     const log = document.getElementById("log");
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
