@@ -30,6 +30,7 @@ def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     environment = body.get("environment") or {}
     request_part = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
                                               "command", "storage")}
+    request_part["storage"] = body["storage"].lower()
     request_part["configs"] = configs
     request_part["environment_keys"] = sorted(environment)
     if isinstance(configs.get("retry_on_restart"), bool):
