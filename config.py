@@ -149,6 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
             "adapter_instance=profile pairs, comma separated, for per-adapter AWS profiles"),
     Setting("s3_bucket", "", _optional_str, "bucket for datasets, code and model artifacts"),
     Setting("s3_prefix", "essedum-executor", str, "key prefix under the bucket"),
+    Setting("export_buckets", "", str,
+            "comma-separated buckets an export may copy into, besides EXECUTOR_S3_BUCKET"),
     Setting("sagemaker_role_arn", "", _optional_str, "execution role SageMaker jobs run as"),
     Setting("instance_type", "ml.g5.xlarge", str, "default SageMaker training instance type"),
     Setting("training_image", "", _optional_str, "training image URI (default: the AWS PyTorch image)"),

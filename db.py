@@ -424,6 +424,13 @@ class JobStore:
                 conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
             return status
 
+    def delete_job(self, job_id: str) -> bool:
+        """Delete an ended job (its events and metrics go with it); False when unknown or still active."""
+        with self._write() as conn:
+            return bool(conn.execute("DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                                     (job_id, JobStatus.COMPLETED.value, JobStatus.ERROR.value,
+                                      JobStatus.CANCELLED.value)).rowcount)
+
     def secrets(self, job_id: str) -> bytes | None:
         """Return the encrypted secrets a job still holds."""
         rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))

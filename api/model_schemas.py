@@ -159,16 +159,42 @@ TRANSFORM = {
     },
 }
 
-# The dataset upload is multipart: these are its form fields (the file itself is `file`).
+# The dataset upload is multipart: these are its form fields (the file itself is `file`). The
+# backend's file proxy sends the file alone; its name is then the key.
 DATASET_FORM = {
     "title": "DatasetUpload",
     "type": "object",
     "additionalProperties": False,
-    "required": ["Key"],
     "properties": {
         "Bucket": text(63, pattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
                        description="S3 bucket (default: the executor's bucket); locally a folder name"),
-        "Key": text(1024, description="object key; locally the relative path under datasets/<Bucket>/"),
+        "Key": text(1024, description="object key (default: the file's name); locally the relative path under "
+                                      "datasets/<Bucket>/"),
         "Description": {"type": "string", "maxLength": 1024},
+    },
+}
+
+DATASET_JSON = {
+    "title": "DatasetFromStorage",
+    "description": "Add a file of the executor's storage root as a dataset (the backend's JSON shape).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["local_dataset_path"],
+    "properties": {
+        **DATASET_FORM["properties"],
+        "local_dataset_path": text(1024, description="a file inside the storage root"),
+    },
+}
+
+EXPORT = {
+    "title": "Export",
+    "description": "Where an export goes: by default a download (local) or a presigned URL (SageMaker).",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "S3Uri": text(1024, pattern=S3_URI, description="SageMaker: copy the object(s) under this s3:// prefix, "
+                                                        "in EXECUTOR_S3_BUCKET or EXECUTOR_EXPORT_BUCKETS"),
+        "ExpiresIn": {"type": "integer", "minimum": 1, "maximum": 604800,
+                      "description": "seconds a presigned URL stays valid (default 3600)"},
     },
 }

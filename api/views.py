@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from flask import current_app, request
@@ -37,6 +37,16 @@ def format_time(epoch: float | None, zone: tzinfo | None) -> str | None:
     moment = datetime.fromtimestamp(epoch, zone) if zone else datetime.fromtimestamp(epoch).astimezone()
     # str() would drop the fraction when it is zero, which the backend's pattern does not accept.
     return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def format_record_time(epoch: float | None) -> str | None:
+    """Format a record time as the backend's SageMaker adapter parses it: 'yyyy-MM-dd HH-mm-ss', UTC.
+
+    ICIPModelAWSServiceSageMaker reads createdOn and syncDate with SimpleDateFormat("yyyy-MM-dd HH-mm-ss").
+    """
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H-%M-%S")
 
 
 def run_times(job: Job) -> tuple[float | None, float | None, float | None]:
