@@ -235,8 +235,10 @@ def infer(endpoint_id: str):
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
     adapter = essedum_origin()["adapter"]
     body, content_type = _inference_payload(adapter)
-    accept = request.headers.get("Accept")
-    accept = None if not accept or accept.strip() == "*/*" else accept
+    # One media type for the model: a browser's list (the backend forwards the UI's
+    # "application/json, text/plain, */*") becomes its first choice.
+    best = request.accept_mimetypes.best
+    accept = None if best in (None, "*/*") else best
     answer, answer_type = lifecycle().invoke(name, body, content_type, accept, adapter)
     if answer_type.split(";", 1)[0].strip().lower().endswith("json"):
         try:
