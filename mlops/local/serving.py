@@ -24,14 +24,14 @@ from typing import Any, BinaryIO, Callable, Iterator
 from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
 from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
 from mlops.exports import Export, file_export, folder_export
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
-                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
-                                   production_variant, public_request)
+                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
+                           model_body, production_variant, public_request)
 from mlops.staging import S3_URI, resolve_storage_path
 
 logger = logging.getLogger(__name__)
