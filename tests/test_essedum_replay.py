@@ -367,6 +367,25 @@ def test_the_mlops_routes_on_the_local_platform(local):
     assert backend.mlops("projects_models_get", {"model_id": "centre"})[0] == 404
 
 
+def test_explain_answers_501_for_a_model_without_class_probabilities(local):
+    """A platform that cannot explain says why, in JSON (the route exists on both platforms)."""
+    executor = local.config["EXECUTOR"]
+    executor.queue.start()
+    folder = executor.config.storage_root / "models" / "scores"
+    folder.mkdir(parents=True)
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))).save(str(folder / "model.pt"))
+    backend = Backend(local.test_client())
+    backend.mlops("projects_models_register_create", body={"ModelName": "scores",
+                                                           "Containers": [{"ModelDataUrl": "models/scores"}]})
+    backend.mlops("projects_endpoints_create", body={"ModelName": "scores", "EndpointConfigName": "scores-config"})
+    backend.mlops("projects_endpoints_deploy_model_create", {"endpoint_id": "scores"},
+                  {"EndpointConfigName": "scores-config", "EndpointName": "scores"})
+    wait_for(lambda: backend.mlops("projects_endpoints_get", {"endpoint_id": "scores"})[2]["status"] == "InService")
+    status, text, body = backend.mlops("projects_endpoints_explain_create", {"endpoint_id": "scores"},
+                                       {"instances": [np.zeros((8, 8)).tolist()]})
+    assert status == 501 and "per-class probabilities" in body["error"], text
+
+
 def test_datasets_arrive_in_both_real_shapes_and_export_with_their_hash(local):
     """ICIPAdaptersController's file proxy (multipart, only `file`) and the JSON {Bucket, Key, local_dataset_path}."""
     executor = local.config["EXECUTOR"]
