@@ -348,13 +348,13 @@ def delete_transform(transform_id: str):
             summary="Add a dataset: multipart (file, and optionally Bucket, Key) or JSON {Bucket, Key, "
                     "local_dataset_path} naming a file in the storage root", query=ORIGIN_QUERY)
 def upload_dataset():
-    # Only this route takes large bodies; every other keeps the app's small JSON limit.
-    request.max_content_length = executor().config.max_upload_bytes + FORM_OVERHEAD_BYTES
     if request.mimetype == "application/json":
         body = json_body(model_schemas.DATASET_JSON)
         record = lifecycle().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
                                             essedum_origin(), body.get("Description", ""))
         return jsonify(record_view(record)), 201
+    # Only an upload takes large bodies; everything else keeps the app's small JSON limit.
+    request.max_content_length = executor().config.max_upload_bytes + FORM_OVERHEAD_BYTES
     if request.mimetype != "multipart/form-data":
         raise MalformedRequest("file", "send multipart/form-data with a 'file' part (and optionally Bucket, Key), "
                                        "or JSON {Bucket, Key, local_dataset_path}")
@@ -407,7 +407,7 @@ def download_export(type: str, name: str):
     """Stream an exported file, with its size and SHA-256 in the headers."""
     export = lifecycle().export_file(lifecycle().record(type, name))
     response = send_file(open_no_follow(export.path), mimetype="application/octet-stream", as_attachment=True,
-                         download_name=export.filename, conditional=True, etag=export.sha256)
+                         download_name=export.filename, conditional=False, etag=export.sha256)
     response.headers["Content-Length"] = str(export.size)
     response.headers["X-Content-SHA256"] = export.sha256
     return response

@@ -16,15 +16,17 @@ import math
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from mlops.errors import InvalidRequest
+from mlops.errors import InvalidRequest, MalformedRequest, TooLarge
 
 # Predict function: images (H x W x C uint8 arrays) → one {label: probability} map per image.
 Predict = Callable[[list[np.ndarray]], list[dict[str, float]]]
 
 # A grid of at most this many patches a side keeps an explanation to a few hundred predictions.
 MAX_GRID = 16
-MAX_SIDE = 1024
+# Each patch is one more prediction of the whole image: explanations stay on images of model size.
+MAX_SIDE = 256
 
 
 def decode_request(payload: bytes, content_type: str) -> tuple[np.ndarray, str | None]:
@@ -33,43 +35,41 @@ def decode_request(payload: bytes, content_type: str) -> tuple[np.ndarray, str |
     if media.startswith("image/") or media == "application/x-image":
         return _from_image_bytes(payload), None
     if media != "application/json":
-        raise InvalidRequest("body", "explain takes one image: JSON {\"instances\": [image]} or {\"image\": image}, "
-                                     "or the image's bytes", status=400)
+        raise MalformedRequest("body", "explain takes one image: JSON {\"instances\": [image]} or {\"image\": image}, "
+                                     "or the image's bytes")
     try:
         document = json.loads(payload)
     except ValueError as exc:
-        raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
+        raise MalformedRequest("body", f"not valid JSON: {exc}") from None
     if isinstance(document, dict) and "instances" in document:
         images = document["instances"]
     elif isinstance(document, dict) and "image" in document:
         images = [document["image"]]
     else:
-        raise InvalidRequest("body", "send {\"instances\": [image]} or {\"image\": image}", status=400)
+        raise MalformedRequest("body", "send {\"instances\": [image]} or {\"image\": image}")
     if not isinstance(images, list) or len(images) != 1:
-        raise InvalidRequest("instances", "explain one image at a time", status=400)
+        raise MalformedRequest("instances", "explain one image at a time")
     label = document.get("label")
     if label is not None and not isinstance(label, str):
-        raise InvalidRequest("label", "must be a string (a class of the model)", status=400)
+        raise MalformedRequest("label", "must be a string (a class of the model)")
     image = images[0]
     if isinstance(image, str):
         try:
             return _from_image_bytes(base64.b64decode(image.split(",", 1)[-1], validate=True)), label
         except binascii.Error:
-            raise InvalidRequest("image", "is not base64", status=400) from None
+            raise MalformedRequest("image", "is not base64") from None
     return _from_pixels(image), label
 
 
 def _from_image_bytes(data: bytes) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             if max(image.size) > MAX_SIDE:
-                raise InvalidRequest("image", f"is {image.size[0]}x{image.size[1]}; explain takes at most "
-                                              f"{MAX_SIDE} pixels a side", status=413)
+                raise TooLarge("image", f"is {image.size[0]}x{image.size[1]}; explain takes at most "
+                                              f"{MAX_SIDE} pixels a side")
             pixels = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB", "RGBA") else image)
     except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidRequest("image", f"is not a PNG or JPEG image: {exc}", status=400) from None
+        raise MalformedRequest("image", f"is not a PNG or JPEG image: {exc}") from None
     return _from_pixels(pixels)
 
 
@@ -77,16 +77,15 @@ def _from_pixels(instance: Any) -> np.ndarray:
     try:
         pixels = np.asarray(instance, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidRequest("image", "is not a rectangular array of pixel values", status=400) from None
+        raise MalformedRequest("image", "is not a rectangular array of pixel values") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or min(pixels.shape[:2]) == 0:
-        raise InvalidRequest("image", f"has shape {list(pixels.shape)}; expected H x W or H x W x C, C in 1, 3, 4",
-                             status=400)
+        raise MalformedRequest("image", f"has shape {list(pixels.shape)}; expected H x W or H x W x C, C in 1, 3, 4")
     if max(pixels.shape[:2]) > MAX_SIDE:
-        raise InvalidRequest("image", f"explain takes at most {MAX_SIDE} pixels a side", status=413)
+        raise TooLarge("image", f"explain takes at most {MAX_SIDE} pixels a side")
     if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
-        raise InvalidRequest("image", "has pixel values outside 0..255", status=400)
+        raise MalformedRequest("image", "has pixel values outside 0..255")
     return np.rint(pixels).astype(np.uint8)
 
 
@@ -100,7 +99,7 @@ def occlusion(image: np.ndarray, predict: Predict, label: str | None = None,
         raise ValueError("the model answered no probabilities")
     label = label if label is not None else max(probabilities, key=probabilities.__getitem__)
     if label not in probabilities:
-        raise InvalidRequest("label", f"is not a class of the model; classes: {', '.join(probabilities)}", status=422)
+        raise InvalidRequest("label", f"is not a class of the model; classes: {', '.join(probabilities)}")
     # Covered with the image's mean colour: a black patch would be evidence of its own on digit scans.
     fill = image.reshape(-1, image.shape[2]).mean(axis=0).round().astype(np.uint8)
     corners = [(top, left) for top in range(0, height, patch) for left in range(0, width, patch)]

@@ -44,6 +44,7 @@ TOKEN = "executor-token-for-people"
 USER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vQGVzc2VkdW0iLCJyb2xlIjoiYWRtaW4ifQ.dWktc2lnbmF0dXJl"
 ADAPTER, PROJECT = "aws-sagemaker-remote", "Demo"
 EXPORT_BUCKET = "essedum-exports"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 
 # ICIPPluginConstants.MLOPS_APIS, with the method ICIPMlopsController maps each one to.
 MLOPS_APIS = {
@@ -270,7 +271,8 @@ def test_an_untrusted_client_needs_the_token_the_backend_never_sends(local):
     assert client.get("/execute", headers=OKHTTP_HEADERS, environ_base=outsider).status_code == 401
     forwarded = client.get("/api/service/v1/models/list", headers=UI_HEADERS, environ_base=outsider)
     assert forwarded.status_code == 401 and USER_JWT not in forwarded.get_data(as_text=True)
-    assert client.get("/execute", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=outsider).status_code == 200
+    with_token = client.get("/execute", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=outsider)
+    assert with_token.status_code == 200
 
 
 def image_model(folder: Path) -> Path:
@@ -384,6 +386,10 @@ def test_explain_answers_501_for_a_model_without_class_probabilities(local):
     status, text, body = backend.mlops("projects_endpoints_explain_create", {"endpoint_id": "scores"},
                                        {"instances": [np.zeros((8, 8)).tolist()]})
     assert status == 501 and "per-class probabilities" in body["error"], text
+    two = {"instances": [np.zeros((8, 8)).tolist()] * 2}
+    assert backend.mlops("projects_endpoints_explain_create", {"endpoint_id": "scores"}, two)[0] == 400
+    large = {"instances": [np.zeros((300, 300)).tolist()]}
+    assert backend.mlops("projects_endpoints_explain_create", {"endpoint_id": "scores"}, large)[0] == 413
 
 
 def test_datasets_arrive_in_both_real_shapes_and_export_with_their_hash(local):
@@ -509,7 +515,8 @@ def test_the_job_api_on_sagemaker(sagemaker, clients):  # noqa: F811
     argv = json.loads(json.loads(hyperparameters["essedum-argv"]))
     assert argv == ["pipe1.py", "Last_Execution_Time:-1", "Current_Execution_Time:Fri, 27 Nov 2026 10:00:00 GMT"]
     bucket, key = json.loads(hyperparameters["sagemaker_submit_directory"])[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+    code = clients.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(code)) as tar:
         assert {"pipe1.py", "essedum_launch.py"} <= set(tar.getnames())
     set_training_state(name, "Completed", "Completed", billable_time_in_seconds=60)
     executor.queue.monitor_once()
@@ -538,7 +545,7 @@ def test_the_mlops_routes_on_sagemaker(sagemaker, clients):  # noqa: F811
     backend = Backend(sagemaker.test_client())
     status, text, model = backend.mlops("projects_models_register_create", body={
         "ExecutionRoleArn": ROLE_ARN, "ModelName": "digits", "Containers": [{
-            "ContainerHostname": "", "Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311",
+            "ContainerHostname": "", "Image": IMAGE,
             "Mode": "", "ModelDataUrl": f"s3://{BUCKET}/models/digits/model.tar.gz", "Environment": {}}]})
     assert status == 201, text
     parse_model(model)
