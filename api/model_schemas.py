@@ -5,7 +5,7 @@ model, so a bad name is a 4xx from us instead of a ValidationException from AWS.
 """
 from __future__ import annotations
 
-from api.schemas import ENV_NAME, NO_NUL, TAGS, text
+from api.schemas import ENV_NAME, NO_NUL, TAGS, ZERO_IS_ABSENT, text
 
 # ModelName, EndpointName, EndpointConfigName, TransformJobName and VariantName share this rule.
 RESOURCE_NAME = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
@@ -70,7 +70,8 @@ ENDPOINT_CONFIG = {
         "ExecutionRoleArn": text(2048, pattern=ROLE_ARN),
         "ModelName": name("the model the endpoint serves"),
         "VariantName": name("production variant name (default AllTraffic)"),
-        "InitialInstanceCount": {"type": "integer", "minimum": 1, "maximum": 100},
+        "InitialInstanceCount": {"type": "integer", "minimum": 1, "maximum": 100, ZERO_IS_ABSENT: True,
+                                 "description": "default 1; 0 (what the backend sends when unset) means 1"},
         "InstanceType": text(64, pattern=INSTANCE_TYPE),
         "EndpointConfigName": name("endpoint configuration name"),
         "PrimaryContainer": CONTAINER,

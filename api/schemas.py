@@ -28,6 +28,8 @@ PATH_SAFE = "^(?!.*\\.\\.)[^/\\\\\\u0000-\\u001f\\u007f]+$"
 # `storage` comes from a free-text datasource field (Local, S3, MINIO); JSON Schema has no
 # case-insensitive enum, and ECMA patterns no inline flags.
 STORAGE_ANY_CASE = "^([Ll][Oo][Cc][Aa][Ll]|[Mm][Ii][Nn][Ii][Oo]|[Ss]3)$"
+# Marks an integer field the backend fills with optInt, whose 0 means "not given" (an OpenAPI extension).
+ZERO_IS_ABSENT = "x-zero-is-absent"
 PATTERN_MESSAGES = {
     PATH_SAFE: "must not contain '/', '\\', '..' or control characters (it becomes a storage key and a path)",
     STORAGE_ANY_CASE: "must be local, minio or s3 (any case)",
@@ -139,8 +141,8 @@ def without_absent(value: Any, schema: dict[str, Any]) -> Any:
 
     Its bodies are built with org.json's optString and optInt, which turn a field the user left
     empty into "" and 0 (ICIPModelAWSServiceSageMaker.getBodyObjForEndpointsRegister always sends
-    PrimaryContainer {"Image": "", "ModelDataUrl": ""}). A 0 counts as absent only where 0 is not
-    a valid value anyway (an integer with a minimum of at least 1).
+    PrimaryContainer {"Image": "", "ModelDataUrl": ""}). A 0 counts as absent only in the fields the
+    backend fills with optInt, marked with ZERO_IS_ABSENT.
     """
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [without_absent(item, schema["items"]) for item in value]
@@ -160,8 +162,7 @@ def without_absent(value: Any, schema: dict[str, Any]) -> Any:
 def _is_absent(value: Any, field: dict[str, Any]) -> bool:
     if value == "" and isinstance(value, str):
         return True
-    return (value == 0 and type(value) is int and field.get("type") == "integer"
-            and field.get("minimum", 0) >= 1)
+    return value == 0 and type(value) is int and bool(field.get(ZERO_IS_ABSENT))
 
 
 def validate(body: Any, schema: dict[str, Any]) -> None:
