@@ -27,7 +27,6 @@ from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
-from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
 from mlops.exports import Export, file_export, folder_export
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
@@ -142,6 +141,9 @@ class LocalModelLifecycle(ModelLifecycle):
 
     def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
         """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
+        # Imported here: numpy and Pillow add a quarter of a second to every start, and only this needs them.
+        from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
+
         image, label = decode_request(body, content_type)
         # Each call carries as many images as fit in the payload limit an endpoint takes.
         per_call = max(1, MAX_INVOKE_BYTES // (image.size * 4 + 16))
