@@ -14,7 +14,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from aws_fixtures import (BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
+from aws_fixtures import (BUCKET, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
                           put_log_lines, set_training_state)
 from conftest import pipeline_body, wait_for, write_pipeline
 
