@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 from flask import current_app, jsonify, request
 
@@ -30,7 +30,8 @@ def client_address() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, networks: Any) -> bool:
+def is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+               networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     """True when the address lies in one of the trusted networks."""
     if address is None:
         return False
