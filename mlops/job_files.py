@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,7 +147,7 @@ def model_archive(job_dir: Path) -> Iterator[bytes]:
             continue  # it changed since the listing: leave it out rather than send something else
         with handle:
             info = tarfile.TarInfo(str(PurePosixPath(item.path).relative_to("model")))
-            info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+            info.size, info.mode = size, 0o644  # no time, owner or group: the same model gives the same bytes
             yield gzip.compress(info.tobuf(tarfile.PAX_FORMAT))
             left = size
             while left:
