@@ -22,8 +22,8 @@ with open(os.path.join(model, "code", "inference.py"), "w") as handle:
     handle.write("def model_fn(model_dir): pass\\n")
 with open(os.path.join(data, "report.txt"), "w") as handle:
     handle.write("accuracy 0.9")
-# What a hostile job would try: links out of its folder to the executor's own files, and a FIFO.
-secret = os.path.join(os.environ["SM_MODEL_DIR"], "..", "..", "..", "secret.key")
+# What a hostile job would try: links out of its folder to the executor's files, and a FIFO.
+secret = os.path.join(os.environ["SM_MODEL_DIR"], "..", "..", "..", "outside.txt")
 os.symlink(secret, os.path.join(model, "stolen.key"))
 os.symlink(os.path.dirname(secret), os.path.join(data, "executor"))
 os.mkfifo(os.path.join(data, "pipe"))
@@ -64,8 +64,10 @@ def test_a_unique_prefix_names_a_job_everywhere_and_an_ambiguous_one_is_refused(
 
     store = server.executor.store
     for twin in ("abcd1111-0000-4000-8000-000000000000", "abcd2222-0000-4000-8000-000000000000"):
+        # Stored as ended jobs: two ids that share a prefix, not work for the queue.
         store.create_job(twin, kind="pipeline", backend="local", request={"name": twin}, secrets=None,
-                         log_path="/nonexistent/job.log", output_dir="/nonexistent")
+                         log_path=str(server.storage_root / "twin.log"), output_dir=str(server.storage_root))
+        store.transition(twin, JobStatus.CANCELLED, expected=JobStatus.WAITING)
     status, body = server.request("GET", "/status/abcd")
     assert status == 409 and body["field"] == "task_id" and len(body["candidates"]) == 2
     assert server.request("GET", "/status/abcd2")[1]["job_id"].startswith("abcd2222")
@@ -98,7 +100,7 @@ def test_a_rerun_of_a_pipeline_whose_secrets_were_erased_asks_for_them(server):
 
 def test_downloads_stream_regular_output_files_and_never_follow_links(server, data_dir):
     job_id = run(server, "outputs", "python make.py")
-    (data_dir / "secret.key").write_bytes(b"EXECUTOR-SECRET")  # stands in for the executor's key file
+    (data_dir / "outside.txt").write_bytes(b"EXECUTOR-SECRET")  # a file of the executor's, beside its key file
 
     _, listing = server.request("GET", f"/api/jobs/{job_id}/files")
     assert [item["path"] for item in listing["files"]] == [
@@ -108,8 +110,8 @@ def test_downloads_stream_regular_output_files_and_never_follow_links(server, da
     assert headers["Content-Disposition"] == 'attachment; filename="model.pt"'
     assert download(server, f"/api/jobs/{job_id}/files/output/data/report.txt")[1] == b"accuracy 0.9"
 
-    for hostile in ("model/stolen.key", "output/data/executor/secret.key", "output/data/pipe",
-                    "model/../../../secret.key", "model/%2e%2e/%2e%2e/%2e%2e/secret.key", "code/make.py",
+    for hostile in ("model/stolen.key", "output/data/executor/outside.txt", "output/data/pipe",
+                    "model/../../../outside.txt", "model/%2e%2e/%2e%2e/%2e%2e/outside.txt", "code/make.py",
                     "input/config/hyperparameters.json", "job.log", "model"):
         status, content, _ = download(server, f"/api/jobs/{job_id}/files/{hostile}")
         assert status == 404, hostile
