@@ -410,3 +410,36 @@ def test_decoding_uses_the_jobs_share_of_the_cores(monkeypatch, script_import, e
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert script_import("decoding").decode_processes() == processes
+
+
+def test_resident_batches_are_the_loaders_batches_bit_for_bit_on_every_rank(script_import):
+    torch = pytest.importorskip("torch")
+    batches = script_import("batches")
+    random = np.random.default_rng(5)
+    images = torch.from_numpy(random.integers(0, 256, size=(103, 1, 6, 6), dtype=np.uint8))
+    targets = torch.from_numpy(random.integers(0, 10, size=103))
+    cpu = torch.device("cpu")
+    seen = []
+    for rank in (0, 1):
+        resident = batches.training_batches(images, targets, 16, batches.AUTO_WORKERS, 7, rank, 2, cpu, images.nbytes)
+        loader = batches.training_batches(images, targets, 16, 0, 7, rank, 2, cpu, images.nbytes)
+        assert resident.resident and not loader.resident
+        for epoch in (1, 2):
+            resident.set_epoch(epoch)
+            loader.set_epoch(epoch)
+            pairs = list(zip(resident, loader, strict=True))
+            assert len(pairs) == 4  # 52 of the 103 images on each rank (padded), batches of 16
+            for (resident_images, resident_targets), (loader_images, loader_targets) in pairs:
+                assert torch.equal(resident_images, loader_images) and torch.equal(resident_targets, loader_targets)
+            seen.append(torch.cat([resident_batch for (resident_batch, _), _ in pairs]))
+    # Epochs shuffle differently; the two ranks' shards of an epoch cover every image.
+    assert not torch.equal(seen[0], seen[1])
+    covered = {bytes(image.numpy()) for image in torch.cat([seen[0], seen[2]])}
+    assert covered == {bytes(image.numpy()) for image in images}
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16"),
+                                               ((9, 0), "bfloat16")], ids=["V100", "T4", "A100", "H100"])
+def test_bf16_only_from_compute_capability_8(script_import, capability, dtype):
+    torch = pytest.importorskip("torch")
+    assert script_import("trainer").autocast_dtype(capability) == getattr(torch, dtype)
