@@ -22,7 +22,7 @@ from moto import mock_aws
 from config import load_config
 from db import Job, JobStatus, JobStore
 from mlops.base import JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -92,7 +92,7 @@ def aws_setup(clients: ClientFactory) -> None:
 
 @pytest.fixture
 def backend(config, clients: ClientFactory, store: JobStore, aws_setup):
-    from mlops.sagemaker_backend import SageMakerBackend
+    from mlops.sagemaker.jobs import SageMakerBackend
 
     return SageMakerBackend(config, clients, store)
 
