@@ -154,3 +154,27 @@ def test_bad_training_requests_name_the_field(client, app, body, field):
     response = client.post("/api/service/v1/pipelines/training", json=body)
     assert 400 <= response.status_code < 500, response.get_json()
     assert response.get_json()["field"] == field
+
+
+def test_jobs_running_together_share_the_cores(live_server, tmp_path):
+    server = live_server()
+    root = server.executor.config.storage_root
+    release = tmp_path / "release"
+    report = "import os\nprint('threads', os.environ['SM_NUM_CPUS'], os.environ['OMP_NUM_THREADS'], flush=True)\n"
+    waiting = report + f"import time, pathlib\nwhile not pathlib.Path({str(release)!r}).exists(): time.sleep(0.05)\n"
+    first = server.request("POST", "/execute", pipeline_body(write_pipeline(root, "holds", waiting), "python pipe1.py"))
+    first_id = first[1]["task_id"]
+
+    def log_of(job_id: str) -> str:
+        return server.request("GET", f"/execute/{job_id}/getLog")[1]["logs"]["content"]
+
+    wait_for(lambda: "threads" in log_of(first_id))
+    second = server.request("POST", "/execute", pipeline_body(write_pipeline(root, "beside", report), "python pipe1.py"))
+    second_id = second[1]["task_id"]
+    assert wait_final(server, second_id)["task_status"] == "COMPLETED"
+    release.touch()
+    assert wait_final(server, first_id)["task_status"] == "COMPLETED"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert f"threads {cores} {cores}" in log_of(first_id)
+    share = max(1, cores // 2)
+    assert f"threads {share} {share}" in log_of(second_id)

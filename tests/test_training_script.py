@@ -406,10 +406,10 @@ def test_decoding_runs_the_overlapped_work_once_and_keeps_grey_datasets_grey(tmp
     ({"SM_NUM_CPUS": "8", "LOCAL_WORLD_SIZE": "4"}, 2),
     ({"SM_NUM_CPUS": "2", "LOCAL_WORLD_SIZE": "4"}, 1),
 ])
-def test_decoding_uses_the_jobs_share_of_the_cores(monkeypatch, script_import, environment, processes):
+def test_each_rank_uses_its_share_of_the_jobs_cores(monkeypatch, script_import, environment, processes):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert script_import("decoding").decode_processes() == processes
+    assert script_import("cores").rank_cores() == processes
 
 
 def test_resident_batches_are_the_loaders_batches_bit_for_bit_on_every_rank(script_import):

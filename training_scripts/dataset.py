@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from decoding import decode_images, decode_processes
+from cores import rank_cores
+from decoding import decode_images
 from failure import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def _require_two_classes(labels: list[str]) -> None:
 
 def _decode_samples(samples: list[tuple[str, str]], files: dict[str, Path], labels: list[str],
                     image_size: int, while_decoding: Callable[[], object]) -> ImageDataset:
-    decoded = decode_images([files[name] for name, _ in samples], image_size, decode_processes(), while_decoding)
+    decoded = decode_images([files[name] for name, _ in samples], image_size, rank_cores(), while_decoding)
     kept = [sample for sample, readable in zip(samples, decoded.readable) if readable]
     skipped = sorted({name for name, _ in samples} - {name for name, _ in kept})
     if not kept:

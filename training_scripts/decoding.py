@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +50,6 @@ class _Chunk:
     coloured: np.ndarray
 
 
-def decode_processes() -> int:
-    """Return how many processes this rank may decode with: its share of SM_NUM_CPUS or of its cores."""
-    cores = int(os.environ.get("SM_NUM_CPUS", 0)) or _usable_cores()
-    # Under torchrun every rank of a host decodes the whole dataset at the same time.
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, cores // max(1, ranks_here))
-
-
 def decode_images(paths: Sequence[Path], image_size: int, processes: int,
                   while_decoding: Callable[[], object] = lambda: None) -> DecodedImages:
     """Decode every file to uint8 C x S x S; `while_decoding` runs meanwhile in this process."""
@@ -74,13 +65,6 @@ def decode_images(paths: Sequence[Path], image_size: int, processes: int,
             while_decoding()
             chunks = [future.result() for future in pending]
     return _assemble(chunks, image_size, processes)
-
-
-def _usable_cores() -> int:
-    # A container limited to some cores (cpusets, taskset) reports them here, not in cpu_count.
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _process_context() -> multiprocessing.context.BaseContext:

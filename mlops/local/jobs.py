@@ -84,6 +84,8 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
+        self._cores = _usable_cores()
+        self._running_jobs = 0
 
     # -- submission ------------------------------------------------------------------------------
 
@@ -123,6 +125,15 @@ class LocalBackend(Backend):
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._running_jobs += 1
+        try:
+            self._run_job(ctx)
+        finally:
+            with self._lock:
+                self._running_jobs -= 1
+
+    def _run_job(self, ctx: JobContext) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
@@ -240,6 +251,10 @@ class LocalBackend(Backend):
     def _environment(self, layout: ContainerLayout, hyperparameters: dict[str, str], entry_point: str,
                      user_environment: dict[str, str]) -> dict[str, str]:
         env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        # Every torch or numpy process would start a thread per core; jobs running together would
+        # then fight over the cores and finish later than one after another. A job's own setting wins.
+        cores = self._core_share()
+        env["OMP_NUM_THREADS"] = str(cores)
         env.update(user_environment)
         sm = {
             "SM_MODEL_DIR": str(layout.model),
@@ -252,7 +267,7 @@ class LocalBackend(Backend):
             "SM_INPUT_CONFIG_DIR": str(layout.config),
             "SM_CHECKPOINT_DIR": str(layout.checkpoints),
             "SM_NUM_GPUS": str(_gpu_count()),
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_CPUS": str(cores),
             "SM_HOSTS": json.dumps([CURRENT_HOST]),
             "SM_CURRENT_HOST": CURRENT_HOST,
             "SM_USER_ENTRY_POINT": entry_point,
@@ -266,6 +281,11 @@ class LocalBackend(Backend):
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
+
+    def _core_share(self) -> int:
+        """Return the cores a job starting now may use: this machine's cores shared by the jobs running."""
+        with self._lock:
+            return max(1, self._cores // max(1, self._running_jobs))
 
     def _python_for(self, ctx: JobContext, code: Path) -> str:
         """Return the interpreter for a job, installing its requirements.txt as the container would."""
@@ -395,6 +415,13 @@ def _artifact_content(path: Path) -> dict[str, Any]:
 
 def _flags(hyperparameters: dict[str, str]) -> list[str]:
     return [item for name, value in hyperparameters.items() for item in (f"--{name}", value)]
+
+
+def _usable_cores() -> int:
+    # A service limited to some cores (systemd CPUAffinity, cpusets) reports them here, not in cpu_count.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _venv_python(venv: Path) -> Path:
