@@ -20,8 +20,8 @@ from PIL import Image
 
 from preprocessing import image_to_array, is_color_mode
 
-# Below about this many images per process, starting the process costs more than it saves
-# (see bench/bench_decode.py).
+# A process costs milliseconds to start and its results a copy back; give each one enough images
+# (a few tens of milliseconds of decoding) for that to pay.
 MIN_IMAGES_PER_PROCESS = 256
 # Several chunks per process keep every core busy to the end when some images decode slower.
 CHUNKS_PER_PROCESS = 4
