@@ -83,12 +83,14 @@ def run_ceiling(data: Path, device_name: str, amp: str, train_flags: Sequence[st
     """Train the script's model, optimiser and precision on batches standardised on the device already."""
     sys.path.insert(0, str(TRAIN.parent))
     import torch
+    from cores import torch_threads
     from dataset import load_dataset, split_dataset
     from hyperparameters import parse_hyperparameters
     from model import build_model
     from trainer import Normalizer, Precision
 
     args = parse_hyperparameters(train_flags)
+    torch.set_num_threads(torch_threads())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as scratch:
         dataset = load_dataset(data, args.metadata_file, args.image_size, Path(scratch))

@@ -443,3 +443,12 @@ def test_resident_batches_are_the_loaders_batches_bit_for_bit_on_every_rank(scri
 def test_bf16_only_from_compute_capability_8(script_import, capability, dtype):
     torch = pytest.importorskip("torch")
     assert script_import("trainer").autocast_dtype(capability) == getattr(torch, dtype)
+
+
+def test_torch_threads_honour_an_explicit_omp_setting(monkeypatch, script_import):
+    monkeypatch.setenv("SM_NUM_CPUS", "8")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = script_import("cores")
+    assert cores.torch_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cores.torch_threads() == 3

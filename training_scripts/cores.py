@@ -17,6 +17,12 @@ def rank_cores() -> int:
     return max(1, cores // max(1, ranks_here))
 
 
+def torch_threads() -> int:
+    """Return how many threads torch may compute with: an explicit OMP_NUM_THREADS, else this rank's cores."""
+    # torchrun and the executor's local platform set OMP_NUM_THREADS on purpose; honour it.
+    return int(os.environ.get("OMP_NUM_THREADS", 0)) or rank_cores()
+
+
 def _usable_cores() -> int:
     # A container limited to some cores (cpusets, taskset) reports them here, not in cpu_count.
     if hasattr(os, "sched_getaffinity"):

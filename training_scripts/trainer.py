@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from batches import Batches, training_batches
-from cores import rank_cores
+from cores import torch_threads
 from dataset import ImageDataset, Split
 from evaluation import accuracy, classification_auc
 from metric_lines import METRIC_NAMES, format_metric_line
@@ -104,7 +104,7 @@ def choose_device(requested: str, group: ProcessGroup) -> torch.device:
 def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageDataset, split: Split,
               group: ProcessGroup, outputs: OutputDirs) -> dict[str, Any]:
     # torch would spin a thread on every core; jobs and ranks beside this one have their own share.
-    torch.set_num_threads(rank_cores())
+    torch.set_num_threads(torch_threads())
     torch.manual_seed(args.seed)
     model = build_model(dataset.channels, len(dataset.labels)).to(device)
     if device.type == "cuda":
