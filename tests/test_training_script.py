@@ -452,3 +452,14 @@ def test_torch_threads_honour_an_explicit_omp_setting(monkeypatch, script_import
     assert cores.torch_threads() == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cores.torch_threads() == 3
+
+
+def test_the_resident_feed_and_the_dataloader_train_the_same_model(tmp_path):
+    channel = write_digits(tmp_path / "channel", 200)
+    resident = run_training(tmp_path / "resident", channel, "--epochs", "2", *QUICK_FLAGS)
+    loader = run_training(tmp_path / "loader", channel, "--epochs", "2", "--num-workers", "0", *QUICK_FLAGS)
+    for run in (resident, loader):
+        assert_succeeded(run)
+    assert "training images resident on cpu" in resident.process.stdout
+    assert "DataLoader with 0 worker process(es)" in loader.process.stdout
+    assert resident.metric_lines == loader.metric_lines and resident.metrics() == loader.metrics()

@@ -84,9 +84,12 @@ class LoaderBatches(Batches):
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, sampler: DistributedSampler, batch_size: int,
                  workers: int, device: torch.device) -> None:
         super().__init__(sampler, batch_size)
+        # Its own generator: a DataLoader otherwise draws its workers' seed from the global RNG each
+        # epoch, which would shift dropout and make the two feeds train different models.
         self.loader = DataLoader(InMemoryImages(images, targets),
                                  sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
-                                 num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                                 num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                 generator=torch.Generator())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return iter(self.loader)
