@@ -76,7 +76,7 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from mlops.aws import training_job_name
     from mlops.base import JobContext
     from mlops.clients import ClientFactory
-    from mlops.sagemaker_backend import SageMakerBackend
+    from mlops.sagemaker.jobs import SageMakerBackend
 
     data = tmp / f"data-{count}"
     config = load_config(environ={}, overrides={
