@@ -4,7 +4,7 @@ moto accepts requests AWS refuses: it checks little beyond the JSON shape. botoc
 ParamValidator checks types, required members and minimums, but not maximum lengths, patterns or
 enums, and nothing across fields. This check adds those, reading every limit from botocore's model
 (the same source AWS's SDKs are generated from), and the cross-field rules of
-mlops/request_rules.py. A refused request raises RequestAWSWouldRefuse (an AssertionError, so it is
+mlops/sagemaker/request_rules.py. A refused request raises RequestAWSWouldRefuse (an AssertionError, so it is
 not mistaken for an AWS answer) and is recorded, so a test fails even when the code under test
 swallows the exception.
 
@@ -25,7 +25,7 @@ from typing import Any
 import regex  # AWS's patterns use \p{...} classes, which the re module lacks
 from botocore.validate import ParamValidator
 
-from mlops.request_rules import problems_of
+from mlops.sagemaker.request_rules import problems_of
 
 LOG_ENV = "AWS_REQUEST_CHECK_LOG"
 _lock = threading.Lock()

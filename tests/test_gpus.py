@@ -7,7 +7,7 @@ from pathlib import Path
 import sagemaker.core.image_uris as image_uris
 
 from mlops.sagemaker.gpus import GPU_COUNTS, needs_torchrun
-from mlops.validation import training_instance_types
+from mlops.sagemaker.validation import training_instance_types
 
 
 def test_the_table_agrees_with_the_one_aws_maintains_in_sagemaker_core():
