@@ -32,17 +32,17 @@ from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
 from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError,  # noqa: F401
                           SageMakerJobError, error_code, error_text)
 from mlops.sagemaker import validation as v
+from mlops.sagemaker.gpus import needs_torchrun
+from mlops.sagemaker.iam_policies import (ECR_REPOSITORY, SAGEMAKER_PRINCIPAL, Scope, execution_role_policy,
+                                          sagemaker_trust_policy)
 
 logger = logging.getLogger(__name__)
 
 JOB_NAME_PREFIX = "essedum-"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-ROLE_POLICY_NAME = "essedum-executor-training"
+ROLE_POLICY_NAME = "essedum-executor-jobs"
 STOPPABLE_STATUSES = frozenset({"InProgress"})
-ECR_REPOSITORY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)$")
 NOT_FOUND_MESSAGE = re.compile(r"could not find|not found|does not exist", re.IGNORECASE)
 
 
@@ -133,14 +133,17 @@ class SageMakerJobConfig:
             values["sagemaker_container_log_level"] = logging.INFO
             if self.region:
                 values["sagemaker_region"] = self.region
-            if self.instance_count > 1:
+            values["sagemaker_job_name"] = self.job_name
+            # Without torchrun the toolkit starts one process per instance: one GPU of a multi-GPU one.
+            if needs_torchrun(self.instance_type, self.instance_count):
                 values["sagemaker_torch_distributed_enabled"] = True
         return _json_hyperparameters(values)
 
     def to_sagemaker_config(self) -> dict[str, Any]:
         """Convert to SageMaker training job configuration."""
         self.validate()
-        algorithm: dict[str, Any] = {"TrainingImage": self.image_uri, "TrainingInputMode": "File"}
+        algorithm: dict[str, Any] = {"TrainingImage": self.image_uri, "TrainingInputMode": "File",
+                                     "EnableSageMakerMetricsTimeSeries": True}
         if self.metric_definitions:
             algorithm["MetricDefinitions"] = [dict(d) for d in self.metric_definitions]
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": self.max_runtime_seconds}
@@ -270,10 +273,11 @@ class SageMakerTrainingService:
     def create_execution_role(self, role_name: str) -> str:
         """Create IAM execution role for SageMaker training.
 
-        The role trusts only sagemaker.amazonaws.com and gets one inline policy: objects under the
-        executor's bucket prefix, the training log group, metrics in SageMaker's namespace, and
-        pulls from the training image's repository. An existing role that trusts SageMaker gets
-        the policy again; one that does not is refused.
+        The role trusts only sagemaker.amazonaws.com and gets one inline policy with one statement
+        per job family the executor runs (mlops/sagemaker/iam_policies.py): objects under the
+        executor's bucket prefix, AWS's image repositories, the families' log groups, AutoML's own
+        candidates. An existing role that trusts SageMaker gets the policy again; one that does not
+        is refused.
         """
         v.validate_role_name(role_name, "role_name")
         bucket = self.config.s3_bucket
@@ -284,8 +288,7 @@ class SageMakerTrainingService:
         iam = self.clients.client("iam")
         try:
             account = self.clients.client("sts").get_caller_identity()["Account"]
-            policy = least_privilege_policy(bucket, prefix, self.region, account,
-                                            self.resolve_image(self.config.instance_type))
+            image = self.resolve_image(self.config.instance_type)
             try:
                 role = iam.create_role(
                     RoleName=role_name, AssumeRolePolicyDocument=json.dumps(sagemaker_trust_policy()),
@@ -298,6 +301,8 @@ class SageMakerTrainingService:
                 if not trusts_sagemaker(role.get("AssumeRolePolicyDocument")):
                     raise SageMakerConfigurationError(
                         f"role {role_name} exists and does not trust {SAGEMAKER_PRINCIPAL}; choose another name")
+            scope = Scope(region=self.region, account=account, bucket=bucket, prefix=prefix, role_arn=role["Arn"])
+            policy = execution_role_policy(scope, [image])
             iam.put_role_policy(RoleName=role_name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(policy))
         except (ClientError, BotoCoreError) as exc:
             raise SageMakerConfigurationError(f"cannot create role {role_name}: {error_text(exc)}") from exc
@@ -486,12 +491,6 @@ def _explain(exc: Exception) -> str:
     return text
 
 
-def sagemaker_trust_policy() -> dict[str, Any]:
-    """Return a trust policy that lets only SageMaker assume the role."""
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": SAGEMAKER_PRINCIPAL}, "Action": "sts:AssumeRole"}]}
-
-
 def trusts_sagemaker(document: Any) -> bool:
     """True when a trust policy allows sagemaker.amazonaws.com to assume the role."""
     if isinstance(document, str):
@@ -511,36 +510,6 @@ def trusts_sagemaker(document: Any) -> bool:
                 and ("sts:AssumeRole" in actions or "sts:*" in actions)):
             return True
     return False
-
-
-def least_privilege_policy(bucket: str, prefix: str, region: str, account: str, image_uri: str) -> dict[str, Any]:
-    """Return the inline policy of a training role: one bucket prefix, its log group, its image."""
-    partition = "aws-cn" if region.startswith("cn-") else "aws"
-    objects = f"arn:{partition}:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
-    log_group = f"arn:{partition}:logs:{region}:{account}:log-group:{TRAINING_LOG_GROUP}"
-    statements: list[dict[str, Any]] = [
-        {"Sid": "ObjectsUnderThePrefix", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-         "Resource": objects},
-        {"Sid": "ListThePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:{partition}:s3:::{bucket}",
-         **({"Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}} if prefix else {})},
-        {"Sid": "TrainingLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": [log_group, f"{log_group}:log-stream:*"]},
-        {"Sid": "TrainingMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-         "Condition": {"StringEquals": {"cloudwatch:namespace": TRAINING_LOG_GROUP}}},
-        # GetAuthorizationToken has no resource to scope to; pulls are limited to one repository.
-        {"Sid": "RegistryToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-    ]
-    repository = ECR_REPOSITORY.match(image_uri.split("@")[0].rsplit(":", 1)[0])
-    if repository:
-        repo_account, repo_region, name = repository.groups()
-        statements.append({
-            "Sid": "PullTheTrainingImage", "Effect": "Allow",
-            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-            "Resource": f"arn:{partition}:ecr:{repo_region}:{repo_account}:repository/{name}"})
-    return {"Version": "2012-10-17", "Statement": statements}
 
 
 class SageMakerContainerBuilder:

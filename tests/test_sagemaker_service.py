@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from db import JobStatus
-from mlops.aws import (SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService,
-                       least_privilege_policy, training_job_name)
+from mlops.aws import SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService, training_job_name
+from mlops.sagemaker.iam_policies import Scope, execution_role_policy
 from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError
 
 ECR_REPO = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/essedum-training"
@@ -81,18 +81,18 @@ def test_the_execution_role_is_trusted_by_sagemaker_only_and_scoped_to_the_prefi
     trust = iam.get_role(RoleName="EssedumNewRole")["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
                                    "Action": "sts:AssumeRole"}]
-    policy = iam.get_role_policy(RoleName="EssedumNewRole", PolicyName="essedum-executor-training")["PolicyDocument"]
+    policy = iam.get_role_policy(RoleName="EssedumNewRole", PolicyName="essedum-executor-jobs")["PolicyDocument"]
     statements = {statement["Sid"]: statement for statement in policy["Statement"]}
     assert statements["ObjectsUnderThePrefix"]["Resource"] == f"arn:aws:s3:::{BUCKET}/essedum-executor/*"
     assert statements["ListThePrefix"]["Condition"]["StringLike"]["s3:prefix"] == [
         "essedum-executor", "essedum-executor/*"]
-    assert statements["PullTheTrainingImage"]["Resource"] == \
-        f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training"
-    assert all(":log-group:/aws/sagemaker/TrainingJobs" in resource
-               for resource in statements["TrainingLogs"]["Resource"])
+    assert f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training" in statements["TrainingJobs"]["Resource"]
+    assert f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:*" in \
+        statements["TrainingJobs"]["Resource"]
+    assert statements["AutoMLPassesItsRole"]["Resource"] == arn
     wildcard = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
-    assert sorted(wildcard) == ["RegistryToken", "TrainingMetrics"]
-    assert statements["TrainingMetrics"]["Condition"]
+    assert sorted(wildcard) == ["JobMetrics", "RegistryToken"]
+    assert statements["JobMetrics"]["Condition"]
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [a for a in actions if a.endswith(":*") or a == "*"]
 
@@ -121,10 +121,11 @@ def test_bad_role_names_are_refused_before_any_aws_call(service, clients, name):
 
 
 def test_the_policy_without_a_prefix_covers_the_bucket_objects_only():
-    policy = least_privilege_policy("b-1", "", "us-east-1", ACCOUNT, "ubuntu:22.04")
-    sids = {s["Sid"]: s for s in policy["Statement"]}
+    scope = Scope(region="us-east-1", account=ACCOUNT, bucket="b-1", prefix="", role_arn=f"arn:aws:iam::{ACCOUNT}:role/r")
+    sids = {s["Sid"]: s for s in execution_role_policy(scope, ["ubuntu:22.04"])["Statement"]}
     assert sids["ObjectsUnderThePrefix"]["Resource"] == "arn:aws:s3:::b-1/*"
-    assert "Condition" not in sids["ListThePrefix"] and "PullTheTrainingImage" not in sids
+    assert "Condition" not in sids["ListThePrefix"]
+    assert not [r for r in sids["TrainingJobs"]["Resource"] if "ubuntu" in r]
 
 
 # -- images ------------------------------------------------------------------------------------

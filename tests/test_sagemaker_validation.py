@@ -1,6 +1,8 @@
 """SageMaker request fields are refused before any AWS call, each error naming its field."""
 from __future__ import annotations
 
+import json
+
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
@@ -161,6 +163,23 @@ def test_the_job_config_becomes_a_create_training_job_request_botocore_accepts()
     assert request["InputDataConfig"][0]["ChannelName"] == "training"
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == [{"Name": "train_loss", "Regex": "train_loss=(\\S+)"}]
     assert request["ResourceConfig"]["InstanceCount"] == 2
+
+
+@pytest.mark.parametrize("instance_type, count, distributed", [
+    ("ml.g5.12xlarge", 1, True),    # 4 GPUs on one instance: torchrun, else 1 of 4 is used
+    ("ml.p4d.24xlarge", 1, True),
+    ("ml.g5.xlarge", 2, True),
+    ("ml.g5.xlarge", 1, False)])
+def test_torchrun_whenever_more_than_one_gpu_or_instance(instance_type, count, distributed):
+    hyperparameters = job_config(instance_type=instance_type, instance_count=count).to_sagemaker_config()[
+        "HyperParameters"]
+    assert ("sagemaker_torch_distributed_enabled" in hyperparameters) is distributed
+
+
+def test_the_job_names_itself_and_keeps_its_metrics_as_time_series():
+    request = job_config().to_sagemaker_config()
+    assert request["HyperParameters"]["sagemaker_job_name"] == json.dumps(request["TrainingJobName"])
+    assert request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] is True
 
 
 def test_one_instance_is_not_distributed_and_on_demand_has_no_wait_time():

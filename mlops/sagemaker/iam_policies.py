@@ -10,12 +10,14 @@ policy simulator about each of its actions.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+ECR_REPOSITORY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)$")
 JOB_SECRET_PREFIX = "essedum/jobs/"
 LOG_GROUPS = {"training": "TrainingJobs", "automl": "ProcessingJobs", "endpoints": "Endpoints",
               "transforms": "TransformJobs"}
@@ -95,12 +97,11 @@ class Scope:
 
 def image_repository_arn(image_uri: str, partition: str = "aws") -> str | None:
     """Return the ARN of an ECR image's repository, or None for an image outside ECR."""
-    host, _, path = image_uri.split("@")[0].partition("/")
-    parts = host.split(".")
-    if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"] or not path:
+    match = ECR_REPOSITORY.match(image_uri.split("@")[0].rsplit(":", 1)[0])
+    if match is None:
         return None
-    name = path.rsplit(":", 1)[0] if ":" in path.rsplit("/", 1)[-1] else path
-    return f"arn:{partition}:ecr:{parts[3]}:{parts[0]}:repository/{name}"
+    account, region, name = match.groups()
+    return f"arn:{partition}:ecr:{region}:{account}:repository/{name}"
 
 
 def sagemaker_trust_policy() -> dict[str, Any]:
@@ -121,8 +122,9 @@ def execution_role_policy(scope: Scope, training_images: Iterable[str] = ()) -> 
          "Resource": f"arn:{scope.partition}:s3:::{scope.bucket}",
          **({"Condition": {"StringLike": {"s3:prefix": [scope.prefix, f"{scope.prefix}/*"]}}} if scope.prefix else {})},
         # GetAuthorizationToken and PutMetricData name no resource; metrics are held to SageMaker's namespaces.
-        {"Sid": "RegistryTokenAndMetrics", "Effect": "Allow",
-         "Action": ["ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"], "Resource": "*"},
+        {"Sid": "RegistryToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Sid": "JobMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}},
         {"Sid": "TrainingJobs", "Effect": "Allow", "Action": [*ECR_PULL, *LOG_WRITE, "secretsmanager:GetSecretValue"],
          "Resource": [*scope.repositories("training", training_images), *scope.log_groups("training"),
                       scope.job_secrets()]},
