@@ -34,7 +34,7 @@ from mlops.errors import (DockerContainerError, SageMakerConfigurationError, Sag
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.gpus import needs_torchrun
 from mlops.sagemaker.iam_policies import (ECR_REPOSITORY, SAGEMAKER_PRINCIPAL, Scope, execution_role_policy,
-                                          sagemaker_trust_policy)
+                                          required_permissions, sagemaker_trust_policy)
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,7 @@ class SageMakerTrainingService:
         checks.append(self._check_bucket())
         checks.append(self._check_role())
         checks.append(self._check_instance_type())
+        checks.append(self._check_permissions())
         return {"valid": all(check.passed for check in checks), "region": self.clients.region_name,
                 "checks": [dataclasses.asdict(check) for check in checks]}
 
@@ -269,6 +270,48 @@ class SageMakerTrainingService:
         except v.InvalidSageMakerField as exc:
             return Check("instance_type", False, str(exc))
         return Check("instance_type", True, f"{self.config.instance_type} is a SageMaker training instance type")
+
+    def _check_permissions(self) -> Check:
+        try:
+            missing = self.missing_permissions()
+        except SageMakerConfigurationError as exc:
+            return Check("permissions", False, str(exc))
+        except (ClientError, BotoCoreError) as exc:
+            # Many identities may not simulate their own policies: the check is then only not made.
+            return Check("permissions", True, f"not checked (IAM policy simulator: {error_text(exc)}); compare the "
+                                              "identity's policies with docs/iam/executor-policy.json")
+        if missing:
+            return Check("permissions", False, "the executor's identity lacks " + ", ".join(
+                f"{action} on {resource}" for action, resource in missing))
+        return Check("permissions", True, "IAM's policy simulator allows every call in docs/iam/executor-policy.json")
+
+    def missing_permissions(self) -> list[tuple[str, str]]:
+        """Ask IAM's policy simulator which of the executor's calls its identity may not make."""
+        for setting, value in (("EXECUTOR_S3_BUCKET", self.config.s3_bucket),
+                               ("EXECUTOR_SAGEMAKER_ROLE_ARN", self.config.sagemaker_role_arn)):
+            if not value:
+                raise SageMakerConfigurationError(f"{setting} is not set: the permissions cannot be checked")
+        identity = self.clients.client("sts").get_caller_identity()
+        iam = self.clients.client("iam")
+        principal = identity["Arn"]
+        if ":assumed-role/" in principal:
+            # The simulator takes the role, not the session: arn:…:sts::…:assumed-role/<name>/<session>.
+            principal = iam.get_role(RoleName=principal.split("/")[1])["Role"]["Arn"]
+        scope = Scope(region=self.region, account=identity["Account"], bucket=self.config.s3_bucket,
+                      prefix=v.validate_s3_prefix(self.config.s3_prefix, "EXECUTOR_S3_PREFIX"),
+                      role_arn=self.config.sagemaker_role_arn)
+        by_resource: dict[str, list[str]] = {}
+        for action, resource in required_permissions(scope, principal):
+            by_resource.setdefault(resource, []).append(action)
+        missing = []
+        for resource, actions in by_resource.items():
+            answer = iam.simulate_principal_policy(
+                PolicySourceArn=principal, ActionNames=actions, ResourceArns=[resource],
+                ContextEntries=[{"ContextKeyName": "iam:PassedToService", "ContextKeyType": "string",
+                                 "ContextKeyValues": [SAGEMAKER_PRINCIPAL]}])
+            missing += [(result["EvalActionName"], resource) for result in answer["EvaluationResults"]
+                        if result["EvalDecision"] != "allowed"]
+        return missing
 
     def create_execution_role(self, role_name: str) -> str:
         """Create IAM execution role for SageMaker training.

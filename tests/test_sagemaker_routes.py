@@ -210,7 +210,7 @@ def test_cloudconnect_reports_each_check_of_the_executors_own_aws_access(http):
     body = response.get_json()
     assert response.status_code == 200 and body["valid"] is True
     assert {check["name"]: check["passed"] for check in body["checks"]} == {
-        "region": True, "credentials": True, "bucket": True, "role": True, "instance_type": True}
+        "region": True, "credentials": True, "bucket": True, "role": True, "instance_type": True, "permissions": True}
 
 
 def test_cloudconnect_names_what_fails(tmp_path, clients, aws_setup):  # noqa: F811

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 from unittest import mock
 
 import pytest
@@ -13,7 +14,7 @@ from botocore.stub import Stubber
 
 from db import JobStatus
 from mlops.aws import SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService, training_job_name
-from mlops.sagemaker.iam_policies import Scope, execution_role_policy
+from mlops.sagemaker.iam_policies import Scope, execution_role_policy, executor_identity_policy
 from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError
 
 ECR_REPO = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/essedum-training"
@@ -40,7 +41,7 @@ def job_config(job_id: str) -> SageMakerJobConfig:
 def test_a_working_configuration_passes_every_check(service):
     result = service.validate_configuration()
     assert result["valid"] is True, result
-    assert set(checks_of(result)) == {"region", "credentials", "bucket", "role", "instance_type"}
+    assert set(checks_of(result)) == {"region", "credentials", "bucket", "role", "instance_type", "permissions"}
     assert ACCOUNT in checks_of(result)["credentials"]["detail"]
 
 
@@ -70,6 +71,35 @@ def test_bad_credentials_fail_the_credentials_check(service):
         stub.add_client_error("get_caller_identity", "InvalidClientTokenId", "The security token is invalid.", 403)
         check = checks_of(service.validate_configuration())["credentials"]
     assert check["passed"] is False and "InvalidClientTokenId" in check["detail"]
+
+
+def test_the_permission_check_names_what_the_identity_lacks(service):
+    # moto lacks IAM's policy simulator: botocore's Stubber answers as IAM would for an identity
+    # without iam:PassRole (one call per resource of docs/iam/executor-policy.json).
+    iam = service.clients.client("iam")
+    with Stubber(iam) as stub:
+        for statement in executor_identity_policy()["Statement"]:
+            if statement["Sid"] == "ReadTheExecutionRole":
+                continue  # same resource as PassTheExecutionRole: asked in one call
+            actions = statement["Action"] + (["iam:GetRole"] if statement["Sid"] == "PassTheExecutionRole" else [])
+            stub.add_response("simulate_principal_policy", {"EvaluationResults": [
+                {"EvalActionName": action, "EvalResourceName": "*",
+                 "EvalDecision": "implicitDeny" if action == "iam:PassRole" else "allowed"} for action in actions]})
+        missing = service.missing_permissions()
+    assert missing == [("iam:PassRole", ROLE_ARN)]
+
+
+def test_an_identity_that_may_not_simulate_is_reported_unchecked(service):
+    with Stubber(service.clients.client("iam")) as stub:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+        stub.add_response("get_role", {"Role": {
+            "Path": "/", "RoleName": "EssedumTrainingRole", "RoleId": "AROA1234567890EXAMPLE", "Arn": ROLE_ARN,
+            "CreateDate": datetime(2026, 1, 1, tzinfo=timezone.utc), "AssumeRolePolicyDocument": json.dumps(trust)}})
+        stub.add_client_error("simulate_principal_policy", "AccessDenied", "not authorized to perform: "
+                              "iam:SimulatePrincipalPolicy", 403)
+        check = checks_of(service.validate_configuration())["permissions"]
+    assert check["passed"] is True and check["detail"].startswith("not checked") and "AccessDenied" in check["detail"]
 
 
 # -- create_execution_role ---------------------------------------------------------------------
