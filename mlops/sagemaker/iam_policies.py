@@ -169,7 +169,8 @@ EXECUTOR_PERMISSIONS: list[tuple[str, list[str], list[str], dict[str, Any] | Non
     ("DataUnderThePrefix", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
      ["arn:${Partition}:s3:::${Bucket}/${Prefix}*"], None),
     ("TheBucket", ["s3:ListBucket", "s3:GetBucketLocation"], ["arn:${Partition}:s3:::${Bucket}"], None),
-    ("JobSecrets", ["secretsmanager:CreateSecret", "secretsmanager:DeleteSecret", "secretsmanager:TagResource"],
+    ("JobSecrets", ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:DeleteSecret",
+                    "secretsmanager:TagResource"],
      [f"arn:${{Partition}}:secretsmanager:${{Region}}:${{Account}}:secret:{JOB_SECRET_PREFIX}*"], None),
     ("CheckItsOwnPermissions", ["iam:SimulatePrincipalPolicy"], ["${ExecutorIdentityArn}"], None),
 ]

@@ -28,6 +28,7 @@ from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
+from mlops.sagemaker.job_secrets import LAUNCHER_NAME, JobSecrets
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
@@ -69,6 +70,7 @@ class SageMakerBackend(Backend):
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients, clock=clock)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
+        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"), store)
         self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX, THROTTLING_CODES)
         self._backoff = 0.0
         self._backoff_until = 0.0
@@ -237,7 +239,12 @@ class SageMakerBackend(Backend):
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
                 return
-            self._launch(ctx, name, settings)
+            try:
+                self._launch(ctx, name, settings)
+            except BaseException:
+                # A job SageMaker did not take must not leave its secret behind.
+                self.secrets.forget(ctx.job)
+                raise
         except (ClientError, BotoCoreError) as exc:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
 
@@ -246,12 +253,14 @@ class SageMakerBackend(Backend):
         bucket, prefix = settings["bucket"], settings["prefix"]
         job_prefix = "/".join(filter(None, [prefix, "jobs", job.id]))
         ctx.set_phase("Preparing", "uploading code and data")
+        entry_point, environment = settings["entry_point"], {}
         if job.kind == PIPELINE:
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
-            environment = dict(ctx.secrets.get("environment") or {})
+            if ctx.secrets.get("environment"):
+                environment = self.secrets.hand_over(ctx, name, code_dir, entry_point)
+                entry_point = LAUNCHER_NAME
         else:
             code_dir = Path(request["source_dir"])
-            environment = {}
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
@@ -267,7 +276,7 @@ class SageMakerBackend(Backend):
             job_name=name, role_arn=settings["role_arn"], image_uri=image, instance_type=settings["instance_type"],
             instance_count=settings["instance_count"], volume_size_gb=settings["volume_size_gb"],
             max_runtime_seconds=settings["max_runtime_seconds"], hyperparameters=settings["hyperparameters"],
-            environment_variables=environment, entry_point=settings["entry_point"], source_s3_uri=source.uri,
+            environment_variables=environment, entry_point=entry_point, source_s3_uri=source.uri,
             region=self.clients.region_name, spot=settings["spot"], max_wait_seconds=settings["max_wait_seconds"],
             checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
             metric_definitions=settings["metric_definitions"],
@@ -465,6 +474,7 @@ class SageMakerBackend(Backend):
         if status not in ("Completed", "Failed", "Stopped"):
             return
         self.logs.tail_job(job, ctx)
+        self.secrets.forget(job)
         self._record_results(ctx, described)
         if status == "Completed":
             ctx.finish(JobStatus.COMPLETED)
