@@ -174,7 +174,10 @@ def test_custom_script_runs_the_pipelines_own_files_as_a_training_job(app, http,
     job = work(app)
     assert job.status is JobStatus.RUNNING, job.failure_reason
     described = clients.client("sagemaker").describe_training_job(TrainingJobName=job.external_id)
-    assert described["HyperParameters"]["sagemaker_program"] == '"pipe1.py"'
+    # its environment is a secret: the launcher runs first and starts pipe1.py with the values
+    assert described["HyperParameters"]["sagemaker_program"] == '"essedum_launcher.py"'
+    assert described["Environment"]["ESSEDUM_ENTRY_POINT"] == "pipe1.py"
+    assert "tok-123456" not in json.dumps(described, default=str)
     assert described["HyperParameters"]["epochs"] == '"2"'
     listed = http.get("/api/service/v1/pipelines/training/list").json
     assert [record["type"] for record in listed] == ["custom_script"]

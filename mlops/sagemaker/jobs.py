@@ -251,7 +251,7 @@ class SageMakerBackend(Backend):
     def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
         job, request = ctx.job, ctx.job.request
         bucket, prefix = settings["bucket"], settings["prefix"]
-        job_prefix = "/".join(filter(None, [prefix, "jobs", job.id]))
+        job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
         entry_point, environment = settings["entry_point"], {}
         if job.kind == PIPELINE:
