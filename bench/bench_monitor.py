@@ -75,7 +75,7 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from db import JobStatus, JobStore
     from mlops.aws import training_job_name
     from mlops.base import JobContext
-    from mlops.clients import ClientFactory
+    from mlops.aws import ClientFactory
     from mlops.sagemaker.jobs import SageMakerBackend
 
     data = tmp / f"data-{count}"

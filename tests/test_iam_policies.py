@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlops.sagemaker.iam_policies import Scope, execution_role_policy, executor_identity_policy
+from mlops.sagemaker.iam import Scope, execution_role_policy, executor_identity_policy
 
 from aws_fixtures import ACCOUNT, BUCKET, IMAGE, REGION, ROLE_ARN, aws, clients  # noqa: F401 - fixtures
 

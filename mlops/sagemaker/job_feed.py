@@ -21,7 +21,8 @@ from typing import Any, Callable
 from botocore.exceptions import ClientError
 
 from db import Job
-from mlops.errors import error_code, error_text
+from mlops.aws import is_throttled
+from mlops.errors import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,10 @@ def _confirmed_at(job: Job) -> float:
 class JobFeed:
     """Chooses, each cycle, the followed jobs of one family to describe."""
 
-    def __init__(self, sagemaker: Callable[[], Any], clock: Callable[[], float], name_prefix: str,
-                 throttling_codes: frozenset[str]):
+    def __init__(self, sagemaker: Callable[[], Any], clock: Callable[[], float], name_prefix: str):
         self._sagemaker = sagemaker
         self.clock = clock
         self.name_prefix = name_prefix
-        self.throttling_codes = throttling_codes
 
     def to_describe(self, feed: Feed, by_name: dict[str, Job]) -> list[str]:
         """Return the names to describe this cycle, most urgent first."""
@@ -117,7 +116,7 @@ class JobFeed:
             logger.warning("%s: stopped after %d pages; the jobs not reached are described one by one",
                            feed.operation, MAX_LIST_PAGES)
         except ClientError as exc:
-            if error_code(exc) not in self.throttling_codes:
+            if not is_throttled(exc):
                 raise
             logger.warning("%s throttled (%s); the jobs it did not vouch for are described one by one",
                            feed.operation, error_text(exc))

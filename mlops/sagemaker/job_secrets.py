@@ -21,7 +21,7 @@ from db import Job, JobStore
 from mlops.base import JobContext
 from mlops.errors import AccessDenied, Conflict, error_code, error_text
 from mlops.sagemaker import secret_launcher
-from mlops.sagemaker.iam_policies import JOB_SECRET_PREFIX
+from mlops.sagemaker.iam import JOB_SECRET_PREFIX
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,11 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
-from botocore.exceptions import BotoCoreError, ClientError
 
 from db import Job
+from mlops.aws import AWS_ERRORS, is_not_found, is_throttled
 from mlops.base import JobContext
-from mlops.clients import THROTTLING_CODES
-from mlops.errors import error_code, error_text
+from mlops.errors import error_text
 from mlops.metric_lines import parse_metric_line, progress_of
 
 logger = logging.getLogger(__name__)
@@ -86,25 +85,19 @@ class TrainingLogTail:
             return None
         try:
             read = self._fetch(prefix, start_ms)
-        except ClientError as exc:
-            if error_code(exc) in THROTTLING_CODES:
+        except AWS_ERRORS as exc:
+            if is_throttled(exc):
                 self._backoff = min(max(2 * self._backoff, 1.0), MAX_BACKOFF_SECONDS)
                 self._resume_at = now + self._backoff
                 logger.warning("CloudWatch Logs throttled the log read (%s); next read in %.0f s",
                                error_text(exc), self._backoff)
-                return None
-            self._failed(exc)
-            return None
-        except BotoCoreError as exc:
-            self._failed(exc)
+            else:
+                self.problem = f"job logs cannot be read from CloudWatch ({self.log_group}): {error_text(exc)}"
+                logger.warning("%s", self.problem)
             return None
         self._backoff = 0.0
         self.problem = None
         return read
-
-    def _failed(self, exc: Exception) -> None:
-        self.problem = f"job logs cannot be read from CloudWatch ({self.log_group}): {error_text(exc)}"
-        logger.warning("%s", self.problem)
 
     def _cursor_ms(self, job: Job) -> int:
         cursor = job.details.get("log_cursor") or {}
@@ -130,8 +123,8 @@ class TrainingLogTail:
                                prefix, MAX_PAGES_PER_QUERY)
                 newest = max((event["timestamp"] for event in events), default=None)
                 return events, newest, False
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        except AWS_ERRORS as exc:
+            if is_not_found(exc):
                 # The group appears only when the first training job writes to it.
                 return [], None, True
             raise

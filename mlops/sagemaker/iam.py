@@ -1,4 +1,5 @@
-"""The IAM policies the executor needs: its jobs' execution role, and its own identity.
+"""The IAM documents of SageMaker: the role's trust policy and a check of one, the execution role's
+policy, and the executor's own identity policy.
 
 The execution role gets one statement per job family it runs (training, AutoML, models and
 endpoints, transforms), each scoped to the executor's bucket prefix, the AWS image repositories
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import unquote
 
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+ROLE_POLICY_NAME = "essedum-executor-jobs"
 ECR_REPOSITORY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)$")
 JOB_SECRET_PREFIX = "essedum/jobs/"
 LOG_GROUPS = {"training": "TrainingJobs", "automl": "ProcessingJobs", "endpoints": "Endpoints",
@@ -108,6 +111,27 @@ def sagemaker_trust_policy() -> dict[str, Any]:
     """Return a trust policy that lets only SageMaker assume the role."""
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": SAGEMAKER_PRINCIPAL}, "Action": "sts:AssumeRole"}]}
+
+
+def trusts_sagemaker(document: Any) -> bool:
+    """True when a trust policy allows sagemaker.amazonaws.com to assume the role."""
+    if isinstance(document, str):
+        try:
+            document = json.loads(unquote(document))
+        except ValueError:
+            return False
+    if not isinstance(document, dict):
+        return False
+    statements = document.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        services = statement.get("Principal", {}).get("Service", []) if isinstance(statement.get("Principal"), dict) else []
+        actions = statement.get("Action", [])
+        services = [services] if isinstance(services, str) else services
+        actions = [actions] if isinstance(actions, str) else actions
+        if (statement.get("Effect") == "Allow" and SAGEMAKER_PRINCIPAL in services
+                and ("sts:AssumeRole" in actions or "sts:*" in actions)):
+            return True
+    return False
 
 
 def execution_role_policy(scope: Scope, training_images: Iterable[str] = ()) -> dict[str, Any]:
