@@ -72,6 +72,13 @@ THROTTLING_CODES = frozenset({
 })
 
 
+# InvokeEndpoint is not idempotent (a retry runs the model again) and an endpoint may take up to 60 s to
+# answer it (SageMaker's invocation timeout), so it is sent once and read for longer than that.
+INVOKE_READ_TIMEOUT_SECONDS = 70
+SERVICE_CONFIGS = {"sagemaker-runtime": BotoConfig(retries={"mode": "standard", "total_max_attempts": 1},
+                                                   read_timeout=INVOKE_READ_TIMEOUT_SECONDS)}
+
+
 class CallCounter:
     """Counts AWS API calls and throttling answers, by service and operation."""
 
@@ -155,7 +162,8 @@ class ClientFactory:
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            client = self.session(adapter_instance).client(service, config=self.boto_config)
+            config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS else self.boto_config
+            client = self.session(adapter_instance).client(service, config=config)
             self._count(client, service)
             with self._lock:
                 client = self._clients.setdefault(key, client)

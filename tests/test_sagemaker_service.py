@@ -406,3 +406,21 @@ def test_an_empty_input_uri_means_a_job_without_an_input_channel(service, store,
     job = new_running_job(store, "pipeline", {"name": "pipe"}, tmp_path)
     service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
     assert "InputDataConfig" not in created[0]
+
+
+def test_invoke_endpoint_is_sent_once_and_waits_longer_than_an_endpoint_may_take(clients):  # noqa: F811
+    runtime = clients.client("sagemaker-runtime")
+    assert runtime.meta.config.retries["total_max_attempts"] == 1
+    assert runtime.meta.config.read_timeout > 60  # SageMaker's invocation timeout is 60 s
+    sent = []
+    runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint",
+                                 lambda request, **_: sent.append(request) or _timeout(request))
+    with pytest.raises(Exception, match="Read timeout"):
+        runtime.invoke_endpoint(EndpointName="slow-endpoint", Body=b"{}", ContentType="application/json")
+    assert len(sent) == 1
+    assert clients.client("sagemaker").meta.config.retries["total_max_attempts"] > 1  # the others keep retrying
+
+
+def _timeout(request):
+    from botocore.exceptions import ReadTimeoutError
+    raise ReadTimeoutError(endpoint_url=request.url)
