@@ -193,7 +193,7 @@ class SageMakerBackend(Backend):
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         settings = self._settings(request)
         argv = parse_command(request["command"])
-        settings.update(entry_point=argv[1], hyperparameters=_flag_pairs(argv[2:]), metric_definitions=[])
+        settings.update(entry_point=argv[1], hyperparameters=script_contract.flag_pairs(argv[2:]), metric_definitions=[])
         v.validate_hyperparameter_names(settings["hyperparameters"], "command")
         v.validate_hyperparameter_map(settings["hyperparameters"], "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
@@ -571,26 +571,3 @@ def _as_int(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
-
-
-def _flag_pairs(args: list[str]) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    index = 0
-    while index < len(args):
-        flag = args[index]
-        if not flag.startswith("--") or len(flag) < 3:
-            raise InvalidRequest("command", f"argument {flag!r}: on SageMaker the script's arguments must be "
-                                            "--name value pairs (they become hyperparameters)")
-        if "=" in flag:
-            name, value = flag[2:].split("=", 1)
-            index += 1
-        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
-            name, value = flag[2:], args[index + 1]
-            index += 2
-        else:
-            raise InvalidRequest("command", f"argument {flag!r} has no value; on SageMaker the script's "
-                                            "arguments must be --name value pairs")
-        if name in pairs:
-            raise InvalidRequest("command", f"argument --{name} is given twice")
-        pairs[name] = value
-    return pairs
