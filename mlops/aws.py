@@ -128,7 +128,7 @@ class ClientFactory:
             retries={"mode": "adaptive", "max_attempts": max_attempts},
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             user_agent_extra="essedum-executor")
-        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._sessions: dict[str | None, boto3.session.Session] = {}
         self._lock = threading.Lock()
 
@@ -156,14 +156,14 @@ class ClientFactory:
         """Return the region clients use."""
         return self.region or self.session().region_name
 
-    def client(self, service: str, adapter_instance: str | None = None) -> Any:
-        """Return a cached client of an AWS service."""
-        key = (service, self.profile_for(adapter_instance))
+    def client(self, service: str, adapter_instance: str | None = None, *, region: str | None = None) -> Any:
+        """Return a cached client of an AWS service (in the executor's region unless one is named)."""
+        key = (service, self.profile_for(adapter_instance), region)
         with self._lock:
             client = self._clients.get(key)
         if client is None:
             config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS else self.boto_config
-            client = self.session(adapter_instance).client(service, config=config)
+            client = self.session(adapter_instance).client(service, config=config, region_name=region)
             self._count(client, service)
             with self._lock:
                 client = self._clients.setdefault(key, client)

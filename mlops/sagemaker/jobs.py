@@ -68,6 +68,8 @@ class SageMakerBackend(Backend):
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients, clock=clock)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
+        self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
+                                        clock=clock)
         self.secrets = JobSecrets(lambda: clients.client("secretsmanager"), store)
         self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX)
         self._backoff = 0.0
@@ -519,12 +521,10 @@ class SageMakerBackend(Backend):
         count = int(resources.get("InstanceCount") or 1)
         billable = described.get("BillableTimeInSeconds")
         training = described.get("TrainingTimeInSeconds")
-        cost = pricing.estimate_cost(instance_type or "", billable, count)
+        cost, note = self.prices.estimate(instance_type or "", self.clients.region_name or "", billable, count)
         details: dict[str, Any] = {"final_metrics": final, "training_seconds": training,
                                    "billable_seconds": billable, "instance_type": instance_type,
-                                   "instance_count": count, "estimated_cost_usd": cost,
-                                   "cost_note": pricing.ESTIMATE_NOTE if cost is not None else
-                                   f"no estimate: no price for {instance_type} in the executor's table"}
+                                   "instance_count": count, "estimated_cost_usd": cost, "cost_note": note}
         if described.get("EnableManagedSpotTraining") and training and billable is not None:
             details["spot_savings_percent"] = round(100.0 * (1 - billable / training), 1)
         ctx.merge_details(**details)
