@@ -713,6 +713,10 @@ def _explain(exc: Exception) -> str:
     return text
 
 
+# Outside /opt/ml/code, which must stay empty for the toolkit to unpack the submitted code there.
+BUILD_REQUIREMENTS = "/opt/essedum/requirements.txt"
+
+
 class SageMakerContainerBuilder:
     """Builder for SageMaker training containers.
 
@@ -731,22 +735,26 @@ class SageMakerContainerBuilder:
     def build_training_container(self, base_image: str, tag: str) -> str:
         """Build Docker container for SageMaker training.
 
-        The image is base_image plus the context folder in /opt/ml/code, with train.py as the
-        SageMaker program. Returns the tag of the built image.
+        The image is base_image with the Python packages of the context folder's requirements.txt
+        installed, and nothing in /opt/ml/code: the training toolkit unpacks a job's submitted
+        sourcedir.tar.gz only into an empty /opt/ml/code, so code baked there would run instead of
+        the job's own. Only requirements.txt is sent to Docker. Returns the tag of the built image.
         """
         v.validate_image_uri(base_image, "base_image")
         v.validate_image_uri(tag, "tag")
-        dockerfile = (f"FROM {base_image}\n"
-                      "COPY . /opt/ml/code\n"
-                      "ENV SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code SAGEMAKER_PROGRAM=train.py\n")
-        build = ["build", "--tag", tag, "--file", "-", str(self.context_dir)]
         registry = ECR_REPOSITORY.match(base_image.split("@")[0].rsplit(":", 1)[0])
-        if registry is None:
-            self._docker(build, None, stdin=dockerfile)
-            return tag
-        with tempfile.TemporaryDirectory(prefix="docker-config-") as docker_config:
-            self._login(registry.group(0).split("/", 1)[0], registry.group(1), docker_config)
-            self._docker(build, docker_config, stdin=dockerfile)
+        with tempfile.TemporaryDirectory(prefix="essedum-build-") as context, \
+                tempfile.TemporaryDirectory(prefix="docker-config-") as docker_config:
+            lines = [f"FROM {base_image}"]
+            requirements = self.context_dir / "requirements.txt"
+            if requirements.is_file():
+                shutil.copyfile(requirements, Path(context) / "requirements.txt")
+                lines += [f"COPY requirements.txt {BUILD_REQUIREMENTS}",
+                          f"RUN python -m pip install --no-cache-dir -r {BUILD_REQUIREMENTS}"]
+            if registry is not None:
+                self._login(registry.group(0).split("/", 1)[0], registry.group(1), docker_config)
+            self._docker(["build", "--tag", tag, "--file", "-", context], docker_config if registry else None,
+                         stdin="\n".join(lines) + "\n")
         return tag
 
     def push_to_ecr(self, image_tag: str, ecr_repository_uri: str) -> str:

@@ -297,13 +297,21 @@ def test_the_list_comes_from_the_store(service, store, clients, tmp_path):  # no
 
 # -- container builder -------------------------------------------------------------------------
 
-def test_build_runs_docker_with_an_argument_list_and_the_dockerfile_on_stdin(clients, tmp_path, monkeypatch):  # noqa: F811
+def test_build_installs_the_requirements_and_leaves_the_code_folder_empty(clients, tmp_path, monkeypatch):  # noqa: F811
     record = fake_docker(tmp_path, monkeypatch)
-    builder = SageMakerContainerBuilder(clients, context_dir=tmp_path)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "train.py").write_text("print('baked')\n")
+    (scripts / "requirements.txt").write_text("scikit-learn==1.9.1\n")
+    builder = SageMakerContainerBuilder(clients, context_dir=scripts)
     assert builder.build_training_container("python:3.11-slim", "essedum/train:1") == "essedum/train:1"
     [call] = docker_calls(record)
-    assert call["argv"] == ["build", "--tag", "essedum/train:1", "--file", "-", str(tmp_path)]
-    assert call["stdin"].startswith("FROM python:3.11-slim\n") and "COPY . /opt/ml/code" in call["stdin"]
+    assert call["argv"][:5] == ["build", "--tag", "essedum/train:1", "--file", "-"]
+    assert call["argv"][5] != str(scripts)  # a context holding requirements.txt only: no code is sent
+    assert call["stdin"] == ("FROM python:3.11-slim\nCOPY requirements.txt /opt/essedum/requirements.txt\n"
+                             "RUN python -m pip install --no-cache-dir -r /opt/essedum/requirements.txt\n")
+    # The toolkit unpacks the submitted sourcedir.tar.gz only into an empty /opt/ml/code.
+    assert "/opt/ml/code" not in call["stdin"] and "SAGEMAKER_PROGRAM" not in call["stdin"]
 
 
 def test_building_on_an_aws_image_logs_in_to_its_registry_first(clients, tmp_path, monkeypatch):  # noqa: F811
