@@ -62,8 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--tag", required=True, help="tag of the image to build, e.g. essedum/train:1")
     build.add_argument("--context", default=None, help="folder whose requirements.txt is installed "
                                                        "[default: the bundled training_scripts]")
-    build.add_argument("--push", metavar="ECR_REPOSITORY_URI", help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo>")
-    build.add_argument("--region", default=os.environ.get("EXECUTOR_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    build.add_argument("--push", metavar="ECR_REPOSITORY_URI",
+                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo>")
+    build.add_argument("--region",
+                       default=os.environ.get("EXECUTOR_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
                        help="AWS region of the registries [EXECUTOR_AWS_REGION, AWS_DEFAULT_REGION]")
 
     args = parser.parse_args(argv)

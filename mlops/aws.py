@@ -162,7 +162,8 @@ class ClientFactory:
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS else self.boto_config
+            config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS \
+                else self.boto_config
             client = self.session(adapter_instance).client(service, config=config, region_name=region)
             self._count(client, service)
             with self._lock:

@@ -48,7 +48,8 @@ def test_automl_may_pass_only_its_own_role_and_only_to_sagemaker():
 
 
 def test_jobs_read_only_the_executors_job_secrets():
-    assert f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:essedum/jobs/*" in _statements()["TrainingJobs"]["Resource"]
+    secrets = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:essedum/jobs/*"
+    assert secrets in _statements()["TrainingJobs"]["Resource"]
 
 
 def test_the_policy_fits_an_inline_role_policy_and_iam_takes_it(clients):

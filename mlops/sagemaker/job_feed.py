@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from botocore.exceptions import ClientError
-
 from db import Job
-from mlops.aws import is_throttled
+from mlops.aws import AWS_ERRORS, is_throttled
 from mlops.errors import error_text
 
 logger = logging.getLogger(__name__)
@@ -115,7 +113,7 @@ class JobFeed:
                 params["NextToken"] = token
             logger.warning("%s: stopped after %d pages; the jobs not reached are described one by one",
                            feed.operation, MAX_LIST_PAGES)
-        except ClientError as exc:
+        except AWS_ERRORS as exc:
             if not is_throttled(exc):
                 raise
             logger.warning("%s throttled (%s); the jobs it did not vouch for are described one by one",

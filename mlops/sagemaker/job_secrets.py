@@ -15,9 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from db import Job, JobStore
+from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
 from mlops.base import JobContext
 from mlops.errors import AccessDenied, Conflict, error_code, error_text
 from mlops.sagemaker import secret_launcher
@@ -26,7 +25,6 @@ from mlops.sagemaker.iam import JOB_SECRET_PREFIX
 logger = logging.getLogger(__name__)
 
 LAUNCHER_NAME = "essedum_launcher.py"
-DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
 
 
 class JobSecrets:
@@ -58,13 +56,13 @@ class JobSecrets:
                     Name=name, SecretString=value, Description="Environment of one Essedum executor job",
                     Tags=[{"Key": "essedum:job-id", "Value": job.id}, {"Key": "essedum:kind", "Value": job.kind}],
                 )["ARN"]
-            except ClientError as exc:
+            except AWS_ERRORS as exc:
                 if error_code(exc) != "ResourceExistsException":
                     raise
                 # A worker died after creating it: the same job runs again with the same values.
                 return client.put_secret_value(SecretId=name, SecretString=value)["ARN"]
-        except ClientError as exc:
-            if error_code(exc) in DENIED_CODES:
+        except AWS_ERRORS as exc:
+            if error_code(exc) in ACCESS_DENIED_CODES:
                 raise AccessDenied("environment", "this job has secret environment values, which are handed to "
                                                   "SageMaker jobs through AWS Secrets Manager, and the executor may "
                                                   f"not create secrets there ({error_text(exc)}); the job is "
@@ -78,12 +76,9 @@ class JobSecrets:
             return
         try:
             self._client().delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
+        except AWS_ERRORS as exc:
+            if not is_not_found(exc):
                 logger.warning("job %s: cannot delete its secret %s: %s", job.id, arn, error_text(exc))
                 return
-        except BotoCoreError as exc:
-            logger.warning("job %s: cannot delete its secret %s: %s", job.id, arn, exc)
-            return
         self.store.merge_details(job.id, secret_arn=None)
         job.details["secret_arn"] = None

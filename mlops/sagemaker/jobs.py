@@ -195,7 +195,8 @@ class SageMakerBackend(Backend):
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         settings = self._settings(request)
         argv = parse_command(request["command"])
-        settings.update(entry_point=argv[1], hyperparameters=script_contract.flag_pairs(argv[2:]), metric_definitions=[])
+        settings.update(entry_point=argv[1], hyperparameters=script_contract.flag_pairs(argv[2:]),
+                        metric_definitions=[])
         v.validate_hyperparameter_names(settings["hyperparameters"], "command")
         v.validate_hyperparameter_map(settings["hyperparameters"], "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
