@@ -91,12 +91,24 @@ def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp
     assert SECRET not in json.dumps(checked)
 
 
-@pytest.mark.parametrize("command", ["python pipe1.py positional", "python pipe1.py --flag",
-                                     "python pipe1.py --x 1 --x 2", "python pipe1.py --sagemaker_program evil.py"])
-def test_a_pipeline_command_that_is_not_name_value_pairs_is_refused(backend, tmp_path, command):
+@pytest.mark.parametrize("command, argv", [
+    ("python pipe1.py positional", ["pipe1.py", "positional"]),
+    ("python pipe1.py --flag", ["pipe1.py", "--flag"]),
+    ("python pipe1.py --x 1 --x 2", ["pipe1.py", "--x", "1", "--x", "2"]),
+    # What the Essedum backend appends to a scheduled run (ICIPRemoteExecutorJob).
+    ('python pipe1.py  "Last_Execution_Time":"-1"', ["pipe1.py", "Last_Execution_Time:-1"]),
+])
+def test_a_command_that_is_not_name_value_pairs_runs_through_the_launcher(backend, tmp_path, command, argv):
+    write_pipeline(tmp_path)
+    checked = backend.check("pipeline", {**pipeline_request(), "command": command}, {})
+    assert checked["sagemaker"]["entry_point"] == "essedum_launch.py"
+    assert json.loads(checked["sagemaker"]["hyperparameters"]["essedum-argv"]) == argv
+
+
+def test_a_reserved_hyperparameter_in_the_command_is_refused(backend, tmp_path):
     write_pipeline(tmp_path)
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("pipeline", {**pipeline_request(), "command": command}, {})
+        backend.check("pipeline", {**pipeline_request(), "command": "python pipe1.py --sagemaker_program evil.py"}, {})
     assert raised.value.field == "command"
 
 
@@ -187,7 +199,7 @@ def test_a_pipeline_runs_its_own_files_with_its_environment_by_reference(backend
     job = submit(backend, store, tmp_path, pipeline_request(instance_type="ml.m5.xlarge"), kind="pipeline",
                  secrets={"environment": {"TOKEN": SECRET}})
     [request] = created
-    assert request["HyperParameters"]["sagemaker_program"] == '"essedum_launcher.py"'
+    assert request["HyperParameters"]["sagemaker_program"] == '"essedum_launch.py"'
     assert request["HyperParameters"]["x"] == '"1"' and request["HyperParameters"]["label"] == '"abc"'
     arn = store.get(job.id).details["secret_arn"]
     assert request["Environment"] == {"ESSEDUM_SECRET_ARN": arn, "ESSEDUM_ENTRY_POINT": "pipe1.py"}
@@ -196,7 +208,7 @@ def test_a_pipeline_runs_its_own_files_with_its_environment_by_reference(backend
     assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {"TOKEN": SECRET}
     tags = {tag["Key"]: tag["Value"] for tag in secrets.describe_secret(SecretId=arn)["Tags"]}
     assert tags == {"essedum:job-id": job.id, "essedum:kind": "pipeline"}
-    assert (tmp_path / "data" / "jobs" / job.id / "code" / "essedum_launcher.py").is_file()
+    assert (tmp_path / "data" / "jobs" / job.id / "code" / "essedum_launch.py").is_file()
     assert "InputDataConfig" not in request
     assert request["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     stored = store.get(job.id)

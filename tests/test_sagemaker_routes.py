@@ -176,7 +176,7 @@ def test_custom_script_runs_the_pipelines_own_files_as_a_training_job(app, http,
     assert job.status is JobStatus.RUNNING, job.failure_reason
     described = clients.client("sagemaker").describe_training_job(TrainingJobName=job.external_id)
     # its environment is a secret: the launcher runs first and starts pipe1.py with the values
-    assert described["HyperParameters"]["sagemaker_program"] == '"essedum_launcher.py"'
+    assert described["HyperParameters"]["sagemaker_program"] == '"essedum_launch.py"'
     assert created[0]["Environment"]["ESSEDUM_ENTRY_POINT"] == "pipe1.py"
     assert "tok-123456" not in json.dumps(created)
     assert described["HyperParameters"]["epochs"] == '"2"'
@@ -194,7 +194,8 @@ def test_list_and_get_answer_essedum_records(app, http):
     assert record["status"] == "Pending" and isinstance(json.loads(record["rawPayload"]), dict)
     work(app)
     got = http.get(f"/api/service/v1/pipelines/training/{job_id}/get").json
-    assert got["sourceID"].endswith(":automl-job/churn-automl-1") and got["jobStatus"] == "InProgress"
+    assert got["sourceID"] == "churn-automl-1" and got["arn"].endswith(":automl-job/churn-automl-1")
+    assert got["jobStatus"] == "InProgress"
     assert json.loads(got["rawPayload"])["AutoMLJobName"] == "churn-automl-1"
 
 

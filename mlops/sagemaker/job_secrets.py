@@ -2,29 +2,28 @@
 
 DescribeTrainingJob and the console show Environment and HyperParameters in clear, so a job's
 secret values never go there. They go to one secret per job (`essedum/jobs/<job name>`, tagged with
-the executor's job id), the job gets the secret's ARN, and secret_launcher.py, added to the job's
-code as its program, reads the secret and starts the real entry point with the values in its
-environment. The secret is deleted, without a recovery window, when the job ends. An executor that
+the executor's job id), the job gets the secret's ARN, and training_scripts/essedum_launch.py, added
+to the job's code as its program, reads the secret and starts the real entry point with the values
+in its environment. The secret is deleted, without a recovery window, when the job ends. An executor that
 may not create secrets refuses such a job with the reason instead of sending its values in clear.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-from pathlib import Path
 from typing import Any, Callable
 
 from db import Job, JobStore
 from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
 from mlops.base import JobContext
-from mlops.errors import AccessDenied, Conflict, error_code, error_text
-from mlops.sagemaker import secret_launcher
+from mlops.errors import AccessDenied, error_code, error_text
 from mlops.sagemaker.iam import JOB_SECRET_PREFIX
 
 logger = logging.getLogger(__name__)
 
-LAUNCHER_NAME = "essedum_launcher.py"
+# The variables training_scripts/essedum_launch.py reads (a program of its own in the container).
+SECRET_ARN_VARIABLE = "ESSEDUM_SECRET_ARN"
+ENTRY_POINT_VARIABLE = "ESSEDUM_ENTRY_POINT"
 
 
 class JobSecrets:
@@ -34,17 +33,12 @@ class JobSecrets:
         self._client = client
         self.store = store
 
-    def hand_over(self, ctx: JobContext, job_name: str, code_dir: Path, entry_point: str) -> dict[str, str]:
-        """Store the job's secret environment, add the launcher to its code; return the job's Environment."""
-        launcher = code_dir / LAUNCHER_NAME
-        if launcher.exists():
-            raise Conflict("command", f"the pipeline's files contain {LAUNCHER_NAME}, the name the executor "
-                                          "gives the program that hands a job its secrets; rename that file")
+    def hand_over(self, ctx: JobContext, job_name: str) -> dict[str, str]:
+        """Store the job's secret environment in Secrets Manager; return the job's Environment (its ARN)."""
         arn = self._put(ctx.job, job_name, dict(ctx.secrets["environment"]))
         ctx.merge_details(secret_arn=arn)
-        shutil.copyfile(secret_launcher.__file__, launcher)
         ctx.log(f"[executor] the job's environment is kept in AWS Secrets Manager ({arn}), not in the job")
-        return {secret_launcher.SECRET_ARN: arn, secret_launcher.ENTRY_POINT: entry_point}
+        return {SECRET_ARN_VARIABLE: arn}
 
     def _put(self, job: Job, job_name: str, environment: dict[str, str]) -> str:
         client = self._client()

@@ -10,7 +10,9 @@ are throttled backs off exponentially.
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,12 +28,15 @@ from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobC
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
-from mlops.sagemaker.job_secrets import LAUNCHER_NAME, JobSecrets
+from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
+# The entry point of a pipeline whose arguments are not --name value pairs (training_scripts/).
+LAUNCHER = "essedum_launch.py"
+LAUNCHER_ARGUMENT = "essedum-argv"
 
 # AWS may answer not-found for a job it created a moment ago (and a job may vanish for good): one
 # miss is asked again next cycle, the second ends the job.
@@ -195,8 +200,8 @@ class SageMakerBackend(Backend):
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         settings = self._settings(request)
         argv = parse_command(request["command"])
-        settings.update(entry_point=argv[1], hyperparameters=script_contract.flag_pairs(argv[2:]),
-                        metric_definitions=[])
+        entry_point, hyperparameters = _entry_point(argv)
+        settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
         v.validate_hyperparameter_names(settings["hyperparameters"], "command")
         v.validate_hyperparameter_map(settings["hyperparameters"], "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
@@ -250,8 +255,12 @@ class SageMakerBackend(Backend):
         if job.kind == PIPELINE:
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
             if ctx.secrets.get("environment"):
-                environment = self.secrets.hand_over(ctx, name, code_dir, entry_point)
-                entry_point = LAUNCHER_NAME
+                environment = self.secrets.hand_over(ctx, name)
+                if entry_point != LAUNCHER:
+                    environment[ENTRY_POINT_VARIABLE] = entry_point
+                    entry_point = LAUNCHER
+            if entry_point == LAUNCHER:
+                shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
         else:
             code_dir = Path(request["source_dir"])
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
@@ -572,3 +581,16 @@ def _as_int(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
+
+
+def _entry_point(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """Return the entry point and hyperparameters that run `python script args...` on SageMaker.
+
+    --name value arguments become hyperparameters, which the container passes back as they were.
+    Any other command line (the backend appends "Last_Execution_Time":"-1" and the like to scheduled
+    runs) goes whole to the bundled launcher, which runs the script with exactly that argv.
+    """
+    try:
+        return argv[1], script_contract.flag_pairs(argv[2:])
+    except InvalidRequest:
+        return LAUNCHER, {LAUNCHER_ARGUMENT: json.dumps(argv[1:])}
