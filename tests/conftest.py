@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app import create_app, stop_server  # noqa: E402
 import aws_request_check  # noqa: E402
 
+# Before anything makes a botocore session: every session copies the handler list when it is made.
 aws_request_check.install()
+
+from app import create_app, stop_server  # noqa: E402
 
 SERVING_LINE = re.compile(r"serving on http://([^:\s]+):(\d+)")
 
