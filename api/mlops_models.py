@@ -16,9 +16,10 @@ from flask import Blueprint, jsonify, request, url_for
 
 from api import _invalid_request, model_schemas
 from api.docs import documented
-from api.schemas import json_body, validate
+from api.schemas import json_body, parse_json, validate
 from api.views import essedum_origin, executor, format_time
 from db import Record
+from job_secrets import redact_description
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import BackendError, InvalidRequest
 from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
@@ -31,6 +32,8 @@ ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum a
                 "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
 FORM_OVERHEAD_BYTES = 1 << 20
+# As many as the bundled inference.py accepts in one request: each becomes a decoded image.
+MAX_IMAGES_PER_REQUEST = 64
 
 
 @blueprint.errorhandler(BackendError)
@@ -58,7 +61,7 @@ def record_view(record: Record) -> dict[str, Any]:
         "sourceID": payload.get("arn") or f"local:{record.type}/{record.name}",
         "container": payload.get("container"),
         "adapter": payload.get("adapter"),
-        "rawPayload": json.dumps(payload.get("raw") or {}, default=str),
+        "rawPayload": json.dumps(redact_description(payload.get("raw") or {}), default=str),
         "syncDate": format_time(record.updated, zone),
         "description": payload.get("description") or "",
         "project": payload.get("project"),
@@ -205,6 +208,9 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         files = [item for item in request.files.getlist("file") if item.filename or item.mimetype]
         if not files:
             raise InvalidRequest("file", "upload one or more images in the 'file' field", status=400)
+        if len(files) > MAX_IMAGES_PER_REQUEST:
+            raise InvalidRequest("file", f"{len(files)} images in one request; at most {MAX_IMAGES_PER_REQUEST}",
+                                 status=413)
         if len(files) == 1:
             return files[0].read(), _file_type(files[0])
         # Several images travel as one JSON request of base64 strings, which inference.py accepts.
@@ -215,10 +221,9 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         raise InvalidRequest("body", "send a JSON payload, CSV, an image, or {\"S3Uri\": \"s3://...\"}", status=400)
     content_type = request.mimetype or "application/json"
     if content_type == "application/json":
-        try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
+        # Parsed here once with the depth bound: a model's own json.loads would hit the recursion
+        # limit on a deeply nested body and fail with a 500.
+        payload = parse_json(raw)
         if isinstance(payload, dict) and "S3Uri" in payload:
             if not isinstance(payload["S3Uri"], str):
                 raise InvalidRequest("S3Uri", "must be a string", status=400)

@@ -18,6 +18,7 @@ from api.docs import documented
 from api.execute import submit_pipeline
 from api.views import essedum_origin, executor, format_time
 from db import Job, JobStatus
+from job_secrets import redact_description
 from mlops import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.aws import SageMakerTrainingService
@@ -214,7 +215,7 @@ def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, A
         "sourceID": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
         "container": details.get("image_uri"),
         "adapter": origin.get("adapter"),
-        "rawPayload": json.dumps(raw, default=str),
+        "rawPayload": json.dumps(redact_description(raw), default=str),
         "syncDate": format_time(job.updated, zone),
         "description": job.request.get("name") or job.request.get("target_attribute_name") or "",
         "project": origin.get("project") or job.request.get("project_id"),

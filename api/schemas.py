@@ -101,6 +101,19 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw:
         raise InvalidRequest("body", "a JSON object is required", status=400)
+    body = parse_json(raw)
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)",
+                             status=400) from None
+    validate(body, schema)
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a JSON body; raise InvalidRequest (400) for invalid JSON or nesting deeper than MAX_DEPTH."""
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -109,13 +122,6 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
     if _depth(body) > MAX_DEPTH:
         raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400)
-    try:
-        # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)",
-                             status=400) from None
-    validate(body, schema)
     return body
 
 
@@ -161,8 +167,29 @@ def _invalid(error: ValidationError) -> InvalidRequest:
         return InvalidRequest(path or "body", f"must be of type {error.validator_value}", status=status)
     if error.validator == "maxLength":
         return InvalidRequest(path or "body", f"is longer than {error.validator_value} characters", status=status)
-    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
-    return InvalidRequest(path or "body", message, status=status)
+    # jsonschema's own message quotes the offending value, which may be an environment or a
+    # credential: the answer names the rule instead.
+    template = _RULE_MESSAGES.get(error.validator, "does not satisfy the {rule} rule of its schema")
+    message = template.format(rule=error.validator, limit=error.validator_value)
+    return InvalidRequest(path or "body", message[:300], status=status)
+
+
+_RULE_MESSAGES = {
+    "maxProperties": "has more than {limit} entries",
+    "minProperties": "has fewer than {limit} entries",
+    "maxItems": "has more than {limit} items",
+    "minItems": "has fewer than {limit} items",
+    "minLength": "is shorter than {limit} characters",
+    "minimum": "must be at least {limit}",
+    "maximum": "must be at most {limit}",
+    "exclusiveMinimum": "must be greater than {limit}",
+    "exclusiveMaximum": "must be less than {limit}",
+    "enum": "must be one of {limit}",
+    "const": "must be {limit}",
+    "pattern": "does not match the pattern {limit}",
+    "format": "is not a valid {limit}",
+    "uniqueItems": "must not repeat items",
+}
 
 
 def _depth(value: Any, level: int = 0) -> int:
