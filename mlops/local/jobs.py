@@ -26,7 +26,9 @@ from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.clients import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.metric_lines import parse_metric_line, progress_of
+from mlops.job_files import read_bounded
+from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
+from mlops.local.output import OutputFollower
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 CHANNEL = "training"
 CURRENT_HOST = "algo-1"
 STOP_GRACE_S = 10
-ARTIFACT_TEXT_LIMIT = 1 << 20
+FAILURE_TEXT_LIMIT = 4000
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "TMP",
@@ -81,6 +83,7 @@ class LocalBackend(Backend):
         self.venv_root = config.data_dir / "venvs"
         self._processes: dict[str, subprocess.Popen] = {}
         self._stop_reasons: dict[str, str] = {}
+        self._output_failures: dict[str, str] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
@@ -150,6 +153,8 @@ class LocalBackend(Backend):
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        ctx.set_artifacts(list_outputs(layout.root))
+        redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
         if remote_log_uri(request):
             self._publish(ctx, layout)
         self._finish(ctx, layout, returncode, max_runtime)
@@ -179,23 +184,22 @@ class LocalBackend(Backend):
 
     def _follow_output(self, ctx: JobContext, process: subprocess.Popen) -> None:
         assert process.stdout is not None
-        for raw in iter(process.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            ctx.log(line)
-            parsed = parse_metric_line(line)
-            if parsed:
-                epoch, epochs, metrics = parsed
-                ctx.add_metrics(metrics, step=epoch)
-                ctx.set_progress(**progress_of(epoch, epochs))
+        follower = OutputFollower(ctx, self.config.max_log_line_bytes)
+        follower.follow(process.stdout)
+        if follower.failure:
+            with self._lock:
+                self._output_failures[ctx.job_id] = follower.failure
 
     def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
         with self._lock:
             reason = self._stop_reasons.pop(ctx.job_id, None)
-        ctx.set_artifacts(self._artifact_paths(layout))
-        if reason == "cancelled" or (reason is None and ctx.cancel_requested() and returncode != 0):
+            output_failure = self._output_failures.pop(ctx.job_id, None)
+        if reason == "cancelled" or ctx.cancel_requested():
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif reason == "shutdown":
             raise InterruptedError("executor stopped while the job was running")
+        elif output_failure:
+            ctx.finish(JobStatus.ERROR, output_failure)
         elif reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
         elif returncode != 0:
@@ -215,9 +219,11 @@ class LocalBackend(Backend):
             ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
     def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
-        written = ""
-        if layout.failure.is_file():
-            written = layout.failure.read_text(encoding="utf-8", errors="replace").strip()[:4000]
+        try:
+            data, _size = read_bounded(layout.root, "output/failure", FAILURE_TEXT_LIMIT)
+            written = data.decode("utf-8", errors="replace").strip()
+        except OSError:  # none written, or not a regular file
+            written = ""
         if returncode < 0:
             exit_text = f"killed by signal {-returncode}"
         else:
@@ -343,46 +349,8 @@ class LocalBackend(Backend):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _artifact_paths(self, layout: ContainerLayout) -> dict[str, Any]:
-        files = [path for folder in (layout.model, layout.output_data) if folder.is_dir()
-                 for path in sorted(folder.rglob("*")) if path.is_file()]
-        return {"model_dir": str(layout.model), "output_data_dir": str(layout.output_data),
-                "files": [str(path.relative_to(layout.root)) for path in files]}
-
     def output_artifacts(self, job: Job) -> dict[str, Any]:
-        root = Path(job.output_dir)
-        result: dict[str, Any] = {}
-        for relative in job.artifacts.get("files", []):
-            path = root / relative
-            if not path.is_file():
-                continue
-            key = path.stem if path.stem not in result else relative
-            result[key] = _artifact_content(path)
-        return result
-
-
-def _artifact_content(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    entry: dict[str, Any] = {"path": path.name, "size": size}
-    if size > ARTIFACT_TEXT_LIMIT:
-        entry["content"] = None
-        entry["note"] = f"larger than {ARTIFACT_TEXT_LIMIT} bytes; fetch it from the job folder"
-        return entry
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["content"] = None
-        entry["note"] = "binary file"
-        return entry
-    if path.suffix == ".json":
-        try:
-            entry["content"] = json.loads(text)
-            return entry
-        except ValueError:
-            pass
-    entry["content"] = text
-    return entry
+        return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 
 def _flags(hyperparameters: dict[str, str]) -> list[str]:
