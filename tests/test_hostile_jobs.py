@@ -169,28 +169,35 @@ def test_a_moved_data_folder_serves_old_logs_and_artifacts_and_writes_only_insid
     assert not old.exists()
 
 
-def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live_server, tmp_path):
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """An 8 MiB tmpfs for a data folder (needs mount, i.e. root; skipped, saying so, where refused)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"mount refused here ({mounted.stderr.decode().strip()}): no small disk to fill")
-    try:
-        server = live_server(data_dir=str(disk / "data"))
-        script = ("import os, sys\nout = os.environ['SM_OUTPUT_DATA_DIR']\n"
-                  "try:\n    open(os.path.join(out, 'fill'), 'wb').write(b'0' * (64 << 20))\n"
-                  "except OSError as exc:\n    print('disk full:', exc, flush=True)\n"
-                  "for i in range(2000):\n    print('x' * 1000, flush=True)\n")
-        job_id = submit(server, write_pipeline(server.storage_root, "fill", script))
-        final = wait_final(server, job_id, timeout=60)
-        assert final["task_status"] in ("ERROR", "COMPLETED")
-        filler = Path(final["output_dir"]) / "output" / "data" / "fill"
-        filler.unlink(missing_ok=True)
-        assert http_request(server.url, "GET", "/ready", timeout=10)[0] == 200
-        assert_service_healthy(server)
-    finally:
-        server.close() if "server" in locals() else None
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live_server, small_disk):
+    server = live_server(data_dir=str(small_disk / "data"))
+    script = ("import os\nout = os.environ['SM_OUTPUT_DATA_DIR']\n"
+              "try:\n    open(os.path.join(out, 'fill'), 'wb').write(b'0' * (64 << 20))\n"
+              "except OSError as exc:\n    print('disk full:', exc, flush=True)\n"
+              "for i in range(2000):\n    print('x' * 1000, flush=True)\n")
+    job_id = submit(server, write_pipeline(server.storage_root, "fill", script))
+    # While the disk is full the job's end cannot be stored, and /ready says why.
+    status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
+                             and answer, timeout=60)
+    assert not ready["checks"]["database"]["ok"]
+    (small_disk / "data" / "jobs" / job_id / "output" / "data" / "fill").unlink()
+    final = wait_final(server, job_id, timeout=60)
+    assert final["task_status"] == "ERROR"
+    assert "No space left" in final["failure_reason"] or "full" in final["failure_reason"]
+    wait_for(lambda: http_request(server.url, "GET", "/ready", timeout=10)[0] == 200, timeout=30)
+    assert_service_healthy(server)
 
 
 def test_a_read_only_database_mid_job_ends_it_error_once_writable_and_workers_live_on(live_server, data_dir):
@@ -209,7 +216,7 @@ def test_a_read_only_database_mid_job_ends_it_error_once_writable_and_workers_li
     finally:
         subprocess.run(["chattr", "-i", str(database)], check=True)
     final = wait_final(server, job_id, timeout=30)
-    assert final["task_status"] == "ERROR" and "store" in final["failure_reason"]
+    assert final["task_status"] == "ERROR" and "cannot be written" in final["failure_reason"]
     wait_for(lambda: http_request(server.url, "GET", "/ready", timeout=10)[0] == 200, timeout=30)
     assert_service_healthy(server)
 
