@@ -72,7 +72,15 @@ class JobQueue:
         return job
 
     def cancel(self, job_id: str) -> bool | None:
-        """Cancel a job; None for an unknown job, False when it had already ended."""
+        """Cancel a job; None for an unknown job, False when it had ended or cannot be stopped.
+
+        True is a promise: the job will end CANCELLED (the store holds every final status to it).
+        """
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+        if job.status is JobStatus.RUNNING and job.kind not in self.backend.stoppable_kinds:
+            return False
         before = self.store.request_cancel(job_id)
         if before is None:
             return None

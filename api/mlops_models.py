@@ -33,7 +33,7 @@ ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum a
 # Room for the multipart envelope around a file of the largest accepted size.
 FORM_OVERHEAD_BYTES = 1 << 20
 # As many as the bundled inference.py accepts in one request: each becomes a decoded image.
-MAX_IMAGES_PER_REQUEST = 64
+MAX_IMAGES_PER_REQUEST = 256
 
 
 def lifecycle() -> ModelLifecycle:

@@ -125,6 +125,8 @@ class Backend(ABC):
     remote: ClassVar[bool] = False
     #: The job kinds this backend can run.
     kinds: ClassVar[frozenset[str]] = frozenset()
+    #: The kinds whose running jobs can be stopped: a stop answered true must end the job CANCELLED.
+    stoppable_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         """Validate a request at submission and return it normalised; raise InvalidRequest if it cannot run."""
@@ -148,11 +150,6 @@ class Backend(ABC):
     def log_location(self, job: Job) -> str:
         """Return where the job's log is kept, as reported to clients."""
         return job.log_path
-
-    def read_log(self, job: Job) -> str:
-        """Return the job's log text."""
-        path = Path(job.log_path)
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return the job's output files as {stem: {"content": ...}}."""

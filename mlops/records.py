@@ -42,6 +42,8 @@ class ModelLifecycle:
     """What the local and SageMaker lifecycles share: records, in-use checks and the queue hand-off."""
 
     kinds = frozenset({ENDPOINT, TRANSFORM})
+    # A deployment cannot be stopped half-way on either platform; it ends as it ends.
+    stoppable_kinds = frozenset({TRANSFORM})
     source_org = ""
 
     def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
@@ -317,6 +319,10 @@ class WithModelLifecycle(Backend):
     def kinds(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset(self.inner.kinds) | self.model_lifecycle.kinds
 
+    @property
+    def stoppable_kinds(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(self.inner.stoppable_kinds) | self.model_lifecycle.stoppable_kinds
+
     def _runs(self, kind: str) -> bool:
         return kind in self.model_lifecycle.kinds
 
@@ -343,9 +349,6 @@ class WithModelLifecycle(Backend):
 
     def log_location(self, job: Job) -> str:
         return self.inner.log_location(job)
-
-    def read_log(self, job: Job) -> str:
-        return self.inner.read_log(job)
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         return self.inner.output_artifacts(job)

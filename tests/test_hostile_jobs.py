@@ -140,7 +140,7 @@ def test_deep_json_to_infer_is_a_400_and_too_many_images_a_413(live_server):
     deep = ("[" * 100_000 + "]" * 100_000).encode()
     status, body = server.request("POST", "/api/service/v1/endpoints/e/infer", raw=deep)
     assert status == 400 and "nested" in body["error"]
-    files = [("file", f"i{number}.png", b"\x89PNG", "image/png") for number in range(65)]
+    files = [("file", f"i{number}.png", b"\x89PNG", "image/png") for number in range(257)]
     status, body = server.upload("/api/service/v1/endpoints/e/infer", {}, files)
     assert status == 413, body
 

@@ -32,7 +32,7 @@ IMAGE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "application/x-image
 ARRAY_CHANNELS = (1, 3, 4)
 # Decoding is bounded before any pixel is decompressed: a 2 MB PNG of zeros can hold 80 megapixels
 # (a few hundred MB once decoded), and a request can carry many of them.
-MAX_IMAGES_PER_REQUEST = 64
+MAX_IMAGES_PER_REQUEST = 256
 MAX_PIXELS_PER_IMAGE = 25_000_000
 MAX_PIXELS_PER_REQUEST = 50_000_000
 

@@ -29,7 +29,7 @@ from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
+from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class LocalBackend(Backend):
     name = "local"
     remote = False
     kinds = frozenset({PIPELINE, TRAINING})
+    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -136,8 +137,7 @@ class LocalBackend(Backend):
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            shutil.copytree(request["source_dir"], layout.code, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
