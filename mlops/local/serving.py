@@ -272,9 +272,14 @@ class LocalModelLifecycle(ModelLifecycle):
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
-        bucket, key = self.dataset_key(bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict("Key", f"a part of {key!r} is a file already, not a folder") from None
+        if target.is_dir():
+            raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file")
         digest, size = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False)
         try:
@@ -285,13 +290,16 @@ class LocalModelLifecycle(ModelLifecycle):
                         raise TooLarge("file", f"is larger than {self.config.max_upload_bytes} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
-            os.replace(handle.name, target)
+            try:
+                os.replace(handle.name, target)
+            except IsADirectoryError:  # a concurrent upload made it a folder
+                raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file") from None
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
         relative = str(target.relative_to(self.config.storage_root.resolve()))
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key,
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
             "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
             "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
 
