@@ -72,7 +72,11 @@ def test_a_job_replacing_its_log_never_blocks_getlog_nor_leaks_the_key(live_serv
         content = get_log_quickly(server, job_id)
         assert key_before.decode().strip() not in content
     final = wait_final(server, job_id, timeout=30)
-    assert final["task_status"] in ("COMPLETED", "ERROR")
+    log = data_dir / "logs" / "jobs" / f"{job_id}.log"
+    if log.is_symlink() or not log.is_file():  # swapped: no sandbox hid it from the job
+        assert final["task_status"] == "ERROR" and "the job log cannot be written" in final["failure_reason"]
+    else:
+        assert final["task_status"] == "COMPLETED"
     assert key_before.decode().strip() not in get_log_quickly(server, job_id)
     assert (data_dir / "secret.key").read_bytes() == key_before
     assert_service_healthy(server)
