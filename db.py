@@ -172,7 +172,8 @@ class Job:
         for column in _JSON_COLUMNS:
             data[column] = json.loads(data[column])
         for column in ("log_path", "output_dir"):
-            data[column] = str(data_dir / PurePosixPath(data[column]))
+            stored = data[column]
+            data[column] = stored if Path(stored).is_absolute() else str(data_dir / PurePosixPath(stored))
         data["status"] = JobStatus(data["status"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["has_secrets"] = row["secrets"] is not None if "secrets" in row.keys() else False
@@ -264,7 +265,9 @@ class JobStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite has rolled back already after some errors (a full disk).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -523,17 +526,18 @@ class JobStore:
                 kept.append(row)
             conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
                              kept)
-            count = conn.execute("SELECT COUNT(*) FROM job_metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
-            if count > MAX_METRIC_ROWS_PER_JOB:
-                self._halve_metric_history(conn, job_id)
+            count_sql = "SELECT COUNT(*) FROM job_metrics WHERE job_id = ?"
+            while conn.execute(count_sql, (job_id,)).fetchone()[0] > MAX_METRIC_ROWS_PER_JOB \
+                    and self._halve_metric_history(conn, job_id):
+                pass
 
-    def _halve_metric_history(self, conn: sqlite3.Connection, job_id: str) -> None:
-        # Every second point of each metric goes; the first and the latest stay.
-        conn.execute(
+    def _halve_metric_history(self, conn: sqlite3.Connection, job_id: str) -> int:
+        """Delete every second point of each metric of a job, the first and latest kept; return how many."""
+        return conn.execute(
             "DELETE FROM job_metrics WHERE id IN (SELECT id FROM (SELECT id,"
             " ROW_NUMBER() OVER (PARTITION BY name ORDER BY id) AS position,"
             " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = ?)"
-            " WHERE position % 2 = 0 AND position < total)", (job_id,))
+            " WHERE position % 2 = 0 AND position < total)", (job_id,)).rowcount
 
     def replace_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None, float]]) -> None:
         """Replace a job's metrics with (name, value, step, time) rows read from their source."""
