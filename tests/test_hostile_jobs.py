@@ -254,3 +254,31 @@ def test_a_worker_that_dies_is_replaced_and_ready_names_dead_workers(live_server
     status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
                              and answer, timeout=30)
     assert "worker" in ready["checks"]["workers"]["reason"]
+
+
+def test_a_retried_job_starts_afresh_and_never_writes_through_links_its_last_attempt_left(service, tmp_path):
+    data = tmp_path / "data"
+    # First attempt: turn the files the executor writes at the next start into links to its key file,
+    # then wait for the kill. Second attempt (a marker in checkpoints, which carry over): finish.
+    script = ("import os, pathlib, sys, time\ncode = pathlib.Path.cwd(); root = code.parent; data = code.parents[2]\n"
+              "marker = root / 'checkpoints' / 'attempted'\n"
+              "if marker.exists():\n    print('second attempt', flush=True)\n    sys.exit(0)\n"
+              "marker.write_text('1')\n"
+              "for target in (code / 'pipe1.py', root / 'input' / 'config' / 'hyperparameters.json'):\n"
+              "    target.unlink()\n    target.symlink_to(data / 'secret.key')\n"
+              "print('links left', flush=True)\ntime.sleep(60)\n")
+    folder = write_pipeline(data / "storage", "retried", script)
+    proc = service(data)
+    key = (data / "secret.key").read_bytes()
+    status, accepted = proc.request("POST", "/execute",
+                                    pipeline_body(folder, "python pipe1.py", configs={"retry_on_restart": True}))
+    assert status == 201
+    job_log = data / "logs" / "jobs" / f"{accepted['task_id']}.log"
+    wait_for(lambda: job_log.is_file() and "links left" in job_log.read_text(), timeout=60)
+    proc.kill()
+    proc = service(data)
+    final = wait_for(lambda: (body := proc.request("GET", f"/execute/{accepted['task_id']}/getStatus")[1])
+                     ["task_status"] in ("COMPLETED", "ERROR", "CANCELLED") and body, timeout=60)
+    assert final["task_status"] == "COMPLETED", final
+    assert (data / "secret.key").read_bytes() == key
+    assert "second attempt" in proc.request("GET", f"/execute/{accepted['task_id']}/getLog")[1]["logs"]["content"]

@@ -64,6 +64,12 @@ class ContainerLayout:
         self.failure = self.output / "failure"
 
     def create(self) -> None:
+        """Make the tree afresh: a retried job starts from what the executor stages, never from what
+        its last attempt left (links to the executor's files among them); only checkpoints carry over."""
+        for leftover in (self.code, self.input, self.model, self.output):
+            _remove(leftover)
+        if self.checkpoints.is_symlink() or (self.checkpoints.exists() and not self.checkpoints.is_dir()):
+            _remove(self.checkpoints)
         for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -220,7 +226,7 @@ class LocalBackend(Backend):
 
     def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
         try:
-            data, _size = read_bounded(layout.root, "output/failure", FAILURE_TEXT_LIMIT)
+            data, _size = read_bounded(layout.root, layout.failure.relative_to(layout.root), FAILURE_TEXT_LIMIT)
             written = data.decode("utf-8", errors="replace").strip()
         except OSError:  # none written, or not a regular file
             written = ""
@@ -359,6 +365,14 @@ class LocalBackend(Backend):
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree; a link is removed itself, never followed."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _flags(hyperparameters: dict[str, str]) -> list[str]:

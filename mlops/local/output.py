@@ -2,15 +2,16 @@
 
 A job controls its output. One line without a newline can be hundreds of megabytes, and a loop
 can print metric lines as fast as the pipe carries them; so a line is cut at a bound (the rest is
-read and dropped, with a note), and the log, metrics and progress are written at most a few times a
-second, whatever the job prints. A log or store that cannot be written never stops the reading,
-or the job would block on a full pipe: the first failure is kept and decides how the job ends.
+read and dropped, with a note), and the log, metrics and progress are written in batches: every
+FLUSH_INTERVAL_S (a flusher thread, so a line printed before a long pause shows at once) or every
+LOG_BATCH_BYTES, whatever the job prints. A log or store that cannot be written never stops the
+reading, or the job would block on a full pipe: the first failure is kept and decides how the job ends.
 """
 from __future__ import annotations
 
 import logging
-import time
-from typing import BinaryIO, Callable
+import threading
+from typing import BinaryIO
 
 from db import StoreError
 from mlops.base import JobContext
@@ -25,29 +26,43 @@ LOG_BATCH_BYTES = 1 << 16
 class OutputFollower:
     """Reads a job's output into its log, metrics and progress."""
 
-    def __init__(self, ctx: JobContext, max_line_bytes: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ctx: JobContext, max_line_bytes: int):
         self.ctx = ctx
         self.max_line_bytes = max_line_bytes
-        self.clock = clock
         #: Why the log or the store could not be written, once one of them failed.
         self.failure: str | None = None
         self._lines: list[str] = []
         self._pending_bytes = 0
         self._metrics: list[tuple[str, float | None, int | None]] = []
         self._progress: dict[str, float | int] | None = None
-        self._flushed_at = clock()
+        self._buffer_lock = threading.Lock()
+        # Held for a whole flush, so that batches reach the log in the order they were read.
+        self._flush_lock = threading.Lock()
 
     def follow(self, stream: BinaryIO) -> None:
         """Read the output to its end, writing what it holds as it goes."""
+        done = threading.Event()
+        flusher = threading.Thread(target=self._flush_every_interval, args=(done,),
+                                   name=f"output-{self.ctx.job_id[:8]}", daemon=True)
+        flusher.start()
         try:
             while True:
                 raw = stream.readline(self.max_line_bytes + 1)
                 if not raw:
                     break
-                self._take(self._line(raw, stream))
-                if self._pending_bytes >= LOG_BATCH_BYTES or self.clock() - self._flushed_at >= FLUSH_INTERVAL_S:
+                line = self._line(raw, stream)
+                with self._buffer_lock:
+                    self._take(line)
+                    full = self._pending_bytes >= LOG_BATCH_BYTES
+                if full:
                     self.flush()
         finally:
+            done.set()
+            flusher.join()
+            self.flush()
+
+    def _flush_every_interval(self, done: threading.Event) -> None:
+        while not done.wait(FLUSH_INTERVAL_S):
             self.flush()
 
     def _line(self, raw: bytes, stream: BinaryIO) -> str:
@@ -68,24 +83,25 @@ class OutputFollower:
 
     def flush(self) -> None:
         """Write the lines, metrics and progress read since the last flush."""
-        lines, metrics, progress = self._lines, self._metrics, self._progress
-        self._lines, self._metrics, self._progress, self._pending_bytes = [], [], None, 0
-        self._flushed_at = self.clock()
-        if self.failure is not None:
-            return
-        try:
-            if lines:
-                self.ctx.log("\n".join(lines))
-            if metrics:
-                self.ctx.store.add_metrics(self.ctx.job_id, metrics)
-            if progress:
-                self.ctx.set_progress(**progress)
-        except OSError as exc:
-            self.failure = f"the job log cannot be written: {exc}"
-        except StoreError as exc:
-            self.failure = f"the job store failed while the job ran: {exc}"
-        if self.failure is not None:
-            logger.warning("job %s: %s; the output is read on and dropped", self.ctx.job_id, self.failure)
+        with self._flush_lock:
+            with self._buffer_lock:
+                lines, metrics, progress = self._lines, self._metrics, self._progress
+                self._lines, self._metrics, self._progress, self._pending_bytes = [], [], None, 0
+            if self.failure is not None:
+                return
+            try:
+                if lines:
+                    self.ctx.log("\n".join(lines))
+                if metrics:
+                    self.ctx.store.add_metrics(self.ctx.job_id, metrics)
+                if progress:
+                    self.ctx.set_progress(**progress)
+            except OSError as exc:
+                self.failure = f"the job log cannot be written: {exc}"
+            except StoreError as exc:
+                self.failure = f"the job store failed while the job ran: {exc}"
+            if self.failure is not None:
+                logger.warning("job %s: %s; the output is read on and dropped", self.ctx.job_id, self.failure)
 
 
 def _skip_rest_of_line(stream: BinaryIO, chunk: int) -> int:
