@@ -372,3 +372,17 @@ def test_datasets_are_put_in_s3_and_deleted_from_it(harness: Harness) -> None:
 
     assert harness.call("DELETE", f"/datasets/{BUCKET}/datasets/iris.csv")[0] == 200
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_a_transform_is_checked_once_at_submission(harness: Harness) -> None:
+    # A model SageMaker has but the executor never recorded: only a DescribeModel can find it.
+    harness.sagemaker.create_model(ModelName="outside", ExecutionRoleArn=ROLE, PrimaryContainer=model_container())
+    before = harness.clients.counter.total("sagemaker", "DescribeModel")
+
+    status, record = harness.call("POST", "/pipelines/inference", {
+        "TransformJobName": "outside-batch", "ModelName": "outside",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": f"s3://{BUCKET}/batch/"}}},
+        "TransformResources": {"InstanceType": "ml.m5.large"}})
+
+    assert status == 202, record
+    assert harness.clients.counter.total("sagemaker", "DescribeModel") - before == 1
