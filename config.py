@@ -142,6 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "INFO", str.upper, "logging level"),
     Setting("retry_interrupted", "false", _bool,
             "requeue local jobs that were running when the executor stopped, instead of failing them"),
+    Setting("max_log_line_bytes", "65536", _positive_int,
+            "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend
     Setting("aws_region", "", _optional_str, "AWS region (default: the AWS configuration's)"),
     Setting("aws_profile", "", _optional_str, "named AWS profile (default: the standard credential chain)"),
