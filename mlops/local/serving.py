@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,15 +26,18 @@ from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
-from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, TooLarge
-from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
-                                   TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
-                                   production_variant, public_request)
-from mlops.staging import S3_URI, resolve_storage_path
+from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
+                          NotSupported, TooLarge)
+from mlops.exports import Export, file_export, folder_export
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
+                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
+                           model_body, production_variant, public_request)
+from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
+CANCEL_CHECK_S = 0.5
 
 
 class LocalModelLifecycle(ModelLifecycle):
@@ -64,7 +68,7 @@ class LocalModelLifecycle(ModelLifecycle):
         target = self.models_root / name
         shutil.rmtree(target, ignore_errors=True)
         # A copy: the model then stays as registered, whatever happens to the training job's folder.
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_tree(source, target, source)
         files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
@@ -78,7 +82,7 @@ class LocalModelLifecycle(ModelLifecycle):
             job = finished_training_job(self.store, body["TrainingJobId"])
             if job.backend != "local" or not job.artifacts.get("model_dir"):
                 raise InvalidRequest("TrainingJobId", "is not a local training job with a model folder")
-            folder = Path(job.artifacts["model_dir"])
+            folder = Path(job.output_dir) / "model"
             return folder, {"Image": "local", "ModelDataUrl": str(folder),
                             "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}
         containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
@@ -133,6 +137,32 @@ class LocalModelLifecycle(ModelLifecycle):
             self._served.pop(name, None)
         self.store.delete_record(record.id)
 
+    def take_down(self, record: Record, adapter: str | None) -> None:
+        with self._load_lock:
+            self._served.pop(record.name, None)
+
+    def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
+        """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
+        # Imported here: numpy and Pillow add a quarter of a second to every start, and only this needs them.
+        from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
+
+        image, label = decode_request(body, content_type)
+        # Each call carries as many images as fit in the payload limit an endpoint takes.
+        per_call = max(1, MAX_INVOKE_BYTES // (image.size * 4 + 16))
+
+        def predict(images: list[Any]) -> list[dict[str, float]]:
+            answers: list[dict[str, float]] = []
+            for start in range(0, len(images), per_call):
+                payload = json.dumps({"instances": [item.tolist() for item in images[start:start + per_call]]})
+                answer, _ = self.invoke(name, payload.encode(), "application/json", "application/json", adapter)
+                answers.extend(probabilities_from_predictions(answer))
+            return answers
+
+        try:
+            return {"endpoint": name, **occlusion(image, predict, label)}
+        except ValueError as exc:
+            raise NotSupported("id", f"endpoint {name!r} cannot be explained here: {exc}") from None
+
     def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
                adapter: str | None = None) -> tuple[bytes, str]:
         """Run the endpoint's model on one request and return (answer, content type)."""
@@ -164,8 +194,10 @@ class LocalModelLifecycle(ModelLifecycle):
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
         model = self.record(MODEL, config.payload["model_names"][0], "ModelName", Conflict)
         with self._load_lock:
-            handlers = load_handlers(Path(model.payload["model_dir"]))
-            served = ServedModel(config.name, handlers, handlers.model_fn(model.payload["model_dir"]))
+            # The folder by name, not the stored path: a data folder moved since still serves its models.
+            model_dir = self.models_root / model.name
+            handlers = load_handlers(model_dir)
+            served = ServedModel(config.name, handlers, handlers.model_fn(str(model_dir)))
             self._served[endpoint] = served
         return served
 
@@ -236,8 +268,8 @@ class LocalModelLifecycle(ModelLifecycle):
         try:
             model = self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
             with self._load_lock:
-                handlers = load_handlers(Path(model.payload["model_dir"]))
-            loaded = handlers.model_fn(model.payload["model_dir"])
+                handlers = load_handlers(self.models_root / model.name)
+            loaded = handlers.model_fn(str(self.models_root / model.name))
             counts = run_batch(handlers, loaded, source, out_dir, request, ctx.cancel_requested)
         except Exception as exc:  # any failure is the transform job's failure reason
             reason = f"{type(exc).__name__}: {exc}"
@@ -247,7 +279,8 @@ class LocalModelLifecycle(ModelLifecycle):
         files = sorted(str(path.relative_to(ctx.job_dir)) for path in out_dir.rglob("*") if path.is_file())
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
-        if counts["stopped"]:
+        # A stop answered true after the last check still ends the job stopped, as promised.
+        if counts["stopped"] or ctx.cancel_requested():
             self.update(record, "Stopped", artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
@@ -255,7 +288,7 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.finish(JobStatus.COMPLETED)
 
     def cancel(self, job: Job) -> bool:
-        # The batch loop checks the flag between inputs; loading an endpoint takes too little time to stop.
+        # The batch loop checks the flag between records; a deployment is not stoppable (stoppable_kinds).
         return job.kind == TRANSFORM
 
     def close(self) -> None:
@@ -267,9 +300,14 @@ class LocalModelLifecycle(ModelLifecycle):
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
-        bucket, key = self.dataset_key(bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict("Key", f"a part of {key!r} is a file already, not a folder") from None
+        if target.is_dir():
+            raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file")
         digest, size = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False)
         try:
@@ -280,13 +318,16 @@ class LocalModelLifecycle(ModelLifecycle):
                         raise TooLarge("file", f"is larger than {self.config.max_upload_bytes} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
-            os.replace(handle.name, target)
+            try:
+                os.replace(handle.name, target)
+            except IsADirectoryError:  # a concurrent upload made it a folder
+                raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file") from None
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
         relative = str(target.relative_to(self.config.storage_root.resolve()))
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key,
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
             "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
             "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
 
@@ -295,6 +336,30 @@ class LocalModelLifecycle(ModelLifecycle):
         path = resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"], "id")
         path.unlink(missing_ok=True)
         self.store.delete_record(record.id)
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
+        """Describe the download of a dataset file or a model archive (the route adds its address)."""
+        if body.get("S3Uri"):
+            raise NotSupported("S3Uri", "the local platform exports as a download; copying to S3 is the "
+                                        "SageMaker platform's")
+        export = self.export_file(record)
+        return {"id": record.name, "type": record.type, "format": "file", "fileName": export.filename,
+                "size": export.size, "sha256": export.sha256}
+
+    def export_file(self, record: Record) -> Export:
+        """Return the file a download of the record sends: the dataset file, or the model as model.tar.gz."""
+        try:
+            if record.type == DATASET:
+                return file_export(resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"],
+                                                        "id"))
+            if record.type == MODEL:
+                target = self.config.data_dir / "exports" / "models" / f"{record.name}.tar.gz"
+                return folder_export(Path(record.payload["model_dir"]), target)
+        except FileNotFoundError:
+            raise NotFound("id", f"the files of {record.type} {record.name!r} are gone") from None
+        raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
 
 
 # -- loading a model's inference handlers ------------------------------------------------------
@@ -412,14 +477,18 @@ def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, reque
     files = [source] if source.is_file() else [path for path in sorted(source.rglob("*"))
                                                if path.is_file() and not path.name.startswith(".")]
     records = failed = 0
+    stop = _ThrottledCheck(cancel_requested)
     for path in files:
-        if cancel_requested():
+        if stop():
             return {"records": records, "failed": failed, "stopped": True}
         content_type = declared or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         target = out_dir / (str(path.relative_to(source)) + ".out" if source.is_dir() else path.name + ".out")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as out:
             for payload, kind in _payloads(path, content_type, split_lines):
+                # One input file can hold many records: a stop must not wait for its end.
+                if stop(throttled=True):
+                    return {"records": records, "failed": failed, "stopped": True}
                 try:
                     answer = handlers.output_fn(handlers.predict_fn(handlers.input_fn(payload, kind), model), accept)
                 except ValueError as exc:
@@ -430,6 +499,20 @@ def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, reque
     if records == 0:
         raise BackendError(f"no inputs found in {source.name}")
     return {"records": records, "failed": failed, "stopped": False}
+
+
+class _ThrottledCheck:
+    """Ask the store whether a stop was requested, at most every CANCEL_CHECK_S when throttled."""
+
+    def __init__(self, cancel_requested: Callable[[], bool]):
+        self.cancel_requested = cancel_requested
+        self.checked_at = time.monotonic()
+
+    def __call__(self, throttled: bool = False) -> bool:
+        if throttled and time.monotonic() - self.checked_at < CANCEL_CHECK_S:
+            return False
+        self.checked_at = time.monotonic()
+        return self.cancel_requested()
 
 
 def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tuple[bytes, str]]:
