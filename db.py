@@ -329,7 +329,7 @@ class JobStore:
                 (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
                  log_path, output_dir)).fetchall()
             self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
-        return Job.from_row(row)
+        return self._job(row)
 
     def _relative(self, path: str) -> str:
         """Return a path inside the data folder relative to it; any other path as given."""
