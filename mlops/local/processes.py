@@ -1,0 +1,258 @@
+"""The process trees of user code: started in the sandbox, followed line by line, ended as a whole.
+
+A job is its whole tree, not its first process. In the sandbox the tree is a PID namespace: when
+its first process ends, or bubblewrap is killed, or the executor dies, the kernel ends every
+process in it. Without the sandbox the tree is found three ways, since each alone can be escaped:
+the process group (setsid escapes it), the descendants (a double fork reparents away), and the
+job's marker variable in the environment (clearing the environment escapes it). On Windows a Job
+Object holds the tree and dies with the executor's handle to it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Sequence
+
+import psutil
+
+from mlops.sandbox import Sandbox
+
+logger = logging.getLogger(__name__)
+
+IS_WINDOWS = os.name == "nt"
+# Marks a job's processes, so that a sweep ends only that job's orphans, never a stranger.
+JOB_ID_VARIABLE = "EXECUTOR_JOB_ID"
+STOP_GRACE_S = 10.0
+# After the main process ends, its output is read this much longer: whatever still holds the pipe
+# open (a daemon the job left) cannot keep the job RUNNING.
+OUTPUT_DRAIN_S = 2.0
+_POLL_S = 0.2
+_END = object()
+
+
+class ProcessTree:
+    """One process tree running user code, started in the sandbox, stopped as a whole."""
+
+    def __init__(self, sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
+                 writable: Iterable[Path] = (), readable: Iterable[Path] = (), stdin: int = subprocess.DEVNULL,
+                 stderr: int = subprocess.STDOUT):
+        self.sandbox = sandbox
+        self.marker = marker
+        self.popen = subprocess.Popen(
+            sandbox.wrap(argv, cwd=cwd, writable=writable, readable=readable), cwd=cwd,
+            env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
+            **_session_options())
+        self._windows_job = _WindowsJob(self.popen) if IS_WINDOWS else None
+        self._stopping = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def wait(self) -> int:
+        """Wait for the main process; end what it left behind; return its exit code."""
+        code = self.popen.wait()
+        self.kill()
+        return code
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Ask every process of the tree to stop, then kill the tree after the grace period."""
+        with self._stopping:
+            if self.popen.poll() is None:
+                self._signal_tree(signal.CTRL_BREAK_EVENT if IS_WINDOWS else signal.SIGTERM)
+                try:
+                    self.popen.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill every process of the tree now."""
+        if self._windows_job is not None:
+            self._windows_job.terminate()
+        else:
+            self._signal_tree(signal.SIGKILL)
+
+    def _signal_tree(self, signum: int) -> None:
+        if IS_WINDOWS:
+            _send(self.popen, signum)
+            return
+        # Once reaped, the pid may be a stranger's: only the group and the marker find what is left.
+        alive = self.popen.poll() is None
+        members = _descendants(self.popen.pid) if alive else []
+        if alive and (signum == signal.SIGKILL or not self.sandbox.isolating):
+            # Killing bubblewrap ends the namespace; a polite signal must reach the job's own processes.
+            members.append(_as_process(self.popen.pid))
+        if not self.sandbox.isolating:
+            _signal_group(self.popen.pid, signum)
+            members += marked_processes(self.marker)
+        for member in members:
+            if member is not None:
+                _send(member, signum)
+
+
+class JobProcess(ProcessTree):
+    """A process tree whose output (stdout and stderr together) is read as lines."""
+
+    def __init__(self, sandbox: Sandbox, argv: Sequence[str], **options: Any):
+        super().__init__(sandbox, argv, **options)
+        self._lines: queue.Queue[Any] = queue.Queue()
+        _pump(self.popen.stdout, self._lines.put, f"output-{self.marker[:8]}")
+
+    def lines(self) -> Iterator[str]:
+        """Yield output lines until the main process has ended and its output is read (bounded)."""
+        drain_until: float | None = None
+        while True:
+            try:
+                item = self._lines.get(timeout=_POLL_S)
+            except queue.Empty:
+                item = None
+            if item is _END:
+                return
+            if item is not None:
+                yield item.decode("utf-8", errors="replace").rstrip("\r\n")
+                continue
+            if drain_until is None and self.popen.poll() is not None:
+                self.kill()
+                drain_until = time.monotonic() + OUTPUT_DRAIN_S
+            elif drain_until is not None and time.monotonic() > drain_until:
+                logger.warning("job %s: its output is still held open after its end; no longer read", self.marker)
+                return
+
+
+def run_to_end(sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
+               writable: Iterable[Path] = (), readable: Iterable[Path] = (), timeout: float) -> tuple[int, str]:
+    """Run a short sandboxed command (an installer) to its end; return its exit code and output."""
+    process = JobProcess(sandbox, argv, cwd=cwd, env=env, marker=marker, writable=writable, readable=readable)
+    timer = threading.Timer(timeout, process.stop, kwargs={"grace": 0})
+    timer.daemon = True
+    timer.start()
+    try:
+        output = "\n".join(process.lines())
+        return process.wait(), output
+    finally:
+        timer.cancel()
+        process.kill()
+
+
+def marked_processes(marker: str) -> list[psutil.Process]:
+    """Return this machine's processes that carry the job's marker variable (those the executor may read)."""
+    wanted = f"{JOB_ID_VARIABLE}={marker}"
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get(JOB_ID_VARIABLE) == marker:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    logger.debug("%d process(es) carry %s", len(found), wanted)
+    return found
+
+
+def sweep_orphans(marker: str) -> int:
+    """Kill what a job left running when the executor died; return how many processes it killed."""
+    orphans = marked_processes(marker)
+    for orphan in orphans:
+        _send(orphan, signal.SIGKILL if not IS_WINDOWS else signal.SIGTERM)
+    if orphans:
+        logger.warning("killed %d process(es) that job %s left running", len(orphans), marker)
+    return len(orphans)
+
+
+def _pump(stream: IO[bytes] | None, put: Any, name: str) -> None:
+    """Copy a pipe's lines to put() on a thread of its own, then put the end marker."""
+    def copy() -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                put(raw)
+        except (OSError, ValueError):
+            pass
+        finally:
+            put(_END)
+
+    threading.Thread(target=copy, name=name, daemon=True).start()
+
+
+def _session_options() -> dict[str, Any]:
+    if IS_WINDOWS:
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _as_process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def _send(target: Any, signum: int) -> None:
+    try:
+        target.send_signal(signum)
+    except (psutil.Error, OSError):
+        pass
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _WindowsJob:
+    """A Windows Job Object holding a process and everything it starts; closing it kills them all."""
+
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
+    EXTENDED_LIMIT_INFORMATION = 9
+
+    def __init__(self, popen: subprocess.Popen):
+        import ctypes
+        from ctypes import wintypes
+
+        class Basic(ctypes.Structure):
+            _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+                        ("LimitFlags", wintypes.DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                        ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", wintypes.DWORD),
+                        ("Affinity", ctypes.c_size_t), ("PriorityClass", wintypes.DWORD),
+                        ("SchedulingClass", wintypes.DWORD)]
+
+        class Extended(ctypes.Structure):
+            _fields_ = [("BasicLimitInformation", Basic), ("IoInfo", ctypes.c_uint64 * 6),
+                        ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
+                        ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+        self._kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        self._kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+        self.handle = self._kernel32.CreateJobObjectW(None, None)
+        limits = Extended()
+        limits.BasicLimitInformation.LimitFlags = self.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if not self._kernel32.SetInformationJobObject(self.handle, self.EXTENDED_LIMIT_INFORMATION,
+                                                      ctypes.byref(limits), ctypes.sizeof(limits)):
+            raise OSError(ctypes.get_last_error(), "SetInformationJobObject failed")
+        # A child started in the instant before this call escapes the job; the process group and
+        # taskkill /T in terminate() still reach it.
+        if not self._kernel32.AssignProcessToJobObject(self.handle, wintypes.HANDLE(int(popen._handle))):
+            raise OSError(ctypes.get_last_error(), "AssignProcessToJobObject failed")
+        self._pid = popen.pid
+
+    def terminate(self) -> None:
+        if self.handle is None:
+            return
+        self._kernel32.TerminateJobObject(self.handle, 1)
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._pid)], capture_output=True)
+        self._kernel32.CloseHandle(self.handle)
+        self.handle = None
