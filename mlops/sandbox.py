@@ -60,8 +60,7 @@ class Sandbox:
         """Return the argv that runs argv in the sandbox; the environment passes as the process's own."""
         if self.bwrap is None:
             return list(argv)
-        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts", "--hostname", "sandbox"]
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
         if not self.network:
             args.append("--unshare-net")
         if self.identity is None:
@@ -69,10 +68,10 @@ class Sandbox:
             args += ["--unshare-user", "--disable-userns"]
         for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
             args += _system_mount(Path(folder))
-        mounted: set[Path] = set()
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        mounted: set[Path] = {Path("/tmp")}
         for folder in self.visible:
             args += _mount("--ro-bind", folder, mounted)
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for device in self.devices:
             args += ["--dev-bind", device, device]
         for path in self.hidden:
@@ -156,7 +155,9 @@ def interpreter_folders(python: str) -> tuple[Path, ...]:
         raise ConfigError(f"EXECUTOR_PYTHON: {python} does not run: {completed.stderr.strip()[-300:]}")
     folders = [Path(python).parent.parent, Path(python).resolve().parent.parent]
     folders += [Path(entry) for entry in json.loads(completed.stdout) if entry]
-    return _outermost(folder for folder in folders if folder.exists() and folder != Path("/"))
+    system = [Path(folder) for folder in SYSTEM_FOLDERS]
+    return _outermost(folder for folder in folders if folder.exists() and folder != Path("/")
+                      and not any(folder == root or root in folder.parents for root in system))
 
 
 def _outermost(folders: Iterable[Path]) -> tuple[Path, ...]:
@@ -197,4 +198,4 @@ def _hide(path: Path, visible: Sequence[Path]) -> list[str]:
         return []
     if path.is_dir():
         return ["--tmpfs", str(path)]
-    return ["--ro-bind", "/dev/null", str(path)]
+    return ["--dev-bind", "/dev/null", str(path)]
