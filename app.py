@@ -19,7 +19,7 @@ from db import JobStore
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.clients import ClientFactory
-from mlops.model_lifecycle import with_model_lifecycle
+from mlops.records import with_model_lifecycle
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -42,10 +42,10 @@ class Executor:
 def make_backend(config: Config, clients: ClientFactory, store: JobStore) -> Backend:
     """Return the backend the configuration names."""
     if config.backend == "sagemaker":
-        from mlops.sagemaker_backend import SageMakerBackend
+        from mlops.sagemaker.jobs import SageMakerBackend
 
         return SageMakerBackend(config, clients, store)
-    from mlops.local import LocalBackend
+    from mlops.local.jobs import LocalBackend
 
     return LocalBackend(config, clients)
 

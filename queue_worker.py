@@ -53,7 +53,7 @@ class JobQueue:
         """Validate a request with the backend, store it as a WAITING job and wake a worker."""
         secrets = secrets or {}
         if kind not in self.backend.kinds:
-            raise InvalidRequest("", f"the {self.backend.name} backend does not run {kind} jobs", status=422)
+            raise InvalidRequest("", f"the {self.backend.name} backend does not run {kind} jobs")
         request = self.backend.check(kind, request, secrets)
         job_id = job_id or str(uuid.uuid4())
         job_dir = self.jobs_dir / job_id

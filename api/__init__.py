@@ -10,9 +10,16 @@ from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from db import StoreUnavailable
-from mlops.errors import InvalidRequest
+from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
+                          NotFound, NotSupported, QuotaExceeded, TooLarge)
 
 logger = logging.getLogger(__name__)
+
+# The one place a domain error becomes an HTTP status; the most specific class of an error decides.
+STATUS_OF_ERROR: dict[type[Exception], int] = {
+    MalformedRequest: 400, AccessDenied: 403, NotFound: 404, NotAcceptable: 406, Conflict: 409, TooLarge: 413,
+    InvalidRequest: 422, QuotaExceeded: 429, NotSupported: 501, BackendError: 502, StoreUnavailable: 503,
+}
 
 
 def public(view: Callable) -> Callable:
@@ -41,8 +48,9 @@ def register(app: Flask) -> None:
     app.before_request(_assign_request_id)
     app.before_request(_authenticate)
     app.after_request(_add_request_id)
-    app.register_error_handler(InvalidRequest, _invalid_request)
-    app.register_error_handler(StoreUnavailable, _store_unavailable)
+    app.register_error_handler(InvalidRequest, domain_error)
+    app.register_error_handler(BackendError, domain_error)
+    app.register_error_handler(StoreUnavailable, domain_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
 
@@ -71,14 +79,20 @@ def _authenticate():
     return response
 
 
-def _invalid_request(exc: InvalidRequest):
-    body = {"error": str(exc), "field": exc.field, **exc.extra}
-    return jsonify(body), exc.status
+def status_of(exc: Exception) -> int:
+    """Return the HTTP status of a domain error: that of the first of its classes in STATUS_OF_ERROR."""
+    return next(STATUS_OF_ERROR[cls] for cls in type(exc).__mro__ if cls in STATUS_OF_ERROR)
 
 
-def _store_unavailable(exc: StoreUnavailable):
-    logger.error("%s", exc)
-    return jsonify(error=f"the job store is unavailable: {exc}"), 503
+def domain_error(exc: Exception):
+    """Answer a domain error: a refused request names its field, a failed platform or store its reason."""
+    if isinstance(exc, InvalidRequest):
+        return jsonify({"error": str(exc), "field": exc.field, **exc.extra}), status_of(exc)
+    if isinstance(exc, StoreUnavailable):
+        logger.error("%s", exc)
+        return jsonify(error=f"the job store is unavailable: {exc}"), status_of(exc)
+    logger.warning("%s %s: %s", request.method, request.path, exc)
+    return jsonify(error=str(exc)), status_of(exc)
 
 
 def _http_error(exc: HTTPException):

@@ -18,7 +18,7 @@ from api.execute import find_job, read_log_tail
 from api.views import executor, format_time, job_status
 from db import Job, JobStatus
 from mlops.base import JOB_KINDS
-from mlops.errors import InvalidRequest
+from mlops.errors import MalformedRequest
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -63,7 +63,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
 def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in allowed:
-        raise InvalidRequest(name, f"must be one of {', '.join(allowed)}", status=400)
+        raise MalformedRequest(name, f"must be one of {', '.join(allowed)}")
     return value
 
 
@@ -71,9 +71,9 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(request.args.get(name, default))
     except ValueError:
-        raise InvalidRequest(name, "must be an integer", status=400) from None
+        raise MalformedRequest(name, "must be an integer") from None
     if not low <= value <= high:
-        raise InvalidRequest(name, f"must be between {low} and {high}", status=400)
+        raise MalformedRequest(name, f"must be between {low} and {high}")
     return value
 
 

@@ -13,7 +13,7 @@ from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
 from db import Job
 from mlops.base import PIPELINE
-from mlops.errors import InvalidRequest
+from mlops.errors import MalformedRequest, NotFound
 
 blueprint = Blueprint("execute", __name__)
 
@@ -63,10 +63,10 @@ def find_job(task_id: str) -> Job:
     try:
         canonical = str(uuid.UUID(task_id))
     except ValueError:
-        raise InvalidRequest("task_id", "is not a job id (a UUID)", status=400) from None
+        raise MalformedRequest("task_id", "is not a job id (a UUID)") from None
     job = executor().store.get(canonical)
     if job is None:
-        raise InvalidRequest("task_id", f"no job {canonical}", status=404)
+        raise NotFound("task_id", f"no job {canonical}")
     return job
 
 

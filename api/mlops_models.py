@@ -14,14 +14,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
-from api import _invalid_request, model_schemas
+from api import model_schemas
 from api.docs import documented
 from api.schemas import json_body, validate
 from api.views import essedum_origin, executor, format_time
 from db import Record
 from mlops.base import ENDPOINT, TRANSFORM
-from mlops.errors import BackendError, InvalidRequest
-from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+from mlops.errors import MalformedRequest, NotSupported
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
@@ -33,21 +33,11 @@ ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum a
 FORM_OVERHEAD_BYTES = 1 << 20
 
 
-@blueprint.errorhandler(BackendError)
-def _backend_error(exc: BackendError):
-    # A blueprint's handler is found before the app's, and validation's InvalidSageMakerField is a
-    # BackendError too: a bad field keeps its 4xx.
-    if isinstance(exc, InvalidRequest):
-        return _invalid_request(exc)
-    return jsonify(error=str(exc)), 502
-
-
 def lifecycle() -> ModelLifecycle:
     """Return the model lifecycle of the executor's backend."""
     found = getattr(executor().backend, "model_lifecycle", None)
     if found is None:
-        raise InvalidRequest("", f"the {executor().backend.name} backend has no model lifecycle attached",
-                             status=501)
+        raise NotSupported("", f"the {executor().backend.name} backend has no model lifecycle attached")
     return found
 
 
@@ -93,8 +83,7 @@ def _deployment(record: Record) -> Any:
 
 def _path_name(value: str) -> str:
     if not NAME.match(value):
-        raise InvalidRequest("id", "must be 1-63 letters, digits and hyphens, starting with a letter or digit",
-                             status=400)
+        raise MalformedRequest("id", "must be 1-63 letters, digits and hyphens, starting with a letter or digit")
     return value
 
 
@@ -147,7 +136,7 @@ def deploy_model(endpoint_id: str):
     if not config_name and lifecycle().find(ENDPOINT_CONFIG, endpoint_id):
         config_name = endpoint_id
     if not config_name:
-        raise InvalidRequest("EndpointConfigName", "is required", status=400)
+        raise MalformedRequest("EndpointConfigName", "is required")
     deployment = {"EndpointName": body.get("EndpointName") or endpoint_id, "EndpointConfigName": config_name,
                   **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
     job, record = lifecycle().submit(executor().queue, ENDPOINT, deployment)
@@ -204,7 +193,7 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
     if request.mimetype == "multipart/form-data":
         files = [item for item in request.files.getlist("file") if item.filename or item.mimetype]
         if not files:
-            raise InvalidRequest("file", "upload one or more images in the 'file' field", status=400)
+            raise MalformedRequest("file", "upload one or more images in the 'file' field")
         if len(files) == 1:
             return files[0].read(), _file_type(files[0])
         # Several images travel as one JSON request of base64 strings, which inference.py accepts.
@@ -212,16 +201,16 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         return json.dumps({"instances": instances}).encode(), "application/json"
     raw = request.get_data(cache=True)
     if not raw:
-        raise InvalidRequest("body", "send a JSON payload, CSV, an image, or {\"S3Uri\": \"s3://...\"}", status=400)
+        raise MalformedRequest("body", "send a JSON payload, CSV, an image, or {\"S3Uri\": \"s3://...\"}")
     content_type = request.mimetype or "application/json"
     if content_type == "application/json":
         try:
             payload = json.loads(raw)
         except ValueError as exc:
-            raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
+            raise MalformedRequest("body", f"not valid JSON: {exc}") from None
         if isinstance(payload, dict) and "S3Uri" in payload:
             if not isinstance(payload["S3Uri"], str):
-                raise InvalidRequest("S3Uri", "must be a string", status=400)
+                raise MalformedRequest("S3Uri", "must be a string")
             return lifecycle().read_s3_payload(payload["S3Uri"], adapter)
     return raw, content_type
 
@@ -264,13 +253,12 @@ def upload_dataset():
     # Only this route takes large bodies; every other keeps the app's small JSON limit.
     request.max_content_length = executor().config.max_upload_bytes + FORM_OVERHEAD_BYTES
     if request.mimetype != "multipart/form-data":
-        raise InvalidRequest("file", "send multipart/form-data with a 'file' part and Bucket, Key fields",
-                             status=400)
+        raise MalformedRequest("file", "send multipart/form-data with a 'file' part and Bucket, Key fields")
     form = {key: request.form[key] for key in request.form}
     validate(form, model_schemas.DATASET_FORM)
     upload = request.files.get("file")
     if upload is None:
-        raise InvalidRequest("file", "is required", status=400)
+        raise MalformedRequest("file", "is required")
     record = lifecycle().upload_dataset(form.get("Bucket"), form["Key"], upload.stream, upload.filename,
                                         essedum_origin(), form.get("Description", ""))
     return jsonify(record_view(record)), 201

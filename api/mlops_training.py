@@ -18,10 +18,10 @@ from api.docs import documented
 from api.execute import submit_pipeline
 from api.views import essedum_origin, executor, format_time
 from db import Job, JobStatus
-from mlops import automl
+from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.aws import SageMakerTrainingService
-from mlops.errors import InvalidRequest, SageMakerJobError
+from mlops.errors import InvalidRequest, MalformedRequest, NotFound
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 # Essedum calls /cloudconnect outside the /api/service/v1 prefix.
@@ -97,12 +97,11 @@ def train():
     body = schemas.json_body(TRAIN)
     backend = executor().backend
     if not hasattr(backend, "csv_columns"):
-        raise InvalidRequest("", f"the {backend.name} backend does not run AutoML jobs", status=422)
+        raise InvalidRequest("", f"the {backend.name} backend does not run AutoML jobs")
     columns = backend.csv_columns(body["inputs"])
     target = body["target_attribute_name"]
     if target not in columns:
-        raise InvalidRequest("target_attribute_name", f"{target!r} is not a column of {body['inputs']}",
-                             status=400, available_columns=columns)
+        raise MalformedRequest("target_attribute_name", f"{target!r} is not a column of {body['inputs']}", available_columns=columns)
     prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
     job = _submit_automl({
         "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
@@ -165,8 +164,6 @@ def cancel_job(job_id: str):
                    job_id=job.id, status=status)
 
 
-# SageMakerJobError, not BackendError: a blueprint handler is found before the app's, and the
-# field errors of mlops/validation.py are BackendErrors too; they must stay 4xx answers.
 @cloud_blueprint.post("/cloudconnect")
 def cloudconnect():
     """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""
@@ -176,11 +173,6 @@ def cloudconnect():
     return jsonify(result), 200 if result["valid"] else 502
 
 
-@blueprint.errorhandler(SageMakerJobError)
-def _aws_read_failed(exc: SageMakerJobError):
-    return jsonify(error=str(exc)), 502
-
-
 def find_training_job(job_id: str) -> Job:
     """Find a training, AutoML or custom-script job by executor id or by its SageMaker job name."""
     store = executor().store
@@ -188,11 +180,11 @@ def find_training_job(job_id: str) -> Job:
         job = store.get(str(uuid.UUID(job_id)))
     except ValueError:
         if not re.match(r"^[A-Za-z0-9-]{1,63}$", job_id):
-            raise InvalidRequest("id", "is neither a job id nor a SageMaker job name", status=400) from None
+            raise MalformedRequest("id", "is neither a job id nor a SageMaker job name") from None
         job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
                     if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
     if job is None or job.kind not in TRAINING_KINDS:
-        raise InvalidRequest("id", f"no training job {job_id}", status=404)
+        raise NotFound("id", f"no training job {job_id}")
     return job
 
 

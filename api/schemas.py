@@ -8,7 +8,7 @@ from flask import request
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from mlops.errors import InvalidRequest
+from mlops.errors import InvalidRequest, MalformedRequest
 
 MAX_DEPTH = 32
 NO_NUL = "^[^\\u0000]*$"
@@ -100,21 +100,20 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     """Parse the request body as JSON and validate it; raise InvalidRequest naming the field."""
     raw = request.get_data(cache=True)
     if not raw:
-        raise InvalidRequest("body", "a JSON object is required", status=400)
+        raise MalformedRequest("body", "a JSON object is required")
     try:
         body = json.loads(raw)
     except RecursionError:
-        raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400) from None
+        raise MalformedRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
-        raise InvalidRequest("body", f"not valid JSON: {exc}", status=400) from None
+        raise MalformedRequest("body", f"not valid JSON: {exc}") from None
     if _depth(body) > MAX_DEPTH:
-        raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels", status=400)
+        raise MalformedRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)",
-                             status=400) from None
+        raise MalformedRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)") from None
     validate(body, schema)
     return body
 
@@ -143,26 +142,26 @@ def _error_rank(error: ValidationError) -> tuple[int, int, str]:
 
 def _invalid(error: ValidationError) -> InvalidRequest:
     path = ".".join(str(part) for part in error.absolute_path)
-    status = 400 if error.validator in _STRUCTURAL else 422
+    invalid = MalformedRequest if error.validator in _STRUCTURAL else InvalidRequest
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
         field = ".".join(filter(None, [path, missing[0]]))
-        return InvalidRequest(field, "is required", status=400)
+        return MalformedRequest(field, "is required")
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         unknown = sorted(name for name in error.instance if name not in allowed)
         field = ".".join(filter(None, [path, unknown[0]]))
-        return InvalidRequest(field, f"is not a known field; known fields: {', '.join(sorted(allowed))}", status=400)
+        return MalformedRequest(field, f"is not a known field; known fields: {', '.join(sorted(allowed))}")
     if error.validator == "minLength" and error.validator_value == 1:
-        return InvalidRequest(path or "body", "must not be empty", status=status)
+        return invalid(path or "body", "must not be empty")
     if error.validator == "pattern" and error.validator_value == NO_NUL:
-        return InvalidRequest(path or "body", "must not contain NUL bytes", status=status)
+        return invalid(path or "body", "must not contain NUL bytes")
     if error.validator == "type":
-        return InvalidRequest(path or "body", f"must be of type {error.validator_value}", status=status)
+        return invalid(path or "body", f"must be of type {error.validator_value}")
     if error.validator == "maxLength":
-        return InvalidRequest(path or "body", f"is longer than {error.validator_value} characters", status=status)
+        return invalid(path or "body", f"is longer than {error.validator_value} characters")
     message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
-    return InvalidRequest(path or "body", message, status=status)
+    return invalid(path or "body", message)
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app, request
 
-from mlops.errors import InvalidRequest
+from mlops.errors import MalformedRequest
 
 from db import Job, JobStatus, JobStore
 
@@ -26,7 +26,7 @@ def essedum_origin() -> dict[str, Any]:
               "project": request.args.get("project") or request.headers.get("Project")}
     for field, value in values.items():
         if value is not None and not ORIGIN_TEXT.match(value):
-            raise InvalidRequest(field, "must be 1-255 letters, digits or . : @ / - _ space", status=400)
+            raise MalformedRequest(field, "must be 1-255 letters, digits or . : @ / - _ space")
     return values
 
 

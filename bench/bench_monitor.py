@@ -54,7 +54,7 @@ def measure(count: int, tmp: Path) -> dict[str, object]:
     from mlops.aws import training_job_name
     from mlops.base import JobContext
     from mlops.clients import ClientFactory
-    from mlops.sagemaker_backend import SageMakerBackend
+    from mlops.sagemaker.jobs import SageMakerBackend
 
     data = tmp / f"data-{count}"
     config = load_config(environ={}, overrides={

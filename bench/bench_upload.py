@@ -3,7 +3,7 @@
     python bench/bench_upload.py [--files 2000] [--megabytes 25]
 
 Both send the same folder to the same moto server on 127.0.0.1 in the same run: the executor
-packs it into one content-addressed tar (mlops/dataset_upload.py, as the SageMaker backend uploads
+packs it into one content-addressed tar (mlops/sagemaker/dataset_upload.py, as the SageMaker backend uploads
 a training dataset); `aws s3 sync` sends a PUT per file. Each runs three times: the first upload,
 again with the folder unchanged, and again after one file changed.
 """
@@ -87,7 +87,7 @@ def main() -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
                       AWS_ENDPOINT_URL=endpoint)
     from mlops.clients import ClientFactory
-    from mlops.dataset_upload import dataset_entries, upload_dataset
+    from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
 
     header(f"Dataset upload: {args.files:,} small files to a moto S3 server, against aws s3 sync")
     clients = ClientFactory(region=REGION)

@@ -28,10 +28,10 @@ from config import Config
 from db import JobStatus, JobStore
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.clients import ClientFactory
-from mlops.dataset_upload import dataset_entries, upload_dataset
+from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
 from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError,  # noqa: F401
                           SageMakerJobError, error_code, error_text)
-from mlops import validation as v
+from mlops.sagemaker import validation as v
 
 logger = logging.getLogger(__name__)
 

@@ -1,22 +1,57 @@
-"""The exceptions of the backend layer; api/__init__.py maps them to HTTP answers."""
+"""The domain errors of everything below api/; api/__init__.py alone turns them into HTTP answers."""
 from __future__ import annotations
 
 from typing import Any
 
 
 class InvalidRequest(ValueError):
-    """A request names something the executor cannot run; answered 400 or 422 naming the field."""
+    """A request names something the executor cannot run: a field it cannot accept."""
 
-    def __init__(self, field: str, message: str, status: int = 422, **extra: object):
+    def __init__(self, field: str, message: str, **extra: object):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
-        self.status = status
         self.extra = extra
+
+
+class MalformedRequest(InvalidRequest):
+    """A request that cannot be read as it stands: a field missing, malformed or contradicting another."""
+
+
+class NotFound(InvalidRequest):
+    """The request names a job, record or object that does not exist."""
+
+
+class Conflict(InvalidRequest):
+    """What the request names exists already, is in use, or is being changed by another job."""
+
+
+class TooLarge(InvalidRequest):
+    """A payload is larger than the executor or the platform takes."""
+
+
+class NotAcceptable(InvalidRequest):
+    """The answer cannot be given in the form the request asks for."""
+
+
+class AccessDenied(InvalidRequest):
+    """The platform refused the executor's credentials for what the request needs."""
+
+
+class QuotaExceeded(InvalidRequest):
+    """An account quota of the platform stops the request."""
+
+
+class NotSupported(InvalidRequest):
+    """The platform the executor runs on does not offer what the request asks for."""
 
 
 class BackendError(Exception):
     """A backend failed to do what was asked; stored as the job's failure reason."""
+
+
+class Throttled(BackendError):
+    """AWS kept answering with throttling errors after the client's own retries."""
 
 
 class JobFailed(BackendError):

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlops.errors import InvalidRequest
+from mlops.errors import InvalidRequest, MalformedRequest
 
 BUNDLED_SCRIPTS = Path(__file__).resolve().parent.parent / "training_scripts"
 BUNDLED_ENTRY_POINT = "train.py"
@@ -67,14 +67,14 @@ def check_hyperparameters(values: Mapping[str, Any], description: dict[str, Any]
                           field: str = "hyperparameters") -> dict[str, str]:
     """Check hyperparameters against a script's declaration and return them as strings."""
     if not isinstance(values, Mapping):
-        raise InvalidRequest(field, "must be an object of name: value", status=400)
+        raise MalformedRequest(field, "must be an object of name: value")
     declared = (description or {}).get("hyperparameters")
     result: dict[str, str] = {}
     for name, value in values.items():
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, (str, int, float)):
-            raise InvalidRequest(f"{field}.{name}", "must be a string or a number", status=400)
+            raise MalformedRequest(f"{field}.{name}", "must be a string or a number")
         text = str(value)
         if declared is None:
             result[name] = text

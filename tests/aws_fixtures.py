@@ -92,7 +92,7 @@ def aws_setup(clients: ClientFactory) -> None:
 
 @pytest.fixture
 def backend(config, clients: ClientFactory, store: JobStore, aws_setup):
-    from mlops.sagemaker_backend import SageMakerBackend
+    from mlops.sagemaker.jobs import SageMakerBackend
 
     return SageMakerBackend(config, clients, store)
 

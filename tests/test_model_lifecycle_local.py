@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from conftest import ROOT, LiveServer
-from mlops.local_serving import LocalModelLifecycle
+from mlops.local.serving import LocalModelLifecycle
 
 API = "/api/service/v1"
 # Digits the model never saw: training uses the first 300 of sklearn's 1,797.

@@ -32,9 +32,9 @@ from app import create_app  # noqa: E402
 from db import Job, JobStatus  # noqa: E402
 from mlops.base import TRAINING, Backend, JobContext  # noqa: E402
 from mlops.clients import ClientFactory  # noqa: E402
-from mlops.model_lifecycle import with_model_lifecycle  # noqa: E402
-from mlops.sagemaker_models import SageMakerModelLifecycle  # noqa: E402
-from mlops.validation import validate_instance_type  # noqa: E402
+from mlops.records import with_model_lifecycle  # noqa: E402
+from mlops.sagemaker.serving import SageMakerModelLifecycle  # noqa: E402
+from mlops.sagemaker.validation import validate_instance_type  # noqa: E402
 
 API = "/api/service/v1"
 REGION = "us-east-1"

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from db import JobStatus
 from mlops.aws import training_job_name
-from mlops.sagemaker_backend import SageMakerBackend
+from mlops.sagemaker.jobs import SageMakerBackend
 
 
 @pytest.fixture

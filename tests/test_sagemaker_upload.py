@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aws_fixtures import BUCKET, ROOT, aws, aws_setup, clients, config, write_dataset  # noqa: F401
 
-from mlops import dataset_upload as du
+from mlops.sagemaker import dataset_upload as du
 from mlops.aws import SageMakerTrainingService
 from mlops.errors import InvalidRequest, SageMakerError
 

@@ -5,7 +5,8 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from mlops import validation as v
+from api import status_of
+from mlops.sagemaker import validation as v
 from mlops.aws import SageMakerJobConfig, training_job_name
 from mlops.errors import InvalidRequest, SageMakerConfigurationError, SageMakerError
 
@@ -34,7 +35,7 @@ def field_of(call, *args):
 def test_an_invalid_field_is_both_a_4xx_naming_it_and_a_configuration_error():
     with pytest.raises(v.InvalidSageMakerField) as raised:
         v.validate_job_name("", "job_name")
-    assert isinstance(raised.value, InvalidRequest) and raised.value.status == 422
+    assert isinstance(raised.value, InvalidRequest) and status_of(raised.value) == 422
     assert isinstance(raised.value, SageMakerConfigurationError) and isinstance(raised.value, SageMakerError)
     assert raised.value.field == "job_name"
 

@@ -25,8 +25,8 @@ from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.clients import ClientFactory
-from mlops.errors import BackendError, InvalidRequest
-from mlops.model_lifecycle import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, TooLarge
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
 from mlops.staging import S3_URI, resolve_storage_path
@@ -58,7 +58,7 @@ class LocalModelLifecycle(ModelLifecycle):
         """Register a model folder (a finished training job's, or one in the storage root)."""
         name = body["ModelName"]
         if self.find(MODEL, name):
-            raise InvalidRequest("ModelName", f"a model named {name!r} is registered", status=409)
+            raise Conflict("ModelName", f"a model named {name!r} is registered")
         source, container = self._model_source(body)
         _check_model_folder(source, "TrainingJobId" if body.get("TrainingJobId") else "ModelDataUrl")
         target = self.models_root / name
@@ -74,7 +74,7 @@ class LocalModelLifecycle(ModelLifecycle):
     def _model_source(self, body: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         if body.get("TrainingJobId"):
             if body.get("Containers") or body.get("PrimaryContainer"):
-                raise InvalidRequest("TrainingJobId", "give a training job or containers, not both", status=400)
+                raise MalformedRequest("TrainingJobId", "give a training job or containers, not both")
             job = finished_training_job(self.store, body["TrainingJobId"])
             if job.backend != "local" or not job.artifacts.get("model_dir"):
                 raise InvalidRequest("TrainingJobId", "is not a local training job with a model folder")
@@ -83,7 +83,7 @@ class LocalModelLifecycle(ModelLifecycle):
                             "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}
         containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
         if len(containers) != 1:
-            raise InvalidRequest("Containers", "the local backend serves exactly one container", status=422)
+            raise InvalidRequest("Containers", "the local backend serves exactly one container")
         container = containers[0]
         if not container.get("ModelDataUrl"):
             raise InvalidRequest("Containers.0.ModelDataUrl", "is required: a model folder in the storage root")
@@ -106,12 +106,11 @@ class LocalModelLifecycle(ModelLifecycle):
         """Create an endpoint configuration, and its model when the body describes one."""
         config_name = body["EndpointConfigName"]
         if self.find(ENDPOINT_CONFIG, config_name):
-            raise InvalidRequest("EndpointConfigName", f"an endpoint configuration named {config_name!r} exists",
-                                 status=409)
+            raise Conflict("EndpointConfigName", f"an endpoint configuration named {config_name!r} exists")
         created = None
         if body.get("PrimaryContainer") or body.get("TrainingJobId"):
             created = self.register_model(model_body(body), origin)
-        model = self.record(MODEL, body["ModelName"], "ModelName", 422)
+        model = self.record(MODEL, body["ModelName"], "ModelName", InvalidRequest)
         try:
             return self.put(ENDPOINT_CONFIG, config_name, "Created", {
                 **origin, "description": body.get("Description", ""), "model_names": [model.name],
@@ -139,18 +138,18 @@ class LocalModelLifecycle(ModelLifecycle):
         """Run the endpoint's model on one request and return (answer, content type)."""
         record = self.record(ENDPOINT_RECORD, name)
         if record.status != IN_SERVICE:
-            raise InvalidRequest("id", f"endpoint {name!r} is {record.status}, not InService", status=409,
+            raise Conflict("id", f"endpoint {name!r} is {record.status}, not InService",
                                  endpoint_status=record.status)
         served = self._served_model(record)
         try:
             data = served.handlers.input_fn(body, content_type)
         except ValueError as exc:
-            raise InvalidRequest("body", str(exc), status=400) from None
+            raise MalformedRequest("body", str(exc)) from None
         prediction = served.handlers.predict_fn(data, served.model)
         try:
             answer = served.handlers.output_fn(prediction, accept or "application/json")
         except ValueError as exc:
-            raise InvalidRequest("Accept", str(exc), status=406) from None
+            raise NotAcceptable("Accept", str(exc)) from None
         return (answer.encode() if isinstance(answer, str) else bytes(answer)), "application/json"
 
     def _served_model(self, record: Record) -> "ServedModel":
@@ -159,11 +158,11 @@ class LocalModelLifecycle(ModelLifecycle):
         if served is not None and served.config_name == record.payload.get("endpoint_config"):
             return served
         # After a restart the endpoint is still InService in the store: load its model again.
-        config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", 409)
+        config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
         return self._load(record.name, config)
 
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
-        model = self.record(MODEL, config.payload["model_names"][0], "ModelName", 409)
+        model = self.record(MODEL, config.payload["model_names"][0], "ModelName", Conflict)
         with self._load_lock:
             handlers = load_handlers(Path(model.payload["model_dir"]))
             served = ServedModel(config.name, handlers, handlers.model_fn(model.payload["model_dir"]))
@@ -174,10 +173,10 @@ class LocalModelLifecycle(ModelLifecycle):
 
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         if kind == ENDPOINT:
-            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", 422)
-            self.record(MODEL, config.payload["model_names"][0], "EndpointConfigName", 422)
+            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
+            self.record(MODEL, config.payload["model_names"][0], "EndpointConfigName", InvalidRequest)
             return request
-        self.record(MODEL, request["ModelName"], "ModelName", 422)
+        self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
         uri = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
         if S3_URI.match(uri):
@@ -198,7 +197,7 @@ class LocalModelLifecycle(ModelLifecycle):
         creating = record.status == "Creating"
         ctx.set_phase("Creating" if creating else "Updating", "loading the model")
         try:
-            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", 422)
+            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
             self._load(record.name, config)
         except Exception as exc:  # a model that cannot load fails the deployment, whatever the reason
             reason = f"the model could not be loaded: {type(exc).__name__}: {exc}"
@@ -235,7 +234,7 @@ class LocalModelLifecycle(ModelLifecycle):
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
         try:
-            model = self.record(MODEL, request["ModelName"], "ModelName", 422)
+            model = self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
             with self._load_lock:
                 handlers = load_handlers(Path(model.payload["model_dir"]))
             loaded = handlers.model_fn(model.payload["model_dir"])
@@ -278,8 +277,7 @@ class LocalModelLifecycle(ModelLifecycle):
                 for chunk in iter(lambda: stream.read(_COPY_CHUNK), b""):
                     size += len(chunk)
                     if size > self.config.max_upload_bytes:
-                        raise InvalidRequest("file", f"is larger than {self.config.max_upload_bytes} bytes",
-                                             status=413)
+                        raise TooLarge("file", f"is larger than {self.config.max_upload_bytes} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
             os.replace(handle.name, target)

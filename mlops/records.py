@@ -18,7 +18,8 @@ from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, Backend, ContextFactory, JobContext
 from mlops.clients import ClientFactory
-from mlops.errors import BackendError, InvalidRequest, error_code, error_text
+from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_code,
+                          error_text)
 from mlops.staging import S3_URI
 
 # Record types of the `records` table.
@@ -69,11 +70,12 @@ class ModelLifecycle:
     def find(self, type: str, name: str) -> Record | None:
         return self.store.get_record(self.record_id(type, name))
 
-    def record(self, type: str, name: str, field: str = "id", status: int = 404) -> Record:
-        """Return a record or raise InvalidRequest (404 for a path id, 422 for a body field)."""
+    def record(self, type: str, name: str, field: str = "id",
+               missing: type[InvalidRequest] = NotFound) -> Record:
+        """Return a record or raise `missing` (NotFound for a path id; a body field names its own error)."""
         found = self.find(type, name)
         if found is None:
-            raise InvalidRequest(field, f"no {type.replace('_', ' ')} named {name!r}", status=status)
+            raise missing(field, f"no {type.replace('_', ' ')} named {name!r}")
         return found
 
     def records(self, type: str) -> list[Record]:
@@ -94,26 +96,24 @@ class ModelLifecycle:
     def check_model_deletable(self, name: str) -> None:
         users = self.endpoints_using("model_names", name)
         if users:
-            raise InvalidRequest("id", f"model {name!r} is in use by endpoint(s) {', '.join(users)}: delete them "
-                                       "first", status=409, endpoints=users)
+            raise Conflict("id", f"model {name!r} is in use by endpoint(s) {', '.join(users)}: delete them "
+                                       "first", endpoints=users)
         running = [record.name for record in self.records(TRANSFORM_RECORD)
                    if record.payload.get("model_name") == name and self.active_job(record)]
         if running:
-            raise InvalidRequest("id", f"model {name!r} is in use by running transform job(s) {', '.join(running)}",
-                                 status=409, transform_jobs=running)
+            raise Conflict("id", f"model {name!r} is in use by running transform job(s) {', '.join(running)}", transform_jobs=running)
 
     def check_endpoint_config_deletable(self, name: str) -> None:
         users = self.endpoints_using("endpoint_config", name)
         if users:
-            raise InvalidRequest("id", f"endpoint configuration {name!r} is in use by endpoint(s) "
-                                       f"{', '.join(users)}", status=409, endpoints=users)
+            raise Conflict("id", f"endpoint configuration {name!r} is in use by endpoint(s) "
+                                       f"{', '.join(users)}", endpoints=users)
 
     def check_endpoint_deletable(self, record: Record) -> None:
         job = self.active_job(record)
         if job:
-            raise InvalidRequest("id", f"endpoint {record.name!r} is being deployed (job {job.id}, "
-                                       f"{record.status}); delete it once the deployment has ended",
-                                 status=409, job_id=job.id)
+            raise Conflict("id", f"endpoint {record.name!r} is being deployed (job {job.id}, "
+                                       f"{record.status}); delete it once the deployment has ended", job_id=job.id)
 
     # -- queue hand-off --------------------------------------------------------------------------
 
@@ -130,12 +130,12 @@ class ModelLifecycle:
             previous = self.find(type, name)
             busy = self.active_job(previous)
             if busy:
-                raise InvalidRequest("EndpointName" if kind == ENDPOINT else "TransformJobName",
-                                     f"{name!r} is already being changed by job {busy.id}", status=409,
+                raise Conflict("EndpointName" if kind == ENDPOINT else "TransformJobName",
+                                     f"{name!r} is already being changed by job {busy.id}",
                                      job_id=busy.id)
             if kind == TRANSFORM and previous is not None:
-                raise InvalidRequest("TransformJobName", f"a transform job named {name!r} exists; names are "
-                                                         "unique", status=409)
+                raise Conflict("TransformJobName", f"a transform job named {name!r} exists; names are "
+                                                         "unique")
             job_id = str(uuid.uuid4())
             pending = self.mark_pending(kind, request, previous, job_id)
             try:
@@ -155,7 +155,7 @@ class ModelLifecycle:
         if kind == TRANSFORM:
             return self.put(TRANSFORM_RECORD, request["TransformJobName"], "InProgress",
                             {**origin, "model_name": request["ModelName"], "raw": public_request(request)}, job_id)
-        config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", 422)
+        config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
         updating = previous is not None and previous.payload.get("exists", True) and previous.status != FAILED
         payload = {**(previous.payload if updating else {}), **origin,
                    "endpoint_config": config.name if not updating else previous.payload.get("endpoint_config"),
@@ -200,21 +200,21 @@ class ModelLifecycle:
         """Read an s3:// object to send to an endpoint, with a content type from its name."""
         match = S3_URI.match(uri or "")
         if not match or not match.group(2):
-            raise InvalidRequest("S3Uri", "must be s3://bucket/key (an http URL is never fetched)", status=400)
+            raise MalformedRequest("S3Uri", "must be s3://bucket/key (an http URL is never fetched)")
         bucket, key = match.group(1), match.group(2)
         s3 = self.clients.client("s3", adapter)
         try:
             head = s3.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] > MAX_INVOKE_BYTES:
-                raise InvalidRequest("S3Uri", f"the object is {head['ContentLength']} bytes; an endpoint takes at "
-                                              f"most {MAX_INVOKE_BYTES}", status=413)
+                raise TooLarge("S3Uri", f"the object is {head['ContentLength']} bytes; an endpoint takes at "
+                                              f"most {MAX_INVOKE_BYTES}")
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_INVOKE_BYTES + 1)
         except InvalidRequest:
             raise
         except Exception as exc:  # botocore raises many unrelated types; the code is what matters
             code = error_code(exc)
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise InvalidRequest("S3Uri", f"no object {uri}", status=404) from None
+                raise NotFound("S3Uri", f"no object {uri}") from None
             raise BackendError(f"cannot read {uri}: {error_text(exc)}") from exc
         suffix = PurePosixPath(key).suffix.lower()
         return body, CONTENT_TYPES.get(suffix) or head.get("ContentType") or "application/octet-stream"
@@ -225,18 +225,18 @@ class ModelLifecycle:
 
         bucket = bucket or self.config.s3_bucket or "datasets"
         if "\x00" in key or "\\" in key or key.startswith("/") or re.match(r"^[A-Za-z]:", key):
-            raise InvalidRequest("Key", "must be a relative key without backslashes", status=400)
+            raise MalformedRequest("Key", "must be a relative key without backslashes")
         parts = [part for part in key.split("/")]
         if any(part in ("..", ".") for part in parts):
-            raise InvalidRequest("Key", "must not contain '.' or '..' parts", status=400)
+            raise MalformedRequest("Key", "must not contain '.' or '..' parts")
         if parts[-1] == "":
             parts[-1] = filename or ""
         parts = [part for part in parts[:-1] if part] + [parts[-1]]
         safe = [secure_filename(part) for part in parts]
         if not safe[-1]:
-            raise InvalidRequest("Key", "names no file: end it with a file name, or upload a named file", status=400)
+            raise MalformedRequest("Key", "names no file: end it with a file name, or upload a named file")
         if any(not part for part in safe):
-            raise InvalidRequest("Key", "has a part with no safe characters", status=400)
+            raise MalformedRequest("Key", "has a part with no safe characters")
         return bucket, "/".join(safe)
 
 
@@ -248,8 +248,8 @@ def finished_training_job(store: JobStore, job_id: str) -> Job:
     if job is None or job.kind != TRAINING:
         raise InvalidRequest("TrainingJobId", f"no training job {job_id}")
     if job.status is not JobStatus.COMPLETED:
-        raise InvalidRequest("TrainingJobId", f"training job {job_id} is {job.status.value}; a model can be "
-                                              "registered once it is COMPLETED", status=409)
+        raise Conflict("TrainingJobId", f"training job {job_id} is {job.status.value}; a model can be "
+                                              "registered once it is COMPLETED")
     return job
 
 
@@ -282,10 +282,10 @@ def make_model_lifecycle(config: Config, store: JobStore, clients: ClientFactory
     """Return the lifecycle for a backend: SageMaker's for 'sagemaker', else the local one."""
     # Imported here: both modules import this one.
     if backend_name == "sagemaker":
-        from mlops.sagemaker_models import SageMakerModelLifecycle
+        from mlops.sagemaker.serving import SageMakerModelLifecycle
 
         return SageMakerModelLifecycle(config, store, clients)
-    from mlops.local_serving import LocalModelLifecycle
+    from mlops.local.serving import LocalModelLifecycle
 
     return LocalModelLifecycle(config, store, clients)
 

@@ -38,7 +38,7 @@ IMAGE_URI = re.compile(
 
 
 class InvalidSageMakerField(InvalidRequest, SageMakerConfigurationError):
-    """A SageMaker setting is invalid: a 4xx naming the field, and a SageMakerConfigurationError."""
+    """A SageMaker setting is invalid: an InvalidRequest naming the field, and the seeds' SageMakerConfigurationError."""
 
 
 def _fail(field: str, message: str) -> None:

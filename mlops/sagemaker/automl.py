@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from mlops import validation as v
+from mlops.sagemaker import validation as v
 from mlops.aws import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
 

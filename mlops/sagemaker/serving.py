@@ -19,8 +19,9 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.aws import is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
-from mlops.errors import BackendError, InvalidRequest, error_code, error_text
-from mlops.model_lifecycle import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
+from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound,
+                          QuotaExceeded, error_code, error_text)
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
 from mlops.staging import S3_URI
@@ -100,14 +101,14 @@ class SageMakerModelLifecycle(ModelLifecycle):
     def _containers(self, body: dict[str, Any], adapter: str | None) -> list[dict[str, Any]]:
         if body.get("TrainingJobId"):
             if body.get("Containers") or body.get("PrimaryContainer"):
-                raise InvalidRequest("TrainingJobId", "give a training job or containers, not both", status=400)
+                raise MalformedRequest("TrainingJobId", "give a training job or containers, not both")
             return [{"Image": self.inference_image(body.get("InstanceType")),
                      "ModelDataUrl": self._training_artifact(body["TrainingJobId"], adapter),
                      "Environment": {**INFERENCE_ENVIRONMENT,
                                      "SAGEMAKER_REGION": self.clients.region_name or "us-east-1"}}]
         containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
         if not containers:
-            raise InvalidRequest("Containers", "give Containers, PrimaryContainer or TrainingJobId", status=400)
+            raise MalformedRequest("Containers", "give Containers, PrimaryContainer or TrainingJobId")
         filled = []
         for number, container in enumerate(containers):
             url = container.get("ModelDataUrl")
@@ -119,14 +120,14 @@ class SageMakerModelLifecycle(ModelLifecycle):
     def _role(self, body: dict[str, Any]) -> str:
         role = body.get("ExecutionRoleArn") or self.config.sagemaker_role_arn
         if not role:
-            raise InvalidRequest("ExecutionRoleArn", "is required (or set EXECUTOR_SAGEMAKER_ROLE_ARN)", status=400)
+            raise MalformedRequest("ExecutionRoleArn", "is required (or set EXECUTOR_SAGEMAKER_ROLE_ARN)")
         return role
 
     def register_model(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
         """CreateModel, then record it."""
         name, adapter = body["ModelName"], origin.get("adapter")
         if self.find(MODEL, name) or self._exists("describe_model", adapter, ModelName=name):
-            raise InvalidRequest("ModelName", f"a model named {name!r} exists", status=409)
+            raise Conflict("ModelName", f"a model named {name!r} exists")
         role = self._role(body)
         containers = self._containers(body, adapter)
         params: dict[str, Any] = {"ModelName": name, "ExecutionRoleArn": role}
@@ -164,11 +165,10 @@ class SageMakerModelLifecycle(ModelLifecycle):
         """CreateEndpointConfig (after CreateModel when the body describes the model); all or nothing."""
         config_name, adapter = body["EndpointConfigName"], origin.get("adapter")
         if not body.get("InstanceType"):
-            raise InvalidRequest("InstanceType", "is required on SageMaker (e.g. ml.m5.large)", status=400)
+            raise MalformedRequest("InstanceType", "is required on SageMaker (e.g. ml.m5.large)")
         if self.find(ENDPOINT_CONFIG, config_name) or self._exists("describe_endpoint_config", adapter,
                                                                     EndpointConfigName=config_name):
-            raise InvalidRequest("EndpointConfigName", f"an endpoint configuration named {config_name!r} exists",
-                                 status=409)
+            raise Conflict("EndpointConfigName", f"an endpoint configuration named {config_name!r} exists")
         created = None
         if body.get("PrimaryContainer") or body.get("TrainingJobId"):
             created = self.register_model(model_body(body), origin)
@@ -214,7 +214,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         """InvokeEndpoint; returns (answer, content type)."""
         record = self.find(ENDPOINT_RECORD, name)
         if record is not None and record.status != IN_SERVICE:
-            raise InvalidRequest("id", f"endpoint {name!r} is {record.status}, not InService", status=409,
+            raise Conflict("id", f"endpoint {name!r} is {record.status}, not InService",
                                  endpoint_status=record.status)
         params = {"EndpointName": name, "Body": body, "ContentType": content_type}
         if accept:
@@ -224,7 +224,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         except ClientError as exc:
             if error_code(exc) == "ModelError":
                 # The model's own code rejected the payload: the caller's input, the model's words.
-                raise InvalidRequest("body", error_text(exc), status=400) from None
+                raise MalformedRequest("body", error_text(exc)) from None
             raise refusal(exc, "id", "invoke_endpoint") from exc
         except BotoCoreError as exc:
             raise BackendError(f"cannot reach endpoint {name}: {exc}") from exc
@@ -248,13 +248,12 @@ class SageMakerModelLifecycle(ModelLifecycle):
         source.setdefault("S3DataType", "S3Prefix")
         resources = request.setdefault("TransformResources", {})
         if not resources.get("InstanceType"):
-            raise InvalidRequest("TransformResources.InstanceType", "is required on SageMaker", status=400)
+            raise MalformedRequest("TransformResources.InstanceType", "is required on SageMaker")
         resources.setdefault("InstanceCount", 1)
         output = request.setdefault("TransformOutput", {})
         if not output.get("S3OutputPath"):
             if not self.config.s3_bucket:
-                raise InvalidRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)",
-                                     status=400)
+                raise MalformedRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)")
             output["S3OutputPath"] = (f"s3://{self.config.s3_bucket}/{self.config.s3_prefix.strip('/')}/"
                                       f"transform/{request['TransformJobName']}")
         return request
@@ -437,9 +436,9 @@ class SageMakerModelLifecycle(ModelLifecycle):
         except (ClientError, BotoCoreError) as exc:
             code = error_code(exc)
             if code in ("NoSuchBucket", "404"):
-                raise InvalidRequest("Bucket", f"no bucket {bucket!r}", status=404) from None
+                raise NotFound("Bucket", f"no bucket {bucket!r}") from None
             if code in ("AccessDenied", "403"):
-                raise InvalidRequest("Bucket", f"the executor may not write to {bucket!r}", status=403) from None
+                raise AccessDenied("Bucket", f"the executor may not write to {bucket!r}") from None
             raise BackendError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
         head.pop("ResponseMetadata", None)
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
@@ -462,15 +461,15 @@ def refusal(exc: Exception, field: str, operation: str) -> Exception:
     """Turn an AWS error into an answer: a 4xx naming the field for a refusal, BackendError otherwise."""
     code, text = error_code(exc), error_text(exc)
     if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
-        return InvalidRequest(field, text, status=409)
+        return Conflict(field, text)
     if code in ("ValidationException", "ValidationError"):
-        return InvalidRequest(field, text, status=404 if is_not_found(exc) else 422)
+        return (NotFound if is_not_found(exc) else InvalidRequest)(field, text)
     if code in ("ResourceInUse", "ConflictException"):
-        return InvalidRequest(field, text, status=409)
+        return Conflict(field, text)
     if code == "ResourceNotFound":
-        return InvalidRequest(field, text, status=404)
+        return NotFound(field, text)
     if code == "ResourceLimitExceeded":
-        return InvalidRequest(field, f"{text} (an AWS quota: ask AWS for more)", status=429)
+        return QuotaExceeded(field, f"{text} (an AWS quota: ask AWS for more)")
     if code in THROTTLING_CODES:
         return BackendError(f"{operation}: AWS is throttling the executor: {text}")
     return BackendError(f"{operation} failed: {text}")

@@ -4,7 +4,7 @@ Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTime
 newest change seen, NameContains the executor's prefix) and describes only the jobs it names
 as changed, plus jobs never described yet (new or just recovered); AutoML jobs the same way with
 ListAutoMLJobs. Logs of all training jobs come from one paged FilterLogEvents query
-(mlops/sagemaker_logs.py). So a cycle costs O(jobs that changed + new log volume), not
+(mlops/sagemaker/logs.py). So a cycle costs O(jobs that changed + new log volume), not
 O(jobs running). A throttled cycle backs off exponentially.
 """
 from __future__ import annotations
@@ -21,14 +21,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import Job, JobStatus, JobStore
-from mlops import automl, pricing, script_contract
-from mlops import validation as v
+from mlops import script_contract
+from mlops.sagemaker import automl, pricing
+from mlops.sagemaker import validation as v
 from mlops.aws import JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, is_not_found, training_job_name
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.clients import THROTTLING_CODES, ClientFactory
-from mlops.dataset_upload import upload_source
-from mlops.errors import InvalidRequest, SageMakerJobError, error_code, error_text
-from mlops.sagemaker_logs import TrainingLogTail
+from mlops.sagemaker.dataset_upload import upload_source
+from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
@@ -48,10 +49,6 @@ KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "
                              "DownloadingTrainingImage"})
 AUTOML_SECONDARY = frozenset(v.sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
-
-
-class Throttled(Exception):
-    """AWS kept answering with throttling errors after the client's own retries."""
 
 
 @dataclass(frozen=True)
@@ -356,12 +353,12 @@ class SageMakerBackend(Backend):
                 listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1000).get("Contents", [])
                 csvs = sorted(item["Key"] for item in listed if item["Key"].lower().endswith(".csv"))
                 if not csvs:
-                    raise InvalidRequest(field, f"no .csv file under {s3_uri}", status=400)
+                    raise MalformedRequest(field, f"no .csv file under {s3_uri}")
                 key = csvs[0]
             head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{CSV_HEADER_BYTES - 1}")["Body"].read()
         except ClientError as exc:
             if is_not_found(exc) or error_code(exc) in ("NoSuchKey", "NoSuchBucket"):
-                raise InvalidRequest(field, f"{s3_uri} does not exist", status=400) from exc
+                raise MalformedRequest(field, f"{s3_uri} does not exist") from exc
             raise SageMakerJobError(f"cannot read {s3_uri}: {error_text(exc)}") from exc
         except BotoCoreError as exc:
             raise SageMakerJobError(f"cannot read {s3_uri}: {exc}") from exc

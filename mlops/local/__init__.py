@@ -1,0 +1,1 @@
+"""The local platform: jobs run as subprocesses on this machine, models served from it."""

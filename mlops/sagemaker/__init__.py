@@ -1,0 +1,1 @@
+"""The Amazon SageMaker platform: jobs, AutoML, model serving and logs on SageMaker."""
