@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,6 +36,9 @@ RUNTIME_FOLDERS = ("/run/systemd/resolve",)
 # Only while the executor is root: bubblewrap keeps these for setpriv, which drops them with the uid.
 SETPRIV_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 PROBE_TIMEOUT_S = 30
+
+_detected: dict[tuple, "Sandbox"] = {}
+_detect_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Sandbox:
             args += ["--unshare-user", "--disable-userns"]
         for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
             args += _system_mount(Path(folder))
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         mounted: set[Path] = {Path("/tmp")}
         for folder in self.visible:
             args += _mount("--ro-bind", folder, mounted)
@@ -108,6 +112,21 @@ class Sandbox:
         return f"user code runs in bubblewrap as {who}, {network} network"
 
 
+def sandbox_for(config: Config) -> Sandbox:
+    """Return the sandbox of a configuration, detected once and said at start-up."""
+    key = (config.sandbox, config.sandbox_network, config.sandbox_identity, config.python, config.data_dir,
+           config.storage_root, config.values.get("secret_files", ()))
+    with _detect_lock:
+        if key not in _detected:
+            found = detect(config)
+            if found.isolating:
+                logger.info("%s", found.describe())
+            else:
+                logger.warning("%s", found.describe())
+            _detected[key] = found
+        return _detected[key]
+
+
 def detect(config: Config) -> Sandbox:
     """Find bubblewrap and prove it works here; raise ConfigError when the sandbox is required but missing."""
     if config.sandbox == "off":
@@ -130,7 +149,7 @@ def _linux_sandbox(config: Config) -> Sandbox:
     python = config.python or sys.executable
     sandbox = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
                       visible=interpreter_folders(python),
-                      hidden=(config.data_dir, config.storage_root, *config.secret_files),
+                      hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())),
                       devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     probe = sandbox.wrap([python, "-c", "import sys"], cwd=Path("/"))
     try:

@@ -56,9 +56,12 @@ class ProcessTree:
         return self.popen.pid
 
     def wait(self) -> int:
-        """Wait for the main process; end what it left behind; return its exit code."""
+        """Wait for the main process; end what it left behind; return its exit code (-N: killed by signal N)."""
         code = self.popen.wait()
         self.kill()
+        if self.sandbox.isolating and 128 < code < 128 + 65:
+            # bubblewrap reports its child's death by signal N as 128 + N, as a shell does.
+            return 128 - code
         return code
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
