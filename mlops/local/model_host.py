@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mlops.errors import BackendError
 from mlops.local import model_worker
 from mlops.local.processes import ProcessTree
 from mlops.sandbox import Sandbox
@@ -30,7 +31,7 @@ MAX_RESTARTS = 3
 STDERR_TAIL_BYTES = 4000
 
 
-class ModelFailure(Exception):
+class ModelFailure(BackendError):
     """The model failed (at load, at predict, or by crashing its worker); the text says how."""
 
 
