@@ -20,6 +20,7 @@ from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.clients import ClientFactory
 from mlops.records import with_model_lifecycle
+from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -37,6 +38,8 @@ class Executor:
     backend: Backend
     clients: ClientFactory
     secret_box: SecretBox
+    #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
+    sandbox: Sandbox | None = None
 
 
 def make_backend(config: Config, clients: ClientFactory, store: JobStore) -> Backend:
@@ -71,7 +74,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     queue = JobQueue(config, store, backend, secret_box)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["EXECUTOR"] = Executor(config, store, queue, backend, clients, secret_box)
+    sandbox = sandbox_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, backend, clients, secret_box, sandbox)
     app.json.sort_keys = False
     api.register(app)
     return app

@@ -56,6 +56,9 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks["database"] = {"ok": False, "reason": str(exc)}
     checks["queue"] = ({"ok": True, "reason": None} if executor.queue.started
                        else {"ok": False, "reason": "the queue's workers are not running"})
+    if executor.sandbox is not None:
+        # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
+        checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
     backend_check = getattr(executor.backend, "ready_check", None)
     if backend_check is not None:
         try:

@@ -36,6 +36,10 @@ RUNTIME_FOLDERS = ("/run/systemd/resolve",)
 # Only while the executor is root: bubblewrap keeps these for setpriv, which drops them with the uid.
 SETPRIV_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 PROBE_TIMEOUT_S = 30
+UNISOLATED = (f"{sys.platform} has no namespaces: user code runs as the executor's user and can read and write "
+              "what it can (the data folder with its database and key file, other jobs' folders, the storage "
+              "root); its environment still holds only the job's contract, and its whole process tree is "
+              "still ended at stop, max runtime and shutdown")
 
 _detected: dict[tuple, "Sandbox"] = {}
 _detect_lock = threading.Lock()
@@ -131,8 +135,7 @@ def detect(config: Config) -> Sandbox:
     """Find bubblewrap and prove it works here; raise ConfigError when the sandbox is required but missing."""
     if config.sandbox == "off":
         return Sandbox(None, missing="EXECUTOR_SANDBOX=off")
-    sandbox = _linux_sandbox(config) if sys.platform.startswith("linux") else Sandbox(
-        None, missing=f"{sys.platform} has no namespaces; jobs' process trees are still killed as a whole")
+    sandbox = _linux_sandbox(config) if sys.platform.startswith("linux") else Sandbox(None, missing=UNISOLATED)
     if sandbox.bwrap is None and config.sandbox == "required":
         raise ConfigError(f"EXECUTOR_SANDBOX=required: {sandbox.missing}")
     return sandbox
