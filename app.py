@@ -18,8 +18,8 @@ from config import Config, ConfigError, load_config, parse_args
 from db import JobStore
 from job_secrets import SecretBox
 from mlops.base import Backend
-from mlops.clients import ClientFactory
-from mlops.records import with_model_lifecycle
+from mlops.aws import ClientFactory, clients_for
+from mlops.platforms import Platform, make_platform
 from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
@@ -35,47 +35,29 @@ class Executor:
     config: Config
     store: JobStore
     queue: JobQueue
-    backend: Backend
+    backend: Platform
     clients: ClientFactory
     secret_box: SecretBox
     #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
     sandbox: Sandbox | None = None
 
 
-def make_backend(config: Config, clients: ClientFactory, store: JobStore) -> Backend:
-    """Return the backend the configuration names."""
-    if config.backend == "sagemaker":
-        from mlops.sagemaker.jobs import SageMakerBackend
-
-        return SageMakerBackend(config, clients, store)
-    from mlops.local.jobs import LocalBackend
-
-    return LocalBackend(config, clients)
-
-
-def make_clients(config: Config) -> ClientFactory:
-    """Return the boto3 client factory the configuration describes."""
-    pairs = [item.split("=", 1) for item in (config.adapter_profiles or "").split(",") if "=" in item]
-    return ClientFactory(region=config.aws_region, profile=config.aws_profile,
-                         adapter_profiles={key.strip(): value.strip() for key, value in pairs})
-
-
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
                backend: Backend | None = None) -> Flask:
-    """Build an app with its store, backend and queue; the queue's threads start in start_executor."""
+    """Build an app with its store, platform and queue; `backend` replaces the platform's jobs backend (tests)."""
     if not isinstance(config, Config):
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.data_dir / "executor.sqlite3")
-    clients = clients or make_clients(config)
-    backend = with_model_lifecycle(backend or make_backend(config, clients, store), config, store, clients)
+    clients = clients or clients_for(config)
+    platform = make_platform(config, store, clients, backend)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
-    queue = JobQueue(config, store, backend, secret_box)
+    queue = JobQueue(config, store, platform, secret_box)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     sandbox = sandbox_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, backend, clients, secret_box, sandbox)
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
     app.json.sort_keys = False
     api.register(app)
     return app

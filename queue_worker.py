@@ -18,12 +18,11 @@ from db import Job, JobStatus, JobStore, StoreError
 from job_secrets import SecretBox
 from mlops.base import Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
+from mlops.recovery import Decision, Outcome, decide
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 5.0
-RESTART_REASON = "executor restarted while the job was running"
-STOP_REASON = "executor stopped while the job was running"
 
 
 class JobQueue:
@@ -48,13 +47,20 @@ class JobQueue:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
-               job_id: str | None = None) -> Job:
+    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> Job:
         """Validate a request with the backend, store it as a WAITING job and wake a worker."""
-        secrets = secrets or {}
+        return self.enqueue(kind, self.check(kind, request, secrets or {}), secrets or {})
+
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate a request with the backend (before anything is stored) and return it normalised."""
         if kind not in self.backend.kinds:
             raise InvalidRequest("", f"the {self.backend.name} backend does not run {kind} jobs")
-        request = self.backend.check(kind, request, secrets)
+        return self.backend.check(kind, request, secrets or {})
+
+    def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
+                job_id: str | None = None) -> Job:
+        """Store a request that check() returned as a WAITING job and wake a worker."""
+        secrets = secrets or {}
         job_id = job_id or str(uuid.uuid4())
         job_dir = self.jobs_dir / job_id
         job = self.store.create_job(job_id, kind=kind, backend=self.backend.name, request=request,
@@ -104,18 +110,9 @@ class JobQueue:
     def recover(self) -> None:
         """Requeue, fail or monitor again the jobs a previous run left RUNNING; WAITING jobs just run."""
         for job in self.store.jobs_in_status(JobStatus.RUNNING):
-            action = self.backend.recover(job) if job.backend == self.backend.name else "fail"
-            if action == "monitor":
-                logger.info("job %s: monitoring again after restart", job.id)
-                continue
-            if action == "requeue":
-                self.store.transition(job.id, JobStatus.WAITING, expected=JobStatus.RUNNING,
-                                      message=f"{RESTART_REASON}; queued again")
-            else:
-                reason = RESTART_REASON if job.backend == self.backend.name else (
-                    f"{RESTART_REASON}, and the executor now uses the {self.backend.name} backend")
-                self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
-            logger.info("job %s: %s after restart", job.id, action)
+            if job.backend == self.backend.name:
+                self.backend.clean_up_abandoned(job)
+            self._carry_out(job, decide(job, self.backend, retry_interrupted=self.config.retry_interrupted))
         waiting = self.store.jobs_in_status(JobStatus.WAITING)
         if waiting:
             logger.info("%d waiting job(s) found at start-up", len(waiting))
@@ -163,12 +160,9 @@ class JobQueue:
             ctx.log(f"[executor] job {job.id} ({job.kind}) started on the {self.backend.name} backend")
             self.backend.run(ctx)
         except InterruptedError:
-            retry = self.config.retry_interrupted or bool(job.request.get("retry_on_restart"))
-            if retry:
-                self.store.transition(job.id, JobStatus.WAITING, expected=JobStatus.RUNNING,
-                                      message=f"{STOP_REASON}; queued again")
-            else:
-                self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=STOP_REASON)
+            current = self.store.get(job.id) or job
+            self._carry_out(current, decide(current, self.backend, retry_interrupted=self.config.retry_interrupted,
+                                            at_shutdown=True))
         except (BackendError, InvalidRequest, OSError, StoreError) as exc:
             self._fail(job, ctx, str(exc))
         except Exception as exc:  # a bug must end the job, not leave it RUNNING forever
@@ -179,6 +173,17 @@ class JobQueue:
             if current and current.status is JobStatus.RUNNING and self.backend.remote:
                 self._monitor_wake.set()
             logger.info("job %s: %s", job.id, current.status.value if current else "gone")
+
+    def _carry_out(self, job: Job, decision: Decision) -> None:
+        """Move an interrupted job where recovery decided; a job followed on its platform stays RUNNING."""
+        logger.info("job %s: %s (%s)", job.id, decision.outcome.value, decision.reason)
+        if decision.outcome is Outcome.REQUEUE:
+            self.store.transition(job.id, JobStatus.WAITING, expected=JobStatus.RUNNING, message=decision.reason)
+        elif decision.outcome is Outcome.CANCEL:
+            self.store.transition(job.id, JobStatus.CANCELLED, expected=JobStatus.RUNNING, message=decision.reason)
+        elif decision.outcome is Outcome.FAIL:
+            self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING,
+                                  failure_reason=decision.reason)
 
     def _fail(self, job: Job, ctx: JobContext | None, reason: str) -> None:
         logger.warning("job %s failed: %s", job.id, ctx.redact(reason) if ctx else reason)
@@ -223,7 +228,7 @@ class JobQueue:
         while self.busy_workers() and time.monotonic() < deadline:
             time.sleep(0.1)
         # Cold: whatever still runs is stopped; its worker records how it ended.
-        if self.busy_workers() and hasattr(self.backend, "stop_all"):
+        if self.busy_workers():
             logger.warning("stopping %d running job(s) at shutdown", self.busy_workers())
             self.backend.stop_all()
         for thread in self._threads:

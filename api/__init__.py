@@ -4,11 +4,10 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from typing import Callable
-
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from api.access import is_public
 from db import StoreUnavailable
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
                           NotFound, NotSupported, QuotaExceeded, TooLarge)
@@ -20,17 +19,6 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     MalformedRequest: 400, AccessDenied: 403, NotFound: 404, NotAcceptable: 406, Conflict: 409, TooLarge: 413,
     InvalidRequest: 422, QuotaExceeded: 429, NotSupported: 501, BackendError: 502, StoreUnavailable: 503,
 }
-
-
-def public(view: Callable) -> Callable:
-    """Mark a view as open without the token: /health, and pages and assets that carry no job data."""
-    view.public = True
-    return view
-
-
-def is_public(view: Callable | None) -> bool:
-    """True for a view marked with @public."""
-    return bool(getattr(view, "public", False))
 
 
 def register(app: Flask) -> None:

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request, send_from_directory
+from flask import Blueprint, abort, jsonify, request, send_from_directory
 
-from api import public
+from api.access import public
 from api.docs import documented
 from api.execute import find_job, read_log_tail
+from api.pages import page
 from api.views import executor, format_time, job_status
 from db import Job, JobStatus
 from mlops.base import JOB_KINDS
@@ -25,18 +26,6 @@ blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 STATIC_DIR = Path(__file__).parent / "static"
 LOG_TAIL_BYTES = 64 << 10
 MAX_PAGE = 500
-# The pages load nothing from elsewhere and run only this executor's scripts.
-PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-def page(template: str, **context: Any) -> Response:
-    """Render one of the executor's pages with a content security policy that allows no other origin."""
-    response = Response(render_template(template, **context), mimetype="text/html")
-    response.headers["Content-Security-Policy"] = PAGE_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
 
 
 def elapsed(job: Job, now: float) -> float | None:

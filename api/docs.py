@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, send_from_directory
 
-from api import is_public, public
+from api.access import is_public, public
+from api.pages import page
 
 blueprint = Blueprint("docs", __name__, template_folder="templates")
 
@@ -124,8 +125,6 @@ def swagger_json():
 @public
 def swagger_page():
     """Show the API docs (Swagger UI, served from this executor; the page itself holds no data)."""
-    from api.dashboard import page  # imported here: the dashboard imports this module
-
     return page("swagger.html")
 
 

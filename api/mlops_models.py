@@ -1,6 +1,6 @@
 """Essedum's MLOps routes for models, endpoints, batch inference and datasets (contract §2).
 
-Each route validates, then calls the backend's model lifecycle (`backend.model_lifecycle`, local or
+Each route validates, then calls the platform's model lifecycle (`backend.model_lifecycle`, local or
 SageMaker); long operations come back 202 with the job that does them. Answers are records in the
 Essedum shape.
 """
@@ -18,9 +18,9 @@ from api import model_schemas
 from api.docs import documented
 from api.schemas import json_body, validate
 from api.views import essedum_origin, executor, format_time
-from db import Record
+from db import Job, Record
 from mlops.base import ENDPOINT, TRANSFORM
-from mlops.errors import MalformedRequest, NotSupported
+from mlops.errors import MalformedRequest
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
@@ -34,11 +34,8 @@ FORM_OVERHEAD_BYTES = 1 << 20
 
 
 def lifecycle() -> ModelLifecycle:
-    """Return the model lifecycle of the executor's backend."""
-    found = getattr(executor().backend, "model_lifecycle", None)
-    if found is None:
-        raise NotSupported("", f"the {executor().backend.name} backend has no model lifecycle attached")
-    return found
+    """Return the model lifecycle of the executor's platform."""
+    return executor().backend.model_lifecycle
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -79,6 +76,16 @@ def _deployment(record: Record) -> Any:
     if record.type == MODEL:
         return {"endpoints": lifecycle().endpoints_using("model_names", record.name)}
     return payload.get("deployment")
+
+
+def queue_record_job(kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
+    """Check a deployment or transform once, mark its record pending and queue the job that does it."""
+    queue = executor().queue
+    request = queue.check(kind, request)
+    with lifecycle().pending(kind, request) as record:
+        job = queue.enqueue(kind, request, job_id=record.job_id)
+    # The record as queued: a worker may have moved it on already, which a GET will show.
+    return job, record
 
 
 def _path_name(value: str) -> str:
@@ -139,7 +146,7 @@ def deploy_model(endpoint_id: str):
         raise MalformedRequest("EndpointConfigName", "is required")
     deployment = {"EndpointName": body.get("EndpointName") or endpoint_id, "EndpointConfigName": config_name,
                   **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
-    job, record = lifecycle().submit(executor().queue, ENDPOINT, deployment)
+    job, record = queue_record_job(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
@@ -229,7 +236,7 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = lifecycle().submit(executor().queue, TRANSFORM, {**body, **essedum_origin()})
+    job, record = queue_record_job(TRANSFORM, {**body, **essedum_origin()})
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 

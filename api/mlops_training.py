@@ -20,8 +20,8 @@ from api.views import essedum_origin, executor, format_time
 from db import Job, JobStatus
 from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
-from mlops.aws import SageMakerTrainingService
 from mlops.errors import InvalidRequest, MalformedRequest, NotFound
+from mlops.shapes import tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 # Essedum calls /cloudconnect outside the /api/service/v1 prefix.
@@ -96,7 +96,7 @@ def _accepted(job: Job, status: int):
 def train():
     body = schemas.json_body(TRAIN)
     backend = executor().backend
-    if not hasattr(backend, "csv_columns"):
+    if AUTOML not in backend.kinds:
         raise InvalidRequest("", f"the {backend.name} backend does not run AutoML jobs")
     columns = backend.csv_columns(body["inputs"])
     target = body["target_attribute_name"]
@@ -124,7 +124,7 @@ def create_automl():
         "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
         "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
         "role_arn": body.get("role_arn"), "mode": body.get("mode"),
-        "tags": {tag["Key"]: tag["Value"] for tag in body.get("tags", [])},
+        "tags": tag_map(body.get("tags", [])),
         "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False)})
     return _accepted(job, 201)
 
@@ -144,8 +144,7 @@ def list_jobs():
 @blueprint.get("/pipelines/training/<job_id>/get")
 def get_job(job_id: str):
     job = find_training_job(job_id)
-    describe = getattr(executor().backend, "describe", None)
-    described = describe(job) if describe and not job.status.is_final else None
+    described = executor().backend.describe(job) if not job.status.is_final else None
     return jsonify(job_record(job, described))
 
 
@@ -167,9 +166,7 @@ def cancel_job(job_id: str):
 @cloud_blueprint.post("/cloudconnect")
 def cloudconnect():
     """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""
-    service = getattr(executor().backend, "service", None) or SageMakerTrainingService(
-        executor().config, executor().clients)
-    result = service.validate_configuration()
+    result = executor().backend.cloud_configuration()
     return jsonify(result), 200 if result["valid"] else 502
 
 

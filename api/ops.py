@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from api import public
+from api.access import public
 from db import FINAL_STATUSES, JobStatus, StoreError
 
 logger = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
     if executor.sandbox is not None:
         # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
         checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
-    backend_check = getattr(executor.backend, "ready_check", None)
+    try:
+        backend_check = executor.backend.ready_check()
+    except Exception as exc:  # a probe must answer 503 with the reason, not 500
+        backend_check = (False, f"{type(exc).__name__}: {exc}")
     if backend_check is not None:
-        try:
-            ok, reason = backend_check()
-        except Exception as exc:  # a probe must answer 503 with the reason, not 500
-            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        ok, reason = backend_check
         checks["backend"] = {"ok": bool(ok), "reason": reason}
     return checks
 

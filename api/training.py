@@ -13,6 +13,7 @@ from api.views import executor, job_status
 from mlops.base import TRAINING
 from mlops.errors import InvalidRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
+from mlops.shapes import tag_map
 from mlops.staging import S3_URI, resolve_storage_path
 
 blueprint = Blueprint("training", __name__)
@@ -31,7 +32,7 @@ def normalise_training(body: dict[str, Any]) -> dict[str, Any]:
         "max_runtime_seconds": body.get("max_runtime_seconds", config.max_runtime_seconds),
         "spot": body.get("spot", False),
         "entry_point": body.get("entry_point", BUNDLED_ENTRY_POINT),
-        "tags": _tags(body.get("tags", {})),
+        "tags": tag_map(body.get("tags", {})),
         "retry_on_restart": body.get("retry_on_restart", False),
     }
     if not S3_URI.match(body["dataset"]):
@@ -48,12 +49,6 @@ def normalise_training(body: dict[str, Any]) -> dict[str, Any]:
     else:
         request["source_dir"] = str(BUNDLED_SCRIPTS)
     return request
-
-
-def _tags(tags: Any) -> dict[str, str]:
-    if isinstance(tags, list):
-        return {item["Key"]: item["Value"] for item in tags}
-    return dict(tags)
 
 
 @blueprint.post("/api/service/v1/pipelines/training")

@@ -28,7 +28,7 @@ REGION = "us-east-1"
 
 def run(jobs: int, rate: float, url: str, created: Counter, retry_mode: str) -> dict[str, object]:
     from app import create_app
-    from mlops.clients import ClientFactory
+    from mlops.aws import ClientFactory
     from test_reliability import BUCKET, ROLE_ARN, FaultInjector, sagemaker_env
 
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()

@@ -53,7 +53,7 @@ def measure(count: int, tmp: Path) -> dict[str, object]:
     from db import JobStatus, JobStore
     from mlops.aws import training_job_name
     from mlops.base import JobContext
-    from mlops.clients import ClientFactory
+    from mlops.aws import ClientFactory
     from mlops.sagemaker.jobs import SageMakerBackend
 
     data = tmp / f"data-{count}"

@@ -86,7 +86,7 @@ def main() -> None:
     endpoint = f"http://{host}:{port}"
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
                       AWS_ENDPOINT_URL=endpoint)
-    from mlops.clients import ClientFactory
+    from mlops.aws import ClientFactory
     from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
 
     header(f"Dataset upload: {args.files:,} small files to a moto S3 server, against aws s3 sync")

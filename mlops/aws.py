@@ -1,7 +1,14 @@
-"""The seeds' SageMaker training API: job configuration, the training service, the container builder.
+"""The AWS adapter, and the seeds' SageMaker training API on top of it.
+
+The adapter is the one place boto3 clients are made (region, credentials or profile, adaptive
+retries, timeouts, call counting) and where AWS's errors become the project's own (not found,
+throttled, in use, quota, access denied). Platform code decides what to call and when; this
+module how. The seeds' API (SageMakerJobConfig, SageMakerTrainingService, SageMakerContainerBuilder
+and their errors) is importable from here as the seeds name it; the service works on data and
+never writes the job store, which the backend does.
 
 Every status, metric and artifact this module reports comes from AWS; nothing is simulated. A
-failure is raised (or stored on the job) with AWS's own reason.
+failure is raised with AWS's own reason.
 """
 from __future__ import annotations
 
@@ -15,44 +22,209 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import unquote
+from typing import Any, Callable, Mapping
 
+import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
-from db import JobStatus, JobStore
+from db import JobStore
 from mlops.base import AUTOML, PIPELINE, TRAINING
-from mlops.clients import ClientFactory
-from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
-from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError,  # noqa: F401
-                          SageMakerJobError, error_code, error_text)
+from mlops.errors import (AccessDenied, BackendError, Conflict, DockerContainerError,  # noqa: F401
+                          InvalidRequest, NotFound, QuotaExceeded, SageMakerConfigurationError, SageMakerError,
+                          SageMakerJobError, Throttled, error_code, error_text)
 from mlops.sagemaker import validation as v
+from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
+from mlops.shapes import tag_list
+from mlops.sagemaker.iam import (ECR_REPOSITORY, ROLE_POLICY_NAME, SAGEMAKER_PRINCIPAL,  # noqa: F401
+                                 TRAINING_LOG_GROUP, least_privilege_policy, sagemaker_trust_policy, trusts_sagemaker)
 
 logger = logging.getLogger(__name__)
 
 JOB_NAME_PREFIX = "essedum-"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-ROLE_POLICY_NAME = "essedum-executor-training"
 STOPPABLE_STATUSES = frozenset({"InProgress"})
-ECR_REPOSITORY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)$")
 NOT_FOUND_MESSAGE = re.compile(r"could not find|not found|does not exist", re.IGNORECASE)
+NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity", "NoSuchKey",
+                             "NoSuchBucket", "404", "NotFound"})
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "403"})
+IN_USE_CODES = frozenset({"ResourceInUse", "ConflictException"})
+# What a failed AWS call raises: botocore's answer errors and its transport errors.
+AWS_ERRORS = (ClientError, BotoCoreError)
 
+
+# -- clients -------------------------------------------------------------------------------------
+
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "SlowDown", "RequestThrottled", "PriorRequestNotComplete",
+})
+
+
+class CallCounter:
+    """Counts AWS API calls and throttling answers, by service and operation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.throttles: Counter[tuple[str, str]] = Counter()
+
+    def record_call(self, service: str, operation: str) -> None:
+        with self._lock:
+            self.calls[(service, operation)] += 1
+
+    def record_throttle(self, service: str, operation: str) -> None:
+        with self._lock:
+            self.throttles[(service, operation)] += 1
+
+    def snapshot(self) -> dict[str, dict[tuple[str, str], int]]:
+        """Return copies of the counters."""
+        with self._lock:
+            return {"calls": dict(self.calls), "throttles": dict(self.throttles)}
+
+    def total(self, service: str | None = None, operation: str | None = None) -> int:
+        """Return how many calls were made, optionally of one service or operation."""
+        with self._lock:
+            return sum(count for (svc, op), count in self.calls.items()
+                       if (service is None or svc == service) and (operation is None or op == operation))
+
+
+class ClientFactory:
+    """Makes and caches boto3 clients; every client counts its calls and retries adaptively.
+
+    AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>) are honoured by botocore itself, which is how
+    tests point the executor at a moto server and how S3-compatible stores are reached.
+    """
+
+    def __init__(self, *, region: str | None = None, profile: str | None = None,
+                 adapter_profiles: Mapping[str, str] | None = None,
+                 session_factory: Callable[..., boto3.session.Session] = boto3.session.Session,
+                 counter: CallCounter | None = None, max_attempts: int = 8,
+                 connect_timeout: float = 10, read_timeout: float = 60):
+        self.region = region
+        self.profile = profile
+        self.adapter_profiles = dict(adapter_profiles or {})
+        self.session_factory = session_factory
+        self.counter = counter or CallCounter()
+        self.boto_config = BotoConfig(
+            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            user_agent_extra="essedum-executor")
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._sessions: dict[str | None, boto3.session.Session] = {}
+        self._lock = threading.Lock()
+
+    def profile_for(self, adapter_instance: str | None) -> str | None:
+        """Return the profile for an Essedum adapter instance, or the default profile."""
+        if adapter_instance and adapter_instance in self.adapter_profiles:
+            return self.adapter_profiles[adapter_instance]
+        return self.profile
+
+    def session(self, adapter_instance: str | None = None) -> boto3.session.Session:
+        """Return the (cached) boto3 session for an adapter instance."""
+        profile = self.profile_for(adapter_instance)
+        with self._lock:
+            if profile not in self._sessions:
+                kwargs: dict[str, Any] = {}
+                if profile:
+                    kwargs["profile_name"] = profile
+                if self.region:
+                    kwargs["region_name"] = self.region
+                self._sessions[profile] = self.session_factory(**kwargs)
+            return self._sessions[profile]
+
+    @property
+    def region_name(self) -> str | None:
+        """Return the region clients use."""
+        return self.region or self.session().region_name
+
+    def client(self, service: str, adapter_instance: str | None = None) -> Any:
+        """Return a cached client of an AWS service."""
+        key = (service, self.profile_for(adapter_instance))
+        with self._lock:
+            client = self._clients.get(key)
+        if client is None:
+            client = self.session(adapter_instance).client(service, config=self.boto_config)
+            self._count(client, service)
+            with self._lock:
+                client = self._clients.setdefault(key, client)
+        return client
+
+    def storage_client(self, *, endpoint_url: str | None, access_key: str, secret_key: str,
+                       region: str | None = None) -> Any:
+        """Return an uncached S3 client with a request's own credentials (for Essedum storage)."""
+        session = self.session_factory(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                       region_name=region or self.region or "us-east-1")
+        client = session.client("s3", endpoint_url=endpoint_url, config=self.boto_config)
+        self._count(client, "s3")
+        return client
+
+    def _count(self, client: Any, service: str) -> None:
+        # before-send and needs-retry fire once per attempt, so retries count as the calls AWS
+        # sees and rate-limits, which is what monitoring cost and throttling depend on.
+        def before_send(event_name: str, **_: Any) -> None:
+            self.counter.record_call(service, event_name.rsplit(".", 1)[-1])
+
+        def needs_retry(response: Any = None, operation: Any = None, **_: Any) -> None:
+            parsed = response[1] if response else None
+            code = parsed.get("Error", {}).get("Code") if isinstance(parsed, Mapping) else None
+            if code in THROTTLING_CODES and operation is not None:
+                self.counter.record_throttle(service, operation.name)
+
+        client.meta.events.register("before-send", before_send)
+        client.meta.events.register("needs-retry", needs_retry)
+
+
+def clients_for(config: Config) -> ClientFactory:
+    """Return the client factory the configuration describes (region, profile, per-adapter profiles)."""
+    pairs = [item.split("=", 1) for item in (config.adapter_profiles or "").split(",") if "=" in item]
+    return ClientFactory(region=config.aws_region, profile=config.aws_profile,
+                         adapter_profiles={key.strip(): value.strip() for key, value in pairs})
+
+
+# -- errors --------------------------------------------------------------------------------------
 
 def is_not_found(exc: Exception) -> bool:
-    """True when an AWS error says the named resource does not exist."""
+    """True when an AWS error says the named resource (job, object, bucket, role) does not exist."""
     code = error_code(exc)
-    if code in ("ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity", "404", "NotFound"):
+    if code in NOT_FOUND_CODES:
         return True
     message = getattr(exc, "response", {}).get("Error", {}).get("Message", "") if code else ""
     return code == "ValidationException" and bool(NOT_FOUND_MESSAGE.search(message))
+
+
+def is_throttled(exc: Exception) -> bool:
+    """True when AWS asked the executor to slow down (after the client's own retries)."""
+    return error_code(exc) in THROTTLING_CODES
+
+
+def aws_error(exc: Exception, field: str, operation: str) -> Exception:
+    """Turn an AWS error into the project's own: a refusal names the request field, anything else is a BackendError."""
+    code, text = error_code(exc), error_text(exc)
+    if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
+        return Conflict(field, text)
+    if is_not_found(exc):
+        return NotFound(field, text)
+    if code in ("ValidationException", "ValidationError"):
+        return InvalidRequest(field, text)
+    if code in IN_USE_CODES:
+        return Conflict(field, text)
+    if code == "ResourceLimitExceeded":
+        return QuotaExceeded(field, f"{text} (an AWS quota: ask AWS for more)")
+    if code in ACCESS_DENIED_CODES:
+        return AccessDenied(field, f"{text} (the executor's credentials may not do {operation})")
+    if is_throttled(exc):
+        return Throttled(f"{operation}: AWS is throttling the executor: {text}")
+    return BackendError(f"{operation} failed: {text}")
 
 
 def training_job_name(job_id: str, name: str) -> str:
@@ -109,10 +281,8 @@ class SageMakerJobConfig:
         if self.input_data_s3_uri:
             v.validate_s3_uri(self.input_data_s3_uri, "input_data_s3_uri")
         v.validate_s3_uri(self.output_s3_uri, "output_s3_uri")
+        v.validate_hyperparameter_names(self.hyperparameters)
         v.validate_hyperparameter_map(self._hyperparameters(), "hyperparameters")
-        reserved = [name for name in self.hyperparameters if name.startswith("sagemaker_")]
-        if reserved:
-            raise v.InvalidSageMakerField(f"hyperparameters.{reserved[0]}", "names starting sagemaker_ are reserved")
         v.validate_environment(self.environment_variables, "environment")
         v.validate_metric_definitions(self.metric_definitions, "metric_definitions")
         v.validate_tags(self.tags, "tags")
@@ -153,7 +323,7 @@ class SageMakerJobConfig:
             "ResourceConfig": {"InstanceType": self.instance_type, "InstanceCount": self.instance_count,
                                "VolumeSizeInGB": self.volume_size_gb},
             "StoppingCondition": stopping,
-            "Tags": [{"Key": key, "Value": value} for key, value in sorted(self.tags.items())],
+            "Tags": tag_list(self.tags),
         }
         if self.input_data_s3_uri:
             request["InputDataConfig"] = [{
@@ -222,7 +392,7 @@ class SageMakerTrainingService:
     def _check_credentials(self) -> Check:
         try:
             identity = self.clients.client("sts").get_caller_identity()
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             return Check("credentials", False, f"STS GetCallerIdentity failed: {error_text(exc)}")
         return Check("credentials", True, f"account {identity['Account']}, {identity['Arn']}")
 
@@ -235,7 +405,7 @@ class SageMakerTrainingService:
             response = self.clients.client("s3").head_bucket(Bucket=bucket)
         except v.InvalidSageMakerField as exc:
             return Check("bucket", False, str(exc))
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             return Check("bucket", False, f"HeadBucket {bucket} failed: {error_text(exc)}")
         bucket_region = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
         if bucket_region and self.clients.region_name and bucket_region != self.clients.region_name:
@@ -252,7 +422,7 @@ class SageMakerTrainingService:
             role = self.clients.client("iam").get_role(RoleName=arn.rsplit("/", 1)[-1])["Role"]
         except v.InvalidSageMakerField as exc:
             return Check("role", False, str(exc))
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             return Check("role", False, f"GetRole failed: {error_text(exc)}")
         if role["Arn"] != arn:
             return Check("role", False, f"the role named by {arn} has the ARN {role['Arn']}")
@@ -299,7 +469,7 @@ class SageMakerTrainingService:
                     raise SageMakerConfigurationError(
                         f"role {role_name} exists and does not trust {SAGEMAKER_PRINCIPAL}; choose another name")
             iam.put_role_policy(RoleName=role_name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(policy))
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise SageMakerConfigurationError(f"cannot create role {role_name}: {error_text(exc)}") from exc
         logger.info("execution role %s is ready", role["Arn"])
         return role["Arn"]
@@ -370,39 +540,42 @@ class SageMakerTrainingService:
         """Submit SageMaker training job.
 
         Idempotent: a job of that name that exists already (a worker that died after creating it)
-        is found, not created again. Records the name as the executor job's external id and
-        returns the executor job id.
+        is found, not created again. Returns the executor job id; recording the SageMaker job on it
+        is the caller's (the backend's) part: this service reads the store, never writes it.
         """
         job_config = dataclasses.replace(config, input_data_s3_uri=s3_input_uri, output_s3_uri=s3_output_uri,
                                          role_arn=role_arn, image_uri=image_uri)
-        request = job_config.to_sagemaker_config()
+        job_config.validate()
         job_id = job_config.executor_job_id
         if not job_id or db.get(job_id) is None:
-            raise SageMakerJobError(f"no executor job {job_id!r} to record the training job on")
+            raise SageMakerJobError(f"no executor job {job_id!r} to submit the training job for")
+        try:
+            existing = self.describe_training_job(job_config.job_name)
+        except AWS_ERRORS as exc:
+            raise SageMakerJobError(f"DescribeTrainingJob {job_config.job_name} failed: {error_text(exc)}") from exc
+        if existing is None:
+            self.create_training_job(job_config)
+        else:
+            logger.info("job %s: training job %s already exists (%s); following it", job_id, job_config.job_name,
+                        existing.get("TrainingJobStatus"))
+        return job_id
+
+    def create_training_job(self, job_config: SageMakerJobConfig) -> str:
+        """Create a training job and return its ARN; a name SageMaker already has (ResourceInUse) is that job."""
+        request = job_config.to_sagemaker_config()
         name = job_config.job_name
         try:
-            existing = self.describe_training_job(name)
-            if existing is None:
-                try:
-                    arn = self.sagemaker.create_training_job(**request)["TrainingJobArn"]
-                    logger.info("job %s: created training job %s", job_id, name)
-                except ClientError as exc:
-                    if error_code(exc) != "ResourceInUse":
-                        raise
-                    arn = self.sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobArn"]
-                    logger.info("job %s: training job %s was already submitted", job_id, name)
-            else:
-                arn = existing["TrainingJobArn"]
-                logger.info("job %s: training job %s already exists (%s); following it", job_id, name,
-                            existing.get("TrainingJobStatus"))
-        except (ClientError, BotoCoreError) as exc:
+            try:
+                arn = self.sagemaker.create_training_job(**request)["TrainingJobArn"]
+                logger.info("job %s: created training job %s", job_config.executor_job_id, name)
+            except ClientError as exc:
+                if error_code(exc) != "ResourceInUse":
+                    raise
+                arn = self.sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobArn"]
+                logger.info("job %s: training job %s was already submitted", job_config.executor_job_id, name)
+        except AWS_ERRORS as exc:
             raise SageMakerJobError(f"CreateTrainingJob {name} failed: {_explain(exc)}") from exc
-        db.update(job_id, external_id=name)
-        db.merge_details(job_id, sagemaker_job_name=name, sagemaker_job_arn=arn, region=job_config.region,
-                         instance_type=job_config.instance_type, instance_count=job_config.instance_count,
-                         image_uri=image_uri, input_s3_uri=s3_input_uri or None, output_s3_uri=s3_output_uri,
-                         spot=job_config.spot)
-        return job_id
+        return arn
 
     def get_job_status(self, job_id: str | int, db: JobStore) -> dict[str, Any]:
         """Get status of SageMaker training job: the executor's record and, once launched, AWS's answer."""
@@ -419,7 +592,7 @@ class SageMakerTrainingService:
         if job.external_id:
             try:
                 described = self.describe_training_job(job.external_id)
-            except (ClientError, BotoCoreError) as exc:
+            except AWS_ERRORS as exc:
                 raise SageMakerJobError(f"DescribeTrainingJob {job.external_id} failed: {error_text(exc)}") from exc
             if described is not None:
                 status.update(sagemaker_status=described.get("TrainingJobStatus"),
@@ -445,25 +618,21 @@ class SageMakerTrainingService:
         return status
 
     def cancel_training_job(self, job_id: str | int, db: JobStore) -> bool:
-        """Cancel SageMaker training job: a queued job at once, a launched one with StopTrainingJob.
+        """Cancel SageMaker training job: stop a launched one with StopTrainingJob (AWS's part only).
 
-        The job becomes CANCELLED when AWS reports it Stopped (the monitor sees that). False when
-        the job had already ended.
+        False when the job had already ended. Marking the job cancelled is the queue's part: this
+        service reads the store, never writes it; the monitor ends the job once AWS reports it Stopped.
         """
         job = db.get(str(job_id))
         if job is None or job.backend != "sagemaker":
             raise SageMakerJobError(f"no SageMaker job with id {job_id!r}")
-        before = db.request_cancel(job.id)  # the status the job had: WAITING ones are now CANCELLED
-        if before is JobStatus.WAITING:
-            return True
-        if before is not JobStatus.RUNNING:
+        if job.status.is_final:
             return False
         if job.external_id:
             try:
                 self.stop_training_job(job.external_id)
-            except (ClientError, BotoCoreError) as exc:
+            except AWS_ERRORS as exc:
                 raise SageMakerJobError(f"StopTrainingJob {job.external_id} failed: {error_text(exc)}") from exc
-            db.merge_details(job.id, stop_requested=True)
         return True
 
     def list_training_jobs(self, db: JobStore) -> list[dict[str, Any]]:
@@ -484,63 +653,6 @@ def _explain(exc: Exception) -> str:
     if code == "AccessDeniedException":
         return f"{text} (the executor's credentials may not create training jobs or pass the role)"
     return text
-
-
-def sagemaker_trust_policy() -> dict[str, Any]:
-    """Return a trust policy that lets only SageMaker assume the role."""
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": SAGEMAKER_PRINCIPAL}, "Action": "sts:AssumeRole"}]}
-
-
-def trusts_sagemaker(document: Any) -> bool:
-    """True when a trust policy allows sagemaker.amazonaws.com to assume the role."""
-    if isinstance(document, str):
-        try:
-            document = json.loads(unquote(document))
-        except ValueError:
-            return False
-    if not isinstance(document, dict):
-        return False
-    statements = document.get("Statement", [])
-    for statement in statements if isinstance(statements, list) else [statements]:
-        services = statement.get("Principal", {}).get("Service", []) if isinstance(statement.get("Principal"), dict) else []
-        actions = statement.get("Action", [])
-        services = [services] if isinstance(services, str) else services
-        actions = [actions] if isinstance(actions, str) else actions
-        if (statement.get("Effect") == "Allow" and SAGEMAKER_PRINCIPAL in services
-                and ("sts:AssumeRole" in actions or "sts:*" in actions)):
-            return True
-    return False
-
-
-def least_privilege_policy(bucket: str, prefix: str, region: str, account: str, image_uri: str) -> dict[str, Any]:
-    """Return the inline policy of a training role: one bucket prefix, its log group, its image."""
-    partition = "aws-cn" if region.startswith("cn-") else "aws"
-    objects = f"arn:{partition}:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
-    log_group = f"arn:{partition}:logs:{region}:{account}:log-group:{TRAINING_LOG_GROUP}"
-    statements: list[dict[str, Any]] = [
-        {"Sid": "ObjectsUnderThePrefix", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-         "Resource": objects},
-        {"Sid": "ListThePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:{partition}:s3:::{bucket}",
-         **({"Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}} if prefix else {})},
-        {"Sid": "TrainingLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": [log_group, f"{log_group}:log-stream:*"]},
-        {"Sid": "TrainingMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-         "Condition": {"StringEquals": {"cloudwatch:namespace": TRAINING_LOG_GROUP}}},
-        # GetAuthorizationToken has no resource to scope to; pulls are limited to one repository.
-        {"Sid": "RegistryToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-    ]
-    repository = ECR_REPOSITORY.match(image_uri.split("@")[0].rsplit(":", 1)[0])
-    if repository:
-        repo_account, repo_region, name = repository.groups()
-        statements.append({
-            "Sid": "PullTheTrainingImage", "Effect": "Allow",
-            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-            "Resource": f"arn:{partition}:ecr:{repo_region}:{repo_account}:repository/{name}"})
-    return {"Version": "2012-10-17", "Statement": statements}
 
 
 class SageMakerContainerBuilder:
@@ -598,7 +710,7 @@ class SageMakerContainerBuilder:
     def _login(self, registry: str, account: str, docker_config: str) -> None:
         try:
             data = self.clients.client("ecr").get_authorization_token(registryIds=[account])["authorizationData"][0]
-        except (ClientError, BotoCoreError, IndexError, KeyError) as exc:
+        except (*AWS_ERRORS, IndexError, KeyError) as exc:
             raise DockerContainerError(f"cannot get an ECR login for {registry}: {error_text(exc)}") from exc
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         self._docker(["login", "--username", user, "--password-stdin", f"https://{registry}"], docker_config,

@@ -9,6 +9,7 @@ from typing import Any, Callable, ClassVar
 
 from db import Job, JobStatus, JobStore
 from job_secrets import redact, secret_values
+from mlops.errors import NotSupported
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,12 @@ class Backend(ABC):
     def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
         """Bring the state of remote running jobs up to date (one monitor cycle)."""
 
-    def recover(self, job: Job) -> str:
-        """Say what to do with a job found RUNNING at start-up: 'monitor', 'requeue' or 'fail'."""
-        return "fail"
+    def resumable(self, job: Job) -> bool:
+        """True when running an interrupted job again continues its work instead of repeating it."""
+        return False
+
+    def clean_up_abandoned(self, job: Job) -> None:
+        """Stop what a previous run of the executor left behind of a job it was running (orphans)."""
 
     def log_location(self, job: Job) -> str:
         """Return where the job's log is kept, as reported to clients."""
@@ -150,6 +154,21 @@ class Backend(ABC):
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return the job's output files as {stem: {"content": ...}}."""
         return {}
+
+    def describe(self, job: Job) -> dict[str, Any] | None:
+        """Return the platform's live description of a launched job; None where there is none."""
+        return None
+
+    def csv_columns(self, s3_uri: str, field: str = "inputs") -> list[str]:
+        """Return the header of a CSV the platform can read (AutoML's target must be one of them)."""
+        raise NotSupported(field, f"the {self.name} backend does not read CSV headers in S3")
+
+    def ready_check(self) -> tuple[bool, str | None] | None:
+        """Say whether the platform can take jobs now, and why not; None when it has nothing to check."""
+        return None
+
+    def stop_all(self) -> None:
+        """Stop every job this process runs: the executor is shutting down and the grace time is over."""
 
     def close(self) -> None:
         """Release what the backend holds (processes, clients)."""

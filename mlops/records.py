@@ -1,9 +1,9 @@
-"""What the local and SageMaker model lifecycles share, and the backend that runs their jobs.
+"""What the local and SageMaker model lifecycles share: the record rules and the lifecycle interface.
 
 A model lifecycle keeps models, endpoint configurations, endpoints, batch transforms and datasets as
-records, and runs the deployments and transforms that take time as queued jobs. WithModelLifecycle
-puts one in front of a backend: jobs of the lifecycle's kinds go to the lifecycle, everything else to
-the backend it wraps.
+records, and runs the deployments and transforms that take time as queued jobs. Each platform has
+one (mlops/local/serving.py, mlops/sagemaker/serving.py); mlops/platforms.py composes it with the
+platform's jobs backend.
 """
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import json
 import re
 import threading
 import uuid
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from config import Config
 from db import Job, JobStatus, JobStore, Record
-from mlops.base import ENDPOINT, TRAINING, TRANSFORM, Backend, ContextFactory, JobContext
-from mlops.clients import ClientFactory
-from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_code,
-                          error_text)
+from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
+from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.staging import S3_URI
 
 # Record types of the `records` table.
@@ -38,7 +39,7 @@ CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".jsonl": "app
                  ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".npy": "application/x-npy"}
 
 
-class ModelLifecycle:
+class ModelLifecycle(ABC):
     """What the local and SageMaker lifecycles share: records, in-use checks and the queue hand-off."""
 
     kinds = frozenset({ENDPOINT, TRANSFORM})
@@ -117,13 +118,14 @@ class ModelLifecycle:
 
     # -- queue hand-off --------------------------------------------------------------------------
 
-    def submit(self, queue: Any, kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
-        """Validate a deployment or transform, mark its record pending and queue the job that does it.
+    @contextmanager
+    def pending(self, kind: str, request: dict[str, Any]) -> Iterator[Record]:
+        """Mark the record of a checked deployment or transform pending, for the job the caller queues inside.
 
-        The record is written before the job exists (with the job's id), so a worker that picks the
-        job up at once cannot have its result overwritten by this pending state.
+        The record is written before the job exists (with the job's id, record.job_id), so a worker
+        that picks the job up at once cannot have its result overwritten by this pending state. If
+        queueing fails, the record is put back as it was.
         """
-        request = self.check(kind, request, {})
         type, name = (ENDPOINT_RECORD, request["EndpointName"]) if kind == ENDPOINT else (
             TRANSFORM_RECORD, request["TransformJobName"])
         with self._submit_lock:
@@ -136,18 +138,15 @@ class ModelLifecycle:
             if kind == TRANSFORM and previous is not None:
                 raise Conflict("TransformJobName", f"a transform job named {name!r} exists; names are "
                                                          "unique")
-            job_id = str(uuid.uuid4())
-            pending = self.mark_pending(kind, request, previous, job_id)
+            pending = self.mark_pending(kind, request, previous, str(uuid.uuid4()))
             try:
-                job = queue.submit(kind, request, job_id=job_id)
+                yield pending
             except BaseException:
                 if previous is None:
                     self.store.delete_record(self.record_id(type, name))
                 else:
                     self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
                 raise
-        # The record as queued: a worker may have moved it on already, which a GET will show.
-        return job, pending
 
     def mark_pending(self, kind: str, request: dict[str, Any], previous: Record | None, job_id: str) -> Record:
         """Write the record of a deployment or transform that is queued."""
@@ -173,13 +172,51 @@ class ModelLifecycle:
                            container=config.payload.get("container"), deployment=config.payload.get("deployment"),
                            raw=raw, failure_reason=None)
 
-    # -- Backend-like interface ------------------------------------------------------------------
+    # -- what each platform does its own way ----------------------------------------------------
 
+    @abstractmethod
+    def register_model(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
+        """Register a model (from a finished training job or containers) and return its record."""
+
+    @abstractmethod
+    def delete_model(self, name: str, adapter: str | None = None) -> None:
+        """Delete a model no endpoint or running transform uses."""
+
+    @abstractmethod
+    def register_endpoint(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
+        """Create an endpoint configuration and return its record."""
+
+    @abstractmethod
+    def delete_endpoint_config(self, name: str, adapter: str | None = None) -> None:
+        """Delete an endpoint configuration no endpoint uses."""
+
+    @abstractmethod
+    def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
+        """Delete an endpoint that is not being deployed."""
+
+    @abstractmethod
+    def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
+               adapter: str | None = None) -> tuple[bytes, str]:
+        """Send a payload to an endpoint in service; return the answer and its content type."""
+
+    @abstractmethod
+    def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
+                       origin: dict[str, Any], description: str = "") -> Record:
+        """Store an uploaded dataset file and return its record."""
+
+    @abstractmethod
+    def delete_dataset(self, name: str, adapter: str | None = None) -> None:
+        """Delete a dataset file and its record."""
+
+    # -- the jobs it runs (the Backend methods of its kinds) -------------------------------------
+
+    @abstractmethod
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Validate a deployment or transform and return it normalised."""
 
+    @abstractmethod
     def run(self, ctx: JobContext) -> None:
-        raise NotImplementedError
+        """Run a claimed deployment or transform: to its end locally, until launched remotely."""
 
     def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
         """Local jobs end inside run(); nothing to follow."""
@@ -187,9 +224,12 @@ class ModelLifecycle:
     def cancel(self, job: Job) -> bool:
         return False
 
-    def recover(self, job: Job) -> str:
-        """Deployments and transforms are idempotent: run them again after a restart."""
-        return "requeue"
+    def resumable(self, job: Job) -> bool:
+        """True: deployments and transforms are idempotent, so running one again finishes it."""
+        return True
+
+    def clean_up_abandoned(self, job: Job) -> None:
+        """A deployment or transform leaves no process behind."""
 
     def close(self) -> None:
         """Release what the lifecycle holds."""
@@ -207,13 +247,12 @@ class ModelLifecycle:
             head = s3.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] > MAX_INVOKE_BYTES:
                 raise TooLarge("S3Uri", f"the object is {head['ContentLength']} bytes; an endpoint takes at "
-                                              f"most {MAX_INVOKE_BYTES}")
+                                        f"most {MAX_INVOKE_BYTES}")
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_INVOKE_BYTES + 1)
         except InvalidRequest:
             raise
-        except Exception as exc:  # botocore raises many unrelated types; the code is what matters
-            code = error_code(exc)
-            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        except AWS_ERRORS as exc:
+            if is_not_found(exc):
                 raise NotFound("S3Uri", f"no object {uri}") from None
             raise BackendError(f"cannot read {uri}: {error_text(exc)}") from exc
         suffix = PurePosixPath(key).suffix.lower()
@@ -273,98 +312,3 @@ def public_request(body: dict[str, Any]) -> dict[str, Any]:
 def as_list(value: Any) -> list[Any]:
     """Return a payload value as a list: a list as it is, one value in a list, None as []."""
     return list(value) if isinstance(value, (list, tuple)) else ([] if value is None else [value])
-
-
-
-# -- wiring ------------------------------------------------------------------------------------
-
-def make_model_lifecycle(config: Config, store: JobStore, clients: ClientFactory, backend_name: str) -> ModelLifecycle:
-    """Return the lifecycle for a backend: SageMaker's for 'sagemaker', else the local one."""
-    # Imported here: both modules import this one.
-    if backend_name == "sagemaker":
-        from mlops.sagemaker.serving import SageMakerModelLifecycle
-
-        return SageMakerModelLifecycle(config, store, clients)
-    from mlops.local.serving import LocalModelLifecycle
-
-    return LocalModelLifecycle(config, store, clients)
-
-
-class WithModelLifecycle(Backend):
-    """A backend that also runs endpoint and transform jobs, through a model lifecycle.
-
-    Jobs of the lifecycle's kinds go to the lifecycle, every other job to the inner backend. Logs
-    and outputs are the inner backend's, and so is anything beyond the Backend interface that
-    callers look up by name (stop_all, ready_check, service, ...). Routes reach the lifecycle as
-    `model_lifecycle`.
-    """
-
-    def __init__(self, inner: Backend, lifecycle: ModelLifecycle):
-        self.inner = inner
-        self.model_lifecycle = lifecycle
-
-    # Backend declares these per class; a wrapper's are its inner backend's, so read-only properties
-    # stand in for them (the ignores: mypy will not let a property replace a writable ClassVar).
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def remote(self) -> bool:  # type: ignore[override]
-        return self.inner.remote
-
-    @property
-    def kinds(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset(self.inner.kinds) | self.model_lifecycle.kinds
-
-    def _runs(self, kind: str) -> bool:
-        return kind in self.model_lifecycle.kinds
-
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        target = self.model_lifecycle if self._runs(kind) else self.inner
-        return target.check(kind, request, secrets)
-
-    def run(self, ctx: JobContext) -> None:
-        (self.model_lifecycle if self._runs(ctx.job.kind) else self.inner).run(ctx)
-
-    def cancel(self, job: Job) -> bool:
-        return (self.model_lifecycle if self._runs(job.kind) else self.inner).cancel(job)
-
-    def recover(self, job: Job) -> str:
-        return (self.model_lifecycle if self._runs(job.kind) else self.inner).recover(job)
-
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
-        others = [job for job in jobs if not self._runs(job.kind)]
-        if others:
-            self.inner.monitor(others, context_for)
-        ours = [job for job in jobs if self._runs(job.kind)]
-        if ours:
-            self.model_lifecycle.monitor(ours, context_for)
-
-    def log_location(self, job: Job) -> str:
-        return self.inner.log_location(job)
-
-    def read_log(self, job: Job) -> str:
-        return self.inner.read_log(job)
-
-    def output_artifacts(self, job: Job) -> dict[str, Any]:
-        return self.inner.output_artifacts(job)
-
-    def close(self) -> None:
-        self.model_lifecycle.close()
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Reached only for names this class lacks; `inner` itself is looked up in __dict__, so a
-        # half-built instance (copy, pickle) raises AttributeError instead of recursing.
-        inner = self.__dict__.get("inner")
-        if inner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-
-def with_model_lifecycle(backend: Backend, config: Config, store: JobStore, clients: ClientFactory) -> Backend:
-    """Return the backend able to run endpoint and transform jobs too; one that can already is returned as it is."""
-    if isinstance(backend, WithModelLifecycle):
-        return backend
-    return WithModelLifecycle(backend, make_model_lifecycle(config, store, clients, backend.name))

@@ -26,6 +26,11 @@ _cache: dict[str, dict[str, Any] | None] = {}
 _cache_lock = threading.Lock()
 
 
+def is_bundled(source_dir: Path, entry_point: str | None) -> bool:
+    """True when a request runs the bundled training script (which resumes from its checkpoints)."""
+    return Path(source_dir).resolve() == BUNDLED_SCRIPTS and (entry_point or BUNDLED_ENTRY_POINT) == BUNDLED_ENTRY_POINT
+
+
 def describe(source_dir: Path, entry_point: str, python: str | None = None) -> dict[str, Any] | None:
     """Return the bundled script's `--describe` declaration; None for any other script.
 

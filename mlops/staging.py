@@ -13,12 +13,12 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from config import Config
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
+from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
-S3_URI = re.compile(r"^s3://([^/]+)(?:/(.*))?$")
 
 
 def resolve_storage_path(root: Path, relative: str, field: str) -> Path:

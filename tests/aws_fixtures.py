@@ -22,7 +22,7 @@ from moto import mock_aws
 from config import load_config
 from db import Job, JobStatus, JobStore
 from mlops.base import JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -21,6 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from conftest import ROOT, LiveServer
+from mlops.local.jobs import LocalBackend
 from mlops.local.serving import LocalModelLifecycle
 
 API = "/api/service/v1"
@@ -235,15 +236,14 @@ def test_a_dataset_larger_than_the_upload_limit_is_refused(make_app) -> None:
     assert client.post(f"{API}/models/register", data=b"x" * (2 << 20), content_type="application/json").status_code == 413
 
 
-def test_the_local_backend_keeps_its_own_extras_behind_the_model_lifecycle(make_app) -> None:
+def test_the_local_platform_composes_its_jobs_backend_and_its_model_lifecycle(make_app) -> None:
     executor = make_app().config["EXECUTOR"]
-    backend = executor.backend
+    platform = executor.backend
 
-    assert isinstance(backend.model_lifecycle, LocalModelLifecycle)
-    assert (backend.name, backend.kinds) == ("local", {"pipeline", "training", "endpoint", "transform"})
-    # The queue's shutdown looks stop_all up by name; only the local backend has it.
-    assert hasattr(backend, "stop_all") and backend.running_job_ids() == []
-    assert not hasattr(backend, "ready_check")
+    assert isinstance(platform.model_lifecycle, LocalModelLifecycle)
+    assert isinstance(platform.jobs, LocalBackend) and platform.jobs.running_job_ids() == []
+    assert (platform.name, platform.kinds) == ("local", {"pipeline", "training", "endpoint", "transform"})
+    assert platform.ready_check() is None  # nothing remote to reach
 
 
 def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(server: LiveServer) -> None:

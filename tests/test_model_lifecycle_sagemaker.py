@@ -31,8 +31,7 @@ if str(ROOT) not in sys.path:
 from app import create_app  # noqa: E402
 from db import Job, JobStatus  # noqa: E402
 from mlops.base import TRAINING, Backend, JobContext  # noqa: E402
-from mlops.clients import ClientFactory  # noqa: E402
-from mlops.records import with_model_lifecycle  # noqa: E402
+from mlops.aws import ClientFactory  # noqa: E402
 from mlops.sagemaker.serving import SageMakerModelLifecycle  # noqa: E402
 from mlops.sagemaker.validation import validate_instance_type  # noqa: E402
 
@@ -153,8 +152,9 @@ def test_a_finished_training_job_is_registered_with_the_pytorch_inference_image(
 
 def test_a_bad_sagemaker_field_in_a_model_route_answers_its_4xx_not_502(harness: Harness,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # validation.py's InvalidSageMakerField is an InvalidRequest and a BackendError, and these routes
-    # answer BackendError 502. The training instance-type check stands in for a route that uses it.
+    # validation.py's InvalidSageMakerField is an InvalidRequest and a BackendError (the seeds' error),
+    # and a BackendError answers 502: the one handler must pick the 4xx. The training instance-type
+    # check stands in for a route that uses it.
     monkeypatch.setattr(harness.executor.backend.model_lifecycle, "inference_image",
                         lambda instance_type: validate_instance_type(instance_type, "InstanceType"))
 
@@ -165,12 +165,12 @@ def test_a_bad_sagemaker_field_in_a_model_route_answers_its_4xx_not_502(harness:
     assert "digits" not in harness.models()
 
 
-def test_the_training_backend_runs_model_jobs_too_and_is_wrapped_once(harness: Harness) -> None:
-    backend = harness.executor.backend
+def test_the_sagemaker_platform_runs_model_jobs_too_through_its_lifecycle(harness: Harness) -> None:
+    platform = harness.executor.backend
 
-    assert isinstance(backend.model_lifecycle, SageMakerModelLifecycle)
-    assert (backend.name, backend.remote, backend.kinds) == ("sagemaker", True, {"endpoint", "transform"})
-    assert with_model_lifecycle(backend, harness.executor.config, harness.executor.store, harness.clients) is backend
+    assert isinstance(platform.model_lifecycle, SageMakerModelLifecycle)
+    assert isinstance(platform.jobs, RemoteOnly)
+    assert (platform.name, platform.remote, platform.kinds) == ("sagemaker", True, {"endpoint", "transform"})
 
 
 def test_an_endpoint_is_created_by_a_queued_job_that_the_monitor_ends(harness: Harness) -> None:

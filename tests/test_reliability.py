@@ -31,7 +31,7 @@ from aws_fixtures import (aws, aws_setup, backend, bundled_scripts, clients, con
                           context_factory, new_running_job, running_jobs, set_training_state, store,
                           training_request, write_dataset)
 from conftest import pipeline_body, wait_for, write_pipeline
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
 RESTART_REASON = "executor restarted while the job was running"
@@ -104,7 +104,7 @@ def test_kill_9_at_random_moments_loses_no_local_job_and_runs_none_twice(service
         if status == "COMPLETED":
             assert runs_of_job == 1, (job_id, runs_of_job)
         else:  # interrupted by a kill: ended with the reason, not run again
-            assert (status, reason) == ("ERROR", RESTART_REASON) and runs_of_job <= 1, (job_id, status, reason)
+            assert status == "ERROR" and reason.startswith(RESTART_REASON) and runs_of_job <= 1, (job_id, status, reason)
     assert Counter(status for status, _, _ in rows.values())["COMPLETED"] >= 25
 
 

@@ -12,6 +12,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capt
 from db import JobStatus
 from mlops.aws import training_job_name
 from mlops.errors import InvalidRequest, SageMakerJobError
+from mlops.recovery import Outcome, decide
 
 SECRET = "very-secret-token-value"
 
@@ -153,13 +154,13 @@ def test_a_worker_that_died_after_create_finds_the_job_instead_of_creating_anoth
                                                                                    dataset, bundled_scripts, tmp_path):
     job = submit(backend, store, tmp_path, training_request(dataset, bundled_scripts))
     store.update(job.id, external_id=None)  # the crash came before the id was recorded
-    assert backend.recover(store.get(job.id)) == "requeue"
+    assert decide(store.get(job.id), backend, retry_interrupted=False).outcome is Outcome.REQUEUE
     store.transition(job.id, JobStatus.WAITING)
     again = store.claim_next(["sagemaker"])
     backend.run(context(store, again))
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 1
     assert store.get(job.id).external_id == training_job_name(job.id, "digits run")
-    assert backend.recover(store.get(job.id)) == "monitor"
+    assert decide(store.get(job.id), backend, retry_interrupted=False).outcome is Outcome.MONITOR
 
 
 def test_the_same_dataset_is_uploaded_once_for_two_jobs(backend, store, clients, dataset, bundled_scripts, tmp_path):  # noqa: F811

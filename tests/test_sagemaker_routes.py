@@ -9,7 +9,7 @@ from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, cli
 
 from app import create_app
 from db import JobStatus
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 
 CSV = b"age,income,churned\n42,1000,yes\n31,2000,no\n"
 AUTOML_BODY = {"job_name": "churn-automl-1",

@@ -145,16 +145,18 @@ def test_an_image_aws_does_not_publish_is_a_configuration_error(tmp_path, client
 
 # -- submit, status, cancel, list --------------------------------------------------------------
 
-def test_submitting_twice_creates_one_training_job(service, clients, store, tmp_path):  # noqa: F811
+def test_submitting_twice_creates_one_training_job_and_never_writes_the_store(service, clients, store,  # noqa: F811
+                                                                              tmp_path):
     job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
     config = job_config(job.id)
     output = f"s3://{BUCKET}/jobs/{job.id}/output"
+    before = store.get(job.id)
     assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
     assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 1
-    stored = store.get(job.id)
-    assert stored.external_id == config.job_name
-    assert stored.details["sagemaker_job_arn"].endswith(f"training-job/{config.job_name}")
+    assert service.describe_training_job(config.job_name)["TrainingJobArn"].endswith(f"training-job/{config.job_name}")
+    # Recording the launch is the backend's part: the seeds' service only reads the store.
+    assert store.get(job.id) == before
 
 
 def test_resource_in_use_means_already_submitted(service, store, tmp_path):  # noqa: F811
@@ -166,8 +168,8 @@ def test_resource_in_use_means_already_submitted(service, store, tmp_path):  # n
         stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
         stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique.")
         stub.add_response("describe_training_job", {"TrainingJobArn": arn, **_minimal_description(config.job_name)})
-        service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
-    assert store.get(job.id).external_id == config.job_name
+        assert service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store) == job.id
+        stub.assert_no_pending_responses()
 
 
 def test_a_quota_error_is_explained(service, store, tmp_path):  # noqa: F811
@@ -199,28 +201,38 @@ def test_unknown_job_ids_are_reported_without_aws_calls(service, store, clients,
     assert clients.counter.total() == before
 
 
+def submitted(service, store, job):
+    """Submit a job's training job and record the launch as the backend does; return its name."""
+    config = job_config(job.id)
+    service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    store.update(job.id, external_id=config.job_name)
+    return config.job_name
+
+
 def test_status_combines_the_store_and_aws(service, store, tmp_path):  # noqa: F811
     job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    submitted(service, store, job)
     status = service.get_job_status(job.id, store)
     assert status["status"] == "RUNNING" and status["sagemaker_status"] == "Completed"  # moto completes at once
     assert status["sagemaker_job_name"] == training_job_name(job.id, "digits")
 
 
-def test_cancelling_a_queued_job_needs_no_aws_call(service, store, clients, tmp_path):  # noqa: F811
+def test_cancelling_a_queued_job_needs_no_aws_call_and_leaves_the_store_to_the_queue(service, store, clients,  # noqa: F811
+                                                                                     tmp_path):
     store.create_job("queued-1", kind="training", backend="sagemaker", request={}, secrets=None,
                      log_path=str(tmp_path / "l"), output_dir=str(tmp_path))
     before = clients.counter.total()
     assert service.cancel_training_job("queued-1", store) is True
-    assert store.get("queued-1").status is JobStatus.CANCELLED
+    assert store.get("queued-1").status is JobStatus.WAITING  # the queue's request_cancel marks it
     assert clients.counter.total() == before
+    store.request_cancel("queued-1")
+    assert service.cancel_training_job("queued-1", store) is False  # it has ended
 
 
 def test_cancelling_a_running_job_stops_it_once_and_an_ended_one_not_at_all(service, store, tmp_path):  # noqa: F811
     from aws_fixtures import set_training_state
     job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
-    name = store.get(job.id).external_id
+    name = submitted(service, store, job)
     set_training_state(name, "InProgress", "Training")
     # moto has no StopTrainingJob: patch the client call and count it.
     with mock.patch.object(service.sagemaker, "stop_training_job", return_value={}) as stop:
@@ -230,15 +242,13 @@ def test_cancelling_a_running_job_stops_it_once_and_an_ended_one_not_at_all(serv
         set_training_state(name, "Completed", "Completed")
         assert service.cancel_training_job(job.id, store) is True
     stop.assert_called_once_with(TrainingJobName=name)
-    assert store.get(job.id).cancel_requested is True
     assert store.get(job.id).status is JobStatus.RUNNING  # CANCELLED only once AWS says Stopped
 
 
 def test_stop_races_with_the_end_of_the_job(service, store, tmp_path):  # noqa: F811
     from aws_fixtures import set_training_state
     job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
-    name = store.get(job.id).external_id
+    name = submitted(service, store, job)
     set_training_state(name, "InProgress", "Uploading")
     error = ClientError({"Error": {"Code": "ValidationException", "Message": "already stopped"}}, "StopTrainingJob")
     with mock.patch.object(service.sagemaker, "stop_training_job", side_effect=error):

@@ -23,7 +23,7 @@ from config import Config
 from db import Job, JobStatus
 from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
 from mlops.metric_lines import parse_metric_line, progress_of
@@ -336,11 +336,19 @@ class LocalBackend(Backend):
     def log_location(self, job: Job) -> str:
         return remote_log_uri(job.request) or job.log_path
 
-    def recover(self, job: Job) -> str:
-        # In the sandbox the job's processes died with the executor; bare, they may still run.
+    def resumable(self, job: Job) -> bool:
+        """True for training with the bundled script, or with checkpoints a previous run left to resume from."""
+        if job.kind != TRAINING:
+            return False
+        if script_contract.is_bundled(Path(job.request["source_dir"]), job.request["entry_point"]):
+            return True
+        checkpoints = ContainerLayout(Path(job.output_dir)).checkpoints
+        return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+    def clean_up_abandoned(self, job: Job) -> None:
+        """Kill the processes a killed executor left running for this job."""
+        # In the sandbox they died with the executor; bare, they may still run.
         sweep_orphans(job.id)
-        retry = self.config.retry_interrupted or bool(job.request.get("retry_on_restart"))
-        return "requeue" if retry else "fail"
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of jobs whose process is running now."""

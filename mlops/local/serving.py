@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
-from mlops.clients import ClientFactory
+from mlops.aws import ClientFactory
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, TooLarge
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,

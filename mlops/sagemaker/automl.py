@@ -14,6 +14,7 @@ from typing import Any
 from mlops.sagemaker import validation as v
 from mlops.aws import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
+from mlops.shapes import tag_list
 
 AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 PROBLEM_TYPES = ("BinaryClassification", "MulticlassClassification", "Regression")
@@ -87,7 +88,7 @@ def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> 
         "OutputDataConfig": {"S3OutputPath": request["output_s3_path"]},
         "AutoMLProblemTypeConfig": {"TabularJobConfig": tabular},
         "RoleArn": request["role_arn"],
-        "Tags": [{"Key": key, "Value": value} for key, value in sorted(tags.items())],
+        "Tags": tag_list(tags),
     }
     if request.get("metric_name"):
         params["AutoMLJobObjective"] = {"MetricName": request["metric_name"]}

@@ -17,16 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from config import Config
 from db import Job, JobStatus, JobStore
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
-from mlops.aws import JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService, is_not_found, training_job_name
+from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
+                       is_not_found, is_throttled, training_job_name)
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
-from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.logs import TrainingLogTail
@@ -96,7 +94,7 @@ class SageMakerBackend(Backend):
         try:
             self.clients.client("sts").get_caller_identity()
             result: tuple[bool, str | None] = (True, None)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             result = (False, f"AWS is not reachable with the executor's credentials: {error_text(exc)}")
         self._ready = (now, *result)
         return result
@@ -194,7 +192,8 @@ class SageMakerBackend(Backend):
         if request.get("metadata_file") and "metadata-file" in declared:
             hyperparameters.setdefault("metadata-file", request["metadata_file"])
         metrics = v.validate_metric_definitions(description.get("metrics") or [], "metrics")
-        self._check_hyperparameter_names(hyperparameters, "hyperparameters")
+        v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
+        v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
         request["entry_point"] = entry_point
         request["sagemaker"] = settings
@@ -204,7 +203,8 @@ class SageMakerBackend(Backend):
         settings = self._settings(request)
         argv = parse_command(request["command"])
         settings.update(entry_point=argv[1], hyperparameters=_flag_pairs(argv[2:]), metric_definitions=[])
-        self._check_hyperparameter_names(settings["hyperparameters"], "command")
+        v.validate_hyperparameter_names(settings["hyperparameters"], "command")
+        v.validate_hyperparameter_map(settings["hyperparameters"], "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
         if request["storage"] == "local":
             folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
@@ -215,14 +215,6 @@ class SageMakerBackend(Backend):
                                    self.config)
         request["sagemaker"] = settings
         return request
-
-    @staticmethod
-    def _check_hyperparameter_names(hyperparameters: dict[str, str], field: str) -> None:
-        reserved = sorted(name for name in hyperparameters if name.startswith("sagemaker_"))
-        if reserved:
-            raise InvalidRequest(f"{field}.{reserved[0]}" if field == "hyperparameters" else field,
-                                 f"{reserved[0]}: names starting sagemaker_ are reserved")
-        v.validate_hyperparameter_map({name: value for name, value in hyperparameters.items()}, field)
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -240,16 +232,14 @@ class SageMakerBackend(Backend):
                 # A worker died after CreateTrainingJob: follow that job instead of creating another.
                 ctx.log(f"[executor] SageMaker already has training job {name} "
                         f"({existing['TrainingJobStatus']}); following it")
-                ctx.set_external_id(name)
-                ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=existing["TrainingJobArn"],
-                                  instance_count=settings["instance_count"],
-                                  instance_type=settings["instance_type"])
+                self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
+                                    instance_type=settings["instance_type"])
                 return
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
                 return
             self._launch(ctx, name, settings)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
 
     def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
@@ -283,14 +273,22 @@ class SageMakerBackend(Backend):
             checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
             metric_definitions=settings["metric_definitions"],
             tags={**settings["tags"], "essedum:job-id": job.id, "essedum:kind": job.kind},
-            executor_job_id=job.id)
-        output_uri = f"s3://{bucket}/{job_prefix}/output"
-        self.service.submit_training_job(job_config, input_uri, output_uri, settings["role_arn"], image, self.store)
-        ctx.set_external_id(name)
-        ctx.job.details.update(instance_count=settings["instance_count"], instance_type=settings["instance_type"])
+            executor_job_id=job.id, input_data_s3_uri=input_uri, output_s3_uri=f"s3://{bucket}/{job_prefix}/output")
+        # run() described the name just now: create without describing it again.
+        arn = self.service.create_training_job(job_config)
+        self._record_launch(ctx, name, arn, region=job_config.region, instance_type=job_config.instance_type,
+                            instance_count=job_config.instance_count, image_uri=image,
+                            input_s3_uri=input_uri or None, output_s3_uri=job_config.output_s3_uri,
+                            spot=job_config.spot)
         ctx.set_phase("Starting", f"submitted as SageMaker training job {name}")
         ctx.log(f"[executor] submitted SageMaker training job {name} on {settings['instance_count']} x "
                 f"{settings['instance_type']} with image {image}")
+
+    @staticmethod
+    def _record_launch(ctx: JobContext, name: str, arn: str, **details: Any) -> None:
+        """Record once that SageMaker has the job: its name as the external id, its ARN and settings."""
+        ctx.set_external_id(name)
+        ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=arn, **details)
 
     def _run_automl(self, ctx: JobContext) -> None:
         job, request = ctx.job, ctx.job.request
@@ -311,13 +309,13 @@ class SageMakerBackend(Backend):
                                                                "essedum:job-id": job.id, "essedum:kind": job.kind})
                 try:
                     arn = sagemaker.create_auto_ml_job_v2(**params)["AutoMLJobArn"]
-                except ClientError as exc:
+                except AWS_ERRORS as exc:
                     if error_code(exc) != "ResourceInUse":
                         raise
                     arn = sagemaker.describe_auto_ml_job_v2(AutoMLJobName=name)["AutoMLJobArn"]
             else:
                 arn = existing["AutoMLJobArn"]
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise SageMakerJobError(f"CreateAutoMLJobV2 {name} failed: {error_text(exc)}") from exc
         ctx.set_external_id(name)
         ctx.merge_details(automl_job_arn=arn, automl_job_name=name)
@@ -328,7 +326,7 @@ class SageMakerBackend(Backend):
         """Return DescribeAutoMLJobV2's answer, or None when there is no such job."""
         try:
             return self.clients.client("sagemaker").describe_auto_ml_job_v2(AutoMLJobName=name)
-        except ClientError as exc:
+        except AWS_ERRORS as exc:
             if is_not_found(exc):
                 return None
             raise
@@ -341,7 +339,7 @@ class SageMakerBackend(Backend):
             if job.kind == AUTOML:
                 return self.describe_automl(job.external_id)
             return self.service.describe_training_job(job.external_id)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise SageMakerJobError(f"cannot describe {job.external_id}: {error_text(exc)}") from exc
 
     def csv_columns(self, s3_uri: str, field: str = "inputs") -> list[str]:
@@ -356,12 +354,10 @@ class SageMakerBackend(Backend):
                     raise MalformedRequest(field, f"no .csv file under {s3_uri}")
                 key = csvs[0]
             head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{CSV_HEADER_BYTES - 1}")["Body"].read()
-        except ClientError as exc:
-            if is_not_found(exc) or error_code(exc) in ("NoSuchKey", "NoSuchBucket"):
+        except AWS_ERRORS as exc:
+            if is_not_found(exc):
                 raise MalformedRequest(field, f"{s3_uri} does not exist") from exc
             raise SageMakerJobError(f"cannot read {s3_uri}: {error_text(exc)}") from exc
-        except BotoCoreError as exc:
-            raise SageMakerJobError(f"cannot read {s3_uri}: {exc}") from exc
         first_line = head.decode("utf-8-sig", errors="replace").splitlines()[:1]
         return next(csv.reader(first_line), []) if first_line else []
 
@@ -391,8 +387,8 @@ class SageMakerBackend(Backend):
     def _guard(call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except ClientError as exc:
-            if error_code(exc) in THROTTLING_CODES:
+        except AWS_ERRORS as exc:
+            if is_throttled(exc):
                 raise Throttled(error_text(exc)) from exc
             raise
 
@@ -554,33 +550,30 @@ class SageMakerBackend(Backend):
             return False  # run() has not submitted it yet and sees the cancel flag before it does
         if job.details.get("stop_requested"):
             return True
-        if job.kind == AUTOML:
-            return self._stop_automl(job)
+        operation = "StopAutoMLJob" if job.kind == AUTOML else "StopTrainingJob"
         try:
-            status = self.service.stop_training_job(job.external_id)
-        except (ClientError, BotoCoreError) as exc:
-            raise SageMakerJobError(f"StopTrainingJob {job.external_id} failed: {error_text(exc)}") from exc
+            status = (self._stop_automl(job.external_id) if job.kind == AUTOML
+                      else self.service.stop_training_job(job.external_id))
+        except AWS_ERRORS as exc:
+            raise SageMakerJobError(f"{operation} {job.external_id} failed: {error_text(exc)}") from exc
         if status is None:
             return False
-        # A job that already ended is described next cycle, which ends it with its real status.
+        # Written once, here: a job that already ended is described next cycle, which ends it with its real status.
         self.store.merge_details(job.id, stop_requested=True, describe_next=True)
         return status in ("InProgress", "Stopping", "Stopped")
 
-    def _stop_automl(self, job: Job) -> bool:
-        try:
-            described = self.describe_automl(job.external_id)
-            if described is None:
-                return False
-            if described["AutoMLJobStatus"] == "InProgress":
-                self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=job.external_id)
-        except (ClientError, BotoCoreError) as exc:
-            raise SageMakerJobError(f"StopAutoMLJob {job.external_id} failed: {error_text(exc)}") from exc
-        self.store.merge_details(job.id, stop_requested=True, describe_next=True)
-        return described["AutoMLJobStatus"] in ("InProgress", "Stopping", "Stopped")
+    def _stop_automl(self, name: str) -> str | None:
+        """Stop an AutoML job if it still runs; return the status SageMaker reported first (None: no such job)."""
+        described = self.describe_automl(name)
+        if described is None:
+            return None
+        if described["AutoMLJobStatus"] == "InProgress":
+            self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=name)
+        return described["AutoMLJobStatus"]
 
-    def recover(self, job: Job) -> str:
-        """Monitor a job SageMaker has; run again one it may not have (run() finds it if it does)."""
-        return "monitor" if job.external_id else "requeue"
+    def resumable(self, job: Job) -> bool:
+        """True: a job interrupted before SageMaker had it is launched again, and run() adopts one SageMaker has."""
+        return True
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""

@@ -14,9 +14,9 @@ import logging
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
-from botocore.exceptions import ClientError
 
 from db import Job
+from mlops.aws import AWS_ERRORS, is_not_found
 from mlops.base import JobContext
 from mlops.metric_lines import parse_metric_line, progress_of
 
@@ -87,8 +87,8 @@ class TrainingLogTail:
                                prefix, MAX_PAGES_PER_QUERY)
                 newest = max((event["timestamp"] for event in events), default=None)
                 return events, newest, False
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        except AWS_ERRORS as exc:
+            if is_not_found(exc):
                 # The group appears only when the first training job writes to it.
                 return [], None, True
             raise

@@ -12,18 +12,16 @@ import logging
 import threading
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from config import Config
 from db import Job, JobStatus, JobStore, Record
-from mlops.aws import is_not_found
+from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
-from mlops.clients import THROTTLING_CODES, ClientFactory
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound,
-                          QuotaExceeded, error_code, error_text)
+                          error_code, error_text)
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
+from mlops.shapes import tag_list
 from mlops.staging import S3_URI
 
 logger = logging.getLogger(__name__)
@@ -53,8 +51,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
         """Make one SageMaker call; an AWS refusal becomes a 4xx naming the field."""
         try:
             answer = getattr(self._sagemaker(adapter), operation)(**params)
-        except (ClientError, BotoCoreError) as exc:
-            raise refusal(exc, field, operation) from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, field, operation) from exc
         answer.pop("ResponseMetadata", None)
         return answer
 
@@ -62,10 +60,10 @@ class SageMakerModelLifecycle(ModelLifecycle):
         """Describe a resource; None when SageMaker says it does not exist."""
         try:
             answer = getattr(self._sagemaker(adapter), operation)(**params)
-        except ClientError as exc:
+        except AWS_ERRORS as exc:
             if is_not_found(exc):
                 return None
-            raise refusal(exc, "", operation) from exc
+            raise aws_error(exc, "", operation) from exc
         answer.pop("ResponseMetadata", None)
         return answer
 
@@ -136,7 +134,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         else:
             params["Containers"] = containers
         if body.get("Tags"):
-            params["Tags"] = _tag_list(body["Tags"])
+            params["Tags"] = tag_list(body["Tags"])
         self._call("ModelName", "create_model", adapter, **params)
         raw = self._exists("describe_model", adapter, ModelName=name) or params
         return self.put(MODEL, name, "Created", {
@@ -155,9 +153,9 @@ class SageMakerModelLifecycle(ModelLifecycle):
         """Delete a SageMaker resource; one that is already gone is fine."""
         try:
             getattr(self._sagemaker(adapter), operation)(**params)
-        except ClientError as exc:
+        except AWS_ERRORS as exc:
             if not is_not_found(exc):
-                raise refusal(exc, "id", operation) from exc
+                raise aws_error(exc, "id", operation) from exc
 
     # -- endpoint configurations -----------------------------------------------------------------
 
@@ -180,7 +178,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             self._call("EndpointConfigName", "create_endpoint_config", adapter, EndpointConfigName=config_name,
                        ProductionVariants=[{**variant, "InitialVariantWeight": 1.0}],
-                       **({"Tags": _tag_list(body["Tags"])} if body.get("Tags") else {}))
+                       **({"Tags": tag_list(body["Tags"])} if body.get("Tags") else {}))
         except BaseException:
             if created is not None:
                 # The model was made for this configuration only: take it away again.
@@ -221,13 +219,11 @@ class SageMakerModelLifecycle(ModelLifecycle):
             params["Accept"] = accept
         try:
             answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
-        except ClientError as exc:
+        except AWS_ERRORS as exc:
             if error_code(exc) == "ModelError":
                 # The model's own code rejected the payload: the caller's input, the model's words.
                 raise MalformedRequest("body", error_text(exc)) from None
-            raise refusal(exc, "id", "invoke_endpoint") from exc
-        except BotoCoreError as exc:
-            raise BackendError(f"cannot reach endpoint {name}: {exc}") from exc
+            raise aws_error(exc, "id", f"invoke_endpoint {name}") from exc
         return answer["Body"].read(), answer.get("ContentType") or "application/octet-stream"
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -274,7 +270,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
             if current is None:
                 self._call("EndpointName", "create_endpoint", adapter, EndpointName=name,
                            EndpointConfigName=config_name,
-                           **({"Tags": _tag_list(request["Tags"])} if request.get("Tags") else {}))
+                           **({"Tags": tag_list(request["Tags"])} if request.get("Tags") else {}))
                 action = "create"
             elif current["EndpointConfigName"] == config_name and current["EndpointStatus"] != FAILED:
                 # Started before a restart: follow it instead of starting it twice.
@@ -305,7 +301,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         if self._exists("describe_transform_job", adapter, TransformJobName=name) is None:
             params = {key: value for key, value in public_request(request).items() if key != "Tags"}
             if request.get("Tags"):
-                params["Tags"] = _tag_list(request["Tags"])
+                params["Tags"] = tag_list(request["Tags"])
             try:
                 answer = self._call("TransformJobName", "create_transform_job", adapter, **params)
             except (InvalidRequest, BackendError) as exc:
@@ -324,7 +320,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
                     self._follow_endpoint(job, context_for)
                 elif job.kind == TRANSFORM:
                     self._follow_transform(job, context_for)
-            except (InvalidRequest, BackendError, ClientError, BotoCoreError) as exc:
+            except (InvalidRequest, BackendError, *AWS_ERRORS) as exc:
                 # Throttling or a network blip: the next cycle asks again.
                 logger.warning("job %s (%s): cannot follow %s: %s", job.id, job.kind, job.external_id, exc)
 
@@ -375,7 +371,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
                 deleted.append(f"{label} {name}")
                 if label != "endpoint":
                     self.store.delete_record(self.record_id(ENDPOINT_CONFIG, name))
-            except (InvalidRequest, BackendError, BotoCoreError) as exc:
+            except (InvalidRequest, BackendError, *AWS_ERRORS) as exc:
                 remaining.append(f"{label} {name} (delete failed: {exc})")
         self.update(record, FAILED, exists=False, failure_reason=reason,
                     cleanup={"deleted": deleted, "remaining": remaining})
@@ -418,10 +414,9 @@ class SageMakerModelLifecycle(ModelLifecycle):
             self._call("TransformJobName", "stop_transform_job", adapter, TransformJobName=job.external_id)
         return described["TransformJobStatus"] in ("InProgress", "Stopping")
 
-    def recover(self, job: Job) -> str:
-        # Launched jobs are followed again; a job that died before launching starts again, and run()
-        # adopts a resource that exists already instead of creating it twice.
-        return "monitor" if job.external_id else "requeue"
+    def resumable(self, job: Job) -> bool:
+        """True: run() adopts a resource SageMaker has already instead of creating it twice."""
+        return True
 
     # -- datasets --------------------------------------------------------------------------------
 
@@ -433,11 +428,11 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             s3.upload_fileobj(stream, bucket, key)
             head = s3.head_object(Bucket=bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            code = error_code(exc)
-            if code in ("NoSuchBucket", "404"):
+        except AWS_ERRORS as exc:
+            refused = aws_error(exc, "Bucket", "PutObject")
+            if isinstance(refused, NotFound):
                 raise NotFound("Bucket", f"no bucket {bucket!r}") from None
-            if code in ("AccessDenied", "403"):
+            if isinstance(refused, AccessDenied):
                 raise AccessDenied("Bucket", f"the executor may not write to {bucket!r}") from None
             raise BackendError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
         head.pop("ResponseMetadata", None)
@@ -451,31 +446,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         try:
             self.clients.client("s3", adapter).delete_object(Bucket=record.payload["bucket"],
                                                              Key=record.payload["key"])
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise BackendError(f"cannot delete s3://{record.payload['bucket']}/{record.payload['key']}: "
                                f"{error_text(exc)}") from exc
         self.store.delete_record(record.id)
-
-
-def refusal(exc: Exception, field: str, operation: str) -> Exception:
-    """Turn an AWS error into an answer: a 4xx naming the field for a refusal, BackendError otherwise."""
-    code, text = error_code(exc), error_text(exc)
-    if code in ("ValidationException", "ValidationError") and "already exist" in text.lower():
-        return Conflict(field, text)
-    if code in ("ValidationException", "ValidationError"):
-        return (NotFound if is_not_found(exc) else InvalidRequest)(field, text)
-    if code in ("ResourceInUse", "ConflictException"):
-        return Conflict(field, text)
-    if code == "ResourceNotFound":
-        return NotFound(field, text)
-    if code == "ResourceLimitExceeded":
-        return QuotaExceeded(field, f"{text} (an AWS quota: ask AWS for more)")
-    if code in THROTTLING_CODES:
-        return BackendError(f"{operation}: AWS is throttling the executor: {text}")
-    return BackendError(f"{operation} failed: {text}")
-
-
-def _tag_list(tags: Any) -> list[dict[str, str]]:
-    if isinstance(tags, list):
-        return tags
-    return [{"Key": key, "Value": value} for key, value in dict(tags).items()]

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from mlops.errors import InvalidRequest, SageMakerConfigurationError
+from mlops.shapes import S3_URI
 
 MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
 MAX_INSTANCE_COUNT = 100
@@ -24,7 +25,6 @@ BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
 # S3's "safe characters" for object keys; anything else needs special handling somewhere.
 S3_KEY_CHARS = re.compile(r"^[A-Za-z0-9!\-_.*'()/]*$")
-S3_URI = re.compile(r"^s3://([^/]+)(?:/(.*))?$")
 ENVIRONMENT_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -198,6 +198,14 @@ def _checked_map(mapping: Any, field: str, shape_name: str) -> tuple[int, int]:
     if len(mapping) > max_entries:
         _fail(field, f"must have at most {max_entries} entries")
     return shape.key.metadata.get("max", 256), shape.value.metadata.get("max", 2500)
+
+
+def validate_hyperparameter_names(names: Any, field: str = "hyperparameters") -> None:
+    """Refuse a user's hyperparameter named sagemaker_*: SageMaker's framework containers reserve the prefix."""
+    reserved = sorted(str(name) for name in names if str(name).startswith("sagemaker_"))
+    if reserved:
+        _fail(f"{field}.{reserved[0]}" if field == "hyperparameters" else field,
+              f"{reserved[0]}: names starting sagemaker_ are reserved")
 
 
 def validate_hyperparameter_map(hyperparameters: Any, field: str = "hyperparameters") -> dict[str, str]:

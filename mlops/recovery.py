@@ -1,0 +1,55 @@
+"""What becomes of a job that a restart or a shutdown interrupted: one rule, decided as data.
+
+rq's abandoned-job cleanup is the model: a job found started by a worker that is gone is not left
+hanging; one function says what it becomes, and the queue only carries the answer out. The
+platform contributes facts (is the job launched on a remote platform, can running it again resume
+it), never its own decision.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from db import Job
+from mlops.base import Backend
+
+# A job that keeps being interrupted (a crash loop, a machine that reboots under it) stops here.
+MAX_ATTEMPTS = 3
+RESTART_REASON = "executor restarted while the job was running"
+STOP_REASON = "executor stopped while the job was running"
+HOW_TO_RETRY = ("submit it again, or ask for a requeue with retry_on_restart in the request (or "
+                "EXECUTOR_RETRY_INTERRUPTED for every job)")
+
+
+class Outcome(enum.Enum):
+    """What an interrupted job becomes."""
+
+    MONITOR = "monitor"    # launched on a remote platform, which still runs it: follow it again
+    REQUEUE = "requeue"    # back to WAITING, to run again
+    CANCEL = "cancel"      # a user asked to stop it: it ends CANCELLED
+    FAIL = "fail"          # it ends ERROR with the reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An outcome and the words the job's history (or failure reason) gets for it."""
+
+    outcome: Outcome
+    reason: str
+
+
+def decide(job: Job, platform: Backend, *, retry_interrupted: bool, at_shutdown: bool = False) -> Decision:
+    """Say what a job left RUNNING by a restart (or stopped by a shutdown) becomes."""
+    cause = STOP_REASON if at_shutdown else RESTART_REASON
+    if job.backend != platform.name:
+        return Decision(Outcome.FAIL, f"{cause}, and the executor now uses the {platform.name} backend")
+    if platform.remote and job.external_id and not at_shutdown:
+        return Decision(Outcome.MONITOR, f"{cause}; the platform still runs it: following it again")
+    if job.cancel_requested:
+        return Decision(Outcome.CANCEL, f"{cause}; it had been asked to stop")
+    if not (platform.resumable(job) or job.request.get("retry_on_restart") or retry_interrupted):
+        return Decision(Outcome.FAIL, f"{cause}; to run it again, {HOW_TO_RETRY}")
+    if job.attempts >= MAX_ATTEMPTS:
+        return Decision(Outcome.FAIL, f"{cause}; not queued again: it has been started {job.attempts} times, "
+                                      f"the bound is {MAX_ATTEMPTS} attempts")
+    return Decision(Outcome.REQUEUE, f"{cause}; queued again (attempt {job.attempts + 1} of {MAX_ATTEMPTS})")

@@ -1,0 +1,101 @@
+"""The project's own modules import one another without a circle, lazy imports inside functions included."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tests and benchmarks import the product; nothing imports them.
+OUTSIDE = {"tests", "bench", ".git", ".venv", "venv", "data"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in ROOT.rglob("*.py")
+            if not OUTSIDE & set(path.relative_to(ROOT).parts[:-1]) and path.parent != ROOT / "tests"}
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Return the project modules a module imports: `from a import b` is a.b when that is a module, else a."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    # A folder of scripts (training_scripts/) runs from itself, where `import trainer` means a sibling.
+    scripts = path.parent != ROOT and not (path.parent / "__init__.py").exists()
+    prefixes = (package + ".", "") if scripts else ("",)
+
+    def known(candidate: str) -> str | None:
+        for full in (prefix + candidate for prefix in prefixes):
+            while full:
+                if full in modules:
+                    return full
+                full = full.rpartition(".")[0]
+        return None
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1] if package else []
+                base = ".".join(filter(None, [*anchor, base]))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        for target in targets:
+            resolved = known(target)
+            if resolved and resolved != name:
+                found.add(resolved)
+    return found
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """Return one import circle as a path of modules, or None."""
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        trail.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                return trail[trail.index(target):] + [target]
+            if target not in state:
+                circle = visit(target)
+                if circle:
+                    return circle
+        trail.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            circle = visit(module)
+            if circle:
+                return circle
+    return None
+
+
+def test_the_walk_sees_the_imports_it_must_judge():
+    modules = project_modules()
+    graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    assert {"app", "queue_worker", "api.execute", "mlops.platforms", "mlops.local.jobs"} <= set(graph)
+    assert "mlops.platforms" in graph["app"]
+    assert "api.schemas" in graph["api.execute"]  # `from api import schemas` is the submodule
+    assert "mlops.errors" in graph["mlops.base"]
+
+
+def test_a_circle_is_found_when_there_is_one():
+    assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_circle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_of_the_project_imports_itself_through_others():
+    modules = project_modules()
+    graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    assert find_circle(graph) is None, " -> ".join(find_circle(graph) or [])
