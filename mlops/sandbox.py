@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -56,7 +56,7 @@ class Sandbox:
     visible: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
     missing: str | None = None
-    devices: tuple[str, ...] = field(default_factory=tuple)
+    devices: tuple[str, ...] = ()
 
     @property
     def isolating(self) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_config
+from conftest import ROOT
 from mlops import sandbox as sandbox_module
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -176,3 +177,15 @@ def test_required_refuses_to_start_naming_what_is_missing(tmp_path, monkeypatch)
         sandbox_module.detect(config)
     found = sandbox_module.detect(config.replace(sandbox="auto"))
     assert not found.isolating and "NOT isolated: bubblewrap is not installed" in found.describe()
+
+
+def test_the_service_refuses_to_start_when_a_required_sandbox_is_missing(tmp_path) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("names Linux's bubblewrap")
+    # A PATH without bwrap: what a host without bubblewrap looks like to the executor.
+    completed = subprocess.run([sys.executable, "app.py", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                                "--sandbox", "required"], cwd=ROOT, env={"PATH": str(tmp_path)},
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert "EXECUTOR_SANDBOX=required: bubblewrap is not installed" in completed.stderr
+    assert "serving on" not in completed.stderr
