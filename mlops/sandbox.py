@@ -1,7 +1,7 @@
 """The sandbox every process that runs user code starts in: bubblewrap on Linux.
 
-Inside it a job sees the system's programs and libraries read-only, the interpreter, its own folder
-(the only place it may write), a private /tmp, /proc of its own PID namespace and nothing of the
+Inside it a job sees the system's programs and libraries read-only, the interpreter, its own
+container folders (the only place it may write), a private /tmp, /proc of its own PID namespace and nothing of the
 executor: not its data folder (database, key file, other jobs), not the storage root, not its secret
 files, not its environment. It never runs as root: an executor running as root hands user code to a
 dedicated uid/gid (EXECUTOR_SANDBOX_IDENTITY); an unprivileged executor's jobs keep its uid inside a
@@ -13,6 +13,7 @@ bare, and stopping the job kills its tree by other means (mlops/local/processes.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -150,23 +151,32 @@ def _linux_sandbox(config: Config) -> Sandbox:
     if root and setpriv is None:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
-    sandbox = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
-                      visible=interpreter_folders(python),
-                      hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())),
-                      devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
+    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
+                      visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
+    failure = _probe(machine, python)
+    if failure:
+        return Sandbox(None, missing=failure)
+    return replace(
+        machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(sandbox: Sandbox, python: str) -> str | None:
+    """Start the interpreter in the sandbox (once per machine setup); return why it failed, or None."""
     probe = sandbox.wrap([python, "-c", "import sys"], cwd=Path("/"))
     try:
         completed = subprocess.run(probe, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                    timeout=PROBE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Sandbox(None, missing=f"bubblewrap could not start: {exc}")
+        return f"bubblewrap could not start: {exc}"
     if completed.returncode != 0:
         detail = completed.stderr.strip().splitlines()[-1:] or [f"exit code {completed.returncode}"]
-        return Sandbox(None, missing=f"bubblewrap fails here ({detail[0]}); user namespaces may be "
-                                     "disabled (kernel.unprivileged_userns_clone, RestrictNamespaces=)")
-    return sandbox
+        return (f"bubblewrap fails here ({detail[0]}); user namespaces may be disabled "
+                "(kernel.unprivileged_userns_clone, RestrictNamespaces=)")
+    return None
 
 
+@functools.lru_cache(maxsize=None)
 def interpreter_folders(python: str) -> tuple[Path, ...]:
     """Return the folders an interpreter reads: its prefixes and the folders on its path."""
     completed = subprocess.run(
