@@ -44,14 +44,20 @@ install -d -m 0700 -o root -g root "$CONFIG_DIR"
 if [[ ! -f "$CONFIG_DIR/executor.env" ]]; then
     sed -e "s|^EXECUTOR_DATA_DIR=.*|EXECUTOR_DATA_DIR=$DATA_DIR|" \
         "$SOURCE/systemd/executor.env.example" > "$CONFIG_DIR/executor.env"
-    chmod 0600 "$CONFIG_DIR/executor.env"
     echo "wrote $CONFIG_DIR/executor.env"
 fi
+chown root:root "$CONFIG_DIR/executor.env"
+chmod 0600 "$CONFIG_DIR/executor.env"
 if [[ ! -f "$CONFIG_DIR/api_token" ]]; then
-    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$CONFIG_DIR/api_token")
-    chmod 0600 "$CONFIG_DIR/api_token"
+    # An earlier install kept the token in executor.env: it moves to the credential file, unchanged.
+    token="$(sed -n 's/^EXECUTOR_API_TOKEN=//p' "$CONFIG_DIR/executor.env" | tail -n 1)"
+    [[ -n "$token" ]] || token="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    (umask 077; printf '%s\n' "$token" > "$CONFIG_DIR/api_token")
+    sed -i '/^EXECUTOR_API_TOKEN=/d' "$CONFIG_DIR/executor.env"
     echo "wrote $CONFIG_DIR/api_token (the API token clients send)"
 fi
+chown root:root "$CONFIG_DIR/api_token"
+chmod 0600 "$CONFIG_DIR/api_token"
 
 sed -e "s|/opt/essedum-executor|$PREFIX|g" -e "s|/var/lib/essedum-executor|$DATA_DIR|g" \
     -e "s|^User=.*|User=$SERVICE_USER|" -e "s|^Group=.*|Group=$SERVICE_USER|" \
