@@ -128,3 +128,25 @@ def test_no_process_of_a_job_survives_kill_9_of_the_executor(box, tmp_path) -> N
         stand_in.kill()
         for leftover in processes_with(token):
             leftover.kill()
+
+
+def test_stop_gives_the_job_sigterm_and_the_grace_period_before_killing(box, tmp_path) -> None:
+    folder = job_folder(tmp_path, box)
+    (folder / "term.py").write_text(textwrap.dedent("""
+        import os, signal, sys, time
+        def save_and_leave(*_):
+            os.write(1, b"saving on SIGTERM\\n")
+            time.sleep(0.5)
+            os.write(1, b"saved\\n")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, save_and_leave)
+        print("ready", flush=True)
+        time.sleep(300)
+    """))
+    process = JobProcess(box, [sys.executable, "term.py"], cwd=folder, env=ENV, marker=folder.name,
+                         writable=[folder])
+    lines = process.lines()
+    assert next(lines) == "ready"
+    process.stop(grace=10)
+    assert list(lines) == ["saving on SIGTERM", "saved"]
+    assert process.wait() == 0

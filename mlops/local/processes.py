@@ -86,18 +86,20 @@ class ProcessTree:
         if IS_WINDOWS:
             _send(self.popen, signum)
             return
+        # Each process once: a second SIGTERM would interrupt the job's own handler of the first.
+        members: dict[int, psutil.Process] = {}
         # Once reaped, the pid may be a stranger's: only the group and the marker find what is left.
-        alive = self.popen.poll() is None
-        members = _descendants(self.popen.pid) if alive else []
-        if alive and (signum == signal.SIGKILL or not self.sandbox.isolating):
+        if self.popen.poll() is None:
+            members.update((member.pid, member) for member in _descendants(self.popen.pid))
+            main = _as_process(self.popen.pid)
             # Killing bubblewrap ends the namespace; a polite signal must reach the job's own processes.
-            members.append(_as_process(self.popen.pid))
+            if main is not None and (signum == signal.SIGKILL or not self.sandbox.isolating):
+                members[main.pid] = main
         if not self.sandbox.isolating:
-            _signal_group(self.popen.pid, signum)
-            members += marked_processes(self.marker)
-        for member in members:
-            if member is not None:
-                _send(member, signum)
+            for member in _strays(self.marker, self.popen.pid):
+                members.setdefault(member.pid, member)
+        for member in members.values():
+            _send(member, signum)
 
 
 class JobProcess(ProcessTree):
@@ -144,23 +146,24 @@ def run_to_end(sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[st
         process.kill()
 
 
-def marked_processes(marker: str) -> list[psutil.Process]:
-    """Return this machine's processes that carry the job's marker variable (those the executor may read)."""
-    wanted = f"{JOB_ID_VARIABLE}={marker}"
+def _strays(marker: str, group: int | None = None) -> list[psutil.Process]:
+    """Return this machine's processes in the job's process group or carrying its marker variable."""
     found = []
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.environ().get(JOB_ID_VARIABLE) == marker:
+            if process.pid == os.getpid():
+                continue
+            if (group is not None and os.getpgid(process.pid) == group) or (
+                    process.environ().get(JOB_ID_VARIABLE) == marker):
                 found.append(process)
         except (psutil.Error, OSError):
             continue
-    logger.debug("%d process(es) carry %s", len(found), wanted)
     return found
 
 
 def sweep_orphans(marker: str) -> int:
     """Kill what a job left running when the executor died; return how many processes it killed."""
-    orphans = marked_processes(marker)
+    orphans = _strays(marker)
     for orphan in orphans:
         _send(orphan, signal.SIGKILL if not IS_WINDOWS else signal.SIGTERM)
     if orphans:
@@ -206,13 +209,6 @@ def _send(target: Any, signum: int) -> None:
     try:
         target.send_signal(signum)
     except (psutil.Error, OSError):
-        pass
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
         pass
 
 
