@@ -276,3 +276,24 @@ def test_a_model_that_replaces_hmac_compare_digest_does_not_turn_authentication_
     import hmac
     assert hmac.compare_digest(b"a", b"b") is False
     assert sys.modules.get("inference") is None
+
+
+def test_a_job_cannot_replace_its_own_log_the_executor_reads(sandboxed) -> None:
+    final = run_pipeline(sandboxed, sandboxed.storage_root, "fifo", """
+        import json, os
+        log = os.path.join(os.environ["SM_MODEL_DIR"], "..", "job.log")
+        def attempt(action):
+            try:
+                action()
+                return "done"
+            except OSError as exc:
+                return type(exc).__name__
+        print(json.dumps({"seen": os.path.exists(log), "unlink": attempt(lambda: os.unlink(log)),
+                          "fifo": attempt(lambda: os.mkfifo(log))}))
+    """)
+    seen = reported(final)
+    # The job folder itself (its log) is not in the sandbox: at most a private empty folder is.
+    assert seen["seen"] is False and seen["unlink"] == "FileNotFoundError"
+    log = Path(final["log_path"])
+    assert log.is_file() and not log.is_symlink()
+    assert final["task_status"] == "COMPLETED" and '"seen": false' in final["log"]
