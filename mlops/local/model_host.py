@@ -4,6 +4,10 @@ A model's inference.py is user code. In the executor's own process one `os._exit
 service and one patched `hmac.compare_digest` would turn authentication off; in a worker process
 of its own it can only end or corrupt that worker, which is then started again (a bounded number
 of times in a row) while the executor answers with the reason.
+
+bubblewrap ends a worker with the thread that started it (--die-with-parent acts per thread): the
+queue's workers and waitress's threads live as long as the executor, and a worker ended early is
+started again at the next request, like one that crashed.
 """
 from __future__ import annotations
 
@@ -164,12 +168,11 @@ class ModelWorker:
 
     def _keep_stderr(self, stream: Any) -> None:
         """Keep the last bytes of what the model wrote to stderr, for failure reasons."""
-        size = 0
         for chunk in iter(lambda: stream.read1(4096), b""):
             self._stderr.append(chunk)
-            size += len(chunk)
-            while size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
-                size -= len(self._stderr.popleft())
+            # Measured each time: a request clears the deque from another thread.
+            while len(self._stderr) > 1 and sum(map(len, self._stderr)) > STDERR_TAIL_BYTES:
+                self._stderr.popleft()
 
     def _stderr_tail(self, separator: str) -> str:
         text = b"".join(self._stderr).decode("utf-8", errors="replace")[-STDERR_TAIL_BYTES:].strip()
