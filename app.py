@@ -94,8 +94,12 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
     config = executor.config
     stop_requested = stop_requested or threading.Event()
     # Bind first: an executor that cannot listen must not have recovered or started any job.
+    # waitress takes the client's address from X-Forwarded-For only when the configured proxy sent it,
+    # and drops the header from everyone else: REMOTE_ADDR is then the address authentication trusts.
+    proxy = ({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
+              "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {})
     server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
-                           ident="executor", clear_untrusted_proxy_headers=True)
+                           ident="executor", clear_untrusted_proxy_headers=True, **proxy)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     logger.info("serving on http://%s:%s (backend %s, %d workers)", config.host, server.effective_port,

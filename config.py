@@ -81,6 +81,29 @@ def _identity(text: str) -> tuple[int, int]:
     return identity
 
 
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an address or CIDR network: {exc}") from None
+        if network.prefixlen == 0:
+            # Trusting every address is the same as having no token at all, without saying so.
+            raise ValueError(f"{item!r} trusts every address; name the backend's networks")
+        networks.append(network)
+    return tuple(networks)
+
+
+def _optional_address(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
 def _path(text: str) -> Path:
     # Absolute from the start: jobs run with their own working folder, where a relative path would
     # point somewhere else.
@@ -112,7 +135,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
-    Setting("api_token", "", _optional_str, "bearer token every route but /health requires", secret=True),
+    Setting("api_token", "", _optional_str,
+            "bearer token every route but /health requires from clients outside the trusted networks",
+            secret=True),
+    Setting("trusted_networks", "", _networks,
+            "comma-separated CIDR networks whose clients need no token (the Essedum backend's hosts)"),
+    Setting("trusted_proxy", "", _optional_address,
+            "address of the reverse proxy whose X-Forwarded-For names the client (default: none)"),
     Setting("local_storage_root", "", _optional_str,
             "where storage:local paths and local datasets resolve (default <data dir>/storage)"),
     Setting("max_body_bytes", "1048576", _positive_int, "largest accepted request body in bytes"),
@@ -142,6 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
             "adapter_instance=profile pairs, comma separated, for per-adapter AWS profiles"),
     Setting("s3_bucket", "", _optional_str, "bucket for datasets, code and model artifacts"),
     Setting("s3_prefix", "essedum-executor", str, "key prefix under the bucket"),
+    Setting("export_buckets", "", str,
+            "comma-separated buckets an export may copy into, besides EXECUTOR_S3_BUCKET"),
     Setting("sagemaker_role_arn", "", _optional_str, "execution role SageMaker jobs run as"),
     Setting("instance_type", "ml.g5.xlarge", str, "default SageMaker training instance type"),
     Setting("training_image", "", _optional_str, "training image URI (default: the AWS PyTorch image)"),
@@ -216,10 +247,11 @@ def _read_secret_file(setting: Setting, path: Path) -> str:
 
 
 def _check(config: Config) -> None:
-    if not config.api_token and not _is_loopback(config.host):
+    if not config.api_token and not config.trusted_networks and not _is_loopback(config.host):
         raise ConfigError(
             f"EXECUTOR_HOST: binding {config.host} exposes the executor beyond this machine; "
-            "set EXECUTOR_API_TOKEN so that every request must authenticate")
+            "set EXECUTOR_API_TOKEN so that every request must authenticate, and/or EXECUTOR_TRUSTED_NETWORKS "
+            "to the networks of the Essedum backend (its job calls carry no token)")
 
 
 def _is_loopback(host: str) -> bool:

@@ -413,13 +413,23 @@ class JobStore:
                 return None
             status = JobStatus(row["status"])
             if status is JobStatus.WAITING:
-                conn.execute("UPDATE jobs SET status = ?, phase = 'Cancelled', finished = ?, updated = ?,"
-                             " cancel_requested = 1, secrets = NULL WHERE id = ? AND status = ?",
-                             (JobStatus.CANCELLED.value, now, now, job_id, JobStatus.WAITING.value))
+                # A job that never ran starts and ends at its cancellation: the Essedum backend needs a
+                # start time for every final status and computes the end as start + duration.
+                conn.execute("UPDATE jobs SET status = ?, phase = 'Cancelled', started = COALESCE(started, ?),"
+                             " finished = ?, updated = ?, cancel_requested = 1, secrets = NULL"
+                             " WHERE id = ? AND status = ?",
+                             (JobStatus.CANCELLED.value, now, now, now, job_id, JobStatus.WAITING.value))
                 self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
             elif status is JobStatus.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
             return status
+
+    def delete_job(self, job_id: str) -> bool:
+        """Delete an ended job (its events and metrics go with it); False when unknown or still active."""
+        with self._write() as conn:
+            return bool(conn.execute("DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                                     (job_id, JobStatus.COMPLETED.value, JobStatus.ERROR.value,
+                                      JobStatus.CANCELLED.value)).rowcount)
 
     def secrets(self, job_id: str) -> bytes | None:
         """Return the encrypted secrets a job still holds."""

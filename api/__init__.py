@@ -1,13 +1,13 @@
 """The HTTP API: blueprints, authentication and error answers."""
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from api.access import is_public
+from api.auth import authenticate
 from db import StoreUnavailable
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
                           NotFound, NotSupported, QuotaExceeded, TooLarge)
@@ -54,17 +54,7 @@ def _add_request_id(response):
 
 
 def _authenticate():
-    token = current_app.config["EXECUTOR"].config.api_token
-    if not token or is_public(current_app.view_functions.get(request.endpoint)):
-        return None
-    header = request.headers.get("Authorization", "")
-    scheme, _, supplied = header.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token.encode()):
-        return None
-    response = jsonify(error="authentication required: send 'Authorization: Bearer <token>'")
-    response.status_code = 401
-    response.headers["WWW-Authenticate"] = 'Bearer realm="executor"'
-    return response
+    return authenticate(is_public(current_app.view_functions.get(request.endpoint)))
 
 
 def status_of(exc: Exception) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from flask import Blueprint, jsonify
 from api import schemas
 from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
-from db import Job
+from db import Job, JobStatus
 from mlops.base import PIPELINE
 from mlops.errors import MalformedRequest, NotFound
 
@@ -30,6 +31,7 @@ def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     environment = body.get("environment") or {}
     request_part = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
                                               "command", "storage")}
+    request_part["storage"] = body["storage"].lower()
     request_part["configs"] = configs
     request_part["environment_keys"] = sorted(environment)
     if isinstance(configs.get("retry_on_restart"), bool):
@@ -103,3 +105,29 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
     return jsonify(executor().backend.output_artifacts(find_job(task_id)))
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    """What asking a job to stop achieved, in the words of the AWS status the backend shows."""
+
+    ended: bool
+    status: str
+    message: str
+
+
+ENDED_STATUS = {JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
+
+
+def stop_job(job_id: str | None) -> StopOutcome:
+    """Stop a job if it is waiting or running; say whether it has ended."""
+    job = executor().store.get(job_id) if job_id else None
+    if job is None:
+        return StopOutcome(True, "Stopped", "no job is running for it")
+    if job.status.is_final:
+        return StopOutcome(True, ENDED_STATUS[job.status], f"it had already ended ({job.status.value})")
+    executor().queue.cancel(job.id)
+    job = executor().store.get(job.id)
+    if job.status.is_final:
+        return StopOutcome(True, ENDED_STATUS[job.status], "it was stopped before it started")
+    return StopOutcome(False, "Stopping", "it is being stopped")

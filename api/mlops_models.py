@@ -12,21 +12,26 @@ import mimetypes
 import re
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, send_file, url_for
 
 from api import model_schemas
 from api.docs import documented
-from api.schemas import json_body, validate
-from api.views import essedum_origin, executor, format_time
+from api.execute import stop_job
+from api.schemas import json_body, validate, without_absent
+from api.views import essedum_origin, executor, format_record_time
 from db import Job, Record
 from mlops.base import ENDPOINT, TRANSFORM
-from mlops.errors import MalformedRequest
+from mlops.errors import MalformedRequest, NotFound
+from mlops.exports import open_no_follow
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
 NAME = re.compile(model_schemas.RESOURCE_NAME)
+# What the backend puts in a path when a record's id is an ARN: it URL-encodes the path, then turns
+# %2F and %3A back into / and : (ICIPDataSetServiceUtilRestAbstract), so the ARN arrives verbatim.
+ARN_PATH = re.compile(r"^(?:arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d{12}:[a-z-]+|local:[a-z_]+)/(?P<name>[^/]+)$")
 ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum adapter (picks the AWS profile)"},
                 "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
@@ -40,23 +45,28 @@ def lifecycle() -> ModelLifecycle:
 
 def record_view(record: Record) -> dict[str, Any]:
     """Return a record in the Essedum shape; rawPayload is a JSON string."""
-    payload, zone = record.payload, executor().config.timezone
+    payload = record.payload
     view = {
-        "sourceID": payload.get("arn") or f"local:{record.type}/{record.name}",
-        "container": payload.get("container"),
+        # What the backend later puts in the path (DELETE /models/<sourceID>): the name, which every
+        # route accepts; the ARN is in rawPayload and arn.
+        "sourceID": record.name,
+        "arn": payload.get("arn"),
+        # The backend's parser reads description, artifacts and container with get(), which throws
+        # on a missing key (ICIPModelAWSServiceSageMaker.parseMLFedModel).
+        "container": payload.get("container") or {},
         "adapter": payload.get("adapter"),
         "rawPayload": json.dumps(payload.get("raw") or {}, default=str),
-        "syncDate": format_time(record.updated, zone),
+        "syncDate": format_record_time(record.updated),
         "description": payload.get("description") or "",
         "project": payload.get("project"),
         "type": record.type,
-        "createdOn": format_time(record.created, zone),
+        "createdOn": format_record_time(record.created),
         "sourceOrg": payload.get("source_org"),
         "name": record.name,
         "id": record.name,
         "sourcename": record.name,
         "status": record.status,
-        "artifacts": payload.get("artifacts"),
+        "artifacts": payload.get("artifacts") or {},
         "deployment": _deployment(record),
     }
     if record.job_id:
@@ -88,14 +98,39 @@ def queue_record_job(kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
     return job, record
 
 
-def _path_name(value: str) -> str:
-    if not NAME.match(value):
-        raise MalformedRequest("id", "must be 1-63 letters, digits and hyphens, starting with a letter or digit")
-    return value
+def path_name(path_id: str) -> str:
+    """Return the name a path id gives: a name as it is, or the name part of an ARN (or local:type/name)."""
+    match = ARN_PATH.match(path_id)
+    name = match.group("name") if match else path_id
+    if not NAME.match(name):
+        raise MalformedRequest("id", "must be a name (1-63 letters, digits and hyphens, starting with a letter or "
+                                     "digit) or its ARN")
+    return name
 
 
-def _found(type: str, name: str) -> Record:
-    return lifecycle().record(type, _path_name(name))
+def find_named(types: tuple[str, ...], path_id: str) -> Record | None:
+    """Return the record a path id names, by name or by ARN, looking in each record type in turn."""
+    name = path_name(path_id)
+    for type in types:
+        found = lifecycle().find(type, name)
+        if found is not None:
+            return found
+    if name == path_id:
+        return None
+    # SageMaker writes names in lower case inside ARNs: MyModel's ARN ends in model/mymodel.
+    for type in types:
+        for record in lifecycle().records(type):
+            if record.payload.get("arn") == path_id or record.name.lower() == name.lower():
+                return record
+    return None
+
+
+def named(type: str, path_id: str) -> Record:
+    """Return the record a path id names, or answer 404."""
+    found = find_named((type,), path_id)
+    if found is None:
+        raise NotFound("id", f"no {type.replace('_', ' ')} named {path_id!r}")
+    return found
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -112,15 +147,23 @@ def list_models():
     return jsonify([record_view(record) for record in lifecycle().records(MODEL)])
 
 
-@blueprint.get("/models/<model_id>")
+@blueprint.get("/models/<path:model_id>")
 def get_model(model_id: str):
-    return jsonify(record_view(_found(MODEL, model_id)))
+    return jsonify(record_view(named(MODEL, model_id)))
 
 
-@blueprint.delete("/models/<model_id>")
+@blueprint.delete("/models/<path:model_id>")
 def delete_model(model_id: str):
-    lifecycle().delete_model(_path_name(model_id), essedum_origin()["adapter"])
-    return jsonify(message=f"model {model_id} deleted", id=model_id, type=MODEL)
+    record = named(MODEL, model_id)
+    lifecycle().delete_model(record.name, essedum_origin()["adapter"])
+    return jsonify(message=f"model {record.name} deleted", id=record.name, type=MODEL)
+
+
+@blueprint.post("/models/<path:model_id>/export")
+@documented(model_schemas.EXPORT, summary="Export a model: a download (local) or a presigned URL or S3 copy "
+                                          "(SageMaker)", query=ORIGIN_QUERY)
+def export_model(model_id: str):
+    return _export(named(MODEL, model_id))
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -133,18 +176,18 @@ def register_endpoint():
     return jsonify(record_view(lifecycle().register_endpoint(body, essedum_origin()))), 201
 
 
-@blueprint.post("/endpoints/<endpoint_id>/deploy_model")
+@blueprint.post("/endpoints/<path:endpoint_id>/deploy_model")
 @documented(model_schemas.DEPLOY, status=202, summary="Create or update an endpoint (a queued job)",
             query=ORIGIN_QUERY)
 def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
-    _path_name(endpoint_id)
+    endpoint_name = path_name(endpoint_id)
     config_name = body.get("EndpointConfigName")
-    if not config_name and lifecycle().find(ENDPOINT_CONFIG, endpoint_id):
-        config_name = endpoint_id
+    if not config_name and lifecycle().find(ENDPOINT_CONFIG, endpoint_name):
+        config_name = endpoint_name
     if not config_name:
         raise MalformedRequest("EndpointConfigName", "is required")
-    deployment = {"EndpointName": body.get("EndpointName") or endpoint_id, "EndpointConfigName": config_name,
+    deployment = {"EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
                   **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
     job, record = queue_record_job(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
@@ -157,42 +200,70 @@ def list_endpoints():
     return jsonify([record_view(record) for record in records])
 
 
-@blueprint.get("/endpoints/<endpoint_id>")
+def _endpoint_or_config(endpoint_id: str) -> Record:
+    found = find_named((ENDPOINT_RECORD, ENDPOINT_CONFIG), endpoint_id)
+    if found is None:
+        raise NotFound("id", f"no endpoint or endpoint configuration named {endpoint_id!r}")
+    return found
+
+
+@blueprint.get("/endpoints/<path:endpoint_id>")
 def get_endpoint(endpoint_id: str):
-    _path_name(endpoint_id)
-    record = lifecycle().find(ENDPOINT_RECORD, endpoint_id) or lifecycle().record(ENDPOINT_CONFIG, endpoint_id)
-    return jsonify(record_view(record))
+    return jsonify(record_view(_endpoint_or_config(endpoint_id)))
 
 
-@blueprint.delete("/endpoints/<endpoint_id>")
-@blueprint.route("/endpoints/<endpoint_id>/delete", methods=["GET", "POST", "DELETE"])
+@blueprint.delete("/endpoints/<path:endpoint_id>")
+@blueprint.route("/endpoints/<path:endpoint_id>/delete", methods=["GET", "POST", "DELETE"])
 def delete_endpoint(endpoint_id: str):
-    _path_name(endpoint_id)
+    record = _endpoint_or_config(endpoint_id)
     adapter = essedum_origin()["adapter"]
-    if lifecycle().find(ENDPOINT_RECORD, endpoint_id):
-        lifecycle().delete_endpoint(endpoint_id, adapter)
-        return jsonify(message=f"endpoint {endpoint_id} deleted", id=endpoint_id, type=ENDPOINT_RECORD)
-    lifecycle().delete_endpoint_config(endpoint_id, adapter)
-    return jsonify(message=f"endpoint configuration {endpoint_id} deleted", id=endpoint_id, type=ENDPOINT_CONFIG)
+    if record.type == ENDPOINT_RECORD:
+        lifecycle().delete_endpoint(record.name, adapter)
+        return jsonify(message=f"endpoint {record.name} deleted", id=record.name, type=ENDPOINT_RECORD)
+    lifecycle().delete_endpoint_config(record.name, adapter)
+    return jsonify(message=f"endpoint configuration {record.name} deleted", id=record.name, type=ENDPOINT_CONFIG)
 
 
-@blueprint.post("/endpoints/<endpoint_id>/infer")
+@blueprint.post("/endpoints/<path:endpoint_id>/undeploy_models")
+@documented(summary="Take the endpoint down; its configuration and models stay", query=ORIGIN_QUERY)
+def undeploy_models(endpoint_id: str):
+    record = named(ENDPOINT_RECORD, endpoint_id)
+    undeployed = lifecycle().undeploy_endpoint(record.name, essedum_origin()["adapter"])
+    return jsonify({**record_view(undeployed), "message": f"endpoint {record.name} taken down; configuration "
+                                                          f"{undeployed.payload.get('endpoint_config')} and its "
+                                                          "models are kept"})
+
+
+@blueprint.post("/endpoints/<path:endpoint_id>/infer")
 @documented(summary="Predict: a JSON or CSV body, images (multipart), or {\"S3Uri\": \"s3://...\"}",
             query=ORIGIN_QUERY)
 def infer(endpoint_id: str):
-    _path_name(endpoint_id)
+    name = path_name(endpoint_id)
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
     adapter = essedum_origin()["adapter"]
     body, content_type = _inference_payload(adapter)
-    accept = request.headers.get("Accept")
-    accept = None if not accept or accept.strip() == "*/*" else accept
-    answer, answer_type = lifecycle().invoke(endpoint_id, body, content_type, accept, adapter)
+    # One media type for the model: a browser's list (the backend forwards the UI's
+    # "application/json, text/plain, */*") becomes its first choice.
+    best = request.accept_mimetypes.best
+    accept = None if best in (None, "*/*") else best
+    answer, answer_type = lifecycle().invoke(name, body, content_type, accept, adapter)
     if answer_type.split(";", 1)[0].strip().lower().endswith("json"):
         try:
             return jsonify(json.loads(answer))
         except ValueError:
             pass
     return jsonify(predictions=answer.decode("utf-8", errors="replace"), contentType=answer_type)
+
+
+@blueprint.post("/endpoints/<path:endpoint_id>/explain")
+@documented(summary="Explain a prediction: per-class probabilities and an occlusion saliency map (local), or "
+                    "SageMaker Clarify's explanations", query=ORIGIN_QUERY)
+def explain(endpoint_id: str):
+    name = path_name(endpoint_id)
+    request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
+    adapter = essedum_origin()["adapter"]
+    body, content_type = _inference_payload(adapter)
+    return jsonify(lifecycle().explain(name, body, content_type, adapter))
 
 
 def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
@@ -246,27 +317,54 @@ def list_transforms():
     return jsonify([record_view(record) for record in lifecycle().records(TRANSFORM_RECORD)])
 
 
-@blueprint.route("/pipelines/inference/<transform_id>/get", methods=["GET", "POST"])
+@blueprint.route("/pipelines/inference/<path:transform_id>/get", methods=["GET", "POST"])
 def get_transform(transform_id: str):
-    return jsonify(record_view(_found(TRANSFORM_RECORD, transform_id)))
+    return jsonify(record_view(named(TRANSFORM_RECORD, transform_id)))
+
+
+@blueprint.route("/pipelines/inference/<path:transform_id>/cancel", methods=["GET", "POST"])
+def cancel_transform(transform_id: str):
+    record = named(TRANSFORM_RECORD, transform_id)
+    outcome = stop_job(record.job_id)
+    return jsonify(message=outcome.message, job_name=record.name, jobId=record.job_id, status=outcome.status)
+
+
+@blueprint.delete("/pipelines/inference/<path:transform_id>")
+def delete_transform(transform_id: str):
+    record = named(TRANSFORM_RECORD, transform_id)
+    outcome = stop_job(record.job_id)
+    if not outcome.ended:
+        return jsonify(message=f"transform job {record.name} is stopping; delete it again once it has stopped",
+                       id=record.name, type=TRANSFORM_RECORD, status=outcome.status, deleted=False), 202
+    executor().store.delete_record(record.id)
+    return jsonify(message=f"transform job {record.name} deleted", id=record.name, type=TRANSFORM_RECORD,
+                   deleted=True)
 
 
 # -- datasets ----------------------------------------------------------------------------------
 
 @blueprint.post("/datasets")
-@documented(model_schemas.DATASET_FORM, status=201, summary="Upload a dataset file (multipart: file, Bucket, Key)",
-            query=ORIGIN_QUERY)
+@documented(model_schemas.DATASET_FORM, status=201,
+            summary="Add a dataset: multipart (file, and optionally Bucket, Key) or JSON {Bucket, Key, "
+                    "local_dataset_path} naming a file in the storage root", query=ORIGIN_QUERY)
 def upload_dataset():
-    # Only this route takes large bodies; every other keeps the app's small JSON limit.
+    if request.mimetype == "application/json":
+        body = json_body(model_schemas.DATASET_JSON)
+        record = lifecycle().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
+                                            essedum_origin(), body.get("Description", ""))
+        return jsonify(record_view(record)), 201
+    # Only an upload takes large bodies; everything else keeps the app's small JSON limit.
     request.max_content_length = executor().config.max_upload_bytes + FORM_OVERHEAD_BYTES
     if request.mimetype != "multipart/form-data":
-        raise MalformedRequest("file", "send multipart/form-data with a 'file' part and Bucket, Key fields")
-    form = {key: request.form[key] for key in request.form}
+        raise MalformedRequest("file", "send multipart/form-data with a 'file' part (and optionally Bucket, Key), "
+                                       "or JSON {Bucket, Key, local_dataset_path}")
+    form = without_absent({key: request.form[key] for key in request.form}, model_schemas.DATASET_FORM)
     validate(form, model_schemas.DATASET_FORM)
     upload = request.files.get("file")
     if upload is None:
         raise MalformedRequest("file", "is required")
-    record = lifecycle().upload_dataset(form.get("Bucket"), form["Key"], upload.stream, upload.filename,
+    # The backend's file proxy sends only the file: its name is then the key.
+    record = lifecycle().upload_dataset(form.get("Bucket"), form.get("Key", ""), upload.stream, upload.filename,
                                         essedum_origin(), form.get("Description", ""))
     return jsonify(record_view(record)), 201
 
@@ -274,6 +372,13 @@ def upload_dataset():
 @blueprint.get("/datasets/list")
 def list_datasets():
     return jsonify([record_view(record) for record in lifecycle().records(DATASET)])
+
+
+@blueprint.post("/datasets/<path:dataset_id>/export")
+@documented(model_schemas.EXPORT, summary="Export a dataset: a download (local) or a presigned URL or S3 copy "
+                                          "(SageMaker)", query=ORIGIN_QUERY)
+def export_dataset(dataset_id: str):
+    return _export(lifecycle().record(DATASET, dataset_id))
 
 
 @blueprint.get("/datasets/<path:dataset_id>")
@@ -285,3 +390,24 @@ def get_dataset(dataset_id: str):
 def delete_dataset(dataset_id: str):
     lifecycle().delete_dataset(dataset_id, essedum_origin()["adapter"])
     return jsonify(message=f"dataset {dataset_id} deleted", id=dataset_id, type=DATASET)
+
+
+# -- exports -----------------------------------------------------------------------------------
+
+def _export(record: Record):
+    body = json_body(model_schemas.EXPORT) if request.get_data(cache=True).strip() else {}
+    answer = lifecycle().export(record, body, essedum_origin()["adapter"])
+    if answer.get("format") == "file":
+        answer["download"] = url_for("mlops_models.download_export", type=record.type, name=record.name)
+    return jsonify(answer)
+
+
+@blueprint.get("/exports/<any(model, dataset):type>/<path:name>")
+def download_export(type: str, name: str):
+    """Stream an exported file, with its size and SHA-256 in the headers."""
+    export = lifecycle().export_file(lifecycle().record(type, name))
+    response = send_file(open_no_follow(export.path), mimetype="application/octet-stream", as_attachment=True,
+                         download_name=export.filename, conditional=False, etag=export.sha256)
+    response.headers["Content-Length"] = str(export.size)
+    response.headers["X-Content-SHA256"] = export.sha256
+    return response

@@ -15,12 +15,12 @@ from flask import Blueprint, jsonify, url_for
 
 from api import schemas
 from api.docs import documented
-from api.execute import submit_pipeline
-from api.views import essedum_origin, executor, format_time
+from api.execute import stop_job, submit_pipeline
+from api.views import essedum_origin, executor, format_record_time
 from db import Job, JobStatus
 from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
-from mlops.errors import InvalidRequest, MalformedRequest, NotFound
+from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.shapes import tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
@@ -28,6 +28,7 @@ blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 cloud_blueprint = Blueprint("cloudconnect", __name__)
 
 TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
+TRAINING_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d{12}:(?:training|automl)-job/(?P<name>[^/]+)$")
 # What the Essedum record's status carries when AWS has not (yet) described the job.
 STATUS_WITHOUT_AWS = {JobStatus.WAITING: "Pending", JobStatus.RUNNING: "InProgress",
                       JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
@@ -97,7 +98,7 @@ def train():
     body = schemas.json_body(TRAIN)
     backend = executor().backend
     if AUTOML not in backend.kinds:
-        raise InvalidRequest("", f"the {backend.name} backend does not run AutoML jobs")
+        raise NotSupported("", f"the {backend.name} backend does not run AutoML jobs")
     columns = backend.csv_columns(body["inputs"])
     target = body["target_attribute_name"]
     if target not in columns:
@@ -141,14 +142,14 @@ def list_jobs():
     return jsonify([job_record(job) for job in jobs])
 
 
-@blueprint.get("/pipelines/training/<job_id>/get")
+@blueprint.get("/pipelines/training/<path:job_id>/get")
 def get_job(job_id: str):
     job = find_training_job(job_id)
     described = executor().backend.describe(job) if not job.status.is_final else None
     return jsonify(job_record(job, described))
 
 
-@blueprint.get("/pipelines/training/<job_id>/cancel")
+@blueprint.get("/pipelines/training/<path:job_id>/cancel")
 def cancel_job(job_id: str):
     job = find_training_job(job_id)
     outcome = executor().queue.cancel(job.id)
@@ -163,6 +164,19 @@ def cancel_job(job_id: str):
                    job_id=job.id, status=status)
 
 
+@blueprint.delete("/projects_pipelines/<path:job_id>/delete")
+def delete_job(job_id: str):
+    """Stop a training job if it runs, then forget it; one that is still stopping is kept (202)."""
+    job = find_training_job(job_id)
+    outcome = stop_job(job.id)
+    name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
+    if not outcome.ended or not executor().store.delete_job(job.id):
+        return jsonify(message=f"training job {name} is stopping; delete it again once it has stopped",
+                       job_name=name, job_id=job.id, status="Stopping", deleted=False), 202
+    return jsonify(message=f"training job {name} deleted ({outcome.message})", job_name=name, job_id=job.id,
+                   status=outcome.status, deleted=True)
+
+
 @cloud_blueprint.post("/cloudconnect")
 def cloudconnect():
     """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""
@@ -171,8 +185,17 @@ def cloudconnect():
 
 
 def find_training_job(job_id: str) -> Job:
-    """Find a training, AutoML or custom-script job by executor id or by its SageMaker job name."""
+    """Find a training, AutoML or custom-script job by executor id, SageMaker job name or its ARN."""
     store = executor().store
+    arn = TRAINING_ARN.match(job_id)
+    if arn:
+        # SageMaker lowercases the name inside the ARN.
+        job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
+                    if job_id in (candidate.details.get("sagemaker_job_arn"), candidate.details.get("automl_job_arn"))
+                    or (candidate.external_id or "").lower() == arn.group("name")), None)
+        if job is None:
+            raise NotFound("id", f"no training job {job_id}")
+        return job
     try:
         job = store.get(str(uuid.UUID(job_id)))
     except ValueError:
@@ -193,28 +216,31 @@ def _aws_status(job: Job, described: dict[str, Any] | None) -> str:
 
 def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return a job as an Essedum MLOps record; with AWS's live description when given."""
-    zone, details = executor().config.timezone, job.details
+    details = job.details
     origin = job.request.get("origin") or {}
     kind = "custom_script" if job.kind == PIPELINE else job.kind
     raw = described or {key: details.get(key) for key in (
         "sagemaker_status", "secondary_status", "final_metrics", "training_seconds", "billable_seconds",
         "instance_type", "instance_count", "estimated_cost_usd", "cost_note", "best_candidate") if key in details}
+    name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
     record = {
-        "sourceID": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
-        "container": details.get("image_uri"),
+        # An id the /pipelines/training/<id>/... routes accept (they take the ARN too).
+        "sourceID": job.external_id or job.id,
+        "arn": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
+        "container": details.get("image_uri") or {},
         "adapter": origin.get("adapter"),
         "rawPayload": json.dumps(raw, default=str),
-        "syncDate": format_time(job.updated, zone),
+        "syncDate": format_record_time(job.updated),
         "description": job.request.get("name") or job.request.get("target_attribute_name") or "",
         "project": origin.get("project") or job.request.get("project_id"),
         "type": kind,
-        "createdOn": format_time(job.submitted, zone),
+        "createdOn": format_record_time(job.submitted),
         "sourceOrg": None,
-        "name": job.external_id or job.request.get("job_name") or job.request.get("name"),
+        "name": name,
         "id": job.id,
-        "sourcename": job.external_id,
+        "sourcename": job.external_id or name,
         "status": _aws_status(job, described),
-        "artifacts": job.artifacts,
+        "artifacts": job.artifacts or {},
         "deployment": None,
         "jobId": job.id,
         "jobStatus": _aws_status(job, described),

@@ -5,7 +5,7 @@ model, so a bad name is a 4xx from us instead of a ValidationException from AWS.
 """
 from __future__ import annotations
 
-from api.schemas import ENV_NAME, NO_NUL, TAGS, text
+from api.schemas import ENV_NAME, NO_NUL, TAGS, ZERO_IS_ABSENT, text
 
 # ModelName, EndpointName, EndpointConfigName, TransformJobName and VariantName share this rule.
 RESOURCE_NAME = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
@@ -70,7 +70,8 @@ ENDPOINT_CONFIG = {
         "ExecutionRoleArn": text(2048, pattern=ROLE_ARN),
         "ModelName": name("the model the endpoint serves"),
         "VariantName": name("production variant name (default AllTraffic)"),
-        "InitialInstanceCount": {"type": "integer", "minimum": 1, "maximum": 100},
+        "InitialInstanceCount": {"type": "integer", "minimum": 1, "maximum": 100, ZERO_IS_ABSENT: True,
+                                 "description": "default 1; 0 (what the backend sends when unset) means 1"},
         "InstanceType": text(64, pattern=INSTANCE_TYPE),
         "EndpointConfigName": name("endpoint configuration name"),
         "PrimaryContainer": CONTAINER,
@@ -159,16 +160,42 @@ TRANSFORM = {
     },
 }
 
-# The dataset upload is multipart: these are its form fields (the file itself is `file`).
+# The dataset upload is multipart: these are its form fields (the file itself is `file`). The
+# backend's file proxy sends the file alone; its name is then the key.
 DATASET_FORM = {
     "title": "DatasetUpload",
     "type": "object",
     "additionalProperties": False,
-    "required": ["Key"],
     "properties": {
         "Bucket": text(63, pattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
                        description="S3 bucket (default: the executor's bucket); locally a folder name"),
-        "Key": text(1024, description="object key; locally the relative path under datasets/<Bucket>/"),
+        "Key": text(1024, description="object key (default: the file's name); locally the relative path under "
+                                      "datasets/<Bucket>/"),
         "Description": {"type": "string", "maxLength": 1024},
+    },
+}
+
+DATASET_JSON = {
+    "title": "DatasetFromStorage",
+    "description": "Add a file of the executor's storage root as a dataset (the backend's JSON shape).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["local_dataset_path"],
+    "properties": {
+        **DATASET_FORM["properties"],
+        "local_dataset_path": text(1024, description="a file inside the storage root"),
+    },
+}
+
+EXPORT = {
+    "title": "Export",
+    "description": "Where an export goes: by default a download (local) or a presigned URL (SageMaker).",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "S3Uri": text(1024, pattern=S3_URI, description="SageMaker: copy the object(s) under this s3:// prefix, "
+                                                        "in EXECUTOR_S3_BUCKET or EXECUTOR_EXPORT_BUCKETS"),
+        "ExpiresIn": {"type": "integer", "minimum": 1, "maximum": 604800,
+                      "description": "seconds a presigned URL stays valid (default 3600)"},
     },
 }

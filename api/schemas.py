@@ -20,6 +20,21 @@ def text(max_length: int = 255, **extra: Any) -> dict[str, Any]:
 
 
 ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+# The Essedum backend sends its users' secret names as environment names: any text a process
+# environment can hold, so anything without '=' or NUL.
+ANY_ENV_NAME = "^[^=\\u0000]+$"
+# name, version and project_id become storage keys and the published log path.
+PATH_SAFE = "^(?!.*\\.\\.)[^/\\\\\\u0000-\\u001f\\u007f]+$"
+# `storage` comes from a free-text datasource field (Local, S3, MINIO); JSON Schema has no
+# case-insensitive enum, and ECMA patterns no inline flags.
+STORAGE_ANY_CASE = "^([Ll][Oo][Cc][Aa][Ll]|[Mm][Ii][Nn][Ii][Oo]|[Ss]3)$"
+# Marks an integer field the backend fills with optInt, whose 0 means "not given" (an OpenAPI extension).
+ZERO_IS_ABSENT = "x-zero-is-absent"
+PATTERN_MESSAGES = {
+    PATH_SAFE: "must not contain '/', '\\', '..' or control characters (it becomes a storage key and a path)",
+    STORAGE_ANY_CASE: "must be local, minio or s3 (any case)",
+    ANY_ENV_NAME: "must not be empty or contain '=' or NUL",
+}
 
 EXECUTE = {
     "title": "Pipeline",
@@ -30,23 +45,25 @@ EXECUTE = {
                  "storage"],
     "properties": {
         "bucket": text(255, description="bucket holding the input artifacts"),
-        "project_id": text(255, description="Essedum project"),
-        "name": text(255, description="pipeline name"),
-        "version": text(64, description="pipeline version"),
+        "project_id": text(255, pattern=PATH_SAFE, description="Essedum project"),
+        "name": text(255, pattern=PATH_SAFE, description="pipeline name"),
+        "version": text(64, pattern=PATH_SAFE, description="pipeline version"),
         "credentials": {
             "type": "object",
-            "description": "storage credentials; never stored in plain text, logged or echoed",
+            "description": "storage credentials; never stored in plain text, logged or echoed. The backend "
+                           "sends empty strings for local storage; s3 and minio need them",
             "additionalProperties": False,
             "required": ["endpoint", "access_key", "secret_key"],
-            "properties": {"endpoint": text(1024), "access_key": text(1024), "secret_key": text(1024)},
+            "properties": {key: {"type": "string", "maxLength": 1024, "pattern": NO_NUL}
+                           for key in ("endpoint", "access_key", "secret_key")},
         },
         "input_artifacts": text(1024, description="key prefix (or storage-root path) of the pipeline's files"),
         "command": text(4096, description="e.g. 'python pipe1.py --epochs 3'; the script is one of the files"),
-        "storage": {"type": "string", "enum": ["local", "minio", "s3"]},
+        "storage": {"type": "string", "pattern": STORAGE_ANY_CASE, "description": "local, minio or s3, any case"},
         "configs": {"type": "object", "maxProperties": 100, "description": "run settings (instance_type, role, ...)"},
         "environment": {
             "type": "object", "maxProperties": 100,
-            "propertyNames": {"pattern": ENV_NAME, "maxLength": 512},
+            "propertyNames": {"pattern": ANY_ENV_NAME, "maxLength": 512},
             "additionalProperties": {"type": "string", "maxLength": 32768, "pattern": NO_NUL},
             "description": "environment variables for the script; treated as secrets",
         },
@@ -97,7 +114,7 @@ _STRUCTURAL = frozenset({"required", "additionalProperties", "type", "oneOf", "p
 
 
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """Parse the request body as JSON and validate it; raise InvalidRequest naming the field."""
+    """Parse the request body as JSON, drop absent-valued optional fields, validate; raise InvalidRequest."""
     raw = request.get_data(cache=True)
     if not raw:
         raise MalformedRequest("body", "a JSON object is required")
@@ -114,8 +131,38 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise MalformedRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)") from None
+    body = without_absent(body, schema)
     validate(body, schema)
     return body
+
+
+def without_absent(value: Any, schema: dict[str, Any]) -> Any:
+    """Drop the optional fields that hold what the Essedum backend sends for "not given".
+
+    Its bodies are built with org.json's optString and optInt, which turn a field the user left
+    empty into "" and 0 (ICIPModelAWSServiceSageMaker.getBodyObjForEndpointsRegister always sends
+    PrimaryContainer {"Image": "", "ModelDataUrl": ""}). A 0 counts as absent only in the fields the
+    backend fills with optInt, marked with ZERO_IS_ABSENT.
+    """
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [without_absent(item, schema["items"]) for item in value]
+    properties = schema.get("properties")
+    if not isinstance(value, dict) or not isinstance(properties, dict):
+        return value
+    required = set(schema.get("required", ()))
+    kept = {}
+    for key, item in value.items():
+        field = properties.get(key)
+        if key not in required and isinstance(field, dict) and _is_absent(item, field):
+            continue
+        kept[key] = without_absent(item, field) if isinstance(field, dict) else item
+    return kept
+
+
+def _is_absent(value: Any, field: dict[str, Any]) -> bool:
+    if value == "" and isinstance(value, str):
+        return True
+    return value == 0 and type(value) is int and bool(field.get(ZERO_IS_ABSENT))
 
 
 def validate(body: Any, schema: dict[str, Any]) -> None:
@@ -156,6 +203,8 @@ def _invalid(error: ValidationError) -> InvalidRequest:
         return invalid(path or "body", "must not be empty")
     if error.validator == "pattern" and error.validator_value == NO_NUL:
         return invalid(path or "body", "must not contain NUL bytes")
+    if error.validator == "pattern" and error.validator_value in PATTERN_MESSAGES:
+        return invalid(path or "body", PATTERN_MESSAGES[error.validator_value])
     if error.validator == "type":
         return invalid(path or "body", f"must be of type {error.validator_value}")
     if error.validator == "maxLength":

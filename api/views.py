@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from flask import current_app, request
@@ -39,25 +39,41 @@ def format_time(epoch: float | None, zone: tzinfo | None) -> str | None:
     return moment.isoformat(sep=" ", timespec="microseconds")
 
 
-def elapsed_seconds(job: Job) -> float | None:
-    """Return seconds from submission to the end, once the job has ended."""
-    if job.finished is None or not job.status.is_final:
+def format_record_time(epoch: float | None) -> str | None:
+    """Format a record time as the backend's SageMaker adapter parses it: 'yyyy-MM-dd HH-mm-ss', UTC.
+
+    ICIPModelAWSServiceSageMaker reads createdOn and syncDate with SimpleDateFormat("yyyy-MM-dd HH-mm-ss").
+    """
+    if epoch is None:
         return None
-    return round(job.finished - job.submitted, 6)
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H-%M-%S")
+
+
+def run_times(job: Job) -> tuple[float | None, float | None, float | None]:
+    """Return (started, finished, seconds from started to finished) as the Essedum backend reads them.
+
+    The backend (ICIPRemoteLoggerService) stores `started + timestamp` as the finish time, and reads
+    all three for every final status; a final job without a start time started when it ended.
+    """
+    if job.finished is None or not job.status.is_final:
+        return job.started, None, None
+    started = job.finished if job.started is None else job.started
+    return started, job.finished, round(job.finished - started, 6)
 
 
 def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
     """Return the body of GET /execute/<id>/getStatus."""
+    started, finished, seconds = run_times(job)
     return {
         "task_id": job.id,
         "pid": job.pid or job.external_id,
         "task_status": job.status.value,
         "log_path": executor().backend.log_location(job),
         "submitted": format_time(job.submitted, zone),
-        "started": format_time(job.started, zone),
-        "finished": format_time(job.finished, zone),
+        "started": format_time(started, zone),
+        "finished": format_time(finished, zone),
         "output_dir": job.output_dir,
-        "timestamp": elapsed_seconds(job),
+        "timestamp": seconds,
         "phase": job.phase,
         "failure_reason": job.failure_reason,
     }
@@ -65,8 +81,9 @@ def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
 
 def essedum_list_entry(job: Job, zone: tzinfo | None) -> dict[str, Any]:
     """Return one entry of GET /execute."""
+    started, finished, _ = run_times(job)
     return {"id": job.id, "status": job.status.value, "submitted": format_time(job.submitted, zone),
-            "started": format_time(job.started, zone), "finished": format_time(job.finished, zone),
+            "started": format_time(started, zone), "finished": format_time(finished, zone),
             "pid": job.pid or job.external_id, "logpath": executor().backend.log_location(job)}
 
 
@@ -74,6 +91,7 @@ def job_status(job: Job, store: JobStore, zone: tzinfo | None) -> dict[str, Any]
     """Return the body of GET /status/<id>: status, phase, progress, metrics, failure and artifacts."""
     progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
     progress.update(job.progress)
+    started, finished, seconds = run_times(job)
     return {
         "job_id": job.id,
         "kind": job.kind,
@@ -88,8 +106,8 @@ def job_status(job: Job, store: JobStore, zone: tzinfo | None) -> dict[str, Any]
         "external_id": job.external_id,
         "details": job.details,
         "submitted": format_time(job.submitted, zone),
-        "started": format_time(job.started, zone),
-        "finished": format_time(job.finished, zone),
-        "timestamp": elapsed_seconds(job),
+        "started": format_time(started, zone),
+        "finished": format_time(finished, zone),
+        "timestamp": seconds,
         "attempts": job.attempts,
     }

@@ -21,7 +21,8 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
-from mlops.staging import S3_URI
+from mlops.exports import Export, open_no_follow
+from mlops.staging import S3_URI, resolve_storage_path
 
 # Record types of the `records` table.
 MODEL = "model"
@@ -32,6 +33,8 @@ DATASET = "dataset"
 
 IN_SERVICE = "InService"
 FAILED = "Failed"
+# An endpoint taken down with its configuration and models kept; Essedum's word for it.
+UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)
 # SageMaker's real-time payload limit; an S3 object sent to an endpoint may not be larger.
 MAX_INVOKE_BYTES = 6 * 1024 * 1024
@@ -200,6 +203,22 @@ class ModelLifecycle(ABC):
         """Send a payload to an endpoint in service; return the answer and its content type."""
 
     @abstractmethod
+    def take_down(self, record: Record, adapter: str | None) -> None:
+        """Stop serving an endpoint on the platform (its configuration and models stay)."""
+
+    @abstractmethod
+    def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
+        """Explain an endpoint's prediction for one request, or raise NotSupported saying why not."""
+
+    @abstractmethod
+    def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
+        """Export a model or dataset: say where and how its bytes can be fetched."""
+
+    @abstractmethod
+    def export_file(self, record: Record) -> Export:
+        """Return the file a download of a model or dataset sends, or raise NotSupported."""
+
+    @abstractmethod
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Store an uploaded dataset file and return its record."""
@@ -233,6 +252,29 @@ class ModelLifecycle(ABC):
 
     def close(self) -> None:
         """Release what the lifecycle holds."""
+
+    # -- endpoints and datasets: the shared steps -------------------------------------------------
+
+    def undeploy_endpoint(self, name: str, adapter: str | None = None) -> Record:
+        """Take an endpoint down and keep its configuration and models; deploy_model brings it back."""
+        record = self.record(ENDPOINT_RECORD, name)
+        self.check_endpoint_deletable(record)
+        if record.payload.get("exists", True):
+            self.take_down(record, adapter)
+        return self.update(record, UNDEPLOYED, exists=False, target_config=None)
+
+    def import_dataset(self, bucket: str | None, key: str | None, local_path: str, origin: dict[str, Any],
+                       description: str = "") -> Record:
+        """Add a file of the storage root as a dataset, as if it had been uploaded."""
+        path = resolve_storage_path(self.config.storage_root, local_path, "local_dataset_path")
+        try:
+            handle = open_no_follow(path)
+        except FileNotFoundError:
+            raise NotFound("local_dataset_path", f"no file {local_path!r} in the storage root") from None
+        except OSError:
+            raise InvalidRequest("local_dataset_path", f"{local_path!r} is not a plain file") from None
+        with handle:
+            return self.upload_dataset(bucket, key or "", handle, path.name, origin, description)
 
     # -- shared helpers --------------------------------------------------------------------------
 

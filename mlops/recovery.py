@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from db import Job
 from mlops.base import Backend
 
-# A job that keeps being interrupted (a crash loop, a machine that reboots under it) stops here.
-MAX_ATTEMPTS = 3
+# A job survives a few restarts in a row (an upgrade, a host reboot, an operator's kill -9) but not a
+# crash loop: the job that brings the executor down each time it starts stops here.
+MAX_ATTEMPTS = 5
 RESTART_REASON = "executor restarted while the job was running"
 STOP_REASON = "executor stopped while the job was running"
 HOW_TO_RETRY = ("submit it again, or ask for a requeue with retry_on_restart in the request (or "

@@ -99,3 +99,17 @@ def test_no_module_of_the_project_imports_itself_through_others():
     modules = project_modules()
     graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
     assert find_circle(graph) is None, " -> ".join(find_circle(graph) or [])
+
+
+def test_only_the_aws_adapter_imports_boto3_or_botocore():
+    # dataset_upload.py drives S3's managed transfers for the seeds' service in aws.py (importing the
+    # adapter back would make a circle); validation.py reads botocore's SageMaker model as data, no call.
+    allowed = {"mlops.aws", "mlops.sagemaker.dataset_upload", "mlops.sagemaker.validation"}
+    importers = set()
+    for name, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(module.split(".")[0] in ("boto3", "botocore") for module in names):
+                importers.add(name)
+    assert importers <= allowed, sorted(importers - allowed)

@@ -145,7 +145,8 @@ def test_a_finished_training_job_is_registered_with_the_pytorch_inference_image(
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     assert described["ExecutionRoleArn"] == ROLE
-    assert record["sourceID"] == described["ModelArn"] and record["sourceOrg"] == "AWS SageMaker"
+    assert record["sourceID"] == "digits" and record["arn"] == described["ModelArn"]
+    assert record["sourceOrg"] == "AWS SageMaker"
     assert json.loads(record["rawPayload"])["ModelName"] == "digits"
     assert harness.call("POST", "/models/register", {"ModelName": "digits", "TrainingJobId": job_id})[0] == 409
 
@@ -192,7 +193,7 @@ def test_an_endpoint_is_created_by_a_queued_job_that_the_monitor_ends(harness: H
     assert harness.job(deployed["jobId"]).status is JobStatus.COMPLETED
     status, record = harness.call("GET", "/endpoints/digits")
     assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "digits-v1"
-    assert record["sourceID"].endswith(":endpoint/digits")
+    assert record["sourceID"] == "digits" and record["arn"].endswith(":endpoint/digits")
 
 
 def test_infer_sends_json_csv_and_s3_objects_and_returns_the_endpoint_answer(harness: Harness) -> None:
@@ -372,3 +373,17 @@ def test_datasets_are_put_in_s3_and_deleted_from_it(harness: Harness) -> None:
 
     assert harness.call("DELETE", f"/datasets/{BUCKET}/datasets/iris.csv")[0] == 200
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_a_transform_is_checked_once_at_submission(harness: Harness) -> None:
+    # A model SageMaker has but the executor never recorded: only a DescribeModel can find it.
+    harness.sagemaker.create_model(ModelName="outside", ExecutionRoleArn=ROLE, PrimaryContainer=model_container())
+    before = harness.clients.counter.total("sagemaker", "DescribeModel")
+
+    status, record = harness.call("POST", "/pipelines/inference", {
+        "TransformJobName": "outside-batch", "ModelName": "outside",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": f"s3://{BUCKET}/batch/"}}},
+        "TransformResources": {"InstanceType": "ml.m5.large"}})
+
+    assert status == 202, record
+    assert harness.clients.counter.total("sagemaker", "DescribeModel") - before == 1

@@ -90,12 +90,24 @@ def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp
     assert SECRET not in json.dumps(checked)
 
 
-@pytest.mark.parametrize("command", ["python pipe1.py positional", "python pipe1.py --flag",
-                                     "python pipe1.py --x 1 --x 2", "python pipe1.py --sagemaker_program evil.py"])
-def test_a_pipeline_command_that_is_not_name_value_pairs_is_refused(backend, tmp_path, command):
+@pytest.mark.parametrize("command, argv", [
+    ("python pipe1.py positional", ["pipe1.py", "positional"]),
+    ("python pipe1.py --flag", ["pipe1.py", "--flag"]),
+    ("python pipe1.py --x 1 --x 2", ["pipe1.py", "--x", "1", "--x", "2"]),
+    # What the Essedum backend appends to a scheduled run (ICIPRemoteExecutorJob).
+    ('python pipe1.py  "Last_Execution_Time":"-1"', ["pipe1.py", "Last_Execution_Time:-1"]),
+])
+def test_a_command_that_is_not_name_value_pairs_runs_through_the_launcher(backend, tmp_path, command, argv):
+    write_pipeline(tmp_path)
+    checked = backend.check("pipeline", {**pipeline_request(), "command": command}, {})
+    assert checked["sagemaker"]["entry_point"] == "essedum_launch.py"
+    assert json.loads(checked["sagemaker"]["hyperparameters"]["essedum-argv"]) == argv
+
+
+def test_a_reserved_hyperparameter_in_the_command_is_refused(backend, tmp_path):
     write_pipeline(tmp_path)
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("pipeline", {**pipeline_request(), "command": command}, {})
+        backend.check("pipeline", {**pipeline_request(), "command": "python pipe1.py --sagemaker_program evil.py"}, {})
     assert raised.value.field == "command"
 
 

@@ -162,7 +162,8 @@ def test_list_and_get_answer_essedum_records(app, http):
     assert record["status"] == "Pending" and isinstance(json.loads(record["rawPayload"]), dict)
     work(app)
     got = http.get(f"/api/service/v1/pipelines/training/{job_id}/get").json
-    assert got["sourceID"].endswith(":automl-job/churn-automl-1") and got["jobStatus"] == "InProgress"
+    assert got["sourceID"] == "churn-automl-1" and got["arn"].endswith(":automl-job/churn-automl-1")
+    assert got["jobStatus"] == "InProgress"
     assert json.loads(got["rawPayload"])["AutoMLJobName"] == "churn-automl-1"
 
 

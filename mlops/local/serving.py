@@ -22,11 +22,13 @@ from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
-from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, TooLarge
+from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
+                          NotSupported, TooLarge)
+from mlops.exports import Export, file_export, folder_export
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
-from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
-                                   TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
-                                   production_variant, public_request)
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
+                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
+                           model_body, production_variant, public_request)
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, resolve_storage_path
 
@@ -129,11 +131,36 @@ class LocalModelLifecycle(ModelLifecycle):
     def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
         record = self.record(ENDPOINT_RECORD, name)
         self.check_endpoint_deletable(record)
+        self.take_down(record, adapter)
+        self.store.delete_record(record.id)
+
+    def take_down(self, record: Record, adapter: str | None) -> None:
         with self._load_lock:
-            served = self._served.pop(name, None)
+            served = self._served.pop(record.name, None)
         if served is not None:
             served.worker.close()
-        self.store.delete_record(record.id)
+
+    def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
+        """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
+        # Imported here: numpy and Pillow add a quarter of a second to every start, and only this needs them.
+        from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
+
+        image, label = decode_request(body, content_type)
+        # Each call carries as many images as fit in the payload limit an endpoint takes.
+        per_call = max(1, MAX_INVOKE_BYTES // (image.size * 4 + 16))
+
+        def predict(images: list[Any]) -> list[dict[str, float]]:
+            answers: list[dict[str, float]] = []
+            for start in range(0, len(images), per_call):
+                payload = json.dumps({"instances": [item.tolist() for item in images[start:start + per_call]]})
+                answer, _ = self.invoke(name, payload.encode(), "application/json", "application/json", adapter)
+                answers.extend(probabilities_from_predictions(answer))
+            return answers
+
+        try:
+            return {"endpoint": name, **occlusion(image, predict, label)}
+        except ValueError as exc:
+            raise NotSupported("id", f"endpoint {name!r} cannot be explained here: {exc}") from None
 
     def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
                adapter: str | None = None) -> tuple[bytes, str]:
@@ -306,6 +333,30 @@ class LocalModelLifecycle(ModelLifecycle):
         path = resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"], "id")
         path.unlink(missing_ok=True)
         self.store.delete_record(record.id)
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
+        """Describe the download of a dataset file or a model archive (the route adds its address)."""
+        if body.get("S3Uri"):
+            raise NotSupported("S3Uri", "the local platform exports as a download; copying to S3 is the "
+                                        "SageMaker platform's")
+        export = self.export_file(record)
+        return {"id": record.name, "type": record.type, "format": "file", "fileName": export.filename,
+                "size": export.size, "sha256": export.sha256}
+
+    def export_file(self, record: Record) -> Export:
+        """Return the file a download of the record sends: the dataset file, or the model as model.tar.gz."""
+        try:
+            if record.type == DATASET:
+                return file_export(resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"],
+                                                        "id"))
+            if record.type == MODEL:
+                target = self.config.data_dir / "exports" / "models" / f"{record.name}.tar.gz"
+                return folder_export(Path(record.payload["model_dir"]), target)
+        except FileNotFoundError:
+            raise NotFound("id", f"the files of {record.type} {record.name!r} are gone") from None
+        raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
 
 
 @dataclass

@@ -10,7 +10,9 @@ O(jobs running). A throttled cycle backs off exponentially.
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +34,9 @@ from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolv
                            stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
+# The entry point of a pipeline whose arguments are not --name value pairs (training_scripts/).
+LAUNCHER = "essedum_launch.py"
+LAUNCHER_ARGUMENT = "essedum-argv"
 
 LIST_OVERLAP_SECONDS = 5.0
 RESYNC_SECONDS = 1800.0
@@ -202,7 +207,8 @@ class SageMakerBackend(Backend):
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         settings = self._settings(request)
         argv = parse_command(request["command"])
-        settings.update(entry_point=argv[1], hyperparameters=_flag_pairs(argv[2:]), metric_definitions=[])
+        entry_point, hyperparameters = _entry_point(argv)
+        settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
         v.validate_hyperparameter_names(settings["hyperparameters"], "command")
         v.validate_hyperparameter_map(settings["hyperparameters"], "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
@@ -249,6 +255,8 @@ class SageMakerBackend(Backend):
         ctx.set_phase("Preparing", "uploading code and data")
         if job.kind == PIPELINE:
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
+            if settings["entry_point"] == LAUNCHER:
+                shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
             environment = dict(ctx.secrets.get("environment") or {})
         else:
             code_dir = Path(request["source_dir"])
@@ -584,6 +592,19 @@ def _as_int(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
+
+
+def _entry_point(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """Return the entry point and hyperparameters that run `python script args...` on SageMaker.
+
+    --name value arguments become hyperparameters, which the container passes back as they were.
+    Any other command line (the backend appends "Last_Execution_Time":"-1" and the like to scheduled
+    runs) goes whole to the bundled launcher, which runs the script with exactly that argv.
+    """
+    try:
+        return argv[1], _flag_pairs(argv[2:])
+    except InvalidRequest:
+        return LAUNCHER, {LAUNCHER_ARGUMENT: json.dumps(argv[1:])}
 
 
 def _flag_pairs(args: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ Every client comes from the ClientFactory, for the adapter instance the request 
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, BinaryIO
@@ -17,7 +18,7 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound,
-                          error_code, error_text)
+                          NotSupported, error_code, error_text)
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
@@ -31,6 +32,7 @@ INFERENCE_PROGRAM = "inference.py"
 INFERENCE_ENVIRONMENT = {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                          "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
 DEFAULT_INFERENCE_INSTANCE = "ml.m5.large"
+PRESIGN_SECONDS = 3600
 SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"})
 
 
@@ -207,8 +209,32 @@ class SageMakerModelLifecycle(ModelLifecycle):
             self._delete("delete_endpoint", adapter, EndpointName=name)
         self.store.delete_record(record.id)
 
+    def take_down(self, record: Record, adapter: str | None) -> None:
+        self._delete("delete_endpoint", adapter, EndpointName=record.name)
+
+    def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
+        """InvokeEndpoint with EnableExplanations, where the endpoint's configuration has a Clarify explainer."""
+        described = self._exists("describe_endpoint", adapter, EndpointName=name)
+        if described is None:
+            raise NotFound("id", f"no endpoint named {name!r}")
+        config_name = described["EndpointConfigName"]
+        config = self._call("id", "describe_endpoint_config", adapter, EndpointConfigName=config_name)
+        if not (config.get("ExplainerConfig") or {}).get("ClarifyExplainerConfig"):
+            raise NotSupported("id", f"endpoint {name!r} serves configuration {config_name!r}, which has no SageMaker "
+                                     "Clarify explainer (ExplainerConfig.ClarifyExplainerConfig): create the "
+                                     "configuration with one to get explanations")
+        # "`true`" is the JMESPath literal that explains every record of the request.
+        answer, answer_type = self.invoke(name, body, content_type, "application/json", adapter,
+                                          enable_explanations="`true`")
+        try:
+            document = json.loads(answer)
+        except ValueError:
+            document = {"predictions": answer.decode("utf-8", errors="replace"), "contentType": answer_type}
+        return {"endpoint": name, "method": "sagemaker-clarify",
+                **(document if isinstance(document, dict) else {"predictions": document})}
+
     def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
-               adapter: str | None = None) -> tuple[bytes, str]:
+               adapter: str | None = None, enable_explanations: str | None = None) -> tuple[bytes, str]:
         """InvokeEndpoint; returns (answer, content type)."""
         record = self.find(ENDPOINT_RECORD, name)
         if record is not None and record.status != IN_SERVICE:
@@ -217,6 +243,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
         params = {"EndpointName": name, "Body": body, "ContentType": content_type}
         if accept:
             params["Accept"] = accept
+        if enable_explanations:
+            params["EnableExplanations"] = enable_explanations
         try:
             answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
         except AWS_ERRORS as exc:
@@ -450,3 +478,70 @@ class SageMakerModelLifecycle(ModelLifecycle):
             raise BackendError(f"cannot delete s3://{record.payload['bucket']}/{record.payload['key']}: "
                                f"{error_text(exc)}") from exc
         self.store.delete_record(record.id)
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
+        """Presign the record's S3 objects, or copy them under an S3 prefix of a bucket exports may write."""
+        s3 = self.clients.client("s3", adapter)
+        sources = [self._s3_object(s3, uri) for uri in self._export_uris(record)]
+        answer: dict[str, Any] = {"id": record.name, "type": record.type}
+        if body.get("S3Uri"):
+            return {**answer, "format": "s3", "files": self._copy(s3, sources, body["S3Uri"])}
+        expires = body.get("ExpiresIn", PRESIGN_SECONDS)
+        files = [{"S3Uri": f"s3://{bucket}/{key}", "size": size,
+                  "url": s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                   ExpiresIn=expires)}
+                 for bucket, key, size in sources]
+        return {**answer, "format": "presigned-url", "expiresIn": expires, "files": files}
+
+    def export_file(self, record: Record) -> Any:
+        raise NotSupported("id", "on SageMaker an export is a presigned URL or an S3 copy: POST .../export")
+
+    @staticmethod
+    def _export_uris(record: Record) -> list[str]:
+        artifacts = record.payload.get("artifacts") or {}
+        if record.type == DATASET:
+            uris = [artifacts.get("S3Uri")]
+        elif record.type == MODEL:
+            uris = as_list(artifacts.get("ModelDataUrl"))
+        else:
+            raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
+        found = [uri for uri in uris if uri and S3_URI.match(uri)]
+        if not found:
+            raise NotSupported("id", f"{record.type} {record.name!r} has no object in S3 to export")
+        return found
+
+    @staticmethod
+    def _s3_object(s3: Any, uri: str) -> tuple[str, str, int]:
+        match = S3_URI.match(uri)
+        assert match is not None
+        bucket, key = match.group(1), match.group(2) or ""
+        try:
+            return bucket, key, s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except AWS_ERRORS as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                raise NotFound("id", f"{uri} is gone") from None
+            raise BackendError(f"cannot read {uri}: {error_text(exc)}") from exc
+
+    def _copy(self, s3: Any, sources: list[tuple[str, str, int]], destination: str) -> list[dict[str, Any]]:
+        match = S3_URI.match(destination)
+        assert match is not None
+        bucket, prefix = match.group(1), (match.group(2) or "").strip("/")
+        allowed = {self.config.s3_bucket} | {item.strip() for item in self.config.export_buckets.split(",")}
+        if bucket not in allowed - {None, ""}:
+            raise InvalidRequest("S3Uri", f"the executor exports only into EXECUTOR_S3_BUCKET or "
+                                          f"EXECUTOR_EXPORT_BUCKETS, not {bucket!r}")
+        copies = []
+        for source_bucket, key, size in sources:
+            target = "/".join(filter(None, [prefix, key.rsplit("/", 1)[-1]]))
+            try:
+                # Managed copy: server-side, in parts above 8 MB, so objects over 5 GB copy too.
+                s3.copy({"Bucket": source_bucket, "Key": key}, bucket, target)
+            except AWS_ERRORS as exc:
+                if error_code(exc) in ("AccessDenied", "403"):
+                    raise AccessDenied("S3Uri", f"the executor may not write to s3://{bucket}/{target}") from None
+                raise BackendError(f"cannot copy s3://{source_bucket}/{key}: {error_text(exc)}") from exc
+            copies.append({"from": f"s3://{source_bucket}/{key}", "S3Uri": f"s3://{bucket}/{target}", "size": size})
+        return copies
+
