@@ -77,7 +77,9 @@ class Sandbox:
             args += ["--unshare-user", "--disable-userns"]
         for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
             args += _system_mount(Path(folder))
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        # A /dev/shm of its own that it may write: PyTorch data loaders pass batches through it.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--perms", "1777", "--tmpfs", "/tmp"]
         mounted: set[Path] = {Path("/tmp")}
         for folder in self.visible:
             args += _mount("--ro-bind", folder, mounted)

@@ -189,3 +189,18 @@ def test_the_service_refuses_to_start_when_a_required_sandbox_is_missing(tmp_pat
     assert completed.returncode == 2
     assert "EXECUTOR_SANDBOX=required: bubblewrap is not installed" in completed.stderr
     assert "serving on" not in completed.stderr
+
+
+def test_a_job_has_its_own_writable_tmp_and_shared_memory(executor_files) -> None:
+    # PyTorch's data loader workers pass batches through /dev/shm; pip and tempfile need /tmp.
+    box = make_sandbox(executor_files["data"])
+    seen = run_inside(box, executor_files["mine"], """
+        import json, tempfile
+        from multiprocessing import shared_memory
+        block = shared_memory.SharedMemory(create=True, size=4096)
+        block.close()
+        block.unlink()
+        with tempfile.NamedTemporaryFile() as handle:
+            print(json.dumps({"shared_memory": True, "tmp": handle.name.startswith("/tmp/")}))
+    """)
+    assert seen == {"shared_memory": True, "tmp": True}
