@@ -149,13 +149,15 @@ class LocalBackend(Backend):
                 hyperparameters.setdefault("metadata-file", request["metadata_file"])
             argv_tail = [request["entry_point"], *_flags(hyperparameters)]
             environment = {}
-        python = self._python_for(ctx, layout.code)
         self._write_config(layout, hyperparameters)
+        # Everything the executor puts in the job's folders is written by now: the job (and its
+        # requirements install) may read and change it as the sandbox's identity.
+        for folder in layout.writable():
+            self.sandbox.hand_over(folder)
+        python = self._python_for(ctx, layout.code)
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
-        for folder in layout.writable():
-            self.sandbox.hand_over(folder)
         readable = [Path(python).parent.parent] if python != self.python else []
         returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
         if remote_log_uri(request):
