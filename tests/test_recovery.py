@@ -54,14 +54,15 @@ def test_kill_9_then_restart_fails_the_running_job_and_runs_each_waiting_job_onc
 
 def test_a_job_that_asked_to_be_retried_runs_again_after_a_restart(service, tmp_path):
     data = tmp_path / "data"
-    script = ("import os, time\npath = os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'count')\n"
+    # The count lives with the checkpoints: what a retried job keeps of its last attempt.
+    script = ("import os, time\npath = os.path.join(os.environ['SM_CHECKPOINT_DIR'], 'count')\n"
               "n = len(open(path).read()) if os.path.exists(path) else 0\nopen(path, 'a').write('x')\n"
               "print('attempt', n + 1, flush=True)\ntime.sleep(300 if n == 0 else 0)\n")
     write_pipeline(data / "storage", "retry", script)
     first = service(data)
     body = pipeline_body("retry", "python pipe1.py", configs={"retry_on_restart": True})
     job_id = first.request("POST", "/execute", body)[1]["task_id"]
-    count = data / "jobs" / job_id / "output" / "data" / "count"
+    count = data / "jobs" / job_id / "checkpoints" / "count"
     wait_for(lambda: count.exists(), timeout=30)
     first.kill()
     second = service(data)

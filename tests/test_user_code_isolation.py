@@ -1,4 +1,4 @@
-"""Hostile jobs and models against a real service: each test is one thing a hostile user tried.
+"""User code that tries to escape, against a real service: each test is one thing a hostile user tried.
 
 Real components throughout: the executor (in this process behind waitress, or as `python app.py`),
 its SQLite store, bubblewrap, the scripts and models as real processes. Where the executor runs in
