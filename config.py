@@ -164,6 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_network", "true", _bool, "let sandboxed user code reach the network"),
     Setting("sandbox_identity", "65534:65534", _identity,
             "UID:GID user code runs as when the executor runs as root (otherwise the executor's own)"),
+    Setting("max_log_line_bytes", "65536", _positive_int,
+            "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend
     Setting("aws_region", "", _optional_str, "AWS region (default: the AWS configuration's)"),
     Setting("aws_profile", "", _optional_str, "named AWS profile (default: the standard credential chain)"),

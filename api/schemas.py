@@ -118,6 +118,19 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw:
         raise MalformedRequest("body", "a JSON object is required")
+    body = parse_json(raw)
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)") from None
+    body = without_absent(body, schema)
+    validate(body, schema)
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a JSON body; raise MalformedRequest for invalid JSON or nesting deeper than MAX_DEPTH."""
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -126,13 +139,6 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
         raise MalformedRequest("body", f"not valid JSON: {exc}") from None
     if _depth(body) > MAX_DEPTH:
         raise MalformedRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels")
-    try:
-        # JSON may escape a lone surrogate (\ud800) that no file name, log or database text can hold.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedRequest("body", "holds text that is not valid Unicode (a lone surrogate escape)") from None
-    body = without_absent(body, schema)
-    validate(body, schema)
     return body
 
 
@@ -209,8 +215,28 @@ def _invalid(error: ValidationError) -> InvalidRequest:
         return invalid(path or "body", f"must be of type {error.validator_value}")
     if error.validator == "maxLength":
         return invalid(path or "body", f"is longer than {error.validator_value} characters")
-    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
-    return invalid(path or "body", message)
+    # jsonschema's own message quotes the offending value, which may be an environment or a
+    # credential: the answer names the rule instead.
+    template = _RULE_MESSAGES.get(error.validator, "does not satisfy the {rule} rule of its schema")
+    return invalid(path or "body", template.format(rule=error.validator, limit=error.validator_value)[:300])
+
+
+_RULE_MESSAGES = {
+    "maxProperties": "has more than {limit} entries",
+    "minProperties": "has fewer than {limit} entries",
+    "maxItems": "has more than {limit} items",
+    "minItems": "has fewer than {limit} items",
+    "minLength": "is shorter than {limit} characters",
+    "minimum": "must be at least {limit}",
+    "maximum": "must be at most {limit}",
+    "exclusiveMinimum": "must be greater than {limit}",
+    "exclusiveMaximum": "must be less than {limit}",
+    "enum": "must be one of {limit}",
+    "const": "must be {limit}",
+    "pattern": "does not match the pattern {limit}",
+    "format": "is not a valid {limit}",
+    "uniqueItems": "must not repeat items",
+}
 
 
 def _depth(value: Any, level: int = 0) -> int:

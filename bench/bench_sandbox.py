@@ -33,7 +33,7 @@ def process_seconds(box: Sandbox, folder: Path, runs: int) -> list[float]:
     for number in range(runs):
         began = time.perf_counter()
         process = JobProcess(box, [sys.executable, "-c", "pass"], cwd=folder, env=ENV, marker=f"bench-{number}",
-                             writable=[folder])
+                             max_line_bytes=65536, writable=[folder])
         list(process.lines())
         process.wait()
         timings.append(time.perf_counter() - began)

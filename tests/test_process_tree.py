@@ -22,6 +22,7 @@ from mlops.local.processes import JobProcess, sweep_orphans
 from conftest import ROOT, wait_for
 
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+LINE_BYTES = 65536
 
 # Forks twice into a new session, keeps the job's stdout open and sleeps; the grandchild's command
 # line carries a token the test finds it by on the host.
@@ -68,7 +69,7 @@ def processes_with(token: str) -> list[psutil.Process]:
 
 def start(box: sandbox_module.Sandbox, folder: Path, token: str, main_seconds: float) -> JobProcess:
     return JobProcess(box, [sys.executable, "daemon.py", token, str(main_seconds)], cwd=folder, env=ENV,
-                      marker=folder.name, writable=[folder])
+                      marker=folder.name, max_line_bytes=LINE_BYTES, writable=[folder])
 
 
 def test_a_job_ends_when_its_main_process_ends_though_a_daemon_holds_its_output(box, tmp_path) -> None:
@@ -108,7 +109,8 @@ def test_no_process_of_a_job_survives_kill_9_of_the_executor(box, tmp_path) -> N
         from mlops.sandbox import Sandbox
         box = Sandbox(**{box.__dict__!r}) if {box.isolating!r} else Sandbox(None)
         process = JobProcess(box, [sys.executable, "daemon.py", {token!r}, "300"], cwd=Path({str(folder)!r}),
-                             env={ENV!r}, marker={folder.name!r}, writable=[Path({str(folder)!r})])
+                             env={ENV!r}, marker={folder.name!r}, max_line_bytes={LINE_BYTES},
+                             writable=[Path({str(folder)!r})])
         print(next(process.lines()), flush=True)
         time.sleep(300)
     """).replace("PosixPath", "Path")
@@ -144,7 +146,7 @@ def test_stop_gives_the_job_sigterm_and_the_grace_period_before_killing(box, tmp
         time.sleep(300)
     """))
     process = JobProcess(box, [sys.executable, "term.py"], cwd=folder, env=ENV, marker=folder.name,
-                         writable=[folder])
+                         max_line_bytes=LINE_BYTES, writable=[folder])
     lines = process.lines()
     assert next(lines) == "ready"
     process.stop(grace=10)

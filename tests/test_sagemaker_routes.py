@@ -153,6 +153,22 @@ def test_custom_script_runs_the_pipelines_own_files_as_a_training_job(app, http,
     assert "tok-123456" not in json.dumps(listed) and "s3cr3t" not in json.dumps(listed)
 
 
+def test_get_passes_aws_s_description_on_without_the_jobs_environment(app, http, monkeypatch):
+    folder = executor(app).config.storage_root / "Demo" / "pipe1"
+    folder.mkdir(parents=True)
+    (folder / "pipe1.py").write_text("print('hello')\n")
+    assert http.post("/api/service/v1/pipelines/training/custom_script", json=PIPELINE_BODY).status_code == 201
+    job = work(app)
+    platform = executor(app).backend
+    described = platform.describe(job)
+    # moto leaves Environment out of DescribeTrainingJob; AWS answers it (botocore's sagemaker
+    # service-2.json, DescribeTrainingJobResponse.Environment), so it is added here as AWS would.
+    monkeypatch.setattr(platform, "describe", lambda _job: {**described, "Environment": {"API_TOKEN": "tok-123456"}})
+    got = http.get(f"/api/service/v1/pipelines/training/{job.external_id}/get").json
+    assert json.loads(got["rawPayload"])["Environment"] == {"API_TOKEN": "****"}
+    assert "tok-123456" not in json.dumps(got)
+
+
 def test_list_and_get_answer_essedum_records(app, http):
     job_id = http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY).json["job_id"]
     [record] = http.get("/api/service/v1/pipelines/training/list").json

@@ -25,17 +25,19 @@ from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
+from mlops.job_files import read_bounded
+from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
+from mlops.local.output import OutputFollower
 from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
-from mlops.metric_lines import parse_metric_line, progress_of
 from mlops.sandbox import sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
+from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "training"
 CURRENT_HOST = "algo-1"
-ARTIFACT_TEXT_LIMIT = 1 << 20
+FAILURE_TEXT_LIMIT = 4000
 INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
@@ -62,6 +64,12 @@ class ContainerLayout:
         self.failure = self.output / "failure"
 
     def create(self) -> None:
+        """Make the tree afresh: a retried job starts from what the executor stages, never from what
+        its last attempt left (links to the executor's files among them); only checkpoints carry over."""
+        for leftover in (self.code, self.input, self.model, self.output):
+            _remove(leftover)
+        if self.checkpoints.is_symlink() or (self.checkpoints.exists() and not self.checkpoints.is_dir()):
+            _remove(self.checkpoints)
         for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -76,6 +84,7 @@ class LocalBackend(Backend):
     name = "local"
     remote = False
     kinds = frozenset({PIPELINE, TRAINING})
+    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -86,6 +95,7 @@ class LocalBackend(Backend):
         self.sandbox = sandbox_for(config)
         self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
+        self._output_failures: dict[str, str] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
@@ -138,8 +148,7 @@ class LocalBackend(Backend):
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            shutil.copytree(request["source_dir"], layout.code, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
@@ -160,6 +169,8 @@ class LocalBackend(Backend):
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
         returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
+        ctx.set_artifacts(list_outputs(layout.root))
+        redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
         if remote_log_uri(request):
             self._publish(ctx, layout)
         self._finish(ctx, layout, returncode, max_runtime)
@@ -169,7 +180,8 @@ class LocalBackend(Backend):
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
         process = JobProcess(self.sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
-                             writable=layout.writable(), readable=readable)
+                             max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             readable=readable)
         with self._lock:
             self._processes[ctx.job_id] = process
         ctx.set_pid(process.pid)
@@ -188,22 +200,22 @@ class LocalBackend(Backend):
                 self._processes.pop(ctx.job_id, None)
 
     def _follow_output(self, ctx: JobContext, process: JobProcess) -> None:
-        for line in process.lines():
-            ctx.log(line)
-            parsed = parse_metric_line(line)
-            if parsed:
-                epoch, epochs, metrics = parsed
-                ctx.add_metrics(metrics, step=epoch)
-                ctx.set_progress(**progress_of(epoch, epochs))
+        follower = OutputFollower(ctx)
+        follower.follow(process.lines())
+        if follower.failure:
+            with self._lock:
+                self._output_failures[ctx.job_id] = follower.failure
 
     def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
         with self._lock:
             reason = self._stop_reasons.pop(ctx.job_id, None)
-        ctx.set_artifacts(self._artifact_paths(layout))
-        if reason == "cancelled" or (reason is None and ctx.cancel_requested() and returncode != 0):
+            output_failure = self._output_failures.pop(ctx.job_id, None)
+        if reason == "cancelled" or ctx.cancel_requested():
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif reason == "shutdown":
             raise InterruptedError("executor stopped while the job was running")
+        elif output_failure:
+            ctx.finish(JobStatus.ERROR, output_failure)
         elif reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
         elif returncode != 0:
@@ -223,9 +235,11 @@ class LocalBackend(Backend):
             ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
     def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
-        written = ""
-        if layout.failure.is_file():
-            written = layout.failure.read_text(encoding="utf-8", errors="replace").strip()[:4000]
+        try:
+            data, _size = read_bounded(layout.root, layout.failure.relative_to(layout.root), FAILURE_TEXT_LIMIT)
+            written = data.decode("utf-8", errors="replace").strip()
+        except OSError:  # none written, or not a regular file
+            written = ""
         if returncode < 0:
             exit_text = f"killed by signal {-returncode}"
         else:
@@ -314,8 +328,8 @@ class LocalBackend(Backend):
 
     def _installer(self, ctx: JobContext, argv: list[str], staging: Path, requirements: Path) -> None:
         code, output = run_to_end(self.sandbox, argv, cwd=requirements.parent, env=self._base_environment(),
-                                  marker=ctx.job_id, writable=[staging], readable=[requirements.parent],
-                                  timeout=INSTALL_TIMEOUT_S)
+                                  marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
+                                  writable=[staging], readable=[requirements.parent], timeout=INSTALL_TIMEOUT_S)
         ctx.log(output)
         if code != 0:
             tail = output.strip().splitlines()[-5:]
@@ -368,46 +382,16 @@ class LocalBackend(Backend):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _artifact_paths(self, layout: ContainerLayout) -> dict[str, Any]:
-        files = [path for folder in (layout.model, layout.output_data) if folder.is_dir()
-                 for path in sorted(folder.rglob("*")) if path.is_file()]
-        return {"model_dir": str(layout.model), "output_data_dir": str(layout.output_data),
-                "files": [str(path.relative_to(layout.root)) for path in files]}
-
     def output_artifacts(self, job: Job) -> dict[str, Any]:
-        root = Path(job.output_dir)
-        result: dict[str, Any] = {}
-        for relative in job.artifacts.get("files", []):
-            path = root / relative
-            if not path.is_file():
-                continue
-            key = path.stem if path.stem not in result else relative
-            result[key] = _artifact_content(path)
-        return result
+        return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 
-def _artifact_content(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    entry: dict[str, Any] = {"path": path.name, "size": size}
-    if size > ARTIFACT_TEXT_LIMIT:
-        entry["content"] = None
-        entry["note"] = f"larger than {ARTIFACT_TEXT_LIMIT} bytes; fetch it from the job folder"
-        return entry
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["content"] = None
-        entry["note"] = "binary file"
-        return entry
-    if path.suffix == ".json":
-        try:
-            entry["content"] = json.loads(text)
-            return entry
-        except ValueError:
-            pass
-    entry["content"] = text
-    return entry
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree; a link is removed itself, never followed."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _flags(hyperparameters: dict[str, str]) -> list[str]:

@@ -33,6 +33,8 @@ STOP_GRACE_S = 10.0
 # open (a daemon the job left) cannot keep the job RUNNING.
 OUTPUT_DRAIN_S = 2.0
 _POLL_S = 0.2
+# Lines read from the pipe and not yet taken: a bound on what a fast printer can pile up in memory.
+LINES_IN_FLIGHT = 1024
 _END = object()
 
 
@@ -103,15 +105,24 @@ class ProcessTree:
 
 
 class JobProcess(ProcessTree):
-    """A process tree whose output (stdout and stderr together) is read as lines."""
+    """A process tree whose output (stdout and stderr together) is read as lines of a bounded length."""
 
-    def __init__(self, sandbox: Sandbox, argv: Sequence[str], **options: Any):
+    def __init__(self, sandbox: Sandbox, argv: Sequence[str], *, max_line_bytes: int, **options: Any):
         super().__init__(sandbox, argv, **options)
-        self._lines: queue.Queue[Any] = queue.Queue()
-        _pump(self.popen.stdout, self._lines.put, f"output-{self.marker[:8]}")
+        # Bounded by the pipe's reader, not here: a job that prints faster than its log is written
+        # blocks on the full pipe, as it would writing to a slow terminal.
+        self._lines: queue.Queue[Any] = queue.Queue(maxsize=LINES_IN_FLIGHT)
+        self._abandoned = threading.Event()
+        _pump(self.popen.stdout, max_line_bytes, self._lines, self._abandoned, f"output-{self.marker[:8]}")
 
     def lines(self) -> Iterator[str]:
         """Yield output lines until the main process has ended and its output is read (bounded)."""
+        try:
+            yield from self._lines_until_drained()
+        finally:
+            self._abandoned.set()
+
+    def _lines_until_drained(self) -> Iterator[str]:
         drain_until: float | None = None
         while True:
             try:
@@ -121,7 +132,7 @@ class JobProcess(ProcessTree):
             if item is _END:
                 return
             if item is not None:
-                yield item.decode("utf-8", errors="replace").rstrip("\r\n")
+                yield item
                 continue
             if drain_until is None and self.popen.poll() is not None:
                 self.kill()
@@ -132,9 +143,11 @@ class JobProcess(ProcessTree):
 
 
 def run_to_end(sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
-               writable: Iterable[Path] = (), readable: Iterable[Path] = (), timeout: float) -> tuple[int, str]:
+               max_line_bytes: int, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
+               timeout: float) -> tuple[int, str]:
     """Run a short sandboxed command (an installer) to its end; return its exit code and output."""
-    process = JobProcess(sandbox, argv, cwd=cwd, env=env, marker=marker, writable=writable, readable=readable)
+    process = JobProcess(sandbox, argv, cwd=cwd, env=env, marker=marker, max_line_bytes=max_line_bytes,
+                         writable=writable, readable=readable)
     timer = threading.Timer(timeout, process.stop, kwargs={"grace": 0})
     timer.daemon = True
     timer.start()
@@ -171,18 +184,54 @@ def sweep_orphans(marker: str) -> int:
     return len(orphans)
 
 
-def _pump(stream: IO[bytes] | None, put: Any, name: str) -> None:
-    """Copy a pipe's lines to put() on a thread of its own, then put the end marker."""
+def _pump(stream: IO[bytes], max_line_bytes: int, lines: queue.Queue, abandoned: threading.Event,
+          name: str) -> None:
+    """Copy a pipe's lines (cut at max_line_bytes) to a queue on a thread of its own, then the end marker."""
+    def offer(item: Any) -> None:
+        # Once nobody reads the queue, what is left is dropped rather than waited on forever.
+        while not abandoned.is_set():
+            try:
+                lines.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
     def copy() -> None:
         try:
-            for raw in iter(stream.readline, b""):
-                put(raw)
+            for line in bounded_lines(stream, max_line_bytes):
+                offer(line)
         except (OSError, ValueError):
             pass
         finally:
-            put(_END)
+            offer(_END)
 
     threading.Thread(target=copy, name=name, daemon=True).start()
+
+
+def bounded_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[str]:
+    """Yield a stream's lines; one longer than the bound is cut there, its rest read and dropped with a note."""
+    while True:
+        raw = stream.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        if len(raw) <= max_line_bytes or raw.endswith(b"\n"):
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            continue
+        dropped = len(raw) - max_line_bytes + _skip_rest_of_line(stream, max_line_bytes)
+        kept = raw[:max_line_bytes].decode("utf-8", errors="replace")
+        yield f"{kept} [executor: line truncated at {max_line_bytes} bytes; {dropped} more bytes dropped]"
+
+
+def _skip_rest_of_line(stream: IO[bytes], chunk: int) -> int:
+    """Read and drop the rest of a line; return how many bytes were dropped (the newline excluded)."""
+    dropped = 0
+    while True:
+        part = stream.readline(chunk)
+        if not part:
+            return dropped
+        if part.endswith(b"\n"):
+            return dropped + len(part) - 1
+        dropped += len(part)
 
 
 def _session_options() -> dict[str, Any]:

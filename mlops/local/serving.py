@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -30,11 +31,12 @@ from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_REC
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
                            model_body, production_variant, public_request)
 from mlops.sandbox import sandbox_for
-from mlops.staging import S3_URI, resolve_storage_path
+from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
+CANCEL_CHECK_S = 0.5
 
 
 class LocalModelLifecycle(ModelLifecycle):
@@ -66,7 +68,7 @@ class LocalModelLifecycle(ModelLifecycle):
         target = self.models_root / name
         shutil.rmtree(target, ignore_errors=True)
         # A copy: the model then stays as registered, whatever happens to the training job's folder.
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_tree(source, target, source)
         files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
@@ -80,7 +82,7 @@ class LocalModelLifecycle(ModelLifecycle):
             job = finished_training_job(self.store, body["TrainingJobId"])
             if job.backend != "local" or not job.artifacts.get("model_dir"):
                 raise InvalidRequest("TrainingJobId", "is not a local training job with a model folder")
-            folder = Path(job.artifacts["model_dir"])
+            folder = Path(job.output_dir) / "model"
             return folder, {"Image": "local", "ModelDataUrl": str(folder),
                             "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}
         containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
@@ -198,7 +200,8 @@ class LocalModelLifecycle(ModelLifecycle):
 
     def _worker(self, model_name: str, marker: str) -> ModelWorker:
         model = self.record(MODEL, model_name, "ModelName", Conflict)
-        return ModelWorker(self.sandbox, self.python, Path(model.payload["model_dir"]), marker)
+        # The folder by name, not the stored path: a data folder moved since still serves its models.
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -283,7 +286,8 @@ class LocalModelLifecycle(ModelLifecycle):
         files = sorted(str(path.relative_to(ctx.job_dir)) for path in out_dir.rglob("*") if path.is_file())
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
-        if counts["stopped"]:
+        # A stop answered true after the last check still ends the job stopped, as promised.
+        if counts["stopped"] or ctx.cancel_requested():
             self.update(record, "Stopped", artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
@@ -291,7 +295,7 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.finish(JobStatus.COMPLETED)
 
     def cancel(self, job: Job) -> bool:
-        # The batch loop checks the flag between inputs; loading an endpoint takes too little time to stop.
+        # The batch loop checks the flag between records; a deployment is not stoppable (stoppable_kinds).
         return job.kind == TRANSFORM
 
     def close(self) -> None:
@@ -305,9 +309,14 @@ class LocalModelLifecycle(ModelLifecycle):
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
-        bucket, key = self.dataset_key(bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict("Key", f"a part of {key!r} is a file already, not a folder") from None
+        if target.is_dir():
+            raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file")
         digest, size = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False)
         try:
@@ -318,13 +327,16 @@ class LocalModelLifecycle(ModelLifecycle):
                         raise TooLarge("file", f"is larger than {self.config.max_upload_bytes} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
-            os.replace(handle.name, target)
+            try:
+                os.replace(handle.name, target)
+            except IsADirectoryError:  # a concurrent upload made it a folder
+                raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file") from None
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
         relative = str(target.relative_to(self.config.storage_root.resolve()))
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key,
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
             "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
             "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
 
@@ -385,14 +397,18 @@ def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[st
     files = [source] if source.is_file() else [path for path in sorted(source.rglob("*"))
                                                if path.is_file() and not path.name.startswith(".")]
     records = failed = 0
+    stop = _ThrottledCheck(cancel_requested)
     for path in files:
-        if cancel_requested():
+        if stop():
             return {"records": records, "failed": failed, "stopped": True}
         content_type = declared or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         target = out_dir / (str(path.relative_to(source)) + ".out" if source.is_dir() else path.name + ".out")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as out:
             for payload, kind in _payloads(path, content_type, split_lines):
+                # One input file can hold many records: a stop must not wait for its end.
+                if stop(throttled=True):
+                    return {"records": records, "failed": failed, "stopped": True}
                 try:
                     answer = worker.invoke(payload, kind, accept)[0].decode("utf-8", errors="replace")
                 except ModelRequestRefused as exc:
@@ -403,6 +419,20 @@ def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[st
     if records == 0:
         raise BackendError(f"no inputs found in {source.name}")
     return {"records": records, "failed": failed, "stopped": False}
+
+
+class _ThrottledCheck:
+    """Ask the store whether a stop was requested, at most every CANCEL_CHECK_S when throttled."""
+
+    def __init__(self, cancel_requested: Callable[[], bool]):
+        self.cancel_requested = cancel_requested
+        self.checked_at = time.monotonic()
+
+    def __call__(self, throttled: bool = False) -> bool:
+        if throttled and time.monotonic() - self.checked_at < CANCEL_CHECK_S:
+            return False
+        self.checked_at = time.monotonic()
+        return self.cancel_requested()
 
 
 def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tuple[bytes, str]]:

@@ -77,6 +77,7 @@ class SageMakerBackend(Backend):
     name = "sagemaker"
     remote = True
     kinds = frozenset({PIPELINE, TRAINING, AUTOML})
+    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, store: JobStore, *,
                  clock: Callable[[], float] = time.time):

@@ -451,7 +451,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Put an uploaded file into S3 (managed multipart for large files) and record it."""
-        bucket, key = self.dataset_key(bucket or self.config.s3_bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket or self.config.s3_bucket, key, filename)
         s3 = self.clients.client("s3", origin.get("adapter"))
         try:
             s3.upload_fileobj(stream, bucket, key)
@@ -465,7 +465,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
             raise BackendError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
         head.pop("ResponseMetadata", None)
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key, "arn": f"s3://{bucket}/{key}",
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
+            "arn": f"s3://{bucket}/{key}",
             "artifacts": {"S3Uri": f"s3://{bucket}/{key}", "size": head.get("ContentLength")},
             "raw": {"Bucket": bucket, "Key": key, **head}})
 
