@@ -2,10 +2,9 @@
 
 A job controls its output. One line without a newline can be hundreds of megabytes, and a loop
 can print metric lines as fast as the pipe carries them; so a line is cut at a bound where the pipe
-is read (mlops/local/processes.py: the rest is read and dropped, with a note), and the log,
-metrics and progress are written in batches: every
-FLUSH_INTERVAL_S (a flusher thread, so a line printed before a long pause shows at once) or every
-LOG_BATCH_BYTES, whatever the job prints. A log or store that cannot be written never stops the
+is read (mlops/local/processes.py: the rest is read and dropped, with a note), and the log, metrics
+and progress are written in batches: every FLUSH_INTERVAL_S (a flusher thread, so a line printed
+before a long pause shows at once) or every LOG_BATCH_BYTES, whatever the job prints. A log or store that cannot be written never stops the
 reading, or the job would block on a full pipe: the first failure is kept and decides how the job ends.
 """
 from __future__ import annotations
