@@ -502,6 +502,14 @@ class JobStore:
         rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
         return rows[0]["secrets"] if rows else None
 
+    def add_note(self, job_id: str, message: str) -> None:
+        """Record a message in a job's events without changing its status or phase."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            self._add_event(conn, job_id, JobStatus(row["status"]), row["phase"], message, self.clock())
+
     def _add_event(self, conn: sqlite3.Connection, job_id: str, status: JobStatus, phase: str,
                    message: str | None, now: float) -> None:
         conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",

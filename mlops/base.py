@@ -65,6 +65,12 @@ class JobContext:
         self.store.update(self.job_id, phase=phase, message=message)
         self.job.phase = phase
 
+    def warn(self, message: str) -> None:
+        """Record a warning in the job's events (and its log) without changing its status."""
+        text = self.redact(f"warning: {message}")
+        self.store.add_note(self.job_id, text)
+        self.log(f"[executor] {text}")
+
     def set_progress(self, **progress: Any) -> None:
         """Replace the job's progress object (epoch, epochs, percent, ...)."""
         self.store.update(self.job_id, progress=progress)

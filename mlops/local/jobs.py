@@ -144,7 +144,8 @@ class LocalBackend(Backend):
         ctx.set_phase("Downloading", "staging inputs")
         if ctx.job.kind == PIPELINE:
             stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
-            argv_tail = parse_command(request["command"])[1:]
+            argv = parse_command(request["command"])
+            argv_tail = [argv[1], *script_contract.pipeline_arguments(argv[2:])]
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
@@ -156,7 +157,7 @@ class LocalBackend(Backend):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
             if request.get("metadata_file"):
                 hyperparameters.setdefault("metadata-file", request["metadata_file"])
-            argv_tail = [request["entry_point"], *_flags(hyperparameters)]
+            argv_tail = [request["entry_point"], *script_contract.script_flags(hyperparameters)]
             environment = {}
         self._write_config(layout, hyperparameters)
         # Everything the executor puts in the job's folders is written by now: the job (and its
@@ -392,10 +393,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     elif path.is_dir():
         shutil.rmtree(path)
-
-
-def _flags(hyperparameters: dict[str, str]) -> list[str]:
-    return [item for name, value in hyperparameters.items() for item in (f"--{name}", value)]
 
 
 def _venv_python(venv: Path) -> Path:

@@ -22,6 +22,7 @@ from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, 
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
+from mlops.sagemaker import validation as v
 from mlops.shapes import tag_list
 from mlops.staging import S3_URI
 
@@ -278,8 +279,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
         if not output.get("S3OutputPath"):
             if not self.config.s3_bucket:
                 raise MalformedRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)")
-            output["S3OutputPath"] = (f"s3://{self.config.s3_bucket}/{self.config.s3_prefix.strip('/')}/"
-                                      f"transform/{request['TransformJobName']}")
+            key = v.s3_key(self.config.s3_prefix, "transform", request["TransformJobName"])
+            output["S3OutputPath"] = f"s3://{self.config.s3_bucket}/{key}"
         return request
 
     def run(self, ctx: JobContext) -> None:
