@@ -241,6 +241,11 @@ def test_a_model_that_exits_at_predict_fails_that_request_and_is_started_again(l
     assert server.request("GET", "/health")[0] == 200
     status, body = server.request("POST", f"{API}/endpoints/flaky-ep/infer", {"value": 7})
     assert status == 200 and body["echo"] == 7
+    # Three crashes in a row and the worker is no longer started again: no crash loop.
+    for _ in range(3):
+        assert server.request("POST", f"{API}/endpoints/flaky-ep/infer", {"exit": True})[0] == 502
+    status, body = server.request("POST", f"{API}/endpoints/flaky-ep/infer", {"value": 8})
+    assert status == 502 and "crashed 3 times in a row" in body["error"]
 
 
 def test_a_model_that_replaces_hmac_compare_digest_does_not_turn_authentication_off(live_server) -> None:
