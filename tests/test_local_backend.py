@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import pipeline_body, wait_final, wait_for, write_pipeline
@@ -67,35 +68,28 @@ def test_max_runtime_is_enforced_and_reported(live_server):
     assert time.monotonic() - started < 20
 
 
-def test_stop_kills_the_whole_process_tree(live_server, tmp_path):
+def test_stop_kills_the_whole_process_tree(live_server):
     server = live_server()
-    marker = tmp_path / "child.pid"
+    token = uuid.uuid4().hex
+    # The child's command line carries a token: in the sandbox its pid is its namespace's, not the host's.
     script = f"""
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-open({str(marker)!r}, "w").write(str(child.pid))
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", {token!r}])
 print("running", flush=True)
 time.sleep(120)
 """
     folder = write_pipeline(server.executor.config.storage_root, "tree", script)
     _, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))
-    wait_for(lambda: marker.exists() and marker.read_text())
-    child_pid = int(marker.read_text())
+    wait_for(lambda: _with_token(token))
     status, body = server.request("GET", f"/execute/{accepted['task_id']}/stop")
     assert body == {"Task cancelled": True}
     final = wait_final(server, accepted["task_id"], timeout=30)
     assert final["task_status"] == "CANCELLED"
-    wait_for(lambda: not _alive(child_pid), timeout=15)
+    wait_for(lambda: not _with_token(token), timeout=15)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0): it is dead for our purpose
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+def _with_token(token: str) -> list[psutil.Process]:
+    return [process for process in psutil.process_iter(["cmdline"]) if (process.info["cmdline"] or [])[-1:] == [token]]
 
 
 def test_requirements_are_installed_into_a_cached_environment(live_server):
