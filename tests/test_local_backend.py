@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -150,12 +151,12 @@ def test_bad_training_requests_name_the_field(client, app, body, field):
     assert response.get_json()["field"] == field
 
 
-def test_jobs_running_together_share_the_cores(live_server, tmp_path):
+def test_jobs_running_together_share_the_cores(live_server):
     server = live_server()
     root = server.executor.config.storage_root
-    release = tmp_path / "release"
     report = "import os\nprint('threads', os.environ['SM_NUM_CPUS'], os.environ['OMP_NUM_THREADS'], flush=True)\n"
-    waiting = report + f"import time, pathlib\nwhile not pathlib.Path({str(release)!r}).exists(): time.sleep(0.05)\n"
+    # The job waits for a file in its own folder: the one place both it and the test see, sandbox or not.
+    waiting = report + "import time, pathlib\nwhile not pathlib.Path('release').exists(): time.sleep(0.05)\n"
     first = server.request("POST", "/execute", pipeline_body(write_pipeline(root, "holds", waiting), "python pipe1.py"))
     first_id = first[1]["task_id"]
 
@@ -166,7 +167,8 @@ def test_jobs_running_together_share_the_cores(live_server, tmp_path):
     second = server.request("POST", "/execute", pipeline_body(write_pipeline(root, "beside", report), "python pipe1.py"))
     second_id = second[1]["task_id"]
     assert wait_final(server, second_id)["task_status"] == "COMPLETED"
-    release.touch()
+    job_folder = Path(server.request("GET", f"/execute/{first_id}/getStatus")[1]["output_dir"])
+    (job_folder / "code" / "release").touch()
     assert wait_final(server, first_id)["task_status"] == "COMPLETED"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert f"threads {cores} {cores}" in log_of(first_id)
