@@ -253,12 +253,14 @@ def test_a_worker_that_dies_is_replaced_and_ready_names_dead_workers(live_server
     assert http_request(server.url, "GET", "/ready", timeout=10)[0] == 200
 
     real_start = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda self: (_ for _ in ()).throw(
-        RuntimeError("can't start new thread")) if self.name.startswith("worker") else real_start(self))
-    calls.clear()
-    submit(server, folder)
-    status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
-                             and answer, timeout=30)
+    # Undone inside the test: the fixtures' teardown (server, queue) must not run with threads refused.
+    with monkeypatch.context() as refusing:
+        refusing.setattr(threading.Thread, "start", lambda self: (_ for _ in ()).throw(
+            RuntimeError("can't start new thread")) if self.name.startswith("worker") else real_start(self))
+        calls.clear()
+        submit(server, folder)
+        status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
+                                 and answer, timeout=30)
     assert "worker" in ready["checks"]["workers"]["reason"]
 
 

@@ -268,7 +268,8 @@ def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(
 
 def test_deleting_a_batch_transform_removes_its_job_with_its_folder_and_log(server: LiveServer, data_dir: Path) -> None:
     tiny_model(server.storage_root / "models" / "tiny")
-    server.request("POST", f"{API}/models/register", {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
+    server.request("POST", f"{API}/models/register",
+                   {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
     (server.storage_root / "rows.csv").write_text(",".join(["8"] * 64) + "\n")
     status, accepted = server.request("POST", f"{API}/pipelines/inference", {
         "TransformJobName": "gone", "ModelName": "tiny",
