@@ -20,6 +20,7 @@ from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
+from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -37,6 +38,8 @@ class Executor:
     backend: Platform
     clients: ClientFactory
     secret_box: SecretBox
+    #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
+    sandbox: Sandbox | None = None
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
@@ -53,7 +56,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     queue = JobQueue(config, store, platform, secret_box)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box)
+    sandbox = sandbox_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
     app.json.sort_keys = False
     api.register(app)
     return app

@@ -322,15 +322,14 @@ class JobStore:
         log_path, output_dir = self._relative(log_path), self._relative(output_dir)
         now = self.clock()
         with self._write() as conn:
-            conn.execute(
+            # RETURNING hands back the stored row (with the table's defaults) without a second query.
+            (row,) = conn.execute(
                 "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
-                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
-                 log_path, output_dir))
+                 log_path, output_dir)).fetchall()
             self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
-        job = self.get(job_id)
-        assert job is not None
-        return job
+        return self._job(row)
 
     def _relative(self, path: str) -> str:
         """Return a path inside the data folder relative to it; any other path as given."""

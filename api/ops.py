@@ -59,6 +59,9 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
     for name, check in SERVICE_CHECKS.items():
         ok, reason = check(executor)
         checks[name] = {"ok": ok, "reason": reason}
+    if executor.sandbox is not None:
+        # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
+        checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
     try:
         backend_check = executor.backend.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500
@@ -78,8 +81,8 @@ def _workers_alive(executor: Any) -> tuple[bool, str | None]:
     return True, None
 
 
-# Checks of the service's own parts, each (executor) -> (ok, reason); a required sandbox that is
-# missing is one more entry here.
+# Checks of the service's own parts, each (executor) -> (ok, reason). A required sandbox that is
+# missing stops the start (mlops/sandbox.py), so the sandbox's line in /ready only informs.
 SERVICE_CHECKS: dict[str, Callable[[Any], tuple[bool, str | None]]] = {"workers": _workers_alive}
 
 

@@ -3,14 +3,15 @@
     python bench/chaos.py [--jobs 200] [--kills 10] [--workers 4] [--seed 1] [--max-seconds 300]
                           [--hostile-share 0.3]
 
-The local backend runs a script that records each run of each job in its own file. Jobs are submitted
-in bursts between kills; after the last restart the run waits for every job to end and counts what
+The local backend runs a script that records each run of each job in a file of its job's folder (all
+a sandboxed job may write). Jobs are submitted in bursts between kills; after the last restart the run waits for every job to end and counts what
 the claim says must never happen: a job lost, a job run twice, a job left WAITING or RUNNING.
 
 A share of the jobs is hostile: after recording its run, each does one of HOSTILE_ACTIONS to the
 files the executor reads or to its own output. After the run every job's log and artifacts are
 fetched once more, and the run counts slow answers (over 5 s), answers over 2 MiB, answers holding
 the key file or /etc/passwd, and a key file that changed; it prints the last service's peak memory.
+It also counts the daemons hostile jobs left that are still alive after the run.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import random
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
+
+import psutil
 
 from common import ServiceProcess, header, pipeline_body, table, write_pipeline
 from conftest import http_request
@@ -52,7 +56,16 @@ HOSTILE_ACTIONS = {
     "20 MiB line without a newline": "sys.stdout.write('x' * (20 << 20))",
     "20,000 metric lines": "print('\\n'.join(f'epoch={i}/20000 loss={1 / i:.6f}' for i in range(1, 20001)))",
     "40 one-MiB outputs": "[(out / f'part{i}.txt').write_text('y' * (1 << 20)) for i in range(40)]",
+    "copies the key file and the database into its outputs":
+        "import shutil\nfor name in ('secret.key', 'executor.sqlite3'):\n"
+        "    try:\n        shutil.copy(data / name, out / (name + '.txt'))\n    except OSError:\n        pass",
+    "double-forked daemon holding the output":
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(600)', DAEMON_TOKEN])\n"
+        "    os._exit(0)",
 }
+# The daemons' command lines end with this token, so that the run finds the ones still alive.
+DAEMON_TOKEN = uuid.uuid4().hex
 SLOW_ANSWER_S = 5.0
 LARGE_ANSWER_BYTES = 2 << 20
 
@@ -71,13 +84,13 @@ def main() -> None:
     rng = random.Random(args.seed)
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        data, runs = Path(tmp) / "data", Path(tmp) / "runs"
-        runs.mkdir()
-        script = (f"import os, sys, time\nopen(os.path.join({str(runs)!r}, sys.argv[1]), 'a').write('run\\n')\n"
-                  "time.sleep(float(sys.argv[2]))\n")
+        data = Path(tmp) / "data"
+        script = ("import os, sys, time\nopen(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'runs'), 'a')"
+                  ".write('run\\n')\ntime.sleep(float(sys.argv[2]))\n")
         write_pipeline(data / "storage", "chaos", script)
+        prelude = f"{HOSTILE_PRELUDE}DAEMON_TOKEN = {DAEMON_TOKEN!r}\n"
         for number, action in enumerate(HOSTILE_ACTIONS.values()):
-            write_pipeline(data / "storage", f"hostile{number}", f"{script}{HOSTILE_PRELUDE}{action}\n")
+            write_pipeline(data / "storage", f"hostile{number}", f"{script}{prelude}{action}\n")
         flags = ["--workers", str(args.workers), "--max-log-line-bytes", "65536"]
         service = ServiceProcess(data, args=flags)
         key = (data / "secret.key").read_bytes()
@@ -115,8 +128,12 @@ def main() -> None:
         peak_mib = peak_memory_mib(service.process.pid)
         service.kill()
         key_changed = (data / "secret.key").read_bytes() != key
-        run_counts = {number: (runs / f"j{number}").read_text().count("run") if (runs / f"j{number}").exists() else 0
-                      for number in ids.values()}
+        run_files = {job_id: data / "jobs" / job_id / "output" / "data" / "runs" for job_id in ids}
+        run_counts = {ids[job_id]: path.read_text().count("run") if path.exists() else 0
+                      for job_id, path in run_files.items()}
+        daemons = daemons_alive()
+        for daemon in daemons:
+            daemon.kill()
     statuses = Counter(rows[job_id][0] for job_id in ids if job_id in rows)
     reasons = Counter(rows[job_id][1] for job_id in ids if job_id in rows and rows[job_id][0] == "ERROR")
     lost = sum(job_id not in rows for job_id in ids)
@@ -136,13 +153,21 @@ def main() -> None:
             ", ".join(f"{status} {count}" for (name, status), count in sorted(outcomes.items()) if name == action)]
            for action in HOSTILE_ACTIONS if any(name == action for name, _ in outcomes)])
     table(["getLog + getOutputArtifacts answers", f"slower than {SLOW_ANSWER_S:.0f} s", "max s", "over 2 MiB",
-           "largest KiB", "holding the key or /etc/passwd", "failed", "key file changed", "peak RSS MiB (last service)"],
+           "largest KiB", "holding the key or /etc/passwd", "failed", "key file changed", "daemons alive after",
+           "peak RSS MiB (last service)"],
           [[answers["count"], answers["slow"], answers["max_s"], answers["large"], answers["largest"] / 1024,
-            answers["leaks"], answers["failed"], key_changed, peak_mib]])
+            answers["leaks"], answers["failed"], key_changed, len(daemons), peak_mib]])
     if lost or twice or stuck or completed_not_run or set(rows) - set(ids):
         raise SystemExit("the claim failed: see the table")
-    if answers["slow"] or answers["large"] or answers["leaks"] or answers["failed"] or key_changed:
+    if answers["slow"] or answers["large"] or answers["leaks"] or answers["failed"] or key_changed or daemons:
         raise SystemExit("a hostile job got through: see the table")
+
+
+def daemons_alive() -> list[psutil.Process]:
+    """Return the hostile jobs' daemons still running (a moment after the last job ended)."""
+    time.sleep(2)
+    return [process for process in psutil.process_iter(["cmdline"])
+            if (process.info["cmdline"] or [])[-1:] == [DAEMON_TOKEN]]
 
 
 def fetch_every_answer(service: ServiceProcess, job_ids: list[str], key: bytes) -> dict[str, float]:

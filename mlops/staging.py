@@ -5,6 +5,7 @@ endpoint, and a MinIO request only an endpoint the operator listed in EXECUTOR_S
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -30,11 +31,17 @@ def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
     candidate = PurePosixPath(relative.replace("\\", "/"))
     if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
         raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
-    root = root.resolve()
+    root = _real_root(root)
     resolved = (root / candidate).resolve()
     if resolved != root and root not in resolved.parents:
         raise InvalidRequest(field, "resolves outside the storage root")
     return resolved
+
+
+@functools.lru_cache(maxsize=8)
+def _real_root(root: Path) -> Path:
+    # The storage root is set for the service's life: one realpath at the first request, not one each.
+    return root.resolve()
 
 
 def parse_command(command: str) -> list[str]:

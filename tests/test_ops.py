@@ -44,9 +44,14 @@ def test_ready_is_503_until_the_queue_runs(app):
     app.config["EXECUTOR"].queue.start()
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "checks": {"database": {"ok": True, "reason": None},
-                                                                  "queue": {"ok": True, "reason": None},
-                                                                  "workers": {"ok": True, "reason": None}}}
+    checks = response.get_json()["checks"]
+    assert response.get_json()["status"] == "ready"
+    assert checks["database"] == checks["queue"] == checks["workers"] == {"ok": True, "reason": None}
+    # Ready either way; the check says how user code is isolated here (a warning when it is not).
+    sandbox = app.config["EXECUTOR"].sandbox
+    assert checks["sandbox"] == {"ok": True, "reason": None, "isolation": sandbox.describe()}
+    expected = "user code runs in bubblewrap" if sandbox.isolating else "user code is NOT isolated"
+    assert checks["sandbox"]["isolation"].startswith(expected)
 
 
 def test_ready_is_503_when_the_database_cannot_be_written(app, monkeypatch):

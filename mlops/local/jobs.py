@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,8 @@ from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
+from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
+from mlops.sandbox import sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
@@ -36,16 +37,15 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "training"
 CURRENT_HOST = "algo-1"
-STOP_GRACE_S = 10
 FAILURE_TEXT_LIMIT = 4000
+INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "TMP",
                  "TEMP", "TMPDIR", "PATHEXT", "COMSPEC", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+# In the sandbox the executor's home and temporary folders are not there: the sandbox's own /tmp is.
+SANDBOX_ENV = {"HOME": "/tmp", "TMPDIR": "/tmp"}
 IS_WINDOWS = os.name == "nt"
-# Marks a job's processes, so that recovery kills only the orphans of that job, never a stranger
-# that reused the pid.
-JOB_ID_VARIABLE = "EXECUTOR_JOB_ID"
 
 
 class ContainerLayout:
@@ -73,6 +73,10 @@ class ContainerLayout:
         for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
 
+    def writable(self) -> list[Path]:
+        """Return the folders the job may write: the container's, not the job folder itself (its log)."""
+        return [self.code, self.input, self.model, self.output, self.checkpoints]
+
 
 class LocalBackend(Backend):
     """Runs jobs as child processes of the executor."""
@@ -88,12 +92,15 @@ class LocalBackend(Backend):
         self.clock = clock
         self.python = config.python or sys.executable
         self.venv_root = config.data_dir / "venvs"
-        self._processes: dict[str, subprocess.Popen] = {}
+        self.sandbox = sandbox_for(config)
+        self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
         self._output_failures: dict[str, str] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
+        self._cores = _usable_cores()
+        self._running_jobs = 0
 
     # -- submission ------------------------------------------------------------------------------
 
@@ -133,6 +140,15 @@ class LocalBackend(Backend):
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._running_jobs += 1
+        try:
+            self._run_job(ctx)
+        finally:
+            with self._lock:
+                self._running_jobs -= 1
+
+    def _run_job(self, ctx: JobContext) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
@@ -154,12 +170,17 @@ class LocalBackend(Backend):
                 hyperparameters.setdefault("metadata-file", request["metadata_file"])
             argv_tail = [request["entry_point"], *script_contract.script_flags(hyperparameters)]
             environment = {}
-        python = self._python_for(ctx, layout.code)
         self._write_config(layout, hyperparameters)
+        # Everything the executor puts in the job's folders is written by now: the job (and its
+        # requirements install) may read and change it as the sandbox's identity.
+        for folder in layout.writable():
+            self.sandbox.hand_over(folder)
+        python = self._python_for(ctx, layout.code)
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
-        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        readable = [Path(python).parent.parent] if python != self.python else []
+        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
         ctx.set_artifacts(list_outputs(layout.root))
         redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
         if remote_log_uri(request):
@@ -167,11 +188,12 @@ class LocalBackend(Backend):
         self._finish(ctx, layout, returncode, max_runtime)
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
-                     max_runtime: int) -> int:
+                     max_runtime: int, readable: list[Path]) -> int:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
-        process = subprocess.Popen(argv, cwd=layout.code, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_group_options())
+        process = JobProcess(self.sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
+                             max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             readable=readable)
         with self._lock:
             self._processes[ctx.job_id] = process
         ctx.set_pid(process.pid)
@@ -185,14 +207,13 @@ class LocalBackend(Backend):
             return process.wait()
         finally:
             timer.cancel()
-            process.stdout.close()
+            process.kill()
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
 
-    def _follow_output(self, ctx: JobContext, process: subprocess.Popen) -> None:
-        assert process.stdout is not None
-        follower = OutputFollower(ctx, self.config.max_log_line_bytes)
-        follower.follow(process.stdout)
+    def _follow_output(self, ctx: JobContext, process: JobProcess) -> None:
+        follower = OutputFollower(ctx)
+        follower.follow(process.lines())
         if follower.failure:
             with self._lock:
                 self._output_failures[ctx.job_id] = follower.failure
@@ -252,7 +273,11 @@ class LocalBackend(Backend):
 
     def _environment(self, layout: ContainerLayout, hyperparameters: dict[str, str], entry_point: str,
                      user_environment: dict[str, str]) -> dict[str, str]:
-        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        env = self._base_environment()
+        # Every torch or numpy process would start a thread per core; jobs running together would
+        # then fight over the cores and finish later than one after another. A job's own setting wins.
+        cores = self._core_share()
+        env["OMP_NUM_THREADS"] = str(cores)
         env.update(user_environment)
         sm = {
             "SM_MODEL_DIR": str(layout.model),
@@ -265,7 +290,7 @@ class LocalBackend(Backend):
             "SM_INPUT_CONFIG_DIR": str(layout.config),
             "SM_CHECKPOINT_DIR": str(layout.checkpoints),
             "SM_NUM_GPUS": str(_gpu_count()),
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_CPUS": str(cores),
             "SM_HOSTS": json.dumps([CURRENT_HOST]),
             "SM_CURRENT_HOST": CURRENT_HOST,
             "SM_USER_ENTRY_POINT": entry_point,
@@ -275,9 +300,19 @@ class LocalBackend(Backend):
             sm["SM_HP_" + "".join(ch if ch.isalnum() else "_" for ch in name).upper()] = value
         sm["SM_TRAINING_ENV"] = json.dumps({key[3:].lower(): value for key, value in sm.items()})
         env.update(sm)
-        env[JOB_ID_VARIABLE] = layout.root.name
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def _core_share(self) -> int:
+        """Return the cores a job starting now may use: this machine's cores shared by the jobs running."""
+        with self._lock:
+            return max(1, self._cores // max(1, self._running_jobs))
+
+    def _base_environment(self) -> dict[str, str]:
+        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        if self.sandbox.isolating:
+            env = {key: value for key, value in env.items() if key not in ("TMP", "TEMP")} | SANDBOX_ENV
         return env
 
     def _python_for(self, ctx: JobContext, code: Path) -> str:
@@ -299,22 +334,26 @@ class LocalBackend(Backend):
 
     def _build_venv(self, ctx: JobContext, venv: Path, requirements: Path) -> None:
         staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True)
+        self.sandbox.hand_over(staging)
         try:
             # The executor's own packages stay visible, as the framework's are inside the container.
-            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)])
+            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)], staging,
+                            requirements)
+            # Installing runs the packages' own build code: in the sandbox, like the job.
             self._installer(ctx, [str(_venv_python(staging)), "-m", "pip", "install", "--disable-pip-version-check",
-                                  "--no-input", "-r", str(requirements)])
+                                  "--no-input", "-r", str(requirements)], staging, requirements)
             os.replace(staging, venv)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _installer(self, ctx: JobContext, argv: list[str]) -> None:
-        completed = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                   env={key: os.environ[key] for key in INHERITED_ENV if key in os.environ})
-        ctx.log(completed.stdout + completed.stderr)
-        if completed.returncode != 0:
-            tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+    def _installer(self, ctx: JobContext, argv: list[str], staging: Path, requirements: Path) -> None:
+        code, output = run_to_end(self.sandbox, argv, cwd=requirements.parent, env=self._base_environment(),
+                                  marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
+                                  writable=[staging], readable=[requirements.parent], timeout=INSTALL_TIMEOUT_S)
+        ctx.log(output)
+        if code != 0:
+            tail = output.strip().splitlines()[-5:]
             raise BackendError("installing requirements.txt failed: " + " | ".join(tail))
 
     # -- stopping --------------------------------------------------------------------------------
@@ -328,7 +367,7 @@ class LocalBackend(Backend):
             if process is None:
                 return False
             self._stop_reasons.setdefault(job_id, reason)
-        threading.Thread(target=_terminate_group, args=(process,), name=f"stop-{job_id[:8]}", daemon=True).start()
+        threading.Thread(target=process.stop, name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
 
     def log_location(self, job: Job) -> str:
@@ -345,8 +384,8 @@ class LocalBackend(Backend):
 
     def clean_up_abandoned(self, job: Job) -> None:
         """Kill the processes a killed executor left running for this job."""
-        if job.pid:
-            _kill_orphan(int(job.pid), job.id)
+        # In the sandbox they died with the executor; bare, they may still run.
+        sweep_orphans(job.id)
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of jobs whose process is running now."""
@@ -368,50 +407,15 @@ class LocalBackend(Backend):
         return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 
+def _usable_cores() -> int:
+    # A service limited to some cores (systemd CPUAffinity, cpusets) reports them here, not in cpu_count.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if IS_WINDOWS else "bin/python")
-
-
-def _group_options() -> dict[str, Any]:
-    """Start the job in its own process group, so that stopping it reaches its children too."""
-    if IS_WINDOWS:
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
-
-
-def _terminate_group(process: subprocess.Popen) -> None:
-    """Ask the job's process group to stop, then kill it after a grace period."""
-    try:
-        if IS_WINDOWS:
-            process.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    except (ProcessLookupError, OSError):
-        return
-    if IS_WINDOWS:
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True)
-        return
-    try:
-        # The group can outlive its leader (a child that ignored SIGTERM), so kill it regardless.
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_orphan(pid: int, job_id: str) -> None:
-    """Kill the process group a dead executor left running for this job (Linux: checked by environment)."""
-    environ = Path(f"/proc/{pid}/environ")
-    try:
-        marker = f"{JOB_ID_VARIABLE}={job_id}".encode()
-        if marker not in environ.read_bytes().split(b"\0"):
-            return
-        os.killpg(pid, signal.SIGKILL)
-        logger.warning("killed the process group %s that job %s left running", pid, job_id)
-    except (OSError, AttributeError):
-        return
 
 
 _gpus: int | None = None

@@ -7,8 +7,6 @@ handlers model_fn, input_fn, predict_fn, output_fn); the same folder tarred is w
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -19,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
@@ -29,9 +26,11 @@ from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
 from mlops.exports import Export, file_export, folder_export
+from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
                            model_body, production_variant, public_request)
+from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ CANCEL_CHECK_S = 0.5
 
 
 class LocalModelLifecycle(ModelLifecycle):
-    """Models as folders, endpoints as models loaded in the executor, batch inference as a local job."""
+    """Models as folders, endpoints as sandboxed model workers, batch inference as a local job."""
 
     source_org = "Local"
 
@@ -49,10 +48,11 @@ class LocalModelLifecycle(ModelLifecycle):
         super().__init__(config, store, clients)
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
-        # Endpoints are served from the executor's own process: an 8x8-digit CNN loads in
-        # milliseconds and answers in microseconds, so a child process per endpoint would cost more
-        # (a second torch import, IPC) than it protects. Loading imports the model's inference.py,
-        # which touches sys.path and sys.modules, so loads are serialised by one lock.
+        self.sandbox = sandbox_for(config)
+        self.python = config.python or sys.executable
+        # A model's inference.py is user code: it runs in a worker process of its own, never in the
+        # executor (model_host.py). Loads are serialised, so that two first requests after a restart
+        # start one worker, not two.
         self._served: dict[str, ServedModel] = {}
         self._load_lock = threading.Lock()
 
@@ -133,13 +133,14 @@ class LocalModelLifecycle(ModelLifecycle):
     def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
         record = self.record(ENDPOINT_RECORD, name)
         self.check_endpoint_deletable(record)
-        with self._load_lock:
-            self._served.pop(name, None)
+        self.take_down(record, adapter)
         self.store.delete_record(record.id)
 
     def take_down(self, record: Record, adapter: str | None) -> None:
         with self._load_lock:
-            self._served.pop(record.name, None)
+            served = self._served.pop(record.name, None)
+        if served is not None:
+            served.worker.close()
 
     def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
         """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
@@ -172,34 +173,35 @@ class LocalModelLifecycle(ModelLifecycle):
                                  endpoint_status=record.status)
         served = self._served_model(record)
         try:
-            data = served.handlers.input_fn(body, content_type)
-        except ValueError as exc:
+            return served.worker.invoke(body, content_type, accept or "application/json")
+        except ModelRequestRefused as exc:
+            if exc.kind == "accept":
+                raise NotAcceptable("Accept", str(exc)) from None
             raise MalformedRequest("body", str(exc)) from None
-        prediction = served.handlers.predict_fn(data, served.model)
-        try:
-            answer = served.handlers.output_fn(prediction, accept or "application/json")
-        except ValueError as exc:
-            raise NotAcceptable("Accept", str(exc)) from None
-        return (answer.encode() if isinstance(answer, str) else bytes(answer)), "application/json"
 
     def _served_model(self, record: Record) -> "ServedModel":
         with self._load_lock:
             served = self._served.get(record.name)
-        if served is not None and served.config_name == record.payload.get("endpoint_config"):
-            return served
-        # After a restart the endpoint is still InService in the store: load its model again.
-        config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
-        return self._load(record.name, config)
+            if served is not None and served.config_name == record.payload.get("endpoint_config"):
+                return served
+            # After a restart the endpoint is still InService in the store: load its model again.
+            config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
+            return self._load(record.name, config)
 
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
-        model = self.record(MODEL, config.payload["model_names"][0], "ModelName", Conflict)
-        with self._load_lock:
-            # The folder by name, not the stored path: a data folder moved since still serves its models.
-            model_dir = self.models_root / model.name
-            handlers = load_handlers(model_dir)
-            served = ServedModel(config.name, handlers, handlers.model_fn(str(model_dir)))
-            self._served[endpoint] = served
+        """Start a worker with the configuration's model and serve the endpoint from it; call with the load lock."""
+        worker = self._worker(config.payload["model_names"][0], f"endpoint-{endpoint}")
+        worker.start()
+        previous = self._served.get(endpoint)
+        served = self._served[endpoint] = ServedModel(config.name, worker)
+        if previous is not None:
+            previous.worker.close()
         return served
+
+    def _worker(self, model_name: str, marker: str) -> ModelWorker:
+        model = self.record(MODEL, model_name, "ModelName", Conflict)
+        # The folder by name, not the stored path: a data folder moved since still serves its models.
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -230,9 +232,11 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.set_phase("Creating" if creating else "Updating", "loading the model")
         try:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
-            self._load(record.name, config)
+            with self._load_lock:
+                self._load(record.name, config)
         except Exception as exc:  # a model that cannot load fails the deployment, whatever the reason
-            reason = f"the model could not be loaded: {type(exc).__name__}: {exc}"
+            reason = f"the model could not be loaded: {exc}" if isinstance(exc, ModelFailure) else (
+                f"the model could not be loaded: {type(exc).__name__}: {exc}")
             if creating:
                 reason = self._fail_create(record, reason)
             else:
@@ -265,17 +269,20 @@ class LocalModelLifecycle(ModelLifecycle):
         out_dir = ctx.job_dir / "output" / "transform"
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
+        worker = None
         try:
-            model = self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
-            with self._load_lock:
-                handlers = load_handlers(self.models_root / model.name)
-            loaded = handlers.model_fn(str(self.models_root / model.name))
-            counts = run_batch(handlers, loaded, source, out_dir, request, ctx.cancel_requested)
+            self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
+            worker = self._worker(request["ModelName"], ctx.job_id)
+            worker.start()
+            counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested)
         except Exception as exc:  # any failure is the transform job's failure reason
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
             self.update(record, FAILED, failure_reason=reason)
             ctx.finish(JobStatus.ERROR, reason)
             return
+        finally:
+            if worker is not None:
+                worker.close()
         files = sorted(str(path.relative_to(ctx.job_dir)) for path in out_dir.rglob("*") if path.is_file())
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
@@ -293,7 +300,9 @@ class LocalModelLifecycle(ModelLifecycle):
 
     def close(self) -> None:
         with self._load_lock:
-            self._served.clear()
+            served, self._served = list(self._served.values()), {}
+        for endpoint in served:
+            endpoint.worker.close()
 
     # -- datasets --------------------------------------------------------------------------------
 
@@ -362,101 +371,12 @@ class LocalModelLifecycle(ModelLifecycle):
         raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
 
 
-# -- loading a model's inference handlers ------------------------------------------------------
-
-@dataclass
-class Handlers:
-    """The four SageMaker PyTorch serving functions of a model (defaults where inference.py has none)."""
-
-    model_fn: Callable[[str], Any]
-    input_fn: Callable[[Any, str], Any]
-    predict_fn: Callable[[Any, Any], Any]
-    output_fn: Callable[[Any, str], Any]
-
-
 @dataclass
 class ServedModel:
+    """An endpoint's configuration and the worker that serves its model."""
+
     config_name: str
-    handlers: Handlers
-    model: Any
-
-
-_module_counter = itertools.count()
-
-
-def load_handlers(model_dir: Path) -> Handlers:
-    """Import model_dir/code/inference.py under a unique name; call with the load lock held.
-
-    inference.py imports its sibling modules (preprocessing.py) by plain name, so the code folder is
-    put on sys.path for the import, and the siblings are taken out of sys.modules afterwards: two
-    models with different preprocessing.py must not share the first one imported.
-    """
-    script = model_dir / "code" / "inference.py"
-    module: ModuleType | None = None
-    if script.is_file():
-        code_dir = str(script.parent)
-        siblings = {path.stem for path in script.parent.glob("*.py")} - {"inference"}
-        saved = {name: sys.modules.pop(name) for name in siblings if name in sys.modules}
-        sys.path.insert(0, code_dir)
-        try:
-            spec = importlib.util.spec_from_file_location(f"_served_inference_{next(_module_counter)}", script)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            # Registered under its unique name, as dataclasses and pickling look modules up there.
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(code_dir)
-            for name in siblings:
-                sys.modules.pop(name, None)
-            sys.modules.update(saved)
-
-    def pick(name: str, default: Callable) -> Callable:
-        return getattr(module, name, None) or default
-
-    return Handlers(pick("model_fn", _default_model_fn), pick("input_fn", _default_input_fn),
-                    pick("predict_fn", _default_predict_fn), pick("output_fn", _default_output_fn))
-
-
-def _default_model_fn(model_dir: str) -> Any:
-    import torch
-
-    return torch.jit.load(str(Path(model_dir) / "model.pt"), map_location="cpu").eval()
-
-
-def _default_input_fn(body: bytes | str, content_type: str) -> Any:
-    import torch
-
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    if media == "application/json":
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"the request body is not valid JSON: {exc}") from None
-        payload = payload.get("instances", payload) if isinstance(payload, dict) else payload
-    elif media == "text/csv":
-        payload = [[float(value) for value in line.split(",")] for line in text.splitlines() if line.strip()]
-    else:
-        raise ValueError(f"unsupported content type {content_type!r}: send application/json or text/csv")
-    try:
-        return torch.tensor(payload, dtype=torch.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the payload is not a numeric array: {exc}") from None
-
-
-def _default_predict_fn(data: Any, model: Any) -> Any:
-    import torch
-
-    with torch.inference_mode():
-        return model(data).tolist()
-
-
-def _default_output_fn(prediction: Any, accept: str) -> str:
-    media = (accept or "application/json").split(";", 1)[0].strip().lower()
-    if media not in ("application/json", "*/*"):
-        raise ValueError(f"unsupported accept type {accept!r}: only application/json is offered")
-    return json.dumps({"predictions": prediction})
+    worker: ModelWorker
 
 
 def _check_model_folder(folder: Path, field: str) -> None:
@@ -468,7 +388,7 @@ def _check_model_folder(folder: Path, field: str) -> None:
 
 # -- batch inference ---------------------------------------------------------------------------
 
-def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, request: dict[str, Any],
+def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[str, Any],
               cancel_requested: Callable[[], bool]) -> dict[str, Any]:
     """Predict every input of a file or folder; write `<input name>.out` files as SageMaker does."""
     accept = (request.get("TransformOutput") or {}).get("Accept") or "application/json"
@@ -490,11 +410,11 @@ def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, reque
                 if stop(throttled=True):
                     return {"records": records, "failed": failed, "stopped": True}
                 try:
-                    answer = handlers.output_fn(handlers.predict_fn(handlers.input_fn(payload, kind), model), accept)
-                except ValueError as exc:
+                    answer = worker.invoke(payload, kind, accept)[0].decode("utf-8", errors="replace")
+                except ModelRequestRefused as exc:
                     failed += 1
                     answer = json.dumps({"error": str(exc)})
-                out.write((answer.decode() if isinstance(answer, bytes) else answer).rstrip("\n") + "\n")
+                out.write(answer.rstrip("\n") + "\n")
                 records += 1
     if records == 0:
         raise BackendError(f"no inputs found in {source.name}")
