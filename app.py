@@ -20,6 +20,7 @@ from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
+from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -37,6 +38,8 @@ class Executor:
     backend: Platform
     clients: ClientFactory
     secret_box: SecretBox
+    #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
+    sandbox: Sandbox | None = None
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
@@ -53,7 +56,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     queue = JobQueue(config, store, platform, secret_box)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box)
+    sandbox = sandbox_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
     app.json.sort_keys = False
     api.register(app)
     return app
@@ -115,12 +119,22 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
 
 def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> None:
     """Close waitress's sockets from inside its own loop, then finish the requests in flight."""
-    from waitress import wasyncore
+    from waitress import trigger, wasyncore
 
     # Closing sockets from another thread races the loop's select() on them (EBADF); the trigger
     # runs the close inside the loop, after which the loop finds its map empty and returns.
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    thread.join(timeout)
+    if thread.is_alive():
+        if not server.trigger.connected:
+            # waitress closes a dispatcher that raised, its trigger included, and the loop runs on.
+            # A closed trigger's descriptor number may name another file by now: never write to
+            # it; a fresh trigger joins the loop at its next select().
+            server.trigger = trigger.trigger(server._map)
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        thread.join(timeout)
+    if not thread.is_alive():
+        # The loop has ended (stopped here, or ended by an exception): nothing selects on the
+        # sockets any more, so whatever it left open is closed from here.
+        wasyncore.close_all(server._map)
     server.task_dispatcher.shutdown(timeout=timeout)
 
 

@@ -64,6 +64,23 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _sandbox_mode(text: str) -> str:
+    if text not in ("auto", "required", "off"):
+        raise ValueError("must be 'auto', 'required' or 'off'")
+    return text
+
+
+def _identity(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    try:
+        identity = int(uid), int(gid or uid)
+    except ValueError:
+        raise ValueError("must be UID:GID in numbers, such as 65534:65534") from None
+    if 0 in identity:
+        raise ValueError("user code never runs as root: give a uid and gid other than 0")
+    return identity
+
+
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     networks = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -142,6 +159,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "INFO", str.upper, "logging level"),
     Setting("retry_interrupted", "false", _bool,
             "requeue local jobs that were running when the executor stopped, instead of failing them"),
+    Setting("sandbox", "auto", _sandbox_mode,
+            "run user code in a bubblewrap sandbox: auto (when available, else a warning), required, off"),
+    Setting("sandbox_network", "true", _bool, "let sandboxed user code reach the network"),
+    Setting("sandbox_identity", "65534:65534", _identity,
+            "UID:GID user code runs as when the executor runs as root (otherwise the executor's own)"),
+    Setting("max_log_line_bytes", "65536", _positive_int,
+            "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend
     Setting("aws_region", "", _optional_str, "AWS region (default: the AWS configuration's)"),
     Setting("aws_profile", "", _optional_str, "named AWS profile (default: the standard credential chain)"),
@@ -185,20 +209,43 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
     values: dict[str, Any] = {}
+    secret_files: list[Path] = []
     for setting in SETTINGS:
         if setting.name in overrides and not isinstance(overrides[setting.name], str):
             values[setting.name] = overrides.pop(setting.name)
             continue
-        text = overrides.pop(setting.name, environ.get(setting.env, setting.default))
+        text = overrides.pop(setting.name, None)
+        if text is None and setting.secret and environ.get(setting.env + "_FILE"):
+            secret_files.append(_path(environ[setting.env + "_FILE"]))
+            text = _read_secret_file(setting, secret_files[-1])
+        if text is None:
+            text = environ.get(setting.env, setting.default)
         try:
             values[setting.name] = setting.convert(text.strip())
         except ValueError as exc:
             raise ConfigError(f"{setting.env}: {exc}") from None
     if overrides:
         raise ConfigError(f"unknown settings: {', '.join(sorted(overrides))}")
+    # Kept so that the sandbox can hide them from user code.
+    values["secret_files"] = tuple(secret_files)
     config = Config(values)
     _check(config)
     return config
+
+
+def _read_secret_file(setting: Setting, path: Path) -> str:
+    """Read a secret setting from its file (a systemd credential or a 0600 file), not the environment.
+
+    A process's environment is readable by everything that runs as its user (/proc/<pid>/environ)
+    and is inherited by what it starts; a file the executor alone can read is neither.
+    """
+    name = setting.env + "_FILE"
+    try:
+        if os.name != "nt" and path.stat().st_mode & 0o077:
+            raise ConfigError(f"{name}: {path} may be read by others than its owner; chmod 600 it")
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
 def _check(config: Config) -> None:
@@ -225,8 +272,9 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, str]:
         description="Essedum job executor: runs pipelines locally or on Amazon SageMaker.",
         epilog="Each flag can also be set with the environment variable named in its help.")
     for setting in SETTINGS:
+        source = f"{setting.env} or a file named by {setting.env}_FILE" if setting.secret else setting.env
         default = "(hidden)" if setting.secret else repr(setting.default)
         parser.add_argument(setting.flag, dest=setting.name, metavar="VALUE",
-                            help=f"{setting.help} [{setting.env}, default {default}]")
+                            help=f"{setting.help} [{source}, default {default}]")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return {name: value for name, value in vars(args).items() if value is not None}

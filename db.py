@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
 BUSY_TIMEOUT_MS = 10_000
@@ -119,11 +119,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX records_type ON records (type, created);
     """,
+    # 2: job folders and logs relative to the data folder, so that a moved or restored data folder
+    # keeps its jobs; a one-row table that readiness writes to prove the store takes writes.
+    # ('_' in LIKE matches either path separator: databases written on Windows hold backslashes.)
+    """
+    UPDATE jobs SET output_dir = 'jobs/' || id WHERE output_dir LIKE '%jobs_' || id;
+    UPDATE jobs SET log_path = 'jobs/' || id || '/job.log' WHERE log_path LIKE '%jobs_' || id || '_job.log';
+    CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), time REAL NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JSON_COLUMNS = ("request", "progress", "artifacts", "details")
+# A job printing metric lines in a loop must not grow its history (and the status answer) without
+# end: past the row bound each metric's history is halved, keeping its first and last points.
+MAX_METRIC_ROWS_PER_JOB = 10_000
+MAX_METRIC_NAMES_PER_JOB = 100
 _UPDATABLE = frozenset({"phase", "external_id", "pid", "progress", "artifacts", "details",
                         "failure_reason", "secrets"})
 
@@ -155,10 +167,13 @@ class Job:
     has_secrets: bool = field(default=False)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Job":
+    def from_row(cls, row: sqlite3.Row, data_dir: Path) -> "Job":
         data = {key: row[key] for key in row.keys() if key != "secrets"}
         for column in _JSON_COLUMNS:
             data[column] = json.loads(data[column])
+        for column in ("log_path", "output_dir"):
+            stored = data[column]
+            data[column] = stored if Path(stored).is_absolute() else str(data_dir / PurePosixPath(stored))
         data["status"] = JobStatus(data["status"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["has_secrets"] = row["secrets"] is not None if "secrets" in row.keys() else False
@@ -190,6 +205,8 @@ class JobStore:
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
+        # Job folders and logs are stored relative to the folder that holds the database.
+        self.data_dir = self.path.parent.resolve()
         self.clock = clock
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -218,9 +235,28 @@ class JobStore:
                 self._connections.append(conn)
         return conn
 
+    def _drop_connection(self, conn: sqlite3.Connection) -> None:
+        """Forget this thread's connection after a fault, so that the next use opens a fresh one.
+
+        SQLite opens a file it cannot write read-only and keeps it so for the connection's life: a
+        connection made during a fault would refuse writes long after the fault is cleared.
+        """
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
+        try:
+            conn = self._connection()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"job database {self.path} cannot be opened: {exc}") from exc
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             raise StoreUnavailable(f"job database {self.path} cannot be written: another write took "
                                    f"longer than {BUSY_TIMEOUT_MS} ms")
@@ -229,20 +265,26 @@ class JobStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite has rolled back already after some errors (a full disk).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
             self._write_lock.release()
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
-            return self._connection().execute(sql, tuple(params)).fetchall()
+            conn = self._connection()
+            return conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
+            if getattr(self._local, "conn", None) is not None:
+                self._drop_connection(self._local.conn)
             raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
 
     def close(self) -> None:
@@ -265,31 +307,47 @@ class JobStore:
             conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
 
     def check_writable(self) -> None:
-        """Raise StoreUnavailable unless a write transaction can be taken now."""
+        """Raise StoreUnavailable unless a row can really be written and committed now."""
+        # Taking the write lock alone proves nothing: a full disk or a read-only file only fails
+        # when a page is written.
         with self._write() as conn:
-            conn.execute("SELECT 1")
+            conn.execute("INSERT INTO write_probe (id, time) VALUES (1, ?)"
+                         " ON CONFLICT (id) DO UPDATE SET time = excluded.time", (self.clock(),))
 
     # -- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
                    secrets: bytes | None, log_path: str, output_dir: str) -> Job:
-        """Insert a new WAITING job and its first event."""
+        """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
+        log_path, output_dir = self._relative(log_path), self._relative(output_dir)
         now = self.clock()
         with self._write() as conn:
-            conn.execute(
+            # RETURNING hands back the stored row (with the table's defaults) without a second query.
+            (row,) = conn.execute(
                 "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
-                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
-                 log_path, output_dir))
+                 log_path, output_dir)).fetchall()
             self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
-        job = self.get(job_id)
-        assert job is not None
-        return job
+        return self._job(row)
+
+    def _relative(self, path: str) -> str:
+        """Return a path inside the data folder relative to it; any other path as given."""
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            return candidate.as_posix()
+        try:
+            return candidate.resolve().relative_to(self.data_dir).as_posix()
+        except ValueError:
+            return str(candidate)
+
+    def _job(self, row: sqlite3.Row) -> Job:
+        return Job.from_row(row, self.data_dir)
 
     def get(self, job_id: str) -> Job | None:
         """Return the job with this id, or None."""
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return Job.from_row(rows[0]) if rows else None
+        return self._job(rows[0]) if rows else None
 
     def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Return the ids (at most `limit`) that start with prefix, through the primary key's index."""
@@ -326,7 +384,7 @@ class JobStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY submitted DESC, id LIMIT ? OFFSET ?",
                           [*params, limit, offset])
-        return [Job.from_row(row) for row in rows]
+        return [self._job(row) for row in rows]
 
     def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
         """Return every job in this status, oldest first."""
@@ -334,7 +392,7 @@ class JobStore:
         if backend:
             sql += " AND backend = ?"
             params.append(backend)
-        return [Job.from_row(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
+        return [self._job(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
 
     def count_by_status(self) -> dict[str, int]:
         """Return the number of jobs in each status."""
@@ -369,13 +427,20 @@ class JobStore:
                    phase: str | None = None) -> bool:
         """Move a job to a new status; False when another thread moved it first.
 
-        Raises IllegalTransition for a move the state machine forbids and KeyError for an unknown job.
+        A running job whose stop was answered "cancelled" ends CANCELLED, whatever final status its
+        work reached first: the answer was a promise. Raises IllegalTransition for a move the state
+        machine forbids and KeyError for an unknown job.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT status, phase, cancel_requested FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
             current = JobStatus(row["status"])
+            if row["cancel_requested"] and current is JobStatus.RUNNING and to.is_final \
+                    and to is not JobStatus.CANCELLED:
+                message = f"stopped at the user's request (the job had reached {to.value})"
+                to, failure_reason, phase = JobStatus.CANCELLED, None, None
             if expected is not None and current is not expected:
                 return False
             if to not in ALLOWED_TRANSITIONS[current]:
@@ -454,6 +519,14 @@ class JobStore:
         rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
         return rows[0]["secrets"] if rows else None
 
+    def add_note(self, job_id: str, message: str) -> None:
+        """Record a message in a job's events without changing its status or phase."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            self._add_event(conn, job_id, JobStatus(row["status"]), row["phase"], message, self.clock())
+
     def _add_event(self, conn: sqlite3.Connection, job_id: str, status: JobStatus, phase: str,
                    message: str | None, now: float) -> None:
         conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",
@@ -469,14 +542,37 @@ class JobStore:
 
     def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
                     when: float | None = None) -> None:
-        """Record metric values (name, value, step) of a job."""
+        """Record metric values (name, value, step) of a job, within the job's bounds on names and rows."""
         now = self.clock() if when is None else when
         rows = [(job_id, name, value, step, now) for name, value, step in metrics]
         if not rows:
             return
         with self._write() as conn:
+            names = {row[0] for row in conn.execute("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?",
+                                                    (job_id,))}
+            room = MAX_METRIC_NAMES_PER_JOB - len(names)
+            kept = []
+            for row in rows:
+                if row[1] not in names:
+                    if room <= 0:
+                        continue
+                    names.add(row[1])
+                    room -= 1
+                kept.append(row)
             conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
-                             rows)
+                             kept)
+            count_sql = "SELECT COUNT(*) FROM job_metrics WHERE job_id = ?"
+            while conn.execute(count_sql, (job_id,)).fetchone()[0] > MAX_METRIC_ROWS_PER_JOB \
+                    and self._halve_metric_history(conn, job_id):
+                pass
+
+    def _halve_metric_history(self, conn: sqlite3.Connection, job_id: str) -> int:
+        """Delete every second point of each metric of a job, the first and latest kept; return how many."""
+        return conn.execute(
+            "DELETE FROM job_metrics WHERE id IN (SELECT id FROM (SELECT id,"
+            " ROW_NUMBER() OVER (PARTITION BY name ORDER BY id) AS position,"
+            " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = ?)"
+            " WHERE position % 2 = 0 AND position < total)", (job_id,)).rowcount
 
     def replace_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None, float]]) -> None:
         """Replace a job's metrics with (name, value, step, time) rows read from their source."""

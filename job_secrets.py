@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -16,6 +17,14 @@ from config import ConfigError
 
 KEY_FILE_NAME = "secret.key"
 REDACTED = "****"
+# Names that say their value is a credential, in request configs and in AWS descriptions.
+SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential|private", re.IGNORECASE)
+# AWS names many non-secret fields ...KeyId (KMS key ids); these are the ones that carry credentials.
+AWS_SECRET_FIELD = re.compile(r"secret|token|password|passwd|credential|private|(access|api|session)_?key",
+                              re.IGNORECASE)
+# Fields of AWS descriptions whose every value is the caller's: environments are where secrets go.
+AWS_SECRET_MAPS = frozenset({"Environment"})
+AWS_NAMED_MAPS = frozenset({"HyperParameters", "StaticHyperParameters"})
 
 
 class SecretBox:
@@ -59,13 +68,44 @@ class SecretBox:
 
 
 def secret_values(secrets: dict[str, Any]) -> list[str]:
-    """Return every string inside a secrets dict that is long enough to be worth redacting."""
-    return sorted({value for value in _strings(secrets) if len(value) >= 4}, key=len, reverse=True)
+    """Return every string inside a secrets dict worth redacting, and each line of a multi-line one.
+
+    The log is written line by line, so a secret holding a line break reaches it in pieces.
+    """
+    values = set()
+    for value in _strings(secrets):
+        values.update(piece for piece in (value, *value.splitlines()) if len(piece.strip()) >= 4)
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_description(value: Any, field: str = "") -> Any:
+    """Return an AWS description with credential-bearing fields replaced by ****.
+
+    Environment values are all replaced; hyperparameters and other fields whose names look like
+    credentials too, at any depth.
+    """
+    if isinstance(value, dict):
+        if field in AWS_SECRET_MAPS:
+            return {name: REDACTED for name in value}
+        redacted = {}
+        for name, item in value.items():
+            if AWS_SECRET_FIELD.search(str(name)) and not isinstance(item, (dict, list)):
+                redacted[name] = REDACTED
+            elif field in AWS_NAMED_MAPS and SECRET_NAME.search(str(name)):
+                redacted[name] = REDACTED
+            else:
+                redacted[name] = redact_description(item, str(name))
+        return redacted
+    if isinstance(value, list):
+        return [redact_description(item, field) for item in value]
+    return value
 
 
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield str(value)
     elif isinstance(value, dict):
         for item in value.values():
             yield from _strings(item)

@@ -10,14 +10,15 @@ import logging
 import threading
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus, JobStore, StoreError
+from db import Job, JobStatus, JobStore, StoreError, StoreUnavailable
 from job_secrets import SecretBox
 from mlops.base import Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
+from mlops.job_files import remove_tree
 from mlops.recovery import Decision, Outcome, decide
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,19 @@ class JobQueue:
         self.secret_box = secret_box
         self.clock = clock
         self.jobs_dir = config.data_dir / "jobs"
+        # Logs live beside the job folders, not inside them: a job can write anywhere in its own
+        # folder, and must not be able to replace the file the executor appends to and serves.
+        self.logs_dir = config.data_dir / "logs" / "jobs"
         self._wake = threading.Condition()
         self._pending_wakeups = 0
         self._monitor_wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._workers: dict[str, threading.Thread] = {}
+        self._workers_lock = threading.Lock()
+        # Jobs whose end could not be stored (the store failed): ended ERROR once it takes writes.
+        self._unfinished: dict[str, str] = {}
+        self._unfinished_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.started = False
@@ -64,13 +73,21 @@ class JobQueue:
         job_id = job_id or str(uuid.uuid4())
         job_dir = self.jobs_dir / job_id
         job = self.store.create_job(job_id, kind=kind, backend=self.backend.name, request=request,
-                                    secrets=self.secret_box.seal(secrets), log_path=str(job_dir / "job.log"),
-                                    output_dir=str(job_dir))
+                                    secrets=self.secret_box.seal(secrets),
+                                    log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(job_dir))
         self.wake()
         return job
 
     def cancel(self, job_id: str) -> bool | None:
-        """Cancel a job; None for an unknown job, False when it had already ended."""
+        """Cancel a job; None for an unknown job, False when it had ended or cannot be stopped.
+
+        True is a promise: the job will end CANCELLED (the store holds every final status to it).
+        """
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+        if job.status is JobStatus.RUNNING and job.kind not in self.backend.stoppable_kinds:
+            return False
         before = self.store.request_cancel(job_id)
         if before is None:
             return None
@@ -85,8 +102,25 @@ class JobQueue:
             return True
         return self.backend.cancel(job) or job.status is JobStatus.RUNNING
 
+    def delete(self, job_id: str) -> bool:
+        """Delete an ended job: its record, events and metrics, its folder and its log; False if unknown or active."""
+        if not self.store.delete_job(job_id):
+            return False
+        # Only once the record is gone with a final status: no worker writes to these files any more.
+        # The paths come from this queue's folders and the id alone, never from the stored record.
+        if PurePath(job_id).name != job_id or job_id in (".", ".."):
+            logger.error("job %s: its id is not a plain name; its files are left in place", job_id)
+            return True
+        for path in (self.jobs_dir / job_id, self.logs_dir / f"{job_id}.log"):
+            try:
+                remove_tree(path)
+            except OSError as exc:
+                logger.warning("job %s: %s could not be removed: %s", job_id, path, exc)
+        return True
+
     def wake(self) -> None:
         """Tell one idle worker that a job may be waiting."""
+        self._replace_dead_workers()
         with self._wake:
             self._pending_wakeups += 1
             self._wake.notify()
@@ -95,9 +129,10 @@ class JobQueue:
 
     def start(self) -> None:
         """Recover what the last run left, then start the workers and the monitor."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.recover()
         for number in range(self.config.workers):
-            self._spawn(self._worker_loop, f"worker-{number + 1}")
+            self._start_worker(f"worker-{number + 1}")
         if self.backend.remote:
             self._spawn(self._monitor_loop, "monitor")
         self.started = True
@@ -117,17 +152,54 @@ class JobQueue:
         if waiting:
             logger.info("%d waiting job(s) found at start-up", len(waiting))
 
+    def _start_worker(self, name: str) -> None:
+        thread = threading.Thread(target=self._worker_main, name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the process's thread limit; a later wake-up tries again
+            logger.error("cannot start worker thread %s: %s", name, exc)
+            return
+        with self._workers_lock:
+            self._workers[name] = thread
+        self._threads.append(thread)
+
+    def _replace_dead_workers(self) -> None:
+        """Start a worker in place of each one that died and could not be replaced then."""
+        if not self.started or self._stopping.is_set():
+            return
+        with self._workers_lock:
+            dead = [name for name, thread in self._workers.items() if not thread.is_alive()]
+        for name in dead:
+            logger.warning("worker thread %s is dead; starting another", name)
+            self._start_worker(name)
+
+    def alive_workers(self) -> int:
+        """Return how many worker threads are alive."""
+        with self._workers_lock:
+            return sum(thread.is_alive() for thread in self._workers.values())
+
     def busy_workers(self) -> int:
         """Return how many workers are running a job now."""
         with self._busy_lock:
             return self._busy
 
+    def _worker_main(self) -> None:
+        try:
+            self._worker_loop()
+        except BaseException:  # noqa: B036 - whatever ends a worker, another takes its place
+            if self._stopping.is_set():
+                return
+            name = threading.current_thread().name
+            logger.critical("worker thread %s died; starting another", name, exc_info=True)
+            self._start_worker(name)
+
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
+            self._settle_unfinished()
             try:
                 job = self.store.claim_next([self.backend.name])
-            except StoreError:
-                logger.exception("cannot claim a job; retrying")
+            except StoreError as exc:
+                logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
             if job is None:
                 self._idle()
@@ -136,9 +208,32 @@ class JobQueue:
                 self._busy += 1
             try:
                 self.run_job(job)
+            except BaseException as exc:
+                self._remember_unfinished(job.id, f"internal error: the worker running the job died "
+                                                  f"({type(exc).__name__}: {exc})")
+                raise
             finally:
                 with self._busy_lock:
                     self._busy -= 1
+
+    def _remember_unfinished(self, job_id: str, reason: str) -> None:
+        with self._unfinished_lock:
+            self._unfinished.setdefault(job_id, reason)
+
+    def _settle_unfinished(self) -> None:
+        """End ERROR each job whose end could not be stored, as soon as the store takes writes."""
+        with self._unfinished_lock:
+            pending = dict(self._unfinished)
+        for job_id, reason in pending.items():
+            try:
+                self.store.transition(job_id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
+            except StoreUnavailable:
+                return
+            except (KeyError, StoreError):
+                pass
+            logger.info("job %s: its end is stored now", job_id)
+            with self._unfinished_lock:
+                self._unfinished.pop(job_id, None)
 
     def _idle(self) -> None:
         with self._wake:
@@ -152,7 +247,21 @@ class JobQueue:
         return JobContext(job, self.store, Path(job.output_dir), secrets)
 
     def run_job(self, job: Job) -> None:
-        """Run one claimed job with the backend; any exception ends it as ERROR with the reason."""
+        """Run one claimed job with the backend; any exception ends it ERROR with the reason.
+
+        Where even that cannot be stored (the store fails), the job is ended once the store takes
+        writes again: no error while running, failing or logging a job ends the worker.
+        """
+        try:
+            self._run(job)
+        except StoreError as exc:
+            logger.error("job %s: its end cannot be stored yet: %s", job.id, exc)
+            self._remember_unfinished(job.id, f"the job store failed while the job ran or ended: {exc}")
+        except Exception as exc:
+            logger.exception("job %s: error while ending the job", job.id)
+            self._remember_unfinished(job.id, f"internal error while ending the job: {type(exc).__name__}: {exc}")
+
+    def _run(self, job: Job) -> None:
         logger.info("job %s (%s): starting, attempt %d", job.id, job.kind, job.attempts)
         ctx: JobContext | None = None
         try:

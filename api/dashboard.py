@@ -21,7 +21,7 @@ from api.views import executor, format_time, job_status
 from db import Job, JobStatus
 from mlops.base import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
-from mlops.job_files import list_outputs
+from mlops.job_outputs import list_outputs
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 

@@ -15,7 +15,7 @@ from api.docs import documented
 from api.execute import find_job
 from db import Job
 from mlops.errors import NotFound
-from mlops.job_files import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
+from mlops.job_outputs import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
 
 blueprint = Blueprint("downloads", __name__)
 

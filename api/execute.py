@@ -13,21 +13,19 @@ from api import schemas
 from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
 from db import Job, JobStatus
+from job_secrets import SECRET_NAME
 from mlops.base import PIPELINE
 from mlops.errors import Conflict, MalformedRequest, NotFound
+from mlops.job_files import UnsafeFile, read_tail
 
 blueprint = Blueprint("execute", __name__)
 
 LOG_LIMIT_BYTES = 5 << 20
-# Essedum puts run settings in configs; any that looks like a credential is kept with the secrets.
-SECRET_CONFIG_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|session_key|private",
-                               re.IGNORECASE)
 
 
 def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate a pipeline body into what may be stored and the secrets, which may not."""
-    configs = dict(body.get("configs") or {})
-    secret_configs = {key: configs.pop(key) for key in list(configs) if SECRET_CONFIG_KEY.search(key)}
+    configs, secret_configs = split_secret_entries(body.get("configs") or {})
     environment = body.get("environment") or {}
     request_part = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
                                               "command", "storage")}
@@ -38,6 +36,31 @@ def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         request_part["retry_on_restart"] = configs["retry_on_restart"]
     secrets = {"credentials": body["credentials"], "environment": environment, "configs": secret_configs}
     return request_part, secrets
+
+
+def split_secret_entries(value: Any) -> tuple[Any, dict[str, Any]]:
+    """Return (value without secret-named entries, {dotted path: secret value}), through nested objects and lists.
+
+    Essedum puts run settings in configs; an entry whose name looks like a credential is kept with
+    the secrets (sealed, redacted from the log), never stored in clear.
+    """
+    secrets: dict[str, Any] = {}
+
+    def strip(item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            kept = {}
+            for name, entry in item.items():
+                where = f"{path}.{name}" if path else str(name)
+                if SECRET_NAME.search(str(name)):
+                    secrets[where] = entry
+                else:
+                    kept[name] = strip(entry, where)
+            return kept
+        if isinstance(item, list):
+            return [strip(entry, f"{path}.{index}") for index, entry in enumerate(item)]
+        return item
+
+    return strip(value, ""), secrets
 
 
 def submit_pipeline() -> tuple[Any, int]:
@@ -104,15 +127,16 @@ def get_log(task_id: str):
 
 
 def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
-    """Return the job log, or its last `limit` bytes when it is longer."""
-    path = Path(job.log_path)
-    if not path.is_file():
-        return executor().backend.read_log(job)
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        if size > limit:
-            handle.seek(size - limit)
-        data = handle.read()
+    """Return the job log, or its last `limit` bytes when it is longer; never through a link."""
+    data_dir = executor().config.data_dir
+    try:
+        data, size = read_tail(data_dir, Path(job.log_path).relative_to(data_dir), limit)
+    except FileNotFoundError:
+        return ""
+    except UnsafeFile:
+        return "[executor] the job log is not a regular file (a link, FIFO or device put in its place): not read\n"
+    except (OSError, ValueError) as exc:
+        return f"[executor] the job log cannot be read: {type(exc).__name__}\n"
     text = data.decode("utf-8", errors="replace")
     return text if size <= limit else f"[... {size - limit} earlier bytes omitted ...]\n{text}"
 

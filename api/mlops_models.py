@@ -17,11 +17,12 @@ from flask import Blueprint, jsonify, request, send_file, url_for
 from api import model_schemas
 from api.docs import documented
 from api.execute import stop_job
-from api.schemas import RECORD_ACCEPTED, json_body, validate, without_absent
+from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
 from db import Job, Record
+from job_secrets import redact_description
 from mlops.base import ENDPOINT, TRANSFORM
-from mlops.errors import MalformedRequest, NotFound
+from mlops.errors import MalformedRequest, NotFound, TooLarge
 from mlops.exports import open_no_follow
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
@@ -36,6 +37,8 @@ ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum a
                 "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
 FORM_OVERHEAD_BYTES = 1 << 20
+# As many as the bundled inference.py accepts in one request: each becomes a decoded image.
+MAX_IMAGES_PER_REQUEST = 256
 
 
 def lifecycle() -> ModelLifecycle:
@@ -55,7 +58,7 @@ def record_view(record: Record) -> dict[str, Any]:
         # on a missing key (ICIPModelAWSServiceSageMaker.parseMLFedModel).
         "container": payload.get("container") or {},
         "adapter": payload.get("adapter"),
-        "rawPayload": json.dumps(payload.get("raw") or {}, default=str),
+        "rawPayload": json.dumps(redact_description(payload.get("raw") or {}), default=str),
         "syncDate": format_record_time(record.updated),
         "description": payload.get("description") or "",
         "project": payload.get("project"),
@@ -272,6 +275,8 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         files = [item for item in request.files.getlist("file") if item.filename or item.mimetype]
         if not files:
             raise MalformedRequest("file", "upload one or more images in the 'file' field")
+        if len(files) > MAX_IMAGES_PER_REQUEST:
+            raise TooLarge("file", f"{len(files)} images in one request; at most {MAX_IMAGES_PER_REQUEST}")
         if len(files) == 1:
             return files[0].read(), _file_type(files[0])
         # Several images travel as one JSON request of base64 strings, which inference.py accepts.
@@ -282,10 +287,9 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         raise MalformedRequest("body", "send a JSON payload, CSV, an image, or {\"S3Uri\": \"s3://...\"}")
     content_type = request.mimetype or "application/json"
     if content_type == "application/json":
-        try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise MalformedRequest("body", f"not valid JSON: {exc}") from None
+        # Parsed here once with the depth bound: a model's own json.loads would hit the recursion
+        # limit on a deeply nested body and fail with a 500.
+        payload = parse_json(raw)
         if isinstance(payload, dict) and "S3Uri" in payload:
             if not isinstance(payload["S3Uri"], str):
                 raise MalformedRequest("S3Uri", "must be a string")
@@ -336,6 +340,8 @@ def delete_transform(transform_id: str):
     if not outcome.ended:
         return jsonify(message=f"transform job {record.name} is stopping; delete it again once it has stopped",
                        id=record.name, type=TRANSFORM_RECORD, status=outcome.status, deleted=False), 202
+    if record.job_id:
+        executor().queue.delete(record.job_id)
     executor().store.delete_record(record.id)
     return jsonify(message=f"transform job {record.name} deleted", id=record.name, type=TRANSFORM_RECORD,
                    deleted=True)

@@ -18,6 +18,7 @@ from api.docs import documented
 from api.execute import stop_job, submit_pipeline
 from api.views import essedum_origin, executor, format_record_time
 from db import Job, JobStatus
+from job_secrets import redact_description
 from mlops.sagemaker import automl
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest, NotFound, NotSupported
@@ -170,7 +171,7 @@ def delete_job(job_id: str):
     job = find_training_job(job_id)
     outcome = stop_job(job.id)
     name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
-    if not outcome.ended or not executor().store.delete_job(job.id):
+    if not outcome.ended or not executor().queue.delete(job.id):
         return jsonify(message=f"training job {name} is stopping; delete it again once it has stopped",
                        job_name=name, job_id=job.id, status="Stopping", deleted=False), 202
     return jsonify(message=f"training job {name} deleted ({outcome.message})", job_name=name, job_id=job.id,
@@ -229,7 +230,7 @@ def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, A
         "arn": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
         "container": details.get("image_uri") or {},
         "adapter": origin.get("adapter"),
-        "rawPayload": json.dumps(raw, default=str),
+        "rawPayload": json.dumps(redact_description(raw), default=str),
         "syncDate": format_record_time(job.updated),
         "description": job.request.get("name") or job.request.get("target_attribute_name") or "",
         "project": origin.get("project") or job.request.get("project_id"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -56,6 +56,12 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks["database"] = {"ok": False, "reason": str(exc)}
     checks["queue"] = ({"ok": True, "reason": None} if executor.queue.started
                        else {"ok": False, "reason": "the queue's workers are not running"})
+    for name, check in SERVICE_CHECKS.items():
+        ok, reason = check(executor)
+        checks[name] = {"ok": ok, "reason": reason}
+    if executor.sandbox is not None:
+        # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
+        checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
     try:
         backend_check = executor.backend.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500
@@ -64,6 +70,20 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         ok, reason = backend_check
         checks["backend"] = {"ok": bool(ok), "reason": reason}
     return checks
+
+
+def _workers_alive(executor: Any) -> tuple[bool, str | None]:
+    if not executor.queue.started:
+        return True, None
+    alive, wanted = executor.queue.alive_workers(), executor.config.workers
+    if alive < wanted:
+        return False, f"{wanted - alive} of {wanted} worker threads are dead and could not be replaced"
+    return True, None
+
+
+# Checks of the service's own parts, each (executor) -> (ok, reason). A required sandbox that is
+# missing stops the start (mlops/sandbox.py), so the sandbox's line in /ready only informs.
+SERVICE_CHECKS: dict[str, Callable[[Any], tuple[bool, str | None]]] = {"workers": _workers_alive}
 
 
 class ExecutorCollector:

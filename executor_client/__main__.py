@@ -1,4 +1,5 @@
-"""The executor's command line: train, submit a pipeline, follow, rerun, compare, download, list, status, logs, cancel.
+"""The executor's command line: train, submit a pipeline, follow, rerun, compare, download, list, status, logs,
+cancel; build an image.
 
 A job id may be given as its first characters, as long as they name one job (like git).
 
@@ -82,6 +83,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     logs.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
     cancel = commands.add_parser("cancel", help="stop a job")
     cancel.add_argument("job_id")
+    build = commands.add_parser(
+        "build-image", help="build a SageMaker training image on this machine with docker (no executor needed)",
+        description="Build base image + the Python packages of CONTEXT/requirements.txt, leaving /opt/ml/code empty "
+                    "so that SageMaker runs each job's submitted code; optionally push it to an ECR repository.")
+    build.add_argument("--base", required=True, help="base image, e.g. AWS's PyTorch training image")
+    build.add_argument("--tag", required=True, help="tag of the image to build, e.g. essedum/train:1")
+    build.add_argument("--context", default=None, help="folder whose requirements.txt is installed "
+                                                       "[default: the bundled training_scripts]")
+    build.add_argument("--push", metavar="ECR_REPOSITORY_URI",
+                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo>")
+    build.add_argument("--region",
+                       default=os.environ.get("EXECUTOR_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                       help="AWS region of the registries [EXECUTOR_AWS_REGION, AWS_DEFAULT_REGION]")
 
     args = parser.parse_args(argv)
     return args
@@ -90,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run one command and return the exit status."""
     args = parse_args(argv)
+    if args.command == "build-image":
+        return build_image(args)
     try:
         client = Client(args.url, args.token, timeout=args.timeout)
     except ValueError as exc:
@@ -347,6 +363,30 @@ def cancel(client: Client, args: argparse.Namespace) -> int:
     cancelled = client.cancel(args.job_id)
     print(f"job {args.job_id}: {'cancel requested' if cancelled else 'not cancelled (it had already ended)'}")
     return 0 if cancelled else 1
+
+
+def build_image(args: argparse.Namespace) -> int:
+    """Build (and push) a training image with the executor's container builder; print its URI."""
+    # Imported here: the other commands need only the standard library.
+    from pathlib import Path
+
+    from mlops.aws import ClientFactory, SageMakerContainerBuilder
+    from mlops.errors import DockerContainerError, InvalidRequest
+
+    builder = SageMakerContainerBuilder(ClientFactory(region=args.region),
+                                        context_dir=Path(args.context) if args.context else None)
+    try:
+        image = builder.build_training_container(args.base, args.tag)
+        if args.push:
+            image = builder.push_to_ecr(image, args.push)
+    except InvalidRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
+    except DockerContainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return API_ERROR
+    print(image)
+    return 0
 
 
 COMMANDS = {"train": train, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,

@@ -42,9 +42,11 @@ from mlops.errors import (AccessDenied, BackendError, Conflict, DockerContainerE
                           SageMakerJobError, Throttled, error_code, error_text)
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
+from mlops.sagemaker.gpus import needs_torchrun
+from mlops.sagemaker.iam import (ECR_REPOSITORY, ROLE_POLICY_NAME, SAGEMAKER_PRINCIPAL, Scope,
+                                 execution_role_policy, required_permissions, sagemaker_trust_policy,
+                                 trusts_sagemaker)
 from mlops.shapes import tag_list
-from mlops.sagemaker.iam import (ECR_REPOSITORY, ROLE_POLICY_NAME, SAGEMAKER_PRINCIPAL,  # noqa: F401
-                                 TRAINING_LOG_GROUP, least_privilege_policy, sagemaker_trust_policy, trusts_sagemaker)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,13 @@ THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
     "SlowDown", "RequestThrottled", "PriorRequestNotComplete",
 })
+
+
+# InvokeEndpoint is not idempotent (a retry runs the model again) and an endpoint may take up to 60 s to
+# answer it (SageMaker's invocation timeout), so it is sent once and read for longer than that.
+INVOKE_READ_TIMEOUT_SECONDS = 70
+SERVICE_CONFIGS = {"sagemaker-runtime": BotoConfig(retries={"mode": "standard", "total_max_attempts": 1},
+                                                   read_timeout=INVOKE_READ_TIMEOUT_SECONDS)}
 
 
 class CallCounter:
@@ -119,7 +128,7 @@ class ClientFactory:
             retries={"mode": "adaptive", "max_attempts": max_attempts},
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             user_agent_extra="essedum-executor")
-        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._sessions: dict[str | None, boto3.session.Session] = {}
         self._lock = threading.Lock()
 
@@ -147,13 +156,15 @@ class ClientFactory:
         """Return the region clients use."""
         return self.region or self.session().region_name
 
-    def client(self, service: str, adapter_instance: str | None = None) -> Any:
-        """Return a cached client of an AWS service."""
-        key = (service, self.profile_for(adapter_instance))
+    def client(self, service: str, adapter_instance: str | None = None, *, region: str | None = None) -> Any:
+        """Return a cached client of an AWS service (in the executor's region unless one is named)."""
+        key = (service, self.profile_for(adapter_instance), region)
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            client = self.session(adapter_instance).client(service, config=self.boto_config)
+            config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS \
+                else self.boto_config
+            client = self.session(adapter_instance).client(service, config=config, region_name=region)
             self._count(client, service)
             with self._lock:
                 client = self._clients.setdefault(key, client)
@@ -303,14 +314,17 @@ class SageMakerJobConfig:
             values["sagemaker_container_log_level"] = logging.INFO
             if self.region:
                 values["sagemaker_region"] = self.region
-            if self.instance_count > 1:
+            values["sagemaker_job_name"] = self.job_name
+            # Without torchrun the toolkit starts one process per instance: one GPU of a multi-GPU one.
+            if needs_torchrun(self.instance_type, self.instance_count):
                 values["sagemaker_torch_distributed_enabled"] = True
         return _json_hyperparameters(values)
 
     def to_sagemaker_config(self) -> dict[str, Any]:
         """Convert to SageMaker training job configuration."""
         self.validate()
-        algorithm: dict[str, Any] = {"TrainingImage": self.image_uri, "TrainingInputMode": "File"}
+        algorithm: dict[str, Any] = {"TrainingImage": self.image_uri, "TrainingInputMode": "File",
+                                     "EnableSageMakerMetricsTimeSeries": True}
         if self.metric_definitions:
             algorithm["MetricDefinitions"] = [dict(d) for d in self.metric_definitions]
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": self.max_runtime_seconds}
@@ -382,6 +396,7 @@ class SageMakerTrainingService:
         checks.append(self._check_bucket())
         checks.append(self._check_role())
         checks.append(self._check_instance_type())
+        checks.append(self._check_permissions())
         return {"valid": all(check.passed for check in checks), "region": self.clients.region_name,
                 "checks": [dataclasses.asdict(check) for check in checks]}
 
@@ -437,13 +452,56 @@ class SageMakerTrainingService:
             return Check("instance_type", False, str(exc))
         return Check("instance_type", True, f"{self.config.instance_type} is a SageMaker training instance type")
 
+    def _check_permissions(self) -> Check:
+        try:
+            missing = self.missing_permissions()
+        except SageMakerConfigurationError as exc:
+            return Check("permissions", False, str(exc))
+        except (ClientError, BotoCoreError) as exc:
+            # Many identities may not simulate their own policies: the check is then only not made.
+            return Check("permissions", True, f"not checked (IAM policy simulator: {error_text(exc)}); compare the "
+                                              "identity's policies with docs/iam/executor-policy.json")
+        if missing:
+            return Check("permissions", False, "the executor's identity lacks " + ", ".join(
+                f"{action} on {resource}" for action, resource in missing))
+        return Check("permissions", True, "IAM's policy simulator allows every call in docs/iam/executor-policy.json")
+
+    def missing_permissions(self) -> list[tuple[str, str]]:
+        """Ask IAM's policy simulator which of the executor's calls its identity may not make."""
+        for setting, value in (("EXECUTOR_S3_BUCKET", self.config.s3_bucket),
+                               ("EXECUTOR_SAGEMAKER_ROLE_ARN", self.config.sagemaker_role_arn)):
+            if not value:
+                raise SageMakerConfigurationError(f"{setting} is not set: the permissions cannot be checked")
+        identity = self.clients.client("sts").get_caller_identity()
+        iam = self.clients.client("iam")
+        principal = identity["Arn"]
+        if ":assumed-role/" in principal:
+            # The simulator takes the role, not the session: arn:…:sts::…:assumed-role/<name>/<session>.
+            principal = iam.get_role(RoleName=principal.split("/")[1])["Role"]["Arn"]
+        scope = Scope(region=self.region, account=identity["Account"], bucket=self.config.s3_bucket,
+                      prefix=v.validate_s3_prefix(self.config.s3_prefix, "EXECUTOR_S3_PREFIX"),
+                      role_arn=self.config.sagemaker_role_arn)
+        by_resource: dict[str, list[str]] = {}
+        for action, resource in required_permissions(scope, principal):
+            by_resource.setdefault(resource, []).append(action)
+        missing = []
+        for resource, actions in by_resource.items():
+            answer = iam.simulate_principal_policy(
+                PolicySourceArn=principal, ActionNames=actions, ResourceArns=[resource],
+                ContextEntries=[{"ContextKeyName": "iam:PassedToService", "ContextKeyType": "string",
+                                 "ContextKeyValues": [SAGEMAKER_PRINCIPAL]}])
+            missing += [(result["EvalActionName"], resource) for result in answer["EvaluationResults"]
+                        if result["EvalDecision"] != "allowed"]
+        return missing
+
     def create_execution_role(self, role_name: str) -> str:
         """Create IAM execution role for SageMaker training.
 
-        The role trusts only sagemaker.amazonaws.com and gets one inline policy: objects under the
-        executor's bucket prefix, the training log group, metrics in SageMaker's namespace, and
-        pulls from the training image's repository. An existing role that trusts SageMaker gets
-        the policy again; one that does not is refused.
+        The role trusts only sagemaker.amazonaws.com and gets one inline policy with one statement
+        per job family the executor runs (mlops/sagemaker/iam.py): objects under the
+        executor's bucket prefix, AWS's image repositories, the families' log groups, AutoML's own
+        candidates. An existing role that trusts SageMaker gets the policy again; one that does not
+        is refused.
         """
         v.validate_role_name(role_name, "role_name")
         bucket = self.config.s3_bucket
@@ -454,8 +512,7 @@ class SageMakerTrainingService:
         iam = self.clients.client("iam")
         try:
             account = self.clients.client("sts").get_caller_identity()["Account"]
-            policy = least_privilege_policy(bucket, prefix, self.region, account,
-                                            self.resolve_image(self.config.instance_type))
+            image = self.resolve_image(self.config.instance_type)
             try:
                 role = iam.create_role(
                     RoleName=role_name, AssumeRolePolicyDocument=json.dumps(sagemaker_trust_policy()),
@@ -468,6 +525,8 @@ class SageMakerTrainingService:
                 if not trusts_sagemaker(role.get("AssumeRolePolicyDocument")):
                     raise SageMakerConfigurationError(
                         f"role {role_name} exists and does not trust {SAGEMAKER_PRINCIPAL}; choose another name")
+            scope = Scope(region=self.region, account=account, bucket=bucket, prefix=prefix, role_arn=role["Arn"])
+            policy = execution_role_policy(scope, [image])
             iam.put_role_policy(RoleName=role_name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(policy))
         except AWS_ERRORS as exc:
             raise SageMakerConfigurationError(f"cannot create role {role_name}: {error_text(exc)}") from exc
@@ -655,6 +714,10 @@ def _explain(exc: Exception) -> str:
     return text
 
 
+# Outside /opt/ml/code, which must stay empty for the toolkit to unpack the submitted code there.
+BUILD_REQUIREMENTS = "/opt/essedum/requirements.txt"
+
+
 class SageMakerContainerBuilder:
     """Builder for SageMaker training containers.
 
@@ -673,22 +736,26 @@ class SageMakerContainerBuilder:
     def build_training_container(self, base_image: str, tag: str) -> str:
         """Build Docker container for SageMaker training.
 
-        The image is base_image plus the context folder in /opt/ml/code, with train.py as the
-        SageMaker program. Returns the tag of the built image.
+        The image is base_image with the Python packages of the context folder's requirements.txt
+        installed, and nothing in /opt/ml/code: the training toolkit unpacks a job's submitted
+        sourcedir.tar.gz only into an empty /opt/ml/code, so code baked there would run instead of
+        the job's own. Only requirements.txt is sent to Docker. Returns the tag of the built image.
         """
         v.validate_image_uri(base_image, "base_image")
         v.validate_image_uri(tag, "tag")
-        dockerfile = (f"FROM {base_image}\n"
-                      "COPY . /opt/ml/code\n"
-                      "ENV SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code SAGEMAKER_PROGRAM=train.py\n")
-        build = ["build", "--tag", tag, "--file", "-", str(self.context_dir)]
         registry = ECR_REPOSITORY.match(base_image.split("@")[0].rsplit(":", 1)[0])
-        if registry is None:
-            self._docker(build, None, stdin=dockerfile)
-            return tag
-        with tempfile.TemporaryDirectory(prefix="docker-config-") as docker_config:
-            self._login(registry.group(0).split("/", 1)[0], registry.group(1), docker_config)
-            self._docker(build, docker_config, stdin=dockerfile)
+        with tempfile.TemporaryDirectory(prefix="essedum-build-") as context, \
+                tempfile.TemporaryDirectory(prefix="docker-config-") as docker_config:
+            lines = [f"FROM {base_image}"]
+            requirements = self.context_dir / "requirements.txt"
+            if requirements.is_file():
+                shutil.copyfile(requirements, Path(context) / "requirements.txt")
+                lines += [f"COPY requirements.txt {BUILD_REQUIREMENTS}",
+                          f"RUN python -m pip install --no-cache-dir -r {BUILD_REQUIREMENTS}"]
+            if registry is not None:
+                self._login(registry.group(0).split("/", 1)[0], registry.group(1), docker_config)
+            self._docker(["build", "--tag", tag, "--file", "-", context], docker_config if registry else None,
+                         stdin="\n".join(lines) + "\n")
         return tag
 
     def push_to_ecr(self, image_tag: str, ecr_repository_uri: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar
 from db import Job, JobStatus, JobStore
 from job_secrets import redact, secret_values
 from mlops.errors import NotSupported
+from mlops.job_files import append_text
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +51,25 @@ class JobContext:
         return redact(text, self._secret_values)
 
     def log(self, text: str) -> None:
-        """Append text to the job log (a newline is added when missing)."""
+        """Append text to the job log (a newline is added when missing); OSError when it cannot be written."""
         if not text.endswith("\n"):
             text += "\n"
         with self._log_lock:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8", errors="replace") as handle:
-                handle.write(self.redact(text))
+            # Never through a link, never into a FIFO: in a data folder a job could reach, the log
+            # could have been replaced by a link to the key file.
+            append_text(self.log_path.parent, self.log_path.name, self.redact(text))
 
     def set_phase(self, phase: str, message: str | None = None) -> None:
         """Record the job's current phase (Downloading, Training, Uploading, ...)."""
         self.store.update(self.job_id, phase=phase, message=message)
         self.job.phase = phase
+
+    def warn(self, message: str) -> None:
+        """Record a warning in the job's events (and its log) without changing its status."""
+        text = self.redact(f"warning: {message}")
+        self.store.add_note(self.job_id, text)
+        self.log(f"[executor] {text}")
 
     def set_progress(self, **progress: Any) -> None:
         """Replace the job's progress object (epoch, epochs, percent, ...)."""
@@ -98,12 +106,17 @@ class JobContext:
         return bool(job and job.cancel_requested)
 
     def finish(self, status: JobStatus, failure_reason: str | None = None, message: str | None = None) -> bool:
-        """End the job with a final status; False when it had already ended."""
+        """End the job with a final status; False when it had already ended.
+
+        A log that cannot be written does not keep the job from ending; a store that cannot be
+        written raises StoreUnavailable, and the queue ends the job once it can.
+        """
         if failure_reason:
             failure_reason = self.redact(failure_reason)
-            self.log(f"[executor] job ended {status.value}: {failure_reason}")
-        else:
-            self.log(f"[executor] job ended {status.value}")
+        try:
+            self.log(f"[executor] job ended {status.value}" + (f": {failure_reason}" if failure_reason else ""))
+        except OSError as exc:
+            logger.warning("job %s: its log cannot be written: %s", self.job_id, exc)
         return self.store.transition(self.job_id, status, expected=JobStatus.RUNNING,
                                      failure_reason=failure_reason, message=message)
 
@@ -119,6 +132,8 @@ class Backend(ABC):
     remote: ClassVar[bool] = False
     #: The job kinds this backend can run.
     kinds: ClassVar[frozenset[str]] = frozenset()
+    #: The kinds whose running jobs can be stopped: a stop answered true must end the job CANCELLED.
+    stoppable_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         """Validate a request at submission and return it normalised; raise InvalidRequest if it cannot run."""
@@ -145,11 +160,6 @@ class Backend(ABC):
     def log_location(self, job: Job) -> str:
         """Return where the job's log is kept, as reported to clients."""
         return job.log_path
-
-    def read_log(self, job: Job) -> str:
-        """Return the job's log text."""
-        path = Path(job.log_path)
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return the job's output files as {stem: {"content": ...}}."""

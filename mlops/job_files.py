@@ -1,159 +1,224 @@
-"""Read a job's output files for download without following links: regular files inside the job folder only.
+"""Reading the files a job controls without trusting them: no links, regular files only, bounded reads.
 
-A job's code is untrusted and writes into its own folder, so any name there may be a symbolic link
-to a file of the executor (its secret key, its database). Every component of a path is opened
-relative to the already opened folder above it with O_NOFOLLOW, and only a regular file is read:
-a link, a device or a FIFO is refused whatever it points at, and a swap of a folder after the
-check cannot redirect the open. (Windows has no dir_fd: there each component is checked with lstat.)
+A job can rename, replace or create any name inside its folder while the executor reads it: a link
+to the key file or to /dev/zero in place of an output, a FIFO in place of a log. So every component
+below a trusted root is opened relative to its parent's descriptor with O_NOFOLLOW, a file is opened
+non-blocking and checked to be a regular file before a byte is read, and every read has a bound.
+Where the platform has no descriptor-relative open (Windows), each component is checked with lstat
+first: a weaker check, stated in docs/operations.md, as Windows jobs are not isolated anyway.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
-import tarfile
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from pathlib import Path, PurePath
+from typing import Iterator
 
-#: The folders of a job that hold what it produced (the /opt/ml names): the model and the outputs.
-OUTPUT_FOLDERS = ("model", "output")
-CHUNK_BYTES = 1 << 20
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-BINARY = getattr(os, "O_BINARY", 0)
-# A FIFO planted by the job would block a plain open until someone writes to it; a regular file ignores the flag.
-NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-# Windows has neither dir_fd nor O_NOFOLLOW: there each component is checked with lstat before the open.
-RELATIVE_OPEN = os.open in os.supports_dir_fd and bool(NOFOLLOW)
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
+_DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _CLOEXEC
+_CHUNK = 1 << 16
 
 
-class NotAnOutputFile(LookupError):
-    """The name is not a regular file among the job's outputs (missing, a link, a folder, outside them)."""
+class UnsafeFile(OSError):
+    """A path under a job's folder is a link, a FIFO, a device or a folder where a regular file belongs."""
 
 
 @dataclass(frozen=True)
-class OutputFile:
-    """One regular file of a job's outputs: its path relative to the job folder and its size."""
+class FileEntry:
+    """A regular file found below a folder: its path relative to the walk's root, and its size."""
 
-    path: str
+    relative: str
     size: int
 
 
-def output_path(name: str) -> PurePosixPath:
-    """Return the relative path a download names; raise NotAnOutputFile if it leaves the output folders."""
-    path = PurePosixPath(name)
-    if (path.is_absolute() or not path.parts or path.parts[0] not in OUTPUT_FOLDERS
-            or any(part in ("", ".", "..") or "\\" in part for part in path.parts)):
-        raise NotAnOutputFile(f"{name!r} is not a file under {' or '.join(f'{f}/' for f in OUTPUT_FOLDERS)}")
-    return path
+def _parts(relative: str | PurePath) -> list[str]:
+    path = PurePath(relative)
+    parts = [part for part in path.parts if part != "."]
+    if not parts or path.is_absolute() or ".." in parts:
+        raise UnsafeFile(f"{relative!s} is not a path inside the folder")
+    return parts
 
 
 @contextmanager
-def _open_folder(root: Path, parts: tuple[str, ...]) -> Iterator[int | None]:
-    """Open root, then each folder of parts below it, never through a link; yield the last folder's fd.
+def _opened(root: Path, relative: str | PurePath, flags: int, mode: int = 0o600) -> Iterator[int]:
+    """Yield a descriptor of root/relative, opened without following any link below root."""
+    parts = _parts(relative)
+    if not _DIR_FD:
+        fd = _open_checked_by_lstat(root, parts, flags, mode)
+    else:
+        parent = _open_folder(root, parts[:-1])
+        try:
+            fd = os.open(parts[-1], flags, mode, dir_fd=parent)
+        except OSError as exc:
+            # O_NOFOLLOW on a link fails with ELOOP (EMLINK on FreeBSD).
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise UnsafeFile(f"{PurePath(relative)!s} under {root} is a link") from None
+            raise
+        finally:
+            os.close(parent)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFile(f"{PurePath(relative)!s} under {root} is not a regular file")
+        yield fd
+    finally:
+        os.close(fd)
 
-    Without dir_fd (Windows) the folders are checked with lstat instead, and None is yielded.
+
+def _open_checked_by_lstat(root: Path, parts: list[str], flags: int, mode: int) -> int:
+    path = root
+    for index, part in enumerate(parts):
+        path = path / part
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            if index == len(parts) - 1 and flags & os.O_CREAT:
+                break
+            raise
+        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+            raise UnsafeFile(f"{path} is a link")
+    return os.open(path, flags & ~(_NONBLOCK | _NOFOLLOW), mode)
+
+
+def read_bounded(root: Path, relative: str | PurePath, limit: int) -> tuple[bytes, int]:
+    """Return up to `limit` bytes from the start of a regular file below root, and the file's size."""
+    with _opened(root, relative, _READ_FLAGS) as fd:
+        size = os.fstat(fd).st_size
+        return _read_up_to(fd, min(size, limit)), size
+
+
+def read_tail(root: Path, relative: str | PurePath, limit: int) -> tuple[bytes, int]:
+    """Return the last `limit` bytes of a regular file below root, and the file's size."""
+    with _opened(root, relative, _READ_FLAGS) as fd:
+        size = os.fstat(fd).st_size
+        start = max(0, size - limit)
+        os.lseek(fd, start, os.SEEK_SET)
+        return _read_up_to(fd, size - start), size
+
+
+def _read_up_to(fd: int, count: int) -> bytes:
+    # The size comes from fstat; a file that grows meanwhile is read only up to that size.
+    chunks, remaining = [], count
+    while remaining > 0:
+        chunk = os.read(fd, min(_CHUNK, remaining))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def append_text(root: Path, relative: str | PurePath, text: str) -> None:
+    """Append text to a regular file below root, creating it; never through a link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
+    data = text.encode("utf-8", errors="replace")
+    with _opened(root, relative, flags) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def write_bytes(root: Path, relative: str | PurePath, data: bytes) -> None:
+    """Replace the content of a regular file below root, creating it; never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
+    with _opened(root, relative, flags) as fd:
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def regular_files(root: Path, folder: str | PurePath, limit: int) -> tuple[list[FileEntry], bool]:
+    """List up to `limit` regular files below root/folder, links neither followed nor listed.
+
+    Returns the entries (paths relative to root, sorted) and whether more files were left out.
     """
-    if not RELATIVE_OPEN:
-        for depth in range(len(parts) + 1):
-            if not stat.S_ISDIR(os.lstat(root.joinpath(*parts[:depth])).st_mode):
-                raise NotAnOutputFile(f"{root.joinpath(*parts[:depth])} is not a folder")
-        yield None
+    if not _DIR_FD:
+        return _regular_files_by_lstat(root, root / folder, limit)
+    parts = _parts(folder)
+    entries: list[FileEntry] = []
+    try:
+        parent = _open_folder(root, parts[:-1])
+    except (FileNotFoundError, NotADirectoryError, UnsafeFile):
+        return [], False
+    try:
+        # fwalk walks by descriptors from the parent's descriptor and refuses a linked top folder,
+        # so a folder renamed or replaced mid-walk cannot lead it outside.
+        walk = os.fwalk(parts[-1], dir_fd=parent, follow_symlinks=False)
+        for current, _dirs, files, dir_fd in walk:
+            for name in sorted(files):
+                try:
+                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if len(entries) == limit:
+                    walk.close()
+                    return sorted(entries, key=lambda entry: entry.relative), True
+                entries.append(FileEntry(PurePath(*parts[:-1], current, name).as_posix(), info.st_size))
+    finally:
+        os.close(parent)
+    return sorted(entries, key=lambda entry: entry.relative), False
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, FIFO, link or folder tree at path; a link is removed itself, never followed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
         return
-    fd = os.open(root, os.O_RDONLY | DIRECTORY | NOFOLLOW)
+    if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+        # A link, or a Windows junction (a folder link that os.rmdir removes without entering it).
+        (os.rmdir if stat.S_ISDIR(info.st_mode) else os.unlink)(path)
+    elif stat.S_ISDIR(info.st_mode):
+        # rmtree walks by descriptors where the platform allows (rmtree.avoids_symlink_attacks):
+        # a link inside is unlinked, never followed. Only a folder reaches it: rmtree opens its top,
+        # which would block on a FIFO.
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _open_folder(root: Path, parts: list[str]) -> int:
+    """Return a descriptor of root/parts..., each component opened without following a link."""
+    fd = os.open(root, _DIR_FLAGS)
     try:
         for part in parts:
-            child = os.open(part, os.O_RDONLY | DIRECTORY | NOFOLLOW, dir_fd=fd)
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise UnsafeFile(f"{part!r} under {root} is not a plain folder: {exc.strerror}") from None
             os.close(fd)
             fd = child
-        yield fd
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
-def _open_child(folder_fd: int | None, folder: Path, name: str, flags: int) -> int:
-    if folder_fd is not None:
-        return os.open(name, flags | NOFOLLOW, dir_fd=folder_fd)
-    if stat.S_ISLNK(os.lstat(folder / name).st_mode):
-        raise NotAnOutputFile(f"{name!r} is a link")
-    return os.open(folder / name, flags | BINARY)
-
-
-def open_output(job_dir: Path, name: str) -> tuple[IO[bytes], int]:
-    """Open one output file of a job for reading; return the file and its size."""
-    path = output_path(name)
-    try:
-        with _open_folder(job_dir, path.parts[:-1]) as folder_fd:
-            fd = _open_child(folder_fd, job_dir.joinpath(*path.parts[:-1]), path.parts[-1], os.O_RDONLY | NONBLOCK)
-    except (OSError, NotAnOutputFile):
-        raise NotAnOutputFile(f"{name!r} is not a regular file among the job's outputs") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise NotAnOutputFile(f"{name!r} is not a regular file")
-    return os.fdopen(fd, "rb"), info.st_size
-
-
-def list_outputs(job_dir: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS) -> list[OutputFile]:
-    """Return the regular files under the job's output folders, links and special files left out."""
-    found: list[OutputFile] = []
-    for folder in folders:
-        try:
-            with _open_folder(job_dir, (folder,)) as fd:
-                found.extend(_walk(fd, job_dir / folder, PurePosixPath(folder)))
-        except (OSError, NotAnOutputFile):
-            continue
-    return found
-
-
-def _walk(folder_fd: int | None, folder: Path, relative: PurePosixPath) -> list[OutputFile]:
-    entries = sorted(os.scandir(folder if folder_fd is None else folder_fd), key=lambda entry: entry.name)
-    found = []
-    for entry in entries:
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISREG(info.st_mode):
-            found.append(OutputFile(str(relative / entry.name), info.st_size))
-        elif stat.S_ISDIR(info.st_mode):
-            try:
-                opened = (_open_folder(folder, (entry.name,)) if folder_fd is None
-                          else _child_folder(folder_fd, entry.name))
-                with opened as child:
-                    found.extend(_walk(child, folder / entry.name, relative / entry.name))
-            except (OSError, NotAnOutputFile):
-                continue
-    return found
-
-
-@contextmanager
-def _child_folder(folder_fd: int, name: str) -> Iterator[int]:
-    fd = os.open(name, os.O_RDONLY | DIRECTORY | NOFOLLOW, dir_fd=folder_fd)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def model_archive(job_dir: Path) -> Iterator[bytes]:
-    """Yield the job's model folder as a gzip'd tar in chunks: neither the archive nor a file sits whole in memory."""
-    # The tar stream is written by hand (headers from TarInfo.tobuf, data, padding, end blocks), because
-    # tarfile's addfile copies a whole file before a generator could hand any of it on.
-    gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
-    for item in list_outputs(job_dir, ("model",)):
-        try:
-            handle, size = open_output(job_dir, item.path)
-        except NotAnOutputFile:
-            continue  # it changed since the listing: leave it out rather than send something else
-        with handle:
-            info = tarfile.TarInfo(str(PurePosixPath(item.path).relative_to("model")))
-            info.size, info.mode = size, 0o644  # no time, owner or group: the same model gives the same bytes
-            yield gzip.compress(info.tobuf(tarfile.PAX_FORMAT))
-            left = size
-            while left:
-                # A file that shrinks while it is sent is padded, one that grows is cut: the header's size holds.
-                chunk = handle.read(min(CHUNK_BYTES, left)) or bytes(min(CHUNK_BYTES, left))
-                left -= len(chunk)
-                yield gzip.compress(chunk)
-        yield gzip.compress(bytes(-size % tarfile.BLOCKSIZE))
-    yield gzip.compress(bytes(2 * tarfile.BLOCKSIZE)) + gzip.flush()
+def _regular_files_by_lstat(root: Path, start: Path, limit: int) -> tuple[list[FileEntry], bool]:
+    entries: list[FileEntry] = []
+    pending = [start] if start.is_dir() and not start.is_symlink() else []
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for item in listing:
+                if item.is_symlink() or getattr(item.stat(follow_symlinks=False), "st_reparse_tag", 0):
+                    continue
+                if item.is_dir(follow_symlinks=False):
+                    pending.append(Path(item.path))
+                elif item.is_file(follow_symlinks=False):
+                    if len(entries) == limit:
+                        return sorted(entries, key=lambda entry: entry.relative), True
+                    entries.append(FileEntry(Path(item.path).relative_to(root).as_posix(),
+                                             item.stat(follow_symlinks=False).st_size))
+    return sorted(entries, key=lambda entry: entry.relative), False

@@ -41,6 +41,10 @@ class Platform(Backend):
     def kinds(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset(self.jobs.kinds) | self.model_lifecycle.kinds
 
+    @property
+    def stoppable_kinds(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(self.jobs.stoppable_kinds) | self.model_lifecycle.stoppable_kinds
+
     def _runner(self, kind: str) -> Backend | ModelLifecycle:
         return self.model_lifecycle if kind in self.model_lifecycle.kinds else self.jobs
 
@@ -67,9 +71,6 @@ class Platform(Backend):
 
     def log_location(self, job: Job) -> str:
         return self.jobs.log_location(job)
-
-    def read_log(self, job: Job) -> str:
-        return self.jobs.read_log(job)
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         return self.jobs.output_artifacts(job)

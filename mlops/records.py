@@ -38,6 +38,9 @@ UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)
 # SageMaker's real-time payload limit; an S3 object sent to an endpoint may not be larger.
 MAX_INVOKE_BYTES = 6 * 1024 * 1024
+# A file name of common file systems, and an S3 key.
+MAX_NAME_BYTES = 255
+MAX_KEY_BYTES = 1024
 CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".jsonl": "application/jsonlines",
                  ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".npy": "application/x-npy"}
 
@@ -46,6 +49,8 @@ class ModelLifecycle(ABC):
     """What the local and SageMaker lifecycles share: records, in-use checks and the queue hand-off."""
 
     kinds = frozenset({ENDPOINT, TRANSFORM})
+    # A deployment cannot be stopped half-way on either platform; it ends as it ends.
+    stoppable_kinds = frozenset({TRANSFORM})
     source_org = ""
 
     def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
@@ -300,8 +305,12 @@ class ModelLifecycle(ABC):
         suffix = PurePosixPath(key).suffix.lower()
         return body, CONTENT_TYPES.get(suffix) or head.get("ContentType") or "application/octet-stream"
 
-    def dataset_key(self, bucket: str | None, key: str, filename: str | None) -> tuple[str, str]:
-        """Return a safe (bucket, key) for an upload: each part of the key passes secure_filename."""
+    def dataset_key(self, bucket: str | None, key: str, filename: str | None) -> tuple[str, str, str]:
+        """Return a safe (bucket, key, key as given) for an upload: each part of the key passes secure_filename.
+
+        Distinct names can make one safe key ('données.csv' and 'donnees.csv'): the second is a
+        Conflict, never a silent overwrite of the first; the same name again replaces its file.
+        """
         from werkzeug.utils import secure_filename
 
         bucket = bucket or self.config.s3_bucket or "datasets"
@@ -318,7 +327,15 @@ class ModelLifecycle(ABC):
             raise MalformedRequest("Key", "names no file: end it with a file name, or upload a named file")
         if any(not part for part in safe):
             raise MalformedRequest("Key", "has a part with no safe characters")
-        return bucket, "/".join(safe)
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in safe) or len("/".join(safe).encode()) > MAX_KEY_BYTES:
+            raise MalformedRequest("Key", f"has a part longer than {MAX_NAME_BYTES} bytes, or is longer than "
+                                          f"{MAX_KEY_BYTES} bytes")
+        original, safe_key = "/".join(parts), "/".join(safe)
+        existing = self.find(DATASET, f"{bucket}/{safe_key}")
+        if existing is not None and existing.payload.get("original_key", existing.payload.get("key")) != original:
+            raise Conflict("Key", f"{original!r} is stored as {safe_key!r}, which already holds the upload named "
+                                  f"{existing.payload.get('original_key', existing.payload.get('key'))!r}")
+        return bucket, safe_key, original
 
 
 # -- shared small helpers ----------------------------------------------------------------------

@@ -116,3 +116,55 @@ def _check_value(field: str, text: str, spec: dict[str, Any]) -> str:
     if spec.get("choices") and value not in spec["choices"]:
         raise InvalidRequest(field, f"must be one of {', '.join(map(str, spec['choices']))}, got {text!r}")
     return text
+
+
+def _flag_name(flag: str) -> str | None:
+    """Return the name of a --name or -x flag (one letter after a single dash), else None."""
+    if flag.startswith("--") and len(flag) > 2:
+        return flag[2:]
+    if len(flag) >= 2 and flag[0] == "-" and flag[1].isalpha() and (len(flag) == 2 or flag[2] == "="):
+        return flag[1:]
+    return None
+
+
+def flag_pairs(args: list[str]) -> dict[str, str]:
+    """Read a script's arguments as --name value (or --name=value, -x value) pairs: its hyperparameters."""
+    pairs: dict[str, str] = {}
+    index = 0
+    while index < len(args):
+        name = _flag_name(args[index])
+        if name is None:
+            raise InvalidRequest("command", f"argument {args[index]!r}: on SageMaker the script's arguments must be "
+                                            "--name value pairs (they become hyperparameters)")
+        if "=" in name:
+            name, value = name.split("=", 1)
+            index += 1
+        elif index + 1 < len(args) and _flag_name(args[index + 1]) is None:
+            value = args[index + 1]
+            index += 2
+        else:
+            raise InvalidRequest("command", f"argument {args[index]!r} has no value; on SageMaker the script's "
+                                            "arguments must be --name value pairs")
+        if name in pairs:
+            raise InvalidRequest("command", f"argument {name} is given twice")
+        pairs[name] = value
+    return pairs
+
+
+def script_flags(hyperparameters: Mapping[str, str]) -> list[str]:
+    """Return hyperparameters as the SageMaker training toolkit passes them: sorted, -x for one-letter names."""
+    # sagemaker_training.mapping.to_cmd_args: sorted keys, "--%s" if len(name) > 1 else "-%s".
+    return [item for name in sorted(hyperparameters)
+            for item in (f"--{name}" if len(name) > 1 else f"-{name}", hyperparameters[name])]
+
+
+def pipeline_arguments(args: list[str]) -> list[str]:
+    """Return a pipeline's arguments as SageMaker would pass them, so both platforms pass them alike.
+
+    Arguments that are name-value pairs come back sorted, in the toolkit's form; any others can run
+    only on this machine (SageMaker refuses them at submission) and stay as written.
+    """
+    try:
+        return script_flags(flag_pairs(args))
+    except InvalidRequest:
+        return list(args)

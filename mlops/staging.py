@@ -5,6 +5,7 @@ endpoint, and a MinIO request only an endpoint the operator listed in EXECUTOR_S
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -15,10 +16,12 @@ from urllib.parse import urlsplit
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
+from mlops.job_files import regular_files
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
+MAX_PUBLISHED_FILES = 100_000
 
 
 def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
@@ -28,11 +31,17 @@ def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
     candidate = PurePosixPath(relative.replace("\\", "/"))
     if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
         raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
-    root = root.resolve()
+    root = _real_root(root)
     resolved = (root / candidate).resolve()
     if resolved != root and root not in resolved.parents:
         raise InvalidRequest(field, "resolves outside the storage root")
     return resolved
+
+
+@functools.lru_cache(maxsize=8)
+def _real_root(root: Path) -> Path:
+    # The storage root is set for the service's life: one realpath at the first request, not one each.
+    return root.resolve()
 
 
 def parse_command(command: str) -> list[str]:
@@ -117,7 +126,7 @@ def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest:
         source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
         if not source.is_dir():
             raise BackendError(f"input_artifacts {request['input_artifacts']!r} is not a folder in the storage root")
-        copy_tree(source, dest)
+        copy_tree(source, dest, config.storage_root)
     else:
         client = pipeline_storage_client(request, secrets, config, clients)
         download_prefix(client, request["bucket"], request["input_artifacts"], dest)
@@ -159,13 +168,29 @@ def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFacto
     if match:
         download_prefix(clients.client("s3"), match.group(1), match.group(2) or "", dest)
     else:
-        copy_tree(resolve_storage_path(config.storage_root, dataset, "dataset"), dest)
+        copy_tree(resolve_storage_path(config.storage_root, dataset, "dataset"), dest, config.storage_root)
     return dest
 
 
-def copy_tree(source: Path, dest: Path) -> None:
-    """Copy a folder's contents into dest (copies, not links: a job must not change its source)."""
-    shutil.copytree(source, dest, dirs_exist_ok=True, symlinks=False)
+def copy_tree(source: Path, dest: Path, root: Path) -> None:
+    """Copy a folder's contents into dest: copies, not links (a job must not change its source).
+
+    A link is copied as what it points to only when that lies inside root; a link leading out (a
+    symlink to /etc in a pipeline folder), a FIFO or a device is left out, and __pycache__ too.
+    """
+    root = root.resolve()
+
+    def left_out(folder: str, names: list[str]) -> set[str]:
+        skipped = {"__pycache__"}
+        for name in names:
+            path = Path(folder) / name
+            target = path.resolve()
+            if (path.is_symlink() and target != root and root not in target.parents) \
+                    or not (target.is_dir() or target.is_file()):
+                skipped.add(name)
+        return skipped
+
+    shutil.copytree(source, dest, dirs_exist_ok=True, symlinks=False, ignore=left_out)
 
 
 def _inside(root: Path, relative: str) -> Path:
@@ -176,5 +201,6 @@ def _inside(root: Path, relative: str) -> Path:
 
 
 def files_under(root: Path) -> Iterable[Path]:
-    """Yield the regular files below a folder, in a stable order."""
-    return sorted(path for path in root.rglob("*") if path.is_file())
+    """Return the regular files below a folder in a stable order; links are neither followed nor listed."""
+    entries, _more = regular_files(root.parent, root.name, MAX_PUBLISHED_FILES)
+    return [root.parent / entry.relative for entry in entries]

@@ -21,6 +21,11 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $EUID -eq 0 ]] || { echo "run as root (sudo)" >&2; exit 1; }
 
+# User code runs in bubblewrap; the executor refuses to start without it (EXECUTOR_SANDBOX=required).
+if ! command -v bwrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap
+fi
+
 if ! id "$SERVICE_USER" >/dev/null 2>&1; then
     useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
@@ -33,15 +38,26 @@ python3 -m venv "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install --quiet -r "$PREFIX/requirements.txt"
 
 install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_DIR"
-install -d -m 0750 -o root -g "$SERVICE_USER" "$CONFIG_DIR"
+# Root's alone: systemd reads the settings and the token before it starts the service, and hands
+# the token over as a credential, so that the service user (and the jobs it runs) never can read these.
+install -d -m 0700 -o root -g root "$CONFIG_DIR"
 if [[ ! -f "$CONFIG_DIR/executor.env" ]]; then
     sed -e "s|^EXECUTOR_DATA_DIR=.*|EXECUTOR_DATA_DIR=$DATA_DIR|" \
-        -e "s|^EXECUTOR_API_TOKEN=.*|EXECUTOR_API_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')|" \
         "$SOURCE/systemd/executor.env.example" > "$CONFIG_DIR/executor.env"
-    chown root:"$SERVICE_USER" "$CONFIG_DIR/executor.env"
-    chmod 0640 "$CONFIG_DIR/executor.env"
-    echo "wrote $CONFIG_DIR/executor.env (the API token is in it)"
+    echo "wrote $CONFIG_DIR/executor.env"
 fi
+chown root:root "$CONFIG_DIR/executor.env"
+chmod 0600 "$CONFIG_DIR/executor.env"
+if [[ ! -f "$CONFIG_DIR/api_token" ]]; then
+    # An earlier install kept the token in executor.env: it moves to the credential file, unchanged.
+    token="$(sed -n 's/^EXECUTOR_API_TOKEN=//p' "$CONFIG_DIR/executor.env" | tail -n 1)"
+    [[ -n "$token" ]] || token="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    (umask 077; printf '%s\n' "$token" > "$CONFIG_DIR/api_token")
+    sed -i '/^EXECUTOR_API_TOKEN=/d' "$CONFIG_DIR/executor.env"
+    echo "wrote $CONFIG_DIR/api_token (the API token clients send)"
+fi
+chown root:root "$CONFIG_DIR/api_token"
+chmod 0600 "$CONFIG_DIR/api_token"
 
 sed -e "s|/opt/essedum-executor|$PREFIX|g" -e "s|/var/lib/essedum-executor|$DATA_DIR|g" \
     -e "s|^User=.*|User=$SERVICE_USER|" -e "s|^Group=.*|Group=$SERVICE_USER|" \

@@ -13,6 +13,7 @@ import textwrap
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import boto3
@@ -69,9 +70,25 @@ def shared_session(**kwargs: Any) -> boto3.session.Session:
     return _sessions[key]
 
 
+def allow_all_simulations(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+    """Answer SimulatePrincipalPolicy (a before-call handler) with every action allowed."""
+    form = params["body"]  # IAM's query protocol: ActionNames.member.1, ActionNames.member.2, ...
+    members = sorted((key for key in form if key.startswith("ActionNames.member.")),
+                     key=lambda key: int(key.rsplit(".", 1)[1]))
+    names = [form[key] for key in members]
+    return (SimpleNamespace(status_code=200, headers={}),
+            {"EvaluationResults": [{"EvalActionName": name, "EvalResourceName": "*", "EvalDecision": "allowed"}
+                                   for name in names], "IsTruncated": False,
+             "ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}})
+
+
 @pytest.fixture
 def clients(aws) -> ClientFactory:
-    return ClientFactory(region=REGION, session_factory=shared_session)
+    factory = ClientFactory(region=REGION, session_factory=shared_session)
+    # moto 5 lacks IAM's policy simulator (NotImplementedError): an identity allowed everything answers
+    # instead; tests of a denied permission stub the simulator with botocore's Stubber.
+    factory.client("iam").meta.events.register("before-call.iam.SimulatePrincipalPolicy", allow_all_simulations)
+    return factory
 
 
 @pytest.fixture

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import aws_request_check  # noqa: E402
+
+# Before anything makes a botocore session: every session copies the handler list when it is made.
+aws_request_check.install()
+
 from app import create_app, stop_server  # noqa: E402
 
 SERVING_LINE = re.compile(r"serving on http://([^:\s]+):(\d+)")
@@ -49,6 +54,18 @@ def write_pipeline(storage_root: Path, folder: str, script: str, name: str = "pi
     target.mkdir(parents=True, exist_ok=True)
     (target / name).write_text(script, encoding="utf-8")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def aws_requests_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test when any AWS request it caused (here or in a child process) AWS would refuse."""
+    site = str(ROOT / "tests" / "request_check_site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(aws_request_check.LOG_ENV, str(tmp_path / "aws-refusals.jsonl"))
+    aws_request_check.take_refusals()
+    yield
+    refusals = aws_request_check.take_refusals()
+    assert not refusals, "requests AWS would refuse:\n" + "\n".join(refusals)
 
 
 @pytest.fixture

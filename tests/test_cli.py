@@ -270,3 +270,27 @@ def test_the_documented_example_pipeline_runs_as_written(service, data_dir):
     assert result.returncode == 0, result.stderr
     assert "epoch=3/3 train_loss=" in result.stdout
     assert "report.txt" in cli("status", result.stderr.splitlines()[0].split()[-1], url=server.url).stdout
+
+
+def test_build_image_runs_the_container_builder_with_docker(tmp_path, monkeypatch):
+    from aws_fixtures import docker_calls, fake_docker
+
+    record = fake_docker(tmp_path, monkeypatch)  # docker cannot run here: a recording stand-in on PATH
+    context = tmp_path / "scripts"
+    context.mkdir()
+    (context / "requirements.txt").write_text("pillow==13.0.0\n")
+    done = cli("build-image", "--base", "python:3.11-slim", "--tag", "essedum/train:1", "--context", str(context))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "essedum/train:1"
+    [build] = docker_calls(record)
+    assert build["argv"][:3] == ["build", "--tag", "essedum/train:1"]
+    assert "pip install" in build["stdin"] and "/opt/ml/code" not in build["stdin"]
+
+
+def test_build_image_refuses_a_bad_tag_before_docker_runs(tmp_path, monkeypatch):
+    from aws_fixtures import docker_calls, fake_docker
+
+    record = fake_docker(tmp_path, monkeypatch)
+    done = cli("build-image", "--base", "python:3.11-slim", "--tag", "bad tag; rm -rf /")
+    assert done.returncode == 2 and "tag" in done.stderr
+    assert docker_calls(record) == []

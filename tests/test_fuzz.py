@@ -145,3 +145,30 @@ def test_odd_ids_in_paths_are_4xx(fuzz_app, task_id):
         response = client.get(route.format(task_id))
         assert_clean_refusal(response, route.format(task_id[:40]))
         assert response.status_code in (400, 404, 405), (route, task_id[:40], response.status_code)
+
+
+def test_the_compiled_validator_never_accepts_what_jsonschema_refuses():
+    # api/schemas.validate lets the compiled validator answer valid bodies alone: it must never be
+    # more lenient than jsonschema, the reference that explains refusals.
+    from api import model_schemas, schemas
+    rng = random.Random(99)
+    tricky = [*WEIRD_VALUES, "a\n", "A_B\n", "𝄞" * 64, "𝄞" * 65, "𝄞" * 255, "𝄞" * 256, "ml.p3.2xlarge\n", "x.py\n"]
+    cases = [(schemas.EXECUTE, pipeline_body("Demo/pipe", "python pipe1.py")),
+             (schemas.TRAINING, {"name": "digits", "dataset": "datasets/digits", "hyperparameters": {"epochs": 2},
+                                 "instance_type": "ml.g5.xlarge", "entry_point": "train.py", "tags": {"a": "b"}}),
+             *[(schema, {}) for schema in vars(model_schemas).values()
+               if isinstance(schema, dict) and schema.get("type") == "object" and "properties" in schema]]
+    checked = 0
+    for schema, valid in cases:
+        compiled, reference = schemas._validators(schema)
+        fields = [*schema["properties"], "unknown"]
+        for _ in range(300):
+            body = json.loads(json.dumps(valid))
+            for _ in range(rng.randint(1, 3)):
+                value = rng.choice(tricky)
+                key = rng.choice(fields)
+                body[key] = {rng.choice(["A_B", "A_B\n", "epochs", "x" * 300, ""]): value} if rng.random() < 0.2 else value
+            if schemas._compiled_accepts(compiled, body):
+                assert reference.is_valid(body), json.dumps(body)[:300]
+                checked += 1
+    assert checked > 0

@@ -44,8 +44,14 @@ def test_ready_is_503_until_the_queue_runs(app):
     app.config["EXECUTOR"].queue.start()
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "checks": {"database": {"ok": True, "reason": None},
-                                                                  "queue": {"ok": True, "reason": None}}}
+    checks = response.get_json()["checks"]
+    assert response.get_json()["status"] == "ready"
+    assert checks["database"] == checks["queue"] == checks["workers"] == {"ok": True, "reason": None}
+    # Ready either way; the check says how user code is isolated here (a warning when it is not).
+    sandbox = app.config["EXECUTOR"].sandbox
+    assert checks["sandbox"] == {"ok": True, "reason": None, "isolation": sandbox.describe()}
+    expected = "user code runs in bubblewrap" if sandbox.isolating else "user code is NOT isolated"
+    assert checks["sandbox"]["isolation"].startswith(expected)
 
 
 def test_ready_is_503_when_the_database_cannot_be_written(app, monkeypatch):
@@ -152,10 +158,10 @@ def test_service_logs_carry_request_ids_one_log_per_job_and_no_secrets(service, 
     request_lines = [line for line in service_log.splitlines() if "[req42abc]" in line]
     assert any("POST /execute -> 201" in line for line in request_lines)
     assert any("[req43def]" in line and "GET /execute -> 200" in line for line in service_log.splitlines())
-    job_log = data_dir / "jobs" / submitted["task_id"] / "job.log"
+    job_log = data_dir / "logs" / "jobs" / f"{submitted['task_id']}.log"
     assert "epoch=2/2" in job_log.read_text(encoding="utf-8")
     secret = body["credentials"]["secret_key"]
-    for path in [*(data_dir / "logs").iterdir(), job_log, *data_dir.glob("executor.sqlite3*")]:
+    for path in [*(data_dir / "logs").glob("executor.log*"), job_log, *data_dir.glob("executor.sqlite3*")]:
         content = path.read_bytes()
         assert secret.encode() not in content, path
         assert TOKEN.encode() not in content, path

@@ -19,16 +19,19 @@ def statuses(service, ids):
 
 def test_kill_9_then_restart_fails_the_running_job_and_runs_each_waiting_job_once(service, tmp_path):
     data = tmp_path / "data"
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    # Each run appends its own line, so a job run twice shows two lines.
-    slow = f"import os, sys, time\nopen(os.path.join({str(runs)!r}, 'slow'), 'a').write('run\\n')\nprint('go', flush=True)\ntime.sleep(300)\n"
-    quick = f"import os, sys\nopen(os.path.join({str(runs)!r}, sys.argv[1]), 'a').write('run\\n')\n"
+    # Each run appends its own line to a file of its job's folder (all a sandboxed job may write), so a
+    # job run twice shows two lines.
+    run_file = "import os\nopen(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'runs'), 'a').write('run\\n')\n"
+    slow = run_file + "import time\nprint('go', flush=True)\ntime.sleep(300)\n"
     write_pipeline(data / "storage", "slow", slow)
-    write_pipeline(data / "storage", "quick", quick)
+    write_pipeline(data / "storage", "quick", run_file)
     first = service(data, args=["--workers", "1"])
     slow_id = first.request("POST", "/execute", pipeline_body("slow", "python pipe1.py"))[1]["task_id"]
-    wait_for(lambda: (runs / "slow").exists(), timeout=30)
+
+    def runs(job_id: str) -> Path:
+        return data / "jobs" / job_id / "output" / "data" / "runs"
+
+    wait_for(lambda: runs(slow_id).exists(), timeout=30)
     waiting = [first.request("POST", "/execute", pipeline_body("quick", f"python pipe1.py q{n}"))[1]["task_id"]
                for n in range(5)]
     assert all(body["task_status"] == "WAITING" for body in statuses(first, waiting).values())
@@ -42,8 +45,8 @@ def test_kill_9_then_restart_fails_the_running_job_and_runs_each_waiting_job_onc
     assert final[slow_id]["task_status"] == "ERROR"
     assert final[slow_id]["failure_reason"].startswith("executor restarted while the job was running; to run it again")
     assert all(final[job]["task_status"] == "COMPLETED" for job in waiting)
-    assert [(runs / f"q{n}").read_text() for n in range(5)] == ["run\n"] * 5
-    assert (runs / "slow").read_text() == "run\n"
+    assert [runs(job).read_text() for job in waiting] == ["run\n"] * 5
+    assert runs(slow_id).read_text() == "run\n"
     # the orphaned job process was killed at recovery, not left running
     wait_for(lambda: not Path(f"/proc/{child_pid}").exists()
              or Path(f"/proc/{child_pid}/stat").read_text().split(") ")[1].startswith("Z"), timeout=10)
@@ -51,22 +54,22 @@ def test_kill_9_then_restart_fails_the_running_job_and_runs_each_waiting_job_onc
 
 def test_a_job_that_asked_to_be_retried_runs_again_after_a_restart(service, tmp_path):
     data = tmp_path / "data"
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    script = (f"import os, time\npath = os.path.join({str(runs)!r}, 'count')\n"
+    # The count lives with the checkpoints: what a retried job keeps of its last attempt.
+    script = ("import os, time\npath = os.path.join(os.environ['SM_CHECKPOINT_DIR'], 'count')\n"
               "n = len(open(path).read()) if os.path.exists(path) else 0\nopen(path, 'a').write('x')\n"
               "print('attempt', n + 1, flush=True)\ntime.sleep(300 if n == 0 else 0)\n")
     write_pipeline(data / "storage", "retry", script)
     first = service(data)
     body = pipeline_body("retry", "python pipe1.py", configs={"retry_on_restart": True})
     job_id = first.request("POST", "/execute", body)[1]["task_id"]
-    wait_for(lambda: (runs / "count").exists(), timeout=30)
+    count = data / "jobs" / job_id / "checkpoints" / "count"
+    wait_for(lambda: count.exists(), timeout=30)
     first.kill()
     second = service(data)
     final = wait_for(lambda: (b := second.request("GET", f"/execute/{job_id}/getStatus")[1])["task_status"] in FINAL
                      and b, timeout=60)
     assert final["task_status"] == "COMPLETED"
-    assert (runs / "count").read_text() == "xx"
+    assert count.read_text() == "xx"
 
 
 def test_sigterm_stops_gracefully_within_the_bound_and_ends_running_jobs(service, tmp_path):

@@ -80,16 +80,16 @@ def wait_all_final(data: Path, ids: list[str], timeout: float) -> dict[str, tupl
 
 
 def test_kill_9_at_random_moments_loses_no_local_job_and_runs_none_twice(service, tmp_path):
-    data, runs = tmp_path / "data", tmp_path / "runs"
-    runs.mkdir()
-    # Each run appends a line to its own file: a job run twice shows two lines.
-    script = (f"import os, sys, time\nopen(os.path.join({str(runs)!r}, sys.argv[1]), 'a').write('run\\n')\n"
+    data = tmp_path / "data"
+    # Each run appends a line to a file of its job's folder (all a sandboxed job may write): a job run
+    # twice shows two lines.
+    script = ("import os, time\nopen(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'runs'), 'a').write('run\\n')\n"
               "time.sleep(0.05)\n")
     write_pipeline(data / "storage", "quick", script)
     first = service(data, args=["--workers", "4"])
     ids = []
     for number in range(50):
-        status, body = first.request("POST", "/execute", pipeline_body("quick", f"python pipe1.py j{number}"))
+        status, body = first.request("POST", "/execute", pipeline_body("quick", "python pipe1.py"))
         assert status == 201, body
         ids.append(body["task_id"])
     first.kill()  # the first of four kills: right after the last submission, while jobs run
@@ -97,9 +97,9 @@ def test_kill_9_at_random_moments_loses_no_local_job_and_runs_none_twice(service
 
     rows = wait_all_final(data, ids, timeout=90)
     assert set(rows) == set(ids)  # none lost, none added
-    for number, job_id in enumerate(ids):
+    for job_id in ids:
         status, reason, _ = rows[job_id]
-        marker = runs / f"j{number}"
+        marker = data / "jobs" / job_id / "output" / "data" / "runs"
         runs_of_job = marker.read_text().count("run") if marker.exists() else 0
         if status == "COMPLETED":
             assert runs_of_job == 1, (job_id, runs_of_job)

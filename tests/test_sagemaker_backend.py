@@ -6,12 +6,13 @@ from unittest import mock
 
 import pytest
 from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capture_params, clients,  # noqa: F401
-                          config, context, bundled_scripts, moto_training_job, new_running_job, set_training_state,
-                          store, training_request, write_dataset)
+                          config, context, context_factory, bundled_scripts, moto_training_job, new_running_job,
+                          running_jobs, set_training_state, store, training_request, write_dataset)
+from botocore.exceptions import ClientError
 
 from db import JobStatus
 from mlops.aws import training_job_name
-from mlops.errors import InvalidRequest, SageMakerJobError
+from mlops.errors import AccessDenied, InvalidRequest, SageMakerJobError
 from mlops.recovery import Outcome, decide
 
 SECRET = "very-secret-token-value"
@@ -191,21 +192,55 @@ def test_a_job_cancelled_before_launch_is_not_created(backend, store, clients, d
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 0
 
 
-def test_a_pipeline_runs_its_own_files_with_its_environment(backend, store, clients, tmp_path):  # noqa: F811
+def test_a_pipeline_runs_its_own_files_with_its_environment_by_reference(backend, store, clients,  # noqa: F811
+                                                                          tmp_path):
     write_pipeline(tmp_path)
     created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
     job = submit(backend, store, tmp_path, pipeline_request(instance_type="ml.m5.xlarge"), kind="pipeline",
                  secrets={"environment": {"TOKEN": SECRET}})
     [request] = created
-    assert request["HyperParameters"]["sagemaker_program"] == '"pipe1.py"'
+    assert request["HyperParameters"]["sagemaker_program"] == '"essedum_launch.py"'
     assert request["HyperParameters"]["x"] == '"1"' and request["HyperParameters"]["label"] == '"abc"'
-    assert request["Environment"] == {"TOKEN": SECRET}
+    arn = store.get(job.id).details["secret_arn"]
+    assert request["Environment"] == {"ESSEDUM_SECRET_ARN": arn, "ESSEDUM_ENTRY_POINT": "pipe1.py"}
+    assert SECRET not in json.dumps(request)
+    secrets = clients.client("secretsmanager")
+    assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {"TOKEN": SECRET}
+    tags = {tag["Key"]: tag["Value"] for tag in secrets.describe_secret(SecretId=arn)["Tags"]}
+    assert tags == {"essedum:job-id": job.id, "essedum:kind": "pipeline"}
+    assert (tmp_path / "data" / "jobs" / job.id / "code" / "essedum_launch.py").is_file()
     assert "InputDataConfig" not in request
     assert request["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     stored = store.get(job.id)
     assert SECRET not in json.dumps([stored.request, stored.details])
     assert SECRET not in open(stored.log_path, encoding="utf-8").read()
     assert SECRET.encode() not in (tmp_path / "data" / "jobs.db").read_bytes()
+
+
+def test_the_secret_is_deleted_when_the_job_ends(backend, store, clients, tmp_path):  # noqa: F811
+    write_pipeline(tmp_path)
+    job = submit(backend, store, tmp_path, pipeline_request(), kind="pipeline", secrets={"environment": {"TOKEN": SECRET}})
+    arn = job.details["secret_arn"]
+    set_training_state(job.external_id, "Completed", "Completed")
+    backend.monitor(running_jobs(store), context_factory(store))
+    assert store.get(job.id).status is JobStatus.COMPLETED
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        clients.client("secretsmanager").describe_secret(SecretId=arn)
+
+
+def test_without_secrets_manager_permissions_a_job_with_secrets_is_refused(backend, store, clients,  # noqa: F811
+                                                                           tmp_path):
+    write_pipeline(tmp_path)
+    created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized to perform: "
+                                    "secretsmanager:CreateSecret"}}, "CreateSecret")
+    checked = backend.check("pipeline", pipeline_request(), {"environment": {"TOKEN": SECRET}})
+    job = new_running_job(store, "pipeline", checked, tmp_path)
+    with mock.patch.object(clients.client("secretsmanager"), "create_secret", side_effect=denied):
+        with pytest.raises(AccessDenied) as refused:
+            backend.run(context(store, job, {"environment": {"TOKEN": SECRET}}))
+    assert refused.value.field == "environment" and "in clear" in str(refused.value)
+    assert created == []
 
 
 def test_a_sagemaker_error_at_launch_is_a_job_error_with_the_reason(backend, store, clients, dataset, bundled_scripts,  # noqa: F811

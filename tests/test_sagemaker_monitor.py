@@ -7,14 +7,16 @@ from datetime import datetime, timezone
 from unittest import mock
 
 import pytest
-from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bundled_scripts, clients,  # noqa: F401
-                          config, context, context_factory, moto_training_job, new_running_job, put_log_lines,
-                          running_jobs, set_training_state, store, training_request, write_dataset)
+from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bundled_scripts, capture_params,  # noqa: F401
+                          clients, config, context, context_factory, moto_training_job, new_running_job,
+                          put_log_lines, running_jobs, set_training_state, store, training_request, write_dataset)
 from botocore.exceptions import ClientError
 
 from db import JobStatus
 from mlops.aws import training_job_name
+from mlops.sagemaker import job_feed
 from mlops.sagemaker.jobs import SageMakerBackend
+from strict_job_list import TRAINING, StrictJobList, finished_jobs_of_others
 
 
 @pytest.fixture
@@ -151,24 +153,61 @@ def test_stopped_by_the_time_limit_is_an_error_that_says_so(backend, store, laun
     assert "MaxRuntimeExceeded" in job.failure_reason and "MaxRuntimeInSeconds=3600" in job.failure_reason
 
 
-def test_a_job_sagemaker_no_longer_has_is_an_error(backend, store, launched):  # noqa: F811
+def test_a_job_sagemaker_no_longer_has_is_an_error_at_the_second_miss(backend, store, launched):  # noqa: F811
     from moto.sagemaker.models import sagemaker_backends
     del sagemaker_backends["123456789012"]["us-east-1"].training_jobs[launched.external_id]
+    cycle(backend, store)
+    # AWS can answer not-found for a job it created a moment ago: one miss is asked again.
+    assert store.get(launched.id).status is JobStatus.RUNNING
     cycle(backend, store)
     job = store.get(launched.id)
     assert job.status is JobStatus.ERROR and "no training job named" in job.failure_reason
 
 
-def test_a_throttled_cycle_backs_off(config, clients, store, aws_setup, launched):  # noqa: F811
+def test_a_throttled_describe_backs_off_the_cycle(config, clients, store, aws_setup, launched):  # noqa: F811
     now = [1000.0]
     throttled = SageMakerBackend(config, clients, store, clock=lambda: now[0])
-    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "FilterLogEvents")
-    with mock.patch.object(clients.client("logs"), "filter_log_events", side_effect=error):
+    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeTrainingJob")
+    with mock.patch.object(clients.client("sagemaker"), "describe_training_job", side_effect=error):
         cycle(throttled, store)
         assert calls_of(clients, lambda: cycle(throttled, store)) == Counter()  # inside the back-off
     now[0] += 1.5
     assert calls_of(clients, lambda: cycle(throttled, store))  # back-off over: it calls AWS again
     assert store.get(launched.id).status is JobStatus.RUNNING
+
+
+def test_a_throttled_log_read_backs_off_on_its_own_and_status_goes_on(config, clients, store, aws_setup,  # noqa: F811
+                                                                       launched):
+    now = [1000.0]
+    monitor = SageMakerBackend(config, clients, store, clock=lambda: now[0])
+    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "FilterLogEvents")
+    with mock.patch.object(clients.client("logs"), "filter_log_events", side_effect=error) as filter_log_events:
+        cycle(monitor, store)
+        set_training_state(launched.external_id, "InProgress", "Training")
+        cycle(monitor, store)  # inside the log back-off: no log read, the status still read
+        assert filter_log_events.call_count == 1
+        assert store.get(launched.id).phase == "Training"
+        now[0] += 1.5
+        cycle(monitor, store)
+        assert filter_log_events.call_count == 2
+
+
+def test_a_log_error_is_a_warning_on_the_job_and_a_ready_note_never_a_stuck_status(backend, clients, store,  # noqa: F811
+                                                                                   launched):
+    denied = ClientError({"Error": {"Code": "AccessDeniedException",
+                                    "Message": "not authorized to perform: logs:FilterLogEvents"}}, "FilterLogEvents")
+    with mock.patch.object(clients.client("logs"), "filter_log_events", side_effect=denied):
+        cycle(backend, store)
+        set_training_state(launched.external_id, "Completed", "Completed")
+        cycle(backend, store)
+        ok, note = backend.ready_check()
+    job = store.get(launched.id)
+    assert job.status is JobStatus.COMPLETED
+    warnings = [event["message"] for event in store.events(launched.id) if "warning" in (event["message"] or "")]
+    assert len(warnings) == 1 and "AccessDeniedException" in warnings[0]
+    assert ok and "AccessDeniedException" in note
+    backend.logs.tail({launched.external_id: job}, context_factory(store), launched.external_id)
+    assert backend.ready_check() == (True, None)  # logs readable again: the note goes
 
 
 def test_a_recovered_job_is_described_once_then_only_when_it_changes(config, clients, store, aws_setup,  # noqa: F811
@@ -198,24 +237,70 @@ def _many_running_jobs(count, clients, store, tmp_path):  # noqa: F811
     return names
 
 
-@pytest.mark.parametrize("count", [1, 200])
-def test_a_monitor_cycle_costs_what_changed_not_what_runs(backend, clients, store, tmp_path, count):  # noqa: F811
+def _aws_listing(clients, others: int = 0) -> StrictJobList:
+    """ListTrainingJobs as AWS answers it, over moto's jobs and `others` finished jobs of other users."""
+    newest = datetime.fromtimestamp(time.time() - 3600, tz=timezone.utc)
+    return StrictJobList(TRAINING, lambda: moto_backend(), finished_jobs_of_others(TRAINING, others, newest)
+                         ).install(clients.client("sagemaker"))
+
+
+def moto_backend():
+    from moto.sagemaker.models import sagemaker_backends
+    return sagemaker_backends["123456789012"]["us-east-1"]
+
+
+@pytest.mark.parametrize("count", [1, 150])
+def test_a_cycle_costs_what_is_followed_not_what_the_account_holds(backend, clients, store, tmp_path,  # noqa: F811
+                                                                    count):
+    listing = _aws_listing(clients, others=2000)
     names = _many_running_jobs(count, clients, store, tmp_path)
     first = calls_of(clients, lambda: cycle(backend, store))
     assert first["sagemaker.DescribeTrainingJob"] == count  # never described: each once
+    listing.calls = 0
     unchanged = calls_of(clients, lambda: cycle(backend, store))
     changed_names = names[:3] if count > 3 else names
     for name in changed_names:
         set_training_state(name, "InProgress", "Uploading")
     changed = calls_of(clients, lambda: cycle(backend, store))
-    pages = -(-count // 100)  # moto pages over all jobs before filtering; AWS returns only the changed
-    assert unchanged == Counter({"sagemaker.ListTrainingJobs": pages, "logs.FilterLogEvents": 1})
-    assert changed == Counter({"sagemaker.ListTrainingJobs": pages, "logs.FilterLogEvents": 1,
-                               "sagemaker.DescribeTrainingJob": len(changed_names)})
+    pages = -(-count // 100)  # the followed jobs' pages; the 2,000 older jobs of others are never scanned
+    assert listing.calls == 2 * pages
+    assert unchanged == Counter({"logs.FilterLogEvents": 1})  # the list answers at before-call, uncounted here
+    assert changed == Counter({"logs.FilterLogEvents": 1, "sagemaker.DescribeTrainingJob": len(changed_names)})
     assert all(store.get(job.id).phase == "Uploading" for job in running_jobs(store)
                if job.external_id in changed_names)
-    print(f"\n{count} running job(s): first cycle {dict(first)}; unchanged {dict(unchanged)}; "
-          f"{len(changed_names)} changed {dict(changed)}")
+
+
+def test_the_list_is_bounded_by_the_oldest_followed_jobs_creation(backend, clients, store, tmp_path):  # noqa: F811
+    _many_running_jobs(2, clients, store, tmp_path)
+    cycle(backend, store)
+    sent = capture_params(clients.client("sagemaker"), "ListTrainingJobs")
+    cycle(backend, store)
+    oldest = min(job.creation_time for job in moto_backend().training_jobs.values())
+    after = datetime.fromisoformat(sent[0]["CreationTimeAfter"]).timestamp()
+    assert 0 < oldest.replace(tzinfo=timezone.utc).timestamp() - after <= 61
+    assert "LastModifiedTimeAfter" not in sent[0]
+    assert sent[0]["SortBy"] == "CreationTime" and sent[0]["SortOrder"] == "Descending"
+
+
+def test_a_throttled_list_never_stops_the_cycle(backend, clients, store, tmp_path):  # noqa: F811
+    listing = _aws_listing(clients)
+    names = _many_running_jobs(3, clients, store, tmp_path)
+    cycle(backend, store)
+    set_training_state(names[1], "Completed", "Completed")
+    listing.throttle_next = 1
+    cycle(backend, store)
+    assert {job.external_id for job in running_jobs(store)} == {names[0], names[2]}
+
+
+def test_jobs_beyond_the_page_cap_are_described(backend, clients, store, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(job_feed, "MAX_LIST_PAGES", 1)
+    _aws_listing(clients)
+    names = _many_running_jobs(101, clients, store, tmp_path)
+    cycle(backend, store)
+    oldest = min(names, key=lambda name: moto_backend().training_jobs[name].creation_time)
+    set_training_state(oldest, "Completed", "Completed")  # on the second page, which the cap leaves unread
+    cycle(backend, store)
+    assert oldest not in {job.external_id for job in running_jobs(store)}
 
 
 def test_a_cycle_without_launched_jobs_makes_no_aws_call(backend, store, clients):  # noqa: F811

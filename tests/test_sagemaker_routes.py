@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
-                          shared_session)
+from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, capture_params, clients,  # noqa: F401
+                          make_config, shared_session)
 
 from app import create_app
 from db import JobStatus
@@ -100,8 +100,35 @@ def test_automl_creates_the_job_with_every_setting(app, http, clients):  # noqa:
     assert described["RoleArn"] == ROLE_ARN
 
 
+def test_train_sends_the_default_objective_of_its_problem_type_and_csv_with_its_header(app, http, clients):  # noqa: F811
+    sent = capture_params(clients.client("sagemaker"), "CreateAutoMLJobV2")
+    answer = http.post("/api/service/v1/pipelines/training/train", json={
+        "RoleArn": ROLE_ARN, "Bucket": BUCKET, "S3Prefix": "automl", "inputs": f"s3://{BUCKET}/data/churn.csv",
+        "target_attribute_name": "income", "problem_type": "Regression"})
+    assert answer.status_code == 202, answer.json
+    work(app)
+    # AutoMLJobObjective's documentation: the default of Regression is MSE; AWS takes both or neither.
+    assert sent[0]["AutoMLJobObjective"] == {"MetricName": "MSE"}
+    assert sent[0]["AutoMLJobInputDataConfig"][0]["ContentType"] == "text/csv;header=present"
+
+
+def test_an_objective_without_a_problem_type_is_refused(http, app):
+    body = {key: value for key, value in AUTOML_BODY.items() if key != "problem_type"}
+    answer = http.post("/api/service/v1/pipelines/training/automl", json=body)
+    assert (answer.status_code, answer.json["field"]) == (422, "problem_type")
+
+
+def test_plain_text_csv_is_sent_as_csv_with_a_header(app, http, clients):  # noqa: F811
+    sent = capture_params(clients.client("sagemaker"), "CreateAutoMLJobV2")
+    body = {**AUTOML_BODY, "input_data_config": {**AUTOML_BODY["input_data_config"], "content_type": "text/csv"}}
+    assert http.post("/api/service/v1/pipelines/training/automl", json=body).status_code == 201
+    work(app)
+    assert sent[0]["AutoMLJobInputDataConfig"][0]["ContentType"] == "text/csv;header=present"
+
+
 @pytest.mark.parametrize("changes, field, status", [
     ({"objective": {"metric_name": "Happiness"}}, "objective.metric_name", 422),
+    ({"objective": {"metric_name": "MSE"}}, "objective.metric_name", 422),  # a Regression metric, not Binary
     ({"job_name": "has_underscore"}, "job_name", 422),
     ({"problem_type": "Clustering"}, "problem_type", 422),
     ({"role_arn": "arn:aws:iam::1:role/x"}, "role_arn", 422),
@@ -120,7 +147,8 @@ def test_an_automl_name_taken_outside_the_executor_is_an_error_not_adopted(app, 
                                                                    "S3Uri": f"s3://{BUCKET}/other/"}}}],
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/other-out"},
         AutoMLProblemTypeConfig={"TabularJobConfig": {"TargetAttributeName": "x", "CompletionCriteria": {},
-                                                      "ProblemType": "Regression"}})
+                                                      "ProblemType": "Regression"}},
+        AutoMLJobObjective={"MetricName": "MSE"})
     http.post("/api/service/v1/pipelines/training/automl", json=AUTOML_BODY)
     job = work(app)
     assert job.status is JobStatus.ERROR and "already exists" in job.failure_reason
@@ -141,16 +169,36 @@ def test_custom_script_runs_the_pipelines_own_files_as_a_training_job(app, http,
     folder = executor(app).config.storage_root / "Demo" / "pipe1"
     folder.mkdir(parents=True)
     (folder / "pipe1.py").write_text("print('epoch=1/2 loss=0.5')\n")
+    created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
     answer = http.post("/api/service/v1/pipelines/training/custom_script", json=PIPELINE_BODY)
     assert answer.status_code == 201 and answer.json["task_status"] == "Submitted"
     job = work(app)
     assert job.status is JobStatus.RUNNING, job.failure_reason
     described = clients.client("sagemaker").describe_training_job(TrainingJobName=job.external_id)
-    assert described["HyperParameters"]["sagemaker_program"] == '"pipe1.py"'
+    # its environment is a secret: the launcher runs first and starts pipe1.py with the values
+    assert described["HyperParameters"]["sagemaker_program"] == '"essedum_launch.py"'
+    assert created[0]["Environment"]["ESSEDUM_ENTRY_POINT"] == "pipe1.py"
+    assert "tok-123456" not in json.dumps(created)
     assert described["HyperParameters"]["epochs"] == '"2"'
     listed = http.get("/api/service/v1/pipelines/training/list").json
     assert [record["type"] for record in listed] == ["custom_script"]
     assert "tok-123456" not in json.dumps(listed) and "s3cr3t" not in json.dumps(listed)
+
+
+def test_get_passes_aws_s_description_on_without_the_jobs_environment(app, http, monkeypatch):
+    folder = executor(app).config.storage_root / "Demo" / "pipe1"
+    folder.mkdir(parents=True)
+    (folder / "pipe1.py").write_text("print('hello')\n")
+    assert http.post("/api/service/v1/pipelines/training/custom_script", json=PIPELINE_BODY).status_code == 201
+    job = work(app)
+    platform = executor(app).backend
+    described = platform.describe(job)
+    # moto leaves Environment out of DescribeTrainingJob; AWS answers it (botocore's sagemaker
+    # service-2.json, DescribeTrainingJobResponse.Environment), so it is added here as AWS would.
+    monkeypatch.setattr(platform, "describe", lambda _job: {**described, "Environment": {"API_TOKEN": "tok-123456"}})
+    got = http.get(f"/api/service/v1/pipelines/training/{job.external_id}/get").json
+    assert json.loads(got["rawPayload"])["Environment"] == {"API_TOKEN": "****"}
+    assert "tok-123456" not in json.dumps(got)
 
 
 def test_list_and_get_answer_essedum_records(app, http):
@@ -183,7 +231,7 @@ def test_cloudconnect_reports_each_check_of_the_executors_own_aws_access(http):
     body = response.get_json()
     assert response.status_code == 200 and body["valid"] is True
     assert {check["name"]: check["passed"] for check in body["checks"]} == {
-        "region": True, "credentials": True, "bucket": True, "role": True, "instance_type": True}
+        "region": True, "credentials": True, "bucket": True, "role": True, "instance_type": True, "permissions": True}
 
 
 def test_cloudconnect_names_what_fails(tmp_path, clients, aws_setup):  # noqa: F811

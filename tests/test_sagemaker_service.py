@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 from unittest import mock
 
 import pytest
@@ -12,8 +13,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from db import JobStatus
-from mlops.aws import (SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService,
-                       least_privilege_policy, training_job_name)
+from mlops.aws import SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService, training_job_name
+from mlops.sagemaker.iam import Scope, execution_role_policy, executor_identity_policy
 from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError
 
 ECR_REPO = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/essedum-training"
@@ -40,7 +41,7 @@ def job_config(job_id: str) -> SageMakerJobConfig:
 def test_a_working_configuration_passes_every_check(service):
     result = service.validate_configuration()
     assert result["valid"] is True, result
-    assert set(checks_of(result)) == {"region", "credentials", "bucket", "role", "instance_type"}
+    assert set(checks_of(result)) == {"region", "credentials", "bucket", "role", "instance_type", "permissions"}
     assert ACCOUNT in checks_of(result)["credentials"]["detail"]
 
 
@@ -72,6 +73,35 @@ def test_bad_credentials_fail_the_credentials_check(service):
     assert check["passed"] is False and "InvalidClientTokenId" in check["detail"]
 
 
+def test_the_permission_check_names_what_the_identity_lacks(service):
+    # moto lacks IAM's policy simulator: botocore's Stubber answers as IAM would for an identity
+    # without iam:PassRole (one call per resource of docs/iam/executor-policy.json).
+    iam = service.clients.client("iam")
+    with Stubber(iam) as stub:
+        for statement in executor_identity_policy()["Statement"]:
+            if statement["Sid"] == "ReadTheExecutionRole":
+                continue  # same resource as PassTheExecutionRole: asked in one call
+            actions = statement["Action"] + (["iam:GetRole"] if statement["Sid"] == "PassTheExecutionRole" else [])
+            stub.add_response("simulate_principal_policy", {"EvaluationResults": [
+                {"EvalActionName": action, "EvalResourceName": "*",
+                 "EvalDecision": "implicitDeny" if action == "iam:PassRole" else "allowed"} for action in actions]})
+        missing = service.missing_permissions()
+    assert missing == [("iam:PassRole", ROLE_ARN)]
+
+
+def test_an_identity_that_may_not_simulate_is_reported_unchecked(service):
+    with Stubber(service.clients.client("iam")) as stub:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+        stub.add_response("get_role", {"Role": {
+            "Path": "/", "RoleName": "EssedumTrainingRole", "RoleId": "AROA1234567890EXAMPLE", "Arn": ROLE_ARN,
+            "CreateDate": datetime(2026, 1, 1, tzinfo=timezone.utc), "AssumeRolePolicyDocument": json.dumps(trust)}})
+        stub.add_client_error("simulate_principal_policy", "AccessDenied", "not authorized to perform: "
+                              "iam:SimulatePrincipalPolicy", 403)
+        check = checks_of(service.validate_configuration())["permissions"]
+    assert check["passed"] is True and check["detail"].startswith("not checked") and "AccessDenied" in check["detail"]
+
+
 # -- create_execution_role ---------------------------------------------------------------------
 
 def test_the_execution_role_is_trusted_by_sagemaker_only_and_scoped_to_the_prefix(service, clients):  # noqa: F811
@@ -81,18 +111,18 @@ def test_the_execution_role_is_trusted_by_sagemaker_only_and_scoped_to_the_prefi
     trust = iam.get_role(RoleName="EssedumNewRole")["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
                                    "Action": "sts:AssumeRole"}]
-    policy = iam.get_role_policy(RoleName="EssedumNewRole", PolicyName="essedum-executor-training")["PolicyDocument"]
+    policy = iam.get_role_policy(RoleName="EssedumNewRole", PolicyName="essedum-executor-jobs")["PolicyDocument"]
     statements = {statement["Sid"]: statement for statement in policy["Statement"]}
     assert statements["ObjectsUnderThePrefix"]["Resource"] == f"arn:aws:s3:::{BUCKET}/essedum-executor/*"
     assert statements["ListThePrefix"]["Condition"]["StringLike"]["s3:prefix"] == [
         "essedum-executor", "essedum-executor/*"]
-    assert statements["PullTheTrainingImage"]["Resource"] == \
-        f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training"
-    assert all(":log-group:/aws/sagemaker/TrainingJobs" in resource
-               for resource in statements["TrainingLogs"]["Resource"])
+    assert f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training" in statements["TrainingJobs"]["Resource"]
+    assert f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:*" in \
+        statements["TrainingJobs"]["Resource"]
+    assert statements["AutoMLPassesItsRole"]["Resource"] == arn
     wildcard = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
-    assert sorted(wildcard) == ["RegistryToken", "TrainingMetrics"]
-    assert statements["TrainingMetrics"]["Condition"]
+    assert sorted(wildcard) == ["JobMetrics", "RegistryToken"]
+    assert statements["JobMetrics"]["Condition"]
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [a for a in actions if a.endswith(":*") or a == "*"]
 
@@ -121,10 +151,11 @@ def test_bad_role_names_are_refused_before_any_aws_call(service, clients, name):
 
 
 def test_the_policy_without_a_prefix_covers_the_bucket_objects_only():
-    policy = least_privilege_policy("b-1", "", "us-east-1", ACCOUNT, "ubuntu:22.04")
-    sids = {s["Sid"]: s for s in policy["Statement"]}
+    scope = Scope(region="us-east-1", account=ACCOUNT, bucket="b-1", prefix="", role_arn=f"arn:aws:iam::{ACCOUNT}:role/r")
+    sids = {s["Sid"]: s for s in execution_role_policy(scope, ["ubuntu:22.04"])["Statement"]}
     assert sids["ObjectsUnderThePrefix"]["Resource"] == "arn:aws:s3:::b-1/*"
-    assert "Condition" not in sids["ListThePrefix"] and "PullTheTrainingImage" not in sids
+    assert "Condition" not in sids["ListThePrefix"]
+    assert not [r for r in sids["TrainingJobs"]["Resource"] if "ubuntu" in r]
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -266,13 +297,21 @@ def test_the_list_comes_from_the_store(service, store, clients, tmp_path):  # no
 
 # -- container builder -------------------------------------------------------------------------
 
-def test_build_runs_docker_with_an_argument_list_and_the_dockerfile_on_stdin(clients, tmp_path, monkeypatch):  # noqa: F811
+def test_build_installs_the_requirements_and_leaves_the_code_folder_empty(clients, tmp_path, monkeypatch):  # noqa: F811
     record = fake_docker(tmp_path, monkeypatch)
-    builder = SageMakerContainerBuilder(clients, context_dir=tmp_path)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "train.py").write_text("print('baked')\n")
+    (scripts / "requirements.txt").write_text("scikit-learn==1.9.1\n")
+    builder = SageMakerContainerBuilder(clients, context_dir=scripts)
     assert builder.build_training_container("python:3.11-slim", "essedum/train:1") == "essedum/train:1"
     [call] = docker_calls(record)
-    assert call["argv"] == ["build", "--tag", "essedum/train:1", "--file", "-", str(tmp_path)]
-    assert call["stdin"].startswith("FROM python:3.11-slim\n") and "COPY . /opt/ml/code" in call["stdin"]
+    assert call["argv"][:5] == ["build", "--tag", "essedum/train:1", "--file", "-"]
+    assert call["argv"][5] != str(scripts)  # a context holding requirements.txt only: no code is sent
+    assert call["stdin"] == ("FROM python:3.11-slim\nCOPY requirements.txt /opt/essedum/requirements.txt\n"
+                             "RUN python -m pip install --no-cache-dir -r /opt/essedum/requirements.txt\n")
+    # The toolkit unpacks the submitted sourcedir.tar.gz only into an empty /opt/ml/code.
+    assert "/opt/ml/code" not in call["stdin"] and "SAGEMAKER_PROGRAM" not in call["stdin"]
 
 
 def test_building_on_an_aws_image_logs_in_to_its_registry_first(clients, tmp_path, monkeypatch):  # noqa: F811
@@ -375,3 +414,21 @@ def test_an_empty_input_uri_means_a_job_without_an_input_channel(service, store,
     job = new_running_job(store, "pipeline", {"name": "pipe"}, tmp_path)
     service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
     assert "InputDataConfig" not in created[0]
+
+
+def test_invoke_endpoint_is_sent_once_and_waits_longer_than_an_endpoint_may_take(clients):  # noqa: F811
+    runtime = clients.client("sagemaker-runtime")
+    assert runtime.meta.config.retries["total_max_attempts"] == 1
+    assert runtime.meta.config.read_timeout > 60  # SageMaker's invocation timeout is 60 s
+    sent = []
+    runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint",
+                                 lambda request, **_: sent.append(request) or _timeout(request))
+    with pytest.raises(Exception, match="Read timeout"):
+        runtime.invoke_endpoint(EndpointName="slow-endpoint", Body=b"{}", ContentType="application/json")
+    assert len(sent) == 1
+    assert clients.client("sagemaker").meta.config.retries["total_max_attempts"] > 1  # the others keep retrying
+
+
+def _timeout(request):
+    from botocore.exceptions import ReadTimeoutError
+    raise ReadTimeoutError(endpoint_url=request.url)

@@ -1,6 +1,8 @@
 """SageMaker request fields are refused before any AWS call, each error naming its field."""
 from __future__ import annotations
 
+import json
+
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
@@ -72,8 +74,8 @@ def test_bad_bucket_names_are_refused(bucket):
     assert field_of(v.validate_bucket_name, bucket, "s3_bucket") == "s3_bucket"
 
 
-@pytest.mark.parametrize("uri", ["", "s3://", "http://bucket/key", "s3://UPPER/key", "s3://bucket/a b",
-                                 "s3://bucket//x", "s3://bucket/" + "k" * 1020, SPECIAL])
+@pytest.mark.parametrize("uri", ["", "s3://", "http://bucket/key", "s3://UPPER/key", "s3://bucket/a\\b",
+                                 "s3://bucket/a#b", "s3://bucket//x", "s3://bucket/" + "k" * 1020, SPECIAL])
 def test_bad_s3_uris_are_refused(uri):
     assert field_of(v.validate_s3_uri, uri, "s3_output_uri") == "s3_output_uri"
 
@@ -82,7 +84,19 @@ def test_a_good_s3_uri_gives_bucket_and_key():
     assert v.validate_s3_uri("s3://bucket-a/some/prefix/", "x") == ("bucket-a", "some/prefix/")
 
 
-@pytest.mark.parametrize("prefix", ["a b", "a\\b", "a/../b", "a//b", "$(x)", SPECIAL])
+@pytest.mark.parametrize("key", ["date=2026-01-01/part+1,2.csv", "my data/file (1).csv", "a@b:c;d&e$f?g.csv",
+                                 "données/é.csv"])
+def test_keys_with_characters_s3_takes_are_accepted(key):
+    # S3's object key guide: any UTF-8; & $ @ = ; : + , ? and space need special handling but are valid.
+    assert v.validate_s3_uri(f"s3://bucket-a/{key}", "x") == ("bucket-a", key)
+
+
+def test_keys_are_joined_without_empty_segments():
+    assert v.s3_key("", "jobs", "1") == "jobs/1"
+    assert v.s3_key("/team/", "jobs/", "1") == "team/jobs/1"
+
+
+@pytest.mark.parametrize("prefix", ["a#b", "a\\b", "a/../b", "a//b", "a{b}", SPECIAL])
 def test_bad_s3_prefixes_are_refused(prefix):
     assert field_of(v.validate_s3_prefix, prefix, "s3_prefix") == "s3_prefix"
 
@@ -161,6 +175,23 @@ def test_the_job_config_becomes_a_create_training_job_request_botocore_accepts()
     assert request["InputDataConfig"][0]["ChannelName"] == "training"
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == [{"Name": "train_loss", "Regex": "train_loss=(\\S+)"}]
     assert request["ResourceConfig"]["InstanceCount"] == 2
+
+
+@pytest.mark.parametrize("instance_type, count, distributed", [
+    ("ml.g5.12xlarge", 1, True),    # 4 GPUs on one instance: torchrun, else 1 of 4 is used
+    ("ml.p4d.24xlarge", 1, True),
+    ("ml.g5.xlarge", 2, True),
+    ("ml.g5.xlarge", 1, False)])
+def test_torchrun_whenever_more_than_one_gpu_or_instance(instance_type, count, distributed):
+    hyperparameters = job_config(instance_type=instance_type, instance_count=count).to_sagemaker_config()[
+        "HyperParameters"]
+    assert ("sagemaker_torch_distributed_enabled" in hyperparameters) is distributed
+
+
+def test_the_job_names_itself_and_keeps_its_metrics_as_time_series():
+    request = job_config().to_sagemaker_config()
+    assert request["HyperParameters"]["sagemaker_job_name"] == json.dumps(request["TrainingJobName"])
+    assert request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] is True
 
 
 def test_one_instance_is_not_distributed_and_on_demand_has_no_wait_time():

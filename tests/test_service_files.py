@@ -72,12 +72,27 @@ def test_unit_waits_longer_than_the_executors_graceful_stop():
 
 def test_unit_is_hardened_and_writes_only_the_data_folder():
     entries = unit_entries(UNIT.read_text())
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices", "ProtectKernelTunables",
+    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices", "ProtectKernelModules",
                 "RestrictSUIDSGID", "LockPersonality"):
         assert entries[f"Service.{key}"] == ["yes"], key
     assert entries["Service.ProtectSystem"] == ["strict"]
     assert entries["Service.ReadWritePaths"] == [env_file(ENV_EXAMPLE)["EXECUTOR_DATA_DIR"]]
     assert entries["Service.CapabilityBoundingSet"] == [""]
+
+
+def test_unit_lets_bubblewrap_make_the_namespaces_and_the_proc_of_a_job():
+    entries = unit_entries(UNIT.read_text())
+    assert set(entries["Service.RestrictNamespaces"][0].split()) >= {"user", "mnt", "pid", "ipc", "net"}
+    assert "AF_NETLINK" in entries["Service.RestrictAddressFamilies"][0].split()
+    # Each mounts over folders of /proc, after which the kernel refuses a PID namespace's own /proc.
+    assert "Service.ProtectKernelTunables" not in entries and "Service.ProtectProc" not in entries
+
+
+def test_unit_passes_the_api_token_as_a_credential_not_in_the_environment():
+    entries = unit_entries(UNIT.read_text())
+    assert entries["Service.LoadCredential"] == ["api_token:/etc/essedum-executor/api_token"]
+    assert "EXECUTOR_API_TOKEN_FILE=%d/api_token" in entries["Service.Environment"]
+    assert "EXECUTOR_API_TOKEN" not in env_file(ENV_EXAMPLE)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -108,8 +123,10 @@ def test_systemd_scripts_are_valid_bash(script):
 def test_install_sh_makes_a_user_a_private_settings_file_and_enables_the_unit():
     text = (ROOT / "systemd" / "install.sh").read_text()
     assert "useradd --system" in text
-    assert 'chmod 0640 "$CONFIG_DIR/executor.env"' in text
+    assert 'chmod 0600 "$CONFIG_DIR/executor.env"' in text
+    assert 'chmod 0600 "$CONFIG_DIR/api_token"' in text
     assert "secrets.token_urlsafe" in text  # a fresh API token, never a default one
+    assert "apt-get install -y bubblewrap" in text
     assert 'systemd-analyze verify "/etc/systemd/system/$UNIT"' in text
     assert 'systemctl enable --now "$UNIT"' in text
 

@@ -336,3 +336,130 @@ def test_inference_round_trip_predicts_training_digits(trained, inference):
 def test_inference_rejects_bad_input_with_value_error(inference, body, content_type, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         inference.input_fn(body, content_type)
+
+
+@pytest.fixture
+def script_import(monkeypatch):
+    """Import training_scripts modules by their own names, as train.py does; forget them afterwards."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name, module in list(sys.modules.items()):
+        if name not in before and Path(getattr(module, "__file__", None) or "/").parent == SCRIPTS:
+            del sys.modules[name]
+
+
+def write_mixed_images(folder: Path, count: int) -> list[Path]:
+    """Write `count` small images of every kind the decoder meets, a truncated and a garbage file among them."""
+    random = np.random.default_rng(3)
+    modes = ("L", "LA", "RGB", "RGBA", "P", "I;16", "1")
+    folder.mkdir(parents=True)
+    paths = []
+    for number in range(count):
+        mode = modes[number % len(modes)]
+        height, width = (int(side) for side in random.integers(6, 30, size=2))
+        if mode == "I;16":
+            image = Image.fromarray(random.integers(0, 65536, size=(height, width)).astype(np.uint16))
+        else:
+            image = Image.fromarray(random.integers(0, 256, size=(height, width, 4), dtype=np.uint8)).convert(mode)
+        path = folder / f"{number:04d}.png"
+        image.save(path)
+        paths.append(path)
+    # A colour header over corrupt pixels still makes the dataset RGB, as it did when headers were read apart.
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(folder / "truncated.png")
+    (folder / "truncated.png").write_bytes((folder / "truncated.png").read_bytes()[:60])
+    (folder / "garbage.png").write_bytes(b"\x89PNG not an image")
+    return [paths[0], folder / "truncated.png", *paths[1:], folder / "garbage.png"]
+
+
+def test_parallel_decoding_is_bit_identical_to_decoding_each_file_alone(tmp_path, script_import):
+    decoding = script_import("decoding")
+    preprocessing = script_import("preprocessing")
+    paths = write_mixed_images(tmp_path / "images", 2 * decoding.MIN_IMAGES_PER_PROCESS)
+    parallel = decoding.decode_images(paths, 12, processes=2)
+    serial = decoding.decode_images(paths, 12, processes=1)
+    assert parallel.processes == 2 and serial.processes == 1
+    assert parallel.channels == 3
+    assert parallel.readable.tolist() == serial.readable.tolist() == [True, False] + [True] * (len(paths) - 3) + [False]
+    expected = []
+    for path in paths[:1] + paths[2:-1]:
+        with Image.open(path) as image:
+            expected.append(preprocessing.image_to_array(image, 12, 3))
+    assert np.array_equal(parallel.images, np.stack(expected))
+    assert np.array_equal(serial.images, parallel.images)
+    grey_beside_corrupt_colour = decoding.decode_images(paths[:2], 12, processes=1)
+    assert grey_beside_corrupt_colour.channels == 3 and grey_beside_corrupt_colour.readable.tolist() == [True, False]
+
+
+def test_decoding_runs_the_overlapped_work_once_and_keeps_grey_datasets_grey(tmp_path, script_import):
+    decoding = script_import("decoding")
+    paths = write_digits(tmp_path / "digits", 600)
+    files = sorted((paths / "images").iterdir())
+    calls = []
+    decoded = decoding.decode_images(files, 8, processes=2, while_decoding=lambda: calls.append("ran"))
+    assert calls == ["ran"]
+    assert decoded.channels == 1 and decoded.images.shape == (600, 1, 8, 8) and decoded.readable.all()
+
+
+@pytest.mark.parametrize("environment, processes", [
+    ({"SM_NUM_CPUS": "8"}, 8),
+    ({"SM_NUM_CPUS": "8", "LOCAL_WORLD_SIZE": "4"}, 2),
+    ({"SM_NUM_CPUS": "2", "LOCAL_WORLD_SIZE": "4"}, 1),
+])
+def test_each_rank_uses_its_share_of_the_jobs_cores(monkeypatch, script_import, environment, processes):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert script_import("cores").rank_cores() == processes
+
+
+def test_resident_batches_are_the_loaders_batches_bit_for_bit_on_every_rank(script_import):
+    torch = pytest.importorskip("torch")
+    batches = script_import("batches")
+    random = np.random.default_rng(5)
+    images = torch.from_numpy(random.integers(0, 256, size=(103, 1, 6, 6), dtype=np.uint8))
+    targets = torch.from_numpy(random.integers(0, 10, size=103))
+    cpu = torch.device("cpu")
+    seen = []
+    for rank in (0, 1):
+        resident = batches.training_batches(images, targets, 16, batches.AUTO_WORKERS, 7, rank, 2, cpu, images.nbytes)
+        loader = batches.training_batches(images, targets, 16, 0, 7, rank, 2, cpu, images.nbytes)
+        assert resident.resident and not loader.resident
+        for epoch in (1, 2):
+            resident.set_epoch(epoch)
+            loader.set_epoch(epoch)
+            pairs = list(zip(resident, loader, strict=True))
+            assert len(pairs) == 4  # 52 of the 103 images on each rank (padded), batches of 16
+            for (resident_images, resident_targets), (loader_images, loader_targets) in pairs:
+                assert torch.equal(resident_images, loader_images) and torch.equal(resident_targets, loader_targets)
+            seen.append(torch.cat([resident_batch for (resident_batch, _), _ in pairs]))
+    # Epochs shuffle differently; the two ranks' shards of an epoch cover every image.
+    assert not torch.equal(seen[0], seen[1])
+    covered = {bytes(image.numpy()) for image in torch.cat([seen[0], seen[2]])}
+    assert covered == {bytes(image.numpy()) for image in images}
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16"),
+                                               ((9, 0), "bfloat16")], ids=["V100", "T4", "A100", "H100"])
+def test_bf16_only_from_compute_capability_8(script_import, capability, dtype):
+    torch = pytest.importorskip("torch")
+    assert script_import("trainer").autocast_dtype(capability) == getattr(torch, dtype)
+
+
+def test_torch_threads_honour_an_explicit_omp_setting(monkeypatch, script_import):
+    monkeypatch.setenv("SM_NUM_CPUS", "8")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = script_import("cores")
+    assert cores.torch_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cores.torch_threads() == 3
+
+
+def test_the_resident_feed_and_the_dataloader_train_the_same_model(tmp_path):
+    channel = write_digits(tmp_path / "channel", 200)
+    resident = run_training(tmp_path / "resident", channel, "--epochs", "2", *QUICK_FLAGS)
+    loader = run_training(tmp_path / "loader", channel, "--epochs", "2", "--num-workers", "0", *QUICK_FLAGS)
+    for run in (resident, loader):
+        assert_succeeded(run)
+    assert "training images resident on cpu" in resident.process.stdout
+    assert "DataLoader with 0 worker process(es)" in loader.process.stdout
+    assert resident.metric_lines == loader.metric_lines and resident.metrics() == loader.metrics()

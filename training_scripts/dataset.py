@@ -12,15 +12,15 @@ import logging
 import os
 import tarfile
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import numpy as np
-from PIL import Image
 
+from cores import rank_cores
+from decoding import decode_images
 from failure import DatasetError
-from preprocessing import image_to_array, is_color_mode
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 NAMES_SHOWN = 5
-
-# Pillow signals a file it cannot decode with any of these.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
 
 @dataclass(frozen=True)
 class ImageDataset:
@@ -60,7 +56,8 @@ def channel_dir() -> Path:
     return Path(os.environ.get("SM_CHANNEL_TRAINING", DEFAULT_CHANNEL_DIR))
 
 
-def load_dataset(channel: Path, metadata_file: str, image_size: int, scratch: Path) -> ImageDataset:
+def load_dataset(channel: Path, metadata_file: str, image_size: int, scratch: Path,
+                 while_decoding: Callable[[], object] = lambda: None) -> ImageDataset:
     """Load every labelled image of the channel; archives are unpacked into `scratch`."""
     if not channel.is_dir():
         raise DatasetError(f"the training channel {channel} does not exist or is not a folder")
@@ -70,7 +67,7 @@ def load_dataset(channel: Path, metadata_file: str, image_size: int, scratch: Pa
                else samples_from_class_folders(files, metadata_name))
     labels = sorted({label for _, label in samples}, key=_label_sort_key)
     _require_two_classes(labels)
-    return _decode_samples(samples, files, labels, image_size)
+    return _decode_samples(samples, files, labels, image_size, while_decoding)
 
 
 def list_channel_files(channel: Path, scratch: Path) -> dict[str, Path]:
@@ -160,10 +157,13 @@ def _walk(root: Path) -> dict[str, Path]:
     files = {}
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if not _is_ignored(name)]
+        # One relative prefix per folder: a path computation per file costs more than decoding a
+        # small PNG's header.
+        folder_path = Path(folder)
+        prefix = folder_path.relative_to(root).as_posix() + "/" if folder_path != root else ""
         for name in names:
             if not _is_ignored(name):
-                path = Path(folder) / name
-                files[path.relative_to(root).as_posix()] = path
+                files[prefix + name] = folder_path / name
     return files
 
 
@@ -228,46 +228,24 @@ def _require_two_classes(labels: list[str]) -> None:
 
 
 def _decode_samples(samples: list[tuple[str, str]], files: dict[str, Path], labels: list[str],
-                    image_size: int) -> ImageDataset:
-    # Pillow releases the GIL while decoding and resizing, so threads decode in parallel.
-    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
-        modes = list(pool.map(_image_mode, (files[name] for name, _ in samples)))
-        channels = 3 if any(mode is not None and is_color_mode(mode) for mode in modes) else 1
-        readable = [sample for sample, mode in zip(samples, modes) if mode is not None]
-        arrays = list(pool.map(lambda sample: _decode(files[sample[0]], image_size, channels), readable))
-    kept = [(sample, array) for sample, array in zip(readable, arrays) if array is not None]
-    skipped = sorted({name for name, _ in samples} - {name for (name, _), _ in kept})
+                    image_size: int, while_decoding: Callable[[], object]) -> ImageDataset:
+    decoded = decode_images([files[name] for name, _ in samples], image_size, rank_cores(), while_decoding)
+    kept = [sample for sample, readable in zip(samples, decoded.readable) if readable]
+    skipped = sorted({name for name, _ in samples} - {name for name, _ in kept})
     if not kept:
         raise DatasetError(f"none of the {len(samples)} image(s) could be read, e.g. {skipped[0]}")
     if skipped:
         logger.warning("skipped %d unreadable image(s): %s", len(skipped), _some_names(skipped))
     index = {label: position for position, label in enumerate(labels)}
-    targets = np.array([index[label] for (_, label), _ in kept], dtype=np.int64)
+    targets = np.array([index[label] for _, label in kept], dtype=np.int64)
     present = [labels[target] for target in np.unique(targets)]
     _require_two_classes(present)
     # A class whose images were all unreadable disappears; renumber so indices stay dense.
     if present != labels:
         targets = np.searchsorted(np.array([index[label] for label in present]), targets)
-    images = np.stack([array for _, array in kept])
-    logger.info("loaded %d image(s) of %d class(es), %d channel(s), %dx%d pixels",
-                len(images), len(present), channels, image_size, image_size)
-    return ImageDataset(images, targets, present, channels, skipped)
-
-
-def _image_mode(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            return image.mode
-    except _DECODE_ERRORS:
-        return None
-
-
-def _decode(path: Path, image_size: int, channels: int) -> np.ndarray | None:
-    try:
-        with Image.open(path) as image:
-            return image_to_array(image, image_size, channels)
-    except _DECODE_ERRORS:
-        return None
+    logger.info("loaded %d image(s) of %d class(es), %d channel(s), %dx%d pixels, decoded by %d process(es)",
+                len(kept), len(present), decoded.channels, image_size, image_size, decoded.processes)
+    return ImageDataset(decoded.images, targets, present, decoded.channels, skipped)
 
 
 def _pixel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:

@@ -114,7 +114,8 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter(
         "num-workers", int, -1,
-        "DataLoader worker processes per GPU process; -1 picks 0 on the CPU and up to 4 on a GPU.", -1, 64,
+        "DataLoader worker processes per process; -1 keeps the training images on the device when they fit "
+        "(else batches from this process, pinned on a GPU).", -1, 64,
     ),
     Hyperparameter("amp", bool, True, "Mixed precision (bf16, or fp16 with loss scaling) on CUDA."),
     Hyperparameter("device", str, "auto", "Where to train: auto picks CUDA when present.",

@@ -30,6 +30,11 @@ from preprocessing import image_to_array, normalize
 JSON_CONTENT_TYPE = "application/json"
 IMAGE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "application/x-image"})
 ARRAY_CHANNELS = (1, 3, 4)
+# Decoding is bounded before any pixel is decompressed: a 2 MB PNG of zeros can hold 80 megapixels
+# (a few hundred MB once decoded), and a request can carry many of them.
+MAX_IMAGES_PER_REQUEST = 256
+MAX_PIXELS_PER_IMAGE = 25_000_000
+MAX_PIXELS_PER_REQUEST = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def input_fn(request_body: bytes | str, content_type: str) -> list[Image.Image]:
     """Decode a request body into a list of images, raising ValueError on anything else."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type in IMAGE_CONTENT_TYPES:
-        return [_decode_image_bytes(_as_bytes(request_body), "the request body")]
+        return [_decode_image_bytes(_as_bytes(request_body), "the request body", [0])]
     if media_type != JSON_CONTENT_TYPE:
         raise ValueError(f"unsupported content type {content_type!r}: send {JSON_CONTENT_TYPE} or an image type "
                          f"({', '.join(sorted(IMAGE_CONTENT_TYPES))})")
@@ -69,7 +74,10 @@ def input_fn(request_body: bytes | str, content_type: str) -> list[Image.Image]:
     instances = _json_instances(payload)
     if not instances:
         raise ValueError("the request holds no images")
-    return [_json_image(instance, number) for number, instance in enumerate(instances)]
+    if len(instances) > MAX_IMAGES_PER_REQUEST:
+        raise ValueError(f"the request holds {len(instances)} images; at most {MAX_IMAGES_PER_REQUEST} are accepted")
+    pixels_so_far = [0]
+    return [_json_image(instance, number, pixels_so_far) for number, instance in enumerate(instances)]
 
 
 def predict_fn(data: list[Image.Image], model: LoadedModel) -> list[dict[str, Any]]:
@@ -103,12 +111,14 @@ def _json_instances(payload: Any) -> list[Any]:
     raise ValueError('the JSON must be {"instances": [...]}, a list of images, or {"image": ...}')
 
 
-def _json_image(instance: Any, number: int) -> Image.Image:
+def _json_image(instance: Any, number: int, pixels_so_far: list[int]) -> Image.Image:
     where = f"image {number}"
     if isinstance(instance, str):
-        return _decode_image_bytes(_decode_base64(instance, where), where)
+        return _decode_image_bytes(_decode_base64(instance, where), where, pixels_so_far)
     if isinstance(instance, list):
-        return _array_to_image(instance, where)
+        image = _array_to_image(instance, where)
+        _count_pixels(image.size, where, pixels_so_far)
+        return image
     raise ValueError(f"{where} must be a base64 string or a nested array of pixels, not {type(instance).__name__}")
 
 
@@ -121,13 +131,28 @@ def _decode_base64(text: str, where: str) -> bytes:
         raise ValueError(f"{where} is a string but not valid base64") from None
 
 
-def _decode_image_bytes(data: bytes, where: str) -> Image.Image:
+def _decode_image_bytes(data: bytes, where: str, pixels_so_far: list[int]) -> Image.Image:
     try:
+        # open reads the header only; the size is checked before load decompresses anything.
         image = Image.open(io.BytesIO(data))
+        _count_pixels(image.size, where, pixels_so_far)
         image.load()
+    except Image.DecompressionBombError:
+        raise ValueError(f"{where} has more than {MAX_PIXELS_PER_IMAGE} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{where} is not a readable PNG or JPEG image: {error}") from None
     return image
+
+
+def _count_pixels(size: tuple[int, int], where: str, pixels_so_far: list[int]) -> None:
+    """Refuse an image over the per-image bound, or one that takes the request over its bound."""
+    pixels = size[0] * size[1]
+    if pixels > MAX_PIXELS_PER_IMAGE:
+        raise ValueError(f"{where} is {size[0]} x {size[1]} pixels; at most {MAX_PIXELS_PER_IMAGE} pixels "
+                         "per image are accepted")
+    pixels_so_far[0] += pixels
+    if pixels_so_far[0] > MAX_PIXELS_PER_REQUEST:
+        raise ValueError(f"the request's images hold more than {MAX_PIXELS_PER_REQUEST} pixels together")
 
 
 def _array_to_image(instance: list, where: str) -> Image.Image:

@@ -3,10 +3,11 @@
 Runs on the host, not in the training container (which has no sklearn):
 
     python training_scripts/make_digits_dataset.py OUTDIR [--layout csv|folders] [--limit N]
-                                                          [--classes 0,1,7] [--binary]
+                                                          [--classes 0,1,7] [--binary] [--repeat N]
 
 `csv` writes `images/digit_00000.png` ... and `metadata.csv` (filename,label); `folders` writes
 `<label>/digit_00000.png`. `--binary` labels digit 0 `zero` and every other digit `nonzero`.
+`--repeat N` writes every scan N times under distinct names: a larger dataset for benchmarks.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--limit", type=int, help="write only the first N images")
     parser.add_argument("--classes", help="comma-separated digits to keep, e.g. 0,1,7")
     parser.add_argument("--binary", action="store_true", help="label digit 0 'zero' and the rest 'nonzero'")
+    parser.add_argument("--repeat", type=int, default=1, help="write every scan this many times")
     args = parser.parse_args(argv)
     classes = {int(digit) for digit in args.classes.split(",")} if args.classes else None
-    samples = digits_samples(args.limit, classes, args.binary)
+    samples = digits_samples(args.limit, classes, args.binary) * args.repeat
     write_dataset(args.out_dir, samples, args.layout)
     print(f"wrote {len(samples)} images to {args.out_dir} ({args.layout} layout)")
     return 0

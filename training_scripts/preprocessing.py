@@ -24,7 +24,10 @@ def is_color_mode(mode: str) -> bool:
 def image_to_array(image: Image.Image, image_size: int, channels: int) -> np.ndarray:
     """Flatten alpha, convert to `channels` (1 or 3), resize and return uint8 C x H x W."""
     image = _flatten_alpha(_to_8_bit(image))
-    image = image.convert("L" if channels == 1 else "RGB")
+    target_mode = "L" if channels == 1 else "RGB"
+    # Converting to the image's own mode would only copy it.
+    if image.mode != target_mode:
+        image = image.convert(target_mode)
     image = image.resize((image_size, image_size), RESIZE_FILTER)
     array = np.asarray(image, dtype=np.uint8)
     return array[np.newaxis] if channels == 1 else array.transpose(2, 0, 1)

@@ -8,6 +8,7 @@ the hyperparameters and metric definitions as JSON. Exit codes: 0 success, 1 fai
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -55,11 +56,12 @@ def describe() -> dict:
 def run(args: argparse.Namespace) -> None:
     """Load the channel's dataset, train on it and write the model and metrics."""
     # Decoded images live in memory, so the unpacked archives can go as soon as they are read.
+    # torch's import (a second or more) runs while worker processes decode, and only then, so
+    # --describe, bad flags and datasets without images answer without it.
     with tempfile.TemporaryDirectory(prefix="training-channel-") as scratch:
-        dataset = load_dataset(channel_dir(), args.metadata_file, args.image_size, Path(scratch))
+        dataset = load_dataset(channel_dir(), args.metadata_file, args.image_size, Path(scratch),
+                               while_decoding=lambda: importlib.import_module("trainer"))
     split = split_dataset(dataset, args.val_split, args.seed)
-    # Imported only now so that --describe, bad flags and bad datasets answer without torch's
-    # seconds-long import.
     from trainer import OutputDirs, ProcessGroup, train
     group = ProcessGroup.from_environment()
     outputs = OutputDirs(

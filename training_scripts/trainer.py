@@ -18,8 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
+from batches import Batches, training_batches
+from cores import torch_threads
 from dataset import ImageDataset, Split
 from evaluation import accuracy, classification_auc
 from metric_lines import METRIC_NAMES, format_metric_line
@@ -30,7 +31,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 INFERENCE_FILES = ("inference.py", "preprocessing.py")
 EVAL_BATCH_FACTOR = 4
-MAX_AUTO_WORKERS = 4
+# Ampere (8.0) and later compute in bf16 natively; older GPUs emulate it, where fp16 is the fast path.
+BF16_MIN_CAPABILITY = (8, 0)
 
 
 class CheckpointError(RuntimeError):
@@ -76,21 +78,6 @@ class OutputDirs:
     checkpoints: Path | None
 
 
-class InMemoryImages(Dataset):
-    """uint8 images and targets held in memory, indexed a whole batch at a time."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        self.images = images
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        # One fancy-indexing call per batch beats collating batch-size single images.
-        return self.images[indices], self.targets[indices]
-
-
 def train(args: argparse.Namespace, dataset: ImageDataset, split: Split, group: ProcessGroup,
           outputs: OutputDirs) -> dict[str, Any]:
     """Train, checkpointing every epoch; return the final metrics (written by the main process)."""
@@ -116,6 +103,8 @@ def choose_device(requested: str, group: ProcessGroup) -> torch.device:
 
 def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageDataset, split: Split,
               group: ProcessGroup, outputs: OutputDirs) -> dict[str, Any]:
+    # torch would spin a thread on every core; jobs and ranks beside this one have their own share.
+    torch.set_num_threads(torch_threads())
     torch.manual_seed(args.seed)
     model = build_model(dataset.channels, len(dataset.labels)).to(device)
     if device.type == "cuda":
@@ -132,28 +121,31 @@ def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageData
         if group.distributed else model
 
     images, targets = torch.from_numpy(dataset.images), torch.from_numpy(dataset.targets)
-    train_set = InMemoryImages(images[split.train_indices], targets[split.train_indices])
+    train_images, train_targets = images[split.train_indices], targets[split.train_indices]
     val_images, val_targets = images[split.val_indices], targets[split.val_indices]
-    if device.type == "cuda":
+    batches = training_batches(train_images, train_targets, args.batch_size, args.num_workers, args.seed,
+                               group.rank, group.world_size, device, resident_bytes=images.nbytes)
+    if batches.resident:
+        val_images = val_images.to(device)
+    elif device.type == "cuda":
         val_images = val_images.pin_memory()
-    loader, sampler = _train_loader(train_set, args, group, device)
     mean = torch.tensor(split.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(split.std, device=device).view(1, -1, 1, 1)
     normalizer = Normalizer(mean, std, device)
-    _log_start(args, dataset, split, group, device, precision, loader.num_workers, start_epoch)
+    _log_start(args, dataset, split, group, device, precision, batches, start_epoch)
 
     for epoch in range(start_epoch, args.epochs + 1):
         # Seeding from the epoch (not from the RNG's history) makes dropout identical after a resume.
         torch.manual_seed(args.seed + 1_000_003 * epoch + group.rank)
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss = _train_epoch(network, loader, optimizer, precision, normalizer, group)
+        train_loss = _train_epoch(network, batches, optimizer, precision, normalizer, group)
         seconds = time.perf_counter() - started
         scheduler.step()
         val_metrics = _evaluate(model, val_images, val_targets, args.batch_size * EVAL_BATCH_FACTOR, precision,
                                 normalizer)
         record = {"epoch": epoch, "train_loss": train_loss, **val_metrics, "seconds": seconds,
-                  "samples_per_second": len(train_set) / seconds}
+                  "samples_per_second": len(train_targets) / seconds}
         history.append(record)
         if group.is_main:
             print(format_metric_line(epoch, args.epochs, record), flush=True)
@@ -178,11 +170,11 @@ class Precision:
 
     @classmethod
     def choose(cls, amp: bool, device: torch.device) -> Precision:
-        """Use bf16 where the GPU supports it, fp16 otherwise, and full precision on the CPU."""
+        """Use bf16 where the GPU computes it natively, fp16 otherwise, and full precision on the CPU."""
         # CPU autocast to bf16 is slower than float32 for convolutions on most CPUs.
         if not amp or device.type != "cuda":
             return cls(device, None)
-        return cls(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return cls(device, autocast_dtype(torch.cuda.get_device_capability(device)))
 
     def autocast(self) -> torch.autocast:
         """Return the autocast context for forward passes."""
@@ -191,6 +183,12 @@ class Precision:
     def describe(self) -> str:
         """Name the precision for the log."""
         return "float32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
+
+
+def autocast_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """Return the autocast dtype for a GPU of this compute capability: bf16 from 8.0, else fp16."""
+    # torch.cuda.is_bf16_supported() also says yes on T4 and V100, where bf16 is emulated and slow.
+    return torch.bfloat16 if tuple(capability) >= BF16_MIN_CAPABILITY else torch.float16
 
 
 class Normalizer:
@@ -206,35 +204,14 @@ class Normalizer:
         return images.sub_(self.mean).div_(self.std).contiguous(memory_format=self.memory_format)
 
 
-def _train_loader(train_set: InMemoryImages, args: argparse.Namespace, group: ProcessGroup,
-                  device: torch.device) -> tuple[DataLoader, DistributedSampler]:
-    # DistributedSampler also serves the lone process: its seed + epoch shuffle needs no state to resume.
-    sampler = DistributedSampler(train_set, num_replicas=group.world_size, rank=group.rank, shuffle=True,
-                                 seed=args.seed)
-    workers = args.num_workers if args.num_workers >= 0 else _auto_workers(device, group)
-    loader = DataLoader(train_set, sampler=BatchSampler(sampler, args.batch_size, drop_last=False),
-                        batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=workers > 0)
-    return loader, sampler
-
-
-def _auto_workers(device: torch.device, group: ProcessGroup) -> int:
-    # Measured on this project's CPU bench: with images already in memory, worker processes only
-    # add inter-process copies, so the CPU trains fastest with none. A GPU step is short enough
-    # that overlapping batch assembly with it pays off.
-    if device.type != "cuda":
-        return 0
-    return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) // max(1, group.local_world_size) - 1))
-
-
-def _train_epoch(network: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, precision: Precision,
+def _train_epoch(network: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, precision: Precision,
                  normalizer: Normalizer, group: ProcessGroup) -> float:
     network.train()
     device = normalizer.device
     # Summed on the device so the loop never waits for the GPU to report a loss.
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     sample_count = torch.zeros((), device=device, dtype=torch.float64)
-    for images, targets in loader:
+    for images, targets in batches:
         inputs = normalizer(images)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
@@ -351,9 +328,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def _log_start(args: argparse.Namespace, dataset: ImageDataset, split: Split, group: ProcessGroup,
-               device: torch.device, precision: Precision, workers: int, start_epoch: int) -> None:
-    logger.info("training on %s (%s), %d process(es) on host %s of %s, %d DataLoader worker(s)",
+               device: torch.device, precision: Precision, batches: Batches, start_epoch: int) -> None:
+    logger.info("training on %s (%s), %d process(es) on host %s of %s, %s",
                 device, precision.describe(), group.world_size, os.environ.get("SM_CURRENT_HOST", "local"),
-                os.environ.get("SM_HOSTS", "[]"), workers)
+                os.environ.get("SM_HOSTS", "[]"), batches.describe())
     logger.info("%d training and %d validation image(s), classes %s, epochs %d to %d",
                 len(split.train_indices), len(split.val_indices), dataset.labels, start_epoch, args.epochs)

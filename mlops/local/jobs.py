@@ -11,15 +11,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import deque
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 from config import Config
 from db import Job, JobStatus
@@ -27,28 +25,27 @@ from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.metric_lines import parse_metric_line, progress_of
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client,
+from mlops.job_files import read_bounded, remove_tree
+from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
+from mlops.local.output import OutputFollower
+from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
+from mlops.sandbox import sandbox_for
+from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "training"
 CURRENT_HOST = "algo-1"
-STOP_GRACE_S = 10
-ARTIFACT_TEXT_LIMIT = 1 << 20
-# The failure reason carries the end of the script's stderr: enough for a traceback's last frames and its exception.
-STDERR_TAIL_LINES = 12
-STDERR_LINE_CHARS = 500
-STDERR_TAIL_CHARS = 3000
+FAILURE_TEXT_LIMIT = 4000
+INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "TMP",
                  "TEMP", "TMPDIR", "PATHEXT", "COMSPEC", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+# In the sandbox the executor's home and temporary folders are not there: the sandbox's own /tmp is.
+SANDBOX_ENV = {"HOME": "/tmp", "TMPDIR": "/tmp"}
 IS_WINDOWS = os.name == "nt"
-# Marks a job's processes, so that recovery kills only the orphans of that job, never a stranger
-# that reused the pid.
-JOB_ID_VARIABLE = "EXECUTOR_JOB_ID"
 
 
 class ContainerLayout:
@@ -67,8 +64,18 @@ class ContainerLayout:
         self.failure = self.output / "failure"
 
     def create(self) -> None:
+        """Make the tree afresh: a retried job starts from what the executor stages, never from what
+        its last attempt left (links to the executor's files among them); only checkpoints carry over."""
+        for leftover in (self.code, self.input, self.model, self.output):
+            remove_tree(leftover)
+        if self.checkpoints.is_symlink() or (self.checkpoints.exists() and not self.checkpoints.is_dir()):
+            remove_tree(self.checkpoints)
         for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def writable(self) -> list[Path]:
+        """Return the folders the job may write: the container's, not the job folder itself (its log)."""
+        return [self.code, self.input, self.model, self.output, self.checkpoints]
 
 
 class LocalBackend(Backend):
@@ -77,6 +84,7 @@ class LocalBackend(Backend):
     name = "local"
     remote = False
     kinds = frozenset({PIPELINE, TRAINING})
+    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -84,11 +92,15 @@ class LocalBackend(Backend):
         self.clock = clock
         self.python = config.python or sys.executable
         self.venv_root = config.data_dir / "venvs"
-        self._processes: dict[str, subprocess.Popen] = {}
+        self.sandbox = sandbox_for(config)
+        self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
+        self._output_failures: dict[str, str] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
+        self._cores = _usable_cores()
+        self._running_jobs = 0
 
     # -- submission ------------------------------------------------------------------------------
 
@@ -128,18 +140,27 @@ class LocalBackend(Backend):
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._running_jobs += 1
+        try:
+            self._run_job(ctx)
+        finally:
+            with self._lock:
+                self._running_jobs -= 1
+
+    def _run_job(self, ctx: JobContext) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
         ctx.set_phase("Downloading", "staging inputs")
         if ctx.job.kind == PIPELINE:
             stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
-            argv_tail = parse_command(request["command"])[1:]
+            argv = parse_command(request["command"])
+            argv_tail = [argv[1], *script_contract.pipeline_arguments(argv[2:])]
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            shutil.copytree(request["source_dir"], layout.code, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
@@ -147,76 +168,70 @@ class LocalBackend(Backend):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
             if request.get("metadata_file"):
                 hyperparameters.setdefault("metadata-file", request["metadata_file"])
-            argv_tail = [request["entry_point"], *_flags(hyperparameters)]
+            argv_tail = [request["entry_point"], *script_contract.script_flags(hyperparameters)]
             environment = {}
-        python = self._python_for(ctx, layout.code)
         self._write_config(layout, hyperparameters)
+        # Everything the executor puts in the job's folders is written by now: the job (and its
+        # requirements install) may read and change it as the sandbox's identity.
+        for folder in layout.writable():
+            self.sandbox.hand_over(folder)
+        python = self._python_for(ctx, layout.code)
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
-        returncode, stderr_tail = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime)
+        readable = [Path(python).parent.parent] if python != self.python else []
+        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
+        ctx.set_artifacts(list_outputs(layout.root))
+        redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
         if remote_log_uri(request):
             self._publish(ctx, layout)
-        self._finish(ctx, layout, returncode, max_runtime, stderr_tail)
+        self._finish(ctx, layout, returncode, max_runtime)
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
-                     max_runtime: int) -> tuple[int, list[str]]:
-        """Run the job's process to its end; return its exit code and the last lines it wrote to stderr."""
+                     max_runtime: int, readable: list[Path]) -> int:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
-        process = subprocess.Popen(argv, cwd=layout.code, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_group_options())
+        process = JobProcess(self.sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
+                             max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             readable=readable)
         with self._lock:
             self._processes[ctx.job_id] = process
         ctx.set_pid(process.pid)
         timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))
         timer.daemon = True
         timer.start()
-        stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        stderr_reader = threading.Thread(target=self._follow_output, args=(ctx, process.stderr, stderr_tail),
-                                         name=f"stderr-{ctx.job_id[:8]}", daemon=True)
         try:
-            stderr_reader.start()
             if ctx.cancel_requested():
                 self._stop_process(ctx.job_id, "cancelled")
-            self._follow_output(ctx, process.stdout)
-            returncode = process.wait()
-            stderr_reader.join()
-            return returncode, list(stderr_tail)
+            self._follow_output(ctx, process)
+            return process.wait()
         finally:
             timer.cancel()
-            process.stdout.close()
-            process.stderr.close()
+            process.kill()
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
 
-    def _follow_output(self, ctx: JobContext, stream: IO[bytes], tail: deque[str] | None = None) -> None:
-        """Log each line of one of the process's streams, record its metric lines, keep its last lines in tail."""
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            ctx.log(line)
-            if tail is not None and line.strip():
-                # Redacted before it is cut: a cut through a secret would leave a piece no redaction matches.
-                tail.append(ctx.redact(line)[:STDERR_LINE_CHARS])
-            parsed = parse_metric_line(line)
-            if parsed:
-                epoch, epochs, metrics = parsed
-                ctx.add_metrics(metrics, step=epoch)
-                ctx.set_progress(**progress_of(epoch, epochs))
+    def _follow_output(self, ctx: JobContext, process: JobProcess) -> None:
+        follower = OutputFollower(ctx)
+        follower.follow(process.lines())
+        if follower.failure:
+            with self._lock:
+                self._output_failures[ctx.job_id] = follower.failure
 
-    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int,
-                stderr_tail: list[str]) -> None:
+    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
         with self._lock:
             reason = self._stop_reasons.pop(ctx.job_id, None)
-        ctx.set_artifacts(self._artifact_paths(layout))
-        if reason == "cancelled" or (reason is None and ctx.cancel_requested() and returncode != 0):
+            output_failure = self._output_failures.pop(ctx.job_id, None)
+        if reason == "cancelled" or ctx.cancel_requested():
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif reason == "shutdown":
             raise InterruptedError("executor stopped while the job was running")
+        elif output_failure:
+            ctx.finish(JobStatus.ERROR, output_failure)
         elif reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
         elif returncode != 0:
-            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode, stderr_tail))
+            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode))
         else:
             ctx.finish(JobStatus.COMPLETED)
 
@@ -231,22 +246,17 @@ class LocalBackend(Backend):
             logger.warning("job %s: %s", ctx.job_id, ctx.redact(str(exc)))
             ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
-    def _failure_reason(self, layout: ContainerLayout, returncode: int, stderr_tail: list[str]) -> str:
-        """Say why the script failed: its own output/failure file, else the exit code and its last stderr lines."""
-        written = ""
-        if layout.failure.is_file():
-            written = layout.failure.read_text(encoding="utf-8", errors="replace").strip()[:4000]
+    def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
+        try:
+            data, _size = read_bounded(layout.root, layout.failure.relative_to(layout.root), FAILURE_TEXT_LIMIT)
+            written = data.decode("utf-8", errors="replace").strip()
+        except OSError:  # none written, or not a regular file
+            written = ""
         if returncode < 0:
             exit_text = f"killed by signal {-returncode}"
         else:
             exit_text = f"exit code {returncode}"
-        if written:
-            return f"{written} ({exit_text})"
-        if not stderr_tail:
-            return f"the script failed with {exit_text}"
-        # The end of stderr holds the cause (a traceback ends with its exception); its lines are redacted already.
-        cause = "\n".join(stderr_tail)[-STDERR_TAIL_CHARS:]
-        return f"the script failed with {exit_text}; the last lines of its stderr:\n{cause}"
+        return f"{written} ({exit_text})" if written else f"the script failed with {exit_text}"
 
     # -- the container contract ------------------------------------------------------------------
 
@@ -263,7 +273,11 @@ class LocalBackend(Backend):
 
     def _environment(self, layout: ContainerLayout, hyperparameters: dict[str, str], entry_point: str,
                      user_environment: dict[str, str]) -> dict[str, str]:
-        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        env = self._base_environment()
+        # Every torch or numpy process would start a thread per core; jobs running together would
+        # then fight over the cores and finish later than one after another. A job's own setting wins.
+        cores = self._core_share()
+        env["OMP_NUM_THREADS"] = str(cores)
         env.update(user_environment)
         sm = {
             "SM_MODEL_DIR": str(layout.model),
@@ -276,7 +290,7 @@ class LocalBackend(Backend):
             "SM_INPUT_CONFIG_DIR": str(layout.config),
             "SM_CHECKPOINT_DIR": str(layout.checkpoints),
             "SM_NUM_GPUS": str(_gpu_count()),
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_CPUS": str(cores),
             "SM_HOSTS": json.dumps([CURRENT_HOST]),
             "SM_CURRENT_HOST": CURRENT_HOST,
             "SM_USER_ENTRY_POINT": entry_point,
@@ -286,9 +300,19 @@ class LocalBackend(Backend):
             sm["SM_HP_" + "".join(ch if ch.isalnum() else "_" for ch in name).upper()] = value
         sm["SM_TRAINING_ENV"] = json.dumps({key[3:].lower(): value for key, value in sm.items()})
         env.update(sm)
-        env[JOB_ID_VARIABLE] = layout.root.name
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def _core_share(self) -> int:
+        """Return the cores a job starting now may use: this machine's cores shared by the jobs running."""
+        with self._lock:
+            return max(1, self._cores // max(1, self._running_jobs))
+
+    def _base_environment(self) -> dict[str, str]:
+        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        if self.sandbox.isolating:
+            env = {key: value for key, value in env.items() if key not in ("TMP", "TEMP")} | SANDBOX_ENV
         return env
 
     def _python_for(self, ctx: JobContext, code: Path) -> str:
@@ -310,22 +334,26 @@ class LocalBackend(Backend):
 
     def _build_venv(self, ctx: JobContext, venv: Path, requirements: Path) -> None:
         staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True)
+        self.sandbox.hand_over(staging)
         try:
             # The executor's own packages stay visible, as the framework's are inside the container.
-            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)])
+            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)], staging,
+                            requirements)
+            # Installing runs the packages' own build code: in the sandbox, like the job.
             self._installer(ctx, [str(_venv_python(staging)), "-m", "pip", "install", "--disable-pip-version-check",
-                                  "--no-input", "-r", str(requirements)])
+                                  "--no-input", "-r", str(requirements)], staging, requirements)
             os.replace(staging, venv)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _installer(self, ctx: JobContext, argv: list[str]) -> None:
-        completed = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                   env={key: os.environ[key] for key in INHERITED_ENV if key in os.environ})
-        ctx.log(completed.stdout + completed.stderr)
-        if completed.returncode != 0:
-            tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+    def _installer(self, ctx: JobContext, argv: list[str], staging: Path, requirements: Path) -> None:
+        code, output = run_to_end(self.sandbox, argv, cwd=requirements.parent, env=self._base_environment(),
+                                  marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
+                                  writable=[staging], readable=[requirements.parent], timeout=INSTALL_TIMEOUT_S)
+        ctx.log(output)
+        if code != 0:
+            tail = output.strip().splitlines()[-5:]
             raise BackendError("installing requirements.txt failed: " + " | ".join(tail))
 
     # -- stopping --------------------------------------------------------------------------------
@@ -339,7 +367,7 @@ class LocalBackend(Backend):
             if process is None:
                 return False
             self._stop_reasons.setdefault(job_id, reason)
-        threading.Thread(target=_terminate_group, args=(process,), name=f"stop-{job_id[:8]}", daemon=True).start()
+        threading.Thread(target=process.stop, name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
 
     def log_location(self, job: Job) -> str:
@@ -356,8 +384,8 @@ class LocalBackend(Backend):
 
     def clean_up_abandoned(self, job: Job) -> None:
         """Kill the processes a killed executor left running for this job."""
-        if job.pid:
-            _kill_orphan(int(job.pid), job.id)
+        # In the sandbox they died with the executor; bare, they may still run.
+        sweep_orphans(job.id)
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of jobs whose process is running now."""
@@ -375,96 +403,19 @@ class LocalBackend(Backend):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _artifact_paths(self, layout: ContainerLayout) -> dict[str, Any]:
-        files = [path for folder in (layout.model, layout.output_data) if folder.is_dir()
-                 for path in sorted(folder.rglob("*")) if path.is_file()]
-        return {"model_dir": str(layout.model), "output_data_dir": str(layout.output_data),
-                "files": [str(path.relative_to(layout.root)) for path in files]}
-
     def output_artifacts(self, job: Job) -> dict[str, Any]:
-        root = Path(job.output_dir)
-        result: dict[str, Any] = {}
-        for relative in job.artifacts.get("files", []):
-            path = root / relative
-            if not path.is_file():
-                continue
-            key = path.stem if path.stem not in result else relative
-            result[key] = _artifact_content(path)
-        return result
+        return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 
-def _artifact_content(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    entry: dict[str, Any] = {"path": path.name, "size": size}
-    if size > ARTIFACT_TEXT_LIMIT:
-        entry["content"] = None
-        entry["note"] = f"larger than {ARTIFACT_TEXT_LIMIT} bytes; fetch it from the job folder"
-        return entry
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["content"] = None
-        entry["note"] = "binary file"
-        return entry
-    if path.suffix == ".json":
-        try:
-            entry["content"] = json.loads(text)
-            return entry
-        except ValueError:
-            pass
-    entry["content"] = text
-    return entry
-
-
-def _flags(hyperparameters: dict[str, str]) -> list[str]:
-    return [item for name, value in hyperparameters.items() for item in (f"--{name}", value)]
+def _usable_cores() -> int:
+    # A service limited to some cores (systemd CPUAffinity, cpusets) reports them here, not in cpu_count.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if IS_WINDOWS else "bin/python")
-
-
-def _group_options() -> dict[str, Any]:
-    """Start the job in its own process group, so that stopping it reaches its children too."""
-    if IS_WINDOWS:
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
-
-
-def _terminate_group(process: subprocess.Popen) -> None:
-    """Ask the job's process group to stop, then kill it after a grace period."""
-    try:
-        if IS_WINDOWS:
-            process.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    except (ProcessLookupError, OSError):
-        return
-    if IS_WINDOWS:
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True)
-        return
-    try:
-        # The group can outlive its leader (a child that ignored SIGTERM), so kill it regardless.
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_orphan(pid: int, job_id: str) -> None:
-    """Kill the process group a dead executor left running for this job (Linux: checked by environment)."""
-    environ = Path(f"/proc/{pid}/environ")
-    try:
-        marker = f"{JOB_ID_VARIABLE}={job_id}".encode()
-        if marker not in environ.read_bytes().split(b"\0"):
-            return
-        os.killpg(pid, signal.SIGKILL)
-        logger.warning("killed the process group %s that job %s left running", pid, job_id)
-    except (OSError, AttributeError):
-        return
 
 
 _gpus: int | None = None

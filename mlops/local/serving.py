@@ -7,8 +7,6 @@ handlers model_fn, input_fn, predict_fn, output_fn); the same folder tarred is w
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -16,9 +14,9 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
@@ -28,18 +26,21 @@ from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
 from mlops.exports import Export, file_export, folder_export
+from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
                            model_body, production_variant, public_request)
-from mlops.staging import S3_URI, resolve_storage_path
+from mlops.sandbox import sandbox_for
+from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
+CANCEL_CHECK_S = 0.5
 
 
 class LocalModelLifecycle(ModelLifecycle):
-    """Models as folders, endpoints as models loaded in the executor, batch inference as a local job."""
+    """Models as folders, endpoints as sandboxed model workers, batch inference as a local job."""
 
     source_org = "Local"
 
@@ -47,10 +48,11 @@ class LocalModelLifecycle(ModelLifecycle):
         super().__init__(config, store, clients)
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
-        # Endpoints are served from the executor's own process: an 8x8-digit CNN loads in
-        # milliseconds and answers in microseconds, so a child process per endpoint would cost more
-        # (a second torch import, IPC) than it protects. Loading imports the model's inference.py,
-        # which touches sys.path and sys.modules, so loads are serialised by one lock.
+        self.sandbox = sandbox_for(config)
+        self.python = config.python or sys.executable
+        # A model's inference.py is user code: it runs in a worker process of its own, never in the
+        # executor (model_host.py). Loads are serialised, so that two first requests after a restart
+        # start one worker, not two.
         self._served: dict[str, ServedModel] = {}
         self._load_lock = threading.Lock()
 
@@ -66,7 +68,7 @@ class LocalModelLifecycle(ModelLifecycle):
         target = self.models_root / name
         shutil.rmtree(target, ignore_errors=True)
         # A copy: the model then stays as registered, whatever happens to the training job's folder.
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_tree(source, target, source)
         files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
@@ -80,7 +82,7 @@ class LocalModelLifecycle(ModelLifecycle):
             job = finished_training_job(self.store, body["TrainingJobId"])
             if job.backend != "local" or not job.artifacts.get("model_dir"):
                 raise InvalidRequest("TrainingJobId", "is not a local training job with a model folder")
-            folder = Path(job.artifacts["model_dir"])
+            folder = Path(job.output_dir) / "model"
             return folder, {"Image": "local", "ModelDataUrl": str(folder),
                             "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}
         containers = body.get("Containers") or ([body["PrimaryContainer"]] if body.get("PrimaryContainer") else [])
@@ -131,13 +133,14 @@ class LocalModelLifecycle(ModelLifecycle):
     def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
         record = self.record(ENDPOINT_RECORD, name)
         self.check_endpoint_deletable(record)
-        with self._load_lock:
-            self._served.pop(name, None)
+        self.take_down(record, adapter)
         self.store.delete_record(record.id)
 
     def take_down(self, record: Record, adapter: str | None) -> None:
         with self._load_lock:
-            self._served.pop(record.name, None)
+            served = self._served.pop(record.name, None)
+        if served is not None:
+            served.worker.close()
 
     def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
         """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
@@ -170,32 +173,35 @@ class LocalModelLifecycle(ModelLifecycle):
                                  endpoint_status=record.status)
         served = self._served_model(record)
         try:
-            data = served.handlers.input_fn(body, content_type)
-        except ValueError as exc:
+            return served.worker.invoke(body, content_type, accept or "application/json")
+        except ModelRequestRefused as exc:
+            if exc.kind == "accept":
+                raise NotAcceptable("Accept", str(exc)) from None
             raise MalformedRequest("body", str(exc)) from None
-        prediction = served.handlers.predict_fn(data, served.model)
-        try:
-            answer = served.handlers.output_fn(prediction, accept or "application/json")
-        except ValueError as exc:
-            raise NotAcceptable("Accept", str(exc)) from None
-        return (answer.encode() if isinstance(answer, str) else bytes(answer)), "application/json"
 
     def _served_model(self, record: Record) -> "ServedModel":
         with self._load_lock:
             served = self._served.get(record.name)
-        if served is not None and served.config_name == record.payload.get("endpoint_config"):
-            return served
-        # After a restart the endpoint is still InService in the store: load its model again.
-        config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
-        return self._load(record.name, config)
+            if served is not None and served.config_name == record.payload.get("endpoint_config"):
+                return served
+            # After a restart the endpoint is still InService in the store: load its model again.
+            config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
+            return self._load(record.name, config)
 
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
-        model = self.record(MODEL, config.payload["model_names"][0], "ModelName", Conflict)
-        with self._load_lock:
-            handlers = load_handlers(Path(model.payload["model_dir"]))
-            served = ServedModel(config.name, handlers, handlers.model_fn(model.payload["model_dir"]))
-            self._served[endpoint] = served
+        """Start a worker with the configuration's model and serve the endpoint from it; call with the load lock."""
+        worker = self._worker(config.payload["model_names"][0], f"endpoint-{endpoint}")
+        worker.start()
+        previous = self._served.get(endpoint)
+        served = self._served[endpoint] = ServedModel(config.name, worker)
+        if previous is not None:
+            previous.worker.close()
         return served
+
+    def _worker(self, model_name: str, marker: str) -> ModelWorker:
+        model = self.record(MODEL, model_name, "ModelName", Conflict)
+        # The folder by name, not the stored path: a data folder moved since still serves its models.
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -226,9 +232,11 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.set_phase("Creating" if creating else "Updating", "loading the model")
         try:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
-            self._load(record.name, config)
+            with self._load_lock:
+                self._load(record.name, config)
         except Exception as exc:  # a model that cannot load fails the deployment, whatever the reason
-            reason = f"the model could not be loaded: {type(exc).__name__}: {exc}"
+            reason = f"the model could not be loaded: {exc}" if isinstance(exc, ModelFailure) else (
+                f"the model could not be loaded: {type(exc).__name__}: {exc}")
             if creating:
                 reason = self._fail_create(record, reason)
             else:
@@ -261,21 +269,25 @@ class LocalModelLifecycle(ModelLifecycle):
         out_dir = ctx.job_dir / "output" / "transform"
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
+        worker = None
         try:
-            model = self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
-            with self._load_lock:
-                handlers = load_handlers(Path(model.payload["model_dir"]))
-            loaded = handlers.model_fn(model.payload["model_dir"])
-            counts = run_batch(handlers, loaded, source, out_dir, request, ctx.cancel_requested)
+            self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
+            worker = self._worker(request["ModelName"], ctx.job_id)
+            worker.start()
+            counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested)
         except Exception as exc:  # any failure is the transform job's failure reason
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
             self.update(record, FAILED, failure_reason=reason)
             ctx.finish(JobStatus.ERROR, reason)
             return
+        finally:
+            if worker is not None:
+                worker.close()
         files = sorted(str(path.relative_to(ctx.job_dir)) for path in out_dir.rglob("*") if path.is_file())
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
-        if counts["stopped"]:
+        # A stop answered true after the last check still ends the job stopped, as promised.
+        if counts["stopped"] or ctx.cancel_requested():
             self.update(record, "Stopped", artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
@@ -283,21 +295,28 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.finish(JobStatus.COMPLETED)
 
     def cancel(self, job: Job) -> bool:
-        # The batch loop checks the flag between inputs; loading an endpoint takes too little time to stop.
+        # The batch loop checks the flag between records; a deployment is not stoppable (stoppable_kinds).
         return job.kind == TRANSFORM
 
     def close(self) -> None:
         with self._load_lock:
-            self._served.clear()
+            served, self._served = list(self._served.values()), {}
+        for endpoint in served:
+            endpoint.worker.close()
 
     # -- datasets --------------------------------------------------------------------------------
 
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
-        bucket, key = self.dataset_key(bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict("Key", f"a part of {key!r} is a file already, not a folder") from None
+        if target.is_dir():
+            raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file")
         digest, size = hashlib.sha256(), 0
         handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False)
         try:
@@ -308,13 +327,16 @@ class LocalModelLifecycle(ModelLifecycle):
                         raise TooLarge("file", f"is larger than {self.config.max_upload_bytes} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
-            os.replace(handle.name, target)
+            try:
+                os.replace(handle.name, target)
+            except IsADirectoryError:  # a concurrent upload made it a folder
+                raise Conflict("Key", f"{key!r} is a folder of other uploads, not a file") from None
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
         relative = str(target.relative_to(self.config.storage_root.resolve()))
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key,
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
             "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
             "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
 
@@ -349,101 +371,12 @@ class LocalModelLifecycle(ModelLifecycle):
         raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
 
 
-# -- loading a model's inference handlers ------------------------------------------------------
-
-@dataclass
-class Handlers:
-    """The four SageMaker PyTorch serving functions of a model (defaults where inference.py has none)."""
-
-    model_fn: Callable[[str], Any]
-    input_fn: Callable[[Any, str], Any]
-    predict_fn: Callable[[Any, Any], Any]
-    output_fn: Callable[[Any, str], Any]
-
-
 @dataclass
 class ServedModel:
+    """An endpoint's configuration and the worker that serves its model."""
+
     config_name: str
-    handlers: Handlers
-    model: Any
-
-
-_module_counter = itertools.count()
-
-
-def load_handlers(model_dir: Path) -> Handlers:
-    """Import model_dir/code/inference.py under a unique name; call with the load lock held.
-
-    inference.py imports its sibling modules (preprocessing.py) by plain name, so the code folder is
-    put on sys.path for the import, and the siblings are taken out of sys.modules afterwards: two
-    models with different preprocessing.py must not share the first one imported.
-    """
-    script = model_dir / "code" / "inference.py"
-    module: ModuleType | None = None
-    if script.is_file():
-        code_dir = str(script.parent)
-        siblings = {path.stem for path in script.parent.glob("*.py")} - {"inference"}
-        saved = {name: sys.modules.pop(name) for name in siblings if name in sys.modules}
-        sys.path.insert(0, code_dir)
-        try:
-            spec = importlib.util.spec_from_file_location(f"_served_inference_{next(_module_counter)}", script)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            # Registered under its unique name, as dataclasses and pickling look modules up there.
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(code_dir)
-            for name in siblings:
-                sys.modules.pop(name, None)
-            sys.modules.update(saved)
-
-    def pick(name: str, default: Callable) -> Callable:
-        return getattr(module, name, None) or default
-
-    return Handlers(pick("model_fn", _default_model_fn), pick("input_fn", _default_input_fn),
-                    pick("predict_fn", _default_predict_fn), pick("output_fn", _default_output_fn))
-
-
-def _default_model_fn(model_dir: str) -> Any:
-    import torch
-
-    return torch.jit.load(str(Path(model_dir) / "model.pt"), map_location="cpu").eval()
-
-
-def _default_input_fn(body: bytes | str, content_type: str) -> Any:
-    import torch
-
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    if media == "application/json":
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"the request body is not valid JSON: {exc}") from None
-        payload = payload.get("instances", payload) if isinstance(payload, dict) else payload
-    elif media == "text/csv":
-        payload = [[float(value) for value in line.split(",")] for line in text.splitlines() if line.strip()]
-    else:
-        raise ValueError(f"unsupported content type {content_type!r}: send application/json or text/csv")
-    try:
-        return torch.tensor(payload, dtype=torch.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the payload is not a numeric array: {exc}") from None
-
-
-def _default_predict_fn(data: Any, model: Any) -> Any:
-    import torch
-
-    with torch.inference_mode():
-        return model(data).tolist()
-
-
-def _default_output_fn(prediction: Any, accept: str) -> str:
-    media = (accept or "application/json").split(";", 1)[0].strip().lower()
-    if media not in ("application/json", "*/*"):
-        raise ValueError(f"unsupported accept type {accept!r}: only application/json is offered")
-    return json.dumps({"predictions": prediction})
+    worker: ModelWorker
 
 
 def _check_model_folder(folder: Path, field: str) -> None:
@@ -455,7 +388,7 @@ def _check_model_folder(folder: Path, field: str) -> None:
 
 # -- batch inference ---------------------------------------------------------------------------
 
-def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, request: dict[str, Any],
+def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[str, Any],
               cancel_requested: Callable[[], bool]) -> dict[str, Any]:
     """Predict every input of a file or folder; write `<input name>.out` files as SageMaker does."""
     accept = (request.get("TransformOutput") or {}).get("Accept") or "application/json"
@@ -464,24 +397,42 @@ def run_batch(handlers: Handlers, model: Any, source: Path, out_dir: Path, reque
     files = [source] if source.is_file() else [path for path in sorted(source.rglob("*"))
                                                if path.is_file() and not path.name.startswith(".")]
     records = failed = 0
+    stop = _ThrottledCheck(cancel_requested)
     for path in files:
-        if cancel_requested():
+        if stop():
             return {"records": records, "failed": failed, "stopped": True}
         content_type = declared or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         target = out_dir / (str(path.relative_to(source)) + ".out" if source.is_dir() else path.name + ".out")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as out:
             for payload, kind in _payloads(path, content_type, split_lines):
+                # One input file can hold many records: a stop must not wait for its end.
+                if stop(throttled=True):
+                    return {"records": records, "failed": failed, "stopped": True}
                 try:
-                    answer = handlers.output_fn(handlers.predict_fn(handlers.input_fn(payload, kind), model), accept)
-                except ValueError as exc:
+                    answer = worker.invoke(payload, kind, accept)[0].decode("utf-8", errors="replace")
+                except ModelRequestRefused as exc:
                     failed += 1
                     answer = json.dumps({"error": str(exc)})
-                out.write((answer.decode() if isinstance(answer, bytes) else answer).rstrip("\n") + "\n")
+                out.write(answer.rstrip("\n") + "\n")
                 records += 1
     if records == 0:
         raise BackendError(f"no inputs found in {source.name}")
     return {"records": records, "failed": failed, "stopped": False}
+
+
+class _ThrottledCheck:
+    """Ask the store whether a stop was requested, at most every CANCEL_CHECK_S when throttled."""
+
+    def __init__(self, cancel_requested: Callable[[], bool]):
+        self.cancel_requested = cancel_requested
+        self.checked_at = time.monotonic()
+
+    def __call__(self, throttled: bool = False) -> bool:
+        if throttled and time.monotonic() - self.checked_at < CANCEL_CHECK_S:
+            return False
+        self.checked_at = time.monotonic()
+        return self.cancel_requested()
 
 
 def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tuple[bytes, str]]:

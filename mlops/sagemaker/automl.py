@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from mlops.sagemaker import validation as v
+from mlops.sagemaker.request_rules import TABULAR_CONTENT_TYPES, TABULAR_METRICS, automl_v2_problems, default_metric
 from mlops.aws import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
 from mlops.shapes import tag_list
@@ -19,7 +20,9 @@ from mlops.shapes import tag_list
 AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 PROBLEM_TYPES = ("BinaryClassification", "MulticlassClassification", "Regression")
 MODES = ("AUTO", "ENSEMBLING", "HYPERPARAMETER_TUNING")
-CONTENT_TYPES = ("text/csv;header=present", "text/csv", "x-application/vnd.amazon+parquet")
+# Plain text/csv is taken from clients and sent as AWS requires it for tabular data: with its header.
+CSV_ALIASES = {"text/csv": "text/csv;header=present"}
+CONTENT_TYPES = (*TABULAR_CONTENT_TYPES, *CSV_ALIASES)
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
@@ -56,6 +59,13 @@ def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:
         raise InvalidRequest("objective.metric_name", f"must be one of {', '.join(_metric_names())}")
     if request.get("metric_name") and not request.get("problem_type"):
         raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
+    problem_type = request.get("problem_type")
+    if problem_type and request.get("metric_name") not in (None, *TABULAR_METRICS[problem_type]):
+        raise InvalidRequest("objective.metric_name", f"{request['metric_name']} is not a metric of {problem_type} "
+                                                      f"(one of {', '.join(TABULAR_METRICS[problem_type])})")
+    if problem_type and not request.get("metric_name"):
+        # AWS takes both or neither; with only the problem type, send the metric AWS documents as its default.
+        request = {**request, "metric_name": default_metric(problem_type)}
     if request.get("mode") not in (None, *MODES):
         raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}")
     limits = {"max_candidates": (1, 750), "max_runtime_per_training_job_in_seconds": (1, 28 * 24 * 3600),
@@ -64,7 +74,11 @@ def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:
         if request.get(field) is not None:
             v.validate_int(request[field], field, low, high)
     v.validate_tags(request.get("tags") or {}, "tags", reserved=2)
-    return {**request, "role_arn": role_arn}
+    checked = {**request, "role_arn": role_arn}
+    problems = automl_v2_problems(create_request(automl_job_name(""), checked, {}))
+    if problems:
+        raise InvalidRequest(*problems[0])
+    return checked
 
 
 def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
@@ -83,7 +97,8 @@ def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> 
     params: dict[str, Any] = {
         "AutoMLJobName": name,
         "AutoMLJobInputDataConfig": [{
-            "ChannelType": "training", "ContentType": request["content_type"],
+            "ChannelType": "training",
+            "ContentType": CSV_ALIASES.get(request["content_type"], request["content_type"]),
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": request["input_s3_uri"]}}}],
         "OutputDataConfig": {"S3OutputPath": request["output_s3_path"]},
         "AutoMLProblemTypeConfig": {"TabularJobConfig": tabular},

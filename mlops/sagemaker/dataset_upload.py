@@ -25,6 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlops.errors import SageMakerError, error_code, error_text
+from mlops.sagemaker import validation as v
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def upload_dataset(s3: Any, entries: list[Entry], bucket: str, prefix: str) -> U
     """Upload the dataset archive under its content address unless it is there already."""
     sha256 = archive_sha256(entries)
     size = tar_size(entries)
-    key = "/".join(filter(None, [prefix, "datasets", sha256, DATASET_ARCHIVE]))
+    key = v.s3_key(prefix, "datasets", sha256, DATASET_ARCHIVE)
     uri_prefix = f"s3://{bucket}/{key.rsplit('/', 1)[0]}/"
     if object_exists(s3, bucket, key):
         logger.info("dataset %s is already in s3://%s/%s; not uploading it again", sha256[:12], bucket, key)
@@ -233,7 +234,7 @@ def upload_source(s3: Any, source_dir: Path, bucket: str, prefix: str) -> Upload
         raise SageMakerError(f"code folder {source_dir} holds no files")
     archive = pack_source(entries)
     sha256 = hashlib.sha256(archive).hexdigest()
-    key = "/".join(filter(None, [prefix, "code", sha256, SOURCE_ARCHIVE]))
+    key = v.s3_key(prefix, "code", sha256, SOURCE_ARCHIVE)
     uri = f"s3://{bucket}/{key}"
     if object_exists(s3, bucket, key):
         return Upload(uri, key, sha256, len(archive), uploaded=False)

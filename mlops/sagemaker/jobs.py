@@ -1,11 +1,11 @@
 """The SageMaker backend: checks requests, launches training and AutoML jobs, follows them, stops them.
 
-Monitoring cost: a cycle makes one paged ListTrainingJobs call (LastModifiedTimeAfter the
-newest change seen, NameContains the executor's prefix) and describes only the jobs it names
-as changed, plus jobs never described yet (new or just recovered); AutoML jobs the same way with
-ListAutoMLJobs. Logs of all training jobs come from one paged FilterLogEvents query
-(mlops/sagemaker/logs.py). So a cycle costs O(jobs that changed + new log volume), not
-O(jobs running). A throttled cycle backs off exponentially.
+Monitoring cost: a cycle lists each job family once, bounded by the oldest followed job's creation
+and a page cap (mlops/sagemaker/job_feed.py), and describes only the jobs the list names as changed
+or cannot vouch for. Logs of all training jobs come from one paged FilterLogEvents query
+(mlops/sagemaker/logs.py), which never holds up status. So a cycle costs O(followed jobs / 100 +
+jobs that changed + new log volume), whatever else the account holds. A cycle whose Describe calls
+are throttled backs off exponentially.
 """
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from config import Config
 from db import Job, JobStatus, JobStore
@@ -29,6 +27,8 @@ from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobC
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
+from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
@@ -38,9 +38,9 @@ logger = logging.getLogger(__name__)
 LAUNCHER = "essedum_launch.py"
 LAUNCHER_ARGUMENT = "essedum-argv"
 
-LIST_OVERLAP_SECONDS = 5.0
-RESYNC_SECONDS = 1800.0
-RESYNC_PER_CYCLE = 5
+# AWS may answer not-found for a job it created a moment ago (and a job may vanish for good): one
+# miss is asked again next cycle, the second ends the job.
+NOT_FOUND_MISSES = 2
 MAX_BACKOFF_SECONDS = 600.0
 DEFAULT_VOLUME_GB = 30
 CSV_HEADER_BYTES = 65536
@@ -54,19 +54,6 @@ AUTOML_SECONDARY = frozenset(v.sagemaker_model().shape_for("AutoMLJobSecondarySt
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 
 
-@dataclass(frozen=True)
-class Feed:
-    """A SageMaker list operation that says which jobs of one family changed since a time."""
-
-    operation: str
-    summaries: str
-    name_key: str
-
-
-TRAINING_FEED = Feed("list_training_jobs", "TrainingJobSummaries", "TrainingJobName")
-AUTOML_FEED = Feed("list_auto_ml_jobs", "AutoMLJobSummaries", "AutoMLJobName")
-
-
 # Probes come every few seconds; AWS need not be asked that often.
 READY_CACHE_S = 30
 
@@ -77,6 +64,7 @@ class SageMakerBackend(Backend):
     name = "sagemaker"
     remote = True
     kinds = frozenset({PIPELINE, TRAINING, AUTOML})
+    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, store: JobStore, *,
                  clock: Callable[[], float] = time.time):
@@ -85,24 +73,30 @@ class SageMakerBackend(Backend):
         self.store = store
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients, clock=clock)
-        self.logs = TrainingLogTail(lambda: clients.client("logs"))
-        self._watermarks: dict[str, float] = {}
+        self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
+        self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
+                                        clock=clock)
+        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"), store)
+        self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX)
         self._backoff = 0.0
         self._backoff_until = 0.0
         self._ready: tuple[float, bool, str | None] | None = None
 
     def ready_check(self) -> tuple[bool, str | None]:
-        """Say whether AWS answers with the executor's credentials (STS), cached for a short while."""
+        """Say whether AWS answers with the executor's credentials (STS, cached a while), noting unreadable logs."""
         now = self.clock()
-        if self._ready and now - self._ready[0] < READY_CACHE_S:
-            return self._ready[1], self._ready[2]
-        try:
-            self.clients.client("sts").get_caller_identity()
-            result: tuple[bool, str | None] = (True, None)
-        except AWS_ERRORS as exc:
-            result = (False, f"AWS is not reachable with the executor's credentials: {error_text(exc)}")
-        self._ready = (now, *result)
-        return result
+        if not self._ready or now - self._ready[0] >= READY_CACHE_S:
+            try:
+                self.clients.client("sts").get_caller_identity()
+                result: tuple[bool, str | None] = (True, None)
+            except AWS_ERRORS as exc:
+                result = (False, f"AWS is not reachable with the executor's credentials: {error_text(exc)}")
+            self._ready = (now, *result)
+        ok, reason = self._ready[1], self._ready[2]
+        # Unreadable logs do not stop the executor from taking and following jobs: a note, not a failure.
+        if ok and self.logs.problem:
+            reason = self.logs.problem
+        return ok, reason
 
     # -- submission ------------------------------------------------------------------------------
 
@@ -244,23 +238,32 @@ class SageMakerBackend(Backend):
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
                 return
-            self._launch(ctx, name, settings)
+            try:
+                self._launch(ctx, name, settings)
+            except BaseException:
+                # A job SageMaker did not take must not leave its secret behind.
+                self.secrets.forget(ctx.job)
+                raise
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
 
     def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
         job, request = ctx.job, ctx.job.request
         bucket, prefix = settings["bucket"], settings["prefix"]
-        job_prefix = "/".join(filter(None, [prefix, "jobs", job.id]))
+        job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
+        entry_point, environment = settings["entry_point"], {}
         if job.kind == PIPELINE:
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
-            if settings["entry_point"] == LAUNCHER:
+            if ctx.secrets.get("environment"):
+                environment = self.secrets.hand_over(ctx, name)
+                if entry_point != LAUNCHER:
+                    environment[ENTRY_POINT_VARIABLE] = entry_point
+                    entry_point = LAUNCHER
+            if entry_point == LAUNCHER:
                 shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
-            environment = dict(ctx.secrets.get("environment") or {})
         else:
             code_dir = Path(request["source_dir"])
-            environment = {}
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
@@ -276,7 +279,7 @@ class SageMakerBackend(Backend):
             job_name=name, role_arn=settings["role_arn"], image_uri=image, instance_type=settings["instance_type"],
             instance_count=settings["instance_count"], volume_size_gb=settings["volume_size_gb"],
             max_runtime_seconds=settings["max_runtime_seconds"], hyperparameters=settings["hyperparameters"],
-            environment_variables=environment, entry_point=settings["entry_point"], source_s3_uri=source.uri,
+            environment_variables=environment, entry_point=entry_point, source_s3_uri=source.uri,
             region=self.clients.region_name, spot=settings["spot"], max_wait_seconds=settings["max_wait_seconds"],
             checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
             metric_definitions=settings["metric_definitions"],
@@ -379,10 +382,11 @@ class SageMakerBackend(Backend):
         automl_jobs = {job.external_id: job for job in jobs if job.external_id and job.kind == AUTOML}
         try:
             if training:
-                self._guard(lambda: self.logs.tail(training, context_for, JOB_NAME_PREFIX))
+                self.logs.tail(training, context_for, JOB_NAME_PREFIX)
+                self._report_log_problem(training.values(), context_for)
             for feed, by_name in ((TRAINING_FEED, training), (AUTOML_FEED, automl_jobs)):
                 if by_name:
-                    for name in self._guard(lambda: self._to_describe(feed, by_name)):
+                    for name in self.feed.to_describe(feed, by_name):
                         self._guard(lambda: self._refresh(by_name[name], context_for))
         except Throttled as exc:
             self._backoff = min(max(2 * self._backoff, self.config.monitor_interval, 1.0), MAX_BACKOFF_SECONDS)
@@ -390,6 +394,17 @@ class SageMakerBackend(Backend):
             logger.warning("SageMaker throttled the monitor (%s); next cycle in %.0f s", exc, self._backoff)
             return
         self._backoff = 0.0
+
+    def _report_log_problem(self, jobs: Iterable[Job], context_for: ContextFactory) -> None:
+        """Put a log read error on each job's events once, so a user sees why its log stands still."""
+        problem = self.logs.problem
+        if problem is None:
+            return
+        for job in jobs:
+            if job.details.get("log_warning") != problem:
+                ctx = context_for(job)
+                ctx.warn(f"{problem}; the job's status is still followed")
+                ctx.merge_details(log_warning=problem)
 
     @staticmethod
     def _guard(call: Callable[[], Any]) -> Any:
@@ -400,41 +415,17 @@ class SageMakerBackend(Backend):
                 raise Throttled(error_text(exc)) from exc
             raise
 
-    def _to_describe(self, feed: Feed, by_name: dict[str, Job]) -> list[str]:
-        never = [name for name, job in by_name.items() if "last_modified" not in job.details]
-        flagged = [name for name, job in by_name.items() if job.details.get("describe_next")]
-        known = {name: job for name, job in by_name.items() if "last_modified" in job.details}
-        changed: list[str] = []
-        if known:
-            since = self._watermarks.get(feed.operation)
-            if since is None:
-                since = min(float(job.details["last_modified"]) for job in known.values())
-            newest = since
-            after = datetime.fromtimestamp(since - LIST_OVERLAP_SECONDS, tz=timezone.utc)
-            # User-named AutoML jobs need not carry the executor's prefix: those are listed unfiltered.
-            name_filter = {"NameContains": JOB_NAME_PREFIX} if all(
-                name.startswith(JOB_NAME_PREFIX) for name in known) else {}
-            paginator = self.clients.client("sagemaker").get_paginator(feed.operation)
-            for page in paginator.paginate(LastModifiedTimeAfter=after, **name_filter,
-                                           PaginationConfig={"PageSize": 100}):
-                for summary in page.get(feed.summaries, []):
-                    modified = summary["LastModifiedTime"].timestamp()
-                    newest = max(newest, modified)
-                    job = known.get(summary[feed.name_key])
-                    if job is not None and modified > float(job.details["last_modified"]):
-                        changed.append(summary[feed.name_key])
-            self._watermarks[feed.operation] = newest
-        now = self.clock()
-        stale = sorted((name for name, job in known.items()
-                        if now - float(job.details.get("described_at", now)) > RESYNC_SECONDS),
-                       key=lambda name: float(known[name].details["described_at"]))[:RESYNC_PER_CYCLE]
-        return list(dict.fromkeys([*changed, *flagged, *never, *stale]))
-
     def _refresh(self, job: Job, context_for: ContextFactory) -> None:
-        described = self.describe(job)
+        described = (self.describe_automl(job.external_id) if job.kind == AUTOML
+                     else self.service.describe_training_job(job.external_id))
         ctx = context_for(job)
         if described is None:
-            ctx.finish(JobStatus.ERROR, f"SageMaker has no {job.kind} job named {job.external_id} any more")
+            misses = int(job.details.get("not_found_misses", 0)) + 1
+            if misses < NOT_FOUND_MISSES:
+                ctx.merge_details(not_found_misses=misses, describe_next=True)
+                return
+            ctx.finish(JobStatus.ERROR, f"SageMaker has no {job.kind} job named {job.external_id} "
+                                        f"({misses} answers in a row)")
             return
         if job.kind == AUTOML:
             self.apply_automl_description(ctx, described)
@@ -444,7 +435,7 @@ class SageMakerBackend(Backend):
         # read, a kill -9) leaves the job looking changed, so the next cycle or run describes it again
         # instead of leaving it RUNNING until the resync.
         ctx.merge_details(last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
-                          describe_next=False)
+                          created_at=described["CreationTime"].timestamp(), describe_next=False, not_found_misses=0)
 
     def _note_status(self, ctx: JobContext, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
@@ -492,6 +483,7 @@ class SageMakerBackend(Backend):
         if status not in ("Completed", "Failed", "Stopped"):
             return
         self.logs.tail_job(job, ctx)
+        self.secrets.forget(job)
         self._record_results(ctx, described)
         if status == "Completed":
             ctx.finish(JobStatus.COMPLETED)
@@ -540,12 +532,10 @@ class SageMakerBackend(Backend):
         count = int(resources.get("InstanceCount") or 1)
         billable = described.get("BillableTimeInSeconds")
         training = described.get("TrainingTimeInSeconds")
-        cost = pricing.estimate_cost(instance_type or "", billable, count)
+        cost, note = self.prices.estimate(instance_type or "", self.clients.region_name or "", billable, count)
         details: dict[str, Any] = {"final_metrics": final, "training_seconds": training,
                                    "billable_seconds": billable, "instance_type": instance_type,
-                                   "instance_count": count, "estimated_cost_usd": cost,
-                                   "cost_note": pricing.ESTIMATE_NOTE if cost is not None else
-                                   f"no estimate: no price for {instance_type} in the executor's table"}
+                                   "instance_count": count, "estimated_cost_usd": cost, "cost_note": note}
         if described.get("EnableManagedSpotTraining") and training and billable is not None:
             details["spot_savings_percent"] = round(100.0 * (1 - billable / training), 1)
         ctx.merge_details(**details)
@@ -602,29 +592,6 @@ def _entry_point(argv: list[str]) -> tuple[str, dict[str, str]]:
     runs) goes whole to the bundled launcher, which runs the script with exactly that argv.
     """
     try:
-        return argv[1], _flag_pairs(argv[2:])
+        return argv[1], script_contract.flag_pairs(argv[2:])
     except InvalidRequest:
         return LAUNCHER, {LAUNCHER_ARGUMENT: json.dumps(argv[1:])}
-
-
-def _flag_pairs(args: list[str]) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    index = 0
-    while index < len(args):
-        flag = args[index]
-        if not flag.startswith("--") or len(flag) < 3:
-            raise InvalidRequest("command", f"argument {flag!r}: on SageMaker the script's arguments must be "
-                                            "--name value pairs (they become hyperparameters)")
-        if "=" in flag:
-            name, value = flag[2:].split("=", 1)
-            index += 1
-        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
-            name, value = flag[2:], args[index + 1]
-            index += 2
-        else:
-            raise InvalidRequest("command", f"argument {flag!r} has no value; on SageMaker the script's "
-                                            "arguments must be --name value pairs")
-        if name in pairs:
-            raise InvalidRequest("command", f"argument --{name} is given twice")
-        pairs[name] = value
-    return pairs

@@ -7,17 +7,23 @@ volume costs, not one call per running job. Lines are merged by time across a jo
 CloudWatch can take a little while to make an event searchable, so each query reaches back
 OVERLAP_MS before the newest line seen; the event ids inside that window are kept in the job's
 details, so a line read twice is written once, and a restart loses nothing.
+
+Logs never hold up status: a throttled read backs off on its own (the job statuses go on being
+read), and any other error (AccessDenied on logs:FilterLogEvents, a network failure) is kept as
+`problem` for the backend to report on the jobs and in /ready, and tried again next cycle.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 
 from db import Job
-from mlops.aws import AWS_ERRORS, is_not_found
+from mlops.aws import AWS_ERRORS, is_not_found, is_throttled
 from mlops.base import JobContext
+from mlops.errors import error_text
 from mlops.metric_lines import parse_metric_line, progress_of
 
 logger = logging.getLogger(__name__)
@@ -25,6 +31,7 @@ logger = logging.getLogger(__name__)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 OVERLAP_MS = 60_000
 MAX_PAGES_PER_QUERY = 50
+MAX_BACKOFF_SECONDS = 300.0
 
 
 def _host(stream: str) -> str:
@@ -36,18 +43,26 @@ def _host(stream: str) -> str:
 class TrainingLogTail:
     """Appends new CloudWatch lines of running jobs to their logs, and reads metric lines in them."""
 
-    def __init__(self, logs_client: Callable[[], Any], *, log_group: str = LOG_GROUP, overlap_ms: int = OVERLAP_MS):
+    def __init__(self, logs_client: Callable[[], Any], *, log_group: str = LOG_GROUP, overlap_ms: int = OVERLAP_MS,
+                 clock: Callable[[], float] = time.time):
         self._logs_client = logs_client
         self.log_group = log_group
         self.overlap_ms = overlap_ms
+        self.clock = clock
         self._since_ms: int | None = None
+        self._backoff = 0.0
+        self._resume_at = 0.0
+        self.problem: str | None = None
 
     def tail(self, jobs: dict[str, Job], context_for: Callable[[Job], JobContext], stream_prefix: str) -> None:
         """Read the new lines of every job (keyed by SageMaker name) with one paged query."""
         if not jobs:
             return
         since = self._since_ms if self._since_ms is not None else min(self._cursor_ms(job) for job in jobs.values())
-        events, newest, complete = self._fetch(stream_prefix, since - self.overlap_ms)
+        read = self._read(stream_prefix, since - self.overlap_ms)
+        if read is None:
+            return
+        events, newest, complete = read
         by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for event in events:
             by_job[event["logStreamName"].split("/", 1)[0]].append(event)
@@ -59,9 +74,30 @@ class TrainingLogTail:
 
     def tail_job(self, job: Job, ctx: JobContext) -> None:
         """Read the new lines of one job (its last lines, before it is marked finished)."""
-        events, _, _ = self._fetch(f"{job.external_id}/", self._cursor_ms(job) - self.overlap_ms)
-        if events:
-            self.apply(job, events, ctx)
+        read = self._read(f"{job.external_id}/", self._cursor_ms(job) - self.overlap_ms)
+        if read and read[0]:
+            self.apply(job, read[0], ctx)
+
+    def _read(self, prefix: str, start_ms: int) -> tuple[list[dict[str, Any]], int | None, bool] | None:
+        """Fetch, or None while backing off or after an error (kept in `problem`)."""
+        now = self.clock()
+        if now < self._resume_at:
+            return None
+        try:
+            read = self._fetch(prefix, start_ms)
+        except AWS_ERRORS as exc:
+            if is_throttled(exc):
+                self._backoff = min(max(2 * self._backoff, 1.0), MAX_BACKOFF_SECONDS)
+                self._resume_at = now + self._backoff
+                logger.warning("CloudWatch Logs throttled the log read (%s); next read in %.0f s",
+                               error_text(exc), self._backoff)
+            else:
+                self.problem = f"job logs cannot be read from CloudWatch ({self.log_group}): {error_text(exc)}"
+                logger.warning("%s", self.problem)
+            return None
+        self._backoff = 0.0
+        self.problem = None
+        return read
 
     def _cursor_ms(self, job: Job) -> int:
         cursor = job.details.get("log_cursor") or {}

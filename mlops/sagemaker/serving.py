@@ -22,6 +22,7 @@ from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, 
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
+from mlops.sagemaker import validation as v
 from mlops.shapes import tag_list
 from mlops.staging import S3_URI
 
@@ -278,8 +279,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
         if not output.get("S3OutputPath"):
             if not self.config.s3_bucket:
                 raise MalformedRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)")
-            output["S3OutputPath"] = (f"s3://{self.config.s3_bucket}/{self.config.s3_prefix.strip('/')}/"
-                                      f"transform/{request['TransformJobName']}")
+            key = v.s3_key(self.config.s3_prefix, "transform", request["TransformJobName"])
+            output["S3OutputPath"] = f"s3://{self.config.s3_bucket}/{key}"
         return request
 
     def run(self, ctx: JobContext) -> None:
@@ -451,7 +452,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
     def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
                        origin: dict[str, Any], description: str = "") -> Record:
         """Put an uploaded file into S3 (managed multipart for large files) and record it."""
-        bucket, key = self.dataset_key(bucket or self.config.s3_bucket, key, filename)
+        bucket, key, original = self.dataset_key(bucket or self.config.s3_bucket, key, filename)
         s3 = self.clients.client("s3", origin.get("adapter"))
         try:
             s3.upload_fileobj(stream, bucket, key)
@@ -465,7 +466,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
             raise BackendError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
         head.pop("ResponseMetadata", None)
         return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key, "arn": f"s3://{bucket}/{key}",
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
+            "arn": f"s3://{bucket}/{key}",
             "artifacts": {"S3Uri": f"s3://{bucket}/{key}", "size": head.get("ContentLength")},
             "raw": {"Bucket": bucket, "Key": key, **head}})
 

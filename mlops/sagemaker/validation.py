@@ -23,8 +23,12 @@ ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
 BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
-# S3's "safe characters" for object keys; anything else needs special handling somewhere.
-S3_KEY_CHARS = re.compile(r"^[A-Za-z0-9!\-_.*'()/]*$")
+# S3 takes any UTF-8 in a key (at most 1024 bytes). Its guide lists characters that "might require
+# special handling" (& $ @ = ; : + , ? and space), which are valid and kept, and characters to avoid;
+# of those, the executor refuses the ones that break a URI or a path here: control characters,
+# backslash, and { } ^ % ` [ ] " < > ~ # |.
+S3_KEY_REFUSED = re.compile(r"[\x00-\x1f\x7f\\{}^%`\[\]\"<>~#|]")
+MAX_S3_KEY_BYTES = 1024
 ENVIRONMENT_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -113,8 +117,8 @@ def validate_s3_prefix(prefix: Any, field: str = "s3_prefix") -> str:
     """Check a key prefix (may be empty) and return it without surrounding slashes."""
     if not isinstance(prefix, str):
         _fail(field, "must be a string")
-    if not S3_KEY_CHARS.match(prefix):
-        _fail(field, "may only contain letters, digits, '/' and the characters !-_.*'()")
+    if S3_KEY_REFUSED.search(prefix):
+        _fail(field, "must not contain control characters, backslashes or any of {}^%`[]\"<>~#|")
     stripped = prefix.strip("/")
     if "//" in stripped or any(part in (".", "..") for part in stripped.split("/") if stripped):
         _fail(field, "must not contain empty, '.' or '..' path segments")
@@ -133,9 +137,18 @@ def validate_s3_uri(uri: Any, field: str = "s3_uri") -> tuple[str, str]:
         _fail(field, "must be an s3://bucket/key URI")
     bucket, key = match.group(1), match.group(2) or ""
     validate_bucket_name(bucket, field)
-    if not S3_KEY_CHARS.match(key) or "//" in key or key.startswith("/"):
-        _fail(field, "key may only contain letters, digits, '/' and the characters !-_.*'()")
+    if S3_KEY_REFUSED.search(key):
+        _fail(field, "key must not contain control characters, backslashes or any of {}^%`[]\"<>~#|")
+    if "//" in key or key.startswith("/"):
+        _fail(field, "key must not contain an empty path segment ('//')")
+    if len(key.encode("utf-8")) > MAX_S3_KEY_BYTES:
+        _fail(field, f"key must be at most {MAX_S3_KEY_BYTES} bytes")
     return bucket, key
+
+
+def s3_key(*parts: str) -> str:
+    """Join key parts with single slashes, leaving out empty parts: never a '//' in a key."""
+    return "/".join(part.strip("/") for part in parts if part and part.strip("/"))
 
 
 def validate_image_uri(uri: Any, field: str = "image_uri") -> str:

@@ -1,0 +1,235 @@
+"""The sandbox every process that runs user code starts in: bubblewrap on Linux.
+
+Inside it a job sees the system's programs and libraries read-only, the interpreter, its own
+container folders (the only place it may write), a private /tmp, /proc of its own PID namespace and nothing of the
+executor: not its data folder (database, key file, other jobs), not the storage root, not its secret
+files, not its environment. It never runs as root: an executor running as root hands user code to a
+dedicated uid/gid (EXECUTOR_SANDBOX_IDENTITY); an unprivileged executor's jobs keep its uid inside a
+user namespace. The whole tree dies with its first process (the PID namespace's init) and with the
+executor (--die-with-parent), daemons and double forks included.
+
+Where there is no bubblewrap (Windows, a host without it, EXECUTOR_SANDBOX=off) the process starts
+bare, and stopping the job kills its tree by other means (mlops/local/processes.py).
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from config import Config, ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Read-only everywhere: programs, libraries and /etc (DNS, CA certificates, the user database).
+SYSTEM_FOLDERS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
+# A resolv.conf that points into /run (systemd-resolved) needs its target.
+RUNTIME_FOLDERS = ("/run/systemd/resolve",)
+# Only while the executor is root: bubblewrap keeps these for setpriv, which drops them with the uid.
+SETPRIV_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+PROBE_TIMEOUT_S = 30
+UNISOLATED = (f"{sys.platform} has no namespaces: user code runs as the executor's user and can read and write "
+              "what it can (the data folder with its database and key file, other jobs' folders, the storage "
+              "root); its environment still holds only the job's contract, and its whole process tree is "
+              "still ended at stop, max runtime and shutdown")
+
+_detected: dict[tuple, "Sandbox"] = {}
+_detect_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How to start a process that runs user code; `missing` says why there is no isolation."""
+
+    bwrap: str | None
+    setpriv: str | None = None
+    identity: tuple[int, int] | None = None
+    network: bool = True
+    visible: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
+    missing: str | None = None
+    devices: tuple[str, ...] = ()
+
+    @property
+    def isolating(self) -> bool:
+        """True when user code runs inside bubblewrap."""
+        return self.bwrap is not None
+
+    def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),
+             readable: Iterable[Path] = ()) -> list[str]:
+        """Return the argv that runs argv in the sandbox; the environment passes as the process's own."""
+        if self.bwrap is None:
+            return list(argv)
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
+        if not self.network:
+            args.append("--unshare-net")
+        if self.identity is None:
+            # Unprivileged: namespaces come with a user namespace, in which no nested one may be made.
+            args += ["--unshare-user", "--disable-userns"]
+        for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
+            args += _system_mount(Path(folder))
+        # A /dev/shm of its own that it may write: PyTorch data loaders pass batches through it.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--perms", "1777", "--tmpfs", "/tmp"]
+        mounted: set[Path] = {Path("/tmp")}
+        for folder in self.visible:
+            args += _mount("--ro-bind", folder, mounted)
+        for device in self.devices:
+            args += ["--dev-bind", device, device]
+        for path in self.hidden:
+            args += _hide(path, self.visible)
+        for folder in readable:
+            args += _mount("--ro-bind", Path(folder), mounted)
+        for folder in writable:
+            args += _mount("--bind", Path(folder), mounted)
+        args += ["--chdir", str(cwd)]
+        if self.identity is not None:
+            uid, gid = self.identity
+            for capability in SETPRIV_CAPABILITIES:
+                args += ["--cap-add", capability]
+            return [*args, "--", self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
+        return [*args, "--", *argv]
+
+    def hand_over(self, folder: Path) -> None:
+        """Give a folder the sandbox writes to its identity (no-op unless the executor is root)."""
+        if self.identity is None or self.bwrap is None:
+            return
+        uid, gid = self.identity
+        for root, folders, files in os.walk(folder):
+            for name in (*folders, *files):
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+        os.chown(folder, uid, gid, follow_symlinks=False)
+
+    def describe(self) -> str:
+        """Say in one line how user code is isolated."""
+        if self.bwrap is None:
+            return f"user code is NOT isolated: {self.missing}"
+        who = f"uid {self.identity[0]}" if self.identity else "the executor's uid in a user namespace"
+        network = "with" if self.network else "without"
+        return f"user code runs in bubblewrap as {who}, {network} network"
+
+
+def sandbox_for(config: Config) -> Sandbox:
+    """Return the sandbox of a configuration, detected once and said at start-up."""
+    key = (config.sandbox, config.sandbox_network, config.sandbox_identity, config.python, config.data_dir,
+           config.storage_root, config.values.get("secret_files", ()))
+    with _detect_lock:
+        if key not in _detected:
+            found = detect(config)
+            if found.isolating:
+                logger.info("%s", found.describe())
+            else:
+                logger.warning("%s", found.describe())
+            _detected[key] = found
+        return _detected[key]
+
+
+def detect(config: Config) -> Sandbox:
+    """Find bubblewrap and prove it works here; raise ConfigError when the sandbox is required but missing."""
+    if config.sandbox == "off":
+        return Sandbox(None, missing="EXECUTOR_SANDBOX=off")
+    sandbox = _linux_sandbox(config) if sys.platform.startswith("linux") else Sandbox(None, missing=UNISOLATED)
+    if sandbox.bwrap is None and config.sandbox == "required":
+        raise ConfigError(f"EXECUTOR_SANDBOX=required: {sandbox.missing}")
+    return sandbox
+
+
+def _linux_sandbox(config: Config) -> Sandbox:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return Sandbox(None, missing="bubblewrap is not installed (apt-get install bubblewrap)")
+    root = os.geteuid() == 0
+    setpriv = shutil.which("setpriv") if root else None
+    if root and setpriv is None:
+        return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
+    python = config.python or sys.executable
+    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
+                      visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
+    failure = _probe(machine, python)
+    if failure:
+        return Sandbox(None, missing=failure)
+    return replace(
+        machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(sandbox: Sandbox, python: str) -> str | None:
+    """Start the interpreter in the sandbox (once per machine setup); return why it failed, or None."""
+    probe = sandbox.wrap([python, "-c", "import sys"], cwd=Path("/"))
+    try:
+        completed = subprocess.run(probe, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                   timeout=PROBE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap could not start: {exc}"
+    if completed.returncode != 0:
+        detail = completed.stderr.strip().splitlines()[-1:] or [f"exit code {completed.returncode}"]
+        return (f"bubblewrap fails here ({detail[0]}); user namespaces may be disabled "
+                "(kernel.unprivileged_userns_clone, RestrictNamespaces=)")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_folders(python: str) -> tuple[Path, ...]:
+    """Return the folders an interpreter reads: its prefixes and the folders on its path."""
+    completed = subprocess.run(
+        [python, "-I", "-c", "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, *sys.path]))"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=PROBE_TIMEOUT_S,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    if completed.returncode != 0:
+        raise ConfigError(f"EXECUTOR_PYTHON: {python} does not run: {completed.stderr.strip()[-300:]}")
+    folders = [Path(python).parent.parent, Path(python).resolve().parent.parent]
+    folders += [Path(entry) for entry in json.loads(completed.stdout) if entry]
+    system = [Path(folder) for folder in SYSTEM_FOLDERS]
+    return _outermost(folder for folder in folders if folder.exists() and folder != Path("/")
+                      and not any(folder == root or root in folder.parents for root in system))
+
+
+def _outermost(folders: Iterable[Path]) -> tuple[Path, ...]:
+    """Drop folders inside another of the list: mounting the outer one shows them."""
+    result: list[Path] = []
+    for folder in sorted({folder.resolve() if folder.is_symlink() else folder for folder in folders},
+                         key=lambda path: len(path.parts)):
+        if not any(folder == kept or kept in folder.parents for kept in result):
+            result.append(folder)
+    return tuple(result)
+
+
+def _system_mount(folder: Path) -> list[str]:
+    """Mount a system folder read-only, or recreate it as the link it is (/lib -> usr/lib)."""
+    if folder.is_symlink():
+        return ["--symlink", os.readlink(folder), str(folder)]
+    if folder.is_dir():
+        return ["--ro-bind", str(folder), str(folder)]
+    return []
+
+
+def _mount(option: str, folder: Path, mounted: set[Path]) -> list[str]:
+    """Bind a folder at its own path, after making its missing parents traversable (0755)."""
+    args: list[str] = []
+    # bubblewrap makes missing parents 0700 (root's), which a dropped uid could not pass.
+    for parent in reversed(folder.parents):
+        if parent != Path("/") and parent not in mounted and str(parent) not in SYSTEM_FOLDERS:
+            args += ["--perms", "0755", "--dir", str(parent)]
+            mounted.add(parent)
+    return [*args, option, str(folder), str(folder)]
+
+
+def _hide(path: Path, visible: Sequence[Path]) -> list[str]:
+    """Cover a path that a visible folder would show with an empty one."""
+    inside = any(path == folder or folder in path.parents for folder in visible)
+    inside = inside or any(Path(folder) in path.parents for folder in SYSTEM_FOLDERS)
+    if not inside or not path.exists():
+        return []
+    if path.is_dir():
+        return ["--tmpfs", str(path)]
+    return ["--dev-bind", "/dev/null", str(path)]

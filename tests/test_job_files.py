@@ -1,0 +1,104 @@
+"""Reading files a job controls: links, FIFOs and devices are refused, reads are bounded, nothing blocks."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from mlops.job_files import UnsafeFile, append_text, read_bounded, read_tail, regular_files
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="links and FIFOs as a POSIX job makes them")
+
+
+@pytest.fixture
+def job_root(tmp_path: Path) -> Path:
+    root = tmp_path / "job"
+    (root / "output" / "data").mkdir(parents=True)
+    return root
+
+
+def test_a_regular_file_is_read_up_to_the_bound(job_root: Path):
+    (job_root / "output" / "data" / "result.txt").write_bytes(b"x" * 1000)
+    data, size = read_bounded(job_root, "output/data/result.txt", 100)
+    assert (len(data), size) == (100, 1000)
+
+
+def test_the_tail_is_the_last_bytes(job_root: Path):
+    (job_root / "job.log").write_bytes(b"".join(b"line %d\n" % number for number in range(10_000)))
+    data, size = read_tail(job_root, "job.log", 20)
+    assert data.endswith(b"line 9999\n") and len(data) == 20 and size > 20
+
+
+def test_a_link_to_a_secret_file_is_refused(job_root: Path, tmp_path: Path):
+    key = tmp_path / "secret.key"
+    key.write_text("the key")
+    (job_root / "job.log").symlink_to(key)
+    with pytest.raises(UnsafeFile):
+        read_tail(job_root, "job.log", 100)
+
+
+def test_a_linked_folder_on_the_way_is_refused(job_root: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0")
+    os.rmdir(job_root / "output" / "data")
+    (job_root / "output" / "data").symlink_to(outside)
+    with pytest.raises(UnsafeFile):
+        read_bounded(job_root, "output/data/passwd", 100)
+    assert regular_files(job_root, "output/data", 100) == ([], False)
+
+
+def test_a_link_to_dev_zero_is_refused_without_reading(job_root: Path):
+    (job_root / "job.log").symlink_to("/dev/zero")
+    with pytest.raises(UnsafeFile):
+        read_tail(job_root, "job.log", 1 << 20)
+
+
+def test_a_fifo_is_refused_at_once(job_root: Path):
+    os.mkfifo(job_root / "job.log")
+    outcome: list[BaseException] = []
+    reader = threading.Thread(target=lambda: _catch(outcome, lambda: read_tail(job_root, "job.log", 100)))
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive(), "reading a FIFO blocked"
+    assert isinstance(outcome[0], UnsafeFile)
+
+
+def test_appending_never_writes_through_a_link(job_root: Path, tmp_path: Path):
+    key = tmp_path / "secret.key"
+    key.write_text("the key")
+    (job_root / "job.log").symlink_to(key)
+    with pytest.raises(OSError):
+        append_text(job_root, "job.log", "appended\n")
+    assert key.read_text() == "the key"
+
+
+def test_listing_skips_links_and_special_files_and_is_bounded(job_root: Path, tmp_path: Path):
+    data = job_root / "output" / "data"
+    (data / "a.txt").write_text("a")
+    (data / "sub").mkdir()
+    (data / "sub" / "b.txt").write_text("bb")
+    (data / "passwd").symlink_to("/etc/passwd")
+    (data / "etc").symlink_to("/etc")
+    os.mkfifo(data / "pipe")
+    entries, more = regular_files(job_root, "output/data", 10)
+    assert [(entry.relative, entry.size) for entry in entries] == [("output/data/a.txt", 1),
+                                                                    ("output/data/sub/b.txt", 2)]
+    assert not more
+    entries, more = regular_files(job_root, "output/data", 1)
+    assert len(entries) == 1 and more
+
+
+def test_paths_leaving_the_folder_are_refused(job_root: Path):
+    for bad in ("../x", "/etc/passwd", ""):
+        with pytest.raises(UnsafeFile):
+            read_bounded(job_root, bad, 10)
+
+
+def _catch(outcome: list[BaseException], action) -> None:
+    try:
+        action()
+    except BaseException as exc:  # the test inspects what was raised
+        outcome.append(exc)
