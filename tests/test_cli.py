@@ -59,8 +59,8 @@ def test_a_failed_job_exits_1_with_its_reason(server, tmp_path):
                  url=server.url)
     assert result.returncode == 1
     assert "about to fail" in result.stdout
-    last = result.stderr.splitlines()[-1]
-    assert "ERROR" in last and "exit code 7" in last
+    ending = result.stderr.split("\njob ", 1)[1]  # the reason may run over several lines: its last output
+    assert " ERROR after " in ending and "exit code 7; its last lines:\nabout to fail" in ending
 
 
 def test_cancel_stops_a_job_and_wait_exits_3(server, tmp_path):
