@@ -209,8 +209,12 @@ class JobStore:
         self.data_dir = self.path.parent.resolve()
         self.clock = clock
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        # close() cannot close the connections of other threads: one of them may be inside a query,
+        # and closing a connection under a running statement corrupts the process (freed memory, a
+        # file descriptor number closed twice). It starts a new generation instead; each thread closes
+        # its own connection of an older generation at its next use, and a thread's connection is
+        # closed with the thread.
+        self._generation = 0
         # Writers of this process queue here rather than in SQLite's busy handler, which sleeps in
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
@@ -222,6 +226,9 @@ class JobStore:
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            self._drop_connection(conn)
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
@@ -231,8 +238,7 @@ class JobStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+            self._local.generation = self._generation
         return conn
 
     def _drop_connection(self, conn: sqlite3.Connection) -> None:
@@ -241,9 +247,6 @@ class JobStore:
         SQLite opens a file it cannot write read-only and keeps it so for the connection's life: a
         connection made during a fault would refuse writes long after the fault is cleared.
         """
-        with self._connections_lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
         try:
@@ -288,12 +291,11 @@ class JobStore:
             raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
 
     def close(self) -> None:
-        """Close every connection this store opened."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        """Close this thread's connection; every other thread closes its own at its next use."""
+        self._generation += 1
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._drop_connection(conn)
 
     def _migrate(self) -> None:
         conn = self._connection()
