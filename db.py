@@ -209,12 +209,13 @@ class JobStore:
         self.data_dir = self.path.parent.resolve()
         self.clock = clock
         self._local = threading.local()
-        # close() cannot close the connections of other threads: one of them may be inside a query,
-        # and closing a connection under a running statement corrupts the process (freed memory, a
-        # file descriptor number closed twice). It starts a new generation instead; each thread closes
-        # its own connection of an older generation at its next use, and a thread's connection is
-        # closed with the thread.
+        # Closing a connection under a running statement of another thread corrupts the process
+        # (freed memory, a file descriptor number closed twice). So each connection is used under its
+        # own lock, and close() closes each one under that lock and starts a new generation: a thread
+        # that finds its connection of an older generation opens a new one.
         self._generation = 0
+        self._open: list[tuple[sqlite3.Connection, threading.Lock]] = []
+        self._open_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy handler, which sleeps in
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
@@ -238,8 +239,22 @@ class JobStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
+            self._local.lock = threading.Lock()
             self._local.generation = self._generation
+            with self._open_lock:
+                self._open.append((conn, self._local.lock))
         return conn
+
+    def _acquire(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        """Return this thread's connection with its lock held, so that close() cannot close it meanwhile."""
+        while True:
+            conn = self._connection()
+            lock = self._local.lock
+            lock.acquire()
+            if self._local.generation == self._generation:
+                return conn, lock
+            # close() closed it meanwhile: the next turn opens a new one.
+            lock.release()
 
     def _drop_connection(self, conn: sqlite3.Connection) -> None:
         """Forget this thread's connection after a fault, so that the next use opens a fresh one.
@@ -249,6 +264,8 @@ class JobStore:
         """
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
+        with self._open_lock:
+            self._open = [entry for entry in self._open if entry[0] is not conn]
         try:
             conn.close()
         except sqlite3.Error:
@@ -256,13 +273,14 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._connection()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"job database {self.path} cannot be opened: {exc}") from exc
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             raise StoreUnavailable(f"job database {self.path} cannot be written: another write took "
                                    f"longer than {BUSY_TIMEOUT_MS} ms")
+        try:
+            conn, held = self._acquire()
+        except sqlite3.Error as exc:
+            self._write_lock.release()
+            raise StoreUnavailable(f"job database {self.path} cannot be opened: {exc}") from exc
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -279,23 +297,29 @@ class JobStore:
             self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
+            held.release()
             self._write_lock.release()
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
-            conn = self._connection()
-            return conn.execute(sql, tuple(params)).fetchall()
+            conn, held = self._acquire()
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            finally:
+                held.release()
         except sqlite3.OperationalError as exc:
             if getattr(self._local, "conn", None) is not None:
                 self._drop_connection(self._local.conn)
             raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
 
     def close(self) -> None:
-        """Close this thread's connection; every other thread closes its own at its next use."""
+        """Close every connection this store opened, each once no statement runs on it."""
         self._generation += 1
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._drop_connection(conn)
+        with self._open_lock:
+            opened, self._open = self._open, []
+        for conn, lock in opened:
+            with lock:
+                conn.close()
 
     def _migrate(self) -> None:
         conn = self._connection()

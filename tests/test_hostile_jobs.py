@@ -185,9 +185,6 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-# Known open problem: run after the other tests of this file, the job sometimes ends COMPLETED (the
-# filling file is removed while the job still writes its log); alone it passes. Kept visible, not gating.
-@pytest.mark.xfail(reason="races with the file's earlier tests; passes alone", strict=False)
 def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live_server, small_disk):
     server = live_server(data_dir=str(small_disk / "data"))
     script = ("import os\nout = os.environ['SM_OUTPUT_DATA_DIR']\n"
@@ -213,10 +210,6 @@ def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live
     assert_service_healthy(server)
 
 
-# Known open problem: since JobStore.close() no longer closes other threads' connections under a
-# running statement (that corrupted the process), the job's thread may reopen its connection before the
-# database is made read-only and finish normally. Kept visible, not gating.
-@pytest.mark.xfail(reason="the refused write is not always reached; see the comment", strict=False)
 def test_a_read_only_database_mid_job_ends_it_error_once_writable_and_workers_live_on(live_server, data_dir,
                                                                                       caplog):
     server = live_server()
