@@ -16,7 +16,7 @@ import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 _DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -49,9 +49,8 @@ def _parts(relative: str | PurePath) -> list[str]:
     return parts
 
 
-@contextmanager
-def _opened(root: Path, relative: str | PurePath, flags: int, mode: int = 0o600) -> Iterator[int]:
-    """Yield a descriptor of root/relative, opened without following any link below root."""
+def _open_regular(root: Path, relative: str | PurePath, flags: int, mode: int = 0o600) -> int:
+    """Return a descriptor of the regular file root/relative, opened without following any link below root."""
     parts = _parts(relative)
     if not _DIR_FD:
         fd = _open_checked_by_lstat(root, parts, flags, mode)
@@ -69,6 +68,16 @@ def _opened(root: Path, relative: str | PurePath, flags: int, mode: int = 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnsafeFile(f"{PurePath(relative)!s} under {root} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def _opened(root: Path, relative: str | PurePath, flags: int) -> Iterator[int]:
+    fd = _open_regular(root, relative, flags)
+    try:
         yield fd
     finally:
         os.close(fd)
@@ -84,9 +93,16 @@ def _open_checked_by_lstat(root: Path, parts: list[str], flags: int, mode: int) 
             if index == len(parts) - 1 and flags & os.O_CREAT:
                 break
             raise
-        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+        if _is_link(info):
             raise UnsafeFile(f"{path} is a link")
     return os.open(path, flags & ~(_NONBLOCK | _NOFOLLOW), mode)
+
+
+def open_file(root: Path, relative: str | PurePath) -> tuple[BinaryIO, int]:
+    """Open a regular file below root for reading, never through a link; return it and its size."""
+    fd = _open_regular(root, relative, _READ_FLAGS)
+    size = os.fstat(fd).st_size
+    return os.fdopen(fd, "rb"), size
 
 
 def read_bounded(root: Path, relative: str | PurePath, limit: int) -> tuple[bytes, int]:
@@ -137,23 +153,25 @@ def write_bytes(root: Path, relative: str | PurePath, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
-def regular_files(root: Path, folder: str | PurePath, limit: int) -> tuple[list[FileEntry], bool]:
-    """List up to `limit` regular files below root/folder, links neither followed nor listed.
+def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tuple[list[FileEntry], bool]:
+    """List up to `limit` (or all) regular files below root/folder, links neither followed nor listed.
 
-    Returns the entries (paths relative to root, sorted) and whether more files were left out.
+    Returns the entries (paths relative to root, a folder's files together in name order) and whether
+    more files were left out. A folder that is missing, a link or not a folder has no files.
     """
-    if not _DIR_FD:
-        return _regular_files_by_lstat(root, root / folder, limit)
     parts = _parts(folder)
+    if not _DIR_FD:
+        return _tree_order(*_regular_files_by_lstat(root, parts, limit))
     entries: list[FileEntry] = []
     try:
-        parent = _open_folder(root, parts[:-1])
-    except (FileNotFoundError, NotADirectoryError, UnsafeFile):
+        top = _open_folder(root, parts)
+    except OSError:
         return [], False
     try:
-        # fwalk walks by descriptors from the parent's descriptor and refuses a linked top folder,
-        # so a folder renamed or replaced mid-walk cannot lead it outside.
-        walk = os.fwalk(parts[-1], dir_fd=parent, follow_symlinks=False)
+        # fwalk walks by descriptors from the folder's own, opened above without following a link
+        # (and without blocking on a FIFO, which fwalk's own open of a top would), so a folder renamed
+        # or replaced mid-walk cannot lead it outside.
+        walk = os.fwalk(".", dir_fd=top, follow_symlinks=False)
         for current, _dirs, files, dir_fd in walk:
             for name in sorted(files):
                 try:
@@ -164,11 +182,16 @@ def regular_files(root: Path, folder: str | PurePath, limit: int) -> tuple[list[
                     continue
                 if len(entries) == limit:
                     walk.close()
-                    return sorted(entries, key=lambda entry: entry.relative), True
-                entries.append(FileEntry(PurePath(*parts[:-1], current, name).as_posix(), info.st_size))
+                    return _tree_order(entries, True)
+                entries.append(FileEntry(PurePath(*parts, current, name).as_posix(), info.st_size))
     finally:
-        os.close(parent)
-    return sorted(entries, key=lambda entry: entry.relative), False
+        os.close(top)
+    return _tree_order(entries, False)
+
+
+def _tree_order(entries: list[FileEntry], more: bool) -> tuple[list[FileEntry], bool]:
+    # By path components, not by the string: "code/a.py" comes before "code-v2.py", as in a tree.
+    return sorted(entries, key=lambda entry: PurePath(entry.relative).parts), more
 
 
 def remove_tree(path: Path) -> None:
@@ -177,7 +200,7 @@ def remove_tree(path: Path) -> None:
         info = os.lstat(path)
     except FileNotFoundError:
         return
-    if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+    if _is_link(info):
         # A link, or a Windows junction (a folder link that os.rmdir removes without entering it).
         (os.rmdir if stat.S_ISDIR(info.st_mode) else os.unlink)(path)
     elif stat.S_ISDIR(info.st_mode):
@@ -206,19 +229,33 @@ def _open_folder(root: Path, parts: list[str]) -> int:
     return fd
 
 
-def _regular_files_by_lstat(root: Path, start: Path, limit: int) -> tuple[list[FileEntry], bool]:
+def _regular_files_by_lstat(root: Path, parts: list[str], limit: int | None) -> tuple[list[FileEntry], bool]:
     entries: list[FileEntry] = []
-    pending = [start] if start.is_dir() and not start.is_symlink() else []
+    folders = [root.joinpath(*parts[:depth]) for depth in range(1, len(parts) + 1)]
+    pending = [folders[-1]] if all(_is_plain_folder(folder) for folder in folders) else []
     while pending:
         with os.scandir(pending.pop()) as listing:
             for item in listing:
-                if item.is_symlink() or getattr(item.stat(follow_symlinks=False), "st_reparse_tag", 0):
+                info = item.stat(follow_symlinks=False)
+                if _is_link(info):
                     continue
-                if item.is_dir(follow_symlinks=False):
+                if stat.S_ISDIR(info.st_mode):
                     pending.append(Path(item.path))
-                elif item.is_file(follow_symlinks=False):
+                elif stat.S_ISREG(info.st_mode):
                     if len(entries) == limit:
-                        return sorted(entries, key=lambda entry: entry.relative), True
-                    entries.append(FileEntry(Path(item.path).relative_to(root).as_posix(),
-                                             item.stat(follow_symlinks=False).st_size))
-    return sorted(entries, key=lambda entry: entry.relative), False
+                        return entries, True
+                    entries.append(FileEntry(Path(item.path).relative_to(root).as_posix(), info.st_size))
+    return entries, False
+
+
+def _is_plain_folder(path: Path) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and not _is_link(info)
+
+
+def _is_link(info: os.stat_result) -> bool:
+    # A Windows junction is a folder link that S_ISLNK does not show; its reparse tag does.
+    return stat.S_ISLNK(info.st_mode) or bool(getattr(info, "st_reparse_tag", 0))
