@@ -23,7 +23,7 @@ from db import Job, Record
 from job_secrets import redact_description
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import MalformedRequest, NotFound, TooLarge
-from mlops.exports import open_no_follow
+from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
@@ -412,7 +412,8 @@ def _export(record: Record):
 def download_export(type: str, name: str):
     """Stream an exported file, with its size and SHA-256 in the headers."""
     export = lifecycle().export_file(lifecycle().record(type, name))
-    response = send_file(open_no_follow(export.path), mimetype="application/octet-stream", as_attachment=True,
+    handle, _size = open_file(export.path.parent, export.path.name)
+    response = send_file(handle, mimetype="application/octet-stream", as_attachment=True,
                          download_name=export.filename, conditional=False, etag=export.sha256)
     response.headers["Content-Length"] = str(export.size)
     response.headers["X-Content-SHA256"] = export.sha256

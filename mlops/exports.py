@@ -2,19 +2,20 @@
 
 A model folder becomes `model.tar.gz` laid out as SageMaker serves it (model.pt, code/...), written
 deterministically (sorted names, no times, no owners) so that the same model always has the same
-hash. Files are read without following links: a model folder holds what a job wrote.
+hash. Files are listed and read by mlops.job_files, never through a link: a model folder holds
+what a job wrote.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from pathlib import Path, PurePosixPath
+
+from mlops.job_files import open_file, regular_files
 
 CHUNK_BYTES = 1 << 20
 
@@ -29,23 +30,11 @@ class Export:
     sha256: str
 
 
-def open_no_follow(path: Path) -> BinaryIO:
-    """Open a regular file for reading; refuse a link or anything else that is not a plain file."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        return os.fdopen(descriptor, "rb")
-    except BaseException:
-        os.close(descriptor)
-        raise
-
-
 def file_export(path: Path) -> Export:
     """Describe one file for download: its size and SHA-256, read once without following links."""
     digest, size = hashlib.sha256(), 0
-    with open_no_follow(path) as handle:
+    handle, _size = open_file(path.parent, path.name)
+    with handle:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             size += len(chunk)
@@ -54,6 +43,7 @@ def file_export(path: Path) -> Export:
 
 def folder_export(folder: Path, target: Path) -> Export:
     """Archive a folder's regular files as target (a .tar.gz) and describe it; links are left out."""
+    entries, _more = regular_files(folder.parent, folder.name, None)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".export-", delete=False)
     try:
@@ -61,13 +51,14 @@ def folder_export(folder: Path, target: Path) -> Export:
             # mtime=0 in the gzip header too: the same files give the same bytes.
             with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as compressed:
                 with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive:
-                    for path in sorted(folder.rglob("*")):
-                        if path.is_symlink() or not path.is_file() or "__pycache__" in path.parts:
+                    for entry in entries:
+                        name = PurePosixPath(entry.relative).relative_to(folder.name)
+                        if "__pycache__" in name.parts:
                             continue
-                        with open_no_follow(path) as source:
-                            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
-                            info.size = os.fstat(source.fileno()).st_size
-                            info.mode = 0o644
+                        source, size = open_file(folder.parent, entry.relative)
+                        with source:
+                            info = tarfile.TarInfo(name.as_posix())
+                            info.size, info.mode = size, 0o644
                             archive.addfile(info, source)
         os.replace(handle.name, target)
     finally:

@@ -21,7 +21,8 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
-from mlops.exports import Export, open_no_follow
+from mlops.exports import Export
+from mlops.job_files import open_file
 from mlops.staging import S3_URI, resolve_storage_path
 
 # Record types of the `records` table.
@@ -273,7 +274,7 @@ class ModelLifecycle(ABC):
         """Add a file of the storage root as a dataset, as if it had been uploaded."""
         path = resolve_storage_path(self.config.storage_root, local_path, "local_dataset_path")
         try:
-            handle = open_no_follow(path)
+            handle, _size = open_file(path.parent, path.name)
         except FileNotFoundError:
             raise NotFound("local_dataset_path", f"no file {local_path!r} in the storage root") from None
         except OSError:
