@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops import job_files
 from mlops.job_files import UnsafeFile, append_text, read_bounded, read_tail, regular_files
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links and FIFOs as a POSIX job makes them")
@@ -39,7 +40,9 @@ def test_a_link_to_a_secret_file_is_refused(job_root: Path, tmp_path: Path):
         read_tail(job_root, "job.log", 100)
 
 
-def test_a_linked_folder_on_the_way_is_refused(job_root: Path, tmp_path: Path):
+@pytest.mark.parametrize("descriptors", [True, False], ids=["by descriptors", "by lstat (the Windows way)"])
+def test_a_linked_folder_on_the_way_is_refused(job_root: Path, tmp_path: Path, monkeypatch, descriptors: bool):
+    monkeypatch.setattr(job_files, "_DIR_FD", descriptors)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "passwd").write_text("root:x:0:0")
@@ -48,6 +51,7 @@ def test_a_linked_folder_on_the_way_is_refused(job_root: Path, tmp_path: Path):
     with pytest.raises(UnsafeFile):
         read_bounded(job_root, "output/data/passwd", 100)
     assert regular_files(job_root, "output/data", 100) == ([], False)
+    assert regular_files(job_root, "output", 100) == ([], False)
 
 
 def test_a_link_to_dev_zero_is_refused_without_reading(job_root: Path):
@@ -64,6 +68,17 @@ def test_a_fifo_is_refused_at_once(job_root: Path):
     reader.join(timeout=5)
     assert not reader.is_alive(), "reading a FIFO blocked"
     assert isinstance(outcome[0], UnsafeFile)
+
+
+def test_a_missing_folder_or_a_fifo_in_its_place_lists_nothing_at_once(job_root: Path):
+    os.mkfifo(job_root / "model")
+    outcome: list[object] = []
+    lister = threading.Thread(target=lambda: outcome.extend(
+        [regular_files(job_root, "model", 10), regular_files(job_root, "output/missing", 10)]), daemon=True)
+    lister.start()
+    lister.join(timeout=5)
+    assert not lister.is_alive(), "listing a FIFO blocked"
+    assert outcome == [([], False), ([], False)]
 
 
 def test_appending_never_writes_through_a_link(job_root: Path, tmp_path: Path):
