@@ -1,4 +1,4 @@
-"""Reading the files a job controls without trusting them: no links, regular files only, bounded reads.
+"""Opening, listing and removing the files a job could have touched: no links, regular files only, bounded reads.
 
 A job can rename, replace or create any name inside its folder while the executor reads it: a link
 to the key file or to /dev/zero in place of an output, a FIFO in place of a log. So every component
