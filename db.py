@@ -336,6 +336,10 @@ class JobStore:
         candidate = Path(path)
         if not candidate.is_absolute():
             return candidate.as_posix()
+        # The queue builds its paths under the (already resolved) data folder: a lexical check spares
+        # each submission two realpath walks; anything else is resolved as before.
+        if ".." not in candidate.parts and candidate.is_relative_to(self.data_dir):
+            return candidate.relative_to(self.data_dir).as_posix()
         try:
             return candidate.resolve().relative_to(self.data_dir).as_posix()
         except ValueError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 
@@ -144,6 +145,21 @@ def test_bad_pipeline_fields_are_refused_naming_the_field(client, storage_root, 
     assert response.status_code == status, response.get_json()
     assert response.get_json()["field"] == field
     assert client.get("/execute").get_json() == []
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symbolic links")
+def test_links_in_input_artifacts_are_followed_inside_the_storage_root_and_refused_outside(client, storage_root,
+                                                                                            tmp_path):
+    write_pipeline(storage_root, "real/pipe", "print(1)\n")
+    (storage_root / "inside").symlink_to(storage_root / "real")
+    outside = write_pipeline(tmp_path / "elsewhere", "pipe", "print(1)\n")
+    (storage_root / "real" / "away").symlink_to(tmp_path / "elsewhere" / outside)
+    assert post(client, pipeline_body("inside/pipe", "python pipe1.py")).status_code == 201
+    for linked in ("real/away", "inside/away"):
+        response = post(client, pipeline_body(linked, "python pipe1.py"))
+        assert response.status_code == 422 and response.get_json()["field"] == "input_artifacts", linked
+        assert "outside the storage root" in response.get_json()["error"]
+    assert len(client.get("/execute").get_json()) == 1
 
 
 @pytest.mark.parametrize("missing", ["bucket", "project_id", "name", "version", "credentials", "input_artifacts",
