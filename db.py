@@ -10,13 +10,14 @@ left for writers of other processes. WAL lets status polls read while a worker w
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 BUSY_TIMEOUT_MS = 10_000
@@ -168,15 +169,19 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, data_dir: Path) -> "Job":
-        data = {key: row[key] for key in row.keys() if key != "secrets"}
+        data = dict(zip(row.keys(), row))
+        data["has_secrets"] = data.pop("secrets", None) is not None
         for column in _JSON_COLUMNS:
             data[column] = json.loads(data[column])
+        folder = str(data_dir)
         for column in ("log_path", "output_dir"):
             stored = data[column]
-            data[column] = stored if Path(stored).is_absolute() else str(data_dir / PurePosixPath(stored))
+            # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
+            # than the query. Stored relative paths use '/', whatever the system that wrote them.
+            data[column] = stored if os.path.isabs(stored) else os.path.join(
+                folder, *(part for part in stored.split("/") if part not in ("", ".")))
         data["status"] = JobStatus(data["status"])
         data["cancel_requested"] = bool(data["cancel_requested"])
-        data["has_secrets"] = row["secrets"] is not None if "secrets" in row.keys() else False
         return cls(**data)
 
 
@@ -207,6 +212,7 @@ class JobStore:
         self.path = Path(path)
         # Job folders and logs are stored relative to the folder that holds the database.
         self.data_dir = self.path.parent.resolve()
+        self._data_prefix = os.path.join(self.data_dir, "")
         self.clock = clock
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -338,8 +344,9 @@ class JobStore:
             return candidate.as_posix()
         # The queue builds its paths under the (already resolved) data folder: a lexical check spares
         # each submission two realpath walks; anything else is resolved as before.
-        if ".." not in candidate.parts and candidate.is_relative_to(self.data_dir):
-            return candidate.relative_to(self.data_dir).as_posix()
+        inside = path.removeprefix(self._data_prefix)
+        if inside != path and ".." not in inside.split(os.sep):
+            return inside.replace(os.sep, "/")
         try:
             return candidate.resolve().relative_to(self.data_dir).as_posix()
         except ValueError:
