@@ -118,12 +118,22 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
 
 def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> None:
     """Close waitress's sockets from inside its own loop, then finish the requests in flight."""
-    from waitress import wasyncore
+    from waitress import trigger, wasyncore
 
     # Closing sockets from another thread races the loop's select() on them (EBADF); the trigger
     # runs the close inside the loop, after which the loop finds its map empty and returns.
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    thread.join(timeout)
+    if thread.is_alive():
+        if not server.trigger.connected:
+            # waitress closes a dispatcher that raised, its trigger included, and the loop runs on.
+            # A closed trigger's descriptor number may name another file by now: never write to
+            # it; a fresh trigger joins the loop at its next select().
+            server.trigger = trigger.trigger(server._map)
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        thread.join(timeout)
+    if not thread.is_alive():
+        # The loop has ended (stopped here, or ended by an exception): nothing selects on the
+        # sockets any more, so whatever it left open is closed from here.
+        wasyncore.close_all(server._map)
     server.task_dispatcher.shutdown(timeout=timeout)
 
 

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from config import Config
@@ -18,6 +18,7 @@ from db import Job, JobStatus, JobStore, StoreError, StoreUnavailable
 from job_secrets import SecretBox
 from mlops.base import Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
+from mlops.job_files import remove_tree
 from mlops.recovery import Decision, Outcome, decide
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,22 @@ class JobQueue:
             self._monitor_wake.set()
             return True
         return self.backend.cancel(job) or job.status is JobStatus.RUNNING
+
+    def delete(self, job_id: str) -> bool:
+        """Delete an ended job: its record, events and metrics, its folder and its log; False if unknown or active."""
+        if not self.store.delete_job(job_id):
+            return False
+        # Only once the record is gone with a final status: no worker writes to these files any more.
+        # The paths come from this queue's folders and the id alone, never from the stored record.
+        if PurePath(job_id).name != job_id or job_id in (".", ".."):
+            logger.error("job %s: its id is not a plain name; its files are left in place", job_id)
+            return True
+        for path in (self.jobs_dir / job_id, self.logs_dir / f"{job_id}.log"):
+            try:
+                remove_tree(path)
+            except OSError as exc:
+                logger.warning("job %s: %s could not be removed: %s", job_id, path, exc)
+        return True
 
     def wake(self) -> None:
         """Tell one idle worker that a job may be waiting."""

@@ -340,6 +340,8 @@ def delete_transform(transform_id: str):
     if not outcome.ended:
         return jsonify(message=f"transform job {record.name} is stopping; delete it again once it has stopped",
                        id=record.name, type=TRANSFORM_RECORD, status=outcome.status, deleted=False), 202
+    if record.job_id:
+        executor().queue.delete(record.job_id)
     executor().store.delete_record(record.id)
     return jsonify(message=f"transform job {record.name} deleted", id=record.name, type=TRANSFORM_RECORD,
                    deleted=True)

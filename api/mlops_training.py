@@ -171,7 +171,7 @@ def delete_job(job_id: str):
     job = find_training_job(job_id)
     outcome = stop_job(job.id)
     name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
-    if not outcome.ended or not executor().store.delete_job(job.id):
+    if not outcome.ended or not executor().queue.delete(job.id):
         return jsonify(message=f"training job {name} is stopping; delete it again once it has stopped",
                        job_name=name, job_id=job.id, status="Stopping", deleted=False), 202
     return jsonify(message=f"training job {name} deleted ({outcome.message})", job_name=name, job_id=job.id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -168,6 +169,24 @@ def regular_files(root: Path, folder: str | PurePath, limit: int) -> tuple[list[
     finally:
         os.close(parent)
     return sorted(entries, key=lambda entry: entry.relative), False
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, FIFO, link or folder tree at path; a link is removed itself, never followed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+        # A link, or a Windows junction (a folder link that os.rmdir removes without entering it).
+        (os.rmdir if stat.S_ISDIR(info.st_mode) else os.unlink)(path)
+    elif stat.S_ISDIR(info.st_mode):
+        # rmtree walks by descriptors where the platform allows (rmtree.avoids_symlink_attacks):
+        # a link inside is unlinked, never followed. Only a folder reaches it: rmtree opens its top,
+        # which would block on a FIFO.
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _open_folder(root: Path, parts: list[str]) -> int:

@@ -210,17 +210,21 @@ def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live
     assert_service_healthy(server)
 
 
-def test_a_read_only_database_mid_job_ends_it_error_once_writable_and_workers_live_on(live_server, data_dir):
+def test_a_read_only_database_mid_job_ends_it_error_once_writable_and_workers_live_on(live_server, data_dir,
+                                                                                      caplog):
     server = live_server()
     database = data_dir / "executor.sqlite3"
-    script = "import time\nprint('working', flush=True)\ntime.sleep(1.5)\nprint('done', flush=True)\n"
+    script = "import time\nprint('working', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n"
     job_id = submit(server, write_pipeline(server.storage_root, "ro", script))
-    wait_for(lambda: server.request("GET", f"/execute/{job_id}/getStatus")[1]["task_status"] == "RUNNING")
+    # Its script runs (RUNNING alone comes before staging and the sandbox's start, seconds on busy cores).
+    job_log = data_dir / "logs" / "jobs" / f"{job_id}.log"
+    wait_for(lambda: job_log.is_file() and "working" in job_log.read_text(), timeout=60)
     server.executor.store.close()  # every thread reopens its connection, now on a read-only file
     if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is refused on this file system: no way to make the database read-only")
     try:
-        time.sleep(2.5)  # the job ends while its final status cannot be written
+        # The job ends while its final status cannot be written: the worker logs the refused write.
+        wait_for(lambda: any("cannot be written" in record.getMessage() for record in caplog.records), timeout=60)
         status, ready = http_request(server.url, "GET", "/ready", timeout=15)
         assert status == 503 and not ready["checks"]["database"]["ok"]
     finally:
@@ -253,12 +257,14 @@ def test_a_worker_that_dies_is_replaced_and_ready_names_dead_workers(live_server
     assert http_request(server.url, "GET", "/ready", timeout=10)[0] == 200
 
     real_start = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda self: (_ for _ in ()).throw(
-        RuntimeError("can't start new thread")) if self.name.startswith("worker") else real_start(self))
-    calls.clear()
-    submit(server, folder)
-    status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
-                             and answer, timeout=30)
+    # Undone inside the test: the fixtures' teardown (server, queue) must not run with threads refused.
+    with monkeypatch.context() as refusing:
+        refusing.setattr(threading.Thread, "start", lambda self: (_ for _ in ()).throw(
+            RuntimeError("can't start new thread")) if self.name.startswith("worker") else real_start(self))
+        calls.clear()
+        submit(server, folder)
+        status, ready = wait_for(lambda: (answer := http_request(server.url, "GET", "/ready", timeout=10))[0] == 503
+                                 and answer, timeout=30)
     assert "worker" in ready["checks"]["workers"]["reason"]
 
 

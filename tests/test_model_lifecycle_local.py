@@ -264,3 +264,25 @@ def test_batch_inference_turns_csv_rows_into_images_and_writes_one_answer_a_row(
         "TransformJobName": "other", "ModelName": "tiny",
         "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/rows.csv"}}}})
     assert (status, body["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
+
+
+def test_deleting_a_batch_transform_removes_its_job_with_its_folder_and_log(server: LiveServer, data_dir: Path) -> None:
+    tiny_model(server.storage_root / "models" / "tiny")
+    server.request("POST", f"{API}/models/register",
+                   {"ModelName": "tiny", "Containers": [{"ModelDataUrl": "models/tiny"}]})
+    (server.storage_root / "rows.csv").write_text(",".join(["8"] * 64) + "\n")
+    status, accepted = server.request("POST", f"{API}/pipelines/inference", {
+        "TransformJobName": "gone", "ModelName": "tiny",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "rows.csv"}}, "ContentType": "text/csv"}})
+    assert status == 202, accepted
+    done = server.wait(f"{API}/pipelines/inference/gone/get", lambda record: record["status"] != "InProgress")
+    assert done["status"] == "Completed", done
+    folder, log = data_dir / "jobs" / accepted["jobId"], data_dir / "logs" / "jobs" / f"{accepted['jobId']}.log"
+    assert Path(done["artifacts"]["output_dir"]).is_relative_to(folder) and log.is_file()
+
+    status, body = server.request("DELETE", f"{API}/pipelines/inference/gone")
+    assert status == 200 and body["deleted"] is True, body
+    assert not folder.exists() and not log.exists()
+    assert server.request("GET", f"{API}/pipelines/inference/gone/get")[0] == 404
+    assert server.request("GET", f"/execute/{accepted['jobId']}/getStatus")[0] == 404
+    assert server.request("GET", f"{API}/models/tiny")[0] == 200

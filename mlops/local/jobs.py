@@ -25,7 +25,7 @@ from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.job_files import read_bounded
+from mlops.job_files import read_bounded, remove_tree
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
@@ -67,9 +67,9 @@ class ContainerLayout:
         """Make the tree afresh: a retried job starts from what the executor stages, never from what
         its last attempt left (links to the executor's files among them); only checkpoints carry over."""
         for leftover in (self.code, self.input, self.model, self.output):
-            _remove(leftover)
+            remove_tree(leftover)
         if self.checkpoints.is_symlink() or (self.checkpoints.exists() and not self.checkpoints.is_dir()):
-            _remove(self.checkpoints)
+            remove_tree(self.checkpoints)
         for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -405,14 +405,6 @@ class LocalBackend(Backend):
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
-
-
-def _remove(path: Path) -> None:
-    """Remove a file, link or folder tree; a link is removed itself, never followed."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink(missing_ok=True)
-    elif path.is_dir():
-        shutil.rmtree(path)
 
 
 def _usable_cores() -> int:
