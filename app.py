@@ -86,8 +86,8 @@ def configure_logging(config: Config) -> None:
     logging.basicConfig(level=config.log_level, handlers=handlers, force=True)
 
 
-def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
-    """Start the queue and serve the app with waitress until a stop is requested, then shut down."""
+def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: threading.Event | None = None) -> None:
+    """Start the queue and serve the app with waitress until a stop is requested, then shut down (cold on stop_now)."""
     from waitress.server import create_server
 
     executor: Executor = app.config["EXECUTOR"]
@@ -102,8 +102,9 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
                            ident="executor", clear_untrusted_proxy_headers=True, **proxy)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
-    logger.info("serving on http://%s:%s (backend %s, %d workers)", config.host, server.effective_port,
-                config.backend, config.workers)
+    base = f"http://{config.host}:{server.effective_port}"
+    logger.info("serving on %s (backend %s, %d workers); dashboard %s/execute/jobs, API docs %s/swagger", base,
+                config.backend, config.workers, base, base)
     server_thread = threading.Thread(target=server.run, name="http", daemon=True)
     server_thread.start()
     # A bounded wait lets Ctrl+C reach the handler on Windows too, where a plain wait would block it.
@@ -111,7 +112,7 @@ def serve(app: Flask, stop_requested: threading.Event | None = None) -> None:
         pass
     logger.info("stopping: no new jobs; running local jobs get %ss to finish", config.shutdown_timeout)
     stop_server(server, server_thread)
-    executor.queue.stop()
+    executor.queue.stop(cold=stop_now)
     executor.store.close()
     logger.info("stopped")
 
@@ -137,11 +138,13 @@ def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> N
     server.task_dispatcher.shutdown(timeout=timeout)
 
 
-def install_signal_handlers(stop_requested: threading.Event) -> None:
-    """Make SIGINT, SIGTERM (and SIGBREAK on Windows) request a graceful stop."""
+def install_signal_handlers(stop_requested: threading.Event, stop_now: threading.Event) -> None:
+    """Make SIGINT, SIGTERM (and SIGBREAK on Windows) request a graceful stop; a second one, a stop at once."""
     def request_stop(signum: int, _frame: Any) -> None:
         # Only set a flag: a handler runs between bytecodes of whatever the main thread was doing,
         # so the shutdown itself must happen in ordinary code.
+        if stop_requested.is_set():
+            stop_now.set()
         stop_requested.set()
 
     for name in ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP"):
@@ -185,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)
         return 2
-    stop_requested = threading.Event()
-    install_signal_handlers(stop_requested)
+    stop_requested, stop_now = threading.Event(), threading.Event()
+    install_signal_handlers(stop_requested, stop_now)
     try:
-        serve(app, stop_requested)
+        serve(app, stop_requested, stop_now)
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return 2

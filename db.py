@@ -224,8 +224,13 @@ class JobStore:
         self._data_prefix = os.path.join(self.data_dir, "")
         self.clock = clock
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        # Closing a connection under a running statement of another thread corrupts the process
+        # (freed memory, a file descriptor number closed twice). So each connection is used under its
+        # own lock, and close() closes each one under that lock and starts a new generation: a thread
+        # that finds its connection of an older generation opens a new one.
+        self._generation = 0
+        self._open: list[tuple[sqlite3.Connection, threading.Lock]] = []
+        self._open_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy handler, which sleeps in
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
@@ -241,6 +246,9 @@ class JobStore:
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            self._drop_connection(conn)
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
@@ -251,9 +259,22 @@ class JobStore:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+            self._local.lock = threading.Lock()
+            self._local.generation = self._generation
+            with self._open_lock:
+                self._open.append((conn, self._local.lock))
         return conn
+
+    def _acquire(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        """Return this thread's connection with its lock held, so that close() cannot close it meanwhile."""
+        while True:
+            conn = self._connection()
+            lock = self._local.lock
+            lock.acquire()
+            if self._local.generation == self._generation:
+                return conn, lock
+            # close() closed it meanwhile: the next turn opens a new one.
+            lock.release()
 
     def _drop_connection(self, conn: sqlite3.Connection) -> None:
         """Forget this thread's connection after a fault, so that the next use opens a fresh one.
@@ -261,11 +282,10 @@ class JobStore:
         SQLite opens a file it cannot write read-only and keeps it so for the connection's life: a
         connection made during a fault would refuse writes long after the fault is cleared.
         """
-        with self._connections_lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
+        with self._open_lock:
+            self._open = [entry for entry in self._open if entry[0] is not conn]
         try:
             conn.close()
         except sqlite3.Error:
@@ -273,13 +293,14 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._connection()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"job database {self.path} cannot be opened: {exc}") from exc
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             raise StoreUnavailable(f"job database {self.path} cannot be written: another write took "
                                    f"longer than {BUSY_TIMEOUT_MS} ms")
+        try:
+            conn, held = self._acquire()
+        except sqlite3.Error as exc:
+            self._write_lock.release()
+            raise StoreUnavailable(f"job database {self.path} cannot be opened: {exc}") from exc
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -297,12 +318,16 @@ class JobStore:
             self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
+            held.release()
             self._write_lock.release()
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
-            conn = self._connection()
-            return conn.execute(sql, tuple(params)).fetchall()
+            conn, held = self._acquire()
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            finally:
+                held.release()
         except sqlite3.OperationalError as exc:
             if getattr(self._local, "conn", None) is not None:
                 self._drop_connection(self._local.conn)
@@ -326,21 +351,25 @@ class JobStore:
             if self._closing:
                 return
             try:
-                conn = self._connection()
-                # The bulk is copied beside the writers; the frames they add meanwhile are copied
-                # under the write lock, so that the checkpoint completes and the WAL starts over.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
-                    try:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    finally:
-                        self._write_lock.release()
+                conn, held = self._acquire()
+                try:
+                    # The bulk is copied beside the writers; the frames they add meanwhile are copied
+                    # under the write lock, so that the checkpoint completes and the WAL starts over.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        finally:
+                            self._write_lock.release()
+                finally:
+                    held.release()
             except sqlite3.Error as exc:
                 # Nothing is lost: the WAL keeps the commits and SQLite's backstop checkpoint remains.
                 logger.warning("checkpoint of %s failed: %s", self.path, exc)
 
     def close(self) -> None:
-        """Stop the checkpoint thread and close every connection this store opened."""
+        """Stop the checkpoint thread and close every connection this store opened, each once no
+        statement runs on it."""
         self._closing = True
         self._checkpoint_wanted.set()
         if self._checkpointer is not None:
@@ -348,11 +377,12 @@ class JobStore:
             self._checkpointer = None
         self._checkpoint_wanted.clear()
         self._closing = False
-        with self._connections_lock:
-            for conn in self._connections:
+        self._generation += 1
+        with self._open_lock:
+            opened, self._open = self._open, []
+        for conn, lock in opened:
+            with lock:
                 conn.close()
-            self._connections.clear()
-        self._local = threading.local()
 
     def _migrate(self) -> None:
         conn = self._connection()
@@ -413,10 +443,28 @@ class JobStore:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return self._job(rows[0]) if rows else None
 
+    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Return the ids (at most `limit`) that start with prefix, through the primary key's index."""
+        # A range on the key instead of LIKE: the index answers it, and no character of the prefix
+        # is a pattern.
+        rows = self._read("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                          (prefix, prefix + "\uffff", limit))
+        return [row["id"] for row in rows]
+
     def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
-                  kind: str | None = None, kinds: Iterable[str] | None = None) -> list[Job]:
-        """Return jobs newest first, optionally filtered by status and kind."""
+                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
+                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
+        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
         where, params = [], []
+        if name_contains:
+            where.append("instr(lower(json_extract(request, '$.name')), ?) > 0")
+            params.append(name_contains.lower())
+        if submitted_from is not None:
+            where.append("submitted >= ?")
+            params.append(submitted_from)
+        if submitted_to is not None:
+            where.append("submitted < ?")
+            params.append(submitted_to)
         if status:
             where.append("status = ?")
             params.append(status)
@@ -634,6 +682,19 @@ class JobStore:
             "SELECT name, value FROM job_metrics WHERE id IN"
             " (SELECT MAX(id) FROM job_metrics WHERE job_id = ? GROUP BY name) ORDER BY name", (job_id,))
         return {row["name"]: row["value"] for row in rows}
+
+    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+        """Return the latest value of each metric of several jobs, by job id, in one query."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" * len(job_ids))
+        rows = self._read(
+            f"SELECT job_id, name, value FROM job_metrics WHERE id IN (SELECT MAX(id) FROM job_metrics"
+            f" WHERE job_id IN ({marks}) GROUP BY job_id, name) ORDER BY name", job_ids)
+        result: dict[str, dict[str, float | None]] = {job_id: {} for job_id in job_ids}
+        for row in rows:
+            result[row["job_id"]][row["name"]] = row["value"]
+        return result
 
     def metric_history(self, job_id: str) -> list[dict[str, Any]]:
         """Return every recorded metric value of a job, oldest first."""

@@ -325,17 +325,44 @@ class JobQueue:
 
     # -- shutdown --------------------------------------------------------------------------------
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop taking jobs, let running local jobs finish within the bound, then stop them."""
+    def _announce_stop(self, timeout: float) -> None:
+        """Log what the stop does to each running job, in the words of the recovery rule."""
+        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.backend.name)
+        for job in running:
+            name = job.request.get("name") or job.kind
+            epoch = f", epoch {job.progress['epoch']}/{job.progress['epochs']}" if job.progress.get("epochs") else ""
+            if self.backend.remote:
+                logger.warning("job %s (%s%s): keeps running on the platform; followed again at the next start",
+                               job.id, name, epoch)
+                continue
+            decision = decide(job, self.backend, retry_interrupted=self.config.retry_interrupted, at_shutdown=True)
+            if decision.outcome is Outcome.REQUEUE:
+                then = "queued again" + (", to resume from its last checkpoint" if self.backend.resumable(job) else "")
+            elif decision.outcome is Outcome.CANCEL:
+                then = "ends CANCELLED (it had been asked to stop)"
+            else:
+                then = (f"ends ERROR ({decision.reason}); "
+                        f"rerun it with: python -m executor_client rerun {job.id[:8]}")
+            logger.warning("job %s (%s%s): gets %ss to finish, then is stopped and %s", job.id, name, epoch,
+                           timeout, then)
+        if running and not self.backend.remote:
+            logger.warning("press Ctrl+C again to stop the running job(s) at once")
+
+    def stop(self, timeout: float | None = None, cold: threading.Event | None = None) -> None:
+        """Stop taking jobs, let running local jobs finish within the bound (or until `cold` is set), then stop them."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
+        cold = cold or threading.Event()
         self._stopping.set()
         self._monitor_wake.set()
         with self._wake:
             self._wake.notify_all()
+        self._announce_stop(timeout)
         deadline = time.monotonic() + timeout
-        # Warm: running jobs get the bound to finish on their own.
+        # Warm: running jobs get the bound to finish on their own, unless a second interrupt asks for cold now.
         while self.busy_workers() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            if cold.wait(0.1):
+                logger.warning("second interrupt: stopping the running job(s) now")
+                break
         # Cold: whatever still runs is stopped; its worker records how it ended.
         if self.busy_workers():
             logger.warning("stopping %d running job(s) at shutdown", self.busy_workers())

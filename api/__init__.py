@@ -23,10 +23,12 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
 
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
-    from api import dashboard, docs, execute, mlops_models, mlops_training, ops, training
+    from api import dashboard, docs, downloads, execute, mlops_models, mlops_training, ops, rerun, training
 
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
+    app.register_blueprint(rerun.blueprint)
+    app.register_blueprint(downloads.blueprint)
     app.register_blueprint(mlops_models.blueprint)
     app.register_blueprint(mlops_training.blueprint)
     app.register_blueprint(mlops_training.cloud_blueprint)

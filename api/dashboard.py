@@ -7,10 +7,11 @@ The pages and their assets are public so that a browser can load them; every job
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request, send_from_directory
+from flask import Blueprint, abort, jsonify, redirect, request, send_from_directory, url_for
 
 from api.access import public
 from api.docs import documented
@@ -18,8 +19,9 @@ from api.execute import find_job, read_log_tail
 from api.pages import page
 from api.views import executor, format_time, job_status
 from db import Job, JobStatus
-from mlops.base import JOB_KINDS
+from mlops.base import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
+from mlops.job_outputs import list_outputs
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -33,6 +35,45 @@ def elapsed(job: Job, now: float) -> float | None:
     if job.started is None:
         return None
     return round((job.finished if job.finished is not None else now) - job.started, 3)
+
+
+# What a person compares runs by; secrets are never part of a request.
+REQUEST_FIELDS = {
+    TRAINING: ("dataset", "hyperparameters", "instance_type", "instance_count", "spot", "max_runtime_seconds",
+               "entry_point"),
+    PIPELINE: ("input_artifacts", "command", "storage", "project_id", "version", "configs", "environment_keys"),
+}
+
+
+def request_view(job: Job) -> dict[str, Any]:
+    """Return the parts of a job's request that describe the run (hyperparameters, dataset, instance)."""
+    fields = REQUEST_FIELDS.get(job.kind)
+    if fields is None:
+        return {key: value for key, value in job.request.items() if not isinstance(value, (dict, list))}
+    view = {key: job.request.get(key) for key in fields if job.request.get(key) not in (None, "", [], {})}
+    if job.kind == TRAINING and not view.get("instance_type"):
+        view["instance_type"] = "this machine" if job.backend == "local" else executor().config.instance_type
+    return view
+
+
+def eta_seconds(job: Job, history: list[dict[str, Any]], now: float) -> float | None:
+    """Estimate the seconds left of a running job from the time its epochs took so far."""
+    epoch, epochs = job.progress.get("epoch"), job.progress.get("epochs")
+    if job.status is not JobStatus.RUNNING or not epoch or not epochs:
+        return None
+    first_seen: dict[int, float] = {}
+    for point in history:
+        if point["step"] is not None:
+            first_seen.setdefault(point["step"], point["time"])
+    steps = sorted(first_seen)
+    # Only consecutive epochs of this run count: a resumed run starts again after a gap.
+    gaps = [first_seen[b] - first_seen[a] for a, b in zip(steps, steps[1:]) if b == a + 1]
+    if not gaps:
+        return None
+    gaps.sort()
+    per_epoch = gaps[len(gaps) // 2]
+    since_last = max(0.0, now - first_seen[steps[-1]])
+    return round(max(0.0, (epochs - epoch) * per_epoch - since_last), 1)
 
 
 def overview(job: Job, now: float) -> dict[str, Any]:
@@ -68,6 +109,9 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
 
 STATUSES = tuple(status.value for status in JobStatus)
 LIST_QUERY = {"status": {"type": "string", "enum": list(STATUSES)}, "kind": {"type": "string", "enum": list(JOB_KINDS)},
+              "name": {"type": "string", "description": "part of the job's name (any case)"},
+              "from": {"type": "string", "format": "date", "description": "submitted on or after this day (UTC)"},
+              "to": {"type": "string", "format": "date", "description": "submitted on or before this day (UTC)"},
               "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
               "offset": {"type": "integer", "minimum": 0, "default": 0}}
 
@@ -78,10 +122,28 @@ def list_jobs():
     """List jobs newest first with status, phase, progress, elapsed time and cost."""
     status, kind = _choice("status", STATUSES), _choice("kind", JOB_KINDS)
     limit, offset = _bounded_int("limit", 100, 1, MAX_PAGE), _bounded_int("offset", 0, 0, 10 ** 9)
+    name = request.args.get("name", "").strip()[:255] or None
+    start, end = _day("from"), _day("to")
     store, now = executor().store, time.time()
-    jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind)
-    return jsonify(jobs=[overview(job, now) for job in jobs], counts=store.count_by_status(),
-                   statuses=list(STATUSES), kinds=list(JOB_KINDS))
+    jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
+                           submitted_from=start, submitted_to=None if end is None else end + DAY_SECONDS)
+    metrics = store.latest_metrics_of([job.id for job in jobs])
+    rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
+    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))
+
+
+DAY_SECONDS = 86400
+
+
+def _day(name: str) -> float | None:
+    """Read a YYYY-MM-DD query parameter as the epoch second its UTC day starts."""
+    value = request.args.get(name) or None
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise MalformedRequest(name, "must be a day as YYYY-MM-DD") from None
 
 
 @blueprint.get("/api/jobs/<job_id>")
@@ -91,7 +153,10 @@ def job_detail(job_id: str):
     store = executor().store
     detail = job_status(job, store, executor().config.timezone)
     detail.update(overview(job, time.time()))
-    detail["metric_history"] = store.metric_history(job.id)
+    detail["metric_history"] = history = store.metric_history(job.id)
+    detail["eta_seconds"] = eta_seconds(job, history, time.time())
+    detail["request"] = request_view(job)
+    detail["files"] = [{"path": item.path, "size": item.size} for item in list_outputs(Path(job.output_dir))]
     detail["events"] = [{**event, "time": format_time(event["time"], executor().config.timezone)}
                         for event in store.events(job.id)]
     detail["log_tail"] = read_log_tail(job, LOG_TAIL_BYTES)
@@ -103,6 +168,20 @@ def job_detail(job_id: str):
 def jobs_page():
     """Show the jobs dashboard (the page holds no data; its script reads /api/jobs with the token)."""
     return page("jobs.html")
+
+
+@blueprint.get("/")
+@public
+def home():
+    """Send a browser to the jobs dashboard."""
+    return redirect(url_for("dashboard.jobs_page"))
+
+
+@blueprint.get("/execute/jobs/compare")
+@public
+def compare_page():
+    """Compare jobs: their metric curves overlaid and a table of final metrics and hyperparameters."""
+    return page("compare.html")
 
 
 @blueprint.get("/execute/jobs/<job_id>")

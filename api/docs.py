@@ -34,13 +34,31 @@ ERROR_SCHEMA = {
 
 
 def documented(request_schema: dict[str, Any] | None = None, *, status: int = 200, summary: str | None = None,
-               query: dict[str, dict[str, Any]] | None = None) -> Callable[[Callable], Callable]:
-    """Attach OpenAPI facts to a view: the schema its body is validated with, its success status, its query."""
+               query: dict[str, dict[str, Any]] | None = None, response_schema: dict[str, Any] | None = None,
+               binary: bool = False, optional_body: bool = False) -> Callable[[Callable], Callable]:
+    """Attach OpenAPI facts to a view: its body's schema, its success status and answer, its query."""
     def mark(view: Callable) -> Callable:
         view.openapi = {"request_schema": request_schema, "status": status, "summary": summary,
-                        "query": query or {}}
+                        "query": query or {}, "response_schema": response_schema, "binary": binary,
+                        "optional_body": optional_body}
         return view
     return mark
+
+
+# The job API first: Swagger UI shows the groups in this order, the rest after them by name.
+TAG_ORDER = ("execute", "training", "rerun", "dashboard", "downloads")
+TAG_DESCRIPTIONS = {
+    "execute": "Essedum pipelines: submit, status, log, outputs, stop",
+    "training": "Training jobs (the bundled PyTorch script or your own) and their status",
+    "rerun": "Queue a job's request again",
+    "dashboard": "Job lists and details as the dashboard and the CLI read them",
+    "downloads": "A job's output files and its model as model.tar.gz",
+}
+
+
+def _tag_rank(path_item: dict[str, Any]) -> tuple[int, str]:
+    tag = next(iter(path_item.values()))["tags"][0]
+    return (TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER), tag)
 
 
 def openapi_document(app: Flask) -> dict[str, Any]:
@@ -62,13 +80,19 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             open_route = is_public(view)
             paths.setdefault(path, {})[method.lower()] = _operation(view, rule.endpoint, operation_id, parameters,
                                                                      open_route, schemas)
+    ordered = dict(sorted(paths.items(), key=lambda item: _tag_rank(item[1])))
+    used_tags = sorted({operation["tags"][0] for item in paths.values() for operation in item.values()},
+                       key=lambda tag: (TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER), tag))
     return {
         "openapi": OPENAPI_VERSION,
+        # The description is Markdown: the header in backticks, or Swagger UI would read <token> as an HTML tag.
         "info": {"title": "Essedum job executor", "version": "1.0",
-                 "description": "Runs Essedum pipelines and training jobs locally or on Amazon SageMaker. "
-                                "Every route but the public ones needs 'Authorization: Bearer <token>' "
-                                "when EXECUTOR_API_TOKEN is set."},
-        "paths": paths,
+                 "description": "Runs Essedum pipelines and training jobs locally or on Amazon SageMaker.\n\n"
+                                "When `EXECUTOR_API_TOKEN` is set, every route but the public ones needs the "
+                                "header `Authorization: Bearer <token>` (the **Authorize** button sets it)."},
+        "tags": [{"name": tag, **({"description": TAG_DESCRIPTIONS[tag]} if tag in TAG_DESCRIPTIONS else {})}
+                 for tag in used_tags],
+        "paths": ordered,
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearerAuth": []}],
@@ -92,7 +116,7 @@ def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters
         "operationId": operation_id,
         "summary": facts.get("summary") or (doc_lines[0] if doc_lines else endpoint.split(".")[-1].replace("_", " ")),
         "tags": [endpoint.split(".")[0]],
-        "responses": {str(facts.get("status", 200)): {"description": "success"}},
+        "responses": {str(facts.get("status", 200)): _success(facts, schemas)},
     }
     parameters = path_parameters + [{"name": name, "in": "query", "required": False, "schema": schema}
                                     for name, schema in facts.get("query", {}).items()]
@@ -102,7 +126,7 @@ def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters
     if request_schema is not None:
         name = request_schema.get("title") or operation_id
         schemas[name] = request_schema
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": not facts.get("optional_body"), "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
         operation["responses"]["400"] = {"description": "malformed body, unknown or missing field", **error}
         operation["responses"]["422"] = {"description": "a field has a value the executor cannot accept", **error}
@@ -113,6 +137,18 @@ def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters
     else:
         operation["responses"]["401"] = {"description": "the bearer token is missing or wrong", **error}
     return operation
+
+
+def _success(facts: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "accepted: queued as a job" if facts.get("status") == 202 else "success"}
+    if facts.get("binary"):
+        answer["content"] = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType":
+                                                                     "application/octet-stream"}}}
+    elif facts.get("response_schema"):
+        schema = facts["response_schema"]
+        schemas[schema["title"]] = schema
+        answer["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema['title']}"}}}
+    return answer
 
 
 @blueprint.get("/swagger.json")

@@ -1,6 +1,7 @@
 """The Essedum base job API: POST /execute and the per-task routes the backend polls."""
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from api.views import essedum_list_entry, essedum_status, executor
 from db import Job, JobStatus
 from job_secrets import SECRET_NAME
 from mlops.base import PIPELINE
-from mlops.errors import MalformedRequest, NotFound
+from mlops.errors import Conflict, MalformedRequest, NotFound
 from mlops.job_files import UnsafeFile, read_tail
 
 blueprint = Blueprint("execute", __name__)
@@ -78,35 +79,50 @@ def execute():
 
 @blueprint.get("/execute")
 def list_jobs():
+    """List the latest 100 jobs, newest first (Essedum's shape)."""
     zone = executor().config.timezone
     return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
 
 
+# Like git: a unique beginning of a job id names the job (at least 4 characters, so that it is typed on purpose).
+ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
+
+
 def find_job(task_id: str) -> Job:
-    """Return the job with this id; 400 for a malformed id, 404 for an unknown one."""
+    """Return the job with this id or unique id prefix; 400 malformed, 404 unknown, 409 ambiguous."""
+    store = executor().store
     try:
-        canonical = str(uuid.UUID(task_id))
+        job = store.get(str(uuid.UUID(task_id)))
     except ValueError:
-        raise MalformedRequest("task_id", "is not a job id (a UUID)") from None
-    job = executor().store.get(canonical)
+        if not ID_PREFIX.match(task_id.lower()):
+            raise MalformedRequest("task_id",
+                                   "is not a job id (a UUID, or at least its first 4 characters)") from None
+        matches = store.find_by_prefix(task_id.lower())
+        if len(matches) > 1:
+            raise Conflict("task_id", f"{task_id!r} is the start of several job ids; give more of it",
+                           candidates=store.find_by_prefix(task_id.lower(), limit=10))
+        job = store.get(matches[0]) if matches else None
     if job is None:
-        raise NotFound("task_id", f"no job {canonical}")
+        raise NotFound("task_id", f"no job {task_id}")
     return job
 
 
 @blueprint.get("/execute/<task_id>/getStatus")
 def get_status(task_id: str):
+    """Return a job's status and times as the Essedum backend parses them."""
     return jsonify(essedum_status(find_job(task_id), executor().config.timezone))
 
 
 @blueprint.route("/execute/<task_id>/stop", methods=["GET", "POST"])
 def stop(task_id: str):
+    """Stop a job (a waiting one at once); true when it was cancelled or is stopping."""
     job = find_job(task_id)
     return jsonify({"Task cancelled": bool(executor().queue.cancel(job.id))})
 
 
 @blueprint.get("/execute/<task_id>/getLog")
 def get_log(task_id: str):
+    """Return a job's log (its last 5 MiB)."""
     return jsonify(logs={"content": read_log_tail(find_job(task_id))})
 
 
@@ -127,6 +143,7 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
+    """Return a job's output files by stem, with their text or JSON content."""
     return jsonify(executor().backend.output_artifacts(find_job(task_id)))
 
 

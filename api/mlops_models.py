@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify, request, send_file, url_for
 from api import model_schemas
 from api.docs import documented
 from api.execute import stop_job
-from api.schemas import json_body, parse_json, validate, without_absent
+from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
 from db import Job, Record
 from job_secrets import redact_description
@@ -181,7 +181,7 @@ def register_endpoint():
 
 @blueprint.post("/endpoints/<path:endpoint_id>/deploy_model")
 @documented(model_schemas.DEPLOY, status=202, summary="Create or update an endpoint (a queued job)",
-            query=ORIGIN_QUERY)
+            query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     endpoint_name = path_name(endpoint_id)
@@ -308,7 +308,7 @@ def _file_type(item: Any) -> str:
 
 @blueprint.post("/pipelines/inference")
 @documented(model_schemas.TRANSFORM, status=202, summary="Start batch inference (a queued job)",
-            query=ORIGIN_QUERY)
+            query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
     job, record = queue_record_job(TRANSFORM, {**body, **essedum_origin()})

@@ -94,7 +94,7 @@ def _accepted(job: Job, status: int):
 
 
 @blueprint.post("/pipelines/training/train")
-@documented(TRAIN, status=202, summary="AutoML on a CSV in S3")
+@documented(TRAIN, status=202, summary="AutoML on a CSV in S3", response_schema=schemas.AUTOML_ACCEPTED)
 def train():
     body = schemas.json_body(TRAIN)
     backend = executor().backend

@@ -1,4 +1,4 @@
-"""Request schemas (JSON Schema): they validate requests and, unchanged, document them in OpenAPI."""
+"""Request schemas (JSON Schema): they validate requests and, unchanged, document them in OpenAPI; and the 202 answer."""
 from __future__ import annotations
 
 import json
@@ -115,6 +115,39 @@ TRAINING = {
 
 # Missing, unknown and mistyped fields are 400, as the Essedum backend's old executor answered;
 # a well-formed field with a bad value is 422.
+# The answer of every route that queues a training job or a rerun (202 Accepted).
+ACCEPTED = {
+    "title": "Accepted",
+    "type": "object",
+    "required": ["job_id", "status", "status_url"],
+    "properties": {"job_id": {"type": "string", "format": "uuid"},
+                   "status": {"type": "string", "enum": ["WAITING"]},
+                   "phase": {"type": "string"},
+                   "status_url": {"type": "string", "description": "GET it for status, progress and metrics"},
+                   "log_url": {"type": "string"},
+                   "rerun_of": {"type": "string", "format": "uuid", "description": "the job this one reruns"}},
+}
+
+# The 202 answer of an AutoML submission (the Essedum MLOps shape).
+AUTOML_ACCEPTED = {
+    "title": "AutoMLAccepted",
+    "type": "object",
+    "required": ["job_name", "status", "job_id", "status_url"],
+    "properties": {"job_name": {"type": "string"}, "job_arn": {"type": ["string", "null"]},
+                   "status": {"type": "string", "enum": ["Submitted"]}, "job_id": {"type": "string", "format": "uuid"},
+                   "status_url": {"type": "string"}},
+}
+# The 202 answer of a deployment or batch inference: the record in Essedum's shape and the job doing the work.
+RECORD_ACCEPTED = {
+    "title": "RecordAccepted",
+    "type": "object",
+    "required": ["sourceID", "name", "type", "status", "jobId"],
+    "properties": {"sourceID": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"},
+                   "status": {"type": "string"}, "rawPayload": {"type": "string", "description": "JSON text"},
+                   "syncDate": {"type": ["string", "null"]}, "createdOn": {"type": ["string", "null"]},
+                   "jobId": {"type": "string", "format": "uuid", "description": "GET /status/<jobId> follows it"}},
+}
+
 _STRUCTURAL = frozenset({"required", "additionalProperties", "type", "oneOf", "propertyNames"})
 
 

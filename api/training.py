@@ -52,7 +52,7 @@ def normalise_training(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blueprint.post("/api/service/v1/pipelines/training")
-@documented(schemas.TRAINING, status=202, summary="Submit a training job")
+@documented(schemas.TRAINING, status=202, summary="Submit a training job", response_schema=schemas.ACCEPTED)
 def submit_training():
     body = schemas.json_body(schemas.TRAINING)
     job = executor().queue.submit(TRAINING, normalise_training(body))

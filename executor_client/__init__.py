@@ -5,7 +5,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import IO, Any
 
 
 class ExecutorError(Exception):
@@ -36,6 +36,11 @@ class Client:
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
         """Send one request to the executor and return its JSON answer; raise ExecutorError for an error."""
+        with self.open(method, path, body, query) as response:
+            return json.loads(response.read() or b"null")
+
+    def open(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> IO[bytes]:
+        """Send one request and return the open answer to read (a download); raise ExecutorError for an error."""
         params = {key: value for key, value in (query or {}).items() if value is not None}
         url = self.url + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
         data = None if body is None else json.dumps(body).encode("utf-8")
@@ -45,8 +50,7 @@ class Client:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
+            return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             raise ExecutorError(f"{method} {path}: HTTP {exc.code}: {_error_text(exc)}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
@@ -56,6 +60,24 @@ class Client:
     def submit(self, pipeline: dict[str, Any]) -> dict[str, Any]:
         """Submit a pipeline (the body of POST /execute)."""
         return self.request("POST", "/execute", pipeline)
+
+    def train(self, training: dict[str, Any]) -> dict[str, Any]:
+        """Submit a training job (the body of POST /api/service/v1/pipelines/training)."""
+        return self.request("POST", "/api/service/v1/pipelines/training", training)
+
+    def rerun(self, job_id: str, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a job's request again as a new job; a pipeline whose secrets were erased needs them again."""
+        return self.request("POST", f"/api/jobs/{_segment(job_id)}/rerun", secrets or None)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """Return a job with its request, metric history, files and the tail of its log."""
+        return self.request("GET", f"/api/jobs/{_segment(job_id)}")
+
+    def download(self, job_id: str, name: str | None = None) -> IO[bytes]:
+        """Open one output file of a job (a path under model/ or output/), or its model as model.tar.gz."""
+        if name is None:
+            return self.open("GET", f"/api/jobs/{_segment(job_id)}/model.tar.gz")
+        return self.open("GET", f"/api/jobs/{_segment(job_id)}/files/{urllib.parse.quote(name)}")
 
     def status(self, job_id: str) -> dict[str, Any]:
         """Return a job's status, phase, progress and latest metrics."""
@@ -69,9 +91,11 @@ class Client:
         """Ask the executor to stop a job; True when it was cancelled or is stopping."""
         return bool(self.request("POST", f"/execute/{_segment(job_id)}/stop")["Task cancelled"])
 
-    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """List jobs newest first."""
-        return self.request("GET", "/api/jobs", query={"status": status, "kind": kind, "limit": limit})["jobs"]
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 50,
+             name: str | None = None) -> list[dict[str, Any]]:
+        """List jobs newest first, optionally only those whose name contains `name`."""
+        query = {"status": status, "kind": kind, "limit": limit, "name": name}
+        return self.request("GET", "/api/jobs", query=query)["jobs"]
 
 
 def _segment(value: str) -> str:

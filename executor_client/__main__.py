@@ -1,4 +1,7 @@
-"""The executor's command line: submit a pipeline and follow it, list, status, logs, cancel; build an image.
+"""The executor's command line: train, submit a pipeline, follow, rerun, compare, download, list, status, logs,
+cancel; build an image.
+
+A job id may be given as its first characters, as long as they name one job (like git).
 
 Exit status: 0 the job COMPLETED (or the command worked), 1 the job ended in ERROR, 2 usage,
 3 the job was CANCELLED, 4 the executor refused the request or could not be reached, 130 interrupted.
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -32,18 +36,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for each answer")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    train = commands.add_parser("train", help="train a model on a dataset (the bundled script unless --entry-point)")
+    train.add_argument("dataset", help="dataset folder in the executor's storage root, or an s3:// URI")
+    train.add_argument("--name", help="the job's name (default: the dataset folder's name)")
+    train.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                       help="a hyperparameter, e.g. --hp epochs=5 (repeat it for more)")
+    train.add_argument("--metadata-file", help="labels file inside the dataset (default: class folders)")
+    train.add_argument("--instance-type", help="SageMaker instance type (sagemaker backend)")
+    train.add_argument("--instance-count", type=int, help="number of instances")
+    train.add_argument("--spot", action="store_true", help="managed spot training (sagemaker backend)")
+    train.add_argument("--max-runtime", type=int, metavar="SECONDS", help="stop the job after this long")
+    train.add_argument("--entry-point", help="your own script instead of the bundled one (with --source-dir)")
+    train.add_argument("--source-dir", help="folder of your script in the storage root")
     submit = commands.add_parser("submit", help="submit a pipeline (a POST /execute body as JSON)")
     submit.add_argument("pipeline", help="JSON file with the pipeline, or - for standard input")
-    submit.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its outcome")
+    rerun = commands.add_parser("rerun", help="queue a job's request again as a new job")
+    rerun.add_argument("job_id")
+    rerun.add_argument("--secrets", metavar="FILE",
+                       help="JSON with credentials/environment for a pipeline whose secrets were erased when it ended")
     wait = commands.add_parser("wait", help="follow a job to its end and exit with its outcome")
     wait.add_argument("job_id")
-    for follower in (submit, wait):
+    for follower in (train, submit, rerun, wait):
+        if follower is not wait:
+            follower.add_argument("--wait", action="store_true",
+                                  help="follow the job to its end and exit with its outcome")
         follower.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
         follower.add_argument("--no-log", action="store_true", help="do not print the job's log")
+    compare = commands.add_parser("compare", help="final metrics and hyperparameters of jobs side by side")
+    compare.add_argument("job_ids", nargs="+", metavar="job_id")
+    download = commands.add_parser("download", help="download a job's model (model.tar.gz) or one output file")
+    download.add_argument("job_id")
+    download.add_argument("file", nargs="?", help="a path under model/ or output/ (see `status`); default the model")
+    download.add_argument("--output", "-o", help="where to write it (default: the file's name here; - for stdout)")
 
     listing = commands.add_parser("list", help="list jobs, newest first")
     listing.add_argument("--status", choices=sorted(FINAL | {"WAITING", "RUNNING"}))
     listing.add_argument("--kind")
+    listing.add_argument("--name", help="only jobs whose name contains this (any case)")
     listing.add_argument("--limit", type=int, default=50)
     status = commands.add_parser("status", help="show a job's status, phase, progress and metrics")
     status.add_argument("job_id")
@@ -84,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     try:
         return COMMANDS[args.command](client, args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
     except ExecutorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return API_ERROR
@@ -92,14 +124,55 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def submit(client: Client, args: argparse.Namespace) -> int:
+def read_json(name: str, what: str) -> Any:
+    """Read a JSON file (or standard input for -); raise UsageError naming the file."""
     try:
-        text = sys.stdin.read() if args.pipeline == "-" else open(args.pipeline, encoding="utf-8").read()
-        pipeline = json.loads(text)
+        text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()
+        return json.loads(text)
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read the pipeline {args.pipeline}: {exc}", file=sys.stderr)
-        return USAGE
-    job_id = client.submit(pipeline)["task_id"]
+        raise UsageError(f"cannot read the {what} {name}: {exc}") from None
+
+
+class UsageError(Exception):
+    """The command line names something that cannot be used (exit status 2)."""
+
+
+def submit(client: Client, args: argparse.Namespace) -> int:
+    job_id = client.submit(read_json(args.pipeline, "pipeline"))["task_id"]
+    return accepted(client, job_id, args)
+
+
+def parse_hyperparameters(items: list[str]) -> dict[str, str]:
+    """Turn ['epochs=5', 'learning-rate=0.01'] into {'epochs': '5', 'learning-rate': '0.01'}."""
+    pairs = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"--hp {item!r}: write it as NAME=VALUE, e.g. --hp epochs=5")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def train(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name or args.dataset.rstrip("/").rsplit("/", 1)[-1] or "training",
+                            "dataset": args.dataset, "hyperparameters": parse_hyperparameters(args.hp)}
+    optional = {"metadata_file": args.metadata_file, "instance_type": args.instance_type,
+                "instance_count": args.instance_count, "max_runtime_seconds": args.max_runtime,
+                "entry_point": args.entry_point, "source_dir": args.source_dir, "spot": args.spot or None}
+    body.update({key: value for key, value in optional.items() if value is not None})
+    return accepted(client, client.train(body)["job_id"], args)
+
+
+def rerun(client: Client, args: argparse.Namespace) -> int:
+    secrets = read_json(args.secrets, "secrets file") if args.secrets else None
+    answer = client.rerun(args.job_id, secrets)
+    if args.wait:
+        print(f"rerun of {answer['rerun_of']}", file=sys.stderr)
+    return accepted(client, answer["job_id"], args)
+
+
+def accepted(client: Client, job_id: str, args: argparse.Namespace) -> int:
+    """Print the new job's id, or follow it to its end with --wait."""
     if not args.wait:
         print(job_id)
         return 0
@@ -111,28 +184,60 @@ def wait(client: Client, args: argparse.Namespace) -> int:
     return follow(client, args.job_id, args.interval, show_log=not args.no_log)
 
 
+class ProgressLine:
+    """The one-line progress display: redrawn in place on a terminal, else printed once per change."""
+
+    def __init__(self, err: TextIO):
+        self.err = err
+        self.interactive = err.isatty()
+        self.shown = ""
+
+    def show(self, line: str) -> None:
+        if self.interactive:
+            self.err.write("\r\033[K" + line)
+            self.err.flush()
+        elif line != self.shown:
+            print(line, file=self.err, flush=True)
+        self.shown = line
+
+    def clear(self) -> None:
+        """Take the line off the terminal, so that other text starts on a clean line."""
+        if self.interactive and self.shown:
+            self.err.write("\r\033[K")
+            self.err.flush()
+
+    def redraw(self) -> None:
+        if self.interactive and self.shown:
+            self.err.write(self.shown)
+            self.err.flush()
+
+    def end(self) -> None:
+        if self.interactive and self.shown:
+            self.err.write("\n")
+
+
 def follow(client: Client, job_id: str, interval: float, show_log: bool = True, out: TextIO = sys.stdout,
            err: TextIO = sys.stderr) -> int:
     """Show the job's progress (stderr) and log (stdout) until it ends; return its exit status."""
     printed = 0
-    last_line = ""
-    interactive = err.isatty()
+    progress = ProgressLine(err)
     while True:
         job = client.status(job_id)
+        job_id = job["job_id"]  # a prefix was resolved by the executor; ask by the whole id from now on
         if show_log:
-            printed = print_new_log(client.log(job_id), printed, out)
-        line = progress_line(job)
-        if interactive:
-            err.write("\r\033[K" + line)
-            err.flush()
-        elif line != last_line:
-            print(line, file=err, flush=True)
-        last_line = line
+            content = client.log(job_id)
+            if len(content) != printed:
+                progress.clear()
+                printed = print_new_log(content, printed, out)
+                progress.redraw()
+        progress.show(progress_line(job))
         if job["status"] in FINAL:
             break
         time.sleep(interval)
-    if interactive:
-        err.write("\n")
+    progress.end()
+    if job.get("metrics"):
+        print("final metrics: " + "  ".join(f"{name}={format_value(value)}" for name, value in job["metrics"].items()),
+              file=err, flush=True)
     ending = f"job {job_id} {job['status']}"
     if job.get("timestamp") is not None:
         ending += f" after {job['timestamp']:.1f} s"
@@ -152,6 +257,13 @@ def print_new_log(content: str, printed: int, out: TextIO) -> int:
     return len(content)
 
 
+def format_value(value: Any) -> str:
+    """Show a number with 4 significant digits, anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
 def progress_line(job: dict[str, Any]) -> str:
     """Return '[#####.....]  50% epoch 3/6  Training  train_loss=0.333' for a status body."""
     progress = job.get("progress") or {}
@@ -168,7 +280,7 @@ def progress_line(job: dict[str, Any]) -> str:
 
 
 def list_jobs(client: Client, args: argparse.Namespace) -> int:
-    jobs = client.jobs(status=args.status, kind=args.kind, limit=args.limit)
+    jobs = client.jobs(status=args.status, kind=args.kind, limit=args.limit, name=args.name)
     rows = [("ID", "NAME", "KIND", "STATUS", "PHASE", "PROGRESS", "SUBMITTED")]
     for job in jobs:
         percent = job.get("percent")
@@ -185,6 +297,7 @@ def show_status(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(job, indent=2))
         return 0
+    detail = client.job(job["job_id"])
     print(f"job       {job['job_id']} ({job['kind']} on {job['backend']})")
     print(f"name      {job.get('name')}")
     print(f"status    {job['status']}  phase {job['phase']}")
@@ -192,6 +305,12 @@ def show_status(client: Client, args: argparse.Namespace) -> int:
     for key in ("submitted", "started", "finished", "failure_reason"):
         if job.get(key):
             print(f"{key:<9} {job[key]}")
+    if detail.get("eta_seconds") is not None:
+        print(f"eta       {detail['eta_seconds']:.0f} s")
+    for key, value in (detail.get("request") or {}).items():
+        print(f"{key:<9} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    for item in detail.get("files") or []:
+        print(f"file      {item['path']}  ({item['size']} bytes)")
     return 0
 
 
@@ -206,6 +325,38 @@ def show_logs(client: Client, args: argparse.Namespace) -> int:
         if status in FINAL:
             return 0
         time.sleep(args.interval)
+
+
+def compare(client: Client, args: argparse.Namespace) -> int:
+    jobs = [client.job(job_id) for job_id in args.job_ids]
+    header = ["", *(job["job_id"][:8] for job in jobs)]
+    rows = [["name", *(str(job.get("name") or "") for job in jobs)],
+            ["status", *(job["status"] for job in jobs)]]
+    for section, values_of in (("", lambda job: job.get("metrics") or {}),
+                               ("hp.", lambda job: (job.get("request") or {}).get("hyperparameters") or {})):
+        names = sorted({name for job in jobs for name in values_of(job)})
+        rows.extend([section + name, *(format_value(values_of(job).get(name)) for job in jobs)] for name in names)
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    print("  " + "  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip())
+    for row in rows:
+        # A mark where the runs differ, as the dashboard highlights it.
+        mark = "*" if len(set(row[1:])) > 1 else " "
+        print(mark + " " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def download(client: Client, args: argparse.Namespace) -> int:
+    target = args.output or (args.file.rsplit("/", 1)[-1] if args.file else "model.tar.gz")
+    with client.download(args.job_id, args.file) as response:
+        if target == "-":
+            shutil.copyfileobj(response, sys.stdout.buffer)
+            return 0
+        if os.path.exists(target):
+            raise UsageError(f"{target} exists; remove it or choose another name with --output")
+        with open(target, "xb") as handle:
+            shutil.copyfileobj(response, handle, 1 << 20)
+    print(f"wrote {target} ({os.path.getsize(target)} bytes)", file=sys.stderr)
+    return 0
 
 
 def cancel(client: Client, args: argparse.Namespace) -> int:
@@ -238,8 +389,8 @@ def build_image(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"submit": submit, "wait": wait, "list": list_jobs, "status": show_status, "logs": show_logs,
-            "cancel": cancel}
+COMMANDS = {"train": train, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,
+            "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,8 +59,8 @@ def test_a_failed_job_exits_1_with_its_reason(server, tmp_path):
                  url=server.url)
     assert result.returncode == 1
     assert "about to fail" in result.stdout
-    last = result.stderr.splitlines()[-1]
-    assert "ERROR" in last and "exit code 7" in last
+    ending = result.stderr.split("\njob ", 1)[1]  # the reason may run over several lines: its last output
+    assert " ERROR after " in ending and "exit code 7; its last lines:\nabout to fail" in ending
 
 
 def test_cancel_stops_a_job_and_wait_exits_3(server, tmp_path):
@@ -86,6 +90,8 @@ def test_list_status_and_logs(server, tmp_path):
     assert header.split() == ["ID", "NAME", "KIND", "STATUS", "PHASE", "PROGRESS", "SUBMITTED"]
     assert row.split()[:6] == [job_id, "listed-run", "pipeline", "COMPLETED", "Completed", "100%"]
     assert cli("list", "--status", "WAITING", url=server.url).stdout.splitlines()[1:] == []
+    assert cli("list", "--name", "LISTED", url=server.url).stdout.splitlines()[1].split()[0] == job_id
+    assert cli("list", "--name", "nothing-like-it", url=server.url).stdout.splitlines()[1:] == []
 
     status = cli("status", job_id, "--json", url=server.url)
     assert json.loads(status.stdout)["metrics"]["train_loss"] == 0.5
@@ -142,6 +148,128 @@ def test_the_client_never_follows_a_redirect_to_another_server():
     assert result.returncode == 4
     assert "refusing to follow a redirect" in result.stderr
     assert [port for port, _, _ in Redirector.hits] == [first.server_address[1]]
+
+
+def make_digits(folder: Path, limit: int) -> None:
+    subprocess.run([sys.executable, str(ROOT / "training_scripts" / "make_digits_dataset.py"), str(folder),
+                    "--limit", str(limit)], check=True, capture_output=True, timeout=120)
+
+
+def test_train_wait_then_download_and_rerun_the_bundled_script_by_id_prefix(server, data_dir, tmp_path):
+    make_digits(data_dir / "storage" / "datasets" / "digits", 200)
+    trained = cli("train", "datasets/digits", "--hp", "epochs=2", "--hp", "image-size=16", "--wait", "--interval",
+                  "0.2", "--no-log", url=server.url, timeout=180)
+    assert trained.returncode == 0, trained.stderr
+    job_id = trained.stderr.splitlines()[0].split()[-1]
+    assert "epoch 2/2  COMPLETED / Completed" in trained.stderr
+    final_metrics = next(line for line in trained.stderr.splitlines() if line.startswith("final metrics: "))
+    assert "val_accuracy=" in final_metrics and "val_auc=" in final_metrics
+
+    status = cli("status", job_id[:7], url=server.url)
+    assert status.returncode == 0 and f"job       {job_id} (training on local)" in status.stdout
+    assert '"epochs": "2"' in status.stdout and "file      model/model.pt" in status.stdout
+
+    archive = tmp_path / "model.tar.gz"
+    downloaded = cli("download", job_id[:7], "--output", str(archive), url=server.url)
+    assert downloaded.returncode == 0, downloaded.stderr
+    with tarfile.open(archive) as tar:
+        assert {"model.pt", "code/inference.py"} <= set(tar.getnames())
+    single = tmp_path / "metrics.json"
+    assert cli("download", job_id[:7], "model/metrics.json", "-o", str(single), url=server.url).returncode == 0
+    assert "val_accuracy" in json.loads(single.read_text())
+    again = cli("download", job_id[:7], "model/metrics.json", "-o", str(single), url=server.url)
+    assert again.returncode == 2 and "exists" in again.stderr  # never overwrites a file
+
+    rerun = cli("rerun", job_id[:7], "--wait", "--interval", "0.2", "--no-log", url=server.url, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stderr.splitlines()[0] == f"rerun of {job_id}"
+
+
+def test_compare_puts_final_metrics_and_hyperparameters_side_by_side_marking_differences(server, tmp_path):
+    ids = []
+    for epochs in ("2", "4"):
+        result = cli("submit", pipeline_file(tmp_path, "demo", f"python run.py {epochs}", name=f"run-{epochs}"),
+                     "--wait", "--interval", "0.2", "--no-log", url=server.url)
+        assert result.returncode == 0, result.stderr
+        ids.append(result.stderr.splitlines()[0].split()[-1])
+    compared = cli("compare", ids[0][:6], ids[1][:6], url=server.url)
+    assert compared.returncode == 0, compared.stderr
+    lines = {line[2:].split()[0]: line for line in compared.stdout.splitlines()[1:]}
+    assert lines["name"].split() == ["*", "name", "run-2", "run-4"]
+    assert lines["status"].split() == ["status", "COMPLETED", "COMPLETED"]  # the same: no mark
+    assert lines["train_loss"].split() == ["*", "train_loss", "0.5", "0.25"]
+
+
+def test_an_ambiguous_or_unknown_prefix_is_refused_with_the_executors_message(server):
+    unknown = cli("status", "ffff0", url=server.url)
+    assert unknown.returncode == 4 and "HTTP 404" in unknown.stderr
+    too_short = cli("status", "ab", url=server.url)
+    assert too_short.returncode == 4 and "first 4 characters" in too_short.stderr
+
+
+def test_on_a_terminal_the_progress_line_is_cleared_before_log_text_and_redrawn_after(server, tmp_path):
+    controller, terminal = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("EXECUTOR_")}
+    env.update(EXECUTOR_URL=server.url, EXECUTOR_API_TOKEN=TOKEN)
+    process = subprocess.Popen([sys.executable, "-m", "executor_client", "submit",
+                                pipeline_file(tmp_path, "demo", "python run.py 4 0.4"), "--wait", "--interval", "0.1"],
+                               cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the client exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    lines = terminal_lines(screen.decode())
+    bars = [line for line in lines if re.match(r"\[[#.]{24}\]", line)]
+    log_lines = [line for line in lines if "epoch=" in line and line not in bars]
+    assert [line.split()[0] for line in log_lines] == ["epoch=1/4", "epoch=2/4", "epoch=3/4", "epoch=4/4"]
+    # What stays on the screen: each log line whole and on its own, the bar once, last, at 100%.
+    assert len(bars) == 1 and bars[0].startswith("[########################] 100.0%  epoch 4/4"), lines
+    assert lines.index(bars[0]) > lines.index(log_lines[-1])
+
+
+def terminal_lines(text: str) -> list[str]:
+    """Return the lines a terminal shows after this output: \r returns to column 0, ESC[K erases to the end."""
+    lines: list[str] = []
+    line: list[str] = []
+    column = index = 0
+    while index < len(text):
+        if text.startswith("\x1b[K", index):
+            del line[column:]
+            index += 3
+            continue
+        char = text[index]
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append("".join(line))
+            line, column = [], 0
+        else:
+            line[column:column + 1] = [char]
+            column += 1
+        index += 1
+    return lines + ["".join(line)] if line else lines
+
+
+def test_the_documented_example_pipeline_runs_as_written(service, data_dir):
+    documented = (ROOT / "examples" / "pipeline" / "README.md").read_text()
+    assert "cp -r examples/pipeline data/storage/examples/" in documented
+    command = "python -m executor_client submit examples/pipeline/pipeline.json --wait"
+    assert command in documented and command in (ROOT / "docs" / "operations.md").read_text()
+    # The copy the README makes, into this service's storage root (data/storage under its data folder).
+    shutil.copytree(ROOT / "examples" / "pipeline", data_dir / "storage" / "examples" / "pipeline")
+    server = service(data_dir, env={"EXECUTOR_API_TOKEN": TOKEN})
+    result = cli(*command.split()[3:], "--interval", "0.2", url=server.url)
+    assert result.returncode == 0, result.stderr
+    assert "epoch=3/3 train_loss=" in result.stdout
+    assert "report.txt" in cli("status", result.stderr.splitlines()[0].split()[-1], url=server.url).stdout
 
 
 def test_build_image_runs_the_container_builder_with_docker(tmp_path, monkeypatch):

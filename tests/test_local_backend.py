@@ -151,6 +151,36 @@ def test_bad_training_requests_name_the_field(client, app, body, field):
     assert response.get_json()["field"] == field
 
 
+FAILING_SCRIPT = """
+import os, sys
+print("epoch=1/3 train_loss=0.5", flush=True)
+for number in range(100):
+    print(f"warning {number}: noise before the cause", file=sys.stderr, flush=True)
+print("", file=sys.stderr, flush=True)
+print("using key", os.environ["STORAGE_KEY"], file=sys.stderr, flush=True)
+print("x" * 490 + os.environ["STORAGE_KEY"], file=sys.stderr, flush=True)  # the line is cut inside the secret
+raise ValueError("column 'label' has 3 classes, the model needs 2")
+"""
+
+
+def test_a_failing_script_is_reported_with_its_last_lines_and_no_secret(live_server):
+    server = live_server()
+    folder = write_pipeline(server.storage_root, "failing", FAILING_SCRIPT)
+    _, accepted = server.request("POST", "/execute", pipeline_body(
+        folder, "python pipe1.py", environment={"STORAGE_KEY": "k3y-Value-Never-Shown"}))
+    final = wait_final(server, accepted["task_id"])
+    reason = final["failure_reason"]
+    assert final["task_status"] == "ERROR"
+    assert reason.startswith("the script failed with exit code 1; its last lines:\n")
+    assert reason.endswith("ValueError: column 'label' has 3 classes, the model needs 2")
+    assert "Traceback (most recent call last):" in reason
+    assert "k3y-Value" not in reason and "Never-Shown" not in reason and "using key" in reason
+    assert "warning 99" in reason and "warning 80" not in reason  # a bounded tail, the end kept
+    assert "epoch=1/3" not in reason  # metric lines are progress, not the cause
+    _, log = server.request("GET", f"/execute/{accepted['task_id']}/getLog")
+    assert "warning 0: noise" in log["logs"]["content"]
+
+
 def test_jobs_running_together_share_the_cores(live_server):
     server = live_server()
     root = server.executor.config.storage_root

@@ -48,5 +48,41 @@ const Dashboard = (() => {
     target.hidden = !error;
   }
 
-  return {FINAL, el, duration, cost, badge, progressBar, showError};
+  function size(bytes) {
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let value = bytes, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+  }
+
+  // Fetch a file with the token (a plain link could not send it) and hand it to the browser as a download.
+  async function download(url, name) {
+    const response = await ExecutorAuth.fetch(url);
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error || `${response.status} ${response.statusText}`);
+    }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  }
+
+  // A request as [name, text] rows, each hyperparameter on its own row.
+  function requestRows(request) {
+    const rows = [];
+    for (const [key, value] of Object.entries(request || {})) {
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        for (const [name, inner] of Object.entries(value)) rows.push([`${key}.${name}`, String(inner)]);
+      } else {
+        rows.push([key, Array.isArray(value) ? value.join(", ") : String(value)]);
+      }
+    }
+    return rows;
+  }
+
+  return {FINAL, el, duration, cost, badge, progressBar, showError, size, download, requestRows};
 })();

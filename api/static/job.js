@@ -1,62 +1,49 @@
-// One job: summary, loss and accuracy charts (inline SVG), latest metrics, live log tail, events.
+// One job: summary with times and ETA, its request, metrics charted by family, artifacts to download,
+// the live log tail and events; Run again and Cancel.
 "use strict";
 (() => {
-  const {el, duration, cost, badge, progressBar, showError, FINAL} = Dashboard;
-  const SVG = "http://www.w3.org/2000/svg";
-  const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
-  const W = 480, H = 240, PAD = {left: 48, right: 12, top: 12, bottom: 28};
+  const {el, duration, cost, badge, progressBar, showError, FINAL, size, download, requestRows} = Dashboard;
+  const body = document.body.dataset;
   let timer = null;
+  let drawnHistory = "";
 
-  function svg(tag, attributes, text) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [key, value] of Object.entries(attributes || {})) node.setAttribute(key, String(value));
-    if (text !== undefined) node.textContent = String(text);
-    return node;
+  function drawCharts(history, epochs) {
+    const key = JSON.stringify([history, epochs]);
+    if (key === drawnHistory) return;  // redraw only when a new point arrived
+    drawnHistory = key;
+    const metrics = Charts.byMetric(history);
+    const families = new Map();
+    for (const [name, points] of metrics) {
+      const family = Charts.family(name);
+      if (!families.has(family)) families.set(family, []);
+      families.get(family).push({name, points});
+    }
+    const target = document.getElementById("charts");
+    target.replaceChildren(...[...families.entries()].map(([family, series]) => {
+      const figure = Charts.figure(family, `${family} by epoch`);
+      Charts.draw(figure, series, epochs);
+      return figure;
+    }));
+    // A job that reports no metrics (most pipelines) has no charts rather than empty ones.
+    document.getElementById("charts-section").hidden = families.size === 0;
   }
 
-  // Group metric rows {name, value, step} into series {name: [[x, y], ...]} for the names that match.
-  function seriesOf(history, pattern) {
-    const series = new Map();
-    history.forEach((point, index) => {
-      if (!pattern.test(point.name) || point.value === null) return;
-      if (!series.has(point.name)) series.set(point.name, []);
-      series.get(point.name).push([point.step ?? index, point.value]);
-    });
-    return series;
-  }
-
-  function drawChart(target, series) {
-    target.replaceChildren();
-    const points = [...series.values()].flat();
-    if (!points.length) {
-      target.appendChild(svg("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "muted"}, "no data yet"));
-      return;
-    }
-    const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-    let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    if (x0 === x1) x1 = x0 + 1;
-    if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
-    const sx = (x) => PAD.left + ((x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
-    const sy = (y) => H - PAD.bottom - ((y - y0) / (y1 - y0)) * (H - PAD.top - PAD.bottom);
-    target.appendChild(svg("rect", {x: PAD.left, y: PAD.top, width: W - PAD.left - PAD.right,
-                                    height: H - PAD.top - PAD.bottom, class: "plot"}));
-    for (const y of [y0, (y0 + y1) / 2, y1]) {
-      target.appendChild(svg("line", {x1: PAD.left, x2: W - PAD.right, y1: sy(y), y2: sy(y), class: "grid"}));
-      target.appendChild(svg("text", {x: PAD.left - 4, y: sy(y) + 4, "text-anchor": "end", class: "axis"},
-                             y.toPrecision(3)));
-    }
-    target.appendChild(svg("text", {x: PAD.left, y: H - 8, class: "axis"}, `epoch ${x0}`));
-    target.appendChild(svg("text", {x: W - PAD.right, y: H - 8, "text-anchor": "end", class: "axis"}, `epoch ${x1}`));
-    [...series.entries()].forEach(([name, values], index) => {
-      const color = COLORS[index % COLORS.length];
-      target.appendChild(svg("polyline", {points: values.map(([x, y]) => `${sx(x)},${sy(y)}`).join(" "),
-                                          fill: "none", stroke: color, "stroke-width": 2, "data-series": name}));
-      for (const [x, y] of values) target.appendChild(svg("circle", {cx: sx(x), cy: sy(y), r: 3, fill: color}));
-      const legendY = PAD.top + 14 + index * 16;
-      target.appendChild(svg("rect", {x: W - PAD.right - 134, y: legendY - 12, width: 130, height: 16, class: "legend-bg"}));
-      target.appendChild(svg("rect", {x: W - PAD.right - 130, y: legendY - 9, width: 10, height: 10, fill: color}));
-      target.appendChild(svg("text", {x: W - PAD.right - 115, y: legendY, class: "legend"}, name));
-    });
+  function renderFiles(files) {
+    document.querySelector("#files tbody").replaceChildren(...files.map((file) => {
+      const tr = document.createElement("tr");
+      const button = el("button", "Download", "link");
+      button.type = "button";
+      button.dataset.path = file.path;
+      button.addEventListener("click", () => download(body.files + file.path.split("/").map(encodeURIComponent).join("/"),
+                                                      file.path.split("/").pop()).catch(showError));
+      const action = el("td");
+      action.appendChild(button);
+      tr.append(el("td", file.path), el("td", size(file.size)), action);
+      return tr;
+    }));
+    document.getElementById("files").hidden = files.length === 0;
+    document.getElementById("no-files").hidden = files.length > 0;
+    document.getElementById("download-model").hidden = !files.some((file) => file.path.startsWith("model/"));
   }
 
   function render(job) {
@@ -65,21 +52,39 @@
     document.getElementById("status").replaceWith(Object.assign(badge(job.status), {id: "status"}));
     document.getElementById("phase").textContent = job.phase;
     document.getElementById("progress").replaceChildren(progressBar(job.percent, job.epoch, job.epochs));
-    document.getElementById("elapsed").textContent = duration(job.elapsed_seconds);
+    for (const key of ["submitted", "started", "finished"]) {
+      document.getElementById(key).textContent = (job[key] || "–").slice(0, 19);
+    }
+    const eta = job.eta_seconds === null || job.eta_seconds === undefined ? "" : ` · about ${duration(job.eta_seconds)} left`;
+    document.getElementById("elapsed").textContent = duration(job.elapsed_seconds) + eta;
     document.getElementById("cost").textContent = cost(job.cost_usd);
     document.getElementById("kind").textContent = `${job.kind} on ${job.backend}`;
     document.getElementById("job-id").textContent = job.job_id;
     document.getElementById("cancel").hidden = FINAL.has(job.status);
+    const origin = job.details && job.details.rerun_of;
+    document.getElementById("rerun-of").hidden = !origin;
+    if (origin) {
+      const link = document.getElementById("rerun-of-link");
+      link.textContent = origin;
+      link.href = body.jobPage + encodeURIComponent(origin);
+    }
     const failure = document.getElementById("failure");
     failure.textContent = job.failure_reason || "";
     failure.hidden = !job.failure_reason;
-    drawChart(document.getElementById("loss-chart"), seriesOf(job.metric_history, /loss/i));
-    drawChart(document.getElementById("accuracy-chart"), seriesOf(job.metric_history, /acc/i));
-    document.querySelector("#metrics tbody").replaceChildren(...Object.entries(job.metrics).map(([name, value]) => {
+    document.querySelector("#request tbody").replaceChildren(...requestRows(job.request).map(([name, value]) => {
       const tr = document.createElement("tr");
-      tr.append(el("th", name), el("td", value === null ? "–" : Number(value).toPrecision(4)));
+      tr.append(el("th", name), el("td", value));
       return tr;
     }));
+    const metrics = Object.entries(job.metrics);
+    document.querySelector("#metrics tbody").replaceChildren(...metrics.map(([name, value]) => {
+      const tr = document.createElement("tr");
+      tr.append(el("th", name), el("td", value === null ? "–" : Charts.format(value)));
+      return tr;
+    }));
+    document.getElementById("no-metrics").hidden = metrics.length > 0;
+    drawCharts(job.metric_history, job.epochs);
+    renderFiles(job.files);
     const log = document.getElementById("log");
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent = job.log_tail;
@@ -94,7 +99,7 @@
 
   async function refresh() {
     try {
-      const job = await ExecutorAuth.json(document.body.dataset.api);
+      const job = await ExecutorAuth.json(body.api);
       render(job);
       showError(null);
       if (FINAL.has(job.status) && timer !== null) {
@@ -110,12 +115,22 @@
   document.getElementById("cancel").addEventListener("click", async () => {
     if (!window.confirm("Cancel this job?")) return;
     try {
-      await ExecutorAuth.json(document.body.dataset.stop, {method: "POST"});
+      await ExecutorAuth.json(body.stop, {method: "POST"});
       refresh();
     } catch (error) {
       showError(error);
     }
   });
+  document.getElementById("rerun").addEventListener("click", async () => {
+    try {
+      const answer = await ExecutorAuth.json(body.rerun, {method: "POST"});
+      location.href = body.jobPage + encodeURIComponent(answer.job_id);
+    } catch (error) {
+      showError(error);
+    }
+  });
+  document.getElementById("download-model").addEventListener("click",
+    () => download(body.model, "model.tar.gz").catch(showError));
   ExecutorAuth.token();
   refresh();
   timer = setInterval(refresh, 2000);

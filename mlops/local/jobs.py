@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 CHANNEL = "training"
 CURRENT_HOST = "algo-1"
 FAILURE_TEXT_LIMIT = 4000
+TAIL_TEXT_CHARS = 3000
 INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
@@ -96,6 +97,7 @@ class LocalBackend(Backend):
         self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
         self._output_failures: dict[str, str] = {}
+        self._output_tails: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
@@ -214,14 +216,16 @@ class LocalBackend(Backend):
     def _follow_output(self, ctx: JobContext, process: JobProcess) -> None:
         follower = OutputFollower(ctx)
         follower.follow(process.lines())
-        if follower.failure:
-            with self._lock:
+        with self._lock:
+            self._output_tails[ctx.job_id] = list(follower.tail)
+            if follower.failure:
                 self._output_failures[ctx.job_id] = follower.failure
 
     def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
         with self._lock:
             reason = self._stop_reasons.pop(ctx.job_id, None)
             output_failure = self._output_failures.pop(ctx.job_id, None)
+            tail = self._output_tails.pop(ctx.job_id, [])
         if reason == "cancelled" or ctx.cancel_requested():
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif reason == "shutdown":
@@ -231,7 +235,7 @@ class LocalBackend(Backend):
         elif reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
         elif returncode != 0:
-            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode))
+            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode, tail))
         else:
             ctx.finish(JobStatus.COMPLETED)
 
@@ -246,7 +250,8 @@ class LocalBackend(Backend):
             logger.warning("job %s: %s", ctx.job_id, ctx.redact(str(exc)))
             ctx.merge_details(publish_error=ctx.redact(str(exc)))
 
-    def _failure_reason(self, layout: ContainerLayout, returncode: int) -> str:
+    def _failure_reason(self, layout: ContainerLayout, returncode: int, tail: list[str]) -> str:
+        """Say why the script failed: its own output/failure file, else the exit code and its last lines."""
         try:
             data, _size = read_bounded(layout.root, layout.failure.relative_to(layout.root), FAILURE_TEXT_LIMIT)
             written = data.decode("utf-8", errors="replace").strip()
@@ -256,7 +261,13 @@ class LocalBackend(Backend):
             exit_text = f"killed by signal {-returncode}"
         else:
             exit_text = f"exit code {returncode}"
-        return f"{written} ({exit_text})" if written else f"the script failed with {exit_text}"
+        if written:
+            return f"{written} ({exit_text})"
+        if not tail:
+            return f"the script failed with {exit_text}"
+        # The end of its output holds the cause (a traceback ends with its exception); already redacted.
+        cause = "\n".join(tail)[-TAIL_TEXT_CHARS:]
+        return f"the script failed with {exit_text}; its last lines:\n{cause}"
 
     # -- the container contract ------------------------------------------------------------------
 

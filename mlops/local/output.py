@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Iterable
 
 from db import StoreError
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
 LOG_BATCH_BYTES = 1 << 16
+# A failure reason carries the job's last lines: enough for a traceback's last frames and its exception.
+TAIL_LINES = 12
+TAIL_LINE_CHARS = 500
 
 
 class OutputFollower:
@@ -37,6 +41,8 @@ class OutputFollower:
         self._buffer_lock = threading.Lock()
         # Held for a whole flush, so that batches reach the log in the order they were read.
         self._flush_lock = threading.Lock()
+        #: The job's last lines that are neither blank nor metric lines, secrets redacted.
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def follow(self, lines: Iterable[str]) -> None:
         """Read the output's lines to their end, writing what they hold as it goes."""
@@ -68,6 +74,9 @@ class OutputFollower:
             epoch, epochs, metrics = parsed
             self._metrics.extend((name, value, epoch) for name, value in metrics.items())
             self._progress = progress_of(epoch, epochs)
+        elif line.strip():
+            # Redacted before it is cut: a cut through a secret would leave a piece no redaction matches.
+            self.tail.append(self.ctx.redact(line)[:TAIL_LINE_CHARS])
 
     def flush(self) -> None:
         """Write the lines, metrics and progress read since the last flush."""

@@ -1,0 +1,87 @@
+"""Downloads of a job's outputs: any regular file under its model/ and output/ folders, and the model as model.tar.gz.
+
+Files are streamed from the job's folder on this machine (a SageMaker job's model stays in S3; the
+answer says where), opened without following links
+(mlops/job_files.py): a job's code could have planted a link to any file of the executor.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from flask import Blueprint, Response, jsonify, stream_with_context
+
+from api.docs import documented
+from api.execute import find_job
+from db import Job
+from mlops.errors import NotFound
+from mlops.job_outputs import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
+
+blueprint = Blueprint("downloads", __name__)
+
+FILE_LIST_SCHEMA = {
+    "title": "JobFiles", "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {
+        "type": "object", "required": ["path", "size"],
+        "properties": {"path": {"type": "string", "description": "relative to the job folder: model/… or output/…"},
+                       "size": {"type": "integer"}}}}},
+}
+
+
+def job_folder(job: Job) -> Path:
+    """Return the job's folder on this machine; 404 when it has none (a job that never started here)."""
+    folder = Path(job.output_dir)
+    if not folder.is_dir():
+        raise NotFound("job_id", f"job {job.id} has no folder on this machine{_elsewhere(job)}")
+    return folder
+
+
+def _elsewhere(job: Job) -> str:
+    where = job.artifacts.get("model") or job.artifacts.get("output_path")
+    return f"; its outputs are at {where}" if where else ""
+
+
+def _download(chunks: Iterator[bytes], filename: str, mimetype: str, size: int | None = None) -> Response:
+    response = Response(stream_with_context(chunks), mimetype=mimetype, direct_passthrough=True)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if size is not None:
+        response.headers["Content-Length"] = str(size)
+    return response
+
+
+@blueprint.get("/api/jobs/<job_id>/files")
+@documented(response_schema=FILE_LIST_SCHEMA)
+def list_files(job_id: str):
+    """List the regular files of a job's outputs (model/ and output/) with their sizes."""
+    folder = job_folder(find_job(job_id))
+    return jsonify(files=[{"path": item.path, "size": item.size} for item in list_outputs(folder)])
+
+
+@blueprint.get("/api/jobs/<job_id>/files/<path:name>")
+@documented(binary=True)
+def download_file(job_id: str, name: str):
+    """Download one file of a job's outputs (a path under model/ or output/), streamed."""
+    folder = job_folder(find_job(job_id))
+    try:
+        handle, size = open_output(folder, name)
+    except NotAnOutputFile as exc:
+        raise NotFound("name", str(exc)) from None
+
+    def chunks():
+        with handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
+
+    return _download(chunks(), Path(name).name, "application/octet-stream", size)
+
+
+@blueprint.get("/api/jobs/<job_id>/model.tar.gz")
+@documented(binary=True)
+def download_model(job_id: str):
+    """Download a job's model folder as model.tar.gz (the SageMaker model artifact's layout), streamed."""
+    job = find_job(job_id)
+    folder = job_folder(job)
+    if not list_outputs(folder, ("model",)):
+        raise NotFound("job_id", f"job {job.id} has no model files on this machine (yet){_elsewhere(job)}")
+    return _download(model_archive(folder), "model.tar.gz", "application/gzip")

@@ -1,0 +1,62 @@
+"""Rerun: queue a job's stored request again as a new job, with its secrets still sealed or sent anew."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from api import schemas
+from api.docs import documented
+from api.execute import find_job, split_pipeline
+from api.views import executor
+from db import Job
+from mlops.base import PIPELINE, TRAINING
+from mlops.errors import Conflict, InvalidRequest, MalformedRequest
+
+blueprint = Blueprint("rerun", __name__)
+
+RERUN = {
+    "title": "Rerun",
+    "description": "Optional. The secrets of a job are erased when it ends: a pipeline that needs them "
+                   "(storage other than local, or environment variables) is rerun with them sent again.",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {key: schemas.EXECUTE["properties"][key] for key in ("credentials", "environment", "configs")},
+}
+RERUNNABLE = (PIPELINE, TRAINING)
+
+
+def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
+    """Return the secrets the new run gets: those sent, else those the job still holds, else none if it needs none."""
+    sealed = executor().store.secrets(job.id)
+    if not sent and sealed is not None:
+        return executor().secret_box.open(sealed)
+    needed = [name for name, needs in (("credentials", job.request.get("storage", "local") != "local"),
+                                        ("environment", bool(job.request.get("environment_keys")))) if needs]
+    missing = [name for name in needed if not sent.get(name)]
+    if missing:
+        raise Conflict(missing[0], f"this job's {' and '.join(missing)} were erased when it ended; "
+                                   "send them in the rerun body")
+    if job.kind != PIPELINE:
+        return {}
+    _, secrets = split_pipeline({**job.request, "credentials": sent.get("credentials") or {},
+                                 "environment": sent.get("environment"), "configs": sent.get("configs")})
+    return secrets
+
+
+@blueprint.post("/api/jobs/<job_id>/rerun")
+@documented(RERUN, status=202, response_schema=schemas.ACCEPTED, optional_body=True)
+def rerun(job_id: str):
+    """Queue a job's request again as a new job (pipelines and training)."""
+    job = find_job(job_id)
+    if job.kind not in RERUNNABLE:
+        raise InvalidRequest("job_id", f"a {job.kind} job is rerun through its own route, not here")
+    sent = schemas.json_body(RERUN) if request.get_data(cache=True) else {}
+    if sent and job.kind != PIPELINE:
+        raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
+    new = executor().queue.submit(job.kind, dict(job.request), secrets_for_rerun(job, sent))
+    executor().store.merge_details(new.id, rerun_of=job.id)
+    status_url = url_for("training.status", job_id=new.id)
+    return jsonify(job_id=new.id, status=new.status.value, phase=new.phase, status_url=status_url,
+                   log_url=url_for("execute.get_log", task_id=new.id), rerun_of=job.id), 202, \
+        {"Location": status_url}

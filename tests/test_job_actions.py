@@ -1,0 +1,175 @@
+"""Job ids by prefix, rerun, and downloads of a job's outputs (safe against links and traversal), on a real server."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+import urllib.request
+
+import pytest
+
+from conftest import pipeline_body, wait_final, write_pipeline
+from db import JobStatus
+
+OUTPUT_SCRIPT = """
+import os
+model, data = os.environ["SM_MODEL_DIR"], os.environ["SM_OUTPUT_DATA_DIR"]
+os.makedirs(os.path.join(model, "code"), exist_ok=True)
+with open(os.path.join(model, "model.pt"), "wb") as handle:
+    handle.write(bytes(range(256)) * 4096)
+with open(os.path.join(model, "code", "inference.py"), "w") as handle:
+    handle.write("def model_fn(model_dir): pass\\n")
+with open(os.path.join(data, "report.txt"), "w") as handle:
+    handle.write("accuracy 0.9")
+# What a hostile job would try: links out of its folder to the executor's files, and a FIFO.
+secret = os.path.join(os.environ["SM_MODEL_DIR"], "..", "..", "..", "outside.txt")
+os.symlink(secret, os.path.join(model, "stolen.key"))
+os.symlink(os.path.dirname(secret), os.path.join(data, "executor"))
+os.mkfifo(os.path.join(data, "pipe"))
+print("secret key readable by the job:", os.path.exists(secret), flush=True)
+"""
+
+
+@pytest.fixture
+def server(live_server):
+    server = live_server()
+    write_pipeline(server.storage_root, "outputs", OUTPUT_SCRIPT, name="make.py")
+    write_pipeline(server.storage_root, "hello", "import os\nprint('HELLO_SET', 'HELLO' in os.environ, flush=True)\n",
+                   name="hello.py")
+    return server
+
+
+def run(server, folder: str, command: str, **changes) -> str:
+    status, body = server.request("POST", "/execute", pipeline_body(folder, command, **changes))
+    assert status == 201, body
+    assert wait_final(server, body["task_id"])["task_status"] == "COMPLETED"
+    return body["task_id"]
+
+
+def download(server, path: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=30) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+def test_a_unique_prefix_names_a_job_everywhere_and_an_ambiguous_one_is_refused(server):
+    job_id = run(server, "hello", "python hello.py")
+    status, body = server.request("GET", f"/status/{job_id[:6]}")
+    assert status == 200 and body["job_id"] == job_id
+    assert server.request("GET", f"/execute/{job_id[:6].upper()}/getStatus")[1]["task_id"] == job_id
+    assert server.request("GET", f"/api/jobs/{job_id[:8]}")[1]["job_id"] == job_id
+
+    store = server.executor.store
+    for twin in ("abcd1111-0000-4000-8000-000000000000", "abcd2222-0000-4000-8000-000000000000"):
+        # Stored as ended jobs: two ids that share a prefix, not work for the queue.
+        store.create_job(twin, kind="pipeline", backend="local", request={"name": twin}, secrets=None,
+                         log_path=str(server.storage_root / "twin.log"), output_dir=str(server.storage_root))
+        store.transition(twin, JobStatus.CANCELLED, expected=JobStatus.WAITING)
+    status, body = server.request("GET", "/status/abcd")
+    assert status == 409 and body["field"] == "task_id" and len(body["candidates"]) == 2
+    assert server.request("GET", "/status/abcd2")[1]["job_id"].startswith("abcd2222")
+    assert server.request("GET", "/status/abc")[0] == 400  # too short to be typed on purpose
+    assert server.request("GET", "/status/ffff9")[0] == 404
+
+
+def test_rerun_queues_the_same_request_as_a_new_job_and_never_echoes_secrets(server, data_dir):
+    first = run(server, "hello", "python hello.py")
+    status, body = server.request("POST", f"/api/jobs/{first[:8]}/rerun")
+    assert status == 202, body
+    assert body["rerun_of"] == first and body["job_id"] != first and body["status"] == "WAITING"
+    assert wait_final(server, body["job_id"])["task_status"] == "COMPLETED"
+    _, rerun = server.request("GET", f"/status/{body['job_id']}")
+    assert rerun["details"]["rerun_of"] == first and rerun["name"] == "pipe1"
+    assert "s3cr3t" not in str(body) + str(rerun)
+
+
+def test_a_rerun_of_a_pipeline_whose_secrets_were_erased_asks_for_them(server):
+    first = run(server, "hello", "python hello.py", environment={"HELLO": "hidden-value-42"})
+    status, body = server.request("POST", f"/api/jobs/{first}/rerun")
+    assert status == 409 and body["field"] == "environment" and "erased" in body["error"]
+    status, body = server.request("POST", f"/api/jobs/{first}/rerun", {"environment": {"HELLO": "again-43"}})
+    assert status == 202, body
+    assert wait_final(server, body["job_id"])["task_status"] == "COMPLETED"
+    _, log = server.request("GET", f"/execute/{body['job_id']}/getLog")
+    assert "HELLO_SET True" in log["logs"]["content"]
+    assert "again-43" not in str(server.request("GET", f"/status/{body['job_id']}")[1])
+
+
+def test_downloads_stream_regular_output_files_and_never_follow_links(server, data_dir):
+    job_id = run(server, "outputs", "python make.py")
+    (data_dir / "outside.txt").write_bytes(b"EXECUTOR-SECRET")  # a file of the executor's, beside its key file
+
+    _, listing = server.request("GET", f"/api/jobs/{job_id}/files")
+    assert [item["path"] for item in listing["files"]] == [
+        "model/code/inference.py", "model/model.pt", "output/data/report.txt"]
+    status, content, headers = download(server, f"/api/jobs/{job_id[:8]}/files/model/model.pt")
+    assert status == 200 and content == bytes(range(256)) * 4096
+    assert headers["Content-Disposition"] == 'attachment; filename="model.pt"'
+    assert download(server, f"/api/jobs/{job_id}/files/output/data/report.txt")[1] == b"accuracy 0.9"
+
+    for hostile in ("model/stolen.key", "output/data/executor/outside.txt", "output/data/pipe",
+                    "model/../../../outside.txt", "model/%2e%2e/%2e%2e/%2e%2e/outside.txt", "code/make.py",
+                    "input/config/hyperparameters.json", "job.log", "model"):
+        status, content, _ = download(server, f"/api/jobs/{job_id}/files/{hostile}")
+        assert status == 404, hostile
+        assert b"EXECUTOR-SECRET" not in content
+
+    status, archive, headers = download(server, f"/api/jobs/{job_id}/model.tar.gz")
+    assert status == 200 and headers["Content-Type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["code/inference.py", "model.pt"]
+        assert tar.extractfile("model.pt").read() == bytes(range(256)) * 4096
+
+
+def test_a_job_without_model_files_has_no_model_archive(server):
+    job_id = run(server, "hello", "python hello.py")
+    assert download(server, f"/api/jobs/{job_id}/model.tar.gz")[0] == 404
+
+
+def test_the_jobs_list_filters_by_name_and_day_and_carries_latest_metrics(server):
+    first = run(server, "hello", "python hello.py", name="Digits-small")
+    run(server, "hello", "python hello.py", name="other")
+    _, body = server.request("GET", "/api/jobs?name=digits")
+    assert [job["id"] for job in body["jobs"]] == [first]
+    assert body["jobs"][0]["metrics"] == {}
+    assert server.request("GET", "/api/jobs?from=2000-01-01&to=2000-01-02")[1]["jobs"] == []
+    assert len(server.request("GET", "/api/jobs?from=2000-01-01")[1]["jobs"]) == 2
+    assert server.request("GET", "/api/jobs?from=yesterday")[0] == 400
+
+
+def test_root_sends_a_browser_to_the_dashboard(client):
+    answer = client.get("/")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/execute/jobs")
+    assert os.path.basename(answer.headers["Location"]) == "jobs"
+
+
+def test_the_eta_of_a_running_job_comes_from_the_time_its_epochs_took(app, client):
+    store = app.config["EXECUTOR"].store
+    job_id = "eeee0000-0000-4000-8000-000000000000"
+    store.create_job(job_id, kind="training", backend="local", request={"name": "eta", "hyperparameters": {}},
+                     secrets=None, log_path="/nonexistent/job.log", output_dir="/nonexistent")
+    store.claim_next()
+    store.update(job_id, progress={"epoch": 3, "epochs": 10, "percent": 30.0})
+    now = time.time()
+    # Epochs of 10 s, 12 s (the median of two is the larger) ... the third ended 5 s ago.
+    for step, ended in ((1, now - 27), (2, now - 17), (3, now - 5)):
+        store.add_metrics(job_id, [("train_loss", 1.0 / step, step)], when=ended)
+    detail = client.get(f"/api/jobs/{job_id[:8]}").get_json()
+    assert detail["eta_seconds"] == pytest.approx(7 * 12 - 5, abs=1)
+    assert detail["request"]["instance_type"] == "this machine"
+    store.transition(job_id, JobStatus.COMPLETED)
+    assert client.get(f"/api/jobs/{job_id}").get_json()["eta_seconds"] is None
+
+
+def test_a_sagemaker_jobs_model_download_says_where_the_model_is(app, client):
+    store = app.config["EXECUTOR"].store
+    job_id = "5a9e0000-0000-4000-8000-000000000000"
+    store.create_job(job_id, kind="training", backend="sagemaker", request={"name": "remote"}, secrets=None,
+                     log_path="/nonexistent/job.log", output_dir="/nonexistent")
+    store.update(job_id, artifacts={"model": "s3://bucket/prefix/remote/output/model.tar.gz"})
+    answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
+    assert answer.status_code == 404
+    assert "s3://bucket/prefix/remote/output/model.tar.gz" in answer.get_json()["error"]
