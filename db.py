@@ -235,6 +235,10 @@ class JobStore:
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
         self._write_lock = threading.Lock()
+        #: Counts write transactions of this store, ended or failed. It changes whenever the database
+        #: may have: a reader that noted it before reading may keep what it derived while it is unchanged.
+        #: This store is its database's only writer (the data folder lock keeps out a second executor).
+        self.changes = 0
         self._commits_since_checkpoint = 0
         self._checkpoint_wanted = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -318,6 +322,7 @@ class JobStore:
             self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
+            self.changes += 1
             held.release()
             self._write_lock.release()
 

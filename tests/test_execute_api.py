@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from conftest import pipeline_body, wait_final, write_pipeline
+from db import JobStatus
 
 ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 
@@ -217,3 +218,30 @@ def test_times_follow_the_configured_zone(make_app, storage_root):
     accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
     body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
     assert body["submitted"].endswith("+05:30")
+
+
+def test_a_status_poll_answers_every_change_of_the_job_at_once(client, app, storage_root):
+    # Answers are kept between polls: each must still show the job as the store has it now.
+    store = app.config["EXECUTOR"].store
+    folder = write_pipeline(storage_root, "p", "print(1)\n")
+    task_id = post(client, pipeline_body(folder, "python pipe1.py")).get_json()["task_id"]
+    path = f"/execute/{task_id}/getStatus"
+    assert client.get(path).get_json()["task_status"] == "WAITING"
+    assert client.get(path).get_json()["task_status"] == "WAITING"
+    claimed = store.claim_next()
+    assert claimed.id == task_id
+    running = client.get(path).get_json()
+    assert running["task_status"] == "RUNNING" and running["started"] is not None and running["finished"] is None
+    store.update(task_id, pid="4242")
+    assert client.get(path).get_json()["pid"] == "4242"
+    store.transition(task_id, JobStatus.ERROR, failure_reason="exit code 3")
+    ended = client.get(path).get_json()
+    assert ended["task_status"] == "ERROR" and ended["failure_reason"] == "exit code 3" and ended["finished"]
+    # A prefix is looked up each time: a second job sharing it makes it ambiguous at once.
+    prefix = task_id[:4]
+    assert client.get(f"/execute/{prefix}/getStatus").get_json()["task_id"] == task_id
+    store.create_job(prefix + str(uuid.uuid4())[4:], kind="pipeline", backend="local", request={}, secrets=None,
+                     log_path="logs/x.log", output_dir="jobs/x")
+    assert client.get(f"/execute/{prefix}/getStatus").status_code == 409
+    assert store.delete_job(task_id)
+    assert client.get(path).status_code == 404
