@@ -3,8 +3,10 @@
     python bench/bench_accept.py [--seconds 3] [--rounds 5] [--connections 16]
 
 Both servers are real processes on 127.0.0.1 with 8 waitress threads, up side by side for the
-whole run. The executor runs the local backend with one worker, held by a running job (a script
-that sleeps), so submissions queue behind it as they do in service while a job runs. The load
+whole run. The executor runs the local backend with one worker, held by a running job that prints
+a metric line every 0.1 s (so the store takes its metrics and progress throughout, and a kept
+status answer lasts only until the next of those writes); submissions queue behind it as they do
+in service while a job trains. The load
 alternates between the two servers route by route (bare POST, executor POST, bare GET, executor
 GET) for several rounds, so that a shift in the machine's load falls on both sides of each pair;
 the table gives the medians over the rounds and the median of the per-round ratios. wrk drives
@@ -19,6 +21,11 @@ from pathlib import Path
 from common import (BareService, LoadResult, header, load, median, pipeline_body, start_executor, stop_executor,
                     table, write_pipeline)
 
+HOLD_SCRIPT = """import time
+for step in range(1, 6001):
+    print(f"epoch={step}/6000 train_loss={1 / step:.6f}", flush=True)
+    time.sleep(0.1)
+"""
 BARE_JOB = "/execute/0f8e2c1a-1111-4a4a-9b9b-123456789abc/getStatus"
 
 
@@ -32,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         folder = write_pipeline(data / "storage", "bench/pipe", "print('ok')\n")
-        write_pipeline(data / "storage", "bench/hold", "import time\ntime.sleep(600)\n")
+        write_pipeline(data / "storage", "bench/hold", HOLD_SCRIPT)
         body = pipeline_body(folder, "python pipe1.py")
         bare = BareService()
         executor, _ = start_executor(data, workers=1)
