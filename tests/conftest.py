@@ -254,12 +254,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+# The task_status values of a job that has ended.
+FINAL_STATUSES = frozenset({"COMPLETED", "ERROR", "CANCELLED"})
+
+
 def wait_final(server, job_id: str, timeout: float = 60) -> dict[str, Any]:
     """Poll getStatus until the job ends; return the last status body."""
-    final = {"COMPLETED", "ERROR", "CANCELLED"}
-
     def done():
         status, body = server.request("GET", f"/execute/{job_id}/getStatus")
-        return body if status == 200 and body["task_status"] in final else None
+        return body if status == 200 and body["task_status"] in FINAL_STATUSES else None
 
     return wait_for(done, timeout=timeout, interval=0.1)

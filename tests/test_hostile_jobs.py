@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import http_request, pipeline_body, wait_final, wait_for, write_pipeline
+from conftest import FINAL_STATUSES, http_request, pipeline_body, wait_final, wait_for, write_pipeline
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links and FIFOs as a POSIX job makes them")
 
@@ -185,26 +185,28 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-# Known race in this test, not gating: when /ready reports the full store first, the test frees the space
-# while the job may not yet have hit a refused log write, and the job then ends COMPLETED.
-@pytest.mark.xfail(reason="the space can come back before the job's refused write", strict=False)
-def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live_server, small_disk):
+def test_a_full_disk_fails_the_job_and_the_next_job_runs_once_space_is_back(live_server, small_disk, caplog):
     server = live_server(data_dir=str(small_disk / "data"))
     script = ("import os\nout = os.environ['SM_OUTPUT_DATA_DIR']\n"
               "try:\n    open(os.path.join(out, 'fill'), 'wb').write(b'0' * (64 << 20))\n"
               "except OSError as exc:\n    print('disk full:', exc, flush=True)\n"
               "for i in range(2000):\n    print('x' * 1000, flush=True)\n")
     job_id = submit(server, write_pipeline(server.storage_root, "fill", script))
-    # Either the store fails too (then the job's end waits for space, and /ready says why), or only
-    # the log does (then the job ends at once): which one depends on where SQLite had room left.
-    def store_failed_or_job_ended():
-        status, ready = http_request(server.url, "GET", "/ready", timeout=10)
-        if status == 503:
-            assert not ready["checks"]["database"]["ok"]
-            return True
-        return server.request("GET", f"/execute/{job_id}/getStatus")[1]["task_status"] != "RUNNING"
+    # The space comes back only once the job's end is decided on the full disk: either it ended, or the
+    # store refused even its end and its worker holds that end until the store takes writes again.
+    # Freed sooner, the job could still write its whole log into the space and rightly end COMPLETED.
+    def logged(text: str) -> bool:
+        return any(job_id in record.getMessage() and text in record.getMessage() for record in caplog.records)
 
-    wait_for(store_failed_or_job_ended, timeout=60)
+    def end_decided() -> bool:
+        status = server.request("GET", f"/execute/{job_id}/getStatus")[1]["task_status"]
+        return logged("its end cannot be stored yet") or status in FINAL_STATUSES
+
+    wait_for(end_decided, timeout=60)
+    # Its log had no room for its output: the executor saw that refusal, whether or not the store failed too.
+    assert logged("the job log cannot be written: [Errno 28] No space left on device")
+    status, ready = http_request(server.url, "GET", "/ready", timeout=10)
+    assert status == 200 or not ready["checks"]["database"]["ok"]
     (small_disk / "data" / "jobs" / job_id / "output" / "data" / "fill").unlink()
     final = wait_final(server, job_id, timeout=60)
     assert final["task_status"] == "ERROR"
