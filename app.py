@@ -71,6 +71,39 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class FormatOnce(logging.Formatter):
+    """Formats a record once for every handler that shares it.
+
+    Each request logs a line, written to stderr and to the rotating file, and the rotating handler
+    formats it twice more to learn its length: three formats of one line, each its own time stamp.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.__dict__.get("_formatted")
+        if text is None:
+            text = record._formatted = super().format(record)
+        return text
+
+
+class EveryInterval(logging.Filter):
+    """Lets one record through per interval, saying how many it held back since the last."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._next = 0.0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.created < self._next:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} such warnings held back in the last {self.seconds:.0f} s)"
+        self._next, self._held = record.created + self.seconds, 0
+        return True
+
+
 def configure_logging(config: Config) -> None:
     """Log to stderr and to a rotating file in the data folder, one format, with request ids."""
     log_dir = config.data_dir / "logs"
@@ -80,10 +113,20 @@ def configure_logging(config: Config) -> None:
         logging.handlers.RotatingFileHandler(log_dir / "executor.log", maxBytes=10 << 20, backupCount=5,
                                              encoding="utf-8"),
     ]
+    formatter, request_ids = FormatOnce(LOG_FORMAT), RequestIdFilter()
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(formatter)
+        handler.addFilter(request_ids)
     logging.basicConfig(level=config.log_level, handlers=handlers, force=True)
+    # The format names no source line, function or process: the logging HOWTO's "Optimization"
+    # switches spare finding them for every record (a stack walk each).
+    logging._srcfile = None
+    logging.logProcesses = logging.logMultiprocessing = False
+    # waitress warns once per request that finds all its threads busy: under load, a line per
+    # request, written while the load lasts. Once a minute says the same.
+    queue_logger = logging.getLogger("waitress.queue")
+    queue_logger.filters = [kept for kept in queue_logger.filters if not isinstance(kept, EveryInterval)]
+    queue_logger.addFilter(EveryInterval(60))
 
 
 def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: threading.Event | None = None) -> None:

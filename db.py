@@ -10,16 +10,26 @@ left for writers of other processes. WAL lets status polls read while a worker w
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+logger = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 10_000
+# SQLite's automatic checkpoint runs inside the COMMIT of whichever writer crosses 1,000 WAL pages,
+# copying them into the database while every other writer waits: a few milliseconds on a quiet disk,
+# tens on a busy one. The store's own thread checkpoints every so many commits instead, beside the
+# writers (a passive checkpoint takes no write lock); SQLite's is kept only as a backstop, farther out.
+COMMITS_PER_CHECKPOINT = 200
+BACKSTOP_CHECKPOINT_PAGES = 10_000
 
 
 class JobStatus(str, Enum):
@@ -168,15 +178,19 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, data_dir: Path) -> "Job":
-        data = {key: row[key] for key in row.keys() if key != "secrets"}
+        data = dict(zip(row.keys(), row))
+        data["has_secrets"] = data.pop("secrets", None) is not None
         for column in _JSON_COLUMNS:
             data[column] = json.loads(data[column])
+        folder = str(data_dir)
         for column in ("log_path", "output_dir"):
             stored = data[column]
-            data[column] = stored if Path(stored).is_absolute() else str(data_dir / PurePosixPath(stored))
+            # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
+            # than the query. Stored relative paths use '/', whatever the system that wrote them.
+            data[column] = stored if os.path.isabs(stored) else os.path.join(
+                folder, *(part for part in stored.split("/") if part not in ("", ".")))
         data["status"] = JobStatus(data["status"])
         data["cancel_requested"] = bool(data["cancel_requested"])
-        data["has_secrets"] = row["secrets"] is not None if "secrets" in row.keys() else False
         return cls(**data)
 
 
@@ -207,6 +221,7 @@ class JobStore:
         self.path = Path(path)
         # Job folders and logs are stored relative to the folder that holds the database.
         self.data_dir = self.path.parent.resolve()
+        self._data_prefix = os.path.join(self.data_dir, "")
         self.clock = clock
         self._local = threading.local()
         # Closing a connection under a running statement of another thread corrupts the process
@@ -220,6 +235,14 @@ class JobStore:
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
         self._write_lock = threading.Lock()
+        #: Counts write transactions of this store, ended or failed. It changes whenever the database
+        #: may have: a reader that noted it before reading may keep what it derived while it is unchanged.
+        #: This store is its database's only writer (the data folder lock keeps out a second executor).
+        self.changes = 0
+        self._commits_since_checkpoint = 0
+        self._checkpoint_wanted = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._closing = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
 
@@ -238,6 +261,7 @@ class JobStore:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._local.conn = conn
             self._local.lock = threading.Lock()
             self._local.generation = self._generation
@@ -291,12 +315,14 @@ class JobStore:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._count_commit()
         except sqlite3.IntegrityError:
             raise
         except sqlite3.DatabaseError as exc:
             self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
+            self.changes += 1
             held.release()
             self._write_lock.release()
 
@@ -312,8 +338,50 @@ class JobStore:
                 self._drop_connection(self._local.conn)
             raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
 
+    def _count_commit(self) -> None:
+        # Called under the write lock: the count needs no lock of its own.
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < COMMITS_PER_CHECKPOINT:
+            return
+        self._commits_since_checkpoint = 0
+        if self._checkpointer is None and not self._closing:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
+            self._checkpointer.start()
+        self._checkpoint_wanted.set()
+
+    def _checkpoint_loop(self) -> None:
+        while True:
+            self._checkpoint_wanted.wait()
+            self._checkpoint_wanted.clear()
+            if self._closing:
+                return
+            try:
+                conn, held = self._acquire()
+                try:
+                    # The bulk is copied beside the writers; the frames they add meanwhile are copied
+                    # under the write lock, so that the checkpoint completes and the WAL starts over.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        finally:
+                            self._write_lock.release()
+                finally:
+                    held.release()
+            except sqlite3.Error as exc:
+                # Nothing is lost: the WAL keeps the commits and SQLite's backstop checkpoint remains.
+                logger.warning("checkpoint of %s failed: %s", self.path, exc)
+
     def close(self) -> None:
-        """Close every connection this store opened, each once no statement runs on it."""
+        """Stop the checkpoint thread and close every connection this store opened, each once no
+        statement runs on it."""
+        self._closing = True
+        self._checkpoint_wanted.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=BUSY_TIMEOUT_MS / 1000)
+            self._checkpointer = None
+        self._checkpoint_wanted.clear()
+        self._closing = False
         self._generation += 1
         with self._open_lock:
             opened, self._open = self._open, []
@@ -362,6 +430,11 @@ class JobStore:
         candidate = Path(path)
         if not candidate.is_absolute():
             return candidate.as_posix()
+        # The queue builds its paths under the (already resolved) data folder: a lexical check spares
+        # each submission two realpath walks; anything else is resolved as before.
+        inside = path.removeprefix(self._data_prefix)
+        if inside != path and ".." not in inside.split(os.sep):
+            return inside.replace(os.sep, "/")
         try:
             return candidate.resolve().relative_to(self.data_dir).as_posix()
         except ValueError:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -47,7 +47,9 @@ def register(app: Flask) -> None:
 
 def _assign_request_id() -> None:
     supplied = request.headers.get("X-Request-ID", "")
-    g.request_id = supplied if supplied.isalnum() and len(supplied) <= 64 else uuid.uuid4().hex[:16]
+    # A request id only tells log lines apart, it guards nothing: the Mersenne Twister gives one without
+    # the system call (and the thread switch it invites under load) that uuid4's urandom costs.
+    g.request_id = supplied if supplied.isalnum() and len(supplied) <= 64 else f"{random.getrandbits(64):016x}"
 
 
 def _add_request_id(response):

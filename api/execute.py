@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from api import schemas
 from api.docs import documented
@@ -107,10 +107,28 @@ def find_job(task_id: str) -> Job:
     return job
 
 
+# The Essedum backend polls getStatus for every job it follows. An answer depends on the job's row
+# alone, so each is kept until the store next writes (any write: the counter is the store's); at most
+# this many are kept, then all are dropped at once.
+STATUS_ANSWERS_KEPT = 4096
+
+
 @blueprint.get("/execute/<task_id>/getStatus")
 def get_status(task_id: str):
     """Return a job's status and times as the Essedum backend parses them."""
-    return jsonify(essedum_status(find_job(task_id), executor().config.timezone))
+    answers = current_app.extensions.setdefault("executor_status_answers", {})
+    changes = executor().store.changes
+    kept = answers.get(task_id)
+    if kept is not None and kept[0] == changes:
+        return current_app.response_class(kept[1], mimetype=current_app.json.mimetype)
+    job = find_job(task_id)
+    response = jsonify(essedum_status(job, executor().config.timezone))
+    # Only under the full id: a prefix is looked up again, since tomorrow it may name two jobs.
+    if job.id == task_id:
+        if len(answers) >= STATUS_ANSWERS_KEPT:
+            answers.clear()
+        answers[task_id] = (changes, response.get_data())
+    return response
 
 
 @blueprint.route("/execute/<task_id>/stop", methods=["GET", "POST"])

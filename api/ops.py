@@ -19,8 +19,10 @@ blueprint = Blueprint("ops", __name__)
 
 # Job run times span seconds (a failed staging) to a day (the default runtime limit).
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
-# Probes and scrapes arrive every few seconds; their lines would drown the ones that matter.
-QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Probes, scrapes and status polls arrive every few seconds (the Essedum backend polls getStatus for
+# every job it follows): at INFO their lines would drown the ones that matter and rotate them out of
+# the log within hours. An answered poll is logged at DEBUG; a refused one at INFO like any request.
+QUIET_ENDPOINTS = frozenset({"ops.health", "ops.ready", "ops.metrics", "execute.get_status", "training.status"})
 REGISTRY_KEY = "executor_metrics_registry"
 
 
@@ -152,6 +154,6 @@ def _note_start() -> None:
 def _log_request(response: Response) -> Response:
     elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
     # The path only: query strings are the client's business and headers may carry the token.
-    level = logging.DEBUG if request.path in QUIET_PATHS and response.status_code < 400 else logging.INFO
+    level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS and response.status_code < 400 else logging.INFO
     logger.log(level, "%s %s -> %d in %.1f ms", request.method, request.path, response.status_code, elapsed_ms)
     return response

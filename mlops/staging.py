@@ -6,9 +6,11 @@ endpoint, and a MinIO request only an endpoint the operator listed in EXECUTOR_S
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -32,10 +34,28 @@ def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
     if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
         raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
     root = _real_root(root)
-    resolved = (root / candidate).resolve()
+    resolved = _resolve_below(root, candidate)
     if resolved != root and root not in resolved.parents:
         raise InvalidRequest(field, "resolves outside the storage root")
     return resolved
+
+
+def _resolve_below(real_root: Path, relative: PurePosixPath) -> Path:
+    """Resolve a relative path without '..' below a root that is already real, as Path.resolve would."""
+    # The root is real and the path has no '..': unless one of its own components is a link, it is
+    # its own real path. Checking those few components spares a realpath walk from '/' per request.
+    # Windows has links lstat does not call links (junctions): there resolve() decides every time.
+    if os.name == "nt":
+        return (real_root / relative).resolve()
+    path = real_root
+    for part in relative.parts:
+        path = path / part
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return (real_root / relative).resolve()
+        except OSError:
+            return (real_root / relative).resolve()
+    return path
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 
 import pytest
 
 from conftest import pipeline_body, wait_final, write_pipeline
+from db import JobStatus
 
 ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 
@@ -146,6 +148,21 @@ def test_bad_pipeline_fields_are_refused_naming_the_field(client, storage_root, 
     assert client.get("/execute").get_json() == []
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symbolic links")
+def test_links_in_input_artifacts_are_followed_inside_the_storage_root_and_refused_outside(client, storage_root,
+                                                                                            tmp_path):
+    write_pipeline(storage_root, "real/pipe", "print(1)\n")
+    (storage_root / "inside").symlink_to(storage_root / "real")
+    outside = write_pipeline(tmp_path / "elsewhere", "pipe", "print(1)\n")
+    (storage_root / "real" / "away").symlink_to(tmp_path / "elsewhere" / outside)
+    assert post(client, pipeline_body("inside/pipe", "python pipe1.py")).status_code == 201
+    for linked in ("real/away", "inside/away"):
+        response = post(client, pipeline_body(linked, "python pipe1.py"))
+        assert response.status_code == 422 and response.get_json()["field"] == "input_artifacts", linked
+        assert "outside the storage root" in response.get_json()["error"]
+    assert len(client.get("/execute").get_json()) == 1
+
+
 @pytest.mark.parametrize("missing", ["bucket", "project_id", "name", "version", "credentials", "input_artifacts",
                                      "command", "storage"])
 def test_each_missing_key_is_a_400_naming_it(client, storage_root, missing):
@@ -201,3 +218,30 @@ def test_times_follow_the_configured_zone(make_app, storage_root):
     accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
     body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
     assert body["submitted"].endswith("+05:30")
+
+
+def test_a_status_poll_answers_every_change_of_the_job_at_once(client, app, storage_root):
+    # Answers are kept between polls: each must still show the job as the store has it now.
+    store = app.config["EXECUTOR"].store
+    folder = write_pipeline(storage_root, "p", "print(1)\n")
+    task_id = post(client, pipeline_body(folder, "python pipe1.py")).get_json()["task_id"]
+    path = f"/execute/{task_id}/getStatus"
+    assert client.get(path).get_json()["task_status"] == "WAITING"
+    assert client.get(path).get_json()["task_status"] == "WAITING"
+    claimed = store.claim_next()
+    assert claimed.id == task_id
+    running = client.get(path).get_json()
+    assert running["task_status"] == "RUNNING" and running["started"] is not None and running["finished"] is None
+    store.update(task_id, pid="4242")
+    assert client.get(path).get_json()["pid"] == "4242"
+    store.transition(task_id, JobStatus.ERROR, failure_reason="exit code 3")
+    ended = client.get(path).get_json()
+    assert ended["task_status"] == "ERROR" and ended["failure_reason"] == "exit code 3" and ended["finished"]
+    # A prefix is looked up each time: a second job sharing it makes it ambiguous at once.
+    prefix = task_id[:4]
+    assert client.get(f"/execute/{prefix}/getStatus").get_json()["task_id"] == task_id
+    store.create_job(prefix + str(uuid.uuid4())[4:], kind="pipeline", backend="local", request={}, secrets=None,
+                     log_path="logs/x.log", output_dir="jobs/x")
+    assert client.get(f"/execute/{prefix}/getStatus").status_code == 409
+    assert store.delete_job(task_id)
+    assert client.get(path).status_code == 404

@@ -1,6 +1,8 @@
 """Health, readiness, Prometheus metrics, and the service's logs (request ids, one log per job, no secrets)."""
 from __future__ import annotations
 
+import logging
+import uuid
 from pathlib import Path
 
 import pytest
@@ -152,12 +154,18 @@ def test_service_logs_carry_request_ids_one_log_per_job_and_no_secrets(service, 
     assert final["task_status"] == "COMPLETED"
     status, _ = server.request("GET", "/execute", headers={**AUTH, "X-Request-ID": "req43def"})
     assert status == 200
+    missing = f"/execute/{uuid.uuid4()}/getStatus"
+    assert server.request("GET", missing, headers={**AUTH, "X-Request-ID": "req44ghi"})[0] == 404
     assert server.terminate() == 0
 
     service_log = (data_dir / "logs" / "executor.log").read_text(encoding="utf-8")
     request_lines = [line for line in service_log.splitlines() if "[req42abc]" in line]
     assert any("POST /execute -> 201" in line for line in request_lines)
     assert any("[req43def]" in line and "GET /execute -> 200" in line for line in service_log.splitlines())
+    # Answered status polls are logged at DEBUG like probes (a line each would rotate the rest away);
+    # a refused one is logged like any request.
+    assert f"GET {path} -> 200" not in service_log
+    assert any("[req44ghi]" in line and f"GET {missing} -> 404" in line for line in service_log.splitlines())
     job_log = data_dir / "logs" / "jobs" / f"{submitted['task_id']}.log"
     assert "epoch=2/2" in job_log.read_text(encoding="utf-8")
     secret = body["credentials"]["secret_key"]
@@ -165,3 +173,35 @@ def test_service_logs_carry_request_ids_one_log_per_job_and_no_secrets(service, 
         content = path.read_bytes()
         assert secret.encode() not in content, path
         assert TOKEN.encode() not in content, path
+
+
+def test_waitress_queue_warnings_are_logged_once_a_minute_saying_how_many_were_held(tmp_path: Path):
+    # waitress logs "Task queue depth is N" for every request that finds its threads busy.
+    from app import configure_logging
+    from config import load_config
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    switches = logging._srcfile, logging.logProcesses, logging.logMultiprocessing
+    queue_logger = logging.getLogger("waitress.queue")
+    try:
+        configure_logging(load_config(overrides={"data_dir": str(tmp_path)}))
+        configure_logging(load_config(overrides={"data_dir": str(tmp_path)}))  # a second call adds no filter
+        for created in (1000.0, 1001.0, 1030.0, 1061.0, 1062.0):
+            record = queue_logger.makeRecord(queue_logger.name, logging.WARNING, __file__, 0,
+                                             "Task queue depth is %d", (3,), None)
+            record.created = created
+            queue_logger.handle(record)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging._srcfile, logging.logProcesses, logging.logMultiprocessing = switches
+        queue_logger.filters.clear()
+    lines = [line for line in (tmp_path / "logs" / "executor.log").read_text().splitlines()
+             if "Task queue depth is 3" in line]
+    assert len(lines) == 2, lines
+    assert "held back" not in lines[0] and "(2 such warnings held back in the last 60 s)" in lines[1]
