@@ -295,11 +295,18 @@ class JobQueue:
                                   failure_reason=decision.reason)
 
     def _fail(self, job: Job, ctx: JobContext | None, reason: str) -> None:
-        logger.warning("job %s failed: %s", job.id, ctx.redact(reason) if ctx else reason)
         if ctx is not None:
-            ctx.finish(JobStatus.ERROR, reason)
-        else:
-            self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
+            reason = ctx.redact(reason)
+        logger.warning("job %s failed: %s", job.id, reason)
+        try:
+            if ctx is not None:
+                ctx.finish(JobStatus.ERROR, reason)
+            else:
+                self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
+        except StoreError:
+            # The job failed for this reason; the store refusing to record it only delays the record.
+            self._remember_unfinished(job.id, reason)
+            raise
 
     def _monitor_loop(self) -> None:
         while not self._stopping.is_set():

@@ -16,11 +16,12 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus
+from db import Job, JobStatus, StoreError
 from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
@@ -39,6 +40,8 @@ CHANNEL = "training"
 CURRENT_HOST = "algo-1"
 FAILURE_TEXT_LIMIT = 4000
 TAIL_TEXT_CHARS = 3000
+# A failure after the output failure that decided the job's end is added to its reason, cut to this.
+LATER_FAILURE_CHARS = 500
 INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
 # token, the secret key) must not.
@@ -79,6 +82,19 @@ class ContainerLayout:
         return [self.code, self.input, self.model, self.output, self.checkpoints]
 
 
+@dataclass(frozen=True)
+class ProcessEnd:
+    """How a job's process ended: what the executor needs to decide the job's end."""
+
+    returncode: int
+    #: Why the executor stopped it (cancelled, MaxRuntimeExceeded, shutdown), if it did.
+    stop_reason: str | None
+    #: Why its log or the store could not be written while it ran: the first failure decides its end.
+    output_failure: str | None
+    #: Its last lines that are neither blank nor metric lines, secrets redacted.
+    tail: list[str]
+
+
 class LocalBackend(Backend):
     """Runs jobs as child processes of the executor."""
 
@@ -96,8 +112,6 @@ class LocalBackend(Backend):
         self.sandbox = sandbox_for(config)
         self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
-        self._output_failures: dict[str, str] = {}
-        self._output_tails: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._venv_locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
@@ -182,15 +196,22 @@ class LocalBackend(Backend):
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
-        returncode = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
-        ctx.set_artifacts(list_outputs(layout.root))
-        redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
-        if remote_log_uri(request):
-            self._publish(ctx, layout)
-        self._finish(ctx, layout, returncode, max_runtime)
+        end = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
+        try:
+            ctx.set_artifacts(list_outputs(layout.root))
+            redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
+            if remote_log_uri(request):
+                self._publish(ctx, layout)
+        except (StoreError, OSError) as exc:
+            if not end.output_failure:
+                raise
+            # The output failure came first and decides the job's end; the queue holds that end until
+            # the store takes it.
+            raise BackendError(f"{end.output_failure}; then: {str(exc)[:LATER_FAILURE_CHARS]}") from exc
+        self._finish(ctx, layout, end, max_runtime)
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
-                     max_runtime: int, readable: list[Path]) -> int:
+                     max_runtime: int, readable: list[Path]) -> ProcessEnd:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
         process = JobProcess(self.sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
@@ -198,44 +219,36 @@ class LocalBackend(Backend):
                              readable=readable)
         with self._lock:
             self._processes[ctx.job_id] = process
-        ctx.set_pid(process.pid)
         timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))
         timer.daemon = True
-        timer.start()
         try:
+            ctx.set_pid(process.pid)
+            timer.start()
             if ctx.cancel_requested():
                 self._stop_process(ctx.job_id, "cancelled")
-            self._follow_output(ctx, process)
-            return process.wait()
+            follower = OutputFollower(ctx)
+            follower.follow(process.lines())
+            returncode = process.wait()
         finally:
             timer.cancel()
             process.kill()
+            # A stop reason is recorded only while the process is listed: none outlives this.
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
+                stop_reason = self._stop_reasons.pop(ctx.job_id, None)
+        return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail))
 
-    def _follow_output(self, ctx: JobContext, process: JobProcess) -> None:
-        follower = OutputFollower(ctx)
-        follower.follow(process.lines())
-        with self._lock:
-            self._output_tails[ctx.job_id] = list(follower.tail)
-            if follower.failure:
-                self._output_failures[ctx.job_id] = follower.failure
-
-    def _finish(self, ctx: JobContext, layout: ContainerLayout, returncode: int, max_runtime: int) -> None:
-        with self._lock:
-            reason = self._stop_reasons.pop(ctx.job_id, None)
-            output_failure = self._output_failures.pop(ctx.job_id, None)
-            tail = self._output_tails.pop(ctx.job_id, [])
-        if reason == "cancelled" or ctx.cancel_requested():
+    def _finish(self, ctx: JobContext, layout: ContainerLayout, end: ProcessEnd, max_runtime: int) -> None:
+        if end.stop_reason == "cancelled" or ctx.cancel_requested():
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
-        elif reason == "shutdown":
+        elif end.stop_reason == "shutdown":
             raise InterruptedError("executor stopped while the job was running")
-        elif output_failure:
-            ctx.finish(JobStatus.ERROR, output_failure)
-        elif reason == "MaxRuntimeExceeded":
+        elif end.output_failure:
+            ctx.finish(JobStatus.ERROR, end.output_failure)
+        elif end.stop_reason == "MaxRuntimeExceeded":
             ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
-        elif returncode != 0:
-            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, returncode, tail))
+        elif end.returncode != 0:
+            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, end.returncode, end.tail))
         else:
             ctx.finish(JobStatus.COMPLETED)
 
