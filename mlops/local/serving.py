@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
@@ -26,6 +26,7 @@ from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
 from mlops.exports import Export, file_export, folder_export
+from mlops.job_files import open_file, regular_files
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
@@ -69,7 +70,9 @@ class LocalModelLifecycle(ModelLifecycle):
         shutil.rmtree(target, ignore_errors=True)
         # A copy: the model then stays as registered, whatever happens to the training job's folder.
         copy_tree(source, target, source)
-        files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
+        # Listed as any folder user code writes to: a served model's worker may (Sandbox.hand_over).
+        entries, _more = regular_files(self.models_root, name, None)
+        files = [PurePath(entry.relative).relative_to(name).as_posix() for entry in entries]
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
             "container": container, "artifacts": {"model_dir": str(target), "files": files},
@@ -283,7 +286,8 @@ class LocalModelLifecycle(ModelLifecycle):
         finally:
             if worker is not None:
                 worker.close()
-        files = sorted(str(path.relative_to(ctx.job_dir)) for path in out_dir.rglob("*") if path.is_file())
+        entries, _more = regular_files(ctx.job_dir, out_dir.relative_to(ctx.job_dir), None)
+        files = [entry.relative for entry in entries]
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
         # A stop answered true after the last check still ends the job stopped, as promised.
@@ -394,18 +398,19 @@ def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[st
     accept = (request.get("TransformOutput") or {}).get("Accept") or "application/json"
     declared = request["TransformInput"].get("ContentType")
     split_lines = request["TransformInput"].get("SplitType") == "Line"
-    files = [source] if source.is_file() else [path for path in sorted(source.rglob("*"))
-                                               if path.is_file() and not path.name.startswith(".")]
     records = failed = 0
     stop = _ThrottledCheck(cancel_requested)
-    for path in files:
+    for relative, answers in _input_files(source):
         if stop():
             return {"records": records, "failed": failed, "stopped": True}
-        content_type = declared or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        target = out_dir / (str(path.relative_to(source)) + ".out" if source.is_dir() else path.name + ".out")
+        content_type = declared or CONTENT_TYPES.get(relative.suffix.lower(), "application/octet-stream")
+        target = out_dir / f"{answers}.out"
         target.parent.mkdir(parents=True, exist_ok=True)
+        handle, _size = open_file(source.parent, relative)
+        with handle:
+            data = handle.read()
         with open(target, "w", encoding="utf-8") as out:
-            for payload, kind in _payloads(path, content_type, split_lines):
+            for payload, kind in _payloads(data, content_type, split_lines):
                 # One input file can hold many records: a stop must not wait for its end.
                 if stop(throttled=True):
                     return {"records": records, "failed": failed, "stopped": True}
@@ -419,6 +424,17 @@ def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[st
     if records == 0:
         raise BackendError(f"no inputs found in {source.name}")
     return {"records": records, "failed": failed, "stopped": False}
+
+
+def _input_files(source: Path) -> list[tuple[PurePath, PurePath]]:
+    """Return each input of a transform as (its path below the source's parent, its answers' name)."""
+    # The storage root's files are its users': a link in an input folder may lead to the executor's key
+    # file, and the model's answer would carry it into the output. Links are neither listed nor opened.
+    if source.is_file():
+        return [(PurePath(source.name), PurePath(source.name))]
+    entries, _more = regular_files(source.parent, source.name, None)
+    inputs = [PurePath(entry.relative) for entry in entries]
+    return [(path, path.relative_to(source.name)) for path in inputs if not path.name.startswith(".")]
 
 
 class _ThrottledCheck:
@@ -435,10 +451,10 @@ class _ThrottledCheck:
         return self.cancel_requested()
 
 
-def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tuple[bytes, str]]:
+def _payloads(data: bytes, content_type: str, split_lines: bool) -> Iterator[tuple[bytes, str]]:
     """Yield the requests one input file holds: CSV rows become square grey images, lines become requests."""
     if content_type == "text/csv":
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in data.decode("utf-8").splitlines():
             values = [float(value) for value in line.split(",") if value.strip()] if line.strip() else []
             side = int(len(values) ** 0.5)
             if values and side * side == len(values):
@@ -448,9 +464,9 @@ def _payloads(path: Path, content_type: str, split_lines: bool) -> Iterator[tupl
                 yield line.encode(), "text/csv"
         return
     if split_lines or content_type == "application/jsonlines":
-        for line in path.read_bytes().splitlines():
+        for line in data.splitlines():
             if line.strip():
                 yield line, "application/json"
         return
-    yield path.read_bytes(), content_type
+    yield data, content_type
 
