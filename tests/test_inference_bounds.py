@@ -1,10 +1,11 @@
-"""Image bombs sent to the bundled inference.py are refused before they are decoded, with a ValueError
-(a client error), never a MemoryError or an unhandled DecompressionBombError."""
+"""Image bombs sent to the bundled inference.py are refused before they are decoded, as too large (413),
+never a MemoryError or an unhandled DecompressionBombError; a corrupt image stays a malformed request (400)."""
 from __future__ import annotations
 
 import base64
 import io
 import json
+import shutil
 import struct
 import sys
 import time
@@ -12,9 +13,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from conftest import LiveServer
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "training_scripts"
+API = "/api/service/v1"
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +48,13 @@ def png_declaring(width: int, height: int) -> bytes:
 
 def test_one_image_over_the_pixel_bound_is_refused_before_decoding(inference):
     started = time.monotonic()
-    with pytest.raises(ValueError, match="pixels"):
+    with pytest.raises(inference.RequestTooLarge, match="pixels"):
         inference.input_fn(png_declaring(9000, 9000), "image/png")
     assert time.monotonic() - started < 1
 
 
-def test_a_200_megapixel_image_is_a_value_error_not_a_decompression_bomb_error(inference):
-    with pytest.raises(ValueError, match="pixels"):
+def test_a_200_megapixel_image_is_too_large_not_a_decompression_bomb_error(inference):
+    with pytest.raises(inference.RequestTooLarge, match="pixels"):
         inference.input_fn(png_declaring(20000, 10000), "image/png")
 
 
@@ -57,13 +62,13 @@ def test_many_images_under_the_bound_are_refused_together(inference):
     buffer = io.BytesIO()
     Image.new("L", (4000, 4000)).save(buffer, "PNG")
     instance = base64.b64encode(buffer.getvalue()).decode()
-    with pytest.raises(ValueError, match="together"):
+    with pytest.raises(inference.RequestTooLarge, match="together"):
         inference.input_fn(json.dumps({"instances": [instance] * 30}), "application/json")
 
 
 def test_too_many_images_in_one_request_are_refused(inference):
     tiny = [[0]]
-    with pytest.raises(ValueError, match="at most"):
+    with pytest.raises(inference.RequestTooLarge, match="at most"):
         inference.input_fn(json.dumps({"instances": [tiny] * (inference.MAX_IMAGES_PER_REQUEST + 1)}),
                            "application/json")
 
@@ -73,5 +78,45 @@ def test_real_zero_filled_png_bomb_is_refused(inference):
     buffer = io.BytesIO()
     Image.new("L", (6000, 6000)).save(buffer, "PNG")
     assert len(buffer.getvalue()) < 200_000
-    with pytest.raises(ValueError, match="pixels"):
+    with pytest.raises(inference.RequestTooLarge, match="pixels"):
         inference.input_fn(buffer.getvalue(), "image/png")
+
+
+def bundled_model(folder: Path) -> None:
+    """A model folder as train.py writes it (8x8 grey images, two labels), served by the bundled inference.py."""
+    (folder / "code").mkdir(parents=True)
+    for name in ("inference.py", "preprocessing.py"):
+        shutil.copy(SCRIPTS / name, folder / "code" / name)
+    (folder / "labels.json").write_text(json.dumps({
+        "labels": {"0": "zero", "1": "one"}, "image_size": 8, "channels": 1,
+        "normalization": {"mean": [0.0], "std": [1.0]}}), encoding="utf-8")
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))).save(str(folder / "model.pt"))
+
+
+def test_a_local_endpoint_answers_413_to_an_image_bomb_and_400_to_a_corrupt_image(live_server) -> None:
+    server: LiveServer = live_server()
+    bundled_model(server.storage_root / "models" / "bundled")
+    for path, body in [
+            ("/models/register", {"ModelName": "bundled", "Containers": [{"ModelDataUrl": "models/bundled"}]}),
+            ("/endpoints/register", {"ModelName": "bundled", "EndpointConfigName": "bundled-config",
+                                     "VariantName": "AllTraffic", "InitialInstanceCount": 1,
+                                     "InstanceType": "ml.m5.large"}),
+            ("/endpoints/bundled/deploy_model", {"EndpointConfigName": "bundled-config", "EndpointName": "bundled"})]:
+        status, answer = server.request("POST", API + path, body)
+        assert status in (201, 202), answer
+    endpoint = server.wait(f"{API}/endpoints/bundled", lambda record: record["status"] != "Creating")
+    assert endpoint["status"] == "InService", endpoint
+
+    def infer(image: bytes) -> tuple[int, dict]:
+        return server.request("POST", f"{API}/endpoints/bundled/infer", raw=image, content_type="image/png")
+
+    bomb = png_declaring(20000, 20000)
+    assert len(bomb) < 100
+    status, answer = infer(bomb)
+    assert (status, answer["field"]) == (413, "body") and "pixels" in answer["error"], answer
+    status, answer = infer(bomb[:40] + b"not the rest of a PNG")
+    assert (status, answer["field"]) == (400, "body") and "not a readable PNG" in answer["error"], answer
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG")
+    status, answer = infer(buffer.getvalue())
+    assert status == 200 and answer["predictions"][0]["label"] in ("zero", "one"), answer

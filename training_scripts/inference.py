@@ -18,6 +18,7 @@ import binascii
 import io
 import json
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from PIL import Image, UnidentifiedImageError
 
 from preprocessing import image_to_array, normalize
 
+try:
+    from sagemaker_inference.errors import BaseInferenceToolkitError
+except ImportError:  # outside SageMaker's containers; the executor's model worker reads status_code alike
+    BaseInferenceToolkitError = Exception
+
 JSON_CONTENT_TYPE = "application/json"
 IMAGE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "application/x-image"})
 ARRAY_CHANNELS = (1, 3, 4)
@@ -35,6 +41,19 @@ ARRAY_CHANNELS = (1, 3, 4)
 MAX_IMAGES_PER_REQUEST = 256
 MAX_PIXELS_PER_IMAGE = 25_000_000
 MAX_PIXELS_PER_REQUEST = 50_000_000
+
+
+class RequestTooLarge(BaseInferenceToolkitError):
+    """The request holds more images or pixels than one request may decode: a 413, not a malformed request."""
+
+    # SageMaker's inference toolkit answers an exception of its BaseInferenceToolkitError with the
+    # exception's status_code and message, and any other exception with a 500
+    # (sagemaker-inference-toolkit, src/sagemaker_inference/transformer.py: Transformer.transform).
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
+        self.message = self.phrase = message
 
 
 @dataclass(frozen=True)
@@ -60,7 +79,7 @@ def model_fn(model_dir: str) -> LoadedModel:
 
 
 def input_fn(request_body: bytes | str, content_type: str) -> list[Image.Image]:
-    """Decode a request body into a list of images, raising ValueError on anything else."""
+    """Decode a request body into a list of images: RequestTooLarge over the bounds, ValueError on anything else."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type in IMAGE_CONTENT_TYPES:
         return [_decode_image_bytes(_as_bytes(request_body), "the request body", [0])]
@@ -75,7 +94,8 @@ def input_fn(request_body: bytes | str, content_type: str) -> list[Image.Image]:
     if not instances:
         raise ValueError("the request holds no images")
     if len(instances) > MAX_IMAGES_PER_REQUEST:
-        raise ValueError(f"the request holds {len(instances)} images; at most {MAX_IMAGES_PER_REQUEST} are accepted")
+        raise RequestTooLarge(f"the request holds {len(instances)} images; at most {MAX_IMAGES_PER_REQUEST} "
+                              "are accepted")
     pixels_so_far = [0]
     return [_json_image(instance, number, pixels_so_far) for number, instance in enumerate(instances)]
 
@@ -138,7 +158,7 @@ def _decode_image_bytes(data: bytes, where: str, pixels_so_far: list[int]) -> Im
         _count_pixels(image.size, where, pixels_so_far)
         image.load()
     except Image.DecompressionBombError:
-        raise ValueError(f"{where} has more than {MAX_PIXELS_PER_IMAGE} pixels") from None
+        raise RequestTooLarge(f"{where} has more than {MAX_PIXELS_PER_IMAGE} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{where} is not a readable PNG or JPEG image: {error}") from None
     return image
@@ -148,11 +168,11 @@ def _count_pixels(size: tuple[int, int], where: str, pixels_so_far: list[int]) -
     """Refuse an image over the per-image bound, or one that takes the request over its bound."""
     pixels = size[0] * size[1]
     if pixels > MAX_PIXELS_PER_IMAGE:
-        raise ValueError(f"{where} is {size[0]} x {size[1]} pixels; at most {MAX_PIXELS_PER_IMAGE} pixels "
-                         "per image are accepted")
+        raise RequestTooLarge(f"{where} is {size[0]} x {size[1]} pixels; at most {MAX_PIXELS_PER_IMAGE} pixels "
+                              "per image are accepted")
     pixels_so_far[0] += pixels
     if pixels_so_far[0] > MAX_PIXELS_PER_REQUEST:
-        raise ValueError(f"the request's images hold more than {MAX_PIXELS_PER_REQUEST} pixels together")
+        raise RequestTooLarge(f"the request's images hold more than {MAX_PIXELS_PER_REQUEST} pixels together")
 
 
 def _array_to_image(instance: list, where: str) -> Image.Image:

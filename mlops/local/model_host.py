@@ -40,7 +40,7 @@ class ModelFailure(BackendError):
 
 
 class ModelRequestRefused(Exception):
-    """The model's input_fn or output_fn refused the request; `kind` is "input" or "accept"."""
+    """The model refused the request; `kind` is "input", "accept" or "too_large"."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -146,7 +146,7 @@ class ModelWorker:
                 self._crashes = 0
             return reply, answer
         message = str(reply.get("message", "no reason given"))
-        if reply.get("kind") in ("input", "accept"):
+        if reply.get("kind") in ("input", "accept", "too_large"):
             raise ModelRequestRefused(reply["kind"], message)
         raise ModelFailure(f"{operation} failed in the model's code: {message}")
 

@@ -14,12 +14,19 @@ import os
 import struct
 import sys
 import traceback
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 FRAME = struct.Struct(">II")
 MAX_HEADER_BYTES = 1 << 20
 MAX_BODY_BYTES = 64 << 20
+# SageMaker's inference toolkit answers an exception that carries a status_code (its
+# BaseInferenceToolkitError) with that status (sagemaker-inference-toolkit, transformer.py:
+# Transformer.transform). A model written for it refuses requests so: the statuses a client causes are
+# answered here as the refusals the executor knows; any other status is the model's failure, as a 500 is.
+REFUSALS_BY_STATUS = {HTTPStatus.BAD_REQUEST: "input", HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "input",
+                      HTTPStatus.NOT_ACCEPTABLE: "accept", HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large"}
 
 
 def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
@@ -164,7 +171,15 @@ class Worker:
     def invoke(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         if self.served is None:
             raise RequestError("protocol", "no model is loaded")
-        answer = self.served.invoke(body, header.get("content_type") or "", header.get("accept") or "application/json")
+        try:
+            answer = self.served.invoke(body, header.get("content_type") or "",
+                                        header.get("accept") or "application/json")
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            refusal = REFUSALS_BY_STATUS.get(status) if isinstance(status, int) else None
+            if refusal is None:
+                raise
+            raise RequestError(refusal, str(getattr(exc, "message", None) or exc)) from None
         return {"content_type": "application/json"}, answer
 
 

@@ -180,6 +180,8 @@ class LocalModelLifecycle(ModelLifecycle):
         except ModelRequestRefused as exc:
             if exc.kind == "accept":
                 raise NotAcceptable("Accept", str(exc)) from None
+            if exc.kind == "too_large":
+                raise TooLarge("body", str(exc)) from None
             raise MalformedRequest("body", str(exc)) from None
 
     def _served_model(self, record: Record) -> "ServedModel":
