@@ -8,6 +8,7 @@ import json
 import shutil
 import struct
 import sys
+import textwrap
 import time
 import zlib
 from pathlib import Path
@@ -17,9 +18,9 @@ import torch
 from PIL import Image
 
 from conftest import LiveServer
+from test_model_lifecycle_local import API, deploy
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "training_scripts"
-API = "/api/service/v1"
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +97,7 @@ def bundled_model(folder: Path) -> None:
 def test_a_local_endpoint_answers_413_to_an_image_bomb_and_400_to_a_corrupt_image(live_server) -> None:
     server: LiveServer = live_server()
     bundled_model(server.storage_root / "models" / "bundled")
-    for path, body in [
-            ("/models/register", {"ModelName": "bundled", "Containers": [{"ModelDataUrl": "models/bundled"}]}),
-            ("/endpoints/register", {"ModelName": "bundled", "EndpointConfigName": "bundled-config",
-                                     "VariantName": "AllTraffic", "InitialInstanceCount": 1,
-                                     "InstanceType": "ml.m5.large"}),
-            ("/endpoints/bundled/deploy_model", {"EndpointConfigName": "bundled-config", "EndpointName": "bundled"})]:
-        status, answer = server.request("POST", API + path, body)
-        assert status in (201, 202), answer
-    endpoint = server.wait(f"{API}/endpoints/bundled", lambda record: record["status"] != "Creating")
+    endpoint = deploy(server, "bundled", "bundled", Containers=[{"ModelDataUrl": "models/bundled"}])
     assert endpoint["status"] == "InService", endpoint
 
     def infer(image: bytes) -> tuple[int, dict]:
@@ -120,3 +113,35 @@ def test_a_local_endpoint_answers_413_to_an_image_bomb_and_400_to_a_corrupt_imag
     Image.new("L", (8, 8)).save(buffer, "PNG")
     status, answer = infer(buffer.getvalue())
     assert status == 200 and answer["predictions"][0]["label"] in ("zero", "one"), answer
+
+
+def test_a_local_endpoint_answers_a_models_toolkit_status_as_sagemaker_would(live_server) -> None:
+    # The SageMaker inference toolkit's error contract (sagemaker_inference/errors.py): an exception
+    # with status_code and message attributes; the toolkit itself is not installed here.
+    server: LiveServer = live_server()
+    folder = server.storage_root / "models" / "statuses"
+    (folder / "code").mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"unused: model_fn below loads nothing")
+    (folder / "code" / "inference.py").write_text(textwrap.dedent("""
+        class Refused(Exception):
+            def __init__(self, status_code):
+                super().__init__(status_code, "refused", "refused")
+                self.status_code, self.message = status_code, f"refused with {status_code}"
+
+        def model_fn(model_dir):
+            return None
+
+        def input_fn(body, content_type):
+            raise Refused(int(body))
+    """))
+    assert deploy(server, "statuses", "statuses", Containers=[{"ModelDataUrl": "models/statuses"}])["status"] \
+        == "InService"
+
+    answered = {}
+    for status in (400, 406, 413, 415, 500):
+        answered[status], body = server.request("POST", f"{API}/endpoints/statuses/infer", raw=str(status).encode(),
+                                                content_type="text/csv")
+        # A refusal says the toolkit's message; a model failure its exception.
+        assert (f"refused with {status}" if status < 500 else "Refused: (500") in body["error"], body
+    # 415 has no refusal of its own here: a request the model cannot read is a 400, as for a ValueError.
+    assert answered == {400: 400, 406: 406, 413: 413, 415: 400, 500: 502}

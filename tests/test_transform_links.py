@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LiveServer
-
-API = "/api/service/v1"
+from test_model_lifecycle_local import API
 # Answers with the request's own bytes: whatever the executor reads reaches the output as it was.
 ECHO_INFERENCE = '''
 import json
