@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
@@ -221,6 +223,45 @@ def test_infer_sends_json_csv_and_s3_objects_and_returns_the_endpoint_answer(har
     assert (status, body["field"]) == (400, "S3Uri")
     status, body = harness.call("POST", "/endpoints/digits/infer", {"S3Uri": f"s3://{BUCKET}/inputs/missing.csv"})
     assert (status, body["field"]) == (404, "S3Uri")
+
+
+
+@pytest.mark.parametrize("model_status, status, field", [
+    (400, 400, "body"), (406, 406, "Accept"), (413, 413, "body"), (415, 400, "body"), (500, 502, None),
+    (None, 502, None)])
+def test_a_model_error_answers_the_models_own_status_as_the_local_host_does(
+        harness: Harness, caplog: pytest.LogCaptureFixture, model_status: int | None, status: int,
+        field: str | None) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    harness.deploy("digits", "digits-v1")
+    harness.work()
+    harness.monitor()
+    words = "unsupported accept type 'text/csv': only application/json is offered"
+    log_stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/digits"
+    # moto's InvokeEndpoint never fails, and the machine cannot reach SageMaker: botocore's Stubber
+    # gives the ModelError as botocore parses it, its members checked against the ModelError shape of
+    # botocore's sagemaker-runtime model (Message, OriginalStatusCode, OriginalMessage, LogStreamArn; 424).
+    modeled = {"OriginalMessage": words, "LogStreamArn": log_stream}
+    if model_status is not None:
+        modeled["OriginalStatusCode"] = model_status
+    runtime = harness.clients.client("sagemaker-runtime")
+    caplog.set_level(logging.WARNING, logger="mlops.sagemaker.serving")
+    with Stubber(runtime) as stubber:
+        stubber.add_client_error(
+            "invoke_endpoint", "ModelError", http_status_code=424, modeled_fields=modeled,
+            service_message=f"Received client error ({model_status}) from primary with message \"{words}\". See "
+                            "https://us-east-1.console.aws.amazon.com/cloudwatch/home in account 123456789012 "
+                            "for more information.")
+        answer_status, body = harness.call("POST", "/endpoints/digits/infer", {"instances": [[[0, 255]]]})
+        stubber.assert_no_pending_responses()
+
+    assert answer_status == status and words in body["error"], body
+    assert "123456789012" not in body["error"]  # SageMaker's console link is for the operator, not the caller
+    if field is not None:
+        assert body["field"] == field
+    else:
+        assert "endpoint 'digits': the model failed" in body["error"] and "field" not in body
+        assert log_stream in caplog.text
 
 
 def test_a_failed_endpoint_create_deletes_the_endpoint_and_its_config(harness: Harness) -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from http import HTTPStatus
 from typing import Any, BinaryIO
 
 from config import Config
 from db import Job, JobStatus, JobStore, Record
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
-from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound,
-                          NotSupported, error_code, error_text)
+from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
+                          NotFound, NotSupported, TooLarge, error_code, error_text)
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                                    production_variant, public_request)
@@ -35,6 +36,13 @@ INFERENCE_ENVIRONMENT = {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBM
 DEFAULT_INFERENCE_INSTANCE = "ml.m5.large"
 PRESIGN_SECONDS = 3600
 SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"})
+# A ModelError carries the container's own status as OriginalStatusCode (botocore's sagemaker-runtime
+# model); these say the caller's request is at fault, as the local model host reads them. Any other
+# status, or none, is the model failing.
+REFUSALS_BY_MODEL_STATUS: dict[int, tuple[type[InvalidRequest], str]] = {
+    HTTPStatus.BAD_REQUEST: (MalformedRequest, "body"), HTTPStatus.UNSUPPORTED_MEDIA_TYPE: (MalformedRequest, "body"),
+    HTTPStatus.NOT_ACCEPTABLE: (NotAcceptable, "Accept"), HTTPStatus.REQUEST_ENTITY_TOO_LARGE: (TooLarge, "body"),
+}
 
 
 class SageMakerModelLifecycle(ModelLifecycle):
@@ -250,8 +258,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
             answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
         except AWS_ERRORS as exc:
             if error_code(exc) == "ModelError":
-                # The model's own code rejected the payload: the caller's input, the model's words.
-                raise MalformedRequest("body", error_text(exc)) from None
+                raise _model_error(name, exc) from None
             raise aws_error(exc, "id", f"invoke_endpoint {name}") from exc
         return answer["Body"].read(), answer.get("ContentType") or "application/octet-stream"
 
@@ -547,3 +554,20 @@ class SageMakerModelLifecycle(ModelLifecycle):
             copies.append({"from": f"s3://{source_bucket}/{key}", "S3Uri": f"s3://{bucket}/{target}", "size": size})
         return copies
 
+
+def _model_error(endpoint: str, exc: Exception) -> Exception:
+    """Turn InvokeEndpoint's ModelError into the caller's refusal or the model's failure, by the model's status."""
+    # botocore puts a modeled error's members beside "Error" in the response
+    # (botocore/endpoint.py, Endpoint._add_modeled_error_fields).
+    response: dict[str, Any] = getattr(exc, "response", None) or {}
+    status = response.get("OriginalStatusCode")
+    # The model's own words; SageMaker's Message wraps them with a console link and the account id,
+    # which are for the operator.
+    words = response.get("OriginalMessage") or response.get("Error", {}).get("Message", "")
+    refusal = REFUSALS_BY_MODEL_STATUS.get(status) if isinstance(status, int) else None
+    if refusal is not None:
+        error_class, field = refusal
+        return error_class(field, words)
+    logger.warning("endpoint %s: the model failed with status %s; its log stream: %s", endpoint, status,
+                   response.get("LogStreamArn") or "not named")
+    return BackendError(f"endpoint {endpoint!r}: the model failed ({status or 'no status'}): {words}")
