@@ -325,17 +325,31 @@ def test_inference_round_trip_predicts_training_digits(trained, inference):
     assert raw[0]["label"] == predictions[0]["label"]
 
 
-@pytest.mark.parametrize("body, content_type, message", [
-    ("[]", "application/json", "no images"),
-    ('{"instances": [[[1, 2], [3]]]}', "application/json", "ragged"),
-    ('{"instances": [[[300]]]}', "application/json", "outside 0..255"),
-    ('{"instances": ["!!"]}', "application/json", "not valid base64"),
-    (b"GIF89a", "image/png", "not a readable"),
-    ("{}", "text/csv", "unsupported content type"),
+# On SageMaker the inference toolkit answers a BaseInferenceToolkitError with its status_code and any
+# other exception with a 500 (sagemaker-inference-toolkit, src/sagemaker_inference/transformer.py);
+# the local model worker catches ValueError, so each refusal is both.
+@pytest.mark.parametrize("body, content_type, message, status", [
+    ("[]", "application/json", "no images", 400),
+    ('{"instances": [[[1, 2], [3]]]}', "application/json", "ragged", 400),
+    ('{"instances": [[[{"r": 1}]]]}', "application/json", "other than numbers", 400),
+    ('{"instances": [[[300]]]}', "application/json", "outside 0..255", 400),
+    ('{"instances": ["!!"]}', "application/json", "not valid base64", 400),
+    (b"\xff{", "application/json", "not valid JSON", 400),
+    (b"GIF89a", "image/png", "not a readable", 400),
+    ("{}", "text/csv", "unsupported content type", 415),
 ])
-def test_inference_rejects_bad_input_with_value_error(inference, body, content_type, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_inference_refuses_bad_input_with_the_status_the_toolkit_answers(inference, body, content_type, message,
+                                                                          status):
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
         inference.input_fn(body, content_type)
+    assert refused.value.status_code == status and refused.value.message == str(refused.value)
+
+
+def test_inference_refuses_an_answer_type_it_cannot_write_with_406(inference):
+    with pytest.raises(ValueError, match="unsupported accept type") as refused:
+        inference.output_fn([{"label": "7", "probabilities": {"7": 1.0}}], "text/csv")
+    assert refused.value.status_code == 406 and refused.value.phrase == str(refused.value)
+    assert json.loads(inference.output_fn([], "*/*")) == {"predictions": []}
 
 
 @pytest.fixture

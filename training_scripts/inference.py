@@ -43,17 +43,43 @@ MAX_PIXELS_PER_IMAGE = 25_000_000
 MAX_PIXELS_PER_REQUEST = 50_000_000
 
 
-class RequestTooLarge(BaseInferenceToolkitError):
-    """The request holds more images or pixels than one request may decode: a 413, not a malformed request."""
+class Refusal(BaseInferenceToolkitError):
+    """The request, not the model, is at fault: answered with status_code and the message."""
 
     # SageMaker's inference toolkit answers an exception of its BaseInferenceToolkitError with the
     # exception's status_code and message, and any other exception with a 500
     # (sagemaker-inference-toolkit, src/sagemaker_inference/transformer.py: Transformer.transform).
-    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    status_code: HTTPStatus
 
     def __init__(self, message: str):
         Exception.__init__(self, message)
         self.message = self.phrase = message
+
+
+class RequestTooLarge(Refusal):
+    """The request holds more images or pixels than one request may decode: a 413, not a malformed request."""
+
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+# Refusal first, so that its __init__ (not ValueError's) sets message and phrase; Refusal is a class
+# of its own, so this order holds whether BaseInferenceToolkitError is the toolkit's or Exception.
+class BadRequest(Refusal, ValueError):
+    """The request cannot be read as images: a 400 (a ValueError too, for callers that catch those)."""
+
+    status_code = HTTPStatus.BAD_REQUEST
+
+
+class UnsupportedContentType(BadRequest):
+    """The request's content type is not one input_fn reads."""
+
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class UnsupportedAccept(BadRequest):
+    """The answer type asked for is not one output_fn writes."""
+
+    status_code = HTTPStatus.NOT_ACCEPTABLE
 
 
 @dataclass(frozen=True)
@@ -79,20 +105,20 @@ def model_fn(model_dir: str) -> LoadedModel:
 
 
 def input_fn(request_body: bytes | str, content_type: str) -> list[Image.Image]:
-    """Decode a request body into a list of images: RequestTooLarge over the bounds, ValueError on anything else."""
+    """Decode a request body into a list of images: RequestTooLarge over the bounds, BadRequest on anything else."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type in IMAGE_CONTENT_TYPES:
         return [_decode_image_bytes(_as_bytes(request_body), "the request body", [0])]
     if media_type != JSON_CONTENT_TYPE:
-        raise ValueError(f"unsupported content type {content_type!r}: send {JSON_CONTENT_TYPE} or an image type "
-                         f"({', '.join(sorted(IMAGE_CONTENT_TYPES))})")
+        raise UnsupportedContentType(f"unsupported content type {content_type!r}: send {JSON_CONTENT_TYPE} or an "
+                                     f"image type ({', '.join(sorted(IMAGE_CONTENT_TYPES))})")
     try:
         payload = json.loads(request_body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"the request body is not valid JSON: {error}") from None
+        raise BadRequest(f"the request body is not valid JSON: {error}") from None
     instances = _json_instances(payload)
     if not instances:
-        raise ValueError("the request holds no images")
+        raise BadRequest("the request holds no images")
     if len(instances) > MAX_IMAGES_PER_REQUEST:
         raise RequestTooLarge(f"the request holds {len(instances)} images; at most {MAX_IMAGES_PER_REQUEST} "
                               "are accepted")
@@ -117,7 +143,7 @@ def output_fn(prediction: list[dict[str, Any]], accept: str | None) -> str:
     """Serialise predictions as JSON, the only answer type offered."""
     media_type = (accept or JSON_CONTENT_TYPE).split(";", 1)[0].strip().lower()
     if media_type not in (JSON_CONTENT_TYPE, "*/*"):
-        raise ValueError(f"unsupported accept type {accept!r}: only {JSON_CONTENT_TYPE} is offered")
+        raise UnsupportedAccept(f"unsupported accept type {accept!r}: only {JSON_CONTENT_TYPE} is offered")
     return json.dumps({"predictions": prediction})
 
 
@@ -128,7 +154,7 @@ def _json_instances(payload: Any) -> list[Any]:
         return payload["instances"]
     if isinstance(payload, dict) and "image" in payload:
         return [payload["image"]]
-    raise ValueError('the JSON must be {"instances": [...]}, a list of images, or {"image": ...}')
+    raise BadRequest('the JSON must be {"instances": [...]}, a list of images, or {"image": ...}')
 
 
 def _json_image(instance: Any, number: int, pixels_so_far: list[int]) -> Image.Image:
@@ -139,7 +165,7 @@ def _json_image(instance: Any, number: int, pixels_so_far: list[int]) -> Image.I
         image = _array_to_image(instance, where)
         _count_pixels(image.size, where, pixels_so_far)
         return image
-    raise ValueError(f"{where} must be a base64 string or a nested array of pixels, not {type(instance).__name__}")
+    raise BadRequest(f"{where} must be a base64 string or a nested array of pixels, not {type(instance).__name__}")
 
 
 def _decode_base64(text: str, where: str) -> bytes:
@@ -148,7 +174,7 @@ def _decode_base64(text: str, where: str) -> bytes:
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{where} is a string but not valid base64") from None
+        raise BadRequest(f"{where} is a string but not valid base64") from None
 
 
 def _decode_image_bytes(data: bytes, where: str, pixels_so_far: list[int]) -> Image.Image:
@@ -160,7 +186,7 @@ def _decode_image_bytes(data: bytes, where: str, pixels_so_far: list[int]) -> Im
     except Image.DecompressionBombError:
         raise RequestTooLarge(f"{where} has more than {MAX_PIXELS_PER_IMAGE} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"{where} is not a readable PNG or JPEG image: {error}") from None
+        raise BadRequest(f"{where} is not a readable PNG or JPEG image: {error}") from None
     return image
 
 
@@ -178,14 +204,15 @@ def _count_pixels(size: tuple[int, int], where: str, pixels_so_far: list[int]) -
 def _array_to_image(instance: list, where: str) -> Image.Image:
     try:
         pixels = np.asarray(instance, dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{where} is a ragged array: every row must have the same length") from None
+    except (TypeError, ValueError):
+        raise BadRequest(f"{where} is not an array of numbers with rows of one length (ragged, or holding "
+                         "something other than numbers)") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if pixels.ndim != 3 or pixels.shape[2] not in ARRAY_CHANNELS or min(pixels.shape[:2]) == 0:
-        raise ValueError(f"{where} has shape {pixels.shape}; expected H x W or H x W x C with C in 1, 3, 4")
+        raise BadRequest(f"{where} has shape {pixels.shape}; expected H x W or H x W x C with C in 1, 3, 4")
     if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
-        raise ValueError(f"{where} has pixel values outside 0..255")
+        raise BadRequest(f"{where} has pixel values outside 0..255")
     array = np.rint(pixels).astype(np.uint8)
     # Pillow infers L, RGB or RGBA from a uint8 array's shape.
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
