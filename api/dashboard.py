@@ -15,6 +15,7 @@ from flask import Blueprint, abort, jsonify, redirect, request, send_from_direct
 
 from api.access import public
 from api.docs import documented
+from api.downloads import file_rows
 from api.execute import find_job, read_log_tail
 from api.pages import page
 from api.views import executor, format_time, job_status
@@ -156,7 +157,8 @@ def job_detail(job_id: str):
     detail["metric_history"] = history = store.metric_history(job.id)
     detail["eta_seconds"] = eta_seconds(job, history, time.time())
     detail["request"] = request_view(job)
-    detail["files"] = [{"path": item.path, "size": item.size} for item in list_outputs(Path(job.output_dir))]
+    files = list_outputs(Path(job.output_dir))
+    detail["files"], detail["files_truncated"] = file_rows(files), files.truncated
     detail["events"] = [{**event, "time": format_time(event["time"], executor().config.timezone)}
                         for event in store.events(job.id)]
     detail["log_tail"] = read_log_tail(job, LOG_TAIL_BYTES)

@@ -7,7 +7,7 @@ answer says where), opened without following links
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from flask import Blueprint, Response, jsonify, stream_with_context
 
@@ -15,17 +15,30 @@ from api.docs import documented
 from api.execute import find_job
 from db import Job
 from mlops.errors import NotFound
-from mlops.job_outputs import CHUNK_BYTES, NotAnOutputFile, list_outputs, model_archive, open_output
+from mlops.job_outputs import (CHUNK_BYTES, MAX_LISTED_FILES, NotAnOutputFile, OutputListing, list_outputs,
+                               model_archive, open_output)
 
 blueprint = Blueprint("downloads", __name__)
 
-FILE_LIST_SCHEMA = {
-    "title": "JobFiles", "type": "object", "required": ["files"],
-    "properties": {"files": {"type": "array", "items": {
-        "type": "object", "required": ["path", "size"],
-        "properties": {"path": {"type": "string", "description": "relative to the job folder: model/… or output/…"},
-                       "size": {"type": "integer"}}}}},
+FILE_SCHEMA = {
+    "type": "object", "required": ["path", "size"],
+    "properties": {"path": {"type": "string", "description": "relative to the job folder: model/… or output/…"},
+                   "size": {"type": "integer"}},
 }
+FILE_LIST_SCHEMA = {
+    "title": "JobFiles", "type": "object", "required": ["files", "truncated"],
+    "properties": {
+        "files": {"type": "array", "items": FILE_SCHEMA, "maxItems": MAX_LISTED_FILES,
+                  "description": f"at most {MAX_LISTED_FILES} files, model/ before output/, each in path order"},
+        "truncated": {"type": "boolean",
+                      "description": f"the job has more than {MAX_LISTED_FILES} files and only these are listed; "
+                                     "any of its files still downloads by its path"}},
+}
+
+
+def file_rows(listing: OutputListing) -> list[dict[str, Any]]:
+    """Return the files of a listing as answered: each one's path and size."""
+    return [{"path": item.path, "size": item.size} for item in listing.files]
 
 
 def job_folder(job: Job) -> Path:
@@ -53,9 +66,10 @@ def _download(chunks: Iterator[bytes], filename: str, mimetype: str, size: int |
 @blueprint.get("/api/jobs/<job_id>/files")
 @documented(response_schema=FILE_LIST_SCHEMA)
 def list_files(job_id: str):
-    """List the regular files of a job's outputs (model/ and output/) with their sizes."""
+    """List the first regular files of a job's outputs (model/ and output/) with their sizes."""
     folder = job_folder(find_job(job_id))
-    return jsonify(files=[{"path": item.path, "size": item.size} for item in list_outputs(folder)])
+    listing = list_outputs(folder)
+    return jsonify(files=file_rows(listing), truncated=listing.truncated)
 
 
 @blueprint.get("/api/jobs/<job_id>/files/<path:name>")
@@ -82,6 +96,6 @@ def download_model(job_id: str):
     """Download a job's model folder as model.tar.gz (the SageMaker model artifact's layout), streamed."""
     job = find_job(job_id)
     folder = job_folder(job)
-    if not list_outputs(folder, ("model",)):
+    if not list_outputs(folder, ("model",), limit=1).files:
         raise NotFound("job_id", f"job {job.id} has no model files on this machine (yet){_elsewhere(job)}")
     return _download(model_archive(folder), "model.tar.gz", "application/gzip")

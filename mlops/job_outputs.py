@@ -16,6 +16,10 @@ from mlops.job_files import open_file, regular_files
 
 #: The folders of a job that hold what it produced (the /opt/ml names): the model and the outputs.
 OUTPUT_FOLDERS = ("model", "output")
+#: The most files one listing holds. A job decides how many files it writes, and a listing is walked and
+#: answered whole in a request thread, or stored in a local job's artifacts record: a thousand files is
+#: more than a person reads on a page, and the walk stops at the first file past it.
+MAX_LISTED_FILES = 1000
 CHUNK_BYTES = 1 << 20
 
 
@@ -29,6 +33,14 @@ class OutputFile:
 
     path: str
     size: int
+
+
+@dataclass(frozen=True)
+class OutputListing:
+    """The first files of a job's outputs, and whether more were left out."""
+
+    files: list[OutputFile]
+    truncated: bool
 
 
 def output_path(name: str) -> PurePosixPath:
@@ -48,13 +60,18 @@ def open_output(job_dir: Path, name: str) -> tuple[IO[bytes], int]:
         raise NotAnOutputFile(f"{name!r} is not a regular file among the job's outputs") from None
 
 
-def list_outputs(job_dir: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS) -> list[OutputFile]:
-    """Return the regular files under the job's output folders, links and special files left out."""
+def list_outputs(job_dir: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS,
+                 limit: int | None = MAX_LISTED_FILES) -> OutputListing:
+    """List up to `limit` (None: all) regular files of the job's output folders; links and special files left out."""
     found: list[OutputFile] = []
     for folder in folders:
-        entries, _more = regular_files(job_dir, folder, None)
+        # A folder whose turn comes once the bound is reached is still asked for one file (limit 0):
+        # the listing says it was cut only when a file was in fact left out.
+        entries, more = regular_files(job_dir, folder, None if limit is None else limit - len(found))
         found += [OutputFile(entry.relative, entry.size) for entry in entries]
-    return found
+        if more:
+            return OutputListing(found, truncated=True)
+    return OutputListing(found, truncated=False)
 
 
 def model_archive(job_dir: Path) -> Iterator[bytes]:
@@ -62,7 +79,8 @@ def model_archive(job_dir: Path) -> Iterator[bytes]:
     # The tar stream is written by hand (headers from TarInfo.tobuf, data, padding, end blocks), because
     # tarfile's addfile copies a whole file before a generator could hand any of it on.
     gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
-    for item in list_outputs(job_dir, ("model",)):
+    # Every file of the model belongs in its archive: the listing is not bounded here.
+    for item in list_outputs(job_dir, ("model",), limit=None).files:
         try:
             handle, size = open_output(job_dir, item.path)
         except NotAnOutputFile:

@@ -7,10 +7,13 @@ import tarfile
 import time
 import urllib.request
 
+import jsonschema
 import pytest
 
+from api.downloads import FILE_LIST_SCHEMA
 from conftest import pipeline_body, wait_final, write_pipeline
 from db import JobStatus
+from mlops.job_outputs import MAX_LISTED_FILES
 
 OUTPUT_SCRIPT = """
 import os
@@ -28,6 +31,13 @@ os.symlink(secret, os.path.join(model, "stolen.key"))
 os.symlink(os.path.dirname(secret), os.path.join(data, "executor"))
 os.mkfifo(os.path.join(data, "pipe"))
 print("secret key readable by the job:", os.path.exists(secret), flush=True)
+"""
+# A job decides how many files it writes: here five more than a listing holds.
+MANY_FILES_SCRIPT = f"""
+import os
+open(os.path.join(os.environ["SM_MODEL_DIR"], "model.pt"), "wb").write(b"weights")
+for index in range({MAX_LISTED_FILES + 5}):
+    open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], f"part-{{index:04d}}.csv"), "w").close()
 """
 
 
@@ -105,6 +115,9 @@ def test_downloads_stream_regular_output_files_and_never_follow_links(server, da
     _, listing = server.request("GET", f"/api/jobs/{job_id}/files")
     assert [item["path"] for item in listing["files"]] == [
         "model/code/inference.py", "model/model.pt", "output/data/report.txt"]
+    assert listing["truncated"] is False
+    _, detail = server.request("GET", f"/api/jobs/{job_id}")
+    assert detail["files"] == listing["files"] and detail["files_truncated"] is False
     status, content, headers = download(server, f"/api/jobs/{job_id[:8]}/files/model/model.pt")
     assert status == 200 and content == bytes(range(256)) * 4096
     assert headers["Content-Disposition"] == 'attachment; filename="model.pt"'
@@ -122,6 +135,26 @@ def test_downloads_stream_regular_output_files_and_never_follow_links(server, da
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["code/inference.py", "model.pt"]
         assert tar.extractfile("model.pt").read() == bytes(range(256)) * 4096
+
+
+def test_a_job_with_more_files_than_a_listing_holds_lists_the_first_and_says_the_list_was_cut(server):
+    write_pipeline(server.storage_root, "many", MANY_FILES_SCRIPT, name="many.py")
+    job_id = run(server, "many", "python many.py")
+    first = ["model/model.pt"] + [f"output/data/part-{index:04d}.csv" for index in range(MAX_LISTED_FILES - 1)]
+
+    _, listing = server.request("GET", f"/api/jobs/{job_id}/files")
+    jsonschema.validate(listing, FILE_LIST_SCHEMA)
+    assert [item["path"] for item in listing["files"]] == first and listing["truncated"] is True
+    _, detail = server.request("GET", f"/api/jobs/{job_id}")
+    assert detail["files"] == listing["files"] and detail["files_truncated"] is True
+    _, status = server.request("GET", f"/status/{job_id}")
+    assert status["artifacts"]["files"] == first and "files_left_out" in status["artifacts"]
+
+    left_out = f"output/data/part-{MAX_LISTED_FILES + 4:04d}.csv"
+    assert download(server, f"/api/jobs/{job_id}/files/{left_out}")[0] == 200
+    status, archive, _ = download(server, f"/api/jobs/{job_id}/model.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert status == 200 and tar.getnames() == ["model.pt"]
 
 
 def test_a_job_without_model_files_has_no_model_archive(server):

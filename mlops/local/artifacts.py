@@ -10,25 +10,21 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from mlops.job_files import read_bounded, regular_files, write_bytes
+from mlops import job_outputs
+from mlops.job_files import read_bounded, write_bytes
+from mlops.job_outputs import MAX_LISTED_FILES
 
 OUTPUT_FOLDERS = ("model", "output/data")
-MAX_LISTED_FILES = 1000
 INLINE_FILE_BYTES = 64 << 10
 INLINE_TOTAL_BYTES = 1 << 20
 
 
 def list_outputs(root: Path) -> dict[str, Any]:
     """Return the artifacts record of a job folder: its output folders and up to MAX_LISTED_FILES files."""
-    files: list[str] = []
-    left_out = False
-    for folder in OUTPUT_FOLDERS:
-        entries, more = regular_files(root, folder, MAX_LISTED_FILES - len(files))
-        files += [entry.relative for entry in entries]
-        left_out = left_out or more
+    listing = job_outputs.list_outputs(root, OUTPUT_FOLDERS)
     artifacts: dict[str, Any] = {"model_dir": str(root / "model"), "output_data_dir": str(root / "output" / "data"),
-                                 "files": files}
-    if left_out:
+                                 "files": [item.path for item in listing.files]}
+    if listing.truncated:
         artifacts["files_left_out"] = f"more than {MAX_LISTED_FILES} files; only the first are listed"
     return artifacts
 
