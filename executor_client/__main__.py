@@ -309,8 +309,11 @@ def show_status(client: Client, args: argparse.Namespace) -> int:
         print(f"eta       {detail['eta_seconds']:.0f} s")
     for key, value in (detail.get("request") or {}).items():
         print(f"{key:<9} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
-    for item in detail.get("files") or []:
+    files = detail.get("files") or []
+    for item in files:
         print(f"file      {item['path']}  ({item['size']} bytes)")
+    if detail.get("files_truncated"):
+        print(f"files     only the first {len(files)} are shown; the job wrote more")
     return 0
 
 

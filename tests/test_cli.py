@@ -17,6 +17,7 @@ import pytest
 
 from conftest import ROOT, pipeline_body, wait_for, write_pipeline
 from helpers_service import AUTH, METRIC_SCRIPT, TOKEN
+from mlops.job_outputs import MAX_LISTED_FILES
 
 
 def cli(*args: str, url: str | None = None, token: str | None = TOKEN, stdin: str | None = None,
@@ -97,6 +98,21 @@ def test_list_status_and_logs(server, tmp_path):
     assert json.loads(status.stdout)["metrics"]["train_loss"] == 0.5
     assert "epoch=2/2" in cli("logs", job_id, url=server.url).stdout
     assert "epoch=2/2" in cli("logs", job_id, "--follow", url=server.url).stdout
+
+
+def test_status_says_when_only_the_first_files_are_listed(server, data_dir, tmp_path):
+    write_pipeline(data_dir / "storage", "many", f"""
+import os
+for index in range({MAX_LISTED_FILES + 5}):
+    open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], f"part-{{index:04d}}.csv"), "w").close()
+""", name="run.py")
+    finished = cli("submit", pipeline_file(tmp_path, "many", "python run.py"), "--wait", "--interval", "0.2",
+                   "--no-log", url=server.url)
+    assert finished.returncode == 0, finished.stderr
+    job_id = finished.stderr.splitlines()[0].split()[-1]
+    lines = [line for line in cli("status", job_id, url=server.url).stdout.splitlines() if line.startswith("file")]
+    assert len(lines) == MAX_LISTED_FILES + 1
+    assert lines[-1] == f"files     only the first {MAX_LISTED_FILES} are shown; the job wrote more"
 
 
 def test_submit_reads_the_pipeline_from_standard_input(server):

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, pipeline_body, wait_for, write_pipeline
 from helpers_service import AUTH, METRIC_SCRIPT, TOKEN
+from mlops.job_outputs import MAX_LISTED_FILES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -173,6 +174,7 @@ def test_the_job_page_downloads_files_and_the_model_and_reruns_the_job(server, p
     page.wait_for_selector("body[data-loaded=COMPLETED]")
     assert page.locator("#files tbody td:first-child").all_inner_texts() == ["model/model.pt",
                                                                             "output/data/report.txt"]
+    assert page.locator("#files-truncated").is_hidden()
     with page.expect_download() as info:
         page.click("#files button[data-path='model/model.pt']")
     assert info.value.suggested_filename == "model.pt"
@@ -191,6 +193,22 @@ def test_the_job_page_downloads_files_and_the_model_and_reruns_the_job(server, p
     assert page.locator("#rerun-of-link").inner_text() == job_id
     new_id = page.url.split("#")[0].rsplit("/", 1)[-1]
     assert new_id != job_id and final_status(server, new_id) == "COMPLETED"
+    assert page.console_errors == []
+
+
+def test_the_job_page_says_when_only_the_first_files_are_listed(server, page, data_dir):
+    write_pipeline(data_dir / "storage", "many", f"""
+import os
+for index in range({MAX_LISTED_FILES + 5}):
+    open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], f"part-{{index:04d}}.csv"), "w").close()
+""", name="run.py")
+    job_id = submit(server, "many", "python run.py", "many-files")
+    assert final_status(server, job_id) == "COMPLETED"
+    page.goto(f"{server.url}/execute/jobs/{job_id}#token={TOKEN}")
+    page.wait_for_selector("body[data-loaded=COMPLETED]")
+    assert page.locator("#files tbody tr").count() == MAX_LISTED_FILES
+    assert page.inner_text("#files-truncated") == f"First {MAX_LISTED_FILES} files shown; the job wrote more."
+    assert page.locator("#download-model").is_hidden()
     assert page.console_errors == []
 
 

@@ -28,7 +28,7 @@
     document.getElementById("charts-section").hidden = families.size === 0;
   }
 
-  function renderFiles(files) {
+  function renderFiles(files, truncated) {
     document.querySelector("#files tbody").replaceChildren(...files.map((file) => {
       const tr = document.createElement("tr");
       const button = el("button", "Download", "link");
@@ -43,6 +43,10 @@
     }));
     document.getElementById("files").hidden = files.length === 0;
     document.getElementById("no-files").hidden = files.length > 0;
+    // The executor lists a bounded number of files; the rest still download through the API by path.
+    const cut = document.getElementById("files-truncated");
+    cut.textContent = truncated ? `First ${files.length} files shown; the job wrote more.` : "";
+    cut.hidden = !truncated;
     document.getElementById("download-model").hidden = !files.some((file) => file.path.startsWith("model/"));
   }
 
@@ -84,7 +88,7 @@
     }));
     document.getElementById("no-metrics").hidden = metrics.length > 0;
     drawCharts(job.metric_history, job.epochs);
-    renderFiles(job.files);
+    renderFiles(job.files, job.files_truncated);
     const log = document.getElementById("log");
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent = job.log_tail;
