@@ -297,7 +297,8 @@ class JobQueue:
     def _fail(self, job: Job, ctx: JobContext | None, reason: str) -> None:
         if ctx is not None:
             reason = ctx.redact(reason)
-        logger.warning("job %s failed: %s", job.id, reason)
+        # The reason may quote the job's own output lines: repr keeps each failure one line of the log.
+        logger.warning("job %s failed: %r", job.id, reason)
         try:
             if ctx is not None:
                 ctx.finish(JobStatus.ERROR, reason)

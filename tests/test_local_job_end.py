@@ -1,10 +1,11 @@
-"""How a local job ends when its log and then the store fail: the first failure is its reason, the
-job's end waits for the store, and nothing of the job stays in the backend once its run is over."""
+"""How a local job ends when its log or its script fails and then the store fails: the first failure
+is its reason, the store's refusal follows it, the job's end waits for the store, and nothing of the
+job stays in the backend once its run is over."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -49,9 +50,20 @@ class StoreRefusingTheJobsEnd(JobStore):
 
 
 @pytest.fixture
-def server(live_server, monkeypatch) -> LiveServer:
+def start_server(live_server, monkeypatch) -> Callable[..., LiveServer]:
     monkeypatch.setattr(app_module, "JobStore", StoreRefusingTheJobsEnd)
-    return live_server(workers="1")
+    return lambda **settings: live_server(workers="1", **settings)
+
+
+@pytest.fixture
+def server(start_server) -> LiveServer:
+    return start_server()
+
+
+def refusal(store: JobStore) -> str:
+    """Return how a reason names the store's refusal of the job's artifacts."""
+    return f"; then: recording the job's outputs failed: job database {store.path} cannot be written: " \
+           "database or disk is full"
 
 
 def submit(server: LiveServer, script: str) -> str:
@@ -89,7 +101,7 @@ def test_a_log_failure_then_a_refused_store_ends_the_job_with_the_log_failure_fi
     assert final["task_status"] == "ERROR"
     reason = final["failure_reason"]
     assert reason.startswith("the job log cannot be written: [Errno 21] Is a directory"), reason
-    assert f"; then: job database {store.path} cannot be written" in reason
+    assert refusal(store) in reason
     assert held_for(server, job_id) == []
 
 
@@ -100,4 +112,25 @@ def test_a_stopped_job_whose_artifacts_the_store_refuses_leaves_nothing_in_the_b
     assert server.request("GET", f"/execute/{job_id}/stop")[1] == {"Task cancelled": True}
     # The stop was answered "cancelled": the store keeps that promise whatever failed after it.
     assert wait_final(server, job_id, timeout=30)["task_status"] == "CANCELLED"
+    assert server.executor.store.events(job_id)[-1]["message"].startswith(
+        "stopped at the user's request" + refusal(server.executor.store))
     assert held_for(server, job_id) == []
+
+
+def test_a_failed_script_whose_artifacts_the_store_refuses_ends_with_its_exit_code_then_the_refusal(server):
+    job_id = submit(server, "import sys\nprint('the cause of the failure', flush=True)\nsys.exit(3)\n")
+    final = wait_final(server, job_id, timeout=30)
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"] == ("the script failed with exit code 3; its last lines:\n"
+                                       "the cause of the failure" + refusal(server.executor.store))
+    assert held_for(server, job_id) == []
+
+
+def test_a_job_over_its_runtime_whose_artifacts_the_store_refuses_ends_with_the_limit_then_the_refusal(
+        start_server):
+    server = start_server(max_runtime_seconds="1")
+    job_id = submit(server, "import time\nprint('working', flush=True)\ntime.sleep(60)\n")
+    final = wait_final(server, job_id, timeout=30)
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"] == ("MaxRuntimeExceeded: the job ran longer than 1 s and was stopped"
+                                       + refusal(server.executor.store))

@@ -40,7 +40,7 @@ CHANNEL = "training"
 CURRENT_HOST = "algo-1"
 FAILURE_TEXT_LIMIT = 4000
 TAIL_TEXT_CHARS = 3000
-# A failure after the output failure that decided the job's end is added to its reason, cut to this.
+# A post-run step's failure after the job's end was decided is added to its reason, cut to this.
 LATER_FAILURE_CHARS = 500
 INSTALL_TIMEOUT_S = 3600
 # Only these variables of the executor's own environment reach a job: the rest (AWS keys, the API
@@ -93,6 +93,15 @@ class ProcessEnd:
     output_failure: str | None
     #: Its last lines that are neither blank nor metric lines, secrets redacted.
     tail: list[str]
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """The end a job's process decided, before the steps that record its outputs run."""
+
+    status: JobStatus
+    failure_reason: str | None = None
+    message: str | None = None
 
 
 class LocalBackend(Backend):
@@ -196,19 +205,9 @@ class LocalBackend(Backend):
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
-        end = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
-        try:
-            ctx.set_artifacts(list_outputs(layout.root))
-            redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
-            if remote_log_uri(request):
-                self._publish(ctx, layout)
-        except (StoreError, OSError) as exc:
-            if not end.output_failure:
-                raise
-            # The output failure came first and decides the job's end; the queue holds that end until
-            # the store takes it.
-            raise BackendError(f"{end.output_failure}; then: {str(exc)[:LATER_FAILURE_CHARS]}") from exc
-        self._finish(ctx, layout, end, max_runtime)
+        process_end = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
+        end = self._decide_end(ctx, layout, process_end, max_runtime)
+        self._end(ctx, end, self._record_outputs(ctx, layout))
 
     def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
                      max_runtime: int, readable: list[Path]) -> ProcessEnd:
@@ -238,19 +237,52 @@ class LocalBackend(Backend):
                 stop_reason = self._stop_reasons.pop(ctx.job_id, None)
         return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail))
 
-    def _finish(self, ctx: JobContext, layout: ContainerLayout, end: ProcessEnd, max_runtime: int) -> None:
-        if end.stop_reason == "cancelled" or ctx.cancel_requested():
-            ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
-        elif end.stop_reason == "shutdown":
+    def _decide_end(self, ctx: JobContext, layout: ContainerLayout, process_end: ProcessEnd,
+                    max_runtime: int) -> JobEnd | None:
+        """Return the end the job's process decided; None when the executor's shutdown stopped it."""
+        if process_end.stop_reason == "cancelled" or ctx.cancel_requested():
+            return JobEnd(JobStatus.CANCELLED, message="stopped at the user's request")
+        if process_end.stop_reason == "shutdown":
+            return None
+        if process_end.output_failure:
+            return JobEnd(JobStatus.ERROR, process_end.output_failure)
+        if process_end.stop_reason == "MaxRuntimeExceeded":
+            return JobEnd(JobStatus.ERROR,
+                          f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
+        if process_end.returncode != 0:
+            return JobEnd(JobStatus.ERROR, self._failure_reason(layout, process_end.returncode, process_end.tail))
+        return JobEnd(JobStatus.COMPLETED)
+
+    def _record_outputs(self, ctx: JobContext, layout: ContainerLayout) -> str | None:
+        """Record, redact and publish the job's outputs; return why a step failed, or None."""
+        step = "recording the job's outputs"
+        try:
+            ctx.set_artifacts(list_outputs(layout.root))
+            step = "redacting secrets from the job's outputs"
+            redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
+            if remote_log_uri(ctx.job.request):
+                step = "publishing the job's log and outputs"
+                self._publish(ctx, layout)
+        except (StoreError, OSError) as exc:
+            return f"{step} failed: {str(exc)[:LATER_FAILURE_CHARS]}"
+        return None
+
+    def _end(self, ctx: JobContext, end: JobEnd | None, later_failure: str | None) -> None:
+        """End the job as its process decided, with the failure of a step after it, if any."""
+        if end is None:
+            if later_failure:
+                logger.warning("job %s: stopped by the executor's shutdown; then: %s", ctx.job_id,
+                               ctx.redact(later_failure))
             raise InterruptedError("executor stopped while the job was running")
-        elif end.output_failure:
-            ctx.finish(JobStatus.ERROR, end.output_failure)
-        elif end.stop_reason == "MaxRuntimeExceeded":
-            ctx.finish(JobStatus.ERROR, f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped")
-        elif end.returncode != 0:
-            ctx.finish(JobStatus.ERROR, self._failure_reason(layout, end.returncode, end.tail))
+        then = f"; then: {later_failure}" if later_failure else ""
+        if end.status is JobStatus.CANCELLED:
+            ctx.finish(JobStatus.CANCELLED, message=ctx.redact(f"{end.message}{then}"))
+        elif later_failure:
+            # The job ends ERROR (a completed one for the failed step); the queue holds this reason,
+            # not the store's, until the store takes it.
+            raise BackendError(f"{end.failure_reason}{then}" if end.failure_reason else later_failure)
         else:
-            ctx.finish(JobStatus.COMPLETED)
+            ctx.finish(end.status, end.failure_reason)
 
     def _publish(self, ctx: JobContext, layout: ContainerLayout) -> None:
         """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
