@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from conftest import pipeline_body, wait_final, wait_for, write_pipeline
+from mlops.local import output
 
 CONTRACT_SCRIPT = """
 import json, os, sys
@@ -204,3 +205,18 @@ def test_jobs_running_together_share_the_cores(live_server):
     assert f"threads {cores} {cores}" in log_of(first_id)
     share = max(1, cores // 2)
     assert f"threads {share} {share}" in log_of(second_id)
+
+
+def test_an_epochs_metrics_show_at_once_not_at_the_next_batch(live_server, monkeypatch):
+    # The batch interval made longer than the test waits: only the prompt write of a metric line
+    # can put the epoch in the job's status in time.
+    monkeypatch.setattr(output, "FLUSH_INTERVAL_S", 60)
+    server = live_server()
+    script = "import time\nprint('epoch=1/2 train_loss=0.5', flush=True)\ntime.sleep(120)\n"
+    folder = write_pipeline(server.executor.config.storage_root, "epoch", script)
+    _, accepted = server.request("POST", "/execute", pipeline_body(folder, "python pipe1.py"))
+    job_id = accepted["task_id"]
+    wait_for(lambda: server.request("GET", f"/status/{job_id}")[1]["progress"]["epoch"] == 1, timeout=30)
+    assert server.request("GET", f"/status/{job_id}")[1]["metrics"] == {"train_loss": 0.5}
+    assert server.request("GET", f"/execute/{job_id}/stop")[1] == {"Task cancelled": True}
+    assert wait_final(server, job_id, timeout=30)["task_status"] == "CANCELLED"

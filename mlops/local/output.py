@@ -4,7 +4,8 @@ A job controls its output. One line without a newline can be hundreds of megabyt
 can print metric lines as fast as the pipe carries them; so a line is cut at a bound where the pipe
 is read (mlops/local/processes.py: the rest is read and dropped, with a note), and the log, metrics
 and progress are written in batches: every FLUSH_INTERVAL_S (a flusher thread, so a line printed
-before a long pause shows at once) or every LOG_BATCH_BYTES, whatever the job prints. A log or store that cannot be written never stops the
+before a long pause shows at once) or every LOG_BATCH_BYTES, whatever the job prints; a metric line
+(an epoch's end, what a user watches for) is written at once, but at most every MIN_FLUSH_GAP_S. A log or store that cannot be written never stops the
 reading, or the job would block on a full pipe: the first failure is kept and decides how the job ends.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from mlops.metric_lines import parse_metric_line, progress_of
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
+# However fast a job prints metric lines, its store takes at most this many writes a second from them.
+MIN_FLUSH_GAP_S = 0.1
 LOG_BATCH_BYTES = 1 << 16
 # A failure reason carries the job's last lines: enough for a traceback's last frames and its exception.
 TAIL_LINES = 12
@@ -41,6 +44,7 @@ class OutputFollower:
         self._buffer_lock = threading.Lock()
         # Held for a whole flush, so that batches reach the log in the order they were read.
         self._flush_lock = threading.Lock()
+        self._metrics_read = threading.Event()
         #: The job's last lines that are neither blank nor metric lines, secrets redacted.
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
@@ -59,12 +63,18 @@ class OutputFollower:
                     self.flush()
         finally:
             done.set()
+            self._metrics_read.set()
             flusher.join()
             self.flush()
 
     def _flush_every_interval(self, done: threading.Event) -> None:
-        while not done.wait(FLUSH_INTERVAL_S):
+        while not done.is_set():
+            self._metrics_read.wait(FLUSH_INTERVAL_S - MIN_FLUSH_GAP_S)
+            self._metrics_read.clear()
+            if done.is_set():
+                return
             self.flush()
+            done.wait(MIN_FLUSH_GAP_S)
 
     def _take(self, line: str) -> None:
         self._lines.append(line)
@@ -74,6 +84,7 @@ class OutputFollower:
             epoch, epochs, metrics = parsed
             self._metrics.extend((name, value, epoch) for name, value in metrics.items())
             self._progress = progress_of(epoch, epochs)
+            self._metrics_read.set()
         elif line.strip():
             # Redacted before it is cut: a cut through a secret would leave a piece no redaction matches.
             self.tail.append(self.ctx.redact(line)[:TAIL_LINE_CHARS])
