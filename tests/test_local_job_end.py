@@ -34,6 +34,8 @@ class StoreRefusingTheJobsEnd(JobStore):
 
     refusing_artifacts = True
     refusing_ends = False
+    #: Final transitions still to refuse, then taken: a store that is full for a moment.
+    ends_left_to_refuse = 0
 
     def _refuse(self) -> None:
         raise StoreUnavailable(f"job database {self.path} cannot be written: database or disk is full")
@@ -44,7 +46,8 @@ class StoreRefusingTheJobsEnd(JobStore):
         super().update(job_id, message=message, **fields)
 
     def transition(self, job_id: str, to: JobStatus, **changes: Any) -> bool:
-        if self.refusing_ends and to.is_final:
+        if to.is_final and (self.refusing_ends or self.ends_left_to_refuse):
+            self.ends_left_to_refuse = max(0, self.ends_left_to_refuse - 1)
             self._refuse()
         return super().transition(job_id, to, **changes)
 
@@ -134,3 +137,52 @@ def test_a_job_over_its_runtime_whose_artifacts_the_store_refuses_ends_with_the_
     assert final["task_status"] == "ERROR"
     assert final["failure_reason"] == ("MaxRuntimeExceeded: the job ran longer than 1 s and was stopped"
                                        + refusal(server.executor.store))
+
+
+def logged(caplog, job_id: str, words: str) -> bool:
+    """True when the service log has a record about the job that says these words."""
+    return any(job_id in record.getMessage() and words in record.getMessage() for record in caplog.records)
+
+
+def test_a_failed_script_whose_end_the_store_refuses_once_ends_with_its_exit_code(server, caplog):
+    store = server.executor.store
+    store.refusing_artifacts = False
+    store.ends_left_to_refuse = 1
+    job_id = submit(server, "import sys\nprint('the cause of the failure', flush=True)\nsys.exit(3)\n")
+    final = wait_final(server, job_id, timeout=30)
+    assert store.ends_left_to_refuse == 0
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"] == "the script failed with exit code 3; its last lines:\nthe cause of the failure"
+    assert logged(caplog, job_id, "exit code 3")
+
+
+def test_a_job_over_its_runtime_is_held_until_the_store_takes_its_end_and_then_ends_with_the_limit(
+        start_server, caplog):
+    server = start_server(max_runtime_seconds="1")
+    store = server.executor.store
+    store.refusing_artifacts = False
+    store.refusing_ends = True
+    job_id = submit(server, "import time\nprint('working', flush=True)\ntime.sleep(60)\n")
+    wait_for(lambda: logged(caplog, job_id, "its end cannot be stored yet"), timeout=60)
+    assert server.request("GET", f"/execute/{job_id}/getStatus")[1]["task_status"] == "RUNNING"
+    assert logged(caplog, job_id, "MaxRuntimeExceeded")
+
+    store.refusing_ends = False
+    server.executor.queue.wake()
+    final = wait_final(server, job_id, timeout=30)
+    assert final["task_status"] == "ERROR"
+    assert final["failure_reason"] == "MaxRuntimeExceeded: the job ran longer than 1 s and was stopped"
+    assert held_for(server, job_id) == []
+
+
+def test_a_stopped_job_whose_end_the_store_refuses_once_ends_cancelled_and_the_log_says_why(server, caplog):
+    store = server.executor.store
+    store.refusing_artifacts = False
+    job_id = submit(server, "import time\nprint('working', flush=True)\ntime.sleep(60)\n")
+    log = server.executor.config.data_dir / "logs" / "jobs" / f"{job_id}.log"
+    wait_for(lambda: log.is_file() and "working" in log.read_text(), timeout=60)
+    store.ends_left_to_refuse = 1
+    assert server.request("GET", f"/execute/{job_id}/stop")[1] == {"Task cancelled": True}
+    assert wait_final(server, job_id, timeout=30)["task_status"] == "CANCELLED"
+    assert store.ends_left_to_refuse == 0
+    assert logged(caplog, job_id, "stopped at the user's request")

@@ -275,14 +275,22 @@ class LocalBackend(Backend):
                                ctx.redact(later_failure))
             raise InterruptedError("executor stopped while the job was running")
         then = f"; then: {later_failure}" if later_failure else ""
-        if end.status is JobStatus.CANCELLED:
-            ctx.finish(JobStatus.CANCELLED, message=ctx.redact(f"{end.message}{then}"))
-        elif later_failure:
+        if later_failure and end.status is not JobStatus.CANCELLED:
             # The job ends ERROR (a completed one for the failed step); the queue holds this reason,
             # not the store's, until the store takes it.
             raise BackendError(f"{end.failure_reason}{then}" if end.failure_reason else later_failure)
-        else:
-            ctx.finish(end.status, end.failure_reason)
+        decided = f"{end.message}{then}" if end.status is JobStatus.CANCELLED else end.failure_reason
+        try:
+            if end.status is JobStatus.CANCELLED:
+                ctx.finish(JobStatus.CANCELLED, message=ctx.redact(decided))
+            else:
+                ctx.finish(end.status, decided)
+        except StoreError as exc:
+            if decided is None:  # a completed job: the store's failure is all there is to say
+                raise
+            # As above: the queue holds the decided reason until the store takes the job's end (a
+            # stopped job's then ends CANCELLED: the store keeps every stop answered so).
+            raise BackendError(decided) from exc
 
     def _publish(self, ctx: JobContext, layout: ContainerLayout) -> None:
         """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
