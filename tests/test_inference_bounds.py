@@ -115,18 +115,21 @@ def test_a_local_endpoint_answers_413_to_an_image_bomb_and_400_to_a_corrupt_imag
     assert status == 200 and answer["predictions"][0]["label"] in ("zero", "one"), answer
 
 
-def test_a_local_endpoint_answers_a_models_toolkit_status_as_sagemaker_would(live_server) -> None:
+# A model's own error class may also be a ValueError: its status decides, as on SageMaker, before the
+# local rule that a ValueError of input_fn is a malformed request.
+@pytest.mark.parametrize("base", ["Exception", "ValueError"])
+def test_a_local_endpoint_answers_a_models_toolkit_status_as_sagemaker_would(live_server, base: str) -> None:
     # The SageMaker inference toolkit's error contract (sagemaker_inference/errors.py): an exception
     # with status_code and message attributes; the toolkit itself is not installed here.
     server: LiveServer = live_server()
     folder = server.storage_root / "models" / "statuses"
     (folder / "code").mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"unused: model_fn below loads nothing")
-    (folder / "code" / "inference.py").write_text(textwrap.dedent("""
-        class Refused(Exception):
+    (folder / "code" / "inference.py").write_text(textwrap.dedent(f"""
+        class Refused({base}):
             def __init__(self, status_code):
                 super().__init__(status_code, "refused", "refused")
-                self.status_code, self.message = status_code, f"refused with {status_code}"
+                self.status_code, self.message = status_code, f"refused with {{status_code}}"
 
         def model_fn(model_dir):
             return None

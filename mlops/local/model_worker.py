@@ -86,16 +86,33 @@ class ServedModel:
 
     def invoke(self, body: bytes, content_type: str, accept: str) -> bytes:
         """Run input_fn, predict_fn and output_fn on one request."""
-        try:
-            data = self.input_fn(body, content_type)
-        except ValueError as exc:
-            raise RequestError("input", str(exc)) from None
-        prediction = self.predict_fn(data, self.model)
-        try:
-            answer = self.output_fn(prediction, accept)
-        except ValueError as exc:
-            raise RequestError("accept", str(exc)) from None
+        data = _call_refusing(self.input_fn, (body, content_type), value_error="input")
+        prediction = _call_refusing(self.predict_fn, (data, self.model))
+        answer = _call_refusing(self.output_fn, (prediction, accept), value_error="accept")
         return answer.encode() if isinstance(answer, str) else bytes(answer)
+
+
+def _call_refusing(function: Callable, arguments: tuple, value_error: str | None = None) -> Any:
+    """Call a serving function; raise RequestError where its error refuses the request, else let it fail."""
+    try:
+        return function(*arguments)
+    except Exception as exc:
+        refusal = _refusal(exc, value_error)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _refusal(exc: Exception, value_error: str | None) -> RequestError | None:
+    """Return the refusal a model's error stands for: its toolkit status first, then a ValueError's kind."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        # A status outside the table is the model's failure, even on a ValueError, as on SageMaker.
+        kind = REFUSALS_BY_STATUS.get(status)
+        return RequestError(kind, str(getattr(exc, "message", None) or exc)) if kind else None
+    if value_error and isinstance(exc, ValueError):
+        return RequestError(value_error, str(exc))
+    return None
 
 
 def _import_inference(model_dir: Path) -> Any:
@@ -171,15 +188,7 @@ class Worker:
     def invoke(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         if self.served is None:
             raise RequestError("protocol", "no model is loaded")
-        try:
-            answer = self.served.invoke(body, header.get("content_type") or "",
-                                        header.get("accept") or "application/json")
-        except Exception as exc:
-            status = getattr(exc, "status_code", None)
-            refusal = REFUSALS_BY_STATUS.get(status) if isinstance(status, int) else None
-            if refusal is None:
-                raise
-            raise RequestError(refusal, str(getattr(exc, "message", None) or exc)) from None
+        answer = self.served.invoke(body, header.get("content_type") or "", header.get("accept") or "application/json")
         return {"content_type": "application/json"}, answer
 
 
