@@ -86,7 +86,7 @@ class FormatOnce(logging.Formatter):
 
 
 class EveryInterval(logging.Filter):
-    """Lets one record through per interval, saying how many it held back since the last."""
+    """Lets one record through per interval; the next one shown says how many were held back meanwhile."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__()
@@ -99,7 +99,7 @@ class EveryInterval(logging.Filter):
             self._held += 1
             return False
         if self._held:
-            record.msg = f"{record.msg} ({self._held} such warnings held back in the last {self.seconds:.0f} s)"
+            record.msg = f"{record.msg} ({self._held} more held back since the last one shown)"
         self._next, self._held = record.created + self.seconds, 0
         return True
 

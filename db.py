@@ -214,6 +214,15 @@ class Record:
         return cls(**data)
 
 
+@dataclass
+class _Checkpointer:
+    """The store's checkpoint thread and the events it alone answers to."""
+
+    wanted: threading.Event
+    stop: threading.Event
+    thread: threading.Thread | None = None
+
+
 class JobStore:
     """The SQLite job store; safe to share between threads."""
 
@@ -240,9 +249,7 @@ class JobStore:
         #: This store is its database's only writer (the data folder lock keeps out a second executor).
         self.changes = 0
         self._commits_since_checkpoint = 0
-        self._checkpoint_wanted = threading.Event()
-        self._checkpointer: threading.Thread | None = None
-        self._closing = False
+        self._checkpointer: _Checkpointer | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
 
@@ -344,16 +351,30 @@ class JobStore:
         if self._commits_since_checkpoint < COMMITS_PER_CHECKPOINT:
             return
         self._commits_since_checkpoint = 0
-        if self._checkpointer is None and not self._closing:
-            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
-            self._checkpointer.start()
-        self._checkpoint_wanted.set()
+        if self._checkpointer is None:
+            self._checkpointer = self._start_checkpointer()
+        if self._checkpointer is not None:
+            self._checkpointer.wanted.set()
 
-    def _checkpoint_loop(self) -> None:
+    def _start_checkpointer(self) -> "_Checkpointer | None":
+        # The commit that asks for it has happened: a thread that cannot start must not fail it.
+        checkpointer = _Checkpointer(threading.Event(), threading.Event())
+        thread = threading.Thread(target=self._checkpoint_loop, args=(checkpointer,), name="checkpoint",
+                                  daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            logger.warning("no checkpoint thread for %s (%s): SQLite checkpoints at %d WAL pages instead",
+                           self.path, exc, BACKSTOP_CHECKPOINT_PAGES)
+            return None
+        checkpointer.thread = thread
+        return checkpointer
+
+    def _checkpoint_loop(self, checkpointer: "_Checkpointer") -> None:
         while True:
-            self._checkpoint_wanted.wait()
-            self._checkpoint_wanted.clear()
-            if self._closing:
+            checkpointer.wanted.wait()
+            checkpointer.wanted.clear()
+            if checkpointer.stop.is_set():
                 return
             try:
                 conn, held = self._acquire()
@@ -375,13 +396,14 @@ class JobStore:
     def close(self) -> None:
         """Stop the checkpoint thread and close every connection this store opened, each once no
         statement runs on it."""
-        self._closing = True
-        self._checkpoint_wanted.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=BUSY_TIMEOUT_MS / 1000)
-            self._checkpointer = None
-        self._checkpoint_wanted.clear()
-        self._closing = False
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop.set()
+            checkpointer.wanted.set()
+            # A thread still inside a checkpoint past this wait stops at its next turn: its events
+            # are its own, and a later checkpointer has others.
+            if checkpointer.thread is not None:
+                checkpointer.thread.join(timeout=BUSY_TIMEOUT_MS / 1000)
         self._generation += 1
         with self._open_lock:
             opened, self._open = self._open, []

@@ -241,7 +241,10 @@ def test_a_model_error_answers_the_models_own_status_as_the_local_host_does(
     # moto's InvokeEndpoint never fails, and the machine cannot reach SageMaker: botocore's Stubber
     # gives the ModelError as botocore parses it, its members checked against the ModelError shape of
     # botocore's sagemaker-runtime model (Message, OriginalStatusCode, OriginalMessage, LogStreamArn; 424).
-    modeled = {"OriginalMessage": words, "LogStreamArn": log_stream}
+    # The toolkit answers a refusal as its message, a newline and the container's traceback
+    # (sagemaker-inference-toolkit, transformer.py handle_error): the traceback is not the caller's.
+    traceback = 'Traceback (most recent call last):\n  File "/opt/ml/model/code/inference.py", line 120'
+    modeled = {"OriginalMessage": f"{words}\n{traceback}", "LogStreamArn": log_stream}
     if model_status is not None:
         modeled["OriginalStatusCode"] = model_status
     runtime = harness.clients.client("sagemaker-runtime")
@@ -257,6 +260,7 @@ def test_a_model_error_answers_the_models_own_status_as_the_local_host_does(
 
     assert answer_status == status and words in body["error"], body
     assert "123456789012" not in body["error"]  # SageMaker's console link is for the operator, not the caller
+    assert "Traceback" not in body["error"] and "/opt/ml" not in body["error"]
     if field is not None:
         assert body["field"] == field
     else:

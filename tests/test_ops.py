@@ -204,4 +204,4 @@ def test_waitress_queue_warnings_are_logged_once_a_minute_saying_how_many_were_h
     lines = [line for line in (tmp_path / "logs" / "executor.log").read_text().splitlines()
              if "Task queue depth is 3" in line]
     assert len(lines) == 2, lines
-    assert "held back" not in lines[0] and "(2 such warnings held back in the last 60 s)" in lines[1]
+    assert "held back" not in lines[0] and "(2 more held back since the last one shown)" in lines[1]

@@ -167,3 +167,28 @@ def test_the_stores_own_thread_checkpoints_the_wal_so_no_writer_does_and_close_s
     store.close()
     assert not any(thread.name == "checkpoint" and thread.is_alive() for thread in threading.enumerate())
     assert len(JobStore(tmp_path / "jobs.sqlite3").list_jobs(limit=2000)) == 1500
+
+
+def test_a_checkpoint_thread_that_cannot_start_fails_no_write(tmp_path, monkeypatch, caplog):
+    # A process at its thread limit: Thread.start raises RuntimeError, after the commit that asked.
+    monkeypatch.setattr(db, "COMMITS_PER_CHECKPOINT", 5)
+    started = threading.Thread.start
+
+    def refuse_checkpoint(thread):
+        if thread.name == "checkpoint":
+            raise RuntimeError("can't start new thread")
+        started(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_checkpoint)
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for number in range(12):
+        store.create_job(f"job-{number}", kind="pipeline", backend="local", request={}, secrets=None,
+                         log_path="logs/a.log", output_dir="jobs/a")
+    assert len(store.list_jobs(limit=20)) == 12
+    assert "no checkpoint thread" in caplog.text and "can't start new thread" in caplog.text
+    monkeypatch.setattr(threading.Thread, "start", started)
+    for number in range(12, 17):
+        store.create_job(f"job-{number}", kind="pipeline", backend="local", request={}, secrets=None,
+                         log_path="logs/a.log", output_dir="jobs/a")
+    assert any(thread.name == "checkpoint" and thread.is_alive() for thread in threading.enumerate())
+    store.close()

@@ -561,9 +561,11 @@ def _model_error(endpoint: str, exc: Exception) -> Exception:
     # (botocore/endpoint.py, Endpoint._add_modeled_error_fields).
     response: dict[str, Any] = getattr(exc, "response", None) or {}
     status = response.get("OriginalStatusCode")
-    # The model's own words; SageMaker's Message wraps them with a console link and the account id,
-    # which are for the operator.
-    words = response.get("OriginalMessage") or response.get("Error", {}).get("Message", "")
+    # The model's own words, their first line: SageMaker's inference toolkit appends the container's
+    # traceback to the message it answers (sagemaker-inference-toolkit, transformer.py handle_error),
+    # and SageMaker's own Message adds a console link and the account id, for the operator only.
+    original = (response.get("OriginalMessage") or "").strip()
+    words = original.splitlines()[0] if original else "the model gave no message"
     refusal = REFUSALS_BY_MODEL_STATUS.get(status) if isinstance(status, int) else None
     if refusal is not None:
         error_class, field = refusal
