@@ -25,7 +25,7 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
-_DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _NONBLOCK | _CLOEXEC
 _CHUNK = 1 << 16
 
 # A listing of up to N files visits at most this many entries per file asked for (folders, links,
@@ -200,7 +200,7 @@ def walk_budget(limit: int | None) -> int:
 
 
 class _BudgetSpent(Exception):
-    """The walk visited as many entries, or went as deep, as it may."""
+    """The walk found a file past its limit, or visited as many entries, or went as deep, as it may."""
 
 
 class _Walk:
@@ -274,7 +274,7 @@ def _open_subfolder(name: str, parent: int) -> int | None:
     # O_DIRECTORY fails at once on anything but a folder (a plain open of a FIFO would wait for a writer),
     # O_NOFOLLOW on a link, and O_NONBLOCK keeps any other open from waiting.
     try:
-        return os.open(name, _DIR_FLAGS | _NONBLOCK, dir_fd=parent)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except OSError:
         return None
 
