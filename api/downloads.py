@@ -14,7 +14,8 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 from api.docs import documented
 from api.execute import find_job
 from db import Job
-from mlops.errors import NotFound
+from mlops.errors import NotFound, TooLarge
+from mlops.job_files import TooManyEntries
 from mlops.job_outputs import (CHUNK_BYTES, MAX_LISTED_FILES, NotAnOutputFile, OutputListing, list_outputs,
                                model_archive, open_output)
 
@@ -98,4 +99,8 @@ def download_model(job_id: str):
     folder = job_folder(job)
     if not list_outputs(folder, ("model",), limit=1).files:
         raise NotFound("job_id", f"job {job.id} has no model files on this machine (yet){_elsewhere(job)}")
-    return _download(model_archive(folder), "model.tar.gz", "application/gzip")
+    try:
+        chunks = model_archive(folder)
+    except TooManyEntries as exc:
+        raise TooLarge("job_id", f"job {job.id}'s model cannot be archived whole: {exc}") from None
+    return _download(chunks, "model.tar.gz", "application/gzip")

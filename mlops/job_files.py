@@ -25,12 +25,25 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
-_DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _NONBLOCK | _CLOEXEC
 _CHUNK = 1 << 16
+
+# A listing of up to N files visits at most this many entries per file asked for (folders, links,
+# FIFOs and files alike): a job writing a million empty folders cannot make each listing a million steps.
+ENTRIES_PER_LISTED_FILE = 10
+# A complete listing (no file limit: a model to archive or register) visits at most this many entries,
+# and refuses the folder beyond (TooManyEntries) rather than return a part.
+MAX_COMPLETE_WALK_ENTRIES = 100_000
+# Folders nested deeper than this below the listed one are not walked (each open level holds a descriptor).
+MAX_FOLDER_DEPTH = 64
 
 
 class UnsafeFile(OSError):
     """A path under a job's folder is a link, a FIFO, a device or a folder where a regular file belongs."""
+
+
+class TooManyEntries(Exception):
+    """A folder to be listed whole holds more entries, or deeper folders, than a walk may visit."""
 
 
 @dataclass(frozen=True)
@@ -156,37 +169,114 @@ def write_bytes(root: Path, relative: str | PurePath, data: bytes) -> None:
 def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tuple[list[FileEntry], bool]:
     """List up to `limit` (or all) regular files below root/folder, links neither followed nor listed.
 
-    Returns the entries (paths relative to root, a folder's files together in name order) and whether
-    more files were left out. A folder that is missing, a link or not a folder has no files.
+    Returns the entries (paths relative to root, in tree order: a folder's files together in name order)
+    and whether the listing stopped early: a file left out, or the walk's budget spent before the folder
+    was walked whole (see walk_budget). With no limit the listing is complete or raises TooManyEntries.
+    A folder that is missing, a link or not a folder has no files.
     """
     parts = _parts(folder)
     if not _DIR_FD:
         return _tree_order(*_regular_files_by_lstat(root, parts, limit))
-    entries: list[FileEntry] = []
     try:
         top = _open_folder(root, parts)
     except OSError:
         return [], False
+    walk = _Walk(parts, limit)
     try:
-        # fwalk walks by descriptors from the folder's own, opened above without following a link
-        # (and without blocking on a FIFO, which fwalk's own open of a top would), so a folder renamed
-        # or replaced mid-walk cannot lead it outside.
-        walk = os.fwalk(".", dir_fd=top, follow_symlinks=False)
-        for current, _dirs, files, dir_fd in walk:
-            for name in sorted(files):
-                try:
-                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(info.st_mode):
-                    continue
-                if len(entries) == limit:
-                    walk.close()
-                    return _tree_order(entries, True)
-                entries.append(FileEntry(PurePath(*parts, current, name).as_posix(), info.st_size))
+        walk.folder(top, [])
+    except _BudgetSpent:
+        if limit is None:
+            raise TooManyEntries(f"{PurePath(*parts)!s} holds more than {MAX_COMPLETE_WALK_ENTRIES} "
+                                 f"entries or folders nested deeper than {MAX_FOLDER_DEPTH}") from None
+        return walk.entries, True
     finally:
         os.close(top)
-    return _tree_order(entries, False)
+    return walk.entries, False
+
+
+def walk_budget(limit: int | None) -> int:
+    """Return how many entries (files, folders, links, anything) a listing of up to `limit` files may visit."""
+    return MAX_COMPLETE_WALK_ENTRIES if limit is None else ENTRIES_PER_LISTED_FILE * max(limit, 1)
+
+
+class _BudgetSpent(Exception):
+    """The walk found a file past its limit, or visited as many entries, or went as deep, as it may."""
+
+
+class _Walk:
+    """One depth-first walk by descriptors, in tree order, within an entry budget and a depth bound."""
+
+    def __init__(self, parts: list[str], limit: int | None):
+        self.parts = parts
+        self.limit = limit
+        self.budget_left = walk_budget(limit)
+        self.entries: list[FileEntry] = []
+
+    def folder(self, fd: int, below: list[str]) -> None:
+        # Names sorted and folders entered at their name's place: the files come out in tree order,
+        # so the entries kept when the walk stops early are the first ones of the whole listing.
+        for name, is_folder in sorted(_list_folder(fd, self)):
+            if is_folder:
+                self._subfolder(fd, below + [name])
+            else:
+                self._file(fd, below, name)
+
+    def spend(self) -> None:
+        if self.budget_left == 0:
+            raise _BudgetSpent()
+        self.budget_left -= 1
+
+    def _subfolder(self, parent: int, below: list[str]) -> None:
+        if len(below) > MAX_FOLDER_DEPTH:
+            # Each level holds a descriptor until it is walked: a job nesting folders without end would
+            # otherwise take every descriptor of the process.
+            raise _BudgetSpent()
+        child = _open_subfolder(below[-1], parent)
+        if child is None:
+            return
+        try:
+            self.folder(child, below)
+        finally:
+            os.close(child)
+
+    def _file(self, parent: int, below: list[str], name: str) -> None:
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return
+        if not stat.S_ISREG(info.st_mode):
+            return
+        if len(self.entries) == self.limit:
+            raise _BudgetSpent()
+        self.entries.append(FileEntry(PurePath(*self.parts, *below, name).as_posix(), info.st_size))
+
+
+def _list_folder(fd: int, walk: _Walk) -> list[tuple[str, bool]]:
+    """Return the names in the open folder fd, each with whether it looked like a folder, within the budget."""
+    found: list[tuple[str, bool]] = []
+    try:
+        # scandir works on its own copy of the descriptor; fd stays the caller's to close.
+        with os.scandir(fd) as listing:
+            for item in listing:
+                walk.spend()
+                try:
+                    found.append((item.name, item.is_dir(follow_symlinks=False)))
+                except OSError:
+                    continue
+    except OSError:
+        return []
+    return found
+
+
+def _open_subfolder(name: str, parent: int) -> int | None:
+    """Return a descriptor of the folder `name` in parent, or None if it is no longer a plain folder."""
+    # The name was a folder when listed; the job may have put a FIFO, a file or a link in its place since.
+    # O_DIRECTORY fails at once on anything but a folder (a plain open of a FIFO would wait for a writer),
+    # O_NOFOLLOW on a link, and O_NONBLOCK keeps any other open from waiting.
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
 
 
 def _tree_order(entries: list[FileEntry], more: bool) -> tuple[list[FileEntry], bool]:

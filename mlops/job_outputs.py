@@ -75,12 +75,18 @@ def list_outputs(job_dir: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS,
 
 
 def model_archive(job_dir: Path) -> Iterator[bytes]:
-    """Yield the job's model folder as a gzip'd tar in chunks: neither the archive nor a file sits whole in memory."""
+    """Return the job's model folder as a gzip'd tar in chunks: neither the archive nor a file sits whole in memory."""
+    # Listed before the first chunk, so that a model too large to list whole (TooManyEntries) is refused
+    # with an answer of its own rather than cut off in the middle of a download.
+    # Every file of the model belongs in its archive: the listing is not bounded by a file count here.
+    return _archive_chunks(job_dir, list_outputs(job_dir, ("model",), limit=None).files)
+
+
+def _archive_chunks(job_dir: Path, files: list[OutputFile]) -> Iterator[bytes]:
     # The tar stream is written by hand (headers from TarInfo.tobuf, data, padding, end blocks), because
     # tarfile's addfile copies a whole file before a generator could hand any of it on.
     gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
-    # Every file of the model belongs in its archive: the listing is not bounded here.
-    for item in list_outputs(job_dir, ("model",), limit=None).files:
+    for item in files:
         try:
             handle, size = open_output(job_dir, item.path)
         except NotAnOutputFile:

@@ -8,7 +8,9 @@ import tarfile
 
 import pytest
 
+from mlops import job_files
 from mlops.exports import file_export, folder_export
+from mlops.job_files import TooManyEntries
 
 
 def model_folder(root):
@@ -39,6 +41,14 @@ def test_links_in_a_model_folder_are_left_out(tmp_path):
     export = folder_export(folder, tmp_path / "out.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(export.path.read_bytes())) as archive:
         assert sorted(archive.getnames()) == ["code/inference.py", "model.pt"]
+
+
+def test_a_model_folder_past_the_walk_bound_is_refused_not_archived_in_part(tmp_path, monkeypatch):
+    folder = model_folder(tmp_path / "model")
+    monkeypatch.setattr(job_files, "MAX_COMPLETE_WALK_ENTRIES", 2)  # model.pt, code, code/inference.py: 3
+    with pytest.raises(TooManyEntries):
+        folder_export(folder, tmp_path / "out" / "model.tar.gz")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_a_file_export_refuses_a_link(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from api.downloads import FILE_LIST_SCHEMA
 from conftest import pipeline_body, wait_final, write_pipeline
 from db import JobStatus
+from mlops import job_files
 from mlops.job_outputs import MAX_LISTED_FILES
 
 OUTPUT_SCRIPT = """
@@ -160,6 +161,24 @@ def test_a_job_with_more_files_than_a_listing_holds_lists_the_first_and_says_the
 def test_a_job_without_model_files_has_no_model_archive(server):
     job_id = run(server, "hello", "python hello.py")
     assert download(server, f"/api/jobs/{job_id}/model.tar.gz")[0] == 404
+
+
+def test_a_model_too_large_to_list_whole_is_refused_not_cut(app, client, tmp_path, monkeypatch):
+    store = app.config["EXECUTOR"].store
+    job_id = "b16e0000-0000-4000-8000-000000000000"
+    (tmp_path / "model").mkdir()
+    for index in range(6):
+        (tmp_path / "model" / f"shard-{index}.pt").write_bytes(b"w")
+    store.create_job(job_id, kind="training", backend="local", request={"name": "big"}, secrets=None,
+                     log_path=str(tmp_path / "job.log"), output_dir=str(tmp_path))
+    monkeypatch.setattr(job_files, "MAX_COMPLETE_WALK_ENTRIES", 6)
+    answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
+    assert answer.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(answer.data), mode="r:gz") as tar:
+        assert len(tar.getnames()) == 6
+    (tmp_path / "model" / "shard-6.pt").write_bytes(b"w")
+    answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
+    assert answer.status_code == 413 and "cannot be archived whole" in answer.get_json()["error"]
 
 
 def test_the_jobs_list_filters_by_name_and_day_and_carries_latest_metrics(server):

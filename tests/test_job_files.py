@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlops import job_files
-from mlops.job_files import UnsafeFile, append_text, read_bounded, read_tail, regular_files
+from mlops.job_files import (TooManyEntries, UnsafeFile, append_text, read_bounded, read_tail, regular_files,
+                             walk_budget)
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links and FIFOs as a POSIX job makes them")
 
@@ -104,6 +105,93 @@ def test_listing_skips_links_and_special_files_and_is_bounded(job_root: Path, tm
     assert not more
     entries, more = regular_files(job_root, "output/data", 1)
     assert len(entries) == 1 and more
+
+
+def test_a_folder_swapped_for_a_fifo_after_listing_is_skipped_at_once(job_root: Path, monkeypatch):
+    # A job can swap a listed folder for a FIFO before the walk opens it; the race itself is timing, so
+    # the swap is made here deterministically, right after the listing step, where the race would land.
+    data = job_root / "output" / "data"
+    (data / "a.txt").write_text("a")
+    (data / "d").mkdir()
+    (data / "d" / "inner.txt").write_text("i")
+    (data / "z.txt").write_text("z")
+    real_listing = job_files._list_folder
+
+    def list_then_swap(fd, walk):
+        names = real_listing(fd, walk)
+        if ("d", True) in names:
+            os.unlink(data / "d" / "inner.txt")
+            os.rmdir(data / "d")
+            os.mkfifo(data / "d")
+        return names
+
+    monkeypatch.setattr(job_files, "_list_folder", list_then_swap)
+    outcome: list[object] = []
+    lister = threading.Thread(target=lambda: outcome.append(regular_files(job_root, "output", 10)), daemon=True)
+    lister.start()
+    lister.join(timeout=5)
+    assert not lister.is_alive(), "the walk blocked opening a FIFO put where a folder was listed"
+    entries, more = outcome[0]
+    assert [entry.relative for entry in entries] == ["output/data/a.txt", "output/data/z.txt"] and not more
+
+
+def _counting_entries(monkeypatch) -> list[int]:
+    visited = [0]
+    real_spend = job_files._Walk.spend
+
+    def spend(walk):
+        visited[0] += 1
+        real_spend(walk)
+
+    monkeypatch.setattr(job_files._Walk, "spend", spend)
+    return visited
+
+
+def test_empty_folders_cannot_make_a_listing_long(job_root: Path, monkeypatch):
+    data = job_root / "output" / "data"
+    budget = walk_budget(2)
+    for number in range(3 * budget):
+        (data / f"empty-{number:04d}").mkdir()
+    (data / "zz-the-file.txt").write_text("late")
+    visited = _counting_entries(monkeypatch)
+    entries, more = regular_files(job_root, "output/data", 2)
+    assert (entries, more) == ([], True)
+    assert visited[0] <= budget + 1  # the last one finds the budget spent and stops the walk
+
+
+def test_one_crowded_folder_is_read_only_up_to_the_budget(job_root: Path, monkeypatch):
+    data = job_root / "output" / "data"
+    budget = walk_budget(1)
+    for number in range(3 * budget):
+        (data / f"name-{number:04d}").mkdir()
+    visited = _counting_entries(monkeypatch)
+    assert regular_files(job_root, "output/data", 1) == ([], True)
+    assert visited[0] <= budget + 1
+
+
+def test_a_complete_listing_is_refused_rather_than_cut(job_root: Path, monkeypatch):
+    data = job_root / "output" / "data"
+    for number in range(5):
+        (data / f"file-{number}").write_text("x")
+    monkeypatch.setattr(job_files, "MAX_COMPLETE_WALK_ENTRIES", 5)
+    assert len(regular_files(job_root, "output/data", None)[0]) == 5
+    (data / "file-5").write_text("x")
+    with pytest.raises(TooManyEntries):
+        regular_files(job_root, "output/data", None)
+
+
+def test_folders_nested_past_the_depth_bound_stop_the_walk(job_root: Path, monkeypatch):
+    monkeypatch.setattr(job_files, "MAX_FOLDER_DEPTH", 3)
+    deep = job_root / "output" / "data" / "1" / "2" / "3"
+    deep.mkdir(parents=True)
+    (deep / "kept.txt").write_text("k")
+    assert [entry.relative for entry in regular_files(job_root, "output/data", 10)[0]] == [
+        "output/data/1/2/3/kept.txt"]
+    (deep / "4").mkdir()
+    entries, more = regular_files(job_root, "output/data", 10)
+    assert more
+    with pytest.raises(TooManyEntries):
+        regular_files(job_root, "output/data", None)
 
 
 def test_paths_leaving_the_folder_are_refused(job_root: Path):

@@ -26,7 +26,7 @@ from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
                           NotSupported, TooLarge)
 from mlops.exports import Export, file_export, folder_export
-from mlops.job_files import open_file, regular_files
+from mlops.job_files import TooManyEntries, open_file, regular_files
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
@@ -65,13 +65,18 @@ class LocalModelLifecycle(ModelLifecycle):
         if self.find(MODEL, name):
             raise Conflict("ModelName", f"a model named {name!r} is registered")
         source, container = self._model_source(body)
-        _check_model_folder(source, "TrainingJobId" if body.get("TrainingJobId") else "ModelDataUrl")
+        field = "TrainingJobId" if body.get("TrainingJobId") else "ModelDataUrl"
+        _check_model_folder(source, field)
         target = self.models_root / name
         shutil.rmtree(target, ignore_errors=True)
         # A copy: the model then stays as registered, whatever happens to the training job's folder.
         copy_tree(source, target, source)
         # Listed as any folder user code writes to: a served model's worker may (Sandbox.hand_over).
-        entries, _more = regular_files(self.models_root, name, None)
+        try:
+            entries, _more = regular_files(self.models_root, name, None)
+        except TooManyEntries as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise TooLarge(field, str(exc)) from None
         files = [PurePath(entry.relative).relative_to(name).as_posix() for entry in entries]
         return self.put(MODEL, name, "Created", {
             **origin, "description": body.get("Description", ""), "model_dir": str(target),
@@ -280,6 +285,8 @@ class LocalModelLifecycle(ModelLifecycle):
             worker = self._worker(request["ModelName"], ctx.job_id)
             worker.start()
             counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested)
+            # Listed whole (TooManyEntries past the walk's bound): the record names every answer file.
+            entries, _more = regular_files(ctx.job_dir, out_dir.relative_to(ctx.job_dir), None)
         except Exception as exc:  # any failure is the transform job's failure reason
             reason = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
             self.update(record, FAILED, failure_reason=reason)
@@ -288,7 +295,6 @@ class LocalModelLifecycle(ModelLifecycle):
         finally:
             if worker is not None:
                 worker.close()
-        entries, _more = regular_files(ctx.job_dir, out_dir.relative_to(ctx.job_dir), None)
         files = [entry.relative for entry in entries]
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
@@ -374,6 +380,8 @@ class LocalModelLifecycle(ModelLifecycle):
                 return folder_export(Path(record.payload["model_dir"]), target)
         except FileNotFoundError:
             raise NotFound("id", f"the files of {record.type} {record.name!r} are gone") from None
+        except TooManyEntries as exc:
+            raise TooLarge("id", f"the {record.type} {record.name!r} cannot be exported whole: {exc}") from None
         raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
 
 
