@@ -1,6 +1,7 @@
 """The executor's app factory and service entry point: `python app.py --help`."""
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
@@ -167,18 +168,42 @@ def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> N
     # Closing sockets from another thread races the loop's select() on them (EBADF); the trigger
     # runs the close inside the loop, after which the loop finds its map empty and returns.
     if thread.is_alive():
-        if not server.trigger.connected:
-            # waitress closes a dispatcher that raised, its trigger included, and the loop runs on.
-            # A closed trigger's descriptor number may name another file by now: never write to
-            # it; a fresh trigger joins the loop at its next select().
+        def stop_loop() -> None:
+            wasyncore.close_all(server._map)
+
+        try:
+            if not server.trigger.connected:
+                # waitress closes a dispatcher that raised, its trigger included, and the loop runs
+                # on. A closed trigger's descriptor number may name another file by now: never write
+                # to it.
+                raise OSError(errno.EBADF, "waitress closed its trigger")
+            server.trigger.pull_trigger(stop_loop)
+        except OSError as exc:
+            # Also a trigger whose descriptor was closed under it (seen once in the test suite, the
+            # closer not found): a fresh trigger joins the loop at its next select(), within a second.
+            logger.warning("stopping the HTTP server through a new trigger: %s", exc)
+            _abandon(server.trigger)
             server.trigger = trigger.trigger(server._map)
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            server.trigger.pull_trigger(stop_loop)
         thread.join(timeout)
     if not thread.is_alive():
         # The loop has ended (stopped here, or ended by an exception): nothing selects on the
         # sockets any more, so whatever it left open is closed from here.
         wasyncore.close_all(server._map)
     server.task_dispatcher.shutdown(timeout=timeout)
+
+
+def _abandon(old_trigger: Any) -> None:
+    """Take a broken trigger out of the loop without closing its descriptors, which may be others' by now."""
+    old_trigger.del_channel()
+    if getattr(old_trigger, "_closed", True):
+        return
+    # Closing it would close its descriptor numbers, which the next pipe or file may have been given
+    # since (a new trigger's among them): it is left unclosed, a leak of two descriptors at a stop.
+    old_trigger._closed = True
+    wrapped = getattr(old_trigger, "socket", None)
+    if wrapped is not None and hasattr(wrapped, "fd"):
+        wrapped.fd = -1  # waitress's file wrapper would close it when collected
 
 
 def install_signal_handlers(stop_requested: threading.Event, stop_now: threading.Event) -> None:

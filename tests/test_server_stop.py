@@ -83,3 +83,20 @@ def test_a_loop_running_on_after_waitress_closed_its_trigger_still_stops(server)
     stop_server(server, thread, timeout=10)
     assert not thread.is_alive() and port_is_closed(server.effective_port)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the trigger is a socket pair on Windows, a pipe on POSIX")
+def test_a_trigger_whose_descriptor_was_closed_under_it_still_stops_the_loop(server, caplog) -> None:
+    thread = serve(server)
+    # The pipe stays open through a copy (the loop sees no end of file), but the trigger's own
+    # descriptor number is closed: pulling it fails with EBADF, as once seen at a test's teardown.
+    kept = os.dup(server.trigger.trigger)
+    os.close(server.trigger.trigger)
+    try:
+        started = time.monotonic()
+        stop_server(server, thread, timeout=10)
+        assert not thread.is_alive() and port_is_closed(server.effective_port)
+        assert time.monotonic() - started < 5
+        assert "through a new trigger" in caplog.text
+    finally:
+        os.close(kept)
