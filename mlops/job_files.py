@@ -311,8 +311,9 @@ def _open_folder(root: Path, parts: list[str]) -> int:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 raise UnsafeFile(f"{part!r} under {root} is not a plain folder: {exc.strerror}") from None
-            os.close(fd)
-            fd = child
+            # The child is held first: were the close to fail, the handler below must not close fd twice.
+            previous, fd = fd, child
+            os.close(previous)
     except BaseException:
         os.close(fd)
         raise
