@@ -9,12 +9,13 @@ after the previous one ended. The claim: together they end no later than one aft
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from common import ROOT, header, start_executor, stop_executor, table
 
@@ -47,15 +48,14 @@ def wait_all(service, job_ids: list[str]) -> None:
 
 
 def machine_cpu_seconds() -> float:
-    """Return the CPU seconds every process of the machine has used (busy time of all cores, /proc/stat).
+    """Return the CPU seconds every process of the machine has used (busy time of all cores).
 
     The jobs run in a sandbox whose PID namespace ends by killing what is left in it: their CPU time
     does not reach the executor's children counters, so the machine's busy time is counted instead
     (on a quiet machine, the jobs' time and the executor's).
     """
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 def main() -> None:
