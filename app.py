@@ -15,7 +15,7 @@ from flask import Flask, g, has_request_context
 
 import api
 from config import Config, ConfigError, load_config, parse_args
-from db import JobStore
+from db import SQLiteStore, Store
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
@@ -33,7 +33,7 @@ class Executor:
     """Everything one running executor holds; routes reach it through the app."""
 
     config: Config
-    store: JobStore
+    store: Store
     queue: JobQueue
     backend: Platform
     clients: ClientFactory
@@ -49,7 +49,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
-    store = JobStore(config.data_dir / "executor.sqlite3")
+    store = SQLiteStore(config.data_dir / "executor.sqlite3")
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients, backend)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
