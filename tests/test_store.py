@@ -149,6 +149,13 @@ def test_the_executor_refuses_to_start_on_a_newer_schema(tmp_path):
     assert f"schema version {SCHEMA_VERSION + 1}, newer than this executor's {SCHEMA_VERSION}" in started.stderr
 
 
+def test_a_file_that_is_not_a_database_is_a_store_error_naming_it(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    path.write_bytes(b"not a database, " * 256)
+    with pytest.raises(StoreError, match=f"job database {path} cannot be opened: file is not a database"):
+        SQLiteStore(path)
+
+
 def test_an_existing_database_keeps_its_jobs_when_reopened(tmp_path):
     path = tmp_path / "jobs.sqlite3"
     first = SQLiteStore(path)
