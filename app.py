@@ -141,7 +141,7 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
     # and drops the header from everyone else: REMOTE_ADDR is then the address authentication trusts.
     proxy = ({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
               "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {})
-    server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
+    server = create_server(app, host=config.host, port=config.port, threads=config.http_threads,
                            ident="executor", clear_untrusted_proxy_headers=True, **proxy)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
