@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify
 from api import schemas
 from api.docs import documented
 from api.views import essedum_list_entry, essedum_status, executor
-from db import Job, JobStatus
+from job import Job, JobStatus
 from job_secrets import SECRET_NAME
 from mlops.base import PIPELINE
 from mlops.errors import Conflict, MalformedRequest, NotFound

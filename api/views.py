@@ -9,7 +9,8 @@ from flask import current_app, request
 
 from mlops.errors import MalformedRequest
 
-from db import Job, JobStatus, JobStore
+from db import JobStore
+from job import Job, JobStatus
 
 
 def executor():
