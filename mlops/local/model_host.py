@@ -50,7 +50,7 @@ class ModelRequestRefused(Exception):
 
 
 class ModelWorker:
-    """One model loaded in its own sandboxed process; one request at a time, `line` more waiting at most `line_wait_s`."""
+    """One model loaded in its own sandboxed process; one request at a time, `line` more waiting in turn."""
 
     def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str, line: int = 0,
                  line_wait_s: float = 0.0):
