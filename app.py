@@ -15,7 +15,7 @@ from flask import Flask, g, has_request_context
 
 import api
 from config import Config, ConfigError, load_config, parse_args
-from db import SQLiteStore, Store
+from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(config)
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)
+        return 2
+    except StoreError as exc:
+        # A newer schema than this executor knows, or a database it cannot open: never serve from it.
+        logger.error("cannot open the job store: %s", exc)
         return 2
     stop_requested, stop_now = threading.Event(), threading.Event()
     install_signal_handlers(stop_requested, stop_now)

@@ -362,7 +362,10 @@ class SQLiteStore(Store):
         self._commits_since_checkpoint = 0
         self._checkpointer: _Checkpointer | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job database {self.path} cannot be opened: {exc}") from exc
 
     # -- connections -----------------------------------------------------------------------------
 

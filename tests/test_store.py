@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import db
 from db import SCHEMA_VERSION, IllegalTransition, SQLiteStore, StoreError
 from job import JobStatus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -129,6 +134,25 @@ def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path):
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
+        SQLiteStore(path)
+
+
+def test_the_executor_refuses_to_start_on_a_newer_schema(tmp_path):
+    data_dir = tmp_path / "data"
+    SQLiteStore(data_dir / "executor.sqlite3").close()
+    with sqlite3.connect(data_dir / "executor.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    started = subprocess.run([sys.executable, "app.py", "--port", "0", "--data-dir", str(data_dir)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this executor's {SCHEMA_VERSION}" in started.stderr
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error_naming_it(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    path.write_bytes(b"not a database, " * 256)
+    with pytest.raises(StoreError, match=f"job database {path} cannot be opened: file is not a database"):
         SQLiteStore(path)
 
 
