@@ -16,10 +16,11 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+
+from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -30,32 +31,6 @@ BUSY_TIMEOUT_MS = 10_000
 # writers (a passive checkpoint takes no write lock); SQLite's is kept only as a backstop, farther out.
 COMMITS_PER_CHECKPOINT = 200
 BACKSTOP_CHECKPOINT_PAGES = 10_000
-
-
-class JobStatus(str, Enum):
-    """A job's status, with the values the Essedum backend switches on."""
-
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
-
-# RUNNING -> WAITING is the requeue of an interrupted job that asked to be retried.
-ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.WAITING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.ERROR}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED, JobStatus.WAITING}),
-    JobStatus.COMPLETED: frozenset(),
-    JobStatus.ERROR: frozenset(),
-    JobStatus.CANCELLED: frozenset(),
-}
 
 
 class StoreError(Exception):
@@ -150,48 +125,21 @@ _UPDATABLE = frozenset({"phase", "external_id", "pid", "progress", "artifacts", 
                         "failure_reason", "secrets"})
 
 
-@dataclass
-class Job:
-    """One row of the jobs table."""
-
-    id: str
-    kind: str
-    backend: str
-    status: JobStatus
-    phase: str
-    request: dict[str, Any]
-    submitted: float
-    started: float | None
-    finished: float | None
-    updated: float
-    external_id: str | None
-    pid: str | None
-    failure_reason: str | None
-    progress: dict[str, Any]
-    artifacts: dict[str, Any]
-    details: dict[str, Any]
-    cancel_requested: bool
-    attempts: int
-    log_path: str
-    output_dir: str
-    has_secrets: bool = field(default=False)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row, data_dir: Path) -> "Job":
-        data = dict(zip(row.keys(), row))
-        data["has_secrets"] = data.pop("secrets", None) is not None
-        for column in _JSON_COLUMNS:
-            data[column] = json.loads(data[column])
-        folder = str(data_dir)
-        for column in ("log_path", "output_dir"):
-            stored = data[column]
-            # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
-            # than the query. Stored relative paths use '/', whatever the system that wrote them.
-            data[column] = stored if os.path.isabs(stored) else os.path.join(
-                folder, *(part for part in stored.split("/") if part not in ("", ".")))
-        data["status"] = JobStatus(data["status"])
-        data["cancel_requested"] = bool(data["cancel_requested"])
-        return cls(**data)
+def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
+    """Return the Job of a stored row's columns (a dict it consumes); relative paths lie in data_dir."""
+    data["has_secrets"] = data.pop("secrets", None) is not None
+    for column in _JSON_COLUMNS:
+        data[column] = json.loads(data[column])
+    folder = str(data_dir)
+    for column in ("log_path", "output_dir"):
+        stored = data[column]
+        # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
+        # than the query. Stored relative paths use '/', whatever the system that wrote them.
+        data[column] = stored if os.path.isabs(stored) else os.path.join(
+            folder, *(part for part in stored.split("/") if part not in ("", ".")))
+    data["status"] = JobStatus(data["status"])
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return Job(**data)
 
 
 @dataclass
@@ -463,7 +411,7 @@ class JobStore:
             return str(candidate)
 
     def _job(self, row: sqlite3.Row) -> Job:
-        return Job.from_row(row, self.data_dir)
+        return job_from_row(dict(zip(row.keys(), row)), self.data_dir)
 
     def get(self, job_id: str) -> Job | None:
         """Return the job with this id, or None."""
@@ -558,8 +506,7 @@ class JobStore:
             if row is None:
                 raise KeyError(job_id)
             current = JobStatus(row["status"])
-            if row["cancel_requested"] and current is JobStatus.RUNNING and to.is_final \
-                    and to is not JobStatus.CANCELLED:
+            if ends_cancelled(current, to, bool(row["cancel_requested"])):
                 message = f"stopped at the user's request (the job had reached {to.value})"
                 to, failure_reason, phase = JobStatus.CANCELLED, None, None
             if expected is not None and current is not expected:
@@ -567,7 +514,7 @@ class JobStore:
             if to not in ALLOWED_TRANSITIONS[current]:
                 raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
             now = self.clock()
-            new_phase = phase or _default_phase(to, row["phase"])
+            new_phase = phase or default_phase(to, row["phase"])
             # A requeue (to WAITING) keeps the first start time; only a final status has a finish time
             # and drops the job's secrets.
             changed = conn.execute(
@@ -766,12 +713,3 @@ class JobStore:
         with self._write() as conn:
             return bool(conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount)
 
-
-def _default_phase(status: JobStatus, current: str) -> str:
-    return {
-        JobStatus.WAITING: "Queued",
-        JobStatus.RUNNING: current,
-        JobStatus.COMPLETED: "Completed",
-        JobStatus.ERROR: "Failed",
-        JobStatus.CANCELLED: "Cancelled",
-    }[status]

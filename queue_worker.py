@@ -14,7 +14,8 @@ from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus, JobStore, StoreError, StoreUnavailable
+from db import JobStore, StoreError, StoreUnavailable
+from job import Job, JobStatus
 from job_secrets import SecretBox
 from mlops.base import Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest

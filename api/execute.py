@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify
 from api import schemas
 from api.docs import documented
 from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor
-from db import Job
+from job import Job
 from job_secrets import SECRET_NAME
 from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.base import PIPELINE

@@ -19,7 +19,8 @@ from api.docs import documented
 from api.execute import stop_job
 from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
-from db import Job, Record
+from db import Record
+from job import Job
 from job_secrets import redact_description
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import MalformedRequest, NotFound, TooLarge

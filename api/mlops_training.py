@@ -17,7 +17,7 @@ from api import schemas
 from api.docs import documented
 from api.execute import stop_job, submit_pipeline
 from api.views import AWS_STATUS_OF, essedum_origin, executor, format_record_time
-from db import Job, JobStatus
+from job import Job, JobStatus
 from job_secrets import redact_description
 from mlops.sagemaker import automl
 from mlops.aws_statuses import STOPPED, STOPPING

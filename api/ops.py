@@ -11,7 +11,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from api.access import public
-from db import FINAL_STATUSES, JobStatus, StoreError
+from db import StoreError
+from job import FINAL_STATUSES, JobStatus
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from flask import current_app, request
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
 from mlops.errors import MalformedRequest
 
-from db import Job, JobStatus, JobStore
+from db import JobStore
+from job import Job, JobStatus
 
 # A job's status in the words of AWS's training jobs, which Essedum reads, for a job AWS has not described.
 AWS_STATUS_OF = {JobStatus.WAITING: PENDING, JobStatus.RUNNING: IN_PROGRESS, JobStatus.COMPLETED: COMPLETED,

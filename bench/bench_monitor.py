@@ -72,7 +72,8 @@ class CallTally:
 
 def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from config import load_config
-    from db import JobStatus, JobStore
+    from db import JobStore
+    from job import JobStatus
     from mlops.aws import training_job_name
     from mlops.base import JobContext
     from mlops.aws import ClientFactory

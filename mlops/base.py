@@ -7,7 +7,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from db import Job, JobStatus, JobStore
+from db import JobStore
+from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.errors import NotSupported
 from mlops.job_files import append_text

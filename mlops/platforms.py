@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from config import Config
-from db import Job, JobStore
+from db import JobStore
+from job import Job
 from mlops.aws import SageMakerTrainingService
 from mlops.base import Backend, ContextFactory, JobContext
 from mlops.aws import ClientFactory

@@ -17,7 +17,8 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Iterator
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record
+from db import JobStore, Record
+from job import Job, JobStatus
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING

@@ -21,7 +21,8 @@ import pytest
 from moto import mock_aws
 
 from config import load_config
-from db import Job, JobStatus, JobStore
+from db import JobStore
+from job import Job, JobStatus
 from mlops.base import JobContext
 from mlops.aws import ClientFactory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from api.views import AWS_STATUS_OF
-from db import JobStatus
+from job import JobStatus
 from mlops import aws_statuses as words
 from mlops.sagemaker.validation import sagemaker_model
 

@@ -11,7 +11,8 @@ import pytest
 
 import app as app_module
 from conftest import LiveServer, pipeline_body, wait_final, wait_for, write_pipeline
-from db import JobStatus, JobStore, StoreUnavailable
+from db import JobStore, StoreUnavailable
+from job import JobStatus
 
 # Tells the test when it started, then waits for the test's word before printing a line.
 HANDSHAKE = """\

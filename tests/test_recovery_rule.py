@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from config import load_config
-from db import Job, JobStatus, JobStore
+from db import JobStore
+from job import Job, JobStatus
 from mlops.base import ENDPOINT, PIPELINE, TRAINING
 from mlops.aws import ClientFactory
 from mlops.recovery import MAX_ATTEMPTS, Outcome, decide

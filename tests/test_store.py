@@ -7,7 +7,8 @@ import threading
 import pytest
 
 import db
-from db import SCHEMA_VERSION, IllegalTransition, JobStatus, JobStore, StoreError
+from db import SCHEMA_VERSION, IllegalTransition, JobStore, StoreError
+from job import JobStatus
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import db
-from db import JobStatus, JobStore, StoreUnavailable
+from db import JobStore, StoreUnavailable
+from job import JobStatus
 
 
 def new_job(store: JobStore, job_id: str = "job-1") -> None:

@@ -20,7 +20,8 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record
+from db import JobStore, Record
+from job import Job, JobStatus
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,

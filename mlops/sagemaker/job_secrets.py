@@ -13,7 +13,8 @@ import json
 import logging
 from typing import Any, Callable
 
-from db import Job, JobStore
+from db import JobStore
+from job import Job
 from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
 from mlops.base import JobContext
 from mlops.errors import AccessDenied, error_code, error_text

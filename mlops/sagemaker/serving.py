@@ -15,7 +15,8 @@ from http import HTTPStatus
 from typing import Any, BinaryIO
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record
+from db import JobStore, Record
+from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
