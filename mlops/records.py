@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Iterator
 
 from config import Config
-from db import JobStore, Record
+from db import Record, Store
 from job import Job, JobStatus
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
@@ -54,7 +54,7 @@ class ModelLifecycle(ABC):
     stoppable_kinds = frozenset({TRANSFORM})
     source_org = ""
 
-    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
+    def __init__(self, config: Config, store: Store, clients: ClientFactory):
         self.config = config
         self.store = store
         self.clients = clients
@@ -341,7 +341,7 @@ class ModelLifecycle(ABC):
 
 # -- shared small helpers ----------------------------------------------------------------------
 
-def finished_training_job(store: JobStore, job_id: str) -> Job:
+def finished_training_job(store: Store, job_id: str) -> Job:
     """Return a COMPLETED training job of this executor, or raise InvalidRequest naming TrainingJobId."""
     job = store.get(job_id.lower())
     if job is None or job.kind != TRAINING:

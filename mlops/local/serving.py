@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
-from db import JobStore, Record
+from db import Record, Store
 from job import Job, JobStatus
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
@@ -47,7 +47,7 @@ class LocalModelLifecycle(ModelLifecycle):
 
     source_org = "Local"
 
-    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
+    def __init__(self, config: Config, store: Store, clients: ClientFactory):
         super().__init__(config, store, clients)
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from db import JobStore
+from db import Store
 from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
@@ -66,7 +66,7 @@ class SageMakerBackend(Backend):
     kinds = frozenset({PIPELINE, TRAINING, AUTOML})
     stoppable_kinds = kinds
 
-    def __init__(self, config: Config, clients: ClientFactory, store: JobStore, *,
+    def __init__(self, config: Config, clients: ClientFactory, store: Store, *,
                  clock: Callable[[], float] = time.time):
         self.config = config
         self.clients = clients

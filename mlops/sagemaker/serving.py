@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any, BinaryIO
 
 from config import Config
-from db import JobStore, Record
+from db import Record, Store
 from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
@@ -51,7 +51,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
 
     source_org = "AWS SageMaker"
 
-    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
+    def __init__(self, config: Config, store: Store, clients: ClientFactory):
         super().__init__(config, store, clients)
         self._images: dict[tuple[str, str], str] = {}
         self._images_lock = threading.Lock()
