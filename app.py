@@ -140,7 +140,7 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
     # waitress takes the client's address from X-Forwarded-For only when the configured proxy sent it,
     # and drops the header from everyone else: REMOTE_ADDR is then the address authentication trusts.
     proxy_socket = config.trusted_proxy if isinstance(config.trusted_proxy, Path) else None
-    server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
+    server = create_server(app, host=config.host, port=config.port, threads=config.http_threads,
                            ident="executor", clear_untrusted_proxy_headers=True,
                            **(_believed_proxy(config.trusted_proxy) if config.trusted_proxy and not proxy_socket
                               else {}))
