@@ -7,10 +7,15 @@ from typing import Any
 
 from flask import current_app, request
 
+from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
 from mlops.errors import MalformedRequest
 
 from db import Store
 from job import Job, JobStatus
+
+# A job's status in the words of AWS's training jobs, which Essedum reads, for a job AWS has not described.
+AWS_STATUS_OF = {JobStatus.WAITING: PENDING, JobStatus.RUNNING: IN_PROGRESS, JobStatus.COMPLETED: COMPLETED,
+                 JobStatus.ERROR: FAILED, JobStatus.CANCELLED: STOPPED}
 
 
 def executor():

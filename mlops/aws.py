@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import Store
+from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.base import AUTOML, PIPELINE, TRAINING
 from mlops.errors import (AccessDenied, BackendError, Conflict, DockerContainerError,  # noqa: F401
                           InvalidRequest, NotFound, QuotaExceeded, SageMakerConfigurationError, SageMakerError,
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 JOB_NAME_PREFIX = "essedum-"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-STOPPABLE_STATUSES = frozenset({"InProgress"})
 NOT_FOUND_MESSAGE = re.compile(r"could not find|not found|does not exist", re.IGNORECASE)
 NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity", "NoSuchKey",
                              "NoSuchBucket", "404", "NotFound"})
@@ -665,7 +665,7 @@ class SageMakerTrainingService:
         if described is None:
             return None
         status = described["TrainingJobStatus"]
-        if status not in STOPPABLE_STATUSES or described.get("SecondaryStatus") == "Stopping":
+        if status not in TRAINING_STATES.stoppable_states or described.get("SecondaryStatus") == STOPPING:
             return status
         try:
             self.sagemaker.stop_training_job(TrainingJobName=name)

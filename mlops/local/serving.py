@@ -29,9 +29,10 @@ from mlops.errors import (BackendError, Conflict, DeadlineExceeded, InvalidReque
 from mlops.exports import Export, file_export, folder_export
 from mlops.job_files import TooManyEntries, open_file, regular_files
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
-from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
-                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
-                           model_body, production_variant, public_request)
+from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED, UPDATING
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+                           TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
+                           production_variant, public_request)
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
@@ -263,8 +264,8 @@ class LocalModelLifecycle(ModelLifecycle):
     def _deploy(self, ctx: JobContext) -> None:
         request = ctx.job.request
         record = self.record(ENDPOINT_RECORD, request["EndpointName"])
-        creating = record.status == "Creating"
-        ctx.set_phase("Creating" if creating else "Updating", "loading the model")
+        creating = record.status == CREATING
+        ctx.set_phase(CREATING if creating else UPDATING, "loading the model")
         try:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
             with self._load_lock:
@@ -325,10 +326,10 @@ class LocalModelLifecycle(ModelLifecycle):
         ctx.set_artifacts(artifacts)
         # A stop answered true after the last check still ends the job stopped, as promised.
         if counts["stopped"] or ctx.cancel_requested():
-            self.update(record, "Stopped", artifacts=artifacts)
+            self.update(record, STOPPED, artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
-        self.update(record, "Completed", artifacts=artifacts)
+        self.update(record, COMPLETED, artifacts=artifacts)
         ctx.finish(JobStatus.COMPLETED)
 
     def cancel(self, job: Job) -> bool:
