@@ -16,8 +16,9 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 import pytest
@@ -253,9 +254,9 @@ while True:
 """
 
 
-@pytest.fixture
-def outside_server() -> Any:
-    """A server in a network namespace the test makes, reached over a veth pair: (server address, host side)."""
+@contextmanager
+def outside_server() -> Iterator[tuple[str, str]]:
+    """Run a server in a network namespace made here, behind a veth pair; yield (its address, the host side's)."""
     tools = {name: shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") for name in ("ip", "unshare",
                                                                                                 "nsenter")}
     if os.geteuid() != 0 or None in tools.values():
@@ -287,20 +288,20 @@ def outside_server() -> Any:
 
 
 @NETWORK
-def test_a_job_reaches_the_outside_only_with_the_network_on(live_server, data_dir, outside_server, network):
+def test_a_job_reaches_the_outside_only_with_the_network_on(live_server, data_dir, network):
     sandbox_or_skip(data_dir, network)
-    server_side, host_side = outside_server
     server = live_server(sandbox_network=_flag(network))
-    script = f"""
+    script = """
         import json, socket
         try:
-            with socket.create_connection(({server_side!r}, 8080), timeout=10) as connection:
+            with socket.create_connection(("SERVER", 8080), timeout=10) as connection:
                 answer = connection.makefile().readline().strip()
         except OSError as exc:
             answer = type(exc).__name__ + ": " + str(exc)
-        print(json.dumps({{"answer": answer}}), flush=True)
+        print(json.dumps({"answer": answer}), flush=True)
     """
-    answer = run_job(server, script)["answer"]
+    with outside_server() as (server_side, host_side):
+        answer = run_job(server, script.replace("SERVER", server_side))["answer"]
     if network == "on":
         # It arrives from the host's own address on that network, as any program's on the host would.
         assert answer == f"hello from outside, {host_side}"
