@@ -16,7 +16,7 @@ from flask import Flask, g, has_request_context
 import api
 from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
-from db import JobStore
+from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
@@ -34,7 +34,7 @@ class Executor:
     """Everything one running executor holds; routes reach it through the app."""
 
     config: Config
-    store: JobStore
+    store: Store
     queue: JobQueue
     backend: Platform
     clients: ClientFactory
@@ -50,7 +50,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
-    store = JobStore(config.data_dir / "executor.sqlite3")
+    store = SQLiteStore(config.data_dir / "executor.sqlite3")
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients, backend)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
@@ -141,7 +141,7 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
     # waitress takes the client's address from X-Forwarded-For only when the configured proxy sent it,
     # and drops the header from everyone else: REMOTE_ADDR is then the address authentication trusts.
     proxy_socket = config.trusted_proxy if isinstance(config.trusted_proxy, Path) else None
-    server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
+    server = create_server(app, host=config.host, port=config.port, threads=config.http_threads,
                            ident="executor", clear_untrusted_proxy_headers=True,
                            **(_believed_proxy(config.trusted_proxy) if config.trusted_proxy and not proxy_socket
                               else {}))
@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(config)
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)
+        return 2
+    except StoreError as exc:
+        # A newer schema than this executor knows, or a database it cannot open: never serve from it.
+        logger.error("cannot open the job store: %s", exc)
         return 2
     stop_requested, stop_now = threading.Event(), threading.Event()
     install_signal_handlers(stop_requested, stop_now)

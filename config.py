@@ -23,10 +23,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("must be a fraction between 0 and 1 (exclusive): the rest answers everything else")
     return value
 
 
@@ -150,6 +175,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
+    Setting("http_threads", "", _optional_positive_int,
+            "threads that answer HTTP requests (default: twice the workers, at least 8)"),
+    Setting("model_thread_share", "0.5", _share,
+            "share of the HTTP threads that model requests (infer, explain) may hold at once; past it they "
+            "answer 503, so that status and health routes always find a thread"),
+    Setting("model_queue", "2", _non_negative_int,
+            "requests that may wait for a local model busy with another; past it they answer 503"),
+    Setting("model_queue_wait", "30", _non_negative_float,
+            "seconds a request waits for a busy local model before it answers 503"),
+    Setting("explain_timeout", "60", _positive_float,
+            "seconds an explanation may take in all; past it the request answers 504, saying how far it got"),
     Setting("api_token", "", _optional_str,
             "bearer token every route but /health requires from clients outside the trusted networks",
             secret=True),
@@ -218,6 +254,11 @@ class Config:
         root = self.values.get("local_storage_root")
         return Path(root).expanduser().resolve() if root else self.data_dir / "storage"
 
+    @property
+    def model_threads(self) -> int:
+        """Return how many HTTP threads model requests may hold at once."""
+        return max(1, int(self.http_threads * self.model_thread_share))
+
     def replace(self, **changes: Any) -> "Config":
         return Config({**self.values, **changes})
 
@@ -246,6 +287,8 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
         raise ConfigError(f"unknown settings: {', '.join(sorted(overrides))}")
     # Kept so that the sandbox can hide them from user code.
     values["secret_files"] = tuple(secret_files)
+    if values["http_threads"] is None:
+        values["http_threads"] = max(8, values["workers"] * 2)
     config = Config(values)
     _check(config)
     return config
@@ -267,6 +310,9 @@ def _read_secret_file(setting: Setting, path: Path) -> str:
 
 
 def _check(config: Config) -> None:
+    if config.model_threads >= config.http_threads:
+        raise ConfigError(f"EXECUTOR_HTTP_THREADS: {config.http_threads} thread(s) leave none for status and "
+                          "health routes while models answer; give at least 2")
     if not config.api_token and not config.trusted_networks and not _is_loopback(config.host):
         raise ConfigError(
             f"EXECUTOR_HOST: binding {config.host} exposes the executor beyond this machine; "
