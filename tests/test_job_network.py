@@ -26,6 +26,7 @@ import pytest
 from config import load_config
 from conftest import ROOT, pipeline_body, wait_final, wait_for, write_pipeline
 from helpers_service import AUTH, TOKEN
+from mlops import sandbox_network
 from mlops.sandbox import detect
 
 NETWORK = pytest.mark.parametrize("network", ["on", "off"])
@@ -339,3 +340,23 @@ def test_without_slirp4netns_a_required_sandbox_refuses_to_start(tmp_path):
     assert done.returncode == 2
     assert "EXECUTOR_SANDBOX=required with EXECUTOR_SANDBOX_NETWORK=true" in done.stderr
     assert "apt-get install slirp4netns" in done.stderr
+
+
+def test_a_resolver_on_the_hosts_loopback_is_asked_through_slirp4netns(tmp_path, monkeypatch):
+    # systemd-resolved's stub on 127.0.0.53 is not on the job's own loopback; slirp4netns's forwarder
+    # (10.0.2.3) asks the host's resolvers for it. The host's file stands in for /etc/resolv.conf here:
+    # the machine's own must not change under other programs.
+    sandbox_or_skip(tmp_path / "data", "on")
+    host_file = tmp_path / "resolve" / "stub-resolv.conf"
+    host_file.parent.mkdir()
+    host_file.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.internal\n")
+    link = tmp_path / "resolv.conf"
+    link.symlink_to(host_file)
+    monkeypatch.setattr(sandbox_network, "RESOLV_CONF", link)
+    box = detect(load_config(environ={}, overrides={"data_dir": str(tmp_path / "data")}))
+    # The link itself lies outside the sandbox's view here; in /etc it is there and leads to this file.
+    job = box.start([sys.executable, "-c", f"print(open({str(host_file)!r}).read(), end='')"], cwd=Path("/"),
+                    stdout=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+    seen = job.communicate(timeout=60)[0]
+    assert seen == "nameserver 10.0.2.3\noptions edns0 trust-ad\nsearch example.internal\n"
+    assert job.returncode == 0
