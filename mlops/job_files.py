@@ -28,11 +28,11 @@ _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
 _DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _NONBLOCK | _CLOEXEC
 _CHUNK = 1 << 16
 
-# A listing of up to N files visits at most this many entries per file asked for (folders, links,
-# FIFOs and files alike): a job writing a million empty folders cannot make each listing a million steps.
-ENTRIES_PER_LISTED_FILE = 10
-# A complete listing (no file limit: a model to archive or register) visits at most this many entries,
-# and refuses the folder beyond (TooManyEntries) rather than return a part.
+# Any walk visits at most this many entries (folders, links, FIFOs and files alike): a job writing a
+# million empty folders cannot make a listing a million steps. A listing's own limit counts files only,
+# so that a few folders or links never hide the files beside them; a complete listing (no file limit:
+# a model to archive or register) refuses the folder beyond the bound (TooManyEntries) rather than
+# return a part.
 MAX_COMPLETE_WALK_ENTRIES = 100_000
 # Folders nested deeper than this below the listed one are not walked (each open level holds a descriptor).
 MAX_FOLDER_DEPTH = 64
@@ -171,7 +171,7 @@ def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tupl
 
     Returns the entries (paths relative to root, in tree order: a folder's files together in name order)
     and whether the listing stopped early: a file left out, or the walk's budget spent before the folder
-    was walked whole (see walk_budget). With no limit the listing is complete or raises TooManyEntries.
+    was walked whole (MAX_COMPLETE_WALK_ENTRIES, MAX_FOLDER_DEPTH). With no limit the listing is complete or raises TooManyEntries.
     A folder that is missing, a link or not a folder has no files.
     """
     parts = _parts(folder)
@@ -194,11 +194,6 @@ def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tupl
     return walk.entries, False
 
 
-def walk_budget(limit: int | None) -> int:
-    """Return how many entries (files, folders, links, anything) a listing of up to `limit` files may visit."""
-    return MAX_COMPLETE_WALK_ENTRIES if limit is None else ENTRIES_PER_LISTED_FILE * max(limit, 1)
-
-
 class _BudgetSpent(Exception):
     """The walk found a file past its limit, or visited as many entries, or went as deep, as it may."""
 
@@ -209,7 +204,7 @@ class _Walk:
     def __init__(self, parts: list[str], limit: int | None):
         self.parts = parts
         self.limit = limit
-        self.budget_left = walk_budget(limit)
+        self.budget_left = MAX_COMPLETE_WALK_ENTRIES
         self.entries: list[FileEntry] = []
 
     def folder(self, fd: int, below: list[str]) -> None:

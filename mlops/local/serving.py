@@ -6,6 +6,7 @@ handlers model_fn, input_fn, predict_fn, output_fn); the same folder tarred is w
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from db import Job, JobStatus, JobStore, Record
 from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
-                          NotSupported, TooLarge)
+                          NotSupported, StorageFull, TooLarge)
 from mlops.exports import Export, file_export, folder_export
 from mlops.job_files import TooManyEntries, open_file, regular_files
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
@@ -323,6 +324,28 @@ class LocalModelLifecycle(ModelLifecycle):
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
         bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
+        created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+        try:
+            digest, size = self._write_upload(stream, target, key)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Nothing of the upload stays: its temporary file is gone, and so are the folders made for it.
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise StorageFull(f"no space left for dataset {bucket}/{key} on the storage disk "
+                              f"({exc.strerror}); nothing was kept") from None
+        relative = str(target.relative_to(self.config.storage_root.resolve()))
+        return self.put(DATASET, f"{bucket}/{key}", "Available", {
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
+            "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
+            "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
+
+    def _write_upload(self, stream: BinaryIO, target: Path, key: str) -> tuple[Any, int]:
+        """Write an upload to target through a temporary file renamed into place; return its digest and size."""
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -346,11 +369,7 @@ class LocalModelLifecycle(ModelLifecycle):
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
-        relative = str(target.relative_to(self.config.storage_root.resolve()))
-        return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
-            "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
-            "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
+        return digest, size
 
     def delete_dataset(self, name: str, adapter: str | None = None) -> None:
         record = self.record(DATASET, name)
