@@ -25,7 +25,7 @@ from job_secrets import redact_description
 from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file
-from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+from mlops.records import (CREATING, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                                    TRANSFORM_RECORD, ModelLifecycle)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
@@ -140,10 +140,16 @@ def named(type: str, path_id: str) -> Record:
 # -- models ------------------------------------------------------------------------------------
 
 @blueprint.post("/models/register")
-@documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
+@documented(model_schemas.MODEL, status=201, summary="Register a model (202 while a large local model folder is "
+                                                     "copied: its record says Creating until Created or Failed)",
+            query=ORIGIN_QUERY)
 def register_model():
     body = json_body(model_schemas.MODEL)
-    return jsonify(record_view(lifecycle().register_model(body, essedum_origin()))), 201
+    record = lifecycle().register_model(body, essedum_origin())
+    if record.status == CREATING:
+        # A large local model folder is still being copied: the record says when it is Created or Failed.
+        return jsonify(record_view(record)), 202, {"Location": url_for("mlops_models.get_model", model_id=record.name)}
+    return jsonify(record_view(record)), 201
 
 
 @blueprint.get("/models/list")

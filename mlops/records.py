@@ -34,6 +34,9 @@ DATASET = "dataset"
 
 IN_SERVICE = "InService"
 FAILED = "Failed"
+# A local model whose folder is still being copied; it becomes Created or Failed.
+CREATING = "Creating"
+CREATED = "Created"
 # An endpoint taken down with its configuration and models kept; Essedum's word for it.
 UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)

@@ -31,8 +31,8 @@ from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
 from mlops.sandbox import sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
-                           publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
+                           remote_log_uri, resolve_storage_path, stage_dataset, stage_folder, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class LocalBackend(Backend):
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
+            stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
