@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
-from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, regular_files
+from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, regular_files, tree_digest
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
@@ -189,6 +189,17 @@ def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFacto
     else:
         stage_folder(resolve_storage_path(config.storage_root, dataset, "dataset"), dest, config, "dataset")
     return dest
+
+
+def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
+    """Return the digest of what a pipeline of local storage would stage now (tree_digest); None for other storage."""
+    if request.get("storage") != "local":
+        return None
+    source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
+    try:
+        return tree_digest(source.parent, source.name)
+    except TooManyEntries as exc:
+        raise InvalidRequest("input_artifacts", f"cannot be read whole: {exc}") from None
 
 
 def stage_folder(source: Path, dest: Path, config: Config, field: str) -> None:
