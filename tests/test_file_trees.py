@@ -14,7 +14,8 @@ from conftest import LiveServer, pipeline_body, wait_final, write_pipeline
 from mlops import job_files
 from mlops.job_files import TreeTooLarge, copy_tree, tree_digest
 from mlops.local import serving
-from mlops.records import CREATING, MODEL
+from mlops.aws_statuses import CREATING
+from mlops.records import MODEL
 from test_model_lifecycle_local import API, tiny_model
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links as a POSIX user makes them")
