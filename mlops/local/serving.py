@@ -267,13 +267,18 @@ class LocalModelLifecycle(ModelLifecycle):
             raise MalformedRequest("body", str(exc)) from None
 
     def _served_model(self, record: Record) -> "ServedModel":
-        with self._load_lock:
-            served = self._served.get(record.name)
-            if served is not None and served.config_name == record.payload.get("endpoint_config"):
-                return served
-            # After a restart the endpoint is still InService in the store: load its model again.
-            config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
-            return self._load(record.name, config)
+        # Looked up without the load lock first: a model loading for minutes elsewhere must not hold up
+        # requests to endpoints already served (one dict read; a load replaces the entry whole).
+        wanted = record.payload.get("endpoint_config")
+        served = self._served.get(record.name)
+        if served is None or served.config_name != wanted:
+            with self._load_lock:
+                served = self._served.get(record.name)
+                if served is None or served.config_name != wanted:
+                    # After a restart the endpoint is still InService in the store: load its model again.
+                    config = self.record(ENDPOINT_CONFIG, wanted, "EndpointConfigName", Conflict)
+                    served = self._load(record.name, config)
+        return served
 
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
         """Start a worker with the configuration's model and serve the endpoint from it; call with the load lock."""
