@@ -64,6 +64,11 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
     if executor.sandbox is not None:
         # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
         checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
+    if executor.confinement is not None:
+        # As the sandbox's: EXECUTOR_JOB_CGROUPS=required never starts without cgroups; rlimits only inform.
+        confinement = executor.confinement
+        checks["limits"] = {"ok": True, "reason": None if confinement.cgroups else confinement.missing,
+                            "enforcement": confinement.describe()}
     try:
         backend_check = executor.backend.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500

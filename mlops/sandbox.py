@@ -1,11 +1,12 @@
 """The sandbox every process that runs user code starts in: bubblewrap on Linux.
 
 Inside it a job sees the system's programs and libraries read-only, the interpreter, its own
-container folders (the only place it may write), a private /tmp, /proc of its own PID namespace and nothing of the
+container folders (the only place it may write), a private /tmp (a folder of the job's on disk, where
+given), /proc of its own PID namespace and nothing of the
 executor: not its data folder (database, key file, other jobs), not the storage root, not its secret
-files, not its environment. It never runs as root: an executor running as root hands user code to a
-dedicated uid/gid (EXECUTOR_SANDBOX_IDENTITY); an unprivileged executor's jobs keep its uid inside a
-user namespace. The whole tree dies with its first process (the PID namespace's init) and with the
+files, not its environment. It never runs as root: an executor running as root hands each job and
+model worker a uid/gid of its own (EXECUTOR_JOB_UIDS, leased by mlops/local/limits.py); an
+unprivileged executor's jobs keep its uid inside a user namespace. The whole tree dies with its first process (the PID namespace's init) and with the
 executor (--die-with-parent), daemons and double forks included.
 
 Where there is no bubblewrap (Windows, a host without it, EXECUTOR_SANDBOX=off) the process starts
@@ -65,8 +66,8 @@ class Sandbox:
         return self.bwrap is not None
 
     def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),
-             readable: Iterable[Path] = ()) -> list[str]:
-        """Return the argv that runs argv in the sandbox; the environment passes as the process's own."""
+             readable: Iterable[Path] = (), tmp: Path | None = None) -> list[str]:
+        """Return the argv that runs argv in the sandbox, with tmp (else a tmpfs) as its /tmp."""
         if self.bwrap is None:
             return list(argv)
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
@@ -78,8 +79,9 @@ class Sandbox:
         for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
             args += _system_mount(Path(folder))
         # A /dev/shm of its own that it may write: PyTorch data loaders pass batches through it.
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
-                 "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        # A tmpfs is RAM: a job's /tmp is a folder of its own on disk, counted in its disk use.
+        args += ["--bind", str(tmp), "/tmp"] if tmp is not None else ["--perms", "1777", "--tmpfs", "/tmp"]
         mounted: set[Path] = {Path("/tmp")}
         for folder in self.visible:
             args += _mount("--ro-bind", folder, mounted)
@@ -100,6 +102,12 @@ class Sandbox:
                     "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
         return [*args, "--", *argv]
 
+    def as_user(self, uid: int | None) -> "Sandbox":
+        """Return this sandbox running user code as uid (and gid uid); unchanged for None or when not root."""
+        if uid is None or self.identity is None:
+            return self
+        return replace(self, identity=(uid, uid))
+
     def hand_over(self, folder: Path) -> None:
         """Give a folder the sandbox writes to its identity (no-op unless the executor is root)."""
         if self.identity is None or self.bwrap is None:
@@ -114,14 +122,14 @@ class Sandbox:
         """Say in one line how user code is isolated."""
         if self.bwrap is None:
             return f"user code is NOT isolated: {self.missing}"
-        who = f"uid {self.identity[0]}" if self.identity else "the executor's uid in a user namespace"
+        who = "a uid of its own" if self.identity else "the executor's uid in a user namespace"
         network = "with" if self.network else "without"
         return f"user code runs in bubblewrap as {who}, {network} network"
 
 
 def sandbox_for(config: Config) -> Sandbox:
     """Return the sandbox of a configuration, detected once and said at start-up."""
-    key = (config.sandbox, config.sandbox_network, config.sandbox_identity, config.python, config.data_dir,
+    key = (config.sandbox, config.sandbox_network, config.job_uids, config.python, config.data_dir,
            config.storage_root, config.values.get("secret_files", ()))
     with _detect_lock:
         if key not in _detected:
@@ -153,13 +161,18 @@ def _linux_sandbox(config: Config) -> Sandbox:
     if root and setpriv is None:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
-    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
+    machine = Sandbox(bwrap, setpriv, _first_identity(config) if root else None, config.sandbox_network,
                       visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     failure = _probe(machine, python)
     if failure:
         return Sandbox(None, missing=failure)
     return replace(
         machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())))
+
+
+def _first_identity(config: Config) -> tuple[int, int]:
+    """Return the identity the probe runs as; each job then gets its own (Sandbox.as_user)."""
+    return config.job_uids.start, config.job_uids.start
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlops.errors import BackendError
 from mlops.local import model_worker
+from mlops.local.limits import Confinement
 from mlops.local.processes import ProcessTree
 from mlops.sandbox import Sandbox
 
@@ -50,8 +51,11 @@ class ModelRequestRefused(Exception):
 class ModelWorker:
     """One model loaded in its own sandboxed process; one request at a time."""
 
-    def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str):
+    def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str,
+                 confinement: Confinement | None = None):
         self.sandbox = sandbox
+        self.confinement = confinement
+        self._uid: int | None = None
         self.python = python
         self.model_dir = model_dir
         self.marker = marker
@@ -87,21 +91,33 @@ class ModelWorker:
     def close(self) -> None:
         """End the worker and everything it started."""
         with self._lock:
-            if self._tree is not None:
-                self._tree.kill()
-                self._tree.popen.wait()
-                self._tree = None
+            self._end_tree()
+
+    def _end_tree(self) -> None:
+        """End the worker's tree (its cgroup with it) and give its uid back."""
+        if self._tree is not None:
+            self._tree.kill()
+            self._tree.wait()
+            self._tree = None
+        if self.confinement is not None:
+            self.confinement.uids.release(self._uid)
+        self._uid = None
 
     def _start(self) -> None:
-        self.sandbox.hand_over(self.model_dir)
+        self._end_tree()
+        # A uid of its own (root only), as a job has: no job nor other worker can signal or read it.
+        if self.confinement is not None and self.sandbox.identity is not None:
+            self._uid = self.confinement.uids.lease()
+        sandbox = self.sandbox.as_user(self._uid)
+        sandbox.hand_over(self.model_dir)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         if os.name == "nt":
             env.update({key: os.environ[key] for key in ("SYSTEMROOT", "TEMP", "TMP") if key in os.environ})
         self._stderr.clear()
-        self._tree = ProcessTree(self.sandbox, [self.python, "-I", str(WORKER_SCRIPT)], cwd=self.model_dir,
+        self._tree = ProcessTree(sandbox, [self.python, "-I", str(WORKER_SCRIPT)], cwd=self.model_dir,
                                  env=env, marker=self.marker, readable=[self.model_dir, WORKER_SCRIPT],
-                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, confinement=self.confinement)
         self._stderr_reader = threading.Thread(target=self._keep_stderr, args=(self._tree.popen.stderr,),
                                                name=f"model-stderr-{self.marker[:12]}", daemon=True)
         self._stderr_reader.start()
@@ -110,9 +126,7 @@ class ModelWorker:
         except ModelFailure:
             if self._tree is not None:
                 # Loaded nothing: a worker without its model serves no one.
-                self._tree.kill()
-                self._tree.popen.wait()
-                self._tree = None
+                self._end_tree()
                 self._crashes += 1
             raise
 
@@ -158,10 +172,11 @@ class ModelWorker:
         # The pipe closes with the process: what it wrote last is then read.
         if self._stderr_reader is not None:
             self._stderr_reader.join(timeout=2)
-        self._tree = None
+        reached = tree.limit_reached()
+        self._end_tree()
         self._crashes += 1
         how = f"took longer than {timeout:g} s and was stopped" if timeout is not None else (
-            f"exited with code {code}")
+            f"was killed: {reached}" if reached else f"exited with code {code}")
         self._last_crash = f"the model's worker {how} during {operation}{self._stderr_tail(': ')}"
         logger.warning("model worker %s: %s", self.marker, self._last_crash)
         return ModelFailure(self._last_crash)

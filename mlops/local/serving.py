@@ -31,6 +31,7 @@ from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorke
 from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
                            MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job,
                            model_body, production_variant, public_request)
+from mlops.local.limits import confinement_for
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, copy_tree, resolve_storage_path
 
@@ -50,6 +51,7 @@ class LocalModelLifecycle(ModelLifecycle):
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
         self.sandbox = sandbox_for(config)
+        self.confinement = confinement_for(config)
         self.python = config.python or sys.executable
         # A model's inference.py is user code: it runs in a worker process of its own, never in the
         # executor (model_host.py). Loads are serialised, so that two first requests after a restart
@@ -211,7 +213,7 @@ class LocalModelLifecycle(ModelLifecycle):
     def _worker(self, model_name: str, marker: str) -> ModelWorker:
         model = self.record(MODEL, model_name, "ModelName", Conflict)
         # The folder by name, not the stored path: a data folder moved since still serves its models.
-        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker)
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, self.confinement)
 
     # -- jobs ------------------------------------------------------------------------------------
 
