@@ -27,7 +27,8 @@ def main(args: list[str]) -> None:
             resource.setrlimit(getattr(resource, "RLIMIT_" + name), (int(limit), int(limit)))
         else:
             raise SystemExit(f"enter_limits: unknown option {option}")
-    os.execv(argv[0], argv)
+    # Found on PATH as Popen would have found it, had it started the command itself.
+    os.execvp(argv[0], argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from mlops.job_files import read_bounded, remove_tree
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.limits import LimitWatch, confinement_for
-from mlops.local.processes import STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
+from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
 from mlops.sandbox import Sandbox, sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
@@ -227,7 +227,7 @@ class LocalBackend(Backend):
             raise BackendError("executor is stopping")
         process = JobProcess(sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
                              max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
-                             readable=readable, confinement=self.confinement, tmp=layout.tmp)
+                             readable=readable, confinement=self.confinement, tmp=layout.tmp, umask=PRIVATE_UMASK)
         with self._lock:
             self._processes[ctx.job_id] = process
         timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))

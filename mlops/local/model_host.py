@@ -22,7 +22,7 @@ from typing import Any
 from mlops.errors import BackendError
 from mlops.local import model_worker
 from mlops.local.limits import Confinement
-from mlops.local.processes import ProcessTree
+from mlops.local.processes import PRIVATE_UMASK, ProcessTree
 from mlops.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class ModelWorker:
         self._stderr.clear()
         self._tree = ProcessTree(sandbox, [self.python, "-I", str(WORKER_SCRIPT)], cwd=self.model_dir,
                                  env=env, marker=self.marker, readable=[self.model_dir, WORKER_SCRIPT],
-                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, confinement=self.confinement)
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, confinement=self.confinement,
+                                 umask=PRIVATE_UMASK)
         self._stderr_reader = threading.Thread(target=self._keep_stderr, args=(self._tree.popen.stderr,),
                                                name=f"model-stderr-{self.marker[:12]}", daemon=True)
         self._stderr_reader.start()

@@ -36,6 +36,9 @@ OUTPUT_DRAIN_S = 2.0
 _POLL_S = 0.2
 # Lines read from the pipe and not yet taken: a bound on what a fast printer can pile up in memory.
 LINES_IN_FLIGHT = 1024
+# What a job or model writes only its own uid may read: were a mount ever shared, another job could
+# not. The installer keeps the default: the environment it builds is shared by the jobs that need it.
+PRIVATE_UMASK = 0o077
 _END = object()
 
 
@@ -44,7 +47,8 @@ class ProcessTree:
 
     def __init__(self, sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
                  writable: Iterable[Path] = (), readable: Iterable[Path] = (), stdin: int = subprocess.DEVNULL,
-                 stderr: int = subprocess.STDOUT, confinement: Confinement | None = None, tmp: Path | None = None):
+                 stderr: int = subprocess.STDOUT, confinement: Confinement | None = None, tmp: Path | None = None,
+                 umask: int = -1):
         self.sandbox = sandbox
         self.marker = marker
         # Its cgroup (or rlimits) exist before its first process does: nothing it forks escapes them.
@@ -55,7 +59,7 @@ class ProcessTree:
             self.popen = subprocess.Popen(
                 self.enclosure.command(command) if self.enclosure else command, cwd=cwd,
                 env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
-                **_session_options())
+                umask=umask, **_session_options())
         except BaseException:
             if self.enclosure is not None:
                 self.enclosure.release()
