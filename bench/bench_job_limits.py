@@ -43,7 +43,7 @@ def placement_seconds(confinement: Confinement | None, runs: int) -> list[float]
     for number in range(runs):
         began = time.perf_counter()
         enclosure = confinement.enclose(f"bench-{number}", own_uid=False) if confinement else None
-        subprocess.run(enclosure.command([TRUE]) if enclosure else [TRUE], check=True)
+        subprocess.run([*(enclosure.prefix() if enclosure else ()), TRUE], check=True)
         if enclosure is not None:
             enclosure.release()
         timings.append(time.perf_counter() - began)

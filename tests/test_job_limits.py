@@ -253,7 +253,7 @@ def test_cgroups_a_killed_executor_left_are_emptied_and_removed_at_start(tmp_pat
     if not confinement.cgroups:
         pytest.skip(f"no cgroups here: {confinement.missing}")
     enclosure = confinement.enclose("orphaned-job", own_uid=False)
-    orphan = subprocess.Popen(enclosure.command([shutil.which("sleep"), "30"]))
+    orphan = subprocess.Popen([*enclosure.prefix(), shutil.which("sleep"), "30"])
     try:
         wait_for(lambda: orphan.pid in enclosure.cgroup.pids())
         # A fresh start on the same data folder finds it by its prefix.

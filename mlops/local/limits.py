@@ -279,16 +279,16 @@ class Enclosure:
         self._released = False
         self._reached: str | None = None
 
-    def command(self, argv: Sequence[str]) -> list[str]:
-        """Return argv started inside these limits."""
+    def prefix(self) -> list[str]:
+        """Return the command that starts what follows it inside these limits (none needed: empty)."""
         if IS_WINDOWS or (self.cgroup is None and not self.rlimits):
-            return list(argv)
+            return []
         options: list[str] = []
         for procs in self.cgroup.join_files() if self.cgroup else ():
             options += ["--join", str(procs)]
         for name, value in self.rlimits.items():
             options += ["--rlimit", f"{name}={value}"]
-        return [sys.executable, "-I", "-S", str(LAUNCHER), *options, "--", *argv]
+        return [sys.executable, "-I", "-S", str(LAUNCHER), *options, "--"]
 
     def limit_reached(self) -> str | None:
         """Say which limit the kernel stopped the tree at, if any (memory: its cgroup's OOM kills)."""

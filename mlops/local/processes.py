@@ -54,10 +54,10 @@ class ProcessTree:
         # Its cgroup (or rlimits) exist before its first process does: nothing it forks escapes them.
         self.enclosure: Enclosure | None = (
             confinement.enclose(marker, own_uid=sandbox.identity is not None) if confinement else None)
-        command = sandbox.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp)
         try:
-            self.popen = subprocess.Popen(
-                self.enclosure.command(command) if self.enclosure else command, cwd=cwd,
+            self.popen = sandbox.start(
+                argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp,
+                enter=self.enclosure.prefix() if self.enclosure else (),
                 env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
                 umask=umask, **_session_options())
         except BaseException:
