@@ -284,3 +284,21 @@ def test_limit_settings_are_read_as_sizes_and_said_in_binary_units(tmp_path):
 def test_confinement_is_detected_once_per_configuration(tmp_path):
     config = load_config(environ={}, overrides={"data_dir": str(tmp_path), **SMALL})
     assert confinement_for(config) is confinement_for(config)
+
+
+def test_every_job_cgroup_gets_the_same_cpu_weight(tmp_path):
+    config = load_config(environ={}, overrides={"data_dir": str(tmp_path), **SMALL})
+    confinement = limits_module.detect(config)
+    if not confinement.cgroups or "cpu" not in confinement.root.parents:
+        pytest.skip(f"no cpu controller here: {confinement.missing or confinement.root.parents}")
+    enclosures = [confinement.enclose(f"job-{number}", own_uid=False) for number in range(2)]
+    try:
+        weights = set()
+        for enclosure in enclosures:
+            folder = enclosure.cgroup.folders["cpu"]
+            weight_file = folder / ("cpu.weight" if enclosure.cgroup.version == 2 else "cpu.shares")
+            weights.add(weight_file.read_text().strip())
+        assert weights == {"100" if confinement.root.version == 2 else "1024"}
+    finally:
+        for enclosure in enclosures:
+            enclosure.release()
