@@ -14,6 +14,7 @@ from typing import IO, Any, Mapping
 from flask import Flask, g, has_request_context
 
 import api
+from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
 from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
@@ -154,6 +155,9 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
         create_server(app, map=server._map, _dispatcher=server.task_dispatcher, unix_socket=str(proxy_socket),
                       unix_socket_perms="660", ident="executor", clear_untrusted_proxy_headers=True,
                       **_believed_proxy("*"))
+    risk = loopback_trust_risk(config, executor.sandbox)
+    if risk:
+        logger.warning("%s", risk)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     base = f"http://{config.host}:{server.effective_port}"

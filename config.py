@@ -234,6 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
             "where storage:local paths and local datasets resolve (default <data dir>/storage)"),
     Setting("max_body_bytes", "1048576", _positive_int, "largest accepted request body in bytes"),
     Setting("max_upload_bytes", "1073741824", _positive_int, "largest accepted dataset upload in bytes"),
+    Setting("max_copy_bytes", "68719476736", _positive_int,
+            "largest folder in bytes the executor copies (a model to register, a dataset or pipeline to stage)"),
     Setting("storage_endpoints", "", str,
             "comma-separated S3/MinIO endpoint URLs that storage:minio requests may name"),
     Setting("timezone", "local", _timezone, "IANA zone for the times in responses (default: the host's)"),

@@ -190,6 +190,8 @@ def _linux_sandbox(config: Config) -> Sandbox:
         return Sandbox(None, missing="bubblewrap is not installed (apt-get install bubblewrap)")
     root = os.geteuid() == 0
     setpriv = shutil.which("setpriv") if root else None
+    # It runs inside the sandbox, which shows the system's folders but not a link to it elsewhere.
+    setpriv = os.path.realpath(setpriv) if setpriv else None
     if root and setpriv is None:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable

@@ -23,18 +23,19 @@ from typing import Any, Callable
 from config import Config
 from db import StoreError
 from job import Job, JobStatus
+from job_secrets import BOUND_TO
 from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.job_files import read_bounded, remove_tree
+from mlops.job_files import read_bounded, remove_tree, tree_digest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
 from mlops.sandbox import Sandbox, sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
-                           publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
+                           remote_log_uri, resolve_storage_path, stage_dataset, stage_folder, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
@@ -191,12 +192,13 @@ class LocalBackend(Backend):
         ctx.set_phase("Downloading", "staging inputs")
         if ctx.job.kind == PIPELINE:
             stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
+            self._bind_secrets_to_staged_files(ctx, layout)
             argv = parse_command(request["command"])
             argv_tail = [argv[1], *script_contract.pipeline_arguments(argv[2:])]
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
+            stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
@@ -221,6 +223,20 @@ class LocalBackend(Backend):
         remove_tree(layout.tmp)
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
+
+    def _bind_secrets_to_staged_files(self, ctx: JobContext, layout: ContainerLayout) -> None:
+        """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
+        if not ctx.secrets:
+            return
+        staged = tree_digest(layout.root, layout.code.name)
+        bound = ctx.secrets.get(BOUND_TO)
+        if bound is not None and bound != staged:
+            names = " and ".join(sorted(name for name, value in ctx.secrets.items() if value and name != BOUND_TO))
+            raise BackendError(f"the pipeline's files changed since the job it reruns ran them: the {names} it "
+                               "inherited are handed only to those files, and nothing ran; rerun it with them "
+                               "sent anew")
+        if "staged_sha256" not in ctx.job.details:
+            ctx.merge_details(staged_sha256=staged)
 
     def _run_process(self, ctx: JobContext, sandbox: Sandbox, argv: list[str], layout: ContainerLayout,
                      env: dict[str, str], max_runtime: int, readable: list[Path]) -> ProcessEnd:
