@@ -50,8 +50,24 @@ class BackendError(Exception):
     """A backend failed to do what was asked; stored as the job's failure reason."""
 
 
+class StorageFull(BackendError):
+    """The executor's disk has no room left for what a request brings (ENOSPC, a full quota)."""
+
+
 class Throttled(BackendError):
     """AWS kept answering with throttling errors after the client's own retries."""
+
+
+class Overloaded(BackendError):
+    """Too many requests wait for a model, or for the server's share of threads for models; retry later."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(BackendError):
+    """Work a request started ran past its time limit; the text says how far it got."""
 
 
 class JobFailed(BackendError):

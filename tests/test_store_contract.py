@@ -57,7 +57,10 @@ class StoreContract:
     """Every behaviour of a Store that the queue, the routes and the platforms rely on."""
 
     def open_store(self, data_dir: Path, clock: Callable[[], float] = time.time) -> Store:
-        """Open a store on the data of this data folder; a second call opens a second store on the same data."""
+        """Open a store on the data of this data folder; a second call opens a second store on the same data.
+
+        A store kept outside the data folder (a database server) gives each data folder a database of its own.
+        """
         raise NotImplementedError
 
     def stored_bytes(self, data_dir: Path) -> bytes:
