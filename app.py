@@ -14,12 +14,14 @@ from typing import IO, Any, Mapping
 from flask import Flask, g, has_request_context
 
 import api
+from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
 from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
+from mlops.local.limits import Confinement, confinement_for
 from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
@@ -41,6 +43,8 @@ class Executor:
     secret_box: SecretBox
     #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
     sandbox: Sandbox | None = None
+    #: How jobs are held to their limits (cgroups, else rlimits); None with the sagemaker backend.
+    confinement: Confinement | None = None
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
@@ -58,7 +62,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     sandbox = sandbox_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
+    confinement = confinement_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox, confinement)
     app.json.sort_keys = False
     api.register(app)
     return app
@@ -161,6 +166,9 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
         create_server(app, map=server._map, _dispatcher=server.task_dispatcher, unix_socket=str(proxy_socket),
                       unix_socket_perms="660", ident="executor", clear_untrusted_proxy_headers=True,
                       **_believed_proxy("*"))
+    risk = loopback_trust_risk(config, executor.sandbox)
+    if risk:
+        logger.warning("%s", risk)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     base = f"http://{config.host}:{server.effective_port}"
