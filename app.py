@@ -21,6 +21,7 @@ from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
+from mlops.local.limits import Confinement, confinement_for
 from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
@@ -41,6 +42,8 @@ class Executor:
     secret_box: SecretBox
     #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
     sandbox: Sandbox | None = None
+    #: How jobs are held to their limits (cgroups, else rlimits); None with the sagemaker backend.
+    confinement: Confinement | None = None
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
@@ -58,7 +61,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     sandbox = sandbox_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
+    confinement = confinement_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox, confinement)
     app.json.sort_keys = False
     api.register(app)
     return app

@@ -35,6 +35,7 @@ from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED,
 from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                            TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
                            production_variant, public_request)
+from mlops.local.limits import confinement_for
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, resolve_storage_path
 
@@ -57,6 +58,7 @@ class LocalModelLifecycle(ModelLifecycle):
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
         self.sandbox = sandbox_for(config)
+        self.confinement = confinement_for(config)
         self.python = config.python or sys.executable
         # A model's inference.py is user code: it runs in a worker process of its own, never in the
         # executor (model_host.py). Loads are serialised, so that two first requests after a restart
@@ -294,7 +296,8 @@ class LocalModelLifecycle(ModelLifecycle):
     def _worker(self, model_name: str, marker: str, line: int = 0, line_wait_s: float = 0.0) -> ModelWorker:
         model = self._usable_model(model_name, "ModelName", Conflict)
         # The folder by name, not the stored path: a data folder moved since still serves its models.
-        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, line, line_wait_s)
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, line, line_wait_s,
+                           self.confinement)
 
     def _usable_model(self, name: str, field: str, error: type[InvalidRequest]) -> Record:
         """Return a model's record when its folder is complete (Created); raise error naming why not."""
