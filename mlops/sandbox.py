@@ -98,8 +98,7 @@ class Sandbox:
             return list(argv)
         # A network namespace of its own, always: the host's loopback, its other services and the
         # other jobs are out of reach; a way out, if any, is attached by start().
-        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-net",
-                *attach]
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-net"]
         if self.identity is None:
             # Unprivileged: namespaces come with a user namespace, in which no nested one may be made.
             args += ["--unshare-user", "--disable-userns"]
@@ -120,7 +119,8 @@ class Sandbox:
             args += _mount("--ro-bind", Path(folder), mounted)
         for folder in writable:
             args += _mount("--bind", Path(folder), mounted)
-        args += ["--chdir", str(cwd)]
+        # Last: a file the network brings (a resolv.conf) lies over what the folders above show.
+        args += [*attach, "--chdir", str(cwd)]
         if self.identity is not None:
             uid, gid = self.identity
             for capability in SETPRIV_CAPABILITIES:
