@@ -3,8 +3,9 @@
 Each process tree of user code (a job, its requirements install, a model worker, a batch transform)
 starts in a cgroup of its own, made under the executor's own cgroup: cgroup v2 where the host has
 its controllers, else the v1 `memory`, `pids` (and `cpu`) hierarchies. Under systemd the unit's
-`Delegate=yes` hands that subtree to the executor. The tree's first process joins the cgroup before
-it runs anything (mlops/local/enter_limits.py), so nothing it forks escapes. A job over its memory
+`Delegate=yes` hands that subtree to the executor. The tree is in the cgroup before it runs anything,
+so nothing it forks escapes: bubblewrap's processes are placed while its child waits (--block-fd),
+a bare process joins through a launcher before it becomes the command (mlops/local/enter_limits.py). A job over its memory
 is killed by the kernel inside its own cgroup only; over its process limit a fork fails inside it
 only. Its disk use (its folder, its /tmp included) is measured every second and a job over its disk
 limit is stopped.
@@ -51,6 +52,7 @@ DISK_RESERVE_SHARE = 0.05
 WATCH_INTERVAL_S = 1.0
 # How long the end of a tree waits for the kernel to empty its cgroup before leaving it for the next start.
 RELEASE_WAIT_S = 5.0
+RELEASE_POLL_S = 0.001
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 REQUIRED_CONTROLLERS = ("memory", "pids")
@@ -162,7 +164,7 @@ class JobCgroup:
         self.kill()
         deadline = time.monotonic() + RELEASE_WAIT_S
         while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(RELEASE_POLL_S)
         removed = True
         for folder in self._distinct():
             try:
@@ -289,6 +291,15 @@ class Enclosure:
         for name, value in self.rlimits.items():
             options += ["--rlimit", f"{name}={value}"]
         return [sys.executable, "-I", "-S", str(LAUNCHER), *options, "--"]
+
+    def place(self, pids: Sequence[int]) -> None:
+        """Put processes that have not yet run user code under these limits (bubblewrap's, while it waits)."""
+        for procs in self.cgroup.join_files() if self.cgroup else ():
+            for pid in pids:
+                _write(procs, str(pid))
+        for name, value in self.rlimits.items():
+            for pid in pids:
+                psutil.Process(pid).rlimit(getattr(psutil, "RLIMIT_" + name), (value, value))
 
     def limit_reached(self) -> str | None:
         """Say which limit the kernel stopped the tree at, if any (memory: its cgroup's OOM kills)."""
