@@ -23,8 +23,7 @@ from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
-from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
-                       is_not_found, is_throttled, training_job_name)
+from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found, is_throttled
 from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
                                 TRAINING_STATES)
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
@@ -33,6 +32,9 @@ from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Th
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.sagemaker.logs import TrainingLogTail
+from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
+                                               training_job_name)
+from mlops.sandbox import sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
@@ -185,7 +187,7 @@ class SageMakerBackend(Backend):
         entry_point = request.get("entry_point") or script_contract.BUNDLED_ENTRY_POINT
         if not (source_dir / entry_point).is_file():
             raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
-        description = script_contract.describe(source_dir, entry_point) or {}
+        description = script_contract.describe(source_dir, entry_point, sandbox_for(self.config)) or {}
         hyperparameters = script_contract.check_hyperparameters(request.get("hyperparameters") or {}, description)
         declared = description.get("hyperparameters") or {}
         if request.get("metadata_file") and "metadata-file" in declared:
