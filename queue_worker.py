@@ -59,7 +59,8 @@ class JobQueue:
         self.tuner: LocalTuner | None = None
         self._worker_kinds: list[str] | None = None
         if TUNING in backend.kinds and not backend.remote:
-            self.tuner = LocalTuner(store, config.data_dir, self.enqueue, self.cancel, self.context_for, clock=clock)
+            self.tuner = LocalTuner(store, config.data_dir, lambda kind, request, job_id: self.enqueue(
+                kind, request, job_id=job_id), self.cancel, self.context_for, clock=clock)
             self._worker_kinds = sorted(backend.kinds - {TUNING})
         self._tuner_wake = threading.Event()
         self.started = False

@@ -194,9 +194,25 @@ def make_sampler(tuning: Mapping[str, Any]) -> Any:
         return optuna.samplers.RandomSampler(seed=seed)
     if tuning["strategy"] == "grid":
         space = {name: grid_values(spec) for name, spec in tuning["ranges"].items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        return _grid_sampler_class()(space, seed=seed)
     # Trials run in parallel: the constant liar keeps TPE from proposing the running trials' points again.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=tuning["max_parallel"] > 1)
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class TunerGridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler for studies run by ask and tell.
+
+        Its own after_trial stops `study.optimize` once the grid is covered, and raises outside it;
+        here the tuning's max_trials (capped at the grid's size when checked) ends the search.
+        """
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return TunerGridSampler
 
 
 def make_pruner(tuning: Mapping[str, Any]) -> Any:

@@ -155,7 +155,9 @@ class LocalTuner:
             if stopping:
                 state.stops_sent.add(trial.number)
                 self.cancel(trial_id)
-            elif job.status is JobStatus.RUNNING and epochs and live.should_prune():
+            # After its last epoch a trial has nothing left to save: it ends as it is.
+            elif (job.status is JobStatus.RUNNING and epochs and reported < (job.progress.get("epochs") or 0)
+                  and live.should_prune()):
                 state.stops_sent.add(trial.number)
                 self.store.merge_details(trial_id, stopped_early_at_epoch=reported)
                 self.context_for(tuning_job).log(f"[executor] trial {trial.number + 1}: stopped early at epoch "
