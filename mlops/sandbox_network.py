@@ -26,7 +26,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
-import logging
 import os
 import select
 import shutil
@@ -38,8 +37,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-
-logger = logging.getLogger(__name__)
 
 # The programs user-mode networking needs, and the Debian package of each.
 PROGRAMS = {"slirp4netns": "slirp4netns", "nsenter": "util-linux", "ip": "iproute2"}
