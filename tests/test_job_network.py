@@ -2,8 +2,8 @@
 
 Every test runs real jobs in the sandbox the executor builds by default (bubblewrap, and slirp4netns
 where the network is on) against a real executor: waitress on a free loopback port in this process,
-or `python app.py`. Each runs once with EXECUTOR_SANDBOX_NETWORK=true and once with false, and
-skips, saying why, where that sandbox cannot be had here. docs/security.md lists what each proves.
+or `python app.py`. Each attack runs once with EXECUTOR_SANDBOX_NETWORK=true and once with false;
+a test skips, saying why, where its sandbox cannot be had here. docs/security.md lists what each proves.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _flag(network: str) -> str:
 
 
 def run_job(server: Any, script: str, headers: dict[str, str] | None = None, timeout: float = 60) -> dict[str, Any]:
-    """Run a pipeline script to its end; return the JSON it printed last, its status and log."""
+    """Run a pipeline script to its end (it must complete); return the JSON it printed last."""
     job_id = start_job(server, script, headers)
     final = wait_final_as(server, job_id, headers, timeout)
     log = job_log(server, job_id, headers)
