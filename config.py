@@ -180,6 +180,16 @@ LOCAL_PROXY = ("any local process can connect from that address and forge X-Forw
                "executor.sock (the executor listens there too, mode 0660)")
 
 
+def _database_url(text: str) -> str | None:
+    if not text:
+        return None
+    # The value is never repeated in the message: it carries a password.
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL (or empty for SQLite in "
+                         "the data folder)")
+    return text
+
+
 def _path(text: str) -> Path:
     # Absolute from the start: jobs run with their own working folder, where a relative path would
     # point somewhere else.
@@ -209,6 +219,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", str, "address to listen on"),
     Setting("port", "5002", _port, "port to listen on (0 picks a free one)"),
     Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
+    Setting("database_url", "", _database_url,
+            "postgresql://user:password@host:port/database of a job store several executors share "
+            "(default: SQLite in the data folder, one executor)", secret=True),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
     Setting("http_threads", "", _optional_positive_int,
