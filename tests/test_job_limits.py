@@ -347,3 +347,13 @@ def test_a_model_worker_over_its_memory_is_killed_naming_the_limit_and_the_servi
     status, body = server.request("POST", f"{API}/endpoints/hog/infer", {"instances": [1]})
     assert status >= 500 and "memory limit of 64 MiB reached" in json.dumps(body), (status, body)
     assert http_request(server.url, "GET", "/health", timeout=5)[0] == 200
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the user database is POSIX's")
+def test_a_uid_range_holding_a_user_of_the_machine_is_refused(tmp_path):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    config = load_config(environ={}, overrides={"data_dir": str(tmp_path), "job_uids": f"{nobody}-{nobody + 5}"})
+    with pytest.raises(ConfigError, match=f"EXECUTOR_JOB_UIDS: .* holds uid {nobody} of the user 'nobody'"):
+        limits_module.detect(config)
