@@ -167,3 +167,20 @@ def test_a_tuning_resumes_after_a_restart_without_running_a_trial_twice(service,
 def _ended(server: Any, status_url: str) -> dict[str, Any] | None:
     status, body = server.request("GET", status_url)
     return body if status == 200 and body["status"] in ("COMPLETED", "ERROR", "CANCELLED") else None
+
+
+def test_the_cli_tunes_shows_progress_then_the_best_values_and_the_train_command(service, tmp_path):
+    from test_cli import cli
+
+    data_dir = tmp_path / "service-data"
+    source_dir = write_quality_script(data_dir / "storage")
+    server = service(data_dir)
+    done = cli("tune", "datasets/none", "--source-dir", source_dir, "--entry-point", "train.py",
+               "--hp", "epochs=3", "--hp", "pause=0.2", "--range", "quality=0.2,0.9", "--objective", "val_auc",
+               "--strategy", "grid", "--max-trials", "2", "--parallel", "1", "--seed", "1", "--wait", "--no-log",
+               "--interval", "0.3", url=server.url, token=None, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "trials 2/2 done, 0 running  best val_auc=0.9 (trial" in done.stderr
+    assert "quality = 0.9" in done.stdout
+    assert ("python -m executor_client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
+            f"--entry-point train.py --source-dir {source_dir}") in done.stdout
