@@ -295,20 +295,22 @@ def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer") -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.copy-"))
     placed = dict.fromkeys(Placement, 0)
+    # Strings, not paths: a dataset has thousands of files, and pathlib costs more than the link itself.
+    prefix = len(source.name) + 1
     try:
         os.chmod(temporary, 0o755)
         for folder in tree.folders:
-            (temporary / PurePath(folder).relative_to(source.name)).mkdir(mode=0o755, parents=True, exist_ok=True)
+            if len(folder) > prefix:
+                os.makedirs(os.path.join(temporary, folder[prefix:]), mode=0o755, exist_ok=True)
         total = 0
-        for entry in tree.files:
-            target = temporary / PurePath(entry.relative).relative_to(source.name)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            placement, size = placer.place(source.parent, entry.relative, target)
-            placed[placement] += 1
-            total += size
-            if total > max_bytes:
-                # A file grew between the walk and its copy.
-                raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
+        with placer.into(source.parent, temporary):
+            for entry in tree.files:
+                placement, size = placer.place(entry.relative, entry.relative[prefix:])
+                placed[placement] += 1
+                total += size
+                if total > max_bytes:
+                    # A file grew between the walk and its copy.
+                    raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
         try:
             # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
             os.rmdir(dest)
@@ -322,7 +324,7 @@ def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer") -> 
 
 
 class _Placer:
-    """Places files one by one, and stops trying a way the filesystem has refused once."""
+    """Places files one by one into a new folder, and stops trying a way the filesystem has refused once."""
 
     # A file system without links across it, or without block cloning, answers one of these for every file.
     _LINK_REFUSALS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.ENOENT)
@@ -330,15 +332,37 @@ class _Placer:
 
     def __init__(self, may_link: Callable[[os.stat_result], bool], reflink: bool):
         self.may_link = may_link
-        self.link = _FD_LINKS
+        self.link = _FD_LINKS and _DIR_FD
         self.reflink = reflink and _FICLONE is not None
+        self._root = self._target_path = Path()
+        self._target: int | None = None
+        self._folder: tuple[str, int] | None = None
 
-    def place(self, root: Path, relative: str, target: Path) -> tuple[Placement, int]:
-        with _opened(root, relative, _READ_FLAGS) as source:
+    @contextmanager
+    def into(self, root: Path, target: Path) -> Iterator[None]:
+        """Place files from below root into target (a folder the executor just made) while in the block."""
+        self._root, self._target_path = root, target
+        self._target = os.open(target, _DIR_FLAGS) if _DIR_FD else None
+        try:
+            yield
+        finally:
+            for fd in (self._target, self._folder[1] if self._folder else None):
+                if fd is not None:
+                    os.close(fd)
+            self._target = self._folder = None
+
+    def place(self, relative: str, target: str) -> tuple[Placement, int]:
+        """Place root/relative at target (relative to the target folder); return how, and its size."""
+        source = self._open(relative)
+        if self._target is None:  # no descriptor-relative calls here: the target folder by its path
+            target = os.path.join(self._target_path, target)
+        try:
             info = os.fstat(source)
             if self.link and self.may_link(info):
                 try:
-                    _link_descriptor(source, target)
+                    # Through the descriptor: the inode opened above, even if its name changed since. With
+                    # a directory descriptor os.link calls linkat, which follows /proc's link to that inode.
+                    os.link(f"/proc/self/fd/{source}", target, dst_dir_fd=self._target, follow_symlinks=True)
                     return Placement.LINK, info.st_size
                 except OSError as exc:
                     if exc.errno not in self._LINK_REFUSALS:
@@ -347,7 +371,7 @@ class _Placer:
                         self.link = False
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
             # The permission bits travel (a script may be executable); set-id bits never do.
-            out = os.open(target, flags, stat.S_IMODE(info.st_mode) & 0o777)
+            out = os.open(target, flags, stat.S_IMODE(info.st_mode) & 0o777, dir_fd=self._target)
             try:
                 if self.reflink:
                     try:
@@ -360,16 +384,29 @@ class _Placer:
                 return Placement.COPY, _copy_bytes(source, out, info.st_size)
             finally:
                 os.close(out)
+        finally:
+            os.close(source)
 
-
-def _link_descriptor(source: int, target: Path) -> None:
-    # Through the descriptor: the inode opened above, even if its name changed since. A directory
-    # descriptor makes os.link call linkat, which follows /proc's link to the inode (plain link() would not).
-    folder = os.open(target.parent, _DIR_FLAGS)
-    try:
-        os.link(f"/proc/self/fd/{source}", target.name, dst_dir_fd=folder, follow_symlinks=True)
-    finally:
-        os.close(folder)
+    def _open(self, relative: str) -> int:
+        """Open a regular file below root without following links, its folder opened once for all its files."""
+        if not _DIR_FD:
+            return _open_regular(self._root, relative, _READ_FLAGS)
+        folder, _, name = relative.rpartition("/")
+        if self._folder is None or self._folder[0] != folder:
+            if self._folder is not None:
+                os.close(self._folder[1])
+                self._folder = None
+            self._folder = (folder, _open_folder(self._root, _parts(folder)))
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self._folder[1])
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise UnsafeFile(f"{relative} under {self._root} is a link") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeFile(f"{relative} under {self._root} is not a regular file")
+        return fd
 
 
 def _copy_bytes(source: int, out: int, size: int) -> int:
