@@ -17,9 +17,10 @@ from config import Config
 from db import Store, StoreError, StoreUnavailable
 from job import Job, JobStatus
 from job_secrets import SecretBox
-from mlops.base import Backend, JobContext
+from mlops.base import TUNING, Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import remove_tree
+from mlops.local.tuning import CYCLE_S, LocalTuner
 from mlops.recovery import Decision, Outcome, decide
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,15 @@ class JobQueue:
         self._unfinished_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        # A local platform's tunings are driven by one thread of their own, never by a worker: a
+        # worker waiting on its tuning's trials would hold a place the trials need.
+        self.tuner: LocalTuner | None = None
+        self._worker_kinds: list[str] | None = None
+        if TUNING in backend.kinds and not backend.remote:
+            self.tuner = LocalTuner(store, config.data_dir, lambda kind, request, job_id: self.enqueue(
+                kind, request, job_id=job_id), self.cancel, self.context_for, clock=clock)
+            self._worker_kinds = sorted(backend.kinds - {TUNING})
+        self._tuner_wake = threading.Event()
         self.started = False
 
     # -- submission ------------------------------------------------------------------------------
@@ -97,6 +107,10 @@ class JobQueue:
         if before is not JobStatus.RUNNING:
             return False
         job = self.store.get(job_id)
+        if self.tuner is not None and job.kind == TUNING:
+            # The tuner stops every trial of it in its next cycle, then ends it CANCELLED.
+            self._tuner_wake.set()
+            return True
         if self.backend.remote:
             # A stop on a remote platform is an API call: the monitor makes it, not the request thread.
             self._monitor_wake.set()
@@ -120,8 +134,10 @@ class JobQueue:
         return True
 
     def wake(self) -> None:
-        """Tell one idle worker that a job may be waiting."""
+        """Tell one idle worker (and the tuner) that a job may be waiting."""
         self._replace_dead_workers()
+        if self.tuner is not None:
+            self._tuner_wake.set()
         with self._wake:
             self._pending_wakeups += 1
             self._wake.notify()
@@ -136,6 +152,8 @@ class JobQueue:
             self._start_worker(f"worker-{number + 1}")
         if self.backend.remote:
             self._spawn(self._monitor_loop, "monitor")
+        if self.tuner is not None:
+            self._spawn(self._tuner_loop, "tuner")
         self.started = True
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -198,7 +216,7 @@ class JobQueue:
         while not self._stopping.is_set():
             self._settle_unfinished()
             try:
-                job = self.store.claim_next([self.backend.name])
+                job = self.store.claim_next([self.backend.name], kinds=self._worker_kinds)
             except StoreError as exc:
                 logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
@@ -331,6 +349,26 @@ class JobQueue:
                     logger.warning("job %s: stop failed: %s", job.id, exc)
         if launched:
             self.backend.monitor(launched, self.context_for)
+
+    def _tuner_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tune_once()
+            except Exception:  # one bad cycle must not end every tuning
+                logger.exception("tuning cycle failed")
+            self._tuner_wake.wait(CYCLE_S)
+            self._tuner_wake.clear()
+
+    def tune_once(self) -> None:
+        """Run one tuning cycle: take the waiting tunings, then step every running one."""
+        assert self.tuner is not None
+        while (job := self.store.claim_next([self.backend.name], kinds=[TUNING])) is not None:
+            try:
+                self.tuner.adopt(job)
+            except Exception as exc:
+                logger.exception("tuning %s: cannot start", job.id)
+                self._fail(job, None, f"the tuning cannot start: {type(exc).__name__}: {exc}")
+        self.tuner.step()
 
     # -- shutdown --------------------------------------------------------------------------------
 
