@@ -116,4 +116,5 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
         "finished": format_time(finished, zone),
         "timestamp": seconds,
         "attempts": job.attempts,
+        "executor": job.owner,
     }
