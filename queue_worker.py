@@ -18,9 +18,10 @@ from db import Fenced, Store, StoreError, StoreUnavailable
 from job import Job, JobStatus
 from job_secrets import SecretBox
 from lease import Lease, executor_id
-from mlops.base import Backend, JobContext
+from mlops.base import TUNING, Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import remove_tree
+from mlops.local.tuning import CYCLE_S, LocalTuner
 from mlops.recovery import Decision, Outcome, decide
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,15 @@ class JobQueue:
         # already passed on to the platform.
         self._running: dict[str, int] = {}
         self._stops_sent: set[str] = set()
+        # A local platform's tunings are driven by one thread of their own, never by a worker: a
+        # worker waiting on its tuning's trials would hold a place the trials need.
+        self.tuner: LocalTuner | None = None
+        self._worker_kinds: list[str] | None = None
+        if TUNING in backend.kinds and not backend.remote:
+            self.tuner = LocalTuner(store, config.data_dir, lambda kind, request, job_id: self.enqueue(
+                kind, request, job_id=job_id), self.cancel, self.context_for, clock=clock)
+            self._worker_kinds = sorted(backend.kinds - {TUNING})
+        self._tuner_wake = threading.Event()
         self.started = False
 
     # -- submission ------------------------------------------------------------------------------
@@ -109,6 +119,10 @@ class JobQueue:
         if self.store.shared and job.owner != self.lease.executor:
             # Its owner sees the flag at its next watch tick and stops it there.
             return True
+        if self.tuner is not None and job.kind == TUNING:
+            # The tuner stops every trial of it in its next cycle, then ends it CANCELLED.
+            self._tuner_wake.set()
+            return True
         if self.backend.remote:
             # A stop on a remote platform is an API call: the monitor makes it, not the request thread.
             self._monitor_wake.set()
@@ -132,8 +146,10 @@ class JobQueue:
         return True
 
     def wake(self) -> None:
-        """Tell one idle worker that a job may be waiting."""
+        """Tell one idle worker (and the tuner) that a job may be waiting."""
         self._replace_dead_workers()
+        if self.tuner is not None:
+            self._tuner_wake.set()
         with self._wake:
             self._pending_wakeups += 1
             self._wake.notify()
@@ -150,6 +166,8 @@ class JobQueue:
             self._start_worker(f"worker-{number + 1}")
         if self.backend.remote:
             self._spawn(self._monitor_loop, "monitor")
+        if self.tuner is not None:
+            self._spawn(self._tuner_loop, "tuner")
         if self.store.shared:
             logger.info("executor %s: sharing the job store, lease %ss", self.lease.executor, self.config.lease_seconds)
             self.lease.start(self.watch, WATCH_TICK_S)
@@ -248,7 +266,7 @@ class JobQueue:
         while not self._stopping.is_set():
             self._settle_unfinished()
             try:
-                job = self.store.claim_next([self.backend.name], owner=self.lease.executor)
+                job = self.store.claim_next([self.backend.name], kinds=self._worker_kinds, owner=self.lease.executor)
             except StoreError as exc:
                 logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
@@ -395,6 +413,26 @@ class JobQueue:
                     logger.warning("job %s: stop failed: %s", job.id, exc)
         if launched:
             self.backend.monitor(launched, self.context_for)
+
+    def _tuner_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tune_once()
+            except Exception:  # one bad cycle must not end every tuning
+                logger.exception("tuning cycle failed")
+            self._tuner_wake.wait(CYCLE_S)
+            self._tuner_wake.clear()
+
+    def tune_once(self) -> None:
+        """Run one tuning cycle: take the waiting tunings, then step every running one."""
+        assert self.tuner is not None
+        while (job := self.store.claim_next([self.backend.name], kinds=[TUNING])) is not None:
+            try:
+                self.tuner.adopt(job)
+            except Exception as exc:
+                logger.exception("tuning %s: cannot start", job.id)
+                self._fail(job, None, f"the tuning cannot start: {type(exc).__name__}: {exc}")
+        self.tuner.step()
 
     # -- shutdown --------------------------------------------------------------------------------
 

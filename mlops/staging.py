@@ -25,7 +25,7 @@ PYTHON_PROGRAMS = frozenset({"python", "python3"})
 MAX_PUBLISHED_FILES = 100_000
 # A rerun request reads a pipeline's files up to this size to compare them with what its job ran
 # (about a second); past it the rerun compares them when it stages them.
-REQUEST_DIGEST_BYTES = 256 << 20
+REQUEST_DIGEST_BYTES = 64 << 20
 
 
 def resolve_storage_path(root: Path, relative: str, field: str) -> Path:

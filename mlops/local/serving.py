@@ -45,7 +45,7 @@ _COPY_CHUNK = 1024 * 1024
 CANCEL_CHECK_S = 0.5
 # A model folder up to this size is copied while its register request waits (a second or so); a larger
 # one is copied in the background, so that no request thread waits on a disk for minutes.
-INLINE_COPY_BYTES = 256 << 20
+INLINE_COPY_BYTES = 64 << 20
 # A batch transform reads each input file whole (its records are split in memory).
 MAX_TRANSFORM_FILE_BYTES = 1 << 30
 

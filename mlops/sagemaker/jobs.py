@@ -74,7 +74,7 @@ class SageMakerBackend(Backend):
         self.clients = clients
         self.store = store
         self.clock = clock
-        self.service = SageMakerTrainingService(config, clients, clock=clock)
+        self.service = SageMakerTrainingService(config, clients)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
         self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
                                         clock=clock)
