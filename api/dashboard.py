@@ -89,6 +89,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
         "submitted": format_time(job.submitted, zone), "started": format_time(job.started, zone),
         "finished": format_time(job.finished, zone), "elapsed_seconds": elapsed(job, now),
         "cost_usd": job.details.get("estimated_cost_usd"), "failure_reason": job.failure_reason,
+        "executor": job.owner,
     }
 
 
