@@ -89,6 +89,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
         "submitted": format_time(job.submitted, zone), "started": format_time(job.started, zone),
         "finished": format_time(job.finished, zone), "elapsed_seconds": elapsed(job, now),
         "cost_usd": job.details.get("estimated_cost_usd"), "failure_reason": job.failure_reason,
+        "executor": job.owner,
     }
 
 
@@ -135,7 +136,9 @@ def list_jobs():
                                submitted_from=start, submitted_to=None if end is None else end + DAY_SECONDS)
     metrics = store.latest_metrics_of([job.id for job in jobs])
     rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
-    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))
+    data_size = executor().data_size
+    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS),
+                   data_folder_bytes=data_size.bytes() if data_size is not None else None)
 
 
 DAY_SECONDS = 86400
