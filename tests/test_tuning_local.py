@@ -85,6 +85,7 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
         "name": "digits-tuning", "dataset": "datasets/digits",
         "hyperparameters": {"epochs": 2, "image-size": 8},
         "tuning": {"objective": OBJECTIVE, "strategy": "random", "max_trials": 3, "max_parallel": 2, "seed": 3,
+                   "early_stopping": "off",
                    "ranges": {"learning-rate": {"min": 0.001, "max": 0.05, "scaling": "log"},
                               "batch-size": {"values": [16, 32]}}}})
     assert status == 201 and created["status"] == "WAITING", created
@@ -93,7 +94,7 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
     assert body["progress"]["done"] == 3 and body["progress"]["total"] == 3 and body["progress"]["running"] == 0
     trials = body["trials"]
     assert [trial["number"] for trial in trials] == [1, 2, 3]
-    assert all(trial["status"] == "COMPLETED" and trial["epoch"] == 2 for trial in trials)
+    assert all(trial["status"] == "COMPLETED" and trial["epoch"] == 2 for trial in trials), trials
     assert len({trial["hyperparameters"]["learning-rate"] for trial in trials}) == 3
     best = max(trials, key=lambda trial: trial["objective"])
     assert body["best"]["job_id"] == best["job_id"] and body["best"]["objective"] == best["objective"]
