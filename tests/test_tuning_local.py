@@ -107,6 +107,13 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
     assert "model/model.pt" in trial["artifacts"]["files"]
     _, detail = server.request("GET", f"/api/jobs/{best['job_id']}")
     assert float(detail["request"]["hyperparameters"]["learning-rate"]) == best["hyperparameters"]["learning-rate"]
+    # The best trial's model is registered and deployed as any training's, and answers.
+    from test_model_lifecycle_local import API, deploy
+
+    endpoint = deploy(server, "tuned-digits", "tuned", TrainingJobId=best["job_id"])
+    assert endpoint["status"] == "InService", endpoint
+    status, answer = server.request("POST", f"{API}/endpoints/tuned/infer", {"instances": [[[0] * 8] * 8]})
+    assert status == 200 and answer["predictions"][0]["label"] in [str(digit) for digit in range(10)], answer
     _, got = server.request("GET", f"{ROUTE}/{created['job_id']}/get")
     assert got["best"] == body["best"] and got["tuning"]["strategy"] == "random"
     _, tunings = server.request("GET", f"{ROUTE}/list")
@@ -129,6 +136,12 @@ def test_a_trial_behind_the_median_is_stopped_early_and_keeps_its_metrics(live_s
             list(range(1, trial["epoch"] + 1))
     assert body["best"]["hyperparameters"] == {"quality": 0.9}
     assert body["best"]["objective"] == pytest.approx(0.9)
+    # The best trial runs again as a training of its own, with the values it was tuned to.
+    status, again = server.request("POST", f"/api/jobs/{body['best']['job_id']}/rerun")
+    assert status == 202, again
+    rerun = wait_for(lambda: _ended(server, again["status_url"]), timeout=60, interval=0.3)
+    assert rerun["status"] == "COMPLETED" and "parent" not in rerun
+    assert rerun["metrics"]["val_auc"] == pytest.approx(0.9)
 
 
 def test_stopping_a_tuning_stops_every_trial(live_server):
