@@ -3,8 +3,12 @@ cancel; build an image.
 
 A job id may be given as its first characters, as long as they name one job (like git).
 
+The executor's URL is --url, else EXECUTOR_URL, else built from the service's own settings
+EXECUTOR_HOST and EXECUTOR_PORT, else the service's default http://127.0.0.1:5002.
+
 Exit status: 0 the job COMPLETED (or the command worked), 1 the job ended in ERROR, 2 usage,
-3 the job was CANCELLED, 4 the executor refused the request or could not be reached, 130 interrupted.
+3 the job was CANCELLED, 4 the executor refused the request or could not be reached, 130 interrupted,
+141 the reader of the output went away (`status X | head -1`).
 """
 from __future__ import annotations
 
@@ -20,17 +24,38 @@ from executor_client import Client, ExecutorError
 
 EXIT_CODES = {"COMPLETED": 0, "ERROR": 1, "CANCELLED": 3}
 USAGE, API_ERROR, INTERRUPTED = 2, 4, 130
+# What a shell reports for a process that SIGPIPE ended, which Python turns into BrokenPipeError instead.
+READER_GONE = 141
 FINAL = frozenset(EXIT_CODES)
 BAR_WIDTH = 24
-DEFAULT_URL = "http://127.0.0.1:5002"
+# The service's own defaults (config.py); the client does not import it, to need only the standard library.
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "5002"
+# Addresses a service listens on that a client cannot connect to: it reaches such a service on loopback.
+ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# How long --wait keeps trying an executor that went away (a restart), and the longest pause between tries.
+RECONNECT_SECONDS = 300.0
+MAX_RETRY_PAUSE = 15.0
+
+
+def executor_url(environ: dict[str, str]) -> tuple[str, str]:
+    """Return the executor's URL from the service's settings, and which setting gave it."""
+    if environ.get("EXECUTOR_URL"):
+        return environ["EXECUTOR_URL"], "EXECUTOR_URL"
+    host, port = environ.get("EXECUTOR_HOST"), environ.get("EXECUTOR_PORT")
+    if not host and not port:
+        return f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", "the service's default address"
+    host = ANY_ADDRESS.get(host or DEFAULT_HOST, host or DEFAULT_HOST)
+    shown = f"[{host}]" if ":" in host else host
+    source = " and ".join(name for name in ("EXECUTOR_HOST", "EXECUTOR_PORT") if environ.get(name))
+    return f"http://{shown}:{port or DEFAULT_PORT}", source
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m executor_client", description="Talk to an Essedum job executor.",
         epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable.")
-    parser.add_argument("--url", default=os.environ.get("EXECUTOR_URL") or DEFAULT_URL,
-                        help=f"the executor [EXECUTOR_URL, default {DEFAULT_URL}: the service's own default]")
+    parser.add_argument("--url", help="the executor [EXECUTOR_URL, else from EXECUTOR_HOST and EXECUTOR_PORT as the "
+                                      f"service reads them, else http://{DEFAULT_HOST}:{DEFAULT_PORT}]")
     parser.add_argument("--token", default=os.environ.get("EXECUTOR_API_TOKEN"),
                         help="its API token [EXECUTOR_API_TOKEN]")
     parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for each answer")
@@ -62,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                   help="follow the job to its end and exit with its outcome")
         follower.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
         follower.add_argument("--no-log", action="store_true", help="do not print the job's log")
+        follower.add_argument("--reconnect-for", type=float, default=RECONNECT_SECONDS, metavar="SECONDS",
+                              help="how long to keep trying an executor that went away (a restart) "
+                                   f"[default {RECONNECT_SECONDS:.0f}]")
     compare = commands.add_parser("compare", help="final metrics and hyperparameters of jobs side by side")
     compare.add_argument("job_ids", nargs="+", metavar="job_id")
     download = commands.add_parser("download", help="download a job's model (model.tar.gz) or one output file")
@@ -92,12 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--context", default=None, help="folder whose requirements.txt is installed "
                                                        "[default: the bundled training_scripts]")
     build.add_argument("--push", metavar="ECR_REPOSITORY_URI",
-                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo>")
-    build.add_argument("--region",
-                       default=os.environ.get("EXECUTOR_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                       help="AWS region of the registries [EXECUTOR_AWS_REGION, AWS_DEFAULT_REGION]")
+                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo> (logged in to in its own region)")
 
     args = parser.parse_args(argv)
+    args.url_source = "--url"
+    if args.url is None:
+        args.url, args.url_source = executor_url(dict(os.environ))
     return args
 
 
@@ -118,10 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     except ExecutorError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.status is None:
+            print(f"(the address came from {args.url_source}; give another with --url, EXECUTOR_URL, or "
+                  "EXECUTOR_HOST and EXECUTOR_PORT as the service has them)", file=sys.stderr)
         return API_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted (the job keeps running; `cancel` stops it)", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): say nothing more, and let the interpreter's last flush of
+        # standard output go to nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return READER_GONE
 
 
 def read_json(name: str, what: str) -> Any:
@@ -177,11 +214,52 @@ def accepted(client: Client, job_id: str, args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     print(f"submitted job {job_id}", file=sys.stderr)
-    return follow(client, job_id, args.interval, show_log=not args.no_log)
+    return follow(Reconnecting(client, job_id, args.reconnect_for), job_id, args.interval,
+                  show_log=not args.no_log)
 
 
 def wait(client: Client, args: argparse.Namespace) -> int:
-    return follow(client, args.job_id, args.interval, show_log=not args.no_log)
+    return follow(Reconnecting(client, args.job_id, args.reconnect_for), args.job_id, args.interval,
+                  show_log=not args.no_log)
+
+
+class Reconnecting:
+    """The reads of a followed job, retried with backoff while the executor cannot be reached (a restart)."""
+
+    def __init__(self, client: Client, job_id: str, patience: float, err: TextIO = sys.stderr,
+                 sleep: Any = time.sleep, clock: Any = time.monotonic):
+        self.client, self.job_id, self.patience = client, job_id, patience
+        self.err, self.sleep, self.clock = err, sleep, clock
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._retried(self.client.status, job_id)
+
+    def log(self, job_id: str) -> str:
+        return self._retried(self.client.log, job_id)
+
+    def _retried(self, read: Any, job_id: str) -> Any:
+        try:
+            return read(job_id)
+        except ExecutorError as exc:
+            if exc.status is not None:
+                raise
+            first = exc
+        print(f"\nthe executor at {self.client.url} is unreachable ({first}); job {job_id[:8]} is kept in its "
+              f"store: trying again for up to {self.patience:.0f} s", file=self.err, flush=True)
+        deadline, pause = self.clock() + self.patience, 1.0
+        while self.clock() + pause <= deadline:
+            self.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+            try:
+                answer = read(job_id)
+            except ExecutorError as exc:
+                if exc.status is not None:
+                    raise
+                continue
+            print(f"the executor is back: following job {job_id[:8]} again", file=self.err, flush=True)
+            return answer
+        raise ExecutorError(f"{first}; gave up after {self.patience:.0f} s (the job is kept: "
+                            f"`wait {job_id[:8]}` follows it again)")
 
 
 class ProgressLine:
@@ -216,8 +294,8 @@ class ProgressLine:
             self.err.write("\n")
 
 
-def follow(client: Client, job_id: str, interval: float, show_log: bool = True, out: TextIO = sys.stdout,
-           err: TextIO = sys.stderr) -> int:
+def follow(client: Client | Reconnecting, job_id: str, interval: float, show_log: bool = True,
+           out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Show the job's progress (stderr) and log (stdout) until it ends; return its exit status."""
     printed = 0
     progress = ProgressLine(err)
@@ -349,7 +427,12 @@ def compare(client: Client, args: argparse.Namespace) -> int:
 
 
 def download(client: Client, args: argparse.Namespace) -> int:
-    target = args.output or (args.file.rsplit("/", 1)[-1] if args.file else "model.tar.gz")
+    name = args.file.rsplit("/", 1)[-1] if args.file else "model.tar.gz"
+    target = args.output or name
+    if target != "-" and (os.path.isdir(target) or target.endswith(("/", os.sep))):
+        if not os.path.isdir(target):
+            raise UsageError(f"{target} is not a folder here; create it first")
+        target = os.path.join(target, name)
     with client.download(args.job_id, args.file) as response:
         if target == "-":
             shutil.copyfileobj(response, sys.stdout.buffer)
@@ -376,7 +459,7 @@ def build_image(args: argparse.Namespace) -> int:
     from mlops.aws import ClientFactory, SageMakerContainerBuilder
     from mlops.errors import DockerContainerError, InvalidRequest
 
-    builder = SageMakerContainerBuilder(ClientFactory(region=args.region),
+    builder = SageMakerContainerBuilder(ClientFactory(),
                                         context_dir=Path(args.context) if args.context else None)
     try:
         image = builder.build_training_container(args.base, args.tag)
