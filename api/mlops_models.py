@@ -25,7 +25,7 @@ from mlops.base import ENDPOINT, TRANSFORM
 from mlops.errors import MalformedRequest, NotFound, TooLarge
 from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                                   TRANSFORM_RECORD, ModelLifecycle)
+                                   TRANSFORM_RECORD, ModelLifecycle, finished_training_job)
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
@@ -136,12 +136,19 @@ def named(type: str, path_id: str) -> Record:
     return found
 
 
+def with_whole_training_id(body: dict[str, Any]) -> dict[str, Any]:
+    """Return the body with its TrainingJobId, which may be a beginning of the id, as the whole id."""
+    if body.get("TrainingJobId"):
+        body = {**body, "TrainingJobId": finished_training_job(executor().store, body["TrainingJobId"]).id}
+    return body
+
+
 # -- models ------------------------------------------------------------------------------------
 
 @blueprint.post("/models/register")
 @documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
 def register_model():
-    body = json_body(model_schemas.MODEL)
+    body = with_whole_training_id(json_body(model_schemas.MODEL))
     return jsonify(record_view(lifecycle().register_model(body, essedum_origin()))), 201
 
 
@@ -175,7 +182,7 @@ def export_model(model_id: str):
 @documented(model_schemas.ENDPOINT_CONFIG, status=201, summary="Create an endpoint configuration",
             query=ORIGIN_QUERY)
 def register_endpoint():
-    body = json_body(model_schemas.ENDPOINT_CONFIG)
+    body = with_whole_training_id(json_body(model_schemas.ENDPOINT_CONFIG))
     return jsonify(record_view(lifecycle().register_endpoint(body, essedum_origin()))), 201
 
 

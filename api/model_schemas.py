@@ -6,13 +6,13 @@ model, so a bad name is a 4xx from us instead of a ValidationException from AWS.
 from __future__ import annotations
 
 from api.schemas import ENV_NAME, NO_NUL, TAGS, ZERO_IS_ABSENT, text
+from mlops.job_ids import ID_PREFIX_PATTERN
 
 # ModelName, EndpointName, EndpointConfigName, TransformJobName and VariantName share this rule.
 RESOURCE_NAME = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 ROLE_ARN = "^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$"
 S3_URI = "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 INSTANCE_TYPE = "^ml\\.[a-z0-9-]+\\.[a-z0-9]+$"
-JOB_ID = "^[0-9a-fA-F-]{36}$"
 
 
 def name(description: str) -> dict:
@@ -38,8 +38,10 @@ CONTAINER = {
     },
 }
 
-TRAINING_JOB = text(36, pattern=JOB_ID, description="a finished training job of this executor: its model "
-                                                      "and the matching inference image are filled in")
+TRAINING_JOB = text(36, pattern=ID_PREFIX_PATTERN, description="a finished training job of this executor (its id, "
+                                                                 "or a unique beginning of 4 characters or more): "
+                                                                 "its model and the matching inference image are "
+                                                                 "filled in")
 
 MODEL = {
     "title": "RegisterModel",

@@ -225,3 +225,44 @@ def test_a_sagemaker_jobs_model_download_says_where_the_model_is(app, client):
     answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
     assert answer.status_code == 404
     assert "s3://bucket/prefix/remote/output/model.tar.gz" in answer.get_json()["error"]
+
+
+def stored_training(server, job_id: str) -> str:
+    """Store an ended training job under a chosen id (two that share a beginning make a prefix ambiguous)."""
+    store = server.executor.store
+    store.create_job(job_id, kind="training", backend="local", request={"name": f"train-{job_id[:8]}"}, secrets=None,
+                     log_path=str(server.storage_root / f"{job_id}.log"), output_dir=str(server.storage_root / job_id))
+    store.transition(job_id, JobStatus.CANCELLED, expected=JobStatus.WAITING)
+    return job_id
+
+
+def test_the_training_record_routes_and_training_job_id_take_a_prefix(server):
+    first = stored_training(server, "5eed1111-0000-4000-8000-000000000000")
+    stored_training(server, "5eed2222-0000-4000-8000-000000000000")
+    status, body = server.request("GET", "/api/service/v1/pipelines/training/5eed1/get")
+    assert status == 200 and body["jobId"] == first
+    status, body = server.request("GET", "/api/service/v1/pipelines/training/5eed/get")
+    assert status == 409 and body["field"] == "id" and sorted(body["candidates"]) == [
+        "5eed1111-0000-4000-8000-000000000000", "5eed2222-0000-4000-8000-000000000000"]
+
+    # The prefix reaches the job: what is refused is the job (not finished), not the id's shape.
+    status, body = server.request("POST", "/api/service/v1/models/register",
+                                  {"ModelName": "prefixed", "TrainingJobId": "5eed1"})
+    assert status == 409 and body["field"] == "TrainingJobId" and "CANCELLED" in body["error"]
+    status, body = server.request("POST", "/api/service/v1/models/register",
+                                  {"ModelName": "prefixed", "TrainingJobId": "5eed"})
+    assert status == 409 and len(body["candidates"]) == 2
+
+    status, body = server.request("DELETE", "/api/service/v1/projects_pipelines/5eed2/delete")
+    assert status == 200 and body["deleted"] is True and body["job_id"].startswith("5eed2222")
+    assert server.request("GET", "/api/service/v1/pipelines/training/5eed/get")[1]["jobId"] == first
+
+
+def test_the_dashboard_page_and_its_routes_take_a_prefix(server):
+    job_id = run(server, "outputs", "python make.py")
+    page = urllib.request.urlopen(f"{server.url}/execute/jobs/{job_id[:6]}", timeout=30).read().decode()
+    for path in (f"/api/jobs/{job_id[:6]}", f"/api/jobs/{job_id[:6]}/files", f"/execute/{job_id[:6]}/stop",
+                 f"/api/jobs/{job_id[:6]}/rerun", f"/api/jobs/{job_id[:6]}/model.tar.gz"):
+        assert path in page  # the page's own calls go through the prefix, which every one of them resolves
+    assert server.request("GET", f"/api/jobs/{job_id[:6]}/files")[0] == 200
+    assert download(server, f"/api/jobs/{job_id[:6]}/model.tar.gz")[0] == 200
