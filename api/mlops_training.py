@@ -202,6 +202,8 @@ def find_training_job(job_id: str) -> Job:
         raise MalformedRequest("id", "is neither a job id (or its first 4 characters or more) nor a SageMaker job name")
     job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
                 if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
+    if job is None and not is_id_prefix(job_id):
+        raise NotFound("id", f"no training job {job_id}")
     return job or find_job(store, job_id, "id", kinds=TRAINING_KINDS)
 
 
