@@ -266,3 +266,33 @@ def test_the_dashboard_page_and_its_routes_take_a_prefix(server):
         assert path in page  # the page's own calls go through the prefix, which every one of them resolves
     assert server.request("GET", f"/api/jobs/{job_id[:6]}/files")[0] == 200
     assert download(server, f"/api/jobs/{job_id[:6]}/model.tar.gz")[0] == 200
+
+
+def test_from_and_to_take_a_number_of_days_back_as_well_as_a_day(server):
+    run(server, "hello", "python hello.py", name="today")
+    assert len(server.request("GET", "/api/jobs?from=1")[1]["jobs"]) == 1  # within the last day
+    assert server.request("GET", "/api/jobs?to=1")[1]["jobs"] == []  # submitted a day ago or earlier
+    status, body = server.request("GET", "/api/jobs?from=-1")
+    assert status == 400 and body["field"] == "from" and "days" in body["error"]
+
+
+def test_elapsed_counts_the_time_a_job_ran_not_the_time_the_executor_was_down(server):
+    from db import JobStore
+
+    now = [1_000_000.0]
+    store = JobStore(server.executor.store.path, clock=lambda: now[0])
+    job_id = "e1a95ed0-0000-4000-8000-000000000000"
+    # Stored for a backend this server does not run, so that none of its workers claims it.
+    store.create_job(job_id, kind="training", backend="sagemaker", request={"name": "resumed"}, secrets=None,
+                     log_path=str(server.storage_root / "e.log"), output_dir=str(server.storage_root / "e"))
+    for moment, step in ((10, "claim"), (25, JobStatus.WAITING), (3625, "claim"), (3640, JobStatus.COMPLETED)):
+        now[0] = 1_000_000.0 + moment
+        if step == "claim":
+            assert store.claim_next(["sagemaker"]).id == job_id
+        else:
+            store.transition(job_id, step, expected=JobStatus.RUNNING, message="stopped by a shutdown")
+    store.close()
+    detail = server.request("GET", f"/api/jobs/{job_id}")[1]
+    assert detail["elapsed_seconds"] == 30.0  # 15 s before the stop and 15 s after the restart, not the hour between
+    listed = next(job for job in server.request("GET", "/api/jobs")[1]["jobs"] if job["id"] == job_id)
+    assert listed["elapsed_seconds"] == 30.0
