@@ -14,7 +14,8 @@ from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus, JobStore, StoreError, StoreUnavailable
+from db import Store, StoreError, StoreUnavailable
+from job import Job, JobStatus
 from job_secrets import SecretBox
 from mlops.base import Backend, JobContext
 from mlops.errors import BackendError, InvalidRequest
@@ -29,7 +30,7 @@ IDLE_POLL_S = 5.0
 class JobQueue:
     """Accepts jobs, runs them on worker threads and follows remote ones with a monitor thread."""
 
-    def __init__(self, config: Config, store: JobStore, backend: Backend, secret_box: SecretBox, *,
+    def __init__(self, config: Config, store: Store, backend: Backend, secret_box: SecretBox, *,
                  clock: Callable[[], float] = time.time):
         self.config = config
         self.store = store

@@ -11,7 +11,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from api.access import public
-from db import FINAL_STATUSES, JobStatus, StoreError
+from db import StoreError
+from job import FINAL_STATUSES, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks[name] = {"ok": ok, "reason": reason}
     if executor.sandbox is not None:
         # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
-        checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
+        # Without its network only where EXECUTOR_SANDBOX_NETWORK=true could not be had: reason says why.
+        checks["sandbox"] = {"ok": True, "reason": executor.sandbox.network_missing,
+                             "isolation": executor.sandbox.describe()}
     try:
         backend_check = executor.backend.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500

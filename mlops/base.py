@@ -7,7 +7,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Collection
 
-from db import Job, JobStatus, JobStore
+from db import Store
+from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.errors import NotSupported
 from mlops.job_files import append_text
@@ -30,7 +31,7 @@ class JobContext:
     cannot put them in the job log.
     """
 
-    def __init__(self, job: Job, store: JobStore, job_dir: Path, secrets: dict[str, Any]):
+    def __init__(self, job: Job, store: Store, job_dir: Path, secrets: dict[str, Any]):
         self.job = job
         self.store = store
         self.job_dir = job_dir

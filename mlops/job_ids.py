@@ -5,7 +5,8 @@ import re
 import uuid
 from typing import Collection
 
-from db import Job, JobStore
+from db import Store
+from job import Job
 from mlops.errors import Conflict, MalformedRequest, NotFound
 
 # At least 4 characters, so that a prefix is typed on purpose.
@@ -20,7 +21,7 @@ def is_id_prefix(text: str) -> bool:
     return bool(ID_PREFIX.match(text.lower()))
 
 
-def find_job(store: JobStore, text: str, field: str, kinds: Collection[str] | None = None) -> Job:
+def find_job(store: Store, text: str, field: str, kinds: Collection[str] | None = None) -> Job:
     """Return the job a whole id or a unique beginning of one names; refuse others naming `field`.
 
     400 for text that is no id, 404 for an unknown id (or a job of another kind), 409 with the

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Collection
 
 from config import Config
-from db import Job, JobStore
+from db import Store
+from job import Job
 from mlops.aws import SageMakerTrainingService
 from mlops.base import Backend, ContextFactory, JobContext
 from mlops.aws import ClientFactory
@@ -96,7 +97,7 @@ class Platform(Backend):
         self.jobs.close()
 
 
-def make_platform(config: Config, store: JobStore, clients: ClientFactory, jobs: Backend | None = None) -> Platform:
+def make_platform(config: Config, store: Store, clients: ClientFactory, jobs: Backend | None = None) -> Platform:
     """Return the platform the configuration names (EXECUTOR_BACKEND), or the one around a given jobs backend."""
     name = jobs.name if jobs is not None else config.backend
     if name == "sagemaker":

@@ -17,9 +17,11 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Iterator
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record
+from db import Record, Store
+from job import Job, JobStatus
 from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.exports import Export
 from mlops.job_files import open_file
@@ -33,8 +35,6 @@ ENDPOINT_RECORD = "endpoint"
 TRANSFORM_RECORD = "transform"
 DATASET = "dataset"
 
-IN_SERVICE = "InService"
-FAILED = "Failed"
 # An endpoint taken down with its configuration and models kept; Essedum's word for it.
 UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)
@@ -55,7 +55,7 @@ class ModelLifecycle(ABC):
     stoppable_kinds = frozenset({TRANSFORM})
     source_org = ""
 
-    def __init__(self, config: Config, store: JobStore, clients: ClientFactory):
+    def __init__(self, config: Config, store: Store, clients: ClientFactory):
         self.config = config
         self.store = store
         self.clients = clients
@@ -162,7 +162,7 @@ class ModelLifecycle(ABC):
         """Write the record of a deployment or transform that is queued."""
         origin = {"adapter": request.get("adapter"), "project": request.get("project")}
         if kind == TRANSFORM:
-            return self.put(TRANSFORM_RECORD, request["TransformJobName"], "InProgress",
+            return self.put(TRANSFORM_RECORD, request["TransformJobName"], IN_PROGRESS,
                             {**origin, "model_name": request["ModelName"], "raw": public_request(request)}, job_id)
         config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
         updating = previous is not None and previous.payload.get("exists", True) and previous.status != FAILED
@@ -172,7 +172,7 @@ class ModelLifecycle(ABC):
                    "model_names": sorted(set(as_list(config.payload.get("model_names"))) |
                                          set(as_list(previous.payload.get("model_names")) if updating else [])),
                    "container": config.payload.get("container"), "exists": True, "failure_reason": None}
-        return self.put(ENDPOINT_RECORD, request["EndpointName"], "Updating" if updating else "Creating",
+        return self.put(ENDPOINT_RECORD, request["EndpointName"], UPDATING if updating else CREATING,
                         payload, job_id)
 
     def job_finished_endpoint(self, record: Record, config: Record, raw: dict[str, Any]) -> Record:
@@ -342,7 +342,7 @@ class ModelLifecycle(ABC):
 
 # -- shared small helpers ----------------------------------------------------------------------
 
-def finished_training_job(store: JobStore, job_id: str) -> Job:
+def finished_training_job(store: Store, job_id: str) -> Job:
     """Return a COMPLETED training job of this executor by its id or a unique beginning of it."""
     try:
         job = find_job(store, job_id, "TrainingJobId", kinds=(TRAINING,))

@@ -21,7 +21,8 @@ import pytest
 from moto import mock_aws
 
 from config import load_config
-from db import Job, JobStatus, JobStore
+from db import SQLiteStore
+from job import Job, JobStatus
 from mlops.base import JobContext
 from mlops.aws import ClientFactory
 
@@ -92,8 +93,8 @@ def clients(aws) -> ClientFactory:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    job_store = JobStore(tmp_path / "data" / "jobs.db")
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    job_store = SQLiteStore(tmp_path / "data" / "jobs.db")
     yield job_store
     job_store.close()
 
@@ -108,7 +109,7 @@ def aws_setup(clients: ClientFactory) -> None:
 
 
 @pytest.fixture
-def backend(config, clients: ClientFactory, store: JobStore, aws_setup):
+def backend(config, clients: ClientFactory, store: SQLiteStore, aws_setup):
     from mlops.sagemaker.jobs import SageMakerBackend
 
     return SageMakerBackend(config, clients, store)
@@ -142,7 +143,7 @@ def training_request(dataset_dir: Path, source_dir: Path, **changes: Any) -> dic
     return request
 
 
-def new_running_job(store: JobStore, kind: str, request: dict[str, Any], tmp_path: Path,
+def new_running_job(store: SQLiteStore, kind: str, request: dict[str, Any], tmp_path: Path,
                     job_id: str | None = None) -> Job:
     """Store a job and claim it, as a worker would; return it RUNNING."""
     job_id = job_id or str(uuid.uuid4())
@@ -154,15 +155,15 @@ def new_running_job(store: JobStore, kind: str, request: dict[str, Any], tmp_pat
     return claimed
 
 
-def context(store: JobStore, job: Job, secrets: dict[str, Any] | None = None) -> JobContext:
+def context(store: SQLiteStore, job: Job, secrets: dict[str, Any] | None = None) -> JobContext:
     return JobContext(job, store, Path(job.output_dir), secrets or {})
 
 
-def context_factory(store: JobStore):
+def context_factory(store: SQLiteStore):
     return lambda job: context(store, job)
 
 
-def running_jobs(store: JobStore) -> list[Job]:
+def running_jobs(store: SQLiteStore) -> list[Job]:
     return [job for job in store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker") if job.external_id]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from api.downloads import FILE_LIST_SCHEMA
 from conftest import pipeline_body, wait_final, write_pipeline
-from db import JobStatus
+from job import JobStatus
 from mlops import job_files
 from mlops.job_outputs import MAX_LISTED_FILES
 
@@ -277,10 +277,10 @@ def test_from_and_to_take_a_number_of_days_back_as_well_as_a_day(server):
 
 
 def test_elapsed_counts_the_time_a_job_ran_not_the_time_the_executor_was_down(server):
-    from db import JobStore
+    from db import SQLiteStore
 
     now = [1_000_000.0]
-    store = JobStore(server.executor.store.path, clock=lambda: now[0])
+    store = SQLiteStore(server.executor.store.path, clock=lambda: now[0])
     job_id = "e1a95ed0-0000-4000-8000-000000000000"
     # Stored for a backend this server does not run, so that none of its workers claims it.
     store.create_job(job_id, kind="training", backend="sagemaker", request={"name": "resumed"}, secrets=None,

@@ -12,7 +12,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bund
                           put_log_lines, running_jobs, set_training_state, store, training_request, write_dataset)
 from botocore.exceptions import ClientError
 
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import training_job_name
 from mlops.sagemaker import job_feed
 from mlops.sagemaker.jobs import SageMakerBackend

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Collection
 
 from config import Config
-from db import Job, JobStatus, StoreError
+from db import StoreError
+from job import Job, JobStatus
 from mlops import script_contract
 from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory

@@ -23,7 +23,6 @@ MODES = ("AUTO", "ENSEMBLING", "HYPERPARAMETER_TUNING")
 # Plain text/csv is taken from clients and sent as AWS requires it for tabular data: with its header.
 CSV_ALIASES = {"text/csv": "text/csv;header=present"}
 CONTENT_TYPES = (*TABULAR_CONTENT_TYPES, *CSV_ALIASES)
-FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
 def automl_job_name(job_id: str) -> str:

@@ -13,7 +13,8 @@ import json
 import logging
 from typing import Any, Callable
 
-from db import Job, JobStore
+from db import Store
+from job import Job
 from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
 from mlops.base import JobContext
 from mlops.errors import AccessDenied, error_code, error_text
@@ -29,7 +30,7 @@ ENTRY_POINT_VARIABLE = "ESSEDUM_ENTRY_POINT"
 class JobSecrets:
     """Creates, hands over and deletes the Secrets Manager secret of each job that has secret values."""
 
-    def __init__(self, client: Callable[[], Any], store: JobStore):
+    def __init__(self, client: Callable[[], Any], store: Store):
         self._client = client
         self.store = store
 
