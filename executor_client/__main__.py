@@ -1,5 +1,5 @@
 """The executor's command line: train, submit a pipeline, follow, rerun, compare, download, list, status, logs,
-cancel; build an image.
+cancel; register a trained model, deploy it, infer, explain, batch-transform, undeploy; build an image.
 
 A job id may be given as its first characters, as long as they name one job (like git).
 
@@ -111,6 +111,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     logs.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
     cancel = commands.add_parser("cancel", help="stop a job")
     cancel.add_argument("job_id")
+    register = commands.add_parser("register-model", help="register the model of a finished training job")
+    register.add_argument("job_id", help="the training job (its id or a unique beginning of it)")
+    register.add_argument("--name", required=True, help="the model's name (letters, digits, hyphens)")
+    deploy = commands.add_parser("deploy", help="deploy a registered model as an endpoint and wait until it serves")
+    deploy.add_argument("model")
+    deploy.add_argument("--endpoint", required=True, help="the endpoint's name (its configuration: <name>-config)")
+    deploy.add_argument("--instance-type", help="SageMaker instance type (sagemaker backend)")
+    infer = commands.add_parser("infer", help="predict with an endpoint: image files, or a JSON payload")
+    explain = commands.add_parser("explain", help="explain an endpoint's prediction of an image")
+    for asker in (infer, explain):
+        asker.add_argument("endpoint")
+        asker.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+        asker.add_argument("--json", metavar="FILE", help="a JSON payload instead (- for standard input)")
+    transform = commands.add_parser("transform", help="batch inference over a file or folder, one answer a file")
+    transform.add_argument("model")
+    transform.add_argument("source", help="file or folder in the executor's storage root, or an s3:// URI")
+    transform.add_argument("--name", required=True, help="the batch job's name (unique)")
+    undeploy = commands.add_parser("undeploy", help="take an endpoint down; its configuration and model stay")
+    undeploy.add_argument("endpoint")
+    for waiter in (deploy, transform):
+        waiter.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+        waiter.add_argument("--timeout-wait", type=float, default=600, metavar="SECONDS",
+                            help="give up waiting after this long [default 600]")
+
     build = commands.add_parser(
         "build-image", help="build a SageMaker training image on this machine with docker (no executor needed)",
         description="Build base image + the Python packages of CONTEXT/requirements.txt, leaving /opt/ml/code empty "
@@ -451,6 +475,68 @@ def cancel(client: Client, args: argparse.Namespace) -> int:
     return 0 if cancelled else 1
 
 
+# What the model lifecycle's records say while their job is under way.
+UNDER_WAY = frozenset({"Creating", "Updating", "InProgress", "Pending", "Stopping"})
+
+
+def settled(read: Any, interval: float, patience: float) -> dict[str, Any]:
+    """Poll a record until its status is no longer under way; raise ExecutorError after `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        record = read()
+        if record["status"] not in UNDER_WAY:
+            return record
+        if time.monotonic() > deadline:
+            raise ExecutorError(f"{record['name']} is still {record['status']} after {patience:.0f} s")
+        time.sleep(interval)
+
+
+def register_model(client: Client, args: argparse.Namespace) -> int:
+    record = client.register_model(args.name, args.job_id)
+    training_job = json.loads(record.get("rawPayload") or "{}").get("TrainingJobId") or args.job_id
+    print(f"model {record['name']} registered from training job {training_job} "
+          f"({record['container'].get('ModelDataUrl', '')})")
+    return 0
+
+
+def deploy(client: Client, args: argparse.Namespace) -> int:
+    client.deploy(args.model, args.endpoint, args.instance_type)
+    print(f"deploying {args.model} as endpoint {args.endpoint}", file=sys.stderr)
+    record = settled(lambda: client.endpoint(args.endpoint), args.interval, args.timeout_wait)
+    reason = f": {record['failureReason']}" if record.get("failureReason") else ""
+    print(f"endpoint {record['name']} {record['status']}{reason}")
+    return 0 if record["status"] == "InService" else 1
+
+
+def infer(client: Client, args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.json):
+        raise UsageError("give image files or --json FILE (one of the two)")
+    missing = [image for image in args.images if not os.path.isfile(image)]
+    if missing:
+        raise UsageError(f"no such file here: {', '.join(missing)}")
+    payload = read_json(args.json, "payload") if args.json else None
+    answer = client.infer(args.endpoint, args.images, payload, explain=args.command == "explain")
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def transform(client: Client, args: argparse.Namespace) -> int:
+    client.transform(args.name, args.model, args.source)
+    print(f"batch inference {args.name} started", file=sys.stderr)
+    record = settled(lambda: client.transform_record(args.name), args.interval, args.timeout_wait)
+    reason = f": {record['failureReason']}" if record.get("failureReason") else ""
+    print(f"batch inference {record['name']} {record['status']}{reason}")
+    output = (record.get("artifacts") or {}).get("output_dir") or (record.get("artifacts") or {}).get("output")
+    if output:
+        print(f"answers in {output}")
+    return 0 if record["status"] == "Completed" else 1
+
+
+def undeploy(client: Client, args: argparse.Namespace) -> int:
+    print(client.undeploy(args.endpoint)["message"])
+    return 0
+
+
 def build_image(args: argparse.Namespace) -> int:
     """Build (and push) a training image with the executor's container builder; print its URI."""
     # Imported here: the other commands need only the standard library.
@@ -476,7 +562,9 @@ def build_image(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": train, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,
-            "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download}
+            "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download,
+            "register-model": register_model, "deploy": deploy, "infer": infer, "explain": infer,
+            "transform": transform, "undeploy": undeploy}
 
 if __name__ == "__main__":
     sys.exit(main())

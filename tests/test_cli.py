@@ -407,3 +407,52 @@ def test_build_image_push_without_aws_settings_says_what_to_set(tmp_path, monkey
     assert done.returncode == 4
     assert "region" not in done.stderr.lower()  # the registry's own region is in its address
     assert "no AWS credentials" in done.stderr and "AWS_PROFILE" in done.stderr
+
+
+def test_the_model_lifecycle_from_the_command_line(server, data_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    make_digits(data_dir / "storage" / "datasets" / "digits", 300)
+    trained = cli("train", "datasets/digits", "--hp", "epochs=3", "--hp", "image-size=8", "--wait", "--interval",
+                  "0.2", "--no-log", url=server.url, timeout=180)
+    assert trained.returncode == 0, trained.stderr
+    job_id = trained.stderr.splitlines()[0].split()[-1]
+
+    registered = cli("register-model", job_id[:6], "--name", "digits-cnn", url=server.url)
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.startswith(f"model digits-cnn registered from training job {job_id}")
+    deployed = cli("deploy", "digits-cnn", "--endpoint", "digits", "--interval", "0.2", url=server.url, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.strip() == "endpoint digits InService"
+
+    digits = load_digits()
+    images = []
+    for index in range(1500, 1503):
+        path = tmp_path / f"digit-{index}.png"
+        Image.fromarray(np.rint(digits.images[index] * (255 / 16)).astype(np.uint8)).save(path)
+        images.append(str(path))
+    inferred = cli("infer", "digits", *images, url=server.url)
+    assert inferred.returncode == 0, inferred.stderr
+    predictions = json.loads(inferred.stdout)["predictions"]
+    assert len(predictions) == 3 and set(predictions[0]["probabilities"]) == {str(digit) for digit in range(10)}
+    explained = cli("explain", "digits", images[0], url=server.url)
+    assert explained.returncode == 0, explained.stderr
+    explanation = json.loads(explained.stdout)
+    assert explanation["method"] == "occlusion" and explanation["saliency"]
+
+    batch = data_dir / "storage" / "batch"
+    batch.mkdir()
+    for path in images:
+        shutil.copy(path, batch)
+    transformed = cli("transform", "digits-cnn", "batch", "--name", "digits-batch", "--interval", "0.2",
+                      url=server.url, timeout=120)
+    assert transformed.returncode == 0, transformed.stderr
+    assert transformed.stdout.splitlines()[0] == "batch inference digits-batch Completed"
+    answers = Path(transformed.stdout.splitlines()[1].removeprefix("answers in "))
+    assert sorted(path.name for path in answers.iterdir()) == sorted(f"{Path(path).name}.out" for path in images)
+
+    undeployed = cli("undeploy", "digits", url=server.url)
+    assert undeployed.returncode == 0 and "taken down" in undeployed.stdout
+    assert cli("infer", "digits", images[0], url=server.url).returncode == 4
