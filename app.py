@@ -14,17 +14,20 @@ from typing import IO, Any, Mapping
 from flask import Flask, g, has_request_context
 
 import api
+from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
 from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
 from mlops.platforms import Platform, make_platform
+from mlops.local.limits import Confinement, confinement_for
 from mlops.sandbox import Sandbox, sandbox_for
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
 
+SQLITE_NAME = "executor.sqlite3"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] [%(request_id)s] %(message)s"
 
 
@@ -40,6 +43,8 @@ class Executor:
     secret_box: SecretBox
     #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
     sandbox: Sandbox | None = None
+    #: How jobs are held to their limits (cgroups, else rlimits); None with the sagemaker backend.
+    confinement: Confinement | None = None
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
@@ -49,7 +54,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(config.data_dir / "executor.sqlite3")
+    store = open_store(config)
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients, backend)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
@@ -57,10 +62,21 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     sandbox = sandbox_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
+    confinement = confinement_for(config) if config.backend == "local" else None
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox, confinement)
     app.json.sort_keys = False
     api.register(app)
     return app
+
+
+def open_store(config: Config) -> Store:
+    """Open the job store the configuration names: PostgreSQL at EXECUTOR_DATABASE_URL, else SQLite in the data folder."""
+    if config.database_url:
+        from db_postgres import PostgresStore
+
+        # A connection for each thread that may hold one at once: HTTP threads, workers, the monitor.
+        return PostgresStore(config.database_url, config.data_dir, pool_size=config.http_threads + config.workers + 4)
+    return SQLiteStore(config.data_dir / SQLITE_NAME)
 
 
 class RequestIdFilter(logging.Filter):
@@ -150,6 +166,9 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
         create_server(app, map=server._map, _dispatcher=server.task_dispatcher, unix_socket=str(proxy_socket),
                       unix_socket_perms="660", ident="executor", clear_untrusted_proxy_headers=True,
                       **_believed_proxy("*"))
+    risk = loopback_trust_risk(config, executor.sandbox)
+    if risk:
+        logger.warning("%s", risk)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     base = f"http://{config.host}:{server.effective_port}"
@@ -258,8 +277,56 @@ def lock_data_dir(data_dir: Path) -> IO[bytes]:
     return handle
 
 
+def migrate_store(argv: list[str]) -> int:
+    """Copy the SQLite job store of a data folder into an empty PostgreSQL database (`app.py migrate-store`)."""
+    import argparse
+
+    from db_postgres import PostgresStore, redacted
+
+    parser = argparse.ArgumentParser(
+        prog="app.py migrate-store",
+        description="Copy the jobs, events, metrics, records and sealed secrets of a data folder's SQLite store "
+                    "into an empty PostgreSQL database. Stop the executor of that folder first.")
+    parser.add_argument("--to", metavar="URL", help="postgresql://user:password@host:port/database "
+                        "[default: EXECUTOR_DATABASE_URL or the file named by EXECUTOR_DATABASE_URL_FILE]")
+    parser.add_argument("--data-dir", metavar="DIR", help="the data folder [EXECUTOR_DATA_DIR, default './data']")
+    args = parser.parse_args(argv)
+    overrides = {name: value for name, value in (("database_url", args.to), ("data_dir", args.data_dir)) if value}
+    try:
+        config = load_config(overrides=overrides)
+        if not config.database_url:
+            raise ConfigError("migrate-store: name the PostgreSQL database with --to or EXECUTOR_DATABASE_URL")
+        database = config.data_dir / SQLITE_NAME
+        if not database.is_file():
+            raise ConfigError(f"migrate-store: {config.data_dir} holds no job store ({SQLITE_NAME})")
+        # No executor may write the folder's store while it is copied.
+        data_lock = lock_data_dir(config.data_dir)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Opening brings the SQLite data to this executor's schema first, as a start would.
+        SQLiteStore(database).close()
+        target = PostgresStore(config.database_url, config.data_dir, pool_size=2)
+        try:
+            counts = target.copy_from_sqlite(database)
+        finally:
+            target.close()
+    except StoreError as exc:
+        print(f"migrate-store: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        data_lock.close()
+    copied = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"copied {database} into {redacted(config.database_url)}: {copied}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the executor as a service."""
+    """Run the executor as a service, or the command named first (migrate-store)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate-store"]:
+        return migrate_store(argv[1:])
     try:
         config = load_config(overrides=parse_args(argv))
         data_lock = lock_data_dir(config.data_dir)

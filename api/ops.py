@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from api.access import public
+from api.auth import loopback_trust_risk
 from db import StoreError
 from job import FINAL_STATUSES, JobStatus
 
@@ -64,9 +65,14 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks[name] = {"ok": ok, "reason": reason}
     if executor.sandbox is not None:
         # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
-        # Without its network only where EXECUTOR_SANDBOX_NETWORK=true could not be had: reason says why.
-        checks["sandbox"] = {"ok": True, "reason": executor.sandbox.network_missing,
-                             "isolation": executor.sandbox.describe()}
+        # Informs: why jobs run without the network asked for, or how an unisolated job could call this API.
+        reason = executor.sandbox.network_missing or loopback_trust_risk(executor.config, executor.sandbox)
+        checks["sandbox"] = {"ok": True, "reason": reason, "isolation": executor.sandbox.describe()}
+    if executor.confinement is not None:
+        # As the sandbox's: EXECUTOR_JOB_CGROUPS=required never starts without cgroups; rlimits only inform.
+        confinement = executor.confinement
+        checks["limits"] = {"ok": True, "reason": None if confinement.cgroups else confinement.missing,
+                            "enforcement": confinement.describe()}
     try:
         backend_check = executor.backend.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500

@@ -6,12 +6,12 @@ from typing import Any, Collection
 from config import Config
 from db import Store
 from job import Job
-from mlops.aws import SageMakerTrainingService
 from mlops.base import Backend, ContextFactory, JobContext
 from mlops.aws import ClientFactory
 from mlops.local.jobs import LocalBackend
 from mlops.local.serving import LocalModelLifecycle
 from mlops.records import ModelLifecycle
+from mlops.sagemaker.training_service import SageMakerTrainingService
 
 
 class Platform(Backend):

@@ -151,3 +151,15 @@ def test_a_proxy_elsewhere_is_taken_with_a_token(tmp_path):
     with pytest.raises(ConfigError, match="EXECUTOR_API_TOKEN"):
         load_config({}, settings)
     assert load_config({}, {**settings, "api_token": TOKEN}).trusted_proxy == "198.51.100.77"
+
+
+def test_where_jobs_share_the_hosts_network_ready_says_a_job_could_call_as_loopback(make_app):
+    # EXECUTOR_SANDBOX=off stands for Windows and hosts without bubblewrap: jobs in the host's network.
+    unisolated = make_app(sandbox="off").test_client().get("/ready").get_json()["checks"]["sandbox"]
+    assert "a job can call this API as a trusted client" in unisolated["reason"]
+    loopback_trusted = make_app(sandbox="off", api_token=TOKEN, trusted_networks="127.0.0.0/8").test_client()
+    assert "EXECUTOR_TRUSTED_NETWORKS" in loopback_trusted.get("/ready", headers={
+        "Authorization": f"Bearer {TOKEN}"}).get_json()["checks"]["sandbox"]["reason"]
+    with_token = make_app(sandbox="off", api_token=TOKEN).test_client()
+    assert with_token.get("/ready", headers={"Authorization": f"Bearer {TOKEN}"}).get_json()[
+        "checks"]["sandbox"]["reason"] is None

@@ -173,6 +173,25 @@ def test_model_requests_past_the_servers_share_answer_503_naming_the_share(live_
     assert max(health) < 0.5, health
 
 
+def test_a_model_loading_slowly_holds_up_no_request_to_a_model_already_served(live_server) -> None:
+    server: LiveServer = live_server()
+    deploy(server, "quick", "quick", **slow_model(server.storage_root, "quick", pause=0))
+    source = slow_model(server.storage_root, "loading", pause=0)
+    inference = server.storage_root / "models" / "loading" / "code" / "inference.py"
+    inference.write_text(inference.read_text().replace("return None", "time.sleep(4)", 1))
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(deploy, server, "loading", "loading", **source)
+        time.sleep(1.5)  # the deployment's worker is in model_fn now, with the load lock held
+        started = time.monotonic()
+        status, _headers, body = post(server, f"{API}/endpoints/quick/infer", {"instances": [1]})
+        took = time.monotonic() - started
+        assert not loading.done()
+        assert loading.result()["status"] == "InService"
+    print(f"infer to a served model during another's load: {took * 1000:.1f} ms")
+    assert status == 200 and body["predictions"], body
+    assert took < 1.0, took
+
+
 def test_explain_past_its_deadline_answers_504_saying_how_far_it_got(live_server) -> None:
     server: LiveServer = live_server(explain_timeout="1.5")
     deploy(server, "explained", "explained", **slow_model(server.storage_root, "explained", pause=0.4))

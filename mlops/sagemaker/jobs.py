@@ -23,8 +23,7 @@ from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
-from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
-                       is_not_found, is_throttled, training_job_name)
+from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found, is_throttled
 from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
                                 TRAINING_STATES)
 from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
@@ -33,6 +32,8 @@ from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Th
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.sagemaker.logs import TrainingLogTail
+from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
+                                               training_job_name)
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
