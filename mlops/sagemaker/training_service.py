@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from botocore.exceptions import NoCredentialsError
-
 from config import Config
-from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_found
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError, SageMakerJobError,
                           error_code, error_text)
@@ -516,11 +514,11 @@ class SageMakerContainerBuilder:
         # A registry's login comes from its own region, which its host name carries: no region setting needed.
         try:
             data = self.clients.client("ecr", region=region).get_authorization_token(registryIds=[account])["authorizationData"][0]
-        except NoCredentialsError:
-            raise DockerContainerError(f"cannot get an ECR login for {registry}: no AWS credentials: set them as "
-                                       "the AWS CLI reads them (AWS_PROFILE, AWS_ACCESS_KEY_ID and "
-                                       "AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials)") from None
         except (*AWS_ERRORS, IndexError, KeyError) as exc:
+            if is_missing_credentials(exc):
+                raise DockerContainerError(f"cannot get an ECR login for {registry}: no AWS credentials: set them "
+                                           "as the AWS CLI reads them (AWS_PROFILE, AWS_ACCESS_KEY_ID and "
+                                           "AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials)") from None
             raise DockerContainerError(f"cannot get an ECR login for {registry}: {error_text(exc)}") from exc
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         self._docker(["login", "--username", user, "--password-stdin", f"https://{registry}"], docker_config,
