@@ -302,3 +302,13 @@ def test_every_job_cgroup_gets_the_same_cpu_weight(tmp_path):
     finally:
         for enclosure in enclosures:
             enclosure.release()
+
+
+def test_a_bare_job_without_the_sandbox_is_held_to_its_limits_too(live_server):
+    server = limited_server(live_server, sandbox="off")
+    hog = submit(server, write_pipeline(server.storage_root, "hog", MEMORY), "python pipe1.py 2048 30")
+    final = wait_final(server, hog, timeout=30)
+    assert final["task_status"] == "ERROR" and "memory limit of 64 MiB reached" in final["failure_reason"]
+    bomb = submit(server, write_pipeline(server.storage_root, "bomb", FORK_BOMB), "python pipe1.py 1")
+    assert wait_final(server, bomb)["task_status"] == "COMPLETED"
+    assert "fork refused" in job_log(server, bomb)

@@ -167,7 +167,7 @@ class LocalBackend(Backend):
         source_dir = Path(request["source_dir"])
         if not (source_dir / request["entry_point"]).is_file():
             raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
-        description = script_contract.describe(source_dir, request["entry_point"], self.python)
+        description = script_contract.describe(source_dir, request["entry_point"], self.sandbox, self.python)
         request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
         return request
 
@@ -201,7 +201,8 @@ class LocalBackend(Backend):
             stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
-            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
+            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+                                                  self.python) or {}
             if "checkpoint-dir" in declared.get("hyperparameters", {}):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
             if request.get("metadata_file"):
