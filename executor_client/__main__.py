@@ -261,6 +261,9 @@ class Reconnecting:
     def log(self, job_id: str) -> str:
         return self._retried(self.client.log, job_id)
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._retried(self.client.job, job_id)
+
     def _retried(self, read: Any, job_id: str) -> Any:
         try:
             return read(job_id)
@@ -341,8 +344,10 @@ def follow(client: Client | Reconnecting, job_id: str, interval: float, show_log
         print("final metrics: " + "  ".join(f"{name}={format_value(value)}" for name, value in job["metrics"].items()),
               file=err, flush=True)
     ending = f"job {job_id} {job['status']}"
-    if job.get("timestamp") is not None:
-        ending += f" after {job['timestamp']:.1f} s"
+    # The time it ran, as the dashboard counts it: a stop of the executor in between is not counted.
+    ran = client.job(job_id).get("elapsed_seconds")
+    if ran is not None:
+        ending += f" after {ran:.1f} s"
     if job.get("failure_reason"):
         ending += f": {job['failure_reason']}"
     print(ending, file=err, flush=True)
