@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate_store(argv[1:])
     try:
         config = load_config(overrides=parse_args(argv))
-        data_lock = lock_data_dir(config.data_dir)
+        # Executors sharing a database share the data folder too; leases, not the lock, keep them apart.
+        data_lock = None if config.database_url else lock_data_dir(config.data_dir)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -352,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot listen on %s:%s%s: %s", config.host, config.port, proxy, exc)
         return 2
     finally:
-        data_lock.close()
+        if data_lock is not None:
+            data_lock.close()
     return 0
 
 

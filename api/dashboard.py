@@ -18,6 +18,7 @@ from api.docs import documented
 from api.downloads import file_rows
 from api.execute import find_job, read_log_tail
 from api.pages import page
+from api.tuning import trials_of
 from api.views import executor, format_time, job_status
 from job import Job, JobStatus
 from mlops.base import JOB_KINDS, PIPELINE, TRAINING
@@ -105,6 +106,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
         "submitted": format_time(job.submitted, zone), "started": format_time(job.started, zone),
         "finished": format_time(job.finished, zone), "elapsed_seconds": elapsed(job, now),
         "cost_usd": job.details.get("estimated_cost_usd"), "failure_reason": job.failure_reason,
+        "executor": job.owner,
     }
 
 
@@ -133,7 +135,8 @@ LIST_QUERY = {"status": {"type": "string", "enum": list(STATUSES)}, "kind": {"ty
               "to": {"type": "string", "description": "submitted on or before this day (YYYY-MM-DD, UTC), or "
                                                       "this many days back from now or earlier"},
               "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
-              "offset": {"type": "integer", "minimum": 0, "default": 0}}
+              "offset": {"type": "integer", "minimum": 0, "default": 0},
+              "parent": {"type": "string", "description": "a tuning's id: list its trials, first trial first"}}
 
 
 @blueprint.get("/api/jobs")
@@ -145,8 +148,11 @@ def list_jobs():
     name = request.args.get("name", "").strip()[:255] or None
     start, end = _since("from", now := time.time()), _since("to", now)
     store = executor().store
-    jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
-                           submitted_from=start[0] if start else None, submitted_to=end[1] if end else None)
+    if request.args.get("parent"):
+        jobs = trials_of(find_job(request.args["parent"]))[offset:offset + limit]
+    else:
+        jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
+                               submitted_from=start[0] if start else None, submitted_to=end[1] if end else None)
     metrics = store.latest_metrics_of([job.id for job in jobs])
     rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
     return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))

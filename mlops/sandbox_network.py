@@ -80,11 +80,13 @@ class UserNetwork:
 
     def attach(self, pid: int, exit_fd: int) -> None:
         """Give the network namespace of process pid its way out, the host's own addresses cut off."""
+        # Listed while bubblewrap still sets the namespace up.
+        prefixes = host_prefixes(self.ip)
         _wait_for_loopback(pid)
         owner = _owning_user_namespace(pid) if self.in_user_namespace else None
         try:
             self._start_slirp4netns(pid, exit_fd, owner)
-            self._cut_off_host(pid, owner)
+            self._cut_off_host(pid, owner, prefixes)
         finally:
             if owner is not None:
                 os.close(owner)
@@ -121,9 +123,9 @@ class UserNetwork:
                 raise NetworkSetupError(f"slirp4netns could not attach to the sandbox: {detail[0]}")
         threading.Thread(target=slirp.wait, name=f"slirp4netns-{pid}", daemon=True).start()
 
-    def _cut_off_host(self, pid: int, owner: int | None) -> None:
-        """Make every address of the host unreachable inside the namespace of process pid."""
-        commands = "".join(f"route add unreachable {prefix}\n" for prefix in host_prefixes(self.ip))
+    def _cut_off_host(self, pid: int, owner: int | None, prefixes: list[str]) -> None:
+        """Make each prefix (the host's addresses) unreachable inside the namespace of process pid."""
+        commands = "".join(f"route add unreachable {prefix}\n" for prefix in prefixes)
         enter = [self.nsenter, f"--net=/proc/{pid}/ns/net"]
         if owner is not None:
             enter[1:1] = [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlops.aws import SageMakerJobConfig
+from mlops.sagemaker.training_service import SageMakerJobConfig
 from mlops.metric_lines import parse_metric_line
 from mlops.sagemaker.dataset_upload import pack_source, source_entries
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS, describe

@@ -25,12 +25,14 @@ from db import StoreError
 from job import Job, JobStatus
 from job_secrets import BOUND_TO
 from mlops import script_contract
-from mlops.base import PIPELINE, TRAINING, Backend, JobContext
+from mlops import tuning as tuning_domain
+from mlops.base import PIPELINE, TRAINING, TUNING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
+from mlops.local.tuning import check_local
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
 from mlops.sandbox import Sandbox, sandbox_for
@@ -117,7 +119,8 @@ class LocalBackend(Backend):
 
     name = "local"
     remote = False
-    kinds = frozenset({PIPELINE, TRAINING})
+    # Tunings are checked here and driven by the queue's tuner (mlops.local.tuning); their trials run here.
+    kinds = frozenset({PIPELINE, TRAINING, TUNING})
     stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
@@ -143,6 +146,8 @@ class LocalBackend(Backend):
             return self._check_pipeline(request, secrets)
         if kind == TRAINING:
             return self._check_training(request)
+        if kind == TUNING:
+            return self._check_tuning(request)
         raise InvalidRequest("kind", f"the local backend does not run {kind} jobs; use EXECUTOR_BACKEND=sagemaker")
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +174,14 @@ class LocalBackend(Backend):
             raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, request["entry_point"], self.sandbox, self.python)
         request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
+        return request
+
+    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
+        request = self._check_training(request)
+        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+                                               self.python)
+        request["tuning"] = tuning_domain.check_tuning(request["tuning"], request["hyperparameters"], description)
+        check_local(request["tuning"], self.config.data_dir)
         return request
 
     # -- running ---------------------------------------------------------------------------------
@@ -480,7 +493,9 @@ class LocalBackend(Backend):
         return remote_log_uri(job.request) or job.log_path
 
     def resumable(self, job: Job) -> bool:
-        """True for training with the bundled script, or with checkpoints a previous run left to resume from."""
+        """True for a tuning (its study is kept), training with the bundled script, or one with checkpoints to resume."""
+        if job.kind == TUNING:
+            return True
         if job.kind != TRAINING:
             return False
         if script_contract.is_bundled(Path(job.request["source_dir"]), job.request["entry_point"]):

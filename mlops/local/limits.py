@@ -446,7 +446,10 @@ def confinement_for(config: Config) -> Confinement:
     with _detect_lock:
         if key not in _detected:
             found = detect(config)
-            found.sweep_leftovers()
+            # Executors sharing a database share the data folder, and so the cgroups' prefix: those found
+            # may be a live neighbour's. A killed one's jobs are swept by their marker when taken over.
+            if not config.database_url:
+                found.sweep_leftovers()
             (logger.info if found.cgroups else logger.warning)("%s", found.describe())
             _detected[key] = found
         return _detected[key]
@@ -455,6 +458,7 @@ def confinement_for(config: Config) -> Confinement:
 def detect(config: Config) -> Confinement:
     """Find where this executor may make cgroups; raise ConfigError when they are required but cannot be."""
     limits = JobLimits.from_config(config)
+    _check_uids_are_nobodys(config.job_uids)
     uids = UidPool(config.job_uids)
     if config.job_cgroups == "off":
         return Confinement(limits, None, "EXECUTOR_JOB_CGROUPS=off", uids)
@@ -466,6 +470,19 @@ def detect(config: Config) -> Confinement:
     if root is None and config.job_cgroups == "required":
         raise ConfigError(f"EXECUTOR_JOB_CGROUPS=required: {missing}")
     return Confinement(limits, root, missing, uids)
+
+
+def _check_uids_are_nobodys(uids: range) -> None:
+    """Refuse a uid range that holds a user of this machine: a job would own that user's files."""
+    if IS_WINDOWS:
+        return
+    import pwd
+
+    taken = sorted((entry.pw_uid, entry.pw_name) for entry in pwd.getpwall() if entry.pw_uid in uids)
+    if taken:
+        uid, name = taken[0]
+        raise ConfigError(f"EXECUTOR_JOB_UIDS: {uids.start}-{uids.stop - 1} holds uid {uid} of the user {name!r} "
+                          f"({len(taken)} user(s) in all): jobs must run as uids no user of this machine has")
 
 
 def _cgroup_root(prefix: str) -> tuple[CgroupRoot | None, str | None]:
