@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from config import Config
 from db import StoreError
@@ -526,11 +526,12 @@ class LocalBackend(Backend):
         with self._lock:
             return list(self._processes)
 
-    def stop_all(self) -> None:
-        """Stop every running process: the executor is shutting down."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the running processes of these jobs, or of every job: the executor is shutting down."""
         self._stopping.set()
         for job_id in self.running_job_ids():
-            self._stop_process(job_id, "shutdown")
+            if job_ids is None or job_id in job_ids:
+                self._stop_process(job_id, "shutdown")
 
     def close(self) -> None:
         self.stop_all()
