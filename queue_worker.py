@@ -437,10 +437,15 @@ class JobQueue:
 
     # -- shutdown --------------------------------------------------------------------------------
 
-    def _announce_stop(self, timeout: float) -> None:
-        """Log what the stop does to each running job, in the words of the recovery rule."""
+    def _announce_stop(self, timeout: float) -> list[str]:
+        """Log what the stop does to each running job, in the words of the recovery rule; return those stopped now.
+
+        A job that resumes from its checkpoint gains nothing from the warm wait: it is stopped at once
+        (the bundled script saves its state at SIGTERM and exits), and loses at most the epoch in progress.
+        """
         running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.backend.name,
                                             owner=self.lease.executor if self.store.shared else None)
+        stopped_now = []
         for job in running:
             name = job.request.get("name") or job.kind
             epoch = f", epoch {job.progress['epoch']}/{job.progress['epochs']}" if job.progress.get("epochs") else ""
@@ -449,8 +454,13 @@ class JobQueue:
                                job.id, name, epoch)
                 continue
             decision = decide(job, self.backend, retry_interrupted=self.config.retry_interrupted, at_shutdown=True)
+            if decision.outcome is Outcome.REQUEUE and self.backend.resumable(job):
+                logger.warning("job %s (%s%s): stopped now (it keeps its last checkpoint) and queued again, to "
+                               "resume from that checkpoint at the next start", job.id, name, epoch)
+                stopped_now.append(job.id)
+                continue
             if decision.outcome is Outcome.REQUEUE:
-                then = "queued again" + (", to resume from its last checkpoint" if self.backend.resumable(job) else "")
+                then = "queued again"
             elif decision.outcome is Outcome.CANCEL:
                 then = "ends CANCELLED (it had been asked to stop)"
             else:
@@ -458,8 +468,9 @@ class JobQueue:
                         f"rerun it with: python -m executor_client rerun {job.id[:8]}")
             logger.warning("job %s (%s%s): gets %ss to finish, then is stopped and %s", job.id, name, epoch,
                            timeout, then)
-        if running and not self.backend.remote:
+        if len(running) > len(stopped_now) and not self.backend.remote:
             logger.warning("press Ctrl+C again to stop the running job(s) at once")
+        return stopped_now
 
     def stop(self, timeout: float | None = None, cold: threading.Event | None = None) -> None:
         """Stop taking jobs, let running local jobs finish within the bound (or until `cold` is set), then stop them."""
@@ -469,7 +480,9 @@ class JobQueue:
         self._monitor_wake.set()
         with self._wake:
             self._wake.notify_all()
-        self._announce_stop(timeout)
+        stopped_now = self._announce_stop(timeout)
+        if stopped_now:
+            self.backend.stop_all(stopped_now)
         deadline = time.monotonic() + timeout
         # Warm: running jobs get the bound to finish on their own, unless a second interrupt asks for cold now.
         while self.busy_workers() and time.monotonic() < deadline:

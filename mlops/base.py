@@ -5,7 +5,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Collection
 
 from db import Store, check_fence
 from job import Job, JobStatus
@@ -185,8 +185,8 @@ class Backend(ABC):
         """Say whether the platform can take jobs now, and why not; None when it has nothing to check."""
         return None
 
-    def stop_all(self) -> None:
-        """Stop every job this process runs: the executor is shutting down and the grace time is over."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the jobs this process runs (these, or every one): the executor is shutting down."""
 
     def close(self) -> None:
         """Release what the backend holds (processes, clients)."""

@@ -120,7 +120,7 @@ class SageMakerBackend(Backend):
             return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
         raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs")
 
-    def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
         configs = request.get("configs") or {}
         if not isinstance(configs, dict):
             raise InvalidRequest("configs", "must be an object")
@@ -150,11 +150,11 @@ class SageMakerBackend(Backend):
             max_wait = v.validate_int(_as_int(wait), field, runtime, v.MAX_RUNTIME_LIMIT_SECONDS)
         role, field = pick("role_arn", "role", default=self.config.sagemaker_role_arn)
         if not role:
-            raise InvalidRequest("configs.role", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or configs.role")
+            raise _unset("no execution role", "EXECUTOR_SAGEMAKER_ROLE_ARN", "configs.role", takes_configs)
         v.validate_role_arn(role, field)
         bucket, field = pick("s3_bucket", "bucket", default=self.config.s3_bucket)
         if not bucket:
-            raise InvalidRequest("configs.bucket", "no bucket: set EXECUTOR_S3_BUCKET or configs.bucket")
+            raise _unset("no bucket", "EXECUTOR_S3_BUCKET", "configs.bucket", takes_configs)
         v.validate_bucket_name(bucket, field)
         prefix = v.validate_s3_prefix(self.config.s3_prefix, "EXECUTOR_S3_PREFIX")
         region = configs.get("region_name")
@@ -174,7 +174,7 @@ class SageMakerBackend(Backend):
                 "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags}
 
     def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
-        settings = self._settings(request)
+        settings = self._settings(request, takes_configs=False)
         dataset = request["dataset"]
         match = S3_URI.match(dataset)
         if match:
@@ -216,7 +216,7 @@ class SageMakerBackend(Backend):
         return request
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        settings = self._settings(request)
+        settings = self._settings(request, takes_configs=True)
         argv = parse_command(request["command"])
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
@@ -636,6 +636,13 @@ class SageMakerBackend(Backend):
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""
         return {name: {"content": uri} for name, uri in job.artifacts.items()}
+
+
+def _unset(what: str, setting: str, config_field: str, takes_configs: bool) -> InvalidRequest:
+    """Refuse a request that needs a setting the executor lacks, naming only what the route accepts."""
+    if takes_configs:
+        return InvalidRequest(config_field, f"{what}: set {setting} or {config_field}")
+    return InvalidRequest(setting, f"{what}: set the executor's {setting} (this request cannot carry one)")
 
 
 def _as_int(value: Any) -> Any:
