@@ -1,20 +1,24 @@
 """Several `python app.py` processes on one PostgreSQL database, one data folder and one storage root:
 claims, leases, takeover after kill -9, fencing, stops through any executor, and a bounded chaos run.
 
-Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxed job scripts.
+Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxed job scripts; moto stands in
+for SageMaker (this machine cannot reach AWS).
 """
 from __future__ import annotations
 
 import random
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aws_fixtures import set_training_state
 from conftest import FINAL_STATUSES, ServiceProcess, pipeline_body, wait_for, write_pipeline
 from test_interrupted_training import make_digits
+from test_reliability import created_training_jobs, moto_url, sagemaker_env  # noqa: F401 - fixtures
 
 LEASE_SECONDS = 2
 EPOCHS = 12
@@ -150,6 +154,37 @@ def test_an_owner_that_comes_back_after_its_lease_lapsed_cannot_write_the_job(sh
     assert starts(other, job_id, "script-done") == 1
     wait_for(lambda: any("this executor's run of it ended" in line for line in paused.lines), timeout=30)
     assert any(f"held by executor {ended['executor']}" in line for line in paused.lines)
+
+
+def test_a_killed_executors_sagemaker_job_is_followed_by_another_with_no_second_create(
+        shared, moto_url, created_training_jobs, monkeypatch):
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    counting = SageMakerModelBackend.create_training_job
+
+    def still_in_progress(self, *args: Any, **kwargs: Any):
+        # moto completes a job the moment it is made; AWS runs it for minutes, long enough to lose its follower.
+        created = counting(self, *args, **kwargs)
+        created.training_job_status, created.secondary_status = "InProgress", "Training"
+        return created
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", still_in_progress)
+    env = sagemaker_env(moto_url)
+    write_pipeline(shared.data_dir / "storage", "Demo/pipe", "print('pipeline')\n")
+    doomed = shared(**env)
+    status, body = doomed.request("POST", "/execute", pipeline_body("Demo/pipe", "python pipe1.py"))
+    assert status == 201, body
+    job_id = body["task_id"]
+    name = wait_for(lambda: job(doomed, job_id)["external_id"], timeout=60)
+    lost = job(doomed, job_id)["executor"]
+    follower = shared(**env)
+    doomed.kill()
+    wait_for(lambda: job(follower, job_id)["executor"] != lost, timeout=LEASE_SECONDS + 30)
+    assert job(follower, job_id)["status"] == "RUNNING"
+    set_training_state(name, "Completed", "Completed")
+    ended = wait_status(follower, job_id, FINAL_STATUSES, timeout=30)
+    assert ended["status"] == "COMPLETED" and ended["executor"] != lost
+    assert created_training_jobs == Counter({name: 1})
 
 
 @pytest.mark.parametrize("jobs, executors, kills", [(12, 3, 3)])
