@@ -288,6 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_disk_limit", "", _optional_size,
             "disk a job's folder may take, its /tmp included (default: the data folder's file system less "
             "a reserve); a job over it is stopped"),
+    Setting("retention_days", "0", _non_negative_int,
+            "days after its end that a job keeps its staged inputs, checkpoints and outputs; its record, "
+            "metrics and log tail stay (0: keep them all; `app.py clean` removes them on demand)"),
     Setting("max_log_line_bytes", "65536", _positive_int,
             "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend

@@ -426,7 +426,8 @@ class JobQueue:
     def tune_once(self) -> None:
         """Run one tuning cycle: take the waiting tunings, then step every running one."""
         assert self.tuner is not None
-        while (job := self.store.claim_next([self.backend.name], kinds=[TUNING])) is not None:
+        owner = self.lease.executor
+        while (job := self.store.claim_next([self.backend.name], kinds=[TUNING], owner=owner)) is not None:
             try:
                 self.tuner.adopt(job)
             except Exception as exc:

@@ -155,7 +155,9 @@ def list_jobs():
                                submitted_from=start[0] if start else None, submitted_to=end[1] if end else None)
     metrics = store.latest_metrics_of([job.id for job in jobs])
     rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
-    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))
+    data_size = executor().data_size
+    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS),
+                   data_folder_bytes=data_size.bytes() if data_size is not None else None)
 
 
 DAY_SECONDS = 86400

@@ -134,6 +134,10 @@ class ExecutorCollector:
         yield _counter("executor_aws_throttles", "AWS answers that asked the executor to slow down",
                        snapshot["throttles"])
         yield _durations(executor.store)
+        if executor.data_size is not None:
+            yield GaugeMetricFamily("executor_data_folder_bytes",
+                                    "Disk the data folder takes (hard links once), measured at most once a minute",
+                                    value=executor.data_size.bytes())
 
 
 def _counter(name: str, documentation: str, counts: dict[tuple[str, str], int]) -> CounterMetricFamily:

@@ -6,6 +6,7 @@ Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxe
 from __future__ import annotations
 
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,9 @@ def test_a_stop_sent_to_any_executor_ends_the_job_on_its_owner_within_two_second
     status, body = other.request("POST", f"/execute/{job_id}/stop")
     assert status == 200 and body == {"Task cancelled": True}
     wait_status(other, job_id, {"CANCELLED"}, timeout=10)
-    assert time.monotonic() - began < 2.5
+    took = time.monotonic() - began
+    print(f"\nstopped through the other executor in {took:.2f} s")
+    assert took < 2.0
 
 
 def test_training_on_a_killed_executor_resumes_elsewhere_and_other_local_jobs_fail_naming_it(shared):
@@ -127,6 +130,26 @@ def test_training_on_a_killed_executor_resumes_elsewhere_and_other_local_jobs_fa
     assert ended["status"] == "COMPLETED" and ended["executor"] != lost and claims(survivor, training)[0] == lost
     log = survivor.request("GET", f"/execute/{training}/getLog")[1]["logs"]["content"]
     assert len([line for line in log.splitlines() if "resuming from" in line]) == 1
+
+
+def test_an_owner_that_comes_back_after_its_lease_lapsed_cannot_write_the_job(shared):
+    paused = shared(EXECUTOR_RETRY_INTERRUPTED="true")
+    job_id = submit(paused, 8)
+    wait_for(lambda: starts(paused, job_id) == 1, timeout=30)
+    first_owner = job(paused, job_id)["executor"]
+    other = shared(EXECUTOR_RETRY_INTERRUPTED="true")
+    # A pause (a stalled host, a cut network) past the lease: the other executor takes the job over.
+    paused.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: len(claims(other, job_id)) == 2, timeout=LEASE_SECONDS + 30)
+    finally:
+        paused.process.send_signal(signal.SIGCONT)
+    ended = wait_status(other, job_id, FINAL_STATUSES, timeout=60)
+    assert ended["status"] == "COMPLETED" and ended["executor"] != first_owner, "\n".join(str(e) for e in other.request("GET", f"/api/jobs/{job_id}")[1]["events"])
+    # The old owner's run was stopped, and what it tried to write of the job was refused.
+    assert starts(other, job_id, "script-done") == 1
+    wait_for(lambda: any("this executor's run of it ended" in line for line in paused.lines), timeout=30)
+    assert any(f"held by executor {ended['executor']}" in line for line in paused.lines)
 
 
 @pytest.mark.parametrize("jobs, executors, kills", [(12, 3, 3)])

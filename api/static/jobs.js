@@ -142,8 +142,9 @@
       }
       jobs = data.jobs;
       render();
-      document.getElementById("counts").textContent =
-        Object.entries(data.counts).map(([status, count]) => `${status} ${count}`).join(" · ");
+      const counts = Object.entries(data.counts).map(([status, count]) => `${status} ${count}`);
+      if (data.data_folder_bytes !== null) counts.push(`data folder ${Dashboard.size(data.data_folder_bytes)}`);
+      document.getElementById("counts").textContent = counts.join(" · ");
       document.body.dataset.loaded = "true";
       showError(null);
     } catch (error) {

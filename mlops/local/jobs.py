@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -212,7 +213,8 @@ class LocalBackend(Backend):
             environment = dict(ctx.secrets.get("environment") or {})
         else:
             stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
-            stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
+            placed = stage_dataset(request["dataset"], layout.channel, self.config, self.clients, self._may_link)
+            ctx.log(f"[executor] dataset staged read-only ({placed})")
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
                                                   self.python) or {}
@@ -233,10 +235,22 @@ class LocalBackend(Backend):
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
         process_end = self._run_process(ctx, sandbox, [python, *argv_tail], layout, env, max_runtime, readable)
+        # An executor whose lease lapsed while the process ran leaves the folder to the job's new owner.
+        ctx.ensure_held()
         # Scratch: what the job left in /tmp is not one of its outputs.
         remove_tree(layout.tmp)
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
+
+    def _may_link(self, info: os.stat_result) -> bool:
+        """Say whether a dataset file may be hard-linked into a job's channel rather than copied.
+
+        A link is the dataset's own inode: only a job that cannot write it may be given one (bubblewrap
+        binds the channel read-only), and only one that can read it as it is (its uid, if it has one of
+        its own, reads files others may read)."""
+        if not self.sandbox.isolating:
+            return False
+        return self.sandbox.identity is None or bool(info.st_mode & stat.S_IROTH)
 
     def _bind_secrets_to_staged_files(self, ctx: JobContext, layout: ContainerLayout) -> None:
         """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
@@ -258,6 +272,7 @@ class LocalBackend(Backend):
             raise BackendError("executor is stopping")
         process = JobProcess(sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
                              max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             read_only=[layout.channel],
                              readable=readable, confinement=self.confinement, tmp=layout.tmp, umask=PRIVATE_UMASK)
         with self._lock:
             self._processes[ctx.job_id] = process
