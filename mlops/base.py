@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Collection
 
-from db import Store
+from db import Store, check_fence
 from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.errors import NotSupported
@@ -106,6 +106,12 @@ class JobContext:
         """True once a user asked to stop this job."""
         job = self.store.get(self.job_id)
         return bool(job and job.cancel_requested)
+
+    def ensure_held(self) -> None:
+        """Raise Fenced when another executor took the job over: its folder is that executor's now."""
+        job = self.store.get(self.job_id)
+        if job is not None:
+            check_fence(self.job_id, {"owner": job.owner, "fence": job.fence}, self.job.fence)
 
     def finish(self, status: JobStatus, failure_reason: str | None = None, message: str | None = None) -> bool:
         """End the job with a final status; False when it had already ended.
