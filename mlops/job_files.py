@@ -230,12 +230,14 @@ def copyable_tree(root: Path, folder: str | PurePath) -> Tree:
                 [entry for entry in files if "__pycache__" not in PurePath(entry.relative).parts])
 
 
-def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
+def copy_tree(source: Path, dest: Path, max_bytes: int, replace: bool = False) -> Tree:
     """Copy a folder's plain folders and regular files (copyable_tree) to dest and return what was copied.
 
     The copy is made in a temporary folder beside dest and renamed into place: a failure (a bound, a
     full disk, a file that turned into a link meanwhile) leaves nothing at dest. dest must not exist,
-    or be an empty folder, which the copy replaces. Raises TreeTooLarge beyond max_bytes.
+    or be an empty folder, which the copy replaces; with replace, whatever is at dest (a folder an
+    interrupted attempt filled, a file, a link) gives way once the copy is whole, and is removed without
+    following a link. Raises TreeTooLarge beyond max_bytes.
     """
     tree = copyable_tree(source.parent, source.name)
     if tree.size > max_bytes:
@@ -254,16 +256,33 @@ def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
             if copied > max_bytes:
                 # A file grew between the walk and its copy.
                 raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
-        try:
-            # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
-            os.rmdir(dest)
-        except FileNotFoundError:
-            pass
-        os.rename(temporary, dest)
+        if replace:
+            _replace_with(temporary, dest)
+        else:
+            try:
+                # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
+                os.rmdir(dest)
+            except FileNotFoundError:
+                pass
+            os.rename(temporary, dest)
     except BaseException:
         remove_tree(temporary)
         raise
     return tree
+
+
+def _replace_with(temporary: Path, dest: Path) -> None:
+    """Rename temporary to dest, moving whatever was at dest aside first and removing it after."""
+    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+    try:
+        try:
+            # rename moves a link itself, never what it points to.
+            os.rename(dest, aside / dest.name)
+        except FileNotFoundError:
+            pass
+        os.rename(temporary, dest)
+    finally:
+        remove_tree(aside)
 
 
 def _copy_file(root: Path, relative: str, target: Path) -> int:

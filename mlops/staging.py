@@ -212,9 +212,12 @@ def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
 
 
 def stage_folder(source: Path, dest: Path, config: Config, field: str) -> None:
-    """Copy a folder into a job's folder (mlops.job_files.copy_tree: no links, bounded); BackendError when it cannot."""
+    """Copy a folder into a job's folder (mlops.job_files.copy_tree: no links, bounded); BackendError when it cannot.
+
+    What an interrupted attempt left at dest gives way: a restaged job runs what its source holds now.
+    """
     try:
-        copy_tree(source, dest, config.max_copy_bytes)
+        copy_tree(source, dest, config.max_copy_bytes, replace=True)
     except TooManyEntries as exc:
         raise BackendError(f"{field} cannot be staged: {exc}") from None
     except UnsafeFile as exc:
