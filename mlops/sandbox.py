@@ -64,6 +64,8 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()
     missing: str | None = None
     devices: tuple[str, ...] = ()
+    #: The interpreter the sandbox shows (EXECUTOR_PYTHON): it runs the gate of a held start.
+    python: str | None = None
 
     @property
     def isolating(self) -> bool:
@@ -83,8 +85,9 @@ class Sandbox:
             return subprocess.Popen(self.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp),
                                     cwd=cwd, **options)
         with self.network.hookup() if self.network is not None else closing(Hookup(None)) as hookup:
+            gated = [*hookup.gate(self.python or sys.executable), *argv]
             process = subprocess.Popen(
-                self.wrap(argv, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options, tmp=tmp),
+                self.wrap(gated, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options, tmp=tmp),
                 cwd=cwd, pass_fds=hookup.child_fds, **options)
             hookup.attach(process, place)
         return process
@@ -200,7 +203,7 @@ def _linux_sandbox(config: Config) -> Sandbox:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
     machine = Sandbox(bwrap, setpriv, _first_identity(config) if root else None,
-                      visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
+                      visible=interpreter_folders(python), python=python, devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     failure = _probe(machine, python)
     if failure:
         return Sandbox(None, missing=failure)
