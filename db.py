@@ -86,6 +86,8 @@ class Store(ABC):
 
     #: The statements of each numbered migration (1 to SCHEMA_VERSION), in this store's own SQL.
     MIGRATIONS: ClassVar[Mapping[int, str]]
+    #: True when several executors may share the store: then leases decide who runs what.
+    shared: ClassVar[bool]
 
     @property
     @abstractmethod
@@ -132,8 +134,9 @@ class Store(ABC):
         """Return the number of jobs in each status, every status named."""
 
     @abstractmethod
-    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None) -> Job | None:
-        """Move the oldest WAITING job not asked to stop to RUNNING for `owner` with a new lease token; each job to one caller."""
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job (of these kinds) not asked to stop to RUNNING for `owner`, fenced; each to one caller."""
 
     @abstractmethod
     def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
@@ -378,6 +381,8 @@ class SQLiteStore(Store):
     """
 
     MIGRATIONS = SQLITE_MIGRATIONS
+    # The data folder's lock keeps a second executor out.
+    shared = False
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
@@ -673,14 +678,19 @@ class SQLiteStore(Store):
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None) -> Job | None:
-        """Move the oldest WAITING job to RUNNING for `owner` and return it; None when nothing waits."""
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job (of these kinds) to RUNNING for `owner` and return it; None when nothing waits."""
         now = self.clock()
         filter_sql, params = "", []
         if backends is not None:
             backends = list(backends)
             filter_sql = f" AND backend IN ({', '.join('?' * len(backends))})"
             params = backends
+        if kinds is not None:
+            kinds = list(kinds)
+            filter_sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params = [*params, *kinds]
         with self._write() as conn:
             row = conn.execute(
                 f"SELECT id FROM jobs WHERE status = ? AND cancel_requested = 0{filter_sql}"

@@ -153,6 +153,7 @@ class PostgresStore(Store):
     """
 
     MIGRATIONS = POSTGRES_MIGRATIONS
+    shared = True
 
     def __init__(self, url: str, data_dir: str | Path, clock: Callable[[], float] = time.time,
                  pool_size: int = 10):
@@ -324,12 +325,16 @@ class PostgresStore(Store):
                        for row in self._read("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")})
         return counts
 
-    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None) -> Job | None:
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
         """Move the oldest WAITING job to RUNNING and return it; rows other claimers hold are skipped."""
         now = self.clock()
         filter_sql, params = "", []
         if backends is not None:
             filter_sql, params = " AND backend = ANY(%s)", [list(backends)]
+        if kinds is not None:
+            filter_sql += " AND kind = ANY(%s)"
+            params = [*params, list(kinds)]
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET status = %s, phase = 'Starting', started = COALESCE(started, %s), updated = %s,"

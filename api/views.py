@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app, request
 
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
+from mlops.base import TUNING
 from mlops.errors import MalformedRequest
 
 from db import Store
@@ -98,7 +99,7 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
     progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
     progress.update(job.progress)
     started, finished, seconds = run_times(job)
-    return {
+    body = {
         "job_id": job.id,
         "kind": job.kind,
         "backend": job.backend,
@@ -116,4 +117,13 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
         "finished": format_time(finished, zone),
         "timestamp": seconds,
         "attempts": job.attempts,
+        "executor": job.owner,
     }
+    if job.kind == TUNING:
+        # A tuning's progress counts trials (done, total, running); its trials and best one are its own.
+        body["progress"] = {"done": 0, "total": job.request["tuning"]["max_trials"], "running": 0, **job.progress}
+        body["best"] = job.details.get("best")
+        body["trials"] = job.details.get("trials", [])
+    elif job.request.get("parent"):
+        body["parent"], body["trial"] = job.request["parent"], job.request.get("trial")
+    return body

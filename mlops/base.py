@@ -5,7 +5,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Collection
 
 from db import Store
 from job import Job, JobStatus
@@ -20,8 +20,9 @@ TRAINING = "training"      # POST /api/service/v1/pipelines/training and /pipeli
 AUTOML = "automl"          # POST /pipelines/training/automl
 ENDPOINT = "endpoint"      # deploying a model to an endpoint
 TRANSFORM = "transform"    # batch inference
+TUNING = "tuning"          # POST /api/service/v1/pipelines/tuning: a search whose trials are training jobs
 
-JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM)
+JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM, TUNING)
 
 
 class JobContext:
@@ -63,7 +64,7 @@ class JobContext:
 
     def set_phase(self, phase: str, message: str | None = None) -> None:
         """Record the job's current phase (Downloading, Training, Uploading, ...)."""
-        self.store.update(self.job_id, phase=phase, message=message)
+        self.store.update(self.job_id, fence=self.job.fence, phase=phase, message=message)
         self.job.phase = phase
 
     def warn(self, message: str) -> None:
@@ -74,26 +75,26 @@ class JobContext:
 
     def set_progress(self, **progress: Any) -> None:
         """Replace the job's progress object (epoch, epochs, percent, ...)."""
-        self.store.update(self.job_id, progress=progress)
+        self.store.update(self.job_id, fence=self.job.fence, progress=progress)
         self.job.progress = progress
 
     def set_external_id(self, external_id: str) -> None:
         """Record the id of the job on the platform that runs it."""
-        self.store.update(self.job_id, external_id=external_id)
+        self.store.update(self.job_id, fence=self.job.fence, external_id=external_id)
         self.job.external_id = external_id
 
     def set_pid(self, pid: int | str | None) -> None:
         """Record the process id of a job running on this machine."""
-        self.store.update(self.job_id, pid=None if pid is None else str(pid))
+        self.store.update(self.job_id, fence=self.job.fence, pid=None if pid is None else str(pid))
 
     def set_artifacts(self, artifacts: dict[str, Any]) -> None:
         """Record where the job's outputs are."""
-        self.store.update(self.job_id, artifacts=artifacts)
+        self.store.update(self.job_id, fence=self.job.fence, artifacts=artifacts)
         self.job.artifacts = artifacts
 
     def merge_details(self, **details: Any) -> None:
         """Record facts about the run (instance type, billable seconds, estimated cost, ...)."""
-        self.store.merge_details(self.job_id, **details)
+        self.store.merge_details(self.job_id, fence=self.job.fence, **details)
         self.job.details.update(details)
 
     def add_metrics(self, values: dict[str, float | None], step: int | None = None,
@@ -119,7 +120,7 @@ class JobContext:
         except OSError as exc:
             logger.warning("job %s: its log cannot be written: %s", self.job_id, exc)
         return self.store.transition(self.job_id, status, expected=JobStatus.RUNNING,
-                                     failure_reason=failure_reason, message=message)
+                                     failure_reason=failure_reason, message=message, fence=self.job.fence)
 
 
 ContextFactory = Callable[[Job], JobContext]
@@ -178,8 +179,8 @@ class Backend(ABC):
         """Say whether the platform can take jobs now, and why not; None when it has nothing to check."""
         return None
 
-    def stop_all(self) -> None:
-        """Stop every job this process runs: the executor is shutting down and the grace time is over."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the jobs this process runs (these, or every one): the executor is shutting down."""
 
     def close(self) -> None:
         """Release what the backend holds (processes, clients)."""

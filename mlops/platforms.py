@@ -1,7 +1,7 @@
 """The platform the executor runs on: its jobs backend and its model lifecycle, composed; and the one wiring function."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from config import Config
 from db import Store
@@ -85,8 +85,8 @@ class Platform(Backend):
     def ready_check(self) -> tuple[bool, str | None] | None:
         return self.jobs.ready_check()
 
-    def stop_all(self) -> None:
-        self.jobs.stop_all()
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        self.jobs.stop_all(job_ids)
 
     def cloud_configuration(self) -> dict[str, Any]:
         """Check the executor's own AWS configuration (credentials, bucket, role, instance type); nothing is created."""

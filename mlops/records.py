@@ -25,6 +25,7 @@ from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATI
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.exports import Export
 from mlops.job_files import open_file
+from mlops.job_ids import find_job
 from mlops.staging import S3_URI, resolve_storage_path
 
 # Record types of the `records` table.
@@ -344,10 +345,11 @@ class ModelLifecycle(ABC):
 # -- shared small helpers ----------------------------------------------------------------------
 
 def finished_training_job(store: Store, job_id: str) -> Job:
-    """Return a COMPLETED training job of this executor, or raise InvalidRequest naming TrainingJobId."""
-    job = store.get(job_id.lower())
-    if job is None or job.kind != TRAINING:
-        raise InvalidRequest("TrainingJobId", f"no training job {job_id}")
+    """Return a COMPLETED training job of this executor by its id or a unique beginning of it."""
+    try:
+        job = find_job(store, job_id, "TrainingJobId", kinds=(TRAINING,))
+    except NotFound as exc:
+        raise InvalidRequest("TrainingJobId", str(exc)) from None
     if job.status is not JobStatus.COMPLETED:
         raise Conflict("TrainingJobId", f"training job {job_id} is {job.status.value}; a model can be "
                                               "registered once it is COMPLETED")

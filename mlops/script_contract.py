@@ -111,11 +111,12 @@ def check_hyperparameters(values: Mapping[str, Any], description: dict[str, Any]
         if key not in declared:
             raise InvalidRequest(f"{field}.{name}",
                                  f"is not a hyperparameter of the script; it takes {', '.join(sorted(declared))}")
-        result[key] = _check_value(f"{field}.{name}", text, declared[key])
+        result[key] = check_value(f"{field}.{name}", text, declared[key])
     return result
 
 
-def _check_value(field: str, text: str, spec: dict[str, Any]) -> str:
+def check_value(field: str, text: str, spec: dict[str, Any]) -> str:
+    """Check one hyperparameter value against its declaration and return it as text."""
     kind = spec.get("type", "str")
     try:
         if kind == "int":

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -18,19 +19,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from config import Config
 from db import StoreError
 from job import Job, JobStatus
 from job_secrets import BOUND_TO
 from mlops import script_contract
-from mlops.base import PIPELINE, TRAINING, Backend, JobContext
+from mlops import tuning as tuning_domain
+from mlops.base import PIPELINE, TRAINING, TUNING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
+from mlops.local.tuning import check_local
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
 from mlops.sandbox import Sandbox, sandbox_for
@@ -117,7 +120,8 @@ class LocalBackend(Backend):
 
     name = "local"
     remote = False
-    kinds = frozenset({PIPELINE, TRAINING})
+    # Tunings are checked here and driven by the queue's tuner (mlops.local.tuning); their trials run here.
+    kinds = frozenset({PIPELINE, TRAINING, TUNING})
     stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
@@ -143,6 +147,8 @@ class LocalBackend(Backend):
             return self._check_pipeline(request, secrets)
         if kind == TRAINING:
             return self._check_training(request)
+        if kind == TUNING:
+            return self._check_tuning(request)
         raise InvalidRequest("kind", f"the local backend does not run {kind} jobs; use EXECUTOR_BACKEND=sagemaker")
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +175,14 @@ class LocalBackend(Backend):
             raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, request["entry_point"], self.sandbox, self.python)
         request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
+        return request
+
+    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
+        request = self._check_training(request)
+        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+                                               self.python)
+        request["tuning"] = tuning_domain.check_tuning(request["tuning"], request["hyperparameters"], description)
+        check_local(request["tuning"], self.config.data_dir)
         return request
 
     # -- running ---------------------------------------------------------------------------------
@@ -199,7 +213,8 @@ class LocalBackend(Backend):
             environment = dict(ctx.secrets.get("environment") or {})
         else:
             stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
-            stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
+            placed = stage_dataset(request["dataset"], layout.channel, self.config, self.clients, self._may_link)
+            ctx.log(f"[executor] dataset staged read-only ({placed})")
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
                                                   self.python) or {}
@@ -225,6 +240,16 @@ class LocalBackend(Backend):
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
 
+    def _may_link(self, info: os.stat_result) -> bool:
+        """Say whether a dataset file may be hard-linked into a job's channel rather than copied.
+
+        A link is the dataset's own inode: only a job that cannot write it may be given one (bubblewrap
+        binds the channel read-only), and only one that can read it as it is (its uid, if it has one of
+        its own, reads files others may read)."""
+        if not self.sandbox.isolating:
+            return False
+        return self.sandbox.identity is None or bool(info.st_mode & stat.S_IROTH)
+
     def _bind_secrets_to_staged_files(self, ctx: JobContext, layout: ContainerLayout) -> None:
         """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
         if not ctx.secrets:
@@ -245,6 +270,7 @@ class LocalBackend(Backend):
             raise BackendError("executor is stopping")
         process = JobProcess(sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
                              max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             read_only=[layout.channel],
                              readable=readable, confinement=self.confinement, tmp=layout.tmp, umask=PRIVATE_UMASK)
         with self._lock:
             self._processes[ctx.job_id] = process
@@ -480,7 +506,9 @@ class LocalBackend(Backend):
         return remote_log_uri(job.request) or job.log_path
 
     def resumable(self, job: Job) -> bool:
-        """True for training with the bundled script, or with checkpoints a previous run left to resume from."""
+        """True for a tuning (its study is kept), training with the bundled script, or one with checkpoints to resume."""
+        if job.kind == TUNING:
+            return True
         if job.kind != TRAINING:
             return False
         if script_contract.is_bundled(Path(job.request["source_dir"]), job.request["entry_point"]):
@@ -498,11 +526,12 @@ class LocalBackend(Backend):
         with self._lock:
             return list(self._processes)
 
-    def stop_all(self) -> None:
-        """Stop every running process: the executor is shutting down."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the running processes of these jobs, or of every job: the executor is shutting down."""
         self._stopping.set()
         for job_id in self.running_job_ids():
-            self._stop_process(job_id, "shutdown")
+            if job_ids is None or job_id in job_ids:
+                self._stop_process(job_id, "shutdown")
 
     def close(self) -> None:
         self.stop_all()
