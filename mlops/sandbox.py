@@ -221,8 +221,10 @@ def _linux_sandbox(config: Config) -> Sandbox:
         machine = _with_network(machine, python, in_user_namespace=not root)
     # The proxy's socket: whoever connects to it is believed about the client's address.
     proxy_socket = (config.trusted_proxy,) if isinstance(config.trusted_proxy, Path) else ()
-    return replace(machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ()),
-                                    *proxy_socket))
+    named = (config.data_dir, config.storage_root, *config.values.get("secret_files", ()), *proxy_socket)
+    # Each at its real path too: a path through a link may lead into a folder the sandbox shows.
+    hidden = tuple(dict.fromkeys(path for name in named for path in (Path(name), Path(os.path.realpath(name)))))
+    return replace(machine, hidden=hidden)
 
 
 def _with_network(machine: Sandbox, python: str, in_user_namespace: bool) -> Sandbox:
