@@ -17,10 +17,10 @@ import api
 from config import Config, ConfigError, load_config, parse_args
 from db import JobStore
 from job_secrets import SecretBox
-from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
-from mlops.platforms import Platform, make_platform
-from mlops.sandbox import Sandbox, sandbox_for
+from mlops.platform import Platform
+from mlops.platforms import make_platform
+from mlops.sandbox import Sandbox
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -35,29 +35,30 @@ class Executor:
     config: Config
     store: JobStore
     queue: JobQueue
-    backend: Platform
+    platform: Platform
     clients: ClientFactory
     secret_box: SecretBox
-    #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
-    sandbox: Sandbox | None = None
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """How user code is isolated on this machine; None when none runs here."""
+        return self.platform.sandbox
 
 
-def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
-               backend: Backend | None = None) -> Flask:
-    """Build an app with its store, platform and queue; `backend` replaces the platform's jobs backend (tests)."""
+def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None) -> Flask:
+    """Build an app with its store, platform and queue."""
     if not isinstance(config, Config):
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
     store = JobStore(config.data_dir / "executor.sqlite3")
     clients = clients or clients_for(config)
-    platform = make_platform(config, store, clients, backend)
+    platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
     queue = JobQueue(config, store, platform, secret_box)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    sandbox = sandbox_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox)
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box)
     app.json.sort_keys = False
     api.register(app)
     return app

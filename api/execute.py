@@ -11,10 +11,10 @@ from flask import Blueprint, current_app, jsonify
 
 from api import schemas
 from api.docs import documented
-from api.views import essedum_list_entry, essedum_status, executor
+from api.views import essedum_list_entry, essedum_status, executor, log_location
 from db import Job, JobStatus
 from job_secrets import SECRET_NAME
-from mlops.base import PIPELINE
+from mlops.platform import PIPELINE
 from mlops.errors import Conflict, MalformedRequest, NotFound
 from mlops.job_files import UnsafeFile, read_tail
 
@@ -68,7 +68,7 @@ def submit_pipeline() -> tuple[Any, int]:
     body = schemas.json_body(schemas.EXECUTE)
     request_part, secrets = split_pipeline(body)
     job = executor().queue.submit(PIPELINE, request_part, secrets)
-    return jsonify(task_id=job.id, task_status="Submitted", log_path=executor().backend.log_location(job)), 201
+    return jsonify(task_id=job.id, task_status="Submitted", log_path=log_location(job)), 201
 
 
 @blueprint.post("/execute")
@@ -162,7 +162,7 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
     """Return a job's output files by stem, with their text or JSON content."""
-    return jsonify(executor().backend.output_artifacts(find_job(task_id)))
+    return jsonify(executor().platform.output_artifacts(find_job(task_id)))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Essedum's MLOps routes for models, endpoints, batch inference and datasets (contract §2).
 
-Each route validates, then calls the platform's model lifecycle (`backend.model_lifecycle`, local or
-SageMaker); long operations come back 202 with the job that does them. Answers are records in the
+Each route validates, then makes one call: to the executor's platform (local or SageMaker) for
+records, or to the queue for what takes time; long operations come back 202 with the job that does them. Answers are records in the
 Essedum shape.
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, withou
 from api.views import essedum_origin, executor, format_record_time
 from db import Job, Record
 from job_secrets import redact_description
-from mlops.base import ENDPOINT, TRANSFORM
+from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.errors import MalformedRequest, NotFound, TooLarge
 from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                                   TRANSFORM_RECORD, ModelLifecycle)
+                           TRANSFORM_RECORD)
+from mlops.platform import Platform
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
@@ -41,9 +42,9 @@ FORM_OVERHEAD_BYTES = 1 << 20
 MAX_IMAGES_PER_REQUEST = 256
 
 
-def lifecycle() -> ModelLifecycle:
-    """Return the model lifecycle of the executor's platform."""
-    return executor().backend.model_lifecycle
+def platform() -> Platform:
+    """Return the executor's platform."""
+    return executor().platform
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -87,18 +88,9 @@ def _deployment(record: Record) -> Any:
         return {"endpointConfig": payload.get("endpoint_config"), "targetConfig": payload.get("target_config"),
                 "models": payload.get("model_names"), "variant": payload.get("deployment")}
     if record.type == MODEL:
-        return {"endpoints": lifecycle().endpoints_using("model_names", record.name)}
+        return {"endpoints": platform().endpoints_using("model_names", record.name)}
     return payload.get("deployment")
 
-
-def queue_record_job(kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
-    """Check a deployment or transform once, mark its record pending and queue the job that does it."""
-    queue = executor().queue
-    request = queue.check(kind, request)
-    with lifecycle().pending(kind, request) as record:
-        job = queue.enqueue(kind, request, job_id=record.job_id)
-    # The record as queued: a worker may have moved it on already, which a GET will show.
-    return job, record
 
 
 def path_name(path_id: str) -> str:
@@ -115,14 +107,14 @@ def find_named(types: tuple[str, ...], path_id: str) -> Record | None:
     """Return the record a path id names, by name or by ARN, looking in each record type in turn."""
     name = path_name(path_id)
     for type in types:
-        found = lifecycle().find(type, name)
+        found = platform().find(type, name)
         if found is not None:
             return found
     if name == path_id:
         return None
     # SageMaker writes names in lower case inside ARNs: MyModel's ARN ends in model/mymodel.
     for type in types:
-        for record in lifecycle().records(type):
+        for record in platform().records(type):
             if record.payload.get("arn") == path_id or record.name.lower() == name.lower():
                 return record
     return None
@@ -142,12 +134,12 @@ def named(type: str, path_id: str) -> Record:
 @documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
 def register_model():
     body = json_body(model_schemas.MODEL)
-    return jsonify(record_view(lifecycle().register_model(body, essedum_origin()))), 201
+    return jsonify(record_view(platform().register_model(body, essedum_origin()))), 201
 
 
 @blueprint.get("/models/list")
 def list_models():
-    return jsonify([record_view(record) for record in lifecycle().records(MODEL)])
+    return jsonify([record_view(record) for record in platform().records(MODEL)])
 
 
 @blueprint.get("/models/<path:model_id>")
@@ -158,7 +150,7 @@ def get_model(model_id: str):
 @blueprint.delete("/models/<path:model_id>")
 def delete_model(model_id: str):
     record = named(MODEL, model_id)
-    lifecycle().delete_model(record.name, essedum_origin()["adapter"])
+    platform().delete_model(record.name, essedum_origin()["adapter"])
     return jsonify(message=f"model {record.name} deleted", id=record.name, type=MODEL)
 
 
@@ -176,7 +168,7 @@ def export_model(model_id: str):
             query=ORIGIN_QUERY)
 def register_endpoint():
     body = json_body(model_schemas.ENDPOINT_CONFIG)
-    return jsonify(record_view(lifecycle().register_endpoint(body, essedum_origin()))), 201
+    return jsonify(record_view(platform().register_endpoint(body, essedum_origin()))), 201
 
 
 @blueprint.post("/endpoints/<path:endpoint_id>/deploy_model")
@@ -186,20 +178,20 @@ def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     endpoint_name = path_name(endpoint_id)
     config_name = body.get("EndpointConfigName")
-    if not config_name and lifecycle().find(ENDPOINT_CONFIG, endpoint_name):
+    if not config_name and platform().find(ENDPOINT_CONFIG, endpoint_name):
         config_name = endpoint_name
     if not config_name:
         raise MalformedRequest("EndpointConfigName", "is required")
     deployment = {"EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
                   **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
-    job, record = queue_record_job(ENDPOINT, deployment)
+    job, record = executor().queue.submit_change(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
 
 @blueprint.get("/endpoints/list")
 def list_endpoints():
-    records = lifecycle().records(ENDPOINT_RECORD) + lifecycle().records(ENDPOINT_CONFIG)
+    records = platform().records(ENDPOINT_RECORD) + platform().records(ENDPOINT_CONFIG)
     return jsonify([record_view(record) for record in records])
 
 
@@ -221,9 +213,9 @@ def delete_endpoint(endpoint_id: str):
     record = _endpoint_or_config(endpoint_id)
     adapter = essedum_origin()["adapter"]
     if record.type == ENDPOINT_RECORD:
-        lifecycle().delete_endpoint(record.name, adapter)
+        platform().delete_endpoint(record.name, adapter)
         return jsonify(message=f"endpoint {record.name} deleted", id=record.name, type=ENDPOINT_RECORD)
-    lifecycle().delete_endpoint_config(record.name, adapter)
+    platform().delete_endpoint_config(record.name, adapter)
     return jsonify(message=f"endpoint configuration {record.name} deleted", id=record.name, type=ENDPOINT_CONFIG)
 
 
@@ -231,7 +223,7 @@ def delete_endpoint(endpoint_id: str):
 @documented(summary="Take the endpoint down; its configuration and models stay", query=ORIGIN_QUERY)
 def undeploy_models(endpoint_id: str):
     record = named(ENDPOINT_RECORD, endpoint_id)
-    undeployed = lifecycle().undeploy_endpoint(record.name, essedum_origin()["adapter"])
+    undeployed = platform().undeploy_endpoint(record.name, essedum_origin()["adapter"])
     return jsonify({**record_view(undeployed), "message": f"endpoint {record.name} taken down; configuration "
                                                           f"{undeployed.payload.get('endpoint_config')} and its "
                                                           "models are kept"})
@@ -249,7 +241,7 @@ def infer(endpoint_id: str):
     # "application/json, text/plain, */*") becomes its first choice.
     best = request.accept_mimetypes.best
     accept = None if best in (None, "*/*") else best
-    answer, answer_type = lifecycle().invoke(name, body, content_type, accept, adapter)
+    answer, answer_type = platform().invoke(name, body, content_type, accept, adapter)
     if answer_type.split(";", 1)[0].strip().lower().endswith("json"):
         try:
             return jsonify(json.loads(answer))
@@ -266,7 +258,7 @@ def explain(endpoint_id: str):
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
     adapter = essedum_origin()["adapter"]
     body, content_type = _inference_payload(adapter)
-    return jsonify(lifecycle().explain(name, body, content_type, adapter))
+    return jsonify(platform().explain(name, body, content_type, adapter))
 
 
 def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
@@ -293,7 +285,7 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         if isinstance(payload, dict) and "S3Uri" in payload:
             if not isinstance(payload["S3Uri"], str):
                 raise MalformedRequest("S3Uri", "must be a string")
-            return lifecycle().read_s3_payload(payload["S3Uri"], adapter)
+            return platform().read_s3_payload(payload["S3Uri"], adapter)
     return raw, content_type
 
 
@@ -311,14 +303,14 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = queue_record_job(TRANSFORM, {**body, **essedum_origin()})
+    job, record = executor().queue.submit_change(TRANSFORM, {**body, **essedum_origin()})
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
 
 @blueprint.get("/pipelines/inference/list")
 def list_transforms():
-    return jsonify([record_view(record) for record in lifecycle().records(TRANSFORM_RECORD)])
+    return jsonify([record_view(record) for record in platform().records(TRANSFORM_RECORD)])
 
 
 @blueprint.route("/pipelines/inference/<path:transform_id>/get", methods=["GET", "POST"])
@@ -356,7 +348,7 @@ def delete_transform(transform_id: str):
 def upload_dataset():
     if request.mimetype == "application/json":
         body = json_body(model_schemas.DATASET_JSON)
-        record = lifecycle().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
+        record = platform().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
                                             essedum_origin(), body.get("Description", ""))
         return jsonify(record_view(record)), 201
     # Only an upload takes large bodies; everything else keeps the app's small JSON limit.
@@ -370,31 +362,31 @@ def upload_dataset():
     if upload is None:
         raise MalformedRequest("file", "is required")
     # The backend's file proxy sends only the file: its name is then the key.
-    record = lifecycle().upload_dataset(form.get("Bucket"), form.get("Key", ""), upload.stream, upload.filename,
+    record = platform().upload_dataset(form.get("Bucket"), form.get("Key", ""), upload.stream, upload.filename,
                                         essedum_origin(), form.get("Description", ""))
     return jsonify(record_view(record)), 201
 
 
 @blueprint.get("/datasets/list")
 def list_datasets():
-    return jsonify([record_view(record) for record in lifecycle().records(DATASET)])
+    return jsonify([record_view(record) for record in platform().records(DATASET)])
 
 
 @blueprint.post("/datasets/<path:dataset_id>/export")
 @documented(model_schemas.EXPORT, summary="Export a dataset: a download (local) or a presigned URL or S3 copy "
                                           "(SageMaker)", query=ORIGIN_QUERY)
 def export_dataset(dataset_id: str):
-    return _export(lifecycle().record(DATASET, dataset_id))
+    return _export(platform().record(DATASET, dataset_id))
 
 
 @blueprint.get("/datasets/<path:dataset_id>")
 def get_dataset(dataset_id: str):
-    return jsonify(record_view(lifecycle().record(DATASET, dataset_id)))
+    return jsonify(record_view(platform().record(DATASET, dataset_id)))
 
 
 @blueprint.delete("/datasets/<path:dataset_id>")
 def delete_dataset(dataset_id: str):
-    lifecycle().delete_dataset(dataset_id, essedum_origin()["adapter"])
+    platform().delete_dataset(dataset_id, essedum_origin()["adapter"])
     return jsonify(message=f"dataset {dataset_id} deleted", id=dataset_id, type=DATASET)
 
 
@@ -402,7 +394,7 @@ def delete_dataset(dataset_id: str):
 
 def _export(record: Record):
     body = json_body(model_schemas.EXPORT) if request.get_data(cache=True).strip() else {}
-    answer = lifecycle().export(record, body, essedum_origin()["adapter"])
+    answer = platform().export(record, body, essedum_origin()["adapter"])
     if answer.get("format") == "file":
         answer["download"] = url_for("mlops_models.download_export", type=record.type, name=record.name)
     return jsonify(answer)
@@ -411,7 +403,7 @@ def _export(record: Record):
 @blueprint.get("/exports/<any(model, dataset):type>/<path:name>")
 def download_export(type: str, name: str):
     """Stream an exported file, with its size and SHA-256 in the headers."""
-    export = lifecycle().export_file(lifecycle().record(type, name))
+    export = platform().export_file(platform().record(type, name))
     handle, _size = open_file(export.path.parent, export.path.name)
     response = send_file(handle, mimetype="application/octet-stream", as_attachment=True,
                          download_name=export.filename, conditional=False, etag=export.sha256)

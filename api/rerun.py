@@ -10,7 +10,7 @@ from api.docs import documented
 from api.execute import find_job, split_pipeline
 from api.views import executor
 from db import Job
-from mlops.base import PIPELINE, TRAINING
+from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 
 blueprint = Blueprint("rerun", __name__)

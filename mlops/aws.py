@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
 from db import JobStore
-from mlops.base import AUTOML, PIPELINE, TRAINING
+from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import (AccessDenied, BackendError, Conflict, DockerContainerError,  # noqa: F401
                           InvalidRequest, NotFound, QuotaExceeded, SageMakerConfigurationError, SageMakerError,
                           SageMakerJobError, Throttled, error_code, error_text)

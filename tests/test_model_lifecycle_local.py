@@ -21,8 +21,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from conftest import ROOT, LiveServer
-from mlops.local.jobs import LocalBackend
-from mlops.local.serving import LocalModelLifecycle
+from mlops.local.platform import LocalPlatform
+from mlops.platform import Platform
 
 API = "/api/service/v1"
 # Digits the model never saw: training uses the first 300 of sklearn's 1,797.
@@ -236,12 +236,12 @@ def test_a_dataset_larger_than_the_upload_limit_is_refused(make_app) -> None:
     assert client.post(f"{API}/models/register", data=b"x" * (2 << 20), content_type="application/json").status_code == 413
 
 
-def test_the_local_platform_composes_its_jobs_backend_and_its_model_lifecycle(make_app) -> None:
+def test_the_local_platform_is_one_object_for_its_jobs_and_its_records(make_app) -> None:
     executor = make_app().config["EXECUTOR"]
-    platform = executor.backend
+    platform = executor.platform
 
-    assert isinstance(platform.model_lifecycle, LocalModelLifecycle)
-    assert isinstance(platform.jobs, LocalBackend) and platform.jobs.running_job_ids() == []
+    assert isinstance(platform, LocalPlatform) and isinstance(platform, Platform)
+    assert platform.training.running_job_ids() == []
     assert (platform.name, platform.kinds) == ("local", {"pipeline", "training", "endpoint", "transform"})
     assert platform.ready_check() is None  # nothing remote to reach
 

@@ -1,4 +1,4 @@
-"""The local backend: runs a job on this machine under the SageMaker training-container contract.
+"""Training and pipeline jobs on this machine: each runs under the SageMaker training-container contract.
 
 A job folder mirrors /opt/ml (input/data/<channel>, input/config/*.json, model/, output/,
 checkpoints/), the process gets the SM_* environment and its hyperparameters as `--name value`
@@ -23,13 +23,14 @@ from typing import Any, Callable
 from config import Config
 from db import Job, JobStatus, StoreError
 from mlops import script_contract
-from mlops.base import PIPELINE, TRAINING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
+from mlops.platform import PIPELINE, TRAINING, Ran, Stop
+from mlops.reporter import JobReporter
 from mlops.sandbox import sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
                            publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
@@ -104,13 +105,10 @@ class JobEnd:
     message: str | None = None
 
 
-class LocalBackend(Backend):
-    """Runs jobs as child processes of the executor."""
+class LocalJobs:
+    """Runs training and pipeline jobs as child processes of the executor."""
 
-    name = "local"
-    remote = False
     kinds = frozenset({PIPELINE, TRAINING})
-    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -130,11 +128,10 @@ class LocalBackend(Backend):
     # -- submission ------------------------------------------------------------------------------
 
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        """Validate a pipeline or training request and return it normalised."""
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
-        if kind == TRAINING:
-            return self._check_training(request)
-        raise InvalidRequest("kind", f"the local backend does not run {kind} jobs; use EXECUTOR_BACKEND=sagemaker")
+        return self._check_training(request)
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         argv = parse_command(request["command"])
@@ -164,7 +161,8 @@ class LocalBackend(Backend):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, ctx: JobContext) -> None:
+    def run(self, ctx: JobReporter) -> Ran:
+        """Run a job's process to its end and record how it ended."""
         with self._lock:
             self._running_jobs += 1
         try:
@@ -172,8 +170,9 @@ class LocalBackend(Backend):
         finally:
             with self._lock:
                 self._running_jobs -= 1
+        return Ran.ENDED
 
-    def _run_job(self, ctx: JobContext) -> None:
+    def _run_job(self, ctx: JobReporter) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
@@ -209,7 +208,7 @@ class LocalBackend(Backend):
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
 
-    def _run_process(self, ctx: JobContext, argv: list[str], layout: ContainerLayout, env: dict[str, str],
+    def _run_process(self, ctx: JobReporter, argv: list[str], layout: ContainerLayout, env: dict[str, str],
                      max_runtime: int, readable: list[Path]) -> ProcessEnd:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
@@ -237,7 +236,7 @@ class LocalBackend(Backend):
                 stop_reason = self._stop_reasons.pop(ctx.job_id, None)
         return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail))
 
-    def _decide_end(self, ctx: JobContext, layout: ContainerLayout, process_end: ProcessEnd,
+    def _decide_end(self, ctx: JobReporter, layout: ContainerLayout, process_end: ProcessEnd,
                     max_runtime: int) -> JobEnd | None:
         """Return the end the job's process decided; None when the executor's shutdown stopped it."""
         if process_end.stop_reason == "cancelled" or ctx.cancel_requested():
@@ -253,7 +252,7 @@ class LocalBackend(Backend):
             return JobEnd(JobStatus.ERROR, self._failure_reason(layout, process_end.returncode, process_end.tail))
         return JobEnd(JobStatus.COMPLETED)
 
-    def _record_outputs(self, ctx: JobContext, layout: ContainerLayout) -> str | None:
+    def _record_outputs(self, ctx: JobReporter, layout: ContainerLayout) -> str | None:
         """Record, redact and publish the job's outputs; return why a step failed, or None."""
         step = "recording the job's outputs"
         try:
@@ -267,7 +266,7 @@ class LocalBackend(Backend):
             return f"{step} failed: {str(exc)[:LATER_FAILURE_CHARS]}"
         return None
 
-    def _end(self, ctx: JobContext, end: JobEnd | None, later_failure: str | None) -> None:
+    def _end(self, ctx: JobReporter, end: JobEnd | None, later_failure: str | None) -> None:
         """End the job as its process decided, with the failure of a step after it, if any."""
         if end is None:
             if later_failure:
@@ -292,7 +291,7 @@ class LocalBackend(Backend):
             # stopped job's then ends CANCELLED: the store keeps every stop answered so).
             raise BackendError(decided) from exc
 
-    def _publish(self, ctx: JobContext, layout: ContainerLayout) -> None:
+    def _publish(self, ctx: JobReporter, layout: ContainerLayout) -> None:
         """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
         try:
             client = pipeline_storage_client(ctx.job.request, ctx.secrets, self.config, self.clients)
@@ -379,7 +378,7 @@ class LocalBackend(Backend):
             env = {key: value for key, value in env.items() if key not in ("TMP", "TEMP")} | SANDBOX_ENV
         return env
 
-    def _python_for(self, ctx: JobContext, code: Path) -> str:
+    def _python_for(self, ctx: JobReporter, code: Path) -> str:
         """Return the interpreter for a job, installing its requirements.txt as the container would."""
         requirements = code / "requirements.txt"
         if not requirements.is_file():
@@ -396,7 +395,7 @@ class LocalBackend(Backend):
                 ctx.log(f"[executor] using the cached environment for requirements.txt ({digest})")
         return str(_venv_python(venv))
 
-    def _build_venv(self, ctx: JobContext, venv: Path, requirements: Path) -> None:
+    def _build_venv(self, ctx: JobReporter, venv: Path, requirements: Path) -> None:
         staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
         self.sandbox.hand_over(staging)
@@ -411,7 +410,7 @@ class LocalBackend(Backend):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _installer(self, ctx: JobContext, argv: list[str], staging: Path, requirements: Path) -> None:
+    def _installer(self, ctx: JobReporter, argv: list[str], staging: Path, requirements: Path) -> None:
         code, output = run_to_end(self.sandbox, argv, cwd=requirements.parent, env=self._base_environment(),
                                   marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
                                   writable=[staging], readable=[requirements.parent], timeout=INSTALL_TIMEOUT_S)
@@ -422,8 +421,9 @@ class LocalBackend(Backend):
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def cancel(self, job: Job) -> bool:
-        return self._stop_process(job.id, "cancelled")
+    def cancel(self, job: Job) -> Stop:
+        """Stop the job's process; one not started yet sees the stop flag before it starts."""
+        return Stop.STOPPED if self._stop_process(job.id, "cancelled") else Stop.REQUESTED
 
     def _stop_process(self, job_id: str, reason: str) -> bool:
         with self._lock:
@@ -433,9 +433,6 @@ class LocalBackend(Backend):
             self._stop_reasons.setdefault(job_id, reason)
         threading.Thread(target=process.stop, name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
-
-    def log_location(self, job: Job) -> str:
-        return remote_log_uri(job.request) or job.log_path
 
     def resumable(self, job: Job) -> bool:
         """True for training with the bundled script, or with checkpoints a previous run left to resume from."""
@@ -462,12 +459,10 @@ class LocalBackend(Backend):
         for job_id in self.running_job_ids():
             self._stop_process(job_id, "shutdown")
 
-    def close(self) -> None:
-        self.stop_all()
-
     # -- results ---------------------------------------------------------------------------------
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
+        """Return the job's output files with their content."""
         return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 

@@ -1,4 +1,4 @@
-"""The SageMaker backend: checks requests, launches training and AutoML jobs, follows them, stops them.
+"""Training, pipeline and AutoML jobs on SageMaker: checks requests, launches training and AutoML jobs, follows them, stops them.
 
 Monitoring cost: a cycle lists each job family once, bounded by the oldest followed job's creation
 and a page cap (mlops/sagemaker/job_feed.py), and describes only the jobs the list names as changed
@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from db import Job, JobStatus, JobStore
+from db import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
 from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
                        is_not_found, is_throttled, training_job_name)
-from mlops.base import AUTOML, PIPELINE, TRAINING, Backend, ContextFactory, JobContext
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
+from mlops.platform import AUTOML, PIPELINE, TRAINING, Ran, Stop
+from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
@@ -58,25 +59,20 @@ TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 READY_CACHE_S = 30
 
 
-class SageMakerBackend(Backend):
-    """Runs training and pipeline jobs as SageMaker training jobs."""
+class SageMakerJobs:
+    """Runs training and pipeline jobs as SageMaker training jobs, and AutoML jobs; follows and stops them."""
 
-    name = "sagemaker"
-    remote = True
     kinds = frozenset({PIPELINE, TRAINING, AUTOML})
-    stoppable_kinds = kinds
 
-    def __init__(self, config: Config, clients: ClientFactory, store: JobStore, *,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
         self.clients = clients
-        self.store = store
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients, clock=clock)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
         self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
                                         clock=clock)
-        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"), store)
+        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"))
         self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX)
         self._backoff = 0.0
         self._backoff_until = 0.0
@@ -106,12 +102,10 @@ class SageMakerBackend(Backend):
             return self._check_training(request)
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
-        if kind == AUTOML:
-            role = request.get("role_arn") or self.config.sagemaker_role_arn
-            if not role:
-                raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
-            return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
-        raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs")
+        role = request.get("role_arn") or self.config.sagemaker_role_arn
+        if not role:
+            raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
+        return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
 
     def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
         configs = request.get("configs") or {}
@@ -218,11 +212,10 @@ class SageMakerBackend(Backend):
 
     # -- launching -------------------------------------------------------------------------------
 
-    def run(self, ctx: JobContext) -> None:
+    def run(self, ctx: JobReporter) -> Ran:
         """Upload the inputs and create the training job; return once SageMaker has it."""
         if ctx.job.kind == AUTOML:
-            self._run_automl(ctx)
-            return
+            return self._run_automl(ctx)
         job = ctx.job
         settings = job.request["sagemaker"]
         name = training_job_name(job.id, job.request.get("name") or job.kind)
@@ -234,20 +227,21 @@ class SageMakerBackend(Backend):
                         f"({existing['TrainingJobStatus']}); following it")
                 self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
                                     instance_type=settings["instance_type"])
-                return
+                return Ran.LAUNCHED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
-                return
+                return Ran.ENDED
             try:
                 self._launch(ctx, name, settings)
             except BaseException:
                 # A job SageMaker did not take must not leave its secret behind.
-                self.secrets.forget(ctx.job)
+                self.secrets.forget(ctx)
                 raise
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
+        return Ran.LAUNCHED
 
-    def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
+    def _launch(self, ctx: JobReporter, name: str, settings: dict[str, Any]) -> None:
         job, request = ctx.job, ctx.job.request
         bucket, prefix = settings["bucket"], settings["prefix"]
         job_prefix = v.s3_key(prefix, "jobs", job.id)
@@ -296,12 +290,12 @@ class SageMakerBackend(Backend):
                 f"{settings['instance_type']} with image {image}")
 
     @staticmethod
-    def _record_launch(ctx: JobContext, name: str, arn: str, **details: Any) -> None:
+    def _record_launch(ctx: JobReporter, name: str, arn: str, **details: Any) -> None:
         """Record once that SageMaker has the job: its name as the external id, its ARN and settings."""
         ctx.set_external_id(name)
         ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=arn, **details)
 
-    def _run_automl(self, ctx: JobContext) -> None:
+    def _run_automl(self, ctx: JobReporter) -> Ran:
         job, request = ctx.job, ctx.job.request
         name = request.get("job_name") or automl.automl_job_name(job.id)
         sagemaker = self.clients.client("sagemaker")
@@ -313,7 +307,7 @@ class SageMakerBackend(Backend):
             if existing is None:
                 if ctx.cancel_requested():
                     ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
-                    return
+                    return Ran.ENDED
                 # Recorded first: a re-run that then finds the job knows this executor created it.
                 ctx.merge_details(create_attempted=True, automl_job_name=name)
                 params = automl.create_request(name, request, {**(request.get("tags") or {}),
@@ -332,6 +326,7 @@ class SageMakerBackend(Backend):
         ctx.merge_details(automl_job_arn=arn, automl_job_name=name)
         ctx.set_phase("Starting", f"submitted as SageMaker AutoML job {name}")
         ctx.log(f"[executor] submitted SageMaker AutoML job {name} on {request['input_s3_uri']}")
+        return Ran.LAUNCHED
 
     def describe_automl(self, name: str) -> dict[str, Any] | None:
         """Return DescribeAutoMLJobV2's answer, or None when there is no such job."""
@@ -374,20 +369,21 @@ class SageMakerBackend(Backend):
 
     # -- monitoring ------------------------------------------------------------------------------
 
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+    def follow(self, reporters: list[JobReporter]) -> None:
         """One monitor cycle: new log lines of every job, then the jobs SageMaker says changed."""
         if self.clock() < self._backoff_until:
             return
-        training = {job.external_id: job for job in jobs if job.external_id and job.kind != AUTOML}
-        automl_jobs = {job.external_id: job for job in jobs if job.external_id and job.kind == AUTOML}
+        training = {ctx.job.external_id: ctx for ctx in reporters if ctx.job.external_id and ctx.job.kind != AUTOML}
+        automl_jobs = {ctx.job.external_id: ctx for ctx in reporters if ctx.job.external_id and ctx.job.kind == AUTOML}
         try:
             if training:
-                self.logs.tail(training, context_for, JOB_NAME_PREFIX)
-                self._report_log_problem(training.values(), context_for)
+                self.logs.tail(training, JOB_NAME_PREFIX)
+                self._report_log_problem(training.values())
             for feed, by_name in ((TRAINING_FEED, training), (AUTOML_FEED, automl_jobs)):
                 if by_name:
-                    for name in self.feed.to_describe(feed, by_name):
-                        self._guard(lambda: self._refresh(by_name[name], context_for))
+                    jobs = {name: ctx.job for name, ctx in by_name.items()}
+                    for name in self.feed.to_describe(feed, jobs):
+                        self._guard(lambda: self._refresh(by_name[name]))
         except Throttled as exc:
             self._backoff = min(max(2 * self._backoff, self.config.monitor_interval, 1.0), MAX_BACKOFF_SECONDS)
             self._backoff_until = self.clock() + self._backoff
@@ -395,14 +391,13 @@ class SageMakerBackend(Backend):
             return
         self._backoff = 0.0
 
-    def _report_log_problem(self, jobs: Iterable[Job], context_for: ContextFactory) -> None:
+    def _report_log_problem(self, reporters: Iterable[JobReporter]) -> None:
         """Put a log read error on each job's events once, so a user sees why its log stands still."""
         problem = self.logs.problem
         if problem is None:
             return
-        for job in jobs:
-            if job.details.get("log_warning") != problem:
-                ctx = context_for(job)
+        for ctx in reporters:
+            if ctx.job.details.get("log_warning") != problem:
                 ctx.warn(f"{problem}; the job's status is still followed")
                 ctx.merge_details(log_warning=problem)
 
@@ -415,10 +410,10 @@ class SageMakerBackend(Backend):
                 raise Throttled(error_text(exc)) from exc
             raise
 
-    def _refresh(self, job: Job, context_for: ContextFactory) -> None:
+    def _refresh(self, ctx: JobReporter) -> None:
+        job = ctx.job
         described = (self.describe_automl(job.external_id) if job.kind == AUTOML
                      else self.service.describe_training_job(job.external_id))
-        ctx = context_for(job)
         if described is None:
             misses = int(job.details.get("not_found_misses", 0)) + 1
             if misses < NOT_FOUND_MISSES:
@@ -437,7 +432,7 @@ class SageMakerBackend(Backend):
         ctx.merge_details(last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
                           created_at=described["CreationTime"].timestamp(), describe_next=False, not_found_misses=0)
 
-    def _note_status(self, ctx: JobContext, status: str, secondary: str, described: dict[str, Any],
+    def _note_status(self, ctx: JobReporter, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
         ctx.merge_details(sagemaker_status=status, secondary_status=secondary)
         if secondary not in KNOWN_SECONDARY | AUTOML_SECONDARY:
@@ -447,7 +442,7 @@ class SageMakerBackend(Backend):
             ctx.set_phase(phase, message)
             ctx.log(f"[executor] SageMaker: {status} / {secondary}{f' - {message}' if message else ''}")
 
-    def apply_automl_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def apply_automl_description(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         """Bring an AutoML job up to date with DescribeAutoMLJobV2's answer, ending it when SageMaker has."""
         status = described["AutoMLJobStatus"]
         secondary = described.get("AutoMLJobSecondaryStatus") or status
@@ -472,7 +467,7 @@ class SageMakerBackend(Backend):
         else:
             ctx.finish(JobStatus.CANCELLED, f"stopped outside the executor ({secondary})")
 
-    def apply_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def apply_description(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         """Bring a job up to date with DescribeTrainingJob's answer, ending it when SageMaker has."""
         job = ctx.job
         status = described["TrainingJobStatus"]
@@ -483,7 +478,7 @@ class SageMakerBackend(Backend):
         if status not in ("Completed", "Failed", "Stopped"):
             return
         self.logs.tail_job(job, ctx)
-        self.secrets.forget(job)
+        self.secrets.forget(ctx)
         self._record_results(ctx, described)
         if status == "Completed":
             ctx.finish(JobStatus.COMPLETED)
@@ -507,7 +502,7 @@ class SageMakerBackend(Backend):
             return JobStatus.CANCELLED, None
         return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"
 
-    def _record_results(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def _record_results(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         artifacts = {}
         model = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         if model:
@@ -521,7 +516,7 @@ class SageMakerBackend(Backend):
         if artifacts:
             ctx.set_artifacts(artifacts)
         final = {item["MetricName"]: item.get("Value") for item in described.get("FinalMetricDataList") or []}
-        latest = self.store.latest_metrics(ctx.job_id)
+        latest = ctx.latest_metrics()
         unseen = {name: value for name, value in final.items()
                   if name != "epoch" and (latest.get(name) is None or value is None
                                           or abs(latest[name] - value) > 1e-6 * max(1.0, abs(value)))}
@@ -542,12 +537,11 @@ class SageMakerBackend(Backend):
 
     # -- stopping and recovery -------------------------------------------------------------------
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, ctx: JobReporter) -> Stop:
         """Stop the training job if SageMaker can still stop it; the monitor ends it once Stopped."""
-        if not job.external_id:
-            return False  # run() has not submitted it yet and sees the cancel flag before it does
-        if job.details.get("stop_requested"):
-            return True
+        if not job.external_id or job.details.get("stop_requested"):
+            # Not submitted yet: run() sees the cancel flag before it submits.
+            return Stop.REQUESTED
         operation = "StopAutoMLJob" if job.kind == AUTOML else "StopTrainingJob"
         try:
             status = (self._stop_automl(job.external_id) if job.kind == AUTOML
@@ -555,10 +549,10 @@ class SageMakerBackend(Backend):
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"{operation} {job.external_id} failed: {error_text(exc)}") from exc
         if status is None:
-            return False
+            return Stop.NOTHING
         # Written once, here: a job that already ended is described next cycle, which ends it with its real status.
-        self.store.merge_details(job.id, stop_requested=True, describe_next=True)
-        return status in ("InProgress", "Stopping", "Stopped")
+        ctx.merge_details(stop_requested=True, describe_next=True)
+        return Stop.REQUESTED if status in ("InProgress", "Stopping", "Stopped") else Stop.NOTHING
 
     def _stop_automl(self, name: str) -> str | None:
         """Stop an AutoML job if it still runs; return the status SageMaker reported first (None: no such job)."""
@@ -568,10 +562,6 @@ class SageMakerBackend(Backend):
         if described["AutoMLJobStatus"] == "InProgress":
             self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=name)
         return described["AutoMLJobStatus"]
-
-    def resumable(self, job: Job) -> bool:
-        """True: a job interrupted before SageMaker had it is launched again, and run() adopts one SageMaker has."""
-        return True
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""
