@@ -14,8 +14,9 @@ from typing import IO, Any, Mapping
 from flask import Flask, g, has_request_context
 
 import api
+from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
-from db import JobStore
+from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.aws import ClientFactory, clients_for
 from mlops.platform import Platform
@@ -33,7 +34,7 @@ class Executor:
     """Everything one running executor holds; routes reach it through the app."""
 
     config: Config
-    store: JobStore
+    store: Store
     queue: JobQueue
     platform: Platform
     clients: ClientFactory
@@ -51,7 +52,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
-    store = JobStore(config.data_dir / "executor.sqlite3")
+    store = SQLiteStore(config.data_dir / "executor.sqlite3")
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
@@ -140,15 +141,27 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
     # Bind first: an executor that cannot listen must not have recovered or started any job.
     # waitress takes the client's address from X-Forwarded-For only when the configured proxy sent it,
     # and drops the header from everyone else: REMOTE_ADDR is then the address authentication trusts.
-    proxy = ({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
-              "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {})
-    server = create_server(app, host=config.host, port=config.port, threads=max(8, config.workers * 2),
-                           ident="executor", clear_untrusted_proxy_headers=True, **proxy)
+    proxy_socket = config.trusted_proxy if isinstance(config.trusted_proxy, Path) else None
+    server = create_server(app, host=config.host, port=config.port, threads=config.http_threads,
+                           ident="executor", clear_untrusted_proxy_headers=True,
+                           **(_believed_proxy(config.trusted_proxy) if config.trusted_proxy and not proxy_socket
+                              else {}))
+    if proxy_socket:
+        # The proxy's own door, served by the same loop and threads: only who may open the socket
+        # (its owner and group) connects there, so each connection on it is the proxy's.
+        create_server(app, map=server._map, _dispatcher=server.task_dispatcher, unix_socket=str(proxy_socket),
+                      unix_socket_perms="660", ident="executor", clear_untrusted_proxy_headers=True,
+                      **_believed_proxy("*"))
+    risk = loopback_trust_risk(config, executor.sandbox)
+    if risk:
+        logger.warning("%s", risk)
     executor.queue.start()
     # Tests and the service scripts read this line to learn the bound port.
     base = f"http://{config.host}:{server.effective_port}"
     logger.info("serving on %s (backend %s, %d workers); dashboard %s/execute/jobs, API docs %s/swagger", base,
                 config.backend, config.workers, base, base)
+    if proxy_socket:
+        logger.info("serving the trusted proxy on unix:%s", proxy_socket)
     server_thread = threading.Thread(target=server.run, name="http", daemon=True)
     server_thread.start()
     # A bounded wait lets Ctrl+C reach the handler on Windows too, where a plain wait would block it.
@@ -156,9 +169,16 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
         pass
     logger.info("stopping: no new jobs; running local jobs get %ss to finish", config.shutdown_timeout)
     stop_server(server, server_thread)
+    if proxy_socket:
+        proxy_socket.unlink(missing_ok=True)
     executor.queue.stop(cold=stop_now)
     executor.store.close()
     logger.info("stopped")
+
+
+def _believed_proxy(proxy: str) -> dict[str, Any]:
+    """Return waitress's settings that read X-Forwarded-For from this proxy (an address, or * for any peer)."""
+    return {"trusted_proxy": proxy, "trusted_proxy_count": 1, "trusted_proxy_headers": {"x-forwarded-for"}}
 
 
 def stop_server(server: Any, thread: threading.Thread, timeout: float = 10) -> None:
@@ -257,12 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)
         return 2
+    except StoreError as exc:
+        # A newer schema than this executor knows, or a database it cannot open: never serve from it.
+        logger.error("cannot open the job store: %s", exc)
+        return 2
     stop_requested, stop_now = threading.Event(), threading.Event()
     install_signal_handlers(stop_requested, stop_now)
     try:
         serve(app, stop_requested, stop_now)
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        proxy = f" and unix:{config.trusted_proxy}" if isinstance(config.trusted_proxy, Path) else ""
+        logger.error("cannot listen on %s:%s%s: %s", config.host, config.port, proxy, exc)
         return 2
     finally:
         data_lock.close()

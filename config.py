@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("must be a fraction between 0 and 1 (exclusive): the rest answers everything else")
     return value
 
 
@@ -95,13 +121,27 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
     return tuple(networks)
 
 
-def _optional_address(text: str) -> str | None:
+def _trusted_proxy(text: str) -> Path | str | None:
     if not text:
         return None
+    if text.startswith("/"):
+        if os.name == "nt":
+            raise ValueError("the executor serves no Unix socket on Windows; give the proxy's address")
+        return Path(text)
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
+        raise ValueError(f"{text!r} is neither an IP address nor an absolute Unix socket path") from None
+    if address.is_loopback:
+        raise ValueError(f"{text}: {LOCAL_PROXY}")
+    return str(address)
+
+
+# Whatever runs on this host can connect from a loopback or a local address: a local user, or user
+# code where jobs are not isolated. Only the permissions of a Unix socket tell the proxy apart.
+LOCAL_PROXY = ("any local process can connect from that address and forge X-Forwarded-For; let a proxy on "
+               "this host connect through a Unix socket instead: EXECUTOR_TRUSTED_PROXY=/run/essedum-executor/"
+               "executor.sock (the executor listens there too, mode 0660)")
 
 
 def _path(text: str) -> Path:
@@ -135,13 +175,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
+    Setting("http_threads", "", _optional_positive_int,
+            "threads that answer HTTP requests (default: twice the workers, at least 8)"),
+    Setting("model_thread_share", "0.5", _share,
+            "share of the HTTP threads that model requests (infer, explain) may hold at once; past it they "
+            "answer 503, so that status and health routes always find a thread"),
+    Setting("model_queue", "2", _non_negative_int,
+            "requests that may wait for a local model busy with another; past it they answer 503"),
+    Setting("model_queue_wait", "30", _non_negative_float,
+            "seconds a request waits for a busy local model before it answers 503"),
+    Setting("explain_timeout", "60", _positive_float,
+            "seconds an explanation may take in all; past it the request answers 504, saying how far it got"),
     Setting("api_token", "", _optional_str,
             "bearer token every route but /health requires from clients outside the trusted networks",
             secret=True),
     Setting("trusted_networks", "", _networks,
             "comma-separated CIDR networks whose clients need no token (the Essedum backend's hosts)"),
-    Setting("trusted_proxy", "", _optional_address,
-            "address of the reverse proxy whose X-Forwarded-For names the client (default: none)"),
+    Setting("trusted_proxy", "", _trusted_proxy,
+            "the reverse proxy whose X-Forwarded-For names the client: a Unix socket path the executor also "
+            "listens on (a proxy on this host), or another host's address (default: none)"),
     Setting("local_storage_root", "", _optional_str,
             "where storage:local paths and local datasets resolve (default <data dir>/storage)"),
     Setting("max_body_bytes", "1048576", _positive_int, "largest accepted request body in bytes"),
@@ -161,7 +213,9 @@ SETTINGS: tuple[Setting, ...] = (
             "requeue local jobs that were running when the executor stopped, instead of failing them"),
     Setting("sandbox", "auto", _sandbox_mode,
             "run user code in a bubblewrap sandbox: auto (when available, else a warning), required, off"),
-    Setting("sandbox_network", "true", _bool, "let sandboxed user code reach the network"),
+    Setting("sandbox_network", "true", _bool,
+            "let sandboxed user code reach the network through slirp4netns, never this host's own addresses; "
+            "false: loopback of its own only"),
     Setting("sandbox_identity", "65534:65534", _identity,
             "UID:GID user code runs as when the executor runs as root (otherwise the executor's own)"),
     Setting("max_log_line_bytes", "65536", _positive_int,
@@ -200,6 +254,11 @@ class Config:
         root = self.values.get("local_storage_root")
         return Path(root).expanduser().resolve() if root else self.data_dir / "storage"
 
+    @property
+    def model_threads(self) -> int:
+        """Return how many HTTP threads model requests may hold at once."""
+        return max(1, int(self.http_threads * self.model_thread_share))
+
     def replace(self, **changes: Any) -> "Config":
         return Config({**self.values, **changes})
 
@@ -228,6 +287,8 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
         raise ConfigError(f"unknown settings: {', '.join(sorted(overrides))}")
     # Kept so that the sandbox can hide them from user code.
     values["secret_files"] = tuple(secret_files)
+    if values["http_threads"] is None:
+        values["http_threads"] = max(8, values["workers"] * 2)
     config = Config(values)
     _check(config)
     return config
@@ -249,11 +310,32 @@ def _read_secret_file(setting: Setting, path: Path) -> str:
 
 
 def _check(config: Config) -> None:
+    if config.model_threads >= config.http_threads:
+        raise ConfigError(f"EXECUTOR_HTTP_THREADS: {config.http_threads} thread(s) leave none for status and "
+                          "health routes while models answer; give at least 2")
     if not config.api_token and not config.trusted_networks and not _is_loopback(config.host):
         raise ConfigError(
             f"EXECUTOR_HOST: binding {config.host} exposes the executor beyond this machine; "
             "set EXECUTOR_API_TOKEN so that every request must authenticate, and/or EXECUTOR_TRUSTED_NETWORKS "
             "to the networks of the Essedum backend (its job calls carry no token)")
+    if config.trusted_proxy and not config.api_token and not config.trusted_networks:
+        raise ConfigError("EXECUTOR_TRUSTED_PROXY: a proxy serves other hosts; set EXECUTOR_API_TOKEN and/or "
+                          "EXECUTOR_TRUSTED_NETWORKS so that what it forwards must authenticate")
+    if isinstance(config.trusted_proxy, Path) and not config.trusted_proxy.parent.is_dir():
+        raise ConfigError(f"EXECUTOR_TRUSTED_PROXY: the socket's folder {config.trusted_proxy.parent} does not exist")
+    if isinstance(config.trusted_proxy, str) and _is_local_address(config.trusted_proxy):
+        raise ConfigError(f"EXECUTOR_TRUSTED_PROXY: {config.trusted_proxy} is an address of this host: {LOCAL_PROXY}")
+
+
+def _is_local_address(address: str) -> bool:
+    """True when this host owns the address: a socket can be bound to it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,11 +1,8 @@
-"""The job store: jobs, their events and metrics, and MLOps records, in one SQLite file.
+"""The job store: the `Store` interface every store implements, and `SQLiteStore`, the embedded one.
 
-Connection policy: one connection per thread, opened on first use and kept for the thread's life
-(waitress and the queue use fixed thread pools, so the count is bounded). Connections run in
-autocommit mode; every write is one BEGIN IMMEDIATE block, so a writer takes the lock up front
-instead of failing half-way through a deferred transaction. The writers of one process queue on a
-lock before that (SQLite's own busy handler sleeps in steps of up to 100 ms); the busy timeout is
-left for writers of other processes. WAL lets status polls read while a worker writes.
+A store keeps jobs (by the rules in job.py), their events and metrics, MLOps records, and each job's
+secrets as the queue sealed them. Its schema grows by numbered migrations: every store has the same
+numbers, each written in its own SQL, and none opens data of a newer schema than it knows.
 """
 from __future__ import annotations
 
@@ -15,47 +12,15 @@ import os
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+
+from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
 
 logger = logging.getLogger(__name__)
-
-BUSY_TIMEOUT_MS = 10_000
-# SQLite's automatic checkpoint runs inside the COMMIT of whichever writer crosses 1,000 WAL pages,
-# copying them into the database while every other writer waits: a few milliseconds on a quiet disk,
-# tens on a busy one. The store's own thread checkpoints every so many commits instead, beside the
-# writers (a passive checkpoint takes no write lock); SQLite's is kept only as a backstop, farther out.
-COMMITS_PER_CHECKPOINT = 200
-BACKSTOP_CHECKPOINT_PAGES = 10_000
-
-
-class JobStatus(str, Enum):
-    """A job's status, with the values the Essedum backend switches on."""
-
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED})
-
-# RUNNING -> WAITING is the requeue of an interrupted job that asked to be retried.
-ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.WAITING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.ERROR}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.CANCELLED, JobStatus.WAITING}),
-    JobStatus.COMPLETED: frozenset(),
-    JobStatus.ERROR: frozenset(),
-    JobStatus.CANCELLED: frozenset(),
-}
 
 
 class StoreError(Exception):
@@ -70,9 +35,221 @@ class StoreUnavailable(StoreError):
     """The database cannot be written (disk full, locked too long, read-only)."""
 
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs, events, metrics, MLOps records
+class JobExists(StoreError):
+    """A job with this id is stored already."""
+
+
+# The number of the newest migration. A new migration raises it, and every store gains its statements.
+SCHEMA_VERSION = 2
+
+# A job printing metric lines in a loop must not grow its history (and the status answer) without
+# end: past the row bound each metric's history is halved, keeping its first and last points.
+MAX_METRIC_ROWS_PER_JOB = 10_000
+MAX_METRIC_NAMES_PER_JOB = 100
+UPDATABLE_FIELDS = frozenset({"phase", "external_id", "pid", "progress", "artifacts", "details",
+                              "failure_reason", "secrets"})
+
+
+def migrations_to_apply(found: int, where: str) -> range:
+    """Return the numbers of the migrations that data at schema version `found` lacks; refuse a newer one."""
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"job database {where} has schema version {found}, newer than this "
+                         f"executor's {SCHEMA_VERSION}: upgrade the executor")
+    return range(found + 1, SCHEMA_VERSION + 1)
+
+
+@dataclass
+class Record:
+    """One MLOps record: a model, endpoint, endpoint config, dataset or transform job."""
+
+    id: str
+    type: str
+    name: str
+    status: str
+    payload: dict[str, Any]
+    job_id: str | None
+    created: float
+    updated: float
+
+
+class Store(ABC):
+    """Where jobs, their events and metrics, MLOps records and sealed secrets are kept; thread-safe.
+
+    Subclasses implement all methods. Each status change is guarded (it happens only from the status
+    the store read, in one transaction with its event), so two threads or two processes cannot both
+    move a job. Job folders and logs inside the data folder are stored relative to it.
     """
+
+    #: The statements of each numbered migration (1 to SCHEMA_VERSION), in this store's own SQL.
+    MIGRATIONS: ClassVar[Mapping[int, str]]
+
+    @property
+    @abstractmethod
+    def changes(self) -> int:
+        """Return a count that changes with every write (ended or failed) that may change the data."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """Return the number of the newest migration applied to the stored data."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a row can really be written and committed now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's connections and threads; a later call opens them again."""
+
+    @abstractmethod
+    def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
+                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
+        """Insert a new WAITING job and its first event; JobExists when the id is taken."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """Return the job with this id, or None."""
+
+    @abstractmethod
+    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Return the ids (at most `limit`, in order) that start with prefix."""
+
+    @abstractmethod
+    def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
+                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
+                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
+        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
+
+    @abstractmethod
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
+        """Return every job in this status (of one backend when named), oldest first."""
+
+    @abstractmethod
+    def count_by_status(self) -> dict[str, int]:
+        """Return the number of jobs in each status, every status named."""
+
+    @abstractmethod
+    def claim_next(self, backends: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job not asked to stop to RUNNING and return it, each job to one caller."""
+
+    @abstractmethod
+    def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
+                   message: str | None = None, failure_reason: str | None = None,
+                   phase: str | None = None) -> bool:
+        """Move a job to a new status; False when it was not in `expected` (another mover came first)."""
+
+    @abstractmethod
+    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
+        """Set fields of a job named in UPDATABLE_FIELDS; a new phase is an event with `message`."""
+
+    @abstractmethod
+    def merge_details(self, job_id: str, **details: Any) -> None:
+        """Merge keys into a job's details object."""
+
+    @abstractmethod
+    def request_cancel(self, job_id: str) -> JobStatus | None:
+        """Cancel a waiting job at once, or flag a running one; return the status it had before."""
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> bool:
+        """Delete an ended job with its events and metrics; False when unknown or still active."""
+
+    @abstractmethod
+    def secrets(self, job_id: str) -> bytes | None:
+        """Return the sealed secrets a job still holds (a final status drops them)."""
+
+    @abstractmethod
+    def add_note(self, job_id: str, message: str) -> None:
+        """Record a message in a job's events without changing its status or phase."""
+
+    @abstractmethod
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Return a job's events (time, status, phase, message), oldest first."""
+
+    @abstractmethod
+    def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
+                    when: float | None = None) -> None:
+        """Record metric values (name, value, step) of a job, within the bounds on names and rows."""
+
+    @abstractmethod
+    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
+        """Return the latest value of each metric of a job."""
+
+    @abstractmethod
+    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+        """Return the latest value of each metric of several jobs, by job id."""
+
+    @abstractmethod
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Return every kept metric value (name, value, step, time) of a job, oldest first."""
+
+    @abstractmethod
+    def put_record(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
+                   job_id: str | None = None) -> Record:
+        """Insert or replace an MLOps record, keeping its creation time."""
+
+    @abstractmethod
+    def get_record(self, record_id: str) -> Record | None:
+        """Return the record with this id, or None."""
+
+    @abstractmethod
+    def list_records(self, type: str, limit: int = 1000) -> list[Record]:
+        """Return the records of a type, newest first."""
+
+    @abstractmethod
+    def delete_record(self, record_id: str) -> bool:
+        """Delete a record; False when there was none."""
+
+
+_JSON_COLUMNS = ("request", "progress", "artifacts", "details")
+
+
+def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
+    """Return the Job of a stored row's columns (a dict it consumes); relative paths lie in data_dir."""
+    data["has_secrets"] = data.pop("secrets", None) is not None
+    for column in _JSON_COLUMNS:
+        data[column] = json.loads(data[column])
+    folder = str(data_dir)
+    for column in ("log_path", "output_dir"):
+        stored = data[column]
+        # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
+        # than the query. Stored relative paths use '/', whatever the system that wrote them.
+        data[column] = stored if os.path.isabs(stored) else os.path.join(
+            folder, *(part for part in stored.split("/") if part not in ("", ".")))
+    data["status"] = JobStatus(data["status"])
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return Job(**data)
+
+
+def stored_path(path: str, data_dir: Path) -> str:
+    """Return a path inside the (resolved) data folder relative to it, with '/'; any other path as given."""
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return candidate.as_posix()
+    # The queue builds its paths under the (already resolved) data folder: a lexical check spares
+    # each submission two realpath walks; anything else is resolved.
+    inside = path.removeprefix(os.path.join(data_dir, ""))
+    if inside != path and ".." not in inside.split(os.sep):
+        return inside.replace(os.sep, "/")
+    try:
+        return candidate.resolve().relative_to(data_dir).as_posix()
+    except ValueError:
+        return str(candidate)
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+BUSY_TIMEOUT_MS = 10_000
+# SQLite's automatic checkpoint runs inside the COMMIT of whichever writer crosses 1,000 WAL pages,
+# copying them into the database while every other writer waits: a few milliseconds on a quiet disk,
+# tens on a busy one. The store's own thread checkpoints every so many commits instead, beside the
+# writers (a passive checkpoint takes no write lock); SQLite's is kept only as a backstop, farther out.
+COMMITS_PER_CHECKPOINT = 200
+BACKSTOP_CHECKPOINT_PAGES = 10_000
+
+
+SQLITE_MIGRATIONS: dict[int, str] = {
+    # jobs, events, metrics, MLOps records
+    1: """
     CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
@@ -129,89 +306,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX records_type ON records (type, created);
     """,
-    # 2: job folders and logs relative to the data folder, so that a moved or restored data folder
+    # job folders and logs relative to the data folder, so that a moved or restored data folder
     # keeps its jobs; a one-row table that readiness writes to prove the store takes writes.
     # ('_' in LIKE matches either path separator: databases written on Windows hold backslashes.)
-    """
+    2: """
     UPDATE jobs SET output_dir = 'jobs/' || id WHERE output_dir LIKE '%jobs_' || id;
     UPDATE jobs SET log_path = 'jobs/' || id || '/job.log' WHERE log_path LIKE '%jobs_' || id || '_job.log';
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), time REAL NOT NULL);
     """,
-)
-
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_JSON_COLUMNS = ("request", "progress", "artifacts", "details")
-# A job printing metric lines in a loop must not grow its history (and the status answer) without
-# end: past the row bound each metric's history is halved, keeping its first and last points.
-MAX_METRIC_ROWS_PER_JOB = 10_000
-MAX_METRIC_NAMES_PER_JOB = 100
-_UPDATABLE = frozenset({"phase", "external_id", "pid", "progress", "artifacts", "details",
-                        "failure_reason", "secrets"})
-
-
-@dataclass
-class Job:
-    """One row of the jobs table."""
-
-    id: str
-    kind: str
-    backend: str
-    status: JobStatus
-    phase: str
-    request: dict[str, Any]
-    submitted: float
-    started: float | None
-    finished: float | None
-    updated: float
-    external_id: str | None
-    pid: str | None
-    failure_reason: str | None
-    progress: dict[str, Any]
-    artifacts: dict[str, Any]
-    details: dict[str, Any]
-    cancel_requested: bool
-    attempts: int
-    log_path: str
-    output_dir: str
-    has_secrets: bool = field(default=False)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row, data_dir: Path) -> "Job":
-        data = dict(zip(row.keys(), row))
-        data["has_secrets"] = data.pop("secrets", None) is not None
-        for column in _JSON_COLUMNS:
-            data[column] = json.loads(data[column])
-        folder = str(data_dir)
-        for column in ("log_path", "output_dir"):
-            stored = data[column]
-            # os.path rather than pathlib: every status poll reads two paths, and Path objects cost more
-            # than the query. Stored relative paths use '/', whatever the system that wrote them.
-            data[column] = stored if os.path.isabs(stored) else os.path.join(
-                folder, *(part for part in stored.split("/") if part not in ("", ".")))
-        data["status"] = JobStatus(data["status"])
-        data["cancel_requested"] = bool(data["cancel_requested"])
-        return cls(**data)
-
-
-@dataclass
-class Record:
-    """One MLOps record: a model, endpoint, endpoint config, dataset or transform job."""
-
-    id: str
-    type: str
-    name: str
-    status: str
-    payload: dict[str, Any]
-    job_id: str | None
-    created: float
-    updated: float
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Record":
-        data = dict(zip(row.keys(), row))
-        data["payload"] = json.loads(data["payload"])
-        return cls(**data)
+}
 
 
 @dataclass
@@ -223,14 +326,23 @@ class _Checkpointer:
     thread: threading.Thread | None = None
 
 
-class JobStore:
-    """The SQLite job store; safe to share between threads."""
+class SQLiteStore(Store):
+    """The job store in one SQLite file of the data folder; safe to share between threads.
+
+    Connection policy: one connection per thread, opened on first use and kept for the thread's life
+    (waitress and the queue use fixed thread pools, so the count is bounded). Connections run in
+    autocommit mode; every write is one BEGIN IMMEDIATE block, so a writer takes the lock up front
+    instead of failing half-way through a deferred transaction. The writers of one process queue on a
+    lock before that (SQLite's own busy handler sleeps in steps of up to 100 ms); the busy timeout is
+    left for writers of other processes. WAL lets status polls read while a worker writes.
+    """
+
+    MIGRATIONS = SQLITE_MIGRATIONS
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         # Job folders and logs are stored relative to the folder that holds the database.
         self.data_dir = self.path.parent.resolve()
-        self._data_prefix = os.path.join(self.data_dir, "")
         self.clock = clock
         self._local = threading.local()
         # Closing a connection under a running statement of another thread corrupts the process
@@ -244,14 +356,16 @@ class JobStore:
         # growing steps (up to 100 ms) between retries: under concurrent submissions that sleep,
         # not the write, made the tail latency.
         self._write_lock = threading.Lock()
-        #: Counts write transactions of this store, ended or failed. It changes whenever the database
-        #: may have: a reader that noted it before reading may keep what it derived while it is unchanged.
-        #: This store is its database's only writer (the data folder lock keeps out a second executor).
-        self.changes = 0
+        # Counts write transactions of this store, ended or failed. This store is its database's only
+        # writer (the data folder lock keeps out a second executor), so the count is the database's.
+        self._changes = 0
         self._commits_since_checkpoint = 0
         self._checkpointer: _Checkpointer | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job database {self.path} cannot be opened: {exc}") from exc
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -323,13 +437,14 @@ class JobStore:
                 raise
             conn.execute("COMMIT")
             self._count_commit()
-        except sqlite3.IntegrityError:
-            raise
+        except sqlite3.IntegrityError as exc:
+            # A constraint refused this write (an id taken, a job gone): the connection is sound.
+            raise StoreError(f"job database {self.path} refused a write: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._drop_connection(conn)
             raise StoreUnavailable(f"job database {self.path} cannot be written: {exc}") from exc
         finally:
-            self.changes += 1
+            self._changes += 1
             held.release()
             self._write_lock.release()
 
@@ -411,16 +526,19 @@ class JobStore:
             with lock:
                 conn.close()
 
+    @property
+    def changes(self) -> int:
+        return self._changes
+
+    def schema_version(self) -> int:
+        return self._read("PRAGMA user_version")[0][0]
+
     def _migrate(self) -> None:
         conn = self._connection()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"job database {self.path} has schema version {version}, newer than this "
-                             f"executor's {SCHEMA_VERSION}: upgrade the executor")
-        for number in range(version, SCHEMA_VERSION):
+        for number in migrations_to_apply(conn.execute("PRAGMA user_version").fetchone()[0], str(self.path)):
             # executescript commits first, so each migration and its version bump are applied
             # together inside one explicit transaction.
-            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE; {self.MIGRATIONS[number]}; PRAGMA user_version={number}; COMMIT;")
 
     def check_writable(self) -> None:
         """Raise StoreUnavailable unless a row can really be written and committed now."""
@@ -435,35 +553,25 @@ class JobStore:
     def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
                    secrets: bytes | None, log_path: str, output_dir: str) -> Job:
         """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
-        log_path, output_dir = self._relative(log_path), self._relative(output_dir)
+        log_path, output_dir = stored_path(log_path, self.data_dir), stored_path(output_dir, self.data_dir)
         now = self.clock()
         with self._write() as conn:
-            # RETURNING hands back the stored row (with the table's defaults) without a second query.
-            (row,) = conn.execute(
+            # RETURNING hands back the stored row (with the table's defaults) without a second query;
+            # no row when the id is taken.
+            rows = conn.execute(
                 "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
-                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING RETURNING *",
                 (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
                  log_path, output_dir)).fetchall()
+            if not rows:
+                raise JobExists(f"a job {job_id} exists already")
+            (row,) = rows
             self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
         return self._job(row)
 
-    def _relative(self, path: str) -> str:
-        """Return a path inside the data folder relative to it; any other path as given."""
-        candidate = Path(path)
-        if not candidate.is_absolute():
-            return candidate.as_posix()
-        # The queue builds its paths under the (already resolved) data folder: a lexical check spares
-        # each submission two realpath walks; anything else is resolved as before.
-        inside = path.removeprefix(self._data_prefix)
-        if inside != path and ".." not in inside.split(os.sep):
-            return inside.replace(os.sep, "/")
-        try:
-            return candidate.resolve().relative_to(self.data_dir).as_posix()
-        except ValueError:
-            return str(candidate)
-
     def _job(self, row: sqlite3.Row) -> Job:
-        return Job.from_row(row, self.data_dir)
+        return job_from_row(dict(zip(row.keys(), row)), self.data_dir)
 
     def get(self, job_id: str) -> Job | None:
         """Return the job with this id, or None."""
@@ -558,8 +666,7 @@ class JobStore:
             if row is None:
                 raise KeyError(job_id)
             current = JobStatus(row["status"])
-            if row["cancel_requested"] and current is JobStatus.RUNNING and to.is_final \
-                    and to is not JobStatus.CANCELLED:
+            if ends_cancelled(current, to, bool(row["cancel_requested"])):
                 message = f"stopped at the user's request (the job had reached {to.value})"
                 to, failure_reason, phase = JobStatus.CANCELLED, None, None
             if expected is not None and current is not expected:
@@ -567,7 +674,7 @@ class JobStore:
             if to not in ALLOWED_TRANSITIONS[current]:
                 raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
             now = self.clock()
-            new_phase = phase or _default_phase(to, row["phase"])
+            new_phase = phase or default_phase(to, row["phase"])
             # A requeue (to WAITING) keeps the first start time; only a final status has a finish time
             # and drops the job's secrets.
             changed = conn.execute(
@@ -585,13 +692,13 @@ class JobStore:
 
     def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
         """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
-        unknown = set(fields) - _UPDATABLE
+        unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot update job fields {sorted(unknown)}")
         if not fields:
             return
         now = self.clock()
-        # Column names come from _UPDATABLE, never from a caller's text; every value is a placeholder.
+        # Column names come from UPDATABLE_FIELDS, never from a caller's text; every value is a placeholder.
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
         with self._write() as conn:
@@ -695,14 +802,6 @@ class JobStore:
             " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = ?)"
             " WHERE position % 2 = 0 AND position < total)", (job_id,)).rowcount
 
-    def replace_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None, float]]) -> None:
-        """Replace a job's metrics with (name, value, step, time) rows read from their source."""
-        rows = [(job_id, name, value, step, when) for name, value, step, when in metrics]
-        with self._write() as conn:
-            conn.execute("DELETE FROM job_metrics WHERE job_id = ?", (job_id,))
-            conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
-                             rows)
-
     def latest_metrics(self, job_id: str) -> dict[str, float | None]:
         """Return the latest value of each metric of a job."""
         rows = self._read(
@@ -746,32 +845,23 @@ class JobStore:
         assert record is not None
         return record
 
+    def _record(self, row: sqlite3.Row) -> Record:
+        data = dict(zip(row.keys(), row))
+        data["payload"] = json.loads(data["payload"])
+        return Record(**data)
+
     def get_record(self, record_id: str) -> Record | None:
         """Return the record with this id, or None."""
         rows = self._read("SELECT * FROM records WHERE id = ?", (record_id,))
-        return Record.from_row(rows[0]) if rows else None
-
-    def find_record(self, type: str, name: str) -> Record | None:
-        """Return the record of this type and name, or None."""
-        rows = self._read("SELECT * FROM records WHERE type = ? AND name = ?", (type, name))
-        return Record.from_row(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def list_records(self, type: str, limit: int = 1000) -> list[Record]:
         """Return the records of a type, newest first."""
         rows = self._read("SELECT * FROM records WHERE type = ? ORDER BY created DESC LIMIT ?", (type, limit))
-        return [Record.from_row(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     def delete_record(self, record_id: str) -> bool:
         """Delete a record; False when there was none."""
         with self._write() as conn:
             return bool(conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount)
 
-
-def _default_phase(status: JobStatus, current: str) -> str:
-    return {
-        JobStatus.WAITING: "Queued",
-        JobStatus.RUNNING: current,
-        JobStatus.COMPLETED: "Completed",
-        JobStatus.ERROR: "Failed",
-        JobStatus.CANCELLED: "Cancelled",
-    }[status]

@@ -16,7 +16,8 @@ from pathlib import PurePath
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record, StoreError, StoreUnavailable
+from db import Record, Store, StoreError, StoreUnavailable
+from job import Job, JobStatus
 from job_secrets import SecretBox
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
@@ -32,7 +33,7 @@ IDLE_POLL_S = 5.0
 class JobQueue:
     """Accepts jobs, runs them on worker threads and follows launched ones with a monitor thread."""
 
-    def __init__(self, config: Config, store: JobStore, platform: Platform, secret_box: SecretBox, *,
+    def __init__(self, config: Config, store: Store, platform: Platform, secret_box: SecretBox, *,
                  clock: Callable[[], float] = time.time):
         self.config = config
         self.store = store

@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException
 from api.access import is_public
 from api.auth import authenticate
 from db import StoreUnavailable
-from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
-                          NotFound, NotSupported, QuotaExceeded, TooLarge)
+from mlops.errors import (AccessDenied, BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
+                          NotAcceptable, NotFound, NotSupported, Overloaded, QuotaExceeded, TooLarge)
 
 logger = logging.getLogger(__name__)
 
@@ -18,13 +18,16 @@ logger = logging.getLogger(__name__)
 STATUS_OF_ERROR: dict[type[Exception], int] = {
     MalformedRequest: 400, AccessDenied: 403, NotFound: 404, NotAcceptable: 406, Conflict: 409, TooLarge: 413,
     InvalidRequest: 422, QuotaExceeded: 429, NotSupported: 501, BackendError: 502, StoreUnavailable: 503,
+    Overloaded: 503, DeadlineExceeded: 504,
 }
 
 
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
-    from api import dashboard, docs, downloads, execute, mlops_models, mlops_training, ops, rerun, training
+    from api import (dashboard, docs, downloads, execute, mlops_models, mlops_training, model_share, ops, rerun,
+                     training)
 
+    model_share.init_app(app, app.config["EXECUTOR"].config)
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
     app.register_blueprint(rerun.blueprint)
@@ -73,6 +76,10 @@ def domain_error(exc: Exception):
     if isinstance(exc, StoreUnavailable):
         logger.error("%s", exc)
         return jsonify(error=f"the job store is unavailable: {exc}"), status_of(exc)
+    if isinstance(exc, Overloaded):
+        # Expected under load, a line per refused request: not a warning.
+        logger.info("%s %s: %s", request.method, request.path, exc)
+        return jsonify(error=str(exc)), status_of(exc), {"Retry-After": str(exc.retry_after)}
     logger.warning("%s %s: %s", request.method, request.path, exc)
     return jsonify(error=str(exc)), status_of(exc)
 

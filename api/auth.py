@@ -40,6 +40,20 @@ def is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
     return any(address.version == network.version and address in network for network in networks)
 
 
+def loopback_trust_risk(config: Any, sandbox: Any) -> str | None:
+    """Say how a job could call this API as a trusted client, or None when none can."""
+    if sandbox is None or sandbox.isolating:
+        # Each job has a network namespace of its own: the host's loopback is out of its reach.
+        return None
+    loopback = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+    open_to_all = not config.api_token and not config.trusted_networks
+    if not open_to_all and not any(is_trusted(address, config.trusted_networks) for address in loopback):
+        return None
+    return ("user code is not isolated and shares this host's network, where loopback needs no token: a job can "
+            "call this API as a trusted client; set EXECUTOR_API_TOKEN and keep loopback out of "
+            "EXECUTOR_TRUSTED_NETWORKS")
+
+
 def bearer_matches(header: str, token: str) -> bool:
     """True when an Authorization header carries exactly this bearer token."""
     scheme, _, supplied = header.partition(" ")

@@ -19,7 +19,7 @@ from api.downloads import file_rows
 from api.execute import find_job, read_log_tail
 from api.pages import page
 from api.views import executor, format_time, job_status
-from db import Job, JobStatus
+from job import Job, JobStatus
 from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
 from mlops.job_outputs import list_outputs

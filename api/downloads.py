@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 
 from api.docs import documented
 from api.execute import find_job
-from db import Job
+from job import Job
 from mlops.errors import NotFound, TooLarge
 from mlops.job_files import TooManyEntries
 from mlops.job_outputs import (CHUNK_BYTES, MAX_LISTED_FILES, NotAnOutputFile, OutputListing, list_outputs,

@@ -11,9 +11,10 @@ from flask import Blueprint, current_app, jsonify
 
 from api import schemas
 from api.docs import documented
-from api.views import essedum_list_entry, essedum_status, executor, log_location
-from db import Job, JobStatus
+from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, log_location
+from job import Job
 from job_secrets import SECRET_NAME
+from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.platform import PIPELINE
 from mlops.errors import Conflict, MalformedRequest, NotFound
 from mlops.job_files import UnsafeFile, read_tail
@@ -174,18 +175,15 @@ class StopOutcome:
     message: str
 
 
-ENDED_STATUS = {JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
-
-
 def stop_job(job_id: str | None) -> StopOutcome:
     """Stop a job if it is waiting or running; say whether it has ended."""
     job = executor().store.get(job_id) if job_id else None
     if job is None:
-        return StopOutcome(True, "Stopped", "no job is running for it")
+        return StopOutcome(True, STOPPED, "no job is running for it")
     if job.status.is_final:
-        return StopOutcome(True, ENDED_STATUS[job.status], f"it had already ended ({job.status.value})")
+        return StopOutcome(True, AWS_STATUS_OF[job.status], f"it had already ended ({job.status.value})")
     executor().queue.cancel(job.id)
     job = executor().store.get(job.id)
     if job.status.is_final:
-        return StopOutcome(True, ENDED_STATUS[job.status], "it was stopped before it started")
-    return StopOutcome(False, "Stopping", "it is being stopped")
+        return StopOutcome(True, AWS_STATUS_OF[job.status], "it was stopped before it started")
+    return StopOutcome(False, STOPPING, "it is being stopped")

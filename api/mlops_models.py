@@ -17,9 +17,11 @@ from flask import Blueprint, jsonify, request, send_file, url_for
 from api import model_schemas
 from api.docs import documented
 from api.execute import stop_job
+from api.model_share import within_model_share
 from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
-from db import Job, Record
+from db import Record
+from job import Job
 from job_secrets import redact_description
 from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.errors import MalformedRequest, NotFound, TooLarge
@@ -232,6 +234,7 @@ def undeploy_models(endpoint_id: str):
 @blueprint.post("/endpoints/<path:endpoint_id>/infer")
 @documented(summary="Predict: a JSON or CSV body, images (multipart), or {\"S3Uri\": \"s3://...\"}",
             query=ORIGIN_QUERY)
+@within_model_share
 def infer(endpoint_id: str):
     name = path_name(endpoint_id)
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
@@ -253,6 +256,7 @@ def infer(endpoint_id: str):
 @blueprint.post("/endpoints/<path:endpoint_id>/explain")
 @documented(summary="Explain a prediction: per-class probabilities and an occlusion saliency map (local), or "
                     "SageMaker Clarify's explanations", query=ORIGIN_QUERY)
+@within_model_share
 def explain(endpoint_id: str):
     name = path_name(endpoint_id)
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES

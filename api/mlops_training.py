@@ -16,9 +16,10 @@ from flask import Blueprint, jsonify, url_for
 from api import schemas
 from api.docs import documented
 from api.execute import stop_job, submit_pipeline
-from api.views import essedum_origin, executor, format_record_time
-from db import Job, JobStatus
+from api.views import AWS_STATUS_OF, essedum_origin, executor, format_record_time
+from job import Job, JobStatus
 from job_secrets import redact_description
+from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate, tag_map
@@ -29,9 +30,6 @@ cloud_blueprint = Blueprint("cloudconnect", __name__)
 
 TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
 TRAINING_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d{12}:(?:training|automl)-job/(?P<name>[^/]+)$")
-# What the Essedum record's status carries when AWS has not (yet) described the job.
-STATUS_WITHOUT_AWS = {JobStatus.WAITING: "Pending", JobStatus.RUNNING: "InProgress",
-                      JobStatus.COMPLETED: "Completed", JobStatus.ERROR: "Failed", JobStatus.CANCELLED: "Stopped"}
 
 S3_URI_TEXT = schemas.text(1024, pattern="^s3://[^\\u0000]+$")
 TAG_LIST = {"type": "array", "maxItems": 48, "items": {
@@ -155,9 +153,9 @@ def cancel_job(job_id: str):
     outcome = executor().queue.cancel(job.id)
     job = executor().store.get(job.id)
     if job.status is JobStatus.CANCELLED:
-        status, message = "Stopped", "the job was cancelled before it started"
+        status, message = STOPPED, "the job was cancelled before it started"
     elif outcome and job.status is JobStatus.RUNNING:
-        status, message = "Stopping", "the job is being stopped"
+        status, message = STOPPING, "the job is being stopped"
     else:
         status, message = _aws_status(job, None), f"the job had already ended ({job.status.value})"
     return jsonify(message=message, job_name=job.external_id or job.request.get("job_name") or job.request.get("name"),
@@ -172,7 +170,7 @@ def delete_job(job_id: str):
     name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
     if not outcome.ended or not executor().queue.delete(job.id):
         return jsonify(message=f"training job {name} is stopping; delete it again once it has stopped",
-                       job_name=name, job_id=job.id, status="Stopping", deleted=False), 202
+                       job_name=name, job_id=job.id, status=STOPPING, deleted=False), 202
     return jsonify(message=f"training job {name} deleted ({outcome.message})", job_name=name, job_id=job.id,
                    status=outcome.status, deleted=True)
 
@@ -211,7 +209,7 @@ def find_training_job(job_id: str) -> Job:
 def _aws_status(job: Job, described: dict[str, Any] | None) -> str:
     if described:
         return described.get("TrainingJobStatus") or described.get("AutoMLJobStatus")
-    return job.details.get("sagemaker_status") or STATUS_WITHOUT_AWS[job.status]
+    return job.details.get("sagemaker_status") or AWS_STATUS_OF[job.status]
 
 
 def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from api.access import public
-from db import FINAL_STATUSES, JobStatus, StoreError
+from api.auth import loopback_trust_risk
+from db import StoreError
+from job import FINAL_STATUSES, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,9 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks[name] = {"ok": ok, "reason": reason}
     if executor.sandbox is not None:
         # EXECUTOR_SANDBOX=required never gets this far without one: auto without one is a warning.
-        checks["sandbox"] = {"ok": True, "reason": None, "isolation": executor.sandbox.describe()}
+        # Informs: why jobs run without the network asked for, or how an unisolated job could call this API.
+        reason = executor.sandbox.network_missing or loopback_trust_risk(executor.config, executor.sandbox)
+        checks["sandbox"] = {"ok": True, "reason": reason, "isolation": executor.sandbox.describe()}
     try:
         backend_check = executor.platform.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500

@@ -9,7 +9,7 @@ from api import schemas
 from api.docs import documented
 from api.execute import find_job, split_pipeline
 from api.views import executor
-from db import Job
+from job import Job
 from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 

@@ -7,9 +7,15 @@ from typing import Any
 
 from flask import current_app, request
 
+from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
 from mlops.errors import MalformedRequest
 
-from db import Job, JobStatus, JobStore
+from db import Store
+from job import Job, JobStatus
+
+# A job's status in the words of AWS's training jobs, which Essedum reads, for a job AWS has not described.
+AWS_STATUS_OF = {JobStatus.WAITING: PENDING, JobStatus.RUNNING: IN_PROGRESS, JobStatus.COMPLETED: COMPLETED,
+                 JobStatus.ERROR: FAILED, JobStatus.CANCELLED: STOPPED}
 
 
 def executor():
@@ -92,7 +98,7 @@ def essedum_list_entry(job: Job, zone: tzinfo | None) -> dict[str, Any]:
             "pid": job.pid or job.external_id, "logpath": log_location(job)}
 
 
-def job_status(job: Job, store: JobStore, zone: tzinfo | None) -> dict[str, Any]:
+def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
     """Return the body of GET /status/<id>: status, phase, progress, metrics, failure and artifacts."""
     progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
     progress.update(job.progress)

@@ -72,7 +72,8 @@ class CallTally:
 
 def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from config import load_config
-    from db import JobStatus, JobStore
+    from db import SQLiteStore
+    from job import JobStatus
     from mlops.aws import training_job_name
     from mlops.aws import ClientFactory
     from mlops.records import RecordBook
@@ -84,7 +85,7 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
         "data_dir": str(data), "backend": "sagemaker", "aws_region": REGION, "s3_bucket": BUCKET,
         "sagemaker_role_arn": ROLE_ARN, "training_image": IMAGE, "monitor_interval": "0"})
     clients = ClientFactory(region=REGION)
-    store = JobStore(data / "executor.sqlite3")
+    store = SQLiteStore(data / "executor.sqlite3")
     platform = SageMakerPlatform(config, RecordBook(store), clients)
     sagemaker, logs = clients.client("sagemaker"), clients.client("logs")
     tally = CallTally()

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from common import header, median, percentile, sequential_latencies, start_executor, stop_executor, table
-from db import JobStore
+from db import SQLiteStore
 
 STATUSES = ("COMPLETED", "COMPLETED", "COMPLETED", "ERROR", "CANCELLED")
 
@@ -25,7 +25,7 @@ STATUSES = ("COMPLETED", "COMPLETED", "COMPLETED", "ERROR", "CANCELLED")
 def fill(data_dir: Path, count: int, seed: int = 7) -> tuple[list[str], float]:
     """Write `count` ended jobs and their events into a new store; return their ids and the seconds taken."""
     rng = random.Random(seed)
-    store = JobStore(data_dir / "executor.sqlite3")
+    store = SQLiteStore(data_dir / "executor.sqlite3")
     began = time.monotonic()
     conn = store._connection()  # a bulk load: one transaction, the store's own schema and connection
     request = json.dumps({"bucket": "b", "project_id": "Demo", "name": "pipe1", "version": "3",

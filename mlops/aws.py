@@ -35,7 +35,8 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Config
-from db import JobStore
+from db import Store
+from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import (AccessDenied, BackendError, Conflict, DockerContainerError,  # noqa: F401
                           InvalidRequest, NotFound, QuotaExceeded, SageMakerConfigurationError, SageMakerError,
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 JOB_NAME_PREFIX = "essedum-"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-STOPPABLE_STATUSES = frozenset({"InProgress"})
 NOT_FOUND_MESSAGE = re.compile(r"could not find|not found|does not exist", re.IGNORECASE)
 NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity", "NoSuchKey",
                              "NoSuchBucket", "404", "NotFound"})
@@ -595,7 +595,7 @@ class SageMakerTrainingService:
             raise
 
     def submit_training_job(self, config: SageMakerJobConfig, s3_input_uri: str, s3_output_uri: str,
-                            role_arn: str, image_uri: str, db: JobStore) -> str:
+                            role_arn: str, image_uri: str, db: Store) -> str:
         """Submit SageMaker training job.
 
         Idempotent: a job of that name that exists already (a worker that died after creating it)
@@ -636,7 +636,7 @@ class SageMakerTrainingService:
             raise SageMakerJobError(f"CreateTrainingJob {name} failed: {_explain(exc)}") from exc
         return arn
 
-    def get_job_status(self, job_id: str | int, db: JobStore) -> dict[str, Any]:
+    def get_job_status(self, job_id: str | int, db: Store) -> dict[str, Any]:
         """Get status of SageMaker training job: the executor's record and, once launched, AWS's answer."""
         job = db.get(str(job_id))
         if job is None or job.backend != "sagemaker":
@@ -665,7 +665,7 @@ class SageMakerTrainingService:
         if described is None:
             return None
         status = described["TrainingJobStatus"]
-        if status not in STOPPABLE_STATUSES or described.get("SecondaryStatus") == "Stopping":
+        if status not in TRAINING_STATES.stoppable_states or described.get("SecondaryStatus") == STOPPING:
             return status
         try:
             self.sagemaker.stop_training_job(TrainingJobName=name)
@@ -676,7 +676,7 @@ class SageMakerTrainingService:
             logger.info("training job %s could not be stopped any more: %s", name, error_text(exc))
         return status
 
-    def cancel_training_job(self, job_id: str | int, db: JobStore) -> bool:
+    def cancel_training_job(self, job_id: str | int, db: Store) -> bool:
         """Cancel SageMaker training job: stop a launched one with StopTrainingJob (AWS's part only).
 
         False when the job had already ended. Marking the job cancelled is the queue's part: this
@@ -694,7 +694,7 @@ class SageMakerTrainingService:
                 raise SageMakerJobError(f"StopTrainingJob {job.external_id} failed: {error_text(exc)}") from exc
         return True
 
-    def list_training_jobs(self, db: JobStore) -> list[dict[str, Any]]:
+    def list_training_jobs(self, db: Store) -> list[dict[str, Any]]:
         """List SageMaker training jobs the executor runs, newest first, from its store (no AWS call)."""
         jobs = db.list_jobs(limit=1000, kinds=[TRAINING, PIPELINE, AUTOML])
         return [{"job_id": job.id, "kind": job.kind, "status": job.status.value, "phase": job.phase,

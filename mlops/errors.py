@@ -54,6 +54,18 @@ class Throttled(BackendError):
     """AWS kept answering with throttling errors after the client's own retries."""
 
 
+class Overloaded(BackendError):
+    """Too many requests wait for a model, or for the server's share of threads for models; retry later."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(BackendError):
+    """Work a request started ran past its time limit; the text says how far it got."""
+
+
 class JobFailed(BackendError):
     """The job itself failed (its script exited non-zero, or the platform reported a failure)."""
 

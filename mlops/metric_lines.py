@@ -1,17 +1,18 @@
 """The metric lines training scripts print, e.g. `epoch=3/10 train_loss=0.412 val_accuracy=0.913`.
 
 The local backend parses them from the process output as they appear; the SageMaker backend
-parses the same lines from CloudWatch, and its MetricDefinitions use the same names.
+parses the same lines from CloudWatch, and its MetricDefinitions use the same names. The format
+and its regexes are declared once, beside the scripts that print it (training_scripts/metric_lines.py).
 """
 from __future__ import annotations
 
 import math
 import re
 
-# A launcher may prefix each line (torchrun's "[1,0]<stdout>:"), so the line may start anywhere
-# after a separator; the name=value pairs must run to the end of the line.
-EPOCH_LINE = re.compile(r"(?:^|[\s:>])epoch=(\d+)/(\d+)((?:\s+[A-Za-z_][A-Za-z0-9_.-]*=\S+)*)\s*$")
-PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)=(\S+)")
+from training_scripts.metric_lines import EPOCH_LINE_REGEX, METRIC_PAIR_REGEX
+
+EPOCH_LINE = re.compile(EPOCH_LINE_REGEX)
+PAIR = re.compile(METRIC_PAIR_REGEX)
 
 
 def parse_metric_line(line: str) -> tuple[int, int, dict[str, float | None]] | None:

@@ -13,7 +13,8 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, ClassVar
 
-from db import Job, Record
+from db import Record
+from job import Job
 from mlops.exports import Export
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox

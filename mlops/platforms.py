@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from config import Config
-from db import JobStore
+from db import Store
 from mlops.aws import ClientFactory
 from mlops.platform import Platform
 from mlops.records import RecordBook
 
 
-def make_platform(config: Config, store: JobStore, clients: ClientFactory) -> Platform:
+def make_platform(config: Config, store: Store, clients: ClientFactory) -> Platform:
     """Return the platform the configuration names, keeping its records in the store's records table."""
     book = RecordBook(store)
     if config.backend == "sagemaker":

@@ -14,8 +14,10 @@ from pathlib import PurePosixPath
 from typing import Any, Iterator
 
 from config import Config
-from db import Job, JobStatus, JobStore, Record
+from db import Record, Store
+from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.job_files import open_file
 from mlops.platform import ENDPOINT, TRAINING, TRANSFORM
@@ -28,8 +30,6 @@ ENDPOINT_RECORD = "endpoint"
 TRANSFORM_RECORD = "transform"
 DATASET = "dataset"
 
-IN_SERVICE = "InService"
-FAILED = "Failed"
 # An endpoint taken down with its configuration and models kept; Essedum's word for it.
 UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)
@@ -45,7 +45,7 @@ CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".jsonl": "app
 class RecordBook:
     """The records table, and the job lookups the record rules need: all a platform may touch of the store."""
 
-    def __init__(self, store: JobStore):
+    def __init__(self, store: Store):
         self._store = store
 
     def put(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
@@ -188,7 +188,7 @@ class ModelRecords:
         """Write the record of a deployment or transform that is queued."""
         origin = {"adapter": request.get("adapter"), "project": request.get("project")}
         if kind == TRANSFORM:
-            return self.put(TRANSFORM_RECORD, request["TransformJobName"], "InProgress",
+            return self.put(TRANSFORM_RECORD, request["TransformJobName"], IN_PROGRESS,
                             {**origin, "model_name": request["ModelName"], "raw": public_request(request)}, job_id)
         config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
         updating = previous is not None and previous.payload.get("exists", True) and previous.status != FAILED
@@ -198,7 +198,7 @@ class ModelRecords:
                    "model_names": sorted(set(as_list(config.payload.get("model_names"))) |
                                          set(as_list(previous.payload.get("model_names")) if updating else [])),
                    "container": config.payload.get("container"), "exists": True, "failure_reason": None}
-        return self.put(ENDPOINT_RECORD, request["EndpointName"], "Updating" if updating else "Creating",
+        return self.put(ENDPOINT_RECORD, request["EndpointName"], UPDATING if updating else CREATING,
                         payload, job_id)
 
     def job_finished_endpoint(self, record: Record, config: Record, raw: dict[str, Any]) -> Record:

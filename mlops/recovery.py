@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from db import Job
+from job import Job
 from mlops.platform import Platform
 
 # A job survives a few restarts in a row (an upgrade, a host reboot, an operator's kill -9) but not a

@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from db import Job, JobStatus, JobStore
+from db import Store
+from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 class JobReporter:
     """What a platform may say about the job it runs: log, phase, progress, metrics, artifacts, ids, its end."""
 
-    def __init__(self, job: Job, store: JobStore, open_secrets: Callable[[], dict[str, Any]]):
+    def __init__(self, job: Job, store: Store, open_secrets: Callable[[], dict[str, Any]]):
         self.job = job
         self._store = store
         self._open_secrets = open_secrets

@@ -24,9 +24,10 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from config import Config, ConfigError
+from mlops.sandbox_network import UserNetwork, find_user_network
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ class Sandbox:
     bwrap: str | None
     setpriv: str | None = None
     identity: tuple[int, int] | None = None
-    network: bool = True
+    #: The way out of the sandbox's own network namespace; None: loopback only.
+    network: UserNetwork | None = None
+    #: Why there is no way out although EXECUTOR_SANDBOX_NETWORK asks for one.
+    network_missing: str | None = None
     visible: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
     missing: str | None = None
@@ -64,14 +68,28 @@ class Sandbox:
         """True when user code runs inside bubblewrap."""
         return self.bwrap is not None
 
+    def start(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
+              **options: Any) -> subprocess.Popen:
+        """Start argv in the sandbox, its network attached before argv runs; options go to Popen."""
+        if self.bwrap is None or self.network is None:
+            return subprocess.Popen(self.wrap(argv, cwd=cwd, writable=writable, readable=readable), cwd=cwd,
+                                    **options)
+        with self.network.hookup() as hookup:
+            process = subprocess.Popen(
+                self.wrap(argv, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options),
+                cwd=cwd, pass_fds=hookup.child_fds, **options)
+            hookup.attach(process)
+        return process
+
     def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),
-             readable: Iterable[Path] = ()) -> list[str]:
-        """Return the argv that runs argv in the sandbox; the environment passes as the process's own."""
+             readable: Iterable[Path] = (), attach: Sequence[str] = ()) -> list[str]:
+        """Return the argv that runs argv in the sandbox, loopback its only network; attach: bubblewrap options."""
         if self.bwrap is None:
             return list(argv)
-        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
-        if not self.network:
-            args.append("--unshare-net")
+        # A network namespace of its own, always: the host's loopback, its other services and the
+        # other jobs are out of reach; a way out, if any, is attached by start().
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-net",
+                *attach]
         if self.identity is None:
             # Unprivileged: namespaces come with a user namespace, in which no nested one may be made.
             args += ["--unshare-user", "--disable-userns"]
@@ -115,18 +133,24 @@ class Sandbox:
         if self.bwrap is None:
             return f"user code is NOT isolated: {self.missing}"
         who = f"uid {self.identity[0]}" if self.identity else "the executor's uid in a user namespace"
-        network = "with" if self.network else "without"
-        return f"user code runs in bubblewrap as {who}, {network} network"
+        if self.network is not None:
+            network = ("with network through slirp4netns; the host's loopback, its own addresses and "
+                       "link-local addresses are out of reach")
+        elif self.network_missing:
+            network = f"WITHOUT network although EXECUTOR_SANDBOX_NETWORK=true: {self.network_missing}"
+        else:
+            network = "without network (EXECUTOR_SANDBOX_NETWORK=false): loopback of its own only"
+        return f"user code runs in bubblewrap as {who}, {network}"
 
 
 def sandbox_for(config: Config) -> Sandbox:
     """Return the sandbox of a configuration, detected once and said at start-up."""
     key = (config.sandbox, config.sandbox_network, config.sandbox_identity, config.python, config.data_dir,
-           config.storage_root, config.values.get("secret_files", ()))
+           config.storage_root, config.values.get("secret_files", ()), config.trusted_proxy)
     with _detect_lock:
         if key not in _detected:
             found = detect(config)
-            if found.isolating:
+            if found.isolating and not found.network_missing:
                 logger.info("%s", found.describe())
             else:
                 logger.warning("%s", found.describe())
@@ -141,6 +165,9 @@ def detect(config: Config) -> Sandbox:
     sandbox = _linux_sandbox(config) if sys.platform.startswith("linux") else Sandbox(None, missing=UNISOLATED)
     if sandbox.bwrap is None and config.sandbox == "required":
         raise ConfigError(f"EXECUTOR_SANDBOX=required: {sandbox.missing}")
+    if sandbox.network_missing and config.sandbox == "required":
+        raise ConfigError(f"EXECUTOR_SANDBOX=required with EXECUTOR_SANDBOX_NETWORK=true: {sandbox.network_missing}; "
+                          "or set EXECUTOR_SANDBOX_NETWORK=false to run jobs with loopback only")
     return sandbox
 
 
@@ -150,29 +177,50 @@ def _linux_sandbox(config: Config) -> Sandbox:
         return Sandbox(None, missing="bubblewrap is not installed (apt-get install bubblewrap)")
     root = os.geteuid() == 0
     setpriv = shutil.which("setpriv") if root else None
+    # It runs inside the sandbox, which shows the system's folders but not a link to it elsewhere.
+    setpriv = os.path.realpath(setpriv) if setpriv else None
     if root and setpriv is None:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
-    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None, config.sandbox_network,
+    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None,
                       visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     failure = _probe(machine, python)
     if failure:
         return Sandbox(None, missing=failure)
-    return replace(
-        machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ())))
+    if config.sandbox_network:
+        machine = _with_network(machine, python, in_user_namespace=not root)
+    # The proxy's socket: whoever connects to it is believed about the client's address.
+    proxy_socket = (config.trusted_proxy,) if isinstance(config.trusted_proxy, Path) else ()
+    return replace(machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ()),
+                                    *proxy_socket))
+
+
+def _with_network(machine: Sandbox, python: str, in_user_namespace: bool) -> Sandbox:
+    """Give the sandbox its way out when user-mode networking works here, else say why not."""
+    network, missing = find_user_network(in_user_namespace)
+    if network is not None:
+        failure = _probe(replace(machine, network=network), python)
+        if failure is None:
+            return replace(machine, network=network)
+        missing = f"user-mode networking fails here ({failure})"
+    return replace(machine, network_missing=missing)
 
 
 @functools.lru_cache(maxsize=None)
 def _probe(sandbox: Sandbox, python: str) -> str | None:
     """Start the interpreter in the sandbox (once per machine setup); return why it failed, or None."""
-    probe = sandbox.wrap([python, "-c", "import sys"], cwd=Path("/"))
     try:
-        completed = subprocess.run(probe, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                   timeout=PROBE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin"})
+        probe = sandbox.start([python, "-c", "import sys"], cwd=Path("/"), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+        try:
+            stderr = probe.communicate(timeout=PROBE_TIMEOUT_S)[1]
+        finally:
+            probe.kill()
+            probe.wait()
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap could not start: {exc}"
-    if completed.returncode != 0:
-        detail = completed.stderr.strip().splitlines()[-1:] or [f"exit code {completed.returncode}"]
+    if probe.returncode != 0:
+        detail = stderr.strip().splitlines()[-1:] or [f"exit code {probe.returncode}"]
         return (f"bubblewrap fails here ({detail[0]}); user namespaces may be disabled "
                 "(kernel.unprivileged_userns_clone, RestrictNamespaces=)")
     return None

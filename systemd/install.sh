@@ -25,6 +25,10 @@ done
 if ! command -v bwrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap
 fi
+# Jobs reach the network through slirp4netns (EXECUTOR_SANDBOX_NETWORK=true), never the host itself.
+if ! command -v slirp4netns >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y slirp4netns
+fi
 
 if ! id "$SERVICE_USER" >/dev/null 2>&1; then
     useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"

@@ -21,7 +21,8 @@ import pytest
 from moto import mock_aws
 
 from config import load_config
-from db import Job, JobStatus, JobStore
+from db import SQLiteStore
+from job import Job, JobStatus
 from mlops.reporter import JobReporter
 from mlops.aws import ClientFactory
 
@@ -92,8 +93,8 @@ def clients(aws) -> ClientFactory:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    job_store = JobStore(tmp_path / "data" / "jobs.db")
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    job_store = SQLiteStore(tmp_path / "data" / "jobs.db")
     yield job_store
     job_store.close()
 
@@ -108,12 +109,12 @@ def aws_setup(clients: ClientFactory) -> None:
 
 
 @pytest.fixture
-def backend(config, clients: ClientFactory, store: JobStore, aws_setup):
+def backend(config, clients: ClientFactory, store: SQLiteStore, aws_setup):
     """The SageMaker platform, driven directly (no queue)."""
     return sagemaker_platform(config, clients, store)
 
 
-def sagemaker_platform(config, clients: ClientFactory, store: JobStore, **options: Any):
+def sagemaker_platform(config, clients: ClientFactory, store: SQLiteStore, **options: Any):
     from mlops.records import RecordBook
     from mlops.sagemaker.platform import SageMakerPlatform
 
@@ -148,7 +149,7 @@ def training_request(dataset_dir: Path, source_dir: Path, **changes: Any) -> dic
     return request
 
 
-def new_running_job(store: JobStore, kind: str, request: dict[str, Any], tmp_path: Path,
+def new_running_job(store: SQLiteStore, kind: str, request: dict[str, Any], tmp_path: Path,
                     job_id: str | None = None) -> Job:
     """Store a job and claim it, as a worker would; return it RUNNING."""
     job_id = job_id or str(uuid.uuid4())
@@ -160,17 +161,17 @@ def new_running_job(store: JobStore, kind: str, request: dict[str, Any], tmp_pat
     return claimed
 
 
-def context(store: JobStore, job: Job, secrets: dict[str, Any] | None = None) -> JobReporter:
+def context(store: SQLiteStore, job: Job, secrets: dict[str, Any] | None = None) -> JobReporter:
     """Return the reporter the queue would give a platform for this job."""
     return JobReporter(job, store, lambda: secrets or {})
 
 
-def reporters(store: JobStore) -> list[JobReporter]:
+def reporters(store: SQLiteStore) -> list[JobReporter]:
     """Return a reporter for each launched running job, as a monitor cycle hands them to the platform."""
     return [context(store, job) for job in running_jobs(store)]
 
 
-def running_jobs(store: JobStore) -> list[Job]:
+def running_jobs(store: SQLiteStore) -> list[Job]:
     return [job for job in store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker") if job.external_id]
 
 

@@ -113,7 +113,7 @@ class LiveServer:
         self.app = app
         self.executor = app.config["EXECUTOR"]
         self.executor.queue.start()
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=8)
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=self.executor.config.http_threads)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -38,7 +38,7 @@ from aws_fixtures import (BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, mak
 from conftest import ROOT, wait_for
 
 from app import create_app
-from db import JobStatus
+from job import JobStatus
 
 TOKEN = "executor-token-for-people"
 USER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vQGVzc2VkdW0iLCJyb2xlIjoiYWRtaW4ifQ.dWktc2lnbmF0dXJl"

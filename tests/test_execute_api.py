@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from conftest import pipeline_body, wait_final, write_pipeline
-from db import JobStatus
+from job import JobStatus
 
 ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 

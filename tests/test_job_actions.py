@@ -12,7 +12,7 @@ import pytest
 
 from api.downloads import FILE_LIST_SCHEMA
 from conftest import pipeline_body, wait_final, write_pipeline
-from db import JobStatus
+from job import JobStatus
 from mlops import job_files
 from mlops.job_outputs import MAX_LISTED_FILES
 

@@ -11,7 +11,8 @@ import pytest
 
 import app as app_module
 from conftest import LiveServer, pipeline_body, wait_final, wait_for, write_pipeline
-from db import JobStatus, JobStore, StoreUnavailable
+from db import SQLiteStore, StoreUnavailable
+from job import JobStatus
 
 # Tells the test when it started, then waits for the test's word before printing a line.
 HANDSHAKE = """\
@@ -24,11 +25,11 @@ print("a line for a log that cannot be written", flush=True)
 """
 
 
-class StoreRefusingTheJobsEnd(JobStore):
+class StoreRefusingTheJobsEnd(SQLiteStore):
     """The real store on its real file, except that it refuses a job's artifacts and, while told to, its end.
 
     A fake at the store's edge only: a full or read-only disk makes the real store raise
-    StoreUnavailable at any write (db.JobStore._write; tests/test_hostile_jobs.py fills a real disk and
+    StoreUnavailable at any write (db.SQLiteStore._write; tests/test_hostile_jobs.py fills a real disk and
     makes the database file immutable), but not at a moment a test can choose.
     """
 
@@ -54,7 +55,7 @@ class StoreRefusingTheJobsEnd(JobStore):
 
 @pytest.fixture
 def start_server(live_server, monkeypatch) -> Callable[..., LiveServer]:
-    monkeypatch.setattr(app_module, "JobStore", StoreRefusingTheJobsEnd)
+    monkeypatch.setattr(app_module, "SQLiteStore", StoreRefusingTheJobsEnd)
     return lambda **settings: live_server(workers="1", **settings)
 
 
@@ -63,7 +64,7 @@ def server(start_server) -> LiveServer:
     return start_server()
 
 
-def refusal(store: JobStore) -> str:
+def refusal(store: SQLiteStore) -> str:
     """Return how a reason names the store's refusal of the job's artifacts."""
     return f"; then: recording the job's outputs failed: job database {store.path} cannot be written: " \
            "database or disk is full"

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from db import Job, JobStatus  # noqa: E402
+from job import Job, JobStatus  # noqa: E402
 from mlops.platform import TRAINING, Platform  # noqa: E402
 from mlops.aws import ClientFactory  # noqa: E402
 from mlops.sagemaker.platform import SageMakerPlatform  # noqa: E402

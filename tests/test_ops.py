@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import pipeline_body, wait_for, write_pipeline
-from db import JobStatus, StoreUnavailable
+from db import StoreUnavailable
+from job import JobStatus
 from helpers_service import AUTH, METRIC_SCRIPT, TOKEN
 
 

@@ -20,7 +20,7 @@ from aws_fixtures import (BUCKET, ROLE_ARN, aws, aws_setup, clients, make_config
 from conftest import pipeline_body, wait_for, write_pipeline
 
 from app import create_app
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import ClientFactory
 from mlops.platform import AUTOML
 from mlops.recovery import Outcome, decide

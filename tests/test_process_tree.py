@@ -107,6 +107,7 @@ def test_no_process_of_a_job_survives_kill_9_of_the_executor(box, tmp_path) -> N
         from pathlib import Path
         from mlops.local.processes import JobProcess
         from mlops.sandbox import Sandbox
+        from mlops.sandbox_network import UserNetwork
         box = Sandbox(**{box.__dict__!r}) if {box.isolating!r} else Sandbox(None)
         process = JobProcess(box, [sys.executable, "daemon.py", {token!r}, "300"], cwd=Path({str(folder)!r}),
                              env={ENV!r}, marker={folder.name!r}, max_line_bytes={LINE_BYTES},
@@ -119,8 +120,13 @@ def test_no_process_of_a_job_survives_kill_9_of_the_executor(box, tmp_path) -> N
     try:
         assert stand_in.stdout.readline().strip() == "daemon started"
         wait_for(lambda: len(processes_with(token)) == 1, timeout=10)
+        # The job's way out (slirp4netns, where its network is on) must not outlive it either.
+        helpers = [child for child in psutil.Process(stand_in.pid).children() if child.name() == "slirp4netns"]
+        assert len(helpers) == (1 if box.network else 0)
         stand_in.send_signal(signal.SIGKILL)
         stand_in.wait()
+        wait_for(lambda: not any(helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE
+                                 for helper in helpers), timeout=5)
         if not box.isolating:
             # Bare, nothing ties the daemon to the dead executor: the restart's recovery sweeps it.
             assert processes_with(token)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from config import load_config
-from db import Job, JobStatus, JobStore
+from db import SQLiteStore
+from job import Job, JobStatus
 from mlops.platform import ENDPOINT, PIPELINE, TRAINING
 from mlops.aws import ClientFactory
 from mlops.recovery import MAX_ATTEMPTS, Outcome, decide
@@ -17,18 +18,18 @@ from mlops.platforms import make_platform
 
 @pytest.fixture
 def store(tmp_path: Path):
-    store = JobStore(tmp_path / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "executor.sqlite3")
     yield store
     store.close()
 
 
-def platform_of(name: str, store: JobStore, tmp_path: Path):
+def platform_of(name: str, store: SQLiteStore, tmp_path: Path):
     config = load_config(environ={}, overrides={"data_dir": str(tmp_path / "data"), "backend": name,
                                                 "aws_region": "us-east-1"})
     return make_platform(config, store, ClientFactory(region="us-east-1"))
 
 
-def interrupted(store: JobStore, tmp_path: Path, kind: str, request: dict, *, backend: str = "local",
+def interrupted(store: SQLiteStore, tmp_path: Path, kind: str, request: dict, *, backend: str = "local",
                 starts: int = 1) -> Job:
     """Store a job and claim it `starts` times, as workers of successive runs would."""
     job_id = str(uuid.uuid4())

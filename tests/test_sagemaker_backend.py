@@ -10,7 +10,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capt
                           running_jobs, set_training_state, store, training_request, write_dataset)
 from botocore.exceptions import ClientError
 
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import training_job_name
 from mlops.errors import AccessDenied, InvalidRequest, SageMakerJobError
 from mlops.platform import Stop

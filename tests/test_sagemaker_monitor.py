@@ -13,7 +13,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bund
                           write_dataset)
 from botocore.exceptions import ClientError
 
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import training_job_name
 from mlops.platform import Stop
 from mlops.sagemaker import job_feed

@@ -8,7 +8,7 @@ from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, cap
                           make_config, shared_session)
 
 from app import create_app
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import ClientFactory
 
 CSV = b"age,income,churned\n42,1000,yes\n31,2000,no\n"

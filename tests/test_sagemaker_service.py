@@ -12,7 +12,7 @@ from aws_fixtures import (ACCOUNT, BUCKET, IMAGE, REGION, ROLE_ARN, ROLE_NAME, a
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from db import JobStatus
+from job import JobStatus
 from mlops.aws import SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService, training_job_name
 from mlops.sagemaker.iam import Scope, execution_role_policy, executor_identity_policy
 from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError

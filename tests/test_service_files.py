@@ -72,9 +72,12 @@ def test_unit_waits_longer_than_the_executors_graceful_stop():
 
 def test_unit_is_hardened_and_writes_only_the_data_folder():
     entries = unit_entries(UNIT.read_text())
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices", "ProtectKernelModules",
+    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectKernelModules",
                 "RestrictSUIDSGID", "LockPersonality"):
         assert entries[f"Service.{key}"] == ["yes"], key
+    # Devices: the pseudo-devices, and the one slirp4netns gives jobs their network through.
+    assert entries["Service.DevicePolicy"] == ["closed"]
+    assert entries["Service.DeviceAllow"] == ["/dev/net/tun rw"]
     assert entries["Service.ProtectSystem"] == ["strict"]
     assert entries["Service.ReadWritePaths"] == [env_file(ENV_EXAMPLE)["EXECUTOR_DATA_DIR"]]
     assert entries["Service.CapabilityBoundingSet"] == [""]

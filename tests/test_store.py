@@ -2,22 +2,28 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import db
-from db import SCHEMA_VERSION, IllegalTransition, JobStatus, JobStore, StoreError
+from db import SCHEMA_VERSION, IllegalTransition, SQLiteStore, StoreError
+from job import JobStatus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def store(tmp_path):
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SQLiteStore(tmp_path / "jobs.sqlite3")
     yield store
     store.close()
 
 
-def add(store: JobStore, job_id: str, secrets: bytes | None = None):
+def add(store: SQLiteStore, job_id: str, secrets: bytes | None = None):
     return store.create_job(job_id, kind="pipeline", backend="local", request={"name": job_id}, secrets=secrets,
                             log_path=f"/logs/{job_id}", output_dir=f"/jobs/{job_id}")
 
@@ -122,21 +128,40 @@ def test_metrics_keep_history_and_latest_values(store):
 
 def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path):
     path = tmp_path / "jobs.sqlite3"
-    JobStore(path).close()
+    SQLiteStore(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
-        JobStore(path)
+        SQLiteStore(path)
+
+
+def test_the_executor_refuses_to_start_on_a_newer_schema(tmp_path):
+    data_dir = tmp_path / "data"
+    SQLiteStore(data_dir / "executor.sqlite3").close()
+    with sqlite3.connect(data_dir / "executor.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    started = subprocess.run([sys.executable, "app.py", "--port", "0", "--data-dir", str(data_dir)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this executor's {SCHEMA_VERSION}" in started.stderr
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error_naming_it(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    path.write_bytes(b"not a database, " * 256)
+    with pytest.raises(StoreError, match=f"job database {path} cannot be opened: file is not a database"):
+        SQLiteStore(path)
 
 
 def test_an_existing_database_keeps_its_jobs_when_reopened(tmp_path):
     path = tmp_path / "jobs.sqlite3"
-    first = JobStore(path)
+    first = SQLiteStore(path)
     add(first, "kept")
     first.close()
-    second = JobStore(path)
+    second = SQLiteStore(path)
     assert second.get("kept").request == {"name": "kept"}
     second.close()
 
@@ -153,7 +178,7 @@ def test_the_stores_own_thread_checkpoints_the_wal_so_no_writer_does_and_close_s
     monkeypatch.setattr(db, "COMMITS_PER_CHECKPOINT", 10)
     # SQLite's backstop out of reach: only the store's thread can keep the WAL short here.
     monkeypatch.setattr(db, "BACKSTOP_CHECKPOINT_PAGES", 1_000_000)
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SQLiteStore(tmp_path / "jobs.sqlite3")
     wal = tmp_path / "jobs.sqlite3-wal"
     request = {"configs": "x" * 4000}
     for number in range(1500):
@@ -166,7 +191,7 @@ def test_the_stores_own_thread_checkpoints_the_wal_so_no_writer_does_and_close_s
     assert any(thread.name == "checkpoint" for thread in threading.enumerate())
     store.close()
     assert not any(thread.name == "checkpoint" and thread.is_alive() for thread in threading.enumerate())
-    assert len(JobStore(tmp_path / "jobs.sqlite3").list_jobs(limit=2000)) == 1500
+    assert len(SQLiteStore(tmp_path / "jobs.sqlite3").list_jobs(limit=2000)) == 1500
 
 
 def test_a_checkpoint_thread_that_cannot_start_fails_no_write(tmp_path, monkeypatch, caplog):
@@ -180,7 +205,7 @@ def test_a_checkpoint_thread_that_cannot_start_fails_no_write(tmp_path, monkeypa
         started(thread)
 
     monkeypatch.setattr(threading.Thread, "start", refuse_checkpoint)
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SQLiteStore(tmp_path / "jobs.sqlite3")
     for number in range(12):
         store.create_job(f"job-{number}", kind="pipeline", backend="local", request={}, secrets=None,
                          log_path="logs/a.log", output_dir="jobs/a")

@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 
 import db
-from db import JobStatus, JobStore, StoreUnavailable
+from db import SQLiteStore, StoreUnavailable
+from job import JobStatus
 
 
-def new_job(store: JobStore, job_id: str = "job-1") -> None:
+def new_job(store: SQLiteStore, job_id: str = "job-1") -> None:
     store.create_job(job_id, kind="pipeline", backend="local", request={}, secrets=None,
                      log_path=str(store.data_dir / "logs" / "jobs" / f"{job_id}.log"),
                      output_dir=str(store.data_dir / "jobs" / job_id))
 
 
 def test_job_paths_are_stored_relative_to_the_data_folder(tmp_path: Path):
-    store = JobStore(tmp_path / "data" / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "data" / "executor.sqlite3")
     new_job(store)
     raw = sqlite3.connect(store.path).execute("SELECT log_path, output_dir FROM jobs").fetchone()
     assert raw == ("logs/jobs/job-1.log", "jobs/job-1")
@@ -33,7 +34,7 @@ def test_a_database_of_absolute_paths_moved_elsewhere_finds_its_jobs_in_the_new_
     old.mkdir(parents=True)
     # A database as the first schema wrote it: absolute paths into the old folder.
     conn = sqlite3.connect(old / "executor.sqlite3")
-    conn.executescript(f"{db.MIGRATIONS[0]}; PRAGMA user_version=1;")
+    conn.executescript(f"{SQLiteStore.MIGRATIONS[1]}; PRAGMA user_version=1;")
     conn.execute("INSERT INTO jobs (id, kind, backend, status, request, submitted, updated, log_path, output_dir)"
                  " VALUES ('j1', 'pipeline', 'local', 'COMPLETED', '{}', 1, 1, ?, ?)",
                  (str(old / "jobs" / "j1" / "job.log"), str(old / "jobs" / "j1")))
@@ -42,7 +43,7 @@ def test_a_database_of_absolute_paths_moved_elsewhere_finds_its_jobs_in_the_new_
     new = tmp_path / "new" / "data"
     shutil.copytree(old, new)
     shutil.rmtree(tmp_path / "old")
-    store = JobStore(new / "executor.sqlite3")
+    store = SQLiteStore(new / "executor.sqlite3")
     job = store.get("j1")
     assert (job.log_path, job.output_dir) == (str(new / "jobs" / "j1" / "job.log"), str(new / "jobs" / "j1"))
     store.close()
@@ -50,7 +51,7 @@ def test_a_database_of_absolute_paths_moved_elsewhere_finds_its_jobs_in_the_new_
 
 def test_metric_history_is_bounded_and_keeps_the_latest_point(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(db, "MAX_METRIC_ROWS_PER_JOB", 200)
-    store = JobStore(tmp_path / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "executor.sqlite3")
     new_job(store)
     for step in range(1, 2001):
         store.add_metrics("job-1", [("loss", 1.0 / step, step)])
@@ -62,7 +63,7 @@ def test_metric_history_is_bounded_and_keeps_the_latest_point(tmp_path: Path, mo
 
 
 def test_metric_names_per_job_are_bounded(tmp_path: Path):
-    store = JobStore(tmp_path / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "executor.sqlite3")
     new_job(store)
     store.add_metrics("job-1", [(f"m{number}", 1.0, 1) for number in range(5 * db.MAX_METRIC_NAMES_PER_JOB)])
     assert len(store.latest_metrics("job-1")) == db.MAX_METRIC_NAMES_PER_JOB
@@ -70,7 +71,7 @@ def test_metric_names_per_job_are_bounded(tmp_path: Path):
 
 
 def test_a_stop_answered_true_ends_cancelled_even_when_the_work_completed_first(tmp_path: Path):
-    store = JobStore(tmp_path / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "executor.sqlite3")
     new_job(store)
     store.claim_next()
     assert store.request_cancel("job-1") is JobStatus.RUNNING
@@ -97,7 +98,7 @@ def small_disk(tmp_path: Path):
 def test_a_read_only_database_fails_the_probe_and_the_store_writes_again_once_it_is_writable(tmp_path: Path):
     import subprocess
 
-    store = JobStore(tmp_path / "executor.sqlite3")
+    store = SQLiteStore(tmp_path / "executor.sqlite3")
     new_job(store)
     store.close()
     # chattr +i refuses writes even to root, where chmod would not.
@@ -118,7 +119,7 @@ def test_a_read_only_database_fails_the_probe_and_the_store_writes_again_once_it
 
 
 def test_the_write_probe_fails_on_a_full_disk_and_recovers_after(small_disk: Path):
-    store = JobStore(small_disk / "executor.sqlite3")
+    store = SQLiteStore(small_disk / "executor.sqlite3")
     new_job(store)
     filler = small_disk / "filler"
     with open(filler, "wb") as handle:

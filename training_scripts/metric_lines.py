@@ -2,7 +2,8 @@
 
 The line is `epoch=3/10 train_loss=0.4120 val_loss=0.3880 val_accuracy=0.9130 val_auc=0.9510`:
 names and order are fixed, floats carry four or more decimals or read `nan`. SageMaker's
-MetricDefinitions and the executor's log reader both parse it with the regexes below.
+MetricDefinitions and the executor's log reader both parse it with the regexes below. The module
+stands alone (the container has no executor): the executor imports its regexes from here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ METRIC_LINE_REGEX = (
     + "".join(rf" {name}=(?P<{name}>{_NUMBER})" for name in METRIC_NAMES)
     + r"$"
 )
+
+# Any script's metric line as the executor reads it, from the job's output or CloudWatch: `epoch=N/M`
+# and name=value pairs of any names (a pipeline's own script may report its own metrics). A launcher
+# may prefix each line (torchrun's "[1,0]<stdout>:"), so the line may start anywhere after a
+# separator; the pairs must run to the end of the line.
+EPOCH_LINE_REGEX = r"(?:^|[\s:>])epoch=(\d+)/(\d+)((?:\s+[A-Za-z_][A-Za-z0-9_.-]*=\S+)*)\s*$"
+METRIC_PAIR_REGEX = r"([A-Za-z_][A-Za-z0-9_.-]*)=(\S+)"
 
 # SageMaker MetricDefinitions. Each needs the `epoch=N/M ` token first, so info lines that mention
 # a metric never match, but no `^`: a launcher may prefix log lines (MPI writes `[1,0]<stdout>:`).

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from config import Config
-from db import Job, JobStatus, StoreError
+from db import StoreError
+from job import Job, JobStatus
 from mlops import script_contract
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest

@@ -16,10 +16,12 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import BackendError
+from mlops.admission import Gate
+from mlops.errors import BackendError, DeadlineExceeded
 from mlops.local import model_worker
 from mlops.local.processes import ProcessTree
 from mlops.sandbox import Sandbox
@@ -48,9 +50,10 @@ class ModelRequestRefused(Exception):
 
 
 class ModelWorker:
-    """One model loaded in its own sandboxed process; one request at a time."""
+    """One model loaded in its own sandboxed process; one request at a time, `line` more waiting in turn."""
 
-    def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str):
+    def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str, line: int = 0,
+                 line_wait_s: float = 0.0):
         self.sandbox = sandbox
         self.python = python
         self.model_dir = model_dir
@@ -61,27 +64,40 @@ class ModelWorker:
         self._crashes = 0
         self._last_crash = ""
         self._lock = threading.Lock()
+        # Those waiting for the worker each hold an HTTP thread: the line is short and its wait bounded.
+        self._turn = Gate(f"model {model_dir.name}", limit=1, line=line, wait_s=line_wait_s)
 
     def start(self) -> None:
         """Start the worker and load the model; raise ModelFailure with the reason when it cannot."""
         with self._lock:
             self._start()
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
-        """Run the model on one request and return (answer, content type)."""
-        header, answer = self.call("invoke", {"content_type": content_type, "accept": accept}, body)
+    def invoke(self, body: bytes, content_type: str, accept: str,
+               deadline: float | None = None) -> tuple[bytes, str]:
+        """Run the model on one request and return (answer, content type); stop it at `deadline` (monotonic)."""
+        header, answer = self.call("invoke", {"content_type": content_type, "accept": accept}, body,
+                                   deadline=deadline)
         return answer, header.get("content_type") or "application/json"
 
-    def call(self, operation: str, header: dict[str, Any], body: bytes = b"",
-             timeout: float = INVOKE_TIMEOUT_S) -> tuple[dict[str, Any], bytes]:
-        """Ask the worker for one operation (model_worker.OPERATIONS), starting it again after a crash."""
-        with self._lock:
+    def call(self, operation: str, header: dict[str, Any], body: bytes = b"", timeout: float = INVOKE_TIMEOUT_S,
+             deadline: float | None = None) -> tuple[dict[str, Any], bytes]:
+        """Ask the worker for one operation (model_worker.OPERATIONS), starting it again after a crash.
+
+        Raise Overloaded when the model's line is full, DeadlineExceeded when `deadline` comes first.
+        """
+        left = None if deadline is None else deadline - time.monotonic()
+        with self._turn.admit(left), self._lock:
             if self._tree is None or self._tree.popen.poll() is not None:
                 if self._crashes >= MAX_RESTARTS:
                     raise ModelFailure(f"the model's worker crashed {self._crashes} times in a row and is not "
                                        f"started again until the model is deployed again; last: {self._last_crash}")
                 logger.warning("model worker %s: starting it again after a crash", self.marker)
                 self._start()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left < timeout:
+                if left <= 0:
+                    raise DeadlineExceeded(f"no time was left for the model's {operation}")
+                return self._exchange(operation, header, body, left, for_deadline=True)
             return self._exchange(operation, header, body, timeout)
 
     def close(self) -> None:
@@ -116,8 +132,8 @@ class ModelWorker:
                 self._crashes += 1
             raise
 
-    def _exchange(self, operation: str, header: dict[str, Any], body: bytes,
-                  timeout: float) -> tuple[dict[str, Any], bytes]:
+    def _exchange(self, operation: str, header: dict[str, Any], body: bytes, timeout: float,
+                  for_deadline: bool = False) -> tuple[dict[str, Any], bytes]:
         tree = self._tree
         assert tree is not None and tree.popen.stdin is not None and tree.popen.stdout is not None
         timed_out = threading.Event()
@@ -139,6 +155,8 @@ class ModelWorker:
         finally:
             timer.cancel()
         if frame is None or not isinstance(frame[0], dict):
+            if timed_out.is_set() and for_deadline:
+                raise self._stopped_for_deadline(operation, timeout)
             raise self._crashed(operation, timeout if timed_out.is_set() else None)
         reply, answer = frame
         if reply.get("ok"):
@@ -150,7 +168,26 @@ class ModelWorker:
             raise ModelRequestRefused(reply["kind"], message)
         raise ModelFailure(f"{operation} failed in the model's code: {message}")
 
+    def _stopped_for_deadline(self, operation: str, timeout: float) -> DeadlineExceeded:
+        # The worker still computes the abandoned answer, which would be read as the next one's: it goes,
+        # and starts again at the next request. The request's time ran out, the model did not fail: no crash.
+        self._end_tree()
+        logger.info("model worker %s: stopped at the caller's time limit, %.3g s into %s", self.marker, timeout,
+                    operation)
+        return DeadlineExceeded(f"the model was stopped {timeout:.3g} s into its {operation}, when the request's "
+                                "time ran out")
+
     def _crashed(self, operation: str, timeout: float | None) -> ModelFailure:
+        code = self._end_tree()
+        self._crashes += 1
+        how = f"took longer than {timeout:g} s and was stopped" if timeout is not None else (
+            f"exited with code {code}")
+        self._last_crash = f"the model's worker {how} during {operation}{self._stderr_tail(': ')}"
+        logger.warning("model worker %s: %s", self.marker, self._last_crash)
+        return ModelFailure(self._last_crash)
+
+    def _end_tree(self) -> int:
+        """Kill the worker and return its exit code, with what it wrote to stderr read to the end."""
         tree = self._tree
         assert tree is not None
         tree.kill()
@@ -159,12 +196,7 @@ class ModelWorker:
         if self._stderr_reader is not None:
             self._stderr_reader.join(timeout=2)
         self._tree = None
-        self._crashes += 1
-        how = f"took longer than {timeout:g} s and was stopped" if timeout is not None else (
-            f"exited with code {code}")
-        self._last_crash = f"the model's worker {how} during {operation}{self._stderr_tail(': ')}"
-        logger.warning("model worker %s: %s", self.marker, self._last_crash)
-        return ModelFailure(self._last_crash)
+        return code
 
     def _keep_stderr(self, stream: Any) -> None:
         """Keep the last bytes of what the model wrote to stderr, for failure reasons."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import Config
-from db import Job
+from job import Job
 from mlops.aws import ClientFactory, SageMakerTrainingService
 from mlops.errors import NotSupported
 from mlops.local.jobs import LocalJobs

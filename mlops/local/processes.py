@@ -46,8 +46,8 @@ class ProcessTree:
                  stderr: int = subprocess.STDOUT):
         self.sandbox = sandbox
         self.marker = marker
-        self.popen = subprocess.Popen(
-            sandbox.wrap(argv, cwd=cwd, writable=writable, readable=readable), cwd=cwd,
+        self.popen = sandbox.start(
+            argv, cwd=cwd, writable=writable, readable=readable,
             env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
             **_session_options())
         self._windows_job = _WindowsJob(self.popen) if IS_WINDOWS else None

@@ -20,18 +20,19 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
-from db import Job, JobStatus, Record
+from db import Record
+from job import Job, JobStatus
 from mlops.aws import ClientFactory
-from mlops.errors import (BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable, NotFound,
-                          NotSupported, TooLarge)
+from mlops.errors import (BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
+                          NotAcceptable, NotFound, NotSupported, Overloaded, TooLarge)
 from mlops.exports import Export, file_export, folder_export
 from mlops.job_files import TooManyEntries, open_file, regular_files
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
-from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE,
-                           MAX_INVOKE_BYTES, MODEL, TRANSFORM_RECORD, ModelRecords, RecordBook, as_list,
-                           finished_training_job,
-                           model_body, production_variant, public_request)
+from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED, UPDATING
 from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+                           TRANSFORM_RECORD, ModelRecords, RecordBook, as_list, finished_training_job, model_body,
+                           production_variant, public_request)
 from mlops.reporter import JobReporter
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, copy_tree, resolve_storage_path
@@ -155,36 +156,54 @@ class LocalModelLifecycle(ModelRecords):
     def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
         """Explain one image's prediction: probabilities and occlusion saliency, through invoke() only."""
         # Imported here: numpy and Pillow add a quarter of a second to every start, and only this needs them.
-        from mlops.explanations import decode_request, occlusion, probabilities_from_predictions
+        from mlops.explanations import MAX_GRID, decode_request, occlusion, probabilities_from_predictions
 
         self.record(ENDPOINT_RECORD, name)  # an unknown endpoint is named before the payload is read
+        deadline = time.monotonic() + self.config.explain_timeout
         image, label = decode_request(body, content_type)
-        # Each call carries as many images as fit in the payload limit an endpoint takes.
-        per_call = max(1, MAX_INVOKE_BYTES // (image.size * 4 + 16))
+        # Each call carries as many images as fit in the payload limit an endpoint takes, and at most a row
+        # of the finest grid: a deadline then stops the model a few windows on and can say how far it got.
+        per_call = max(1, min(MAX_GRID, MAX_INVOKE_BYTES // (image.size * 4 + 16)))
+        # occlusion() asks for the image itself first, then for all its covered variants (windows).
+        asked: list[int] = []
+        answered: list[dict[str, float]] = []
 
         def predict(images: list[Any]) -> list[dict[str, float]]:
-            answers: list[dict[str, float]] = []
+            asked.append(len(images))
+            answered.clear()
             for start in range(0, len(images), per_call):
                 payload = json.dumps({"instances": [item.tolist() for item in images[start:start + per_call]]})
-                answer, _ = self.invoke(name, payload.encode(), "application/json", "application/json", adapter)
-                answers.extend(probabilities_from_predictions(answer))
-            return answers
+                answer, _ = self._invoke(name, payload.encode(), "application/json", "application/json", deadline)
+                answered.extend(probabilities_from_predictions(answer))
+            return list(answered)
 
         try:
             return {"endpoint": name, **occlusion(image, predict, label)}
         except ValueError as exc:
             raise NotSupported("id", f"endpoint {name!r} cannot be explained here: {exc}") from None
+        except (DeadlineExceeded, Overloaded) as exc:
+            # Refused by a busy model before the time was up: that is a 503 to retry, not a deadline.
+            if isinstance(exc, Overloaded) and time.monotonic() < deadline:
+                raise
+            got = (f"after {len(answered)} of {asked[-1]} occlusion windows" if len(asked) > 1 else
+                   "before the image itself was predicted")
+            raise DeadlineExceeded(f"explaining endpoint {name!r} took longer than EXECUTOR_EXPLAIN_TIMEOUT "
+                                   f"({self.config.explain_timeout:g} s) and stopped {got}: {exc}") from None
 
     def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
                adapter: str | None = None) -> tuple[bytes, str]:
         """Run the endpoint's model on one request and return (answer, content type)."""
+        return self._invoke(name, body, content_type, accept)
+
+    def _invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
+                deadline: float | None = None) -> tuple[bytes, str]:
         record = self.record(ENDPOINT_RECORD, name)
         if record.status != IN_SERVICE:
             raise Conflict("id", f"endpoint {name!r} is {record.status}, not InService",
                                  endpoint_status=record.status)
         served = self._served_model(record)
         try:
-            return served.worker.invoke(body, content_type, accept or "application/json")
+            return served.worker.invoke(body, content_type, accept or "application/json", deadline)
         except ModelRequestRefused as exc:
             if exc.kind == "accept":
                 raise NotAcceptable("Accept", str(exc)) from None
@@ -193,17 +212,23 @@ class LocalModelLifecycle(ModelRecords):
             raise MalformedRequest("body", str(exc)) from None
 
     def _served_model(self, record: Record) -> "ServedModel":
-        with self._load_lock:
-            served = self._served.get(record.name)
-            if served is not None and served.config_name == record.payload.get("endpoint_config"):
-                return served
-            # After a restart the endpoint is still InService in the store: load its model again.
-            config = self.record(ENDPOINT_CONFIG, record.payload["endpoint_config"], "EndpointConfigName", Conflict)
-            return self._load(record.name, config)
+        # Looked up without the load lock first: a model loading for minutes elsewhere must not hold up
+        # requests to endpoints already served (one dict read; a load replaces the entry whole).
+        wanted = record.payload.get("endpoint_config")
+        served = self._served.get(record.name)
+        if served is None or served.config_name != wanted:
+            with self._load_lock:
+                served = self._served.get(record.name)
+                if served is None or served.config_name != wanted:
+                    # After a restart the endpoint is still InService in the store: load its model again.
+                    config = self.record(ENDPOINT_CONFIG, wanted, "EndpointConfigName", Conflict)
+                    served = self._load(record.name, config)
+        return served
 
     def _load(self, endpoint: str, config: Record) -> "ServedModel":
         """Start a worker with the configuration's model and serve the endpoint from it; call with the load lock."""
-        worker = self._worker(config.payload["model_names"][0], f"endpoint-{endpoint}")
+        worker = self._worker(config.payload["model_names"][0], f"endpoint-{endpoint}", line=self.config.model_queue,
+                              line_wait_s=self.config.model_queue_wait)
         worker.start()
         previous = self._served.get(endpoint)
         served = self._served[endpoint] = ServedModel(config.name, worker)
@@ -211,10 +236,10 @@ class LocalModelLifecycle(ModelRecords):
             previous.worker.close()
         return served
 
-    def _worker(self, model_name: str, marker: str) -> ModelWorker:
+    def _worker(self, model_name: str, marker: str, line: int = 0, line_wait_s: float = 0.0) -> ModelWorker:
         model = self.record(MODEL, model_name, "ModelName", Conflict)
         # The folder by name, not the stored path: a data folder moved since still serves its models.
-        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker)
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, line, line_wait_s)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -244,8 +269,8 @@ class LocalModelLifecycle(ModelRecords):
     def _deploy(self, ctx: JobReporter) -> None:
         request = ctx.job.request
         record = self.record(ENDPOINT_RECORD, request["EndpointName"])
-        creating = record.status == "Creating"
-        ctx.set_phase("Creating" if creating else "Updating", "loading the model")
+        creating = record.status == CREATING
+        ctx.set_phase(CREATING if creating else UPDATING, "loading the model")
         try:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
             with self._load_lock:
@@ -306,10 +331,10 @@ class LocalModelLifecycle(ModelRecords):
         ctx.set_artifacts(artifacts)
         # A stop answered true after the last check still ends the job stopped, as promised.
         if counts["stopped"] or ctx.cancel_requested():
-            self.update(record, "Stopped", artifacts=artifacts)
+            self.update(record, STOPPED, artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
-        self.update(record, "Completed", artifacts=artifacts)
+        self.update(record, COMPLETED, artifacts=artifacts)
         ctx.finish(JobStatus.COMPLETED)
 
     def cancel_record_job(self, job: Job) -> Stop:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from db import Job
+from job import Job
 from mlops.aws import AWS_ERRORS, is_throttled
 from mlops.errors import error_text
 

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any, Callable
 
-from db import Job
+from job import Job
 from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
 from mlops.errors import AccessDenied, error_code, error_text
 from mlops.reporter import JobReporter

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from db import Job, JobStatus
+from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
 from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
                        is_not_found, is_throttled, training_job_name)
+from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
+                                TRAINING_STATES)
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
@@ -47,10 +49,7 @@ DEFAULT_VOLUME_GB = 30
 CSV_HEADER_BYTES = 65536
 EXECUTOR_TAGS = 2  # essedum:job-id and essedum:kind
 # SecondaryStatus values AWS documents; any other value becomes the phase as it is.
-KNOWN_SECONDARY = frozenset({"Starting", "Pending", "Downloading", "Training", "Uploading", "Interrupted",
-                             "Stopping", "Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded", "Completed",
-                             "Failed", "Restarting", "Updating", "LaunchingMLInstances", "PreparingTrainingStack",
-                             "DownloadingTrainingImage"})
+KNOWN_SECONDARY = frozenset(v.sagemaker_model().shape_for("SecondaryStatus").enum)
 AUTOML_SECONDARY = frozenset(v.sagemaker_model().shape_for("AutoMLJobSecondaryStatus").enum)
 TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 
@@ -447,7 +446,7 @@ class SageMakerJobs:
         status = described["AutoMLJobStatus"]
         secondary = described.get("AutoMLJobSecondaryStatus") or status
         self._note_status(ctx, status, secondary, described, None)
-        if status not in automl.FINAL_STATUSES:
+        if status not in AUTOML_STATES.terminal_states:
             return
         best = automl.best_candidate(described)
         ctx.merge_details(best_candidate=best, cost_note="no estimate for AutoML jobs (many training jobs)")
@@ -457,9 +456,9 @@ class SageMakerJobs:
         objective = (best or {}).get("objectiveMetric") or {}
         if objective.get("name") and objective.get("value") is not None:
             ctx.add_metrics({objective["name"]: objective["value"]})
-        if status == "Completed":
+        if status == COMPLETED:
             ctx.finish(JobStatus.COMPLETED)
-        elif status == "Failed":
+        elif status == FAILED:
             ctx.finish(JobStatus.ERROR, described.get("FailureReason") or
                        "SageMaker reported the AutoML job Failed and gave no reason")
         elif ctx.job.cancel_requested or ctx.job.details.get("stop_requested"):
@@ -475,14 +474,14 @@ class SageMakerJobs:
         transitions = described.get("SecondaryStatusTransitions") or []
         self._note_status(ctx, status, secondary, described,
                           transitions[-1].get("StatusMessage") if transitions else None)
-        if status not in ("Completed", "Failed", "Stopped"):
+        if status not in TRAINING_STATES.terminal_states:
             return
         self.logs.tail_job(job, ctx)
         self.secrets.forget(ctx)
         self._record_results(ctx, described)
-        if status == "Completed":
+        if status == COMPLETED:
             ctx.finish(JobStatus.COMPLETED)
-        elif status == "Failed":
+        elif status == FAILED:
             ctx.finish(JobStatus.ERROR, described.get("FailureReason") or
                        "SageMaker reported the job Failed and gave no reason")
         else:
@@ -552,14 +551,14 @@ class SageMakerJobs:
             return Stop.NOTHING
         # Written once, here: a job that already ended is described next cycle, which ends it with its real status.
         ctx.merge_details(stop_requested=True, describe_next=True)
-        return Stop.REQUESTED if status in ("InProgress", "Stopping", "Stopped") else Stop.NOTHING
+        return Stop.REQUESTED if status in (IN_PROGRESS, STOPPING, STOPPED) else Stop.NOTHING
 
     def _stop_automl(self, name: str) -> str | None:
         """Stop an AutoML job if it still runs; return the status SageMaker reported first (None: no such job)."""
         described = self.describe_automl(name)
         if described is None:
             return None
-        if described["AutoMLJobStatus"] == "InProgress":
+        if described["AutoMLJobStatus"] in AUTOML_STATES.stoppable_states:
             self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=name)
         return described["AutoMLJobStatus"]
 

@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 
-from db import Job
+from job import Job
 from mlops.aws import AWS_ERRORS, is_not_found, is_throttled
 from mlops.errors import error_text
 from mlops.reporter import JobReporter

@@ -5,7 +5,7 @@ import time
 from typing import Any, Callable
 
 from config import Config
-from db import Job
+from job import Job
 from mlops.aws import ClientFactory, SageMakerTrainingService
 from mlops.platform import Platform, Ran, Stop
 from mlops.records import RecordBook

@@ -15,14 +15,16 @@ from http import HTTPStatus
 from typing import Any, BinaryIO
 
 from config import Config
-from db import Job, JobStatus, Record
+from db import Record
+from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
                           NotFound, NotSupported, TooLarge, error_code, error_text)
-from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, FAILED, IN_SERVICE, MODEL,
-                           TRANSFORM_RECORD, ModelRecords, RecordBook, as_list, finished_training_job, model_body,
-                           production_variant, public_request)
+from mlops.aws_statuses import (COMPLETED, CREATING, ENDPOINT_FAILED_STATES, ENDPOINT_NON_TERMINAL_STATES,
+                                FAILED, IN_PROGRESS, IN_SERVICE, STOPPED, TRANSFORM_STATES, UPDATING)
 from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL, TRANSFORM_RECORD, ModelRecords, RecordBook,
+                           as_list, finished_training_job, model_body, production_variant, public_request)
 from mlops.reporter import JobReporter
 from mlops.sagemaker import validation as v
 from mlops.shapes import tag_list
@@ -36,7 +38,6 @@ INFERENCE_ENVIRONMENT = {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBM
                          "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
 DEFAULT_INFERENCE_INSTANCE = "ml.m5.large"
 PRESIGN_SECONDS = 3600
-SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"})
 # A ModelError carries the container's own status as OriginalStatusCode (botocore's sagemaker-runtime
 # model); these say the caller's request is at fault, as the local model host reads them. Any other
 # status, or none, is the model failing.
@@ -312,7 +313,7 @@ class SageMakerModelLifecycle(ModelRecords):
             elif current["EndpointConfigName"] == config_name and current["EndpointStatus"] != FAILED:
                 # Started before a restart: follow it instead of starting it twice.
                 action = ctx.job.details.get("action") or "create"
-            elif current["EndpointStatus"] in SETTLING:
+            elif current["EndpointStatus"] in ENDPOINT_NON_TERMINAL_STATES:
                 raise BackendError(f"endpoint {name} is {current['EndpointStatus']}; deploy again once it settles")
             else:
                 self._call("EndpointName", "update_endpoint", adapter, EndpointName=name,
@@ -328,7 +329,7 @@ class SageMakerModelLifecycle(ModelRecords):
             return Ran.ENDED
         ctx.merge_details(action=action, previous_config=(current or {}).get("EndpointConfigName"))
         ctx.set_external_id(name)
-        phase = "Creating" if action == "create" else "Updating"
+        phase = CREATING if action == "create" else UPDATING
         ctx.set_phase(phase, f"{action} endpoint {name} with {config_name}")
         self.update(record, phase)
         return Ran.LAUNCHED
@@ -346,7 +347,7 @@ class SageMakerModelLifecycle(ModelRecords):
                 self.update(self.record(TRANSFORM_RECORD, name), FAILED, failure_reason=str(exc))
                 ctx.finish(JobStatus.ERROR, str(exc))
                 return Ran.ENDED
-            self.update(self.record(TRANSFORM_RECORD, name), "InProgress", arn=answer.get("TransformJobArn"))
+            self.update(self.record(TRANSFORM_RECORD, name), IN_PROGRESS, arn=answer.get("TransformJobArn"))
         ctx.set_external_id(name)
         ctx.set_phase("Transforming", f"transform job {name} started")
         return Ran.LAUNCHED
@@ -388,7 +389,7 @@ class SageMakerModelLifecycle(ModelRecords):
             ctx.finish(JobStatus.ERROR, text)
         elif status == FAILED and action == "create":
             ctx.finish(JobStatus.ERROR, self._fail_create(record, f"endpoint creation failed: {reason}", adapter))
-        elif status in (FAILED, "OutOfService"):
+        elif status in ENDPOINT_FAILED_STATES:
             self.update(record, status, target_config=None, failure_reason=reason, raw=described)
             ctx.finish(JobStatus.ERROR, f"endpoint {name} is {status}: {reason}")
         elif status != record.status:
@@ -425,15 +426,15 @@ class SageMakerModelLifecycle(ModelRecords):
             return
         status = described["TransformJobStatus"]
         artifacts = {"S3OutputPath": described.get("TransformOutput", {}).get("S3OutputPath")}
-        if status == "Completed":
+        if status == COMPLETED:
             self.update(record, status, raw=described, artifacts=artifacts)
             ctx.set_artifacts(artifacts)
             ctx.finish(JobStatus.COMPLETED)
-        elif status == "Failed":
+        elif status == FAILED:
             reason = described.get("FailureReason") or "the transform job failed"
             self.update(record, status, raw=described, failure_reason=reason)
             ctx.finish(JobStatus.ERROR, reason)
-        elif status == "Stopped":
+        elif status == STOPPED:
             self.update(record, status, raw=described)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif status != record.status:
@@ -449,9 +450,10 @@ class SageMakerModelLifecycle(ModelRecords):
         described = self._exists("describe_transform_job", adapter, TransformJobName=job.external_id)
         if described is None:
             return Stop.NOTHING
-        if described["TransformJobStatus"] == "InProgress":
+        if described["TransformJobStatus"] in TRANSFORM_STATES.stoppable_states:
             self._call("TransformJobName", "stop_transform_job", adapter, TransformJobName=job.external_id)
-        return Stop.REQUESTED if described["TransformJobStatus"] in ("InProgress", "Stopping") else Stop.NOTHING
+        return (Stop.REQUESTED if described["TransformJobStatus"] in TRANSFORM_STATES.non_terminal_states
+                else Stop.NOTHING)
 
     # -- datasets --------------------------------------------------------------------------------
 

@@ -1,0 +1,256 @@
+"""The network of sandboxed user code: a namespace of its own, and a way out through slirp4netns.
+
+Every sandboxed process gets a network namespace of its own (bubblewrap's --unshare-net). Its
+loopback is its own, so it reaches neither the executor's port, nor a service listening on the
+host's loopback, nor another job: TCP, UDP and abstract Unix sockets all live in a namespace.
+
+With EXECUTOR_SANDBOX_NETWORK=true the namespace gets a way out as rootless Podman's containers
+do: slirp4netns, a user-mode TCP/IP stack that turns the job's packets into ordinary sockets of the
+host. Three things keep that way out from leading back in:
+- --disable-host-loopback: the gateway (10.0.2.2) does not lead to the host's 127.0.0.1;
+- every address of the host itself (its local routing table: each interface's address and
+  broadcast) and the link-local range, where clouds serve instance credentials (169.254.169.254),
+  is unreachable inside the namespace. The routes are added before the job's code runs, and the job
+  holds no capability that could change them;
+- slirp4netns confines itself once attached: a seccomp filter, and where the executor is root, a
+  mount namespace of its own without capabilities (--enable-sandbox).
+
+The order at start: bubblewrap makes the namespaces, reports its child's pid (--info-fd) and waits
+(--block-fd); once bubblewrap's own netlink work (the loopback) is done, slirp4netns attaches to
+that pid's namespace and says when it is ready (--ready-fd); the routes go in; only then is the child released to run user code. slirp4netns ends when the pipe
+it watches (--exit-fd) closes. The other end is held by bubblewrap and the sandbox's processes
+alone, so it ends with the last of them, and so with the executor, whose death ends the sandbox.
+"""
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+# The programs user-mode networking needs, and the Debian package of each.
+PROGRAMS = {"slirp4netns": "slirp4netns", "nsenter": "util-linux", "ip": "iproute2"}
+ATTACH_TIMEOUT_S = 10.0
+LOOPBACK_POLL_S = 0.001
+# ioctl(2) on a namespace descriptor: a descriptor of the user namespace that owns it (ioctl_ns(2)).
+NS_GET_USERNS = 0xB701
+# Never reachable from a job: the link-local range holds cloud metadata services, whose
+# instance credentials are the executor's, not the job's.
+ALWAYS_UNREACHABLE = ("169.254.0.0/16",)
+# The kinds of local routing table entries that lead to the host itself.
+HOST_ROUTE_TYPES = ("local", "broadcast")
+
+
+class NetworkSetupError(OSError):
+    """User-mode networking could not be attached to a sandbox."""
+
+
+@dataclass(frozen=True)
+class UserNetwork:
+    """slirp4netns and the tools that attach it to a sandbox's network namespace."""
+
+    slirp4netns: str
+    nsenter: str
+    ip: str
+    #: True when the sandbox has a user namespace of its own (an unprivileged executor): its network
+    #: namespace belongs to it, and is entered through it.
+    in_user_namespace: bool
+
+    @contextmanager
+    def hookup(self) -> Iterator["Hookup"]:
+        """Yield the pipes for one sandbox's start; whatever is left of them is closed afterwards."""
+        hookup = Hookup(self)
+        try:
+            yield hookup
+        finally:
+            hookup.close()
+
+    def attach(self, pid: int, exit_fd: int) -> None:
+        """Give the network namespace of process pid its way out, the host's own addresses cut off."""
+        _wait_for_loopback(pid)
+        owner = _owning_user_namespace(pid) if self.in_user_namespace else None
+        try:
+            self._start_slirp4netns(pid, exit_fd, owner)
+            self._cut_off_host(pid, owner)
+        finally:
+            if owner is not None:
+                os.close(owner)
+
+    def _start_slirp4netns(self, pid: int, exit_fd: int, owner: int | None) -> None:
+        ready_read, ready_write = os.pipe()
+        argv = [self.slirp4netns, "--configure", "--disable-host-loopback", "--enable-seccomp",
+                "--ready-fd", str(ready_write), "--exit-fd", str(exit_fd)]
+        if owner is None:
+            # Its own mount namespace and no capabilities once attached; it needs root (or the root
+            # of a user namespace, as under rootless Podman) to set that up.
+            argv.append("--enable-sandbox")
+        else:
+            argv.append(f"--userns-path=/proc/self/fd/{owner}")
+        argv += [str(pid), "tap0"]
+        inherited = (ready_write, exit_fd) if owner is None else (ready_write, exit_fd, owner)
+        with tempfile.TemporaryFile() as errors:
+            try:
+                # A session of its own: a Ctrl+C meant for the executor must not cut its jobs off first.
+                slirp = subprocess.Popen(argv, pass_fds=inherited, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+            finally:
+                os.close(ready_write)
+            try:
+                ready = _read_until_closed(ready_read, ATTACH_TIMEOUT_S, limit=1)
+            finally:
+                os.close(ready_read)
+            if ready != b"1":
+                slirp.kill()
+                slirp.wait()
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace").strip().splitlines()[-1:] or [
+                    f"exit code {slirp.returncode}"]
+                raise NetworkSetupError(f"slirp4netns could not attach to the sandbox: {detail[0]}")
+        threading.Thread(target=slirp.wait, name=f"slirp4netns-{pid}", daemon=True).start()
+
+    def _cut_off_host(self, pid: int, owner: int | None) -> None:
+        """Make every address of the host unreachable inside the namespace of process pid."""
+        commands = "".join(f"route add unreachable {prefix}\n" for prefix in host_prefixes(self.ip))
+        enter = [self.nsenter, f"--net=/proc/{pid}/ns/net"]
+        if owner is not None:
+            enter[1:1] = [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
+        try:
+            done = subprocess.run([*enter, self.ip, "-batch", "-"], input=commands, capture_output=True, text=True,
+                                  timeout=ATTACH_TIMEOUT_S, pass_fds=() if owner is None else (owner,))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise NetworkSetupError(f"the sandbox's routes could not be set: {exc}") from None
+        if done.returncode != 0:
+            raise NetworkSetupError(f"the sandbox's routes could not be set: {done.stderr.strip()[-300:]}")
+
+
+class Hookup:
+    """The pipes between the executor, bubblewrap and slirp4netns while one sandbox starts."""
+
+    def __init__(self, network: UserNetwork):
+        self.network = network
+        self._info_read, self._info_write = os.pipe()
+        self._block_read, self._block_write = os.pipe()
+        self._exit_read, self._exit_write = os.pipe()
+        self._open = {self._info_read, self._info_write, self._block_read, self._block_write, self._exit_read,
+                      self._exit_write}
+
+    @property
+    def bwrap_options(self) -> list[str]:
+        """Return bubblewrap's options that report its child's pid and hold the child until released."""
+        return ["--info-fd", str(self._info_write), "--block-fd", str(self._block_read)]
+
+    @property
+    def child_fds(self) -> tuple[int, ...]:
+        """Return the descriptors bubblewrap inherits: the two above, and the end slirp4netns lives by."""
+        return self._info_write, self._block_read, self._exit_write
+
+    def attach(self, process: subprocess.Popen) -> None:
+        """Attach the network to the sandbox bubblewrap started, then let it run; kill it if that fails."""
+        for fd in self.child_fds:
+            self._close(fd)
+        try:
+            info = _read_until_closed(self._info_read, ATTACH_TIMEOUT_S, limit=4096)
+            try:
+                pid = int(json.loads(info)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                raise NetworkSetupError("bubblewrap did not report its sandbox's pid "
+                                        f"(exit code {process.poll()})") from None
+            self.network.attach(pid, self._exit_read)
+        except BaseException:
+            # Killed before the release: its child never runs user code without its network set up.
+            process.kill()
+            process.wait()
+            raise
+        os.write(self._block_write, b"1")
+
+    def close(self) -> None:
+        """Close what the executor still holds of the pipes."""
+        for fd in list(self._open):
+            self._close(fd)
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+
+def find_user_network(in_user_namespace: bool) -> tuple[UserNetwork | None, str | None]:
+    """Find the programs user-mode networking needs; return it, or None and what is missing."""
+    found = {name: shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") for name in PROGRAMS}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        packages = " ".join(sorted({PROGRAMS[name] for name in missing}))
+        return None, f"{', '.join(missing)} not installed (apt-get install {packages})"
+    return UserNetwork(found["slirp4netns"], found["nsenter"], found["ip"], in_user_namespace), None
+
+
+def host_prefixes(ip: str) -> list[str]:
+    """Return the IPv4 prefixes that lead to this host (its local routing table, loopback aside), and link-local."""
+    try:
+        listed = subprocess.run([ip, "-4", "-json", "route", "show", "table", "local"], capture_output=True,
+                                text=True, timeout=ATTACH_TIMEOUT_S, check=True)
+        entries = json.loads(listed.stdout or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise NetworkSetupError(f"the host's addresses could not be listed: {exc}") from None
+    prefixes = {str(ipaddress.ip_network(entry["dst"], strict=False)) for entry in entries
+                if entry.get("type") in HOST_ROUTE_TYPES and entry.get("dst") not in (None, "default")}
+    prefixes = {prefix for prefix in prefixes if not ipaddress.ip_network(prefix).is_loopback}
+    return sorted(prefixes | set(ALWAYS_UNREACHABLE))
+
+
+def _wait_for_loopback(pid: int) -> None:
+    """Wait until bubblewrap has brought up the namespace's loopback: its netlink work is done then."""
+    deadline = time.monotonic() + ATTACH_TIMEOUT_S
+    while True:
+        try:
+            with open(f"/proc/{pid}/net/fib_trie", encoding="ascii", errors="replace") as table:
+                # The kernel adds the local route of 127.0.0.1 once lo has its address and is up.
+                if "127.0.0.1" in table.read():
+                    return
+        except OSError as exc:
+            raise NetworkSetupError(f"the sandbox ended before its network was attached: {exc}") from None
+        if time.monotonic() > deadline:
+            raise NetworkSetupError(f"the sandbox's loopback was not up within {ATTACH_TIMEOUT_S:g} s")
+        time.sleep(LOOPBACK_POLL_S)
+
+
+def _owning_user_namespace(pid: int) -> int:
+    """Return a descriptor of the user namespace that owns process pid's network namespace.
+
+    bubblewrap's --disable-userns moves the sandbox into a nested user namespace, which holds no
+    power over the network namespace: slirp4netns and the routes must enter the outer one.
+    """
+    net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(net, NS_GET_USERNS)
+    except OSError as exc:
+        raise NetworkSetupError(f"the sandbox's user namespace could not be found: {exc}") from None
+    finally:
+        os.close(net)
+
+
+def _read_until_closed(fd: int, timeout: float, limit: int) -> bytes:
+    """Read a pipe until its writers close it, limit bytes are in, or the time is up."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise NetworkSetupError(f"no answer within {timeout:g} s while attaching the sandbox's network")
+        chunk = os.read(fd, limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
