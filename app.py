@@ -19,13 +19,14 @@ from config import Config, ConfigError, load_config, parse_args
 from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.aws import ClientFactory, clients_for
-from mlops.platform import Platform
+from mlops.platform import Confinement, Platform
 from mlops.platforms import make_platform
 from mlops.sandbox import Sandbox
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
 
+SQLITE_NAME = "executor.sqlite3"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] [%(request_id)s] %(message)s"
 
 
@@ -45,6 +46,11 @@ class Executor:
         """How user code is isolated on this machine; None when none runs here."""
         return self.platform.sandbox
 
+    @property
+    def confinement(self) -> Confinement | None:
+        """How jobs are held to their limits on this machine; None when none runs here."""
+        return self.platform.confinement
+
 
 def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None) -> Flask:
     """Build an app with its store, platform and queue."""
@@ -52,7 +58,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(config.data_dir / "executor.sqlite3")
+    store = open_store(config)
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
@@ -63,6 +69,16 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     app.json.sort_keys = False
     api.register(app)
     return app
+
+
+def open_store(config: Config) -> Store:
+    """Open the job store the configuration names: PostgreSQL at EXECUTOR_DATABASE_URL, else SQLite in the data folder."""
+    if config.database_url:
+        from db_postgres import PostgresStore
+
+        # A connection for each thread that may hold one at once: HTTP threads, workers, the monitor.
+        return PostgresStore(config.database_url, config.data_dir, pool_size=config.http_threads + config.workers + 4)
+    return SQLiteStore(config.data_dir / SQLITE_NAME)
 
 
 class RequestIdFilter(logging.Filter):
@@ -263,8 +279,56 @@ def lock_data_dir(data_dir: Path) -> IO[bytes]:
     return handle
 
 
+def migrate_store(argv: list[str]) -> int:
+    """Copy the SQLite job store of a data folder into an empty PostgreSQL database (`app.py migrate-store`)."""
+    import argparse
+
+    from db_postgres import PostgresStore, redacted
+
+    parser = argparse.ArgumentParser(
+        prog="app.py migrate-store",
+        description="Copy the jobs, events, metrics, records and sealed secrets of a data folder's SQLite store "
+                    "into an empty PostgreSQL database. Stop the executor of that folder first.")
+    parser.add_argument("--to", metavar="URL", help="postgresql://user:password@host:port/database "
+                        "[default: EXECUTOR_DATABASE_URL or the file named by EXECUTOR_DATABASE_URL_FILE]")
+    parser.add_argument("--data-dir", metavar="DIR", help="the data folder [EXECUTOR_DATA_DIR, default './data']")
+    args = parser.parse_args(argv)
+    overrides = {name: value for name, value in (("database_url", args.to), ("data_dir", args.data_dir)) if value}
+    try:
+        config = load_config(overrides=overrides)
+        if not config.database_url:
+            raise ConfigError("migrate-store: name the PostgreSQL database with --to or EXECUTOR_DATABASE_URL")
+        database = config.data_dir / SQLITE_NAME
+        if not database.is_file():
+            raise ConfigError(f"migrate-store: {config.data_dir} holds no job store ({SQLITE_NAME})")
+        # No executor may write the folder's store while it is copied.
+        data_lock = lock_data_dir(config.data_dir)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Opening brings the SQLite data to this executor's schema first, as a start would.
+        SQLiteStore(database).close()
+        target = PostgresStore(config.database_url, config.data_dir, pool_size=2)
+        try:
+            counts = target.copy_from_sqlite(database)
+        finally:
+            target.close()
+    except StoreError as exc:
+        print(f"migrate-store: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        data_lock.close()
+    copied = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"copied {database} into {redacted(config.database_url)}: {copied}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the executor as a service."""
+    """Run the executor as a service, or the command named first (migrate-store)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate-store"]:
+        return migrate_store(argv[1:])
     try:
         config = load_config(overrides=parse_args(argv))
         data_lock = lock_data_dir(config.data_dir)

@@ -96,15 +96,51 @@ def _sandbox_mode(text: str) -> str:
     return text
 
 
-def _identity(text: str) -> tuple[int, int]:
-    uid, _, gid = text.partition(":")
+def _uid_range(text: str) -> range:
+    first, _, last = text.partition("-")
     try:
-        identity = int(uid), int(gid or uid)
+        uids = range(int(first), int(last or first) + 1)
     except ValueError:
-        raise ValueError("must be UID:GID in numbers, such as 65534:65534") from None
-    if 0 in identity:
-        raise ValueError("user code never runs as root: give a uid and gid other than 0")
-    return identity
+        raise ValueError("must be FIRST-LAST in numbers, such as 1900000000-1900000999") from None
+    if not uids or uids.start < 1 or uids.stop > 1 << 31:
+        raise ValueError("must be a range of uids from 1 to 2147483647, the first no greater than the last: "
+                         "user code never runs as root")
+    return uids
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000 ** 2, "mb": 1000 ** 2,
+               "mib": 1 << 20, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1 << 30, "t": 1000 ** 4, "tb": 1000 ** 4,
+               "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Read a size in bytes such as 1GiB, 512MiB, 2G or 1048576 (k, M, G, T are powers of 1000)."""
+    number = text.rstrip("BbIiKkMmGgTt ")
+    unit = text[len(number):].strip().lower()
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"{text!r} is not a size such as 1GiB, 512MiB or 1073741824") from None
+    if size < 1:
+        raise ValueError(f"{text!r}: a limit must be at least one byte")
+    return int(size)
+
+
+def _optional_size(text: str) -> int | None:
+    return parse_size(text) if text else None
+
+
+def _cpu_weight(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10000:
+        raise ValueError("must be between 1 and 10000 (cgroup v2 cpu.weight)")
+    return value
+
+
+def _cgroups_mode(text: str) -> str:
+    if text not in ("auto", "required", "off"):
+        raise ValueError("must be 'auto', 'required' or 'off'")
+    return text
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -144,6 +180,16 @@ LOCAL_PROXY = ("any local process can connect from that address and forge X-Forw
                "executor.sock (the executor listens there too, mode 0660)")
 
 
+def _database_url(text: str) -> str | None:
+    if not text:
+        return None
+    # The value is never repeated in the message: it carries a password.
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL (or empty for SQLite in "
+                         "the data folder)")
+    return text
+
+
 def _path(text: str) -> Path:
     # Absolute from the start: jobs run with their own working folder, where a relative path would
     # point somewhere else.
@@ -173,6 +219,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", str, "address to listen on"),
     Setting("port", "5002", _port, "port to listen on (0 picks a free one)"),
     Setting("data_dir", "./data", _path, "folder of the job database, job folders and logs"),
+    Setting("database_url", "", _database_url,
+            "postgresql://user:password@host:port/database of a job store several executors share "
+            "(default: SQLite in the data folder, one executor)", secret=True),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
     Setting("http_threads", "", _optional_positive_int,
@@ -198,6 +247,8 @@ SETTINGS: tuple[Setting, ...] = (
             "where storage:local paths and local datasets resolve (default <data dir>/storage)"),
     Setting("max_body_bytes", "1048576", _positive_int, "largest accepted request body in bytes"),
     Setting("max_upload_bytes", "1073741824", _positive_int, "largest accepted dataset upload in bytes"),
+    Setting("max_copy_bytes", "68719476736", _positive_int,
+            "largest folder in bytes the executor copies (a model to register, a dataset or pipeline to stage)"),
     Setting("storage_endpoints", "", str,
             "comma-separated S3/MinIO endpoint URLs that storage:minio requests may name"),
     Setting("timezone", "local", _timezone, "IANA zone for the times in responses (default: the host's)"),
@@ -216,8 +267,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox_network", "true", _bool,
             "let sandboxed user code reach the network through slirp4netns, never this host's own addresses; "
             "false: loopback of its own only"),
-    Setting("sandbox_identity", "65534:65534", _identity,
-            "UID:GID user code runs as when the executor runs as root (otherwise the executor's own)"),
+    Setting("job_uids", "1900000000-1900000999", _uid_range,
+            "FIRST-LAST: uids of which each running job or model worker gets its own (gid the same) when the "
+            "executor runs as root; the default lies above the ranges systemd gives containers"),
+    Setting("job_cgroups", "auto", _cgroups_mode,
+            "put each job in a cgroup of its own: auto (when writable, else rlimits and a warning), "
+            "required, off (rlimits only)"),
+    Setting("job_memory_limit", "", _optional_size,
+            "memory a job's processes may use together, such as 1GiB (default: the machine's memory less "
+            "a reserve for the executor)"),
+    Setting("job_max_processes", "1024", _positive_int, "processes and threads a job may run at once"),
+    Setting("job_cpu_weight", "100", _cpu_weight,
+            "CPU weight of each job's cgroup (1-10000; equal for every job, so busy jobs share the cores evenly)"),
+    Setting("job_disk_limit", "", _optional_size,
+            "disk a job's folder may take, its /tmp included (default: the data folder's file system less "
+            "a reserve); a job over it is stopped"),
     Setting("max_log_line_bytes", "65536", _positive_int,
             "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend

@@ -5,11 +5,13 @@ permissions at first start, so a copy of the database alone reveals nothing.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -25,6 +27,11 @@ AWS_SECRET_FIELD = re.compile(r"secret|token|password|passwd|credential|private|
 # Fields of AWS descriptions whose every value is the caller's: environments are where secrets go.
 AWS_SECRET_MAPS = frozenset({"Environment"})
 AWS_NAMED_MAPS = frozenset({"HyperParameters", "StaticHyperParameters"})
+# The key of a job's secrets that names the digest of the files they may be handed to (a rerun's
+# inherited secrets are bound to what the original job ran); it is no secret and never redacted.
+BOUND_TO = "bound_to_staged_sha256"
+# Encoded forms shorter than this would redact innocent text: a 4-character secret's base64 core is 5.
+MIN_ENCODED_CHARS = 8
 
 
 class SecretBox:
@@ -68,14 +75,34 @@ class SecretBox:
 
 
 def secret_values(secrets: dict[str, Any]) -> list[str]:
-    """Return every string inside a secrets dict worth redacting, and each line of a multi-line one.
+    """Return every string inside a secrets dict worth redacting, each line of a multi-line one, and their encodings.
 
-    The log is written line by line, so a secret holding a line break reaches it in pieces.
+    The log is written line by line, so a secret holding a line break reaches it in pieces. A job that
+    prints a secret base64-, hex- or URL-encoded prints it all the same: those forms are redacted too.
     """
     values = set()
-    for value in _strings(secrets):
-        values.update(piece for piece in (value, *value.splitlines()) if len(piece.strip()) >= 4)
+    for value in _strings({name: item for name, item in secrets.items() if name != BOUND_TO}):
+        for piece in (value, *value.splitlines()):
+            if len(piece.strip()) >= 4:
+                values.add(piece)
+                values.update(encoded for encoded in encodings(piece) if len(encoded) >= MIN_ENCODED_CHARS)
     return sorted(values, key=len, reverse=True)
+
+
+def encodings(value: str) -> set[str]:
+    """Return the forms a value takes base64-encoded (standard and URL-safe, at any offset), hex- and URL-encoded."""
+    data = value.encode("utf-8")
+    forms = {data.hex(), data.hex().upper(), quote(value, safe=""), quote_plus(value)}
+    for offset in range(3):
+        # Inside a longer base64 text the value starts at any of three offsets; only the characters
+        # that its own bits decide are the same whatever surrounds it.
+        encoded = base64.b64encode(bytes(offset) + data).decode("ascii")
+        first, end = -(-8 * offset // 6), 8 * (offset + len(data)) // 6
+        cores = [encoded[first:end]] + ([encoded, encoded.rstrip("=")] if offset == 0 else [])
+        for core in cores:
+            forms.update((core, core.replace("+", "-").replace("/", "_")))
+    forms.discard(value)
+    return forms
 
 
 def redact_description(value: Any, field: str = "") -> Any:

@@ -60,6 +60,7 @@ class JobQueue:
         self._reporters: dict[str, JobReporter] = {}
         self._reporters_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
+        self._monitor_lock = threading.Lock()
         self.started = False
 
     # -- submission ------------------------------------------------------------------------------
@@ -158,10 +159,11 @@ class JobQueue:
 
     def _follow_launched(self) -> None:
         """Wake the monitor, starting it at the first launched job: a platform that launches none never needs it."""
-        if self.started and self._monitor is None and not self._stopping.is_set():
-            self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
-            self._monitor.start()
-            self._threads.append(self._monitor)
+        with self._monitor_lock:  # workers launch at once: one monitor for them all
+            if self.started and self._monitor is None and not self._stopping.is_set():
+                self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
+                self._monitor.start()
+                self._threads.append(self._monitor)
         self._monitor_wake.set()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:

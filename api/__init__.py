@@ -10,7 +10,7 @@ from api.access import is_public
 from api.auth import authenticate
 from db import StoreUnavailable
 from mlops.errors import (AccessDenied, BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
-                          NotAcceptable, NotFound, NotSupported, Overloaded, QuotaExceeded, TooLarge)
+                          NotAcceptable, NotFound, NotSupported, Overloaded, QuotaExceeded, StorageFull, TooLarge)
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 STATUS_OF_ERROR: dict[type[Exception], int] = {
     MalformedRequest: 400, AccessDenied: 403, NotFound: 404, NotAcceptable: 406, Conflict: 409, TooLarge: 413,
     InvalidRequest: 422, QuotaExceeded: 429, NotSupported: 501, BackendError: 502, StoreUnavailable: 503,
-    Overloaded: 503, DeadlineExceeded: 504,
+    Overloaded: 503, DeadlineExceeded: 504, StorageFull: 507,
 }
 
 

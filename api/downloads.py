@@ -6,8 +6,10 @@ answer says where), opened without following links
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, stream_with_context
 
@@ -20,6 +22,9 @@ from mlops.job_outputs import (CHUNK_BYTES, MAX_LISTED_FILES, NotAnOutputFile, O
                                model_archive, open_output)
 
 blueprint = Blueprint("downloads", __name__)
+
+# RFC 5987 attr-char beyond letters and digits: what stays unescaped in a filename* value.
+RFC5987_ATTR_CHARS = "!#$&+-.^_`|~"
 
 FILE_SCHEMA = {
     "type": "object", "required": ["path", "size"],
@@ -55,9 +60,24 @@ def _elsewhere(job: Job) -> str:
     return f"; its outputs are at {where}" if where else ""
 
 
+def attachment(filename: str) -> str:
+    """Return an attachment Content-Disposition for any file name (RFC 6266: filename* for non-ASCII)."""
+    # A job names its files. The plain filename is printable ASCII without quotes or backslashes, which
+    # user agents unescape differently; the exact name travels percent-encoded in UTF-8 as filename*
+    # (control characters included, which a header cannot carry as they are), as werkzeug's send_file
+    # does for non-ASCII names.
+    printable = "".join(char if char.isprintable() else "_" for char in filename)
+    ascii_name = unicodedata.normalize("NFKD", printable).encode("ascii", "ignore").decode("ascii")
+    fallback = ascii_name.replace('"', "_").replace("\\", "_").strip() or "download"
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe=RFC5987_ATTR_CHARS)}"
+    return value
+
+
 def _download(chunks: Iterator[bytes], filename: str, mimetype: str, size: int | None = None) -> Response:
     response = Response(stream_with_context(chunks), mimetype=mimetype, direct_passthrough=True)
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Content-Disposition"] = attachment(filename)
     response.headers["X-Content-Type-Options"] = "nosniff"
     if size is not None:
         response.headers["Content-Length"] = str(size)
@@ -97,7 +117,9 @@ def download_model(job_id: str):
     """Download a job's model folder as model.tar.gz (the SageMaker model artifact's layout), streamed."""
     job = find_job(job_id)
     folder = job_folder(job)
-    if not list_outputs(folder, ("model",), limit=1).files:
+    first = list_outputs(folder, ("model",), limit=1)
+    # A listing cut before its first file (a crowded folder) is no proof of an empty model: the archive decides.
+    if not first.files and not first.truncated:
         raise NotFound("job_id", f"job {job.id} has no model files on this machine (yet){_elsewhere(job)}")
     try:
         chunks = model_archive(folder)

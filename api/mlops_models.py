@@ -7,6 +7,7 @@ Essedum shape.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import mimetypes
 import re
@@ -24,7 +25,8 @@ from db import Record
 from job import Job
 from job_secrets import redact_description
 from mlops.platform import ENDPOINT, TRANSFORM
-from mlops.errors import MalformedRequest, NotFound, TooLarge
+from mlops.aws_statuses import CREATING
+from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                            TRANSFORM_RECORD)
@@ -133,10 +135,16 @@ def named(type: str, path_id: str) -> Record:
 # -- models ------------------------------------------------------------------------------------
 
 @blueprint.post("/models/register")
-@documented(model_schemas.MODEL, status=201, summary="Register a model", query=ORIGIN_QUERY)
+@documented(model_schemas.MODEL, status=201, summary="Register a model (202 while a large local model folder is "
+                                                     "copied: its record says Creating until Created or Failed)",
+            query=ORIGIN_QUERY)
 def register_model():
     body = json_body(model_schemas.MODEL)
-    return jsonify(record_view(platform().register_model(body, essedum_origin()))), 201
+    record = platform().register_model(body, essedum_origin())
+    if record.status == CREATING:
+        # A large local model folder is still being copied: the record says when it is Created or Failed.
+        return jsonify(record_view(record)), 202, {"Location": url_for("mlops_models.get_model", model_id=record.name)}
+    return jsonify(record_view(record)), 201
 
 
 @blueprint.get("/models/list")
@@ -246,11 +254,19 @@ def infer(endpoint_id: str):
     accept = None if best in (None, "*/*") else best
     answer, answer_type = platform().invoke(name, body, content_type, accept, adapter)
     if answer_type.split(";", 1)[0].strip().lower().endswith("json"):
-        try:
-            return jsonify(json.loads(answer))
-        except ValueError:
-            pass
+        return jsonify(_model_json(name, answer, answer_type))
     return jsonify(predictions=answer.decode("utf-8", errors="replace"), contentType=answer_type)
+
+
+def _model_json(endpoint: str, answer: bytes, answer_type: str) -> Any:
+    """Parse a model's JSON answer within the depth bound; 502 naming the endpoint's model when it cannot be read."""
+    try:
+        return parse_json(answer)
+    except MalformedRequest as exc:
+        record = platform().find(ENDPOINT_RECORD, endpoint)
+        models = ", ".join((record.payload.get("model_names") or []) if record else []) or "unknown"
+        raise BackendError(f"endpoint {endpoint!r} (model {models}) answered {answer_type} that cannot be read: "
+                           f"{exc.message}") from None
 
 
 @blueprint.post("/endpoints/<path:endpoint_id>/explain")
@@ -360,9 +376,15 @@ def upload_dataset():
     if request.mimetype != "multipart/form-data":
         raise MalformedRequest("file", "send multipart/form-data with a 'file' part (and optionally Bucket, Key), "
                                        "or JSON {Bucket, Key, local_dataset_path}")
-    form = without_absent({key: request.form[key] for key in request.form}, model_schemas.DATASET_FORM)
+    try:
+        form = without_absent({key: request.form[key] for key in request.form}, model_schemas.DATASET_FORM)
+        upload = request.files.get("file")
+    except OSError as exc:
+        # The form parser spools a large file to a temporary file first: a full disk strikes there.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageFull(f"no space left to receive the upload ({exc.strerror}); nothing was kept") from None
     validate(form, model_schemas.DATASET_FORM)
-    upload = request.files.get("file")
     if upload is None:
         raise MalformedRequest("file", "is required")
     # The backend's file proxy sends only the file: its name is then the key.

@@ -68,6 +68,11 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         # Informs: why jobs run without the network asked for, or how an unisolated job could call this API.
         reason = executor.sandbox.network_missing or loopback_trust_risk(executor.config, executor.sandbox)
         checks["sandbox"] = {"ok": True, "reason": reason, "isolation": executor.sandbox.describe()}
+    if executor.confinement is not None:
+        # As the sandbox's: EXECUTOR_JOB_CGROUPS=required never starts without cgroups; rlimits only inform.
+        confinement = executor.confinement
+        checks["limits"] = {"ok": True, "reason": None if confinement.cgroups else confinement.missing,
+                            "enforcement": confinement.describe()}
     try:
         backend_check = executor.platform.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500

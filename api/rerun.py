@@ -10,15 +10,19 @@ from api.docs import documented
 from api.execute import find_job, split_pipeline
 from api.views import executor
 from job import Job
+from job_secrets import BOUND_TO
 from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
+from mlops.staging import local_inputs_digest
 
 blueprint = Blueprint("rerun", __name__)
 
 RERUN = {
     "title": "Rerun",
     "description": "Optional. The secrets of a job are erased when it ends: a pipeline that needs them "
-                   "(storage other than local, or environment variables) is rerun with them sent again.",
+                   "(storage other than local, or environment variables) is rerun with them sent again. "
+                   "A rerun with an empty body of a job that still holds its secrets gets them only when it "
+                   "runs the very files the job ran (422 naming the secrets to send otherwise).",
     "type": "object",
     "additionalProperties": False,
     "properties": {key: schemas.EXECUTE["properties"][key] for key in ("credentials", "environment", "configs")},
@@ -30,7 +34,7 @@ def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
     """Return the secrets the new run gets: those sent, else those the job still holds, else none if it needs none."""
     sealed = executor().store.secrets(job.id)
     if not sent and sealed is not None:
-        return executor().secret_box.open(sealed)
+        return inherited_secrets(job, executor().secret_box.open(sealed))
     needed = [name for name, needs in (("credentials", job.request.get("storage", "local") != "local"),
                                         ("environment", bool(job.request.get("environment_keys")))) if needs]
     missing = [name for name in needed if not sent.get(name)]
@@ -42,6 +46,26 @@ def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
     _, secrets = split_pipeline({**job.request, "credentials": sent.get("credentials") or {},
                                  "environment": sent.get("environment"), "configs": sent.get("configs")})
     return secrets
+
+
+def inherited_secrets(job: Job, secrets: dict[str, Any]) -> dict[str, Any]:
+    """Return a job's secrets bound to the files it ran; 422 naming them when the rerun would run other files.
+
+    A job that can write where another job's files come from must not get that job's secrets by
+    rerunning it: the secrets go only to files byte-identical to those the original staged (its
+    details' staged_sha256). Files in local storage are compared now; files from S3 or MinIO when the
+    rerun stages them, which then ends ERROR before anything runs.
+    """
+    names = sorted(name for name, value in secrets.items() if value and name != BOUND_TO)
+    ran = job.details.get("staged_sha256")
+    if ran is None:
+        reason = f"job {job.id} has not staged its files yet, so what a rerun runs cannot be matched to them"
+    elif local_inputs_digest(job.request, executor().config) not in (None, ran):
+        reason = f"the files under input_artifacts changed since job {job.id} ran them"
+    else:
+        return {**secrets, BOUND_TO: ran}
+    raise InvalidRequest("body", f"{reason}: its {' and '.join(names)} are handed only to the files it ran; "
+                                 "send them anew in the rerun body", secrets=names)
 
 
 @blueprint.post("/api/jobs/<job_id>/rerun")

@@ -74,7 +74,7 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from config import load_config
     from db import SQLiteStore
     from job import JobStatus
-    from mlops.aws import training_job_name
+    from mlops.sagemaker.training_service import training_job_name
     from mlops.aws import ClientFactory
     from mlops.records import RecordBook
     from mlops.reporter import JobReporter

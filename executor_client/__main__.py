@@ -373,7 +373,8 @@ def build_image(args: argparse.Namespace) -> int:
     # Imported here: the other commands need only the standard library.
     from pathlib import Path
 
-    from mlops.aws import ClientFactory, SageMakerContainerBuilder
+    from mlops.aws import ClientFactory
+    from mlops.sagemaker.training_service import SageMakerContainerBuilder
     from mlops.errors import DockerContainerError, InvalidRequest
 
     builder = SageMakerContainerBuilder(ClientFactory(region=args.region),

@@ -50,6 +50,10 @@ class BackendError(Exception):
     """A backend failed to do what was asked; stored as the job's failure reason."""
 
 
+class StorageFull(BackendError):
+    """The executor's disk has no room left for what a request brings (ENOSPC, a full quota)."""
+
+
 class Throttled(BackendError):
     """AWS kept answering with throttling errors after the client's own retries."""
 

@@ -121,6 +121,6 @@ def probabilities_from_predictions(answer: bytes) -> list[dict[str, float]]:
     try:
         predictions = json.loads(answer)["predictions"]
         return [{str(key): float(value) for key, value in item["probabilities"].items()} for item in predictions]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise ValueError("the model does not answer per-class probabilities "
                          "({\"predictions\": [{\"probabilities\": {...}}]}), which occlusion needs") from None

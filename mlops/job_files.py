@@ -10,9 +10,11 @@ first: a weaker check, stated in docs/operations.md, as Windows jobs are not iso
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -28,11 +30,11 @@ _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
 _DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _NONBLOCK | _CLOEXEC
 _CHUNK = 1 << 16
 
-# A listing of up to N files visits at most this many entries per file asked for (folders, links,
-# FIFOs and files alike): a job writing a million empty folders cannot make each listing a million steps.
-ENTRIES_PER_LISTED_FILE = 10
-# A complete listing (no file limit: a model to archive or register) visits at most this many entries,
-# and refuses the folder beyond (TooManyEntries) rather than return a part.
+# Any walk visits at most this many entries (folders, links, FIFOs and files alike): a job writing a
+# million empty folders cannot make a listing a million steps. A listing's own limit counts files only,
+# so that a few folders or links never hide the files beside them; a complete listing (no file limit:
+# a model to archive or register) refuses the folder beyond the bound (TooManyEntries) rather than
+# return a part.
 MAX_COMPLETE_WALK_ENTRIES = 100_000
 # Folders nested deeper than this below the listed one are not walked (each open level holds a descriptor).
 MAX_FOLDER_DEPTH = 64
@@ -44,6 +46,10 @@ class UnsafeFile(OSError):
 
 class TooManyEntries(Exception):
     """A folder to be listed whole holds more entries, or deeper folders, than a walk may visit."""
+
+
+class TreeTooLarge(TooManyEntries):
+    """A folder to be copied holds more bytes than a copy may take."""
 
 
 @dataclass(frozen=True)
@@ -171,32 +177,131 @@ def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tupl
 
     Returns the entries (paths relative to root, in tree order: a folder's files together in name order)
     and whether the listing stopped early: a file left out, or the walk's budget spent before the folder
-    was walked whole (see walk_budget). With no limit the listing is complete or raises TooManyEntries.
+    was walked whole (MAX_COMPLETE_WALK_ENTRIES, MAX_FOLDER_DEPTH). With no limit the listing is complete or raises TooManyEntries.
     A folder that is missing, a link or not a folder has no files.
     """
     parts = _parts(folder)
     if not _DIR_FD:
         return _tree_order(*_regular_files_by_lstat(root, parts, limit))
-    try:
-        top = _open_folder(root, parts)
-    except OSError:
-        return [], False
     walk = _Walk(parts, limit)
     try:
-        walk.folder(top, [])
+        complete = walk.run(root)
     except _BudgetSpent:
-        if limit is None:
+        raise TooManyEntries(f"{PurePath(*parts)!s} holds more than {MAX_COMPLETE_WALK_ENTRIES} "
+                             f"entries or folders nested deeper than {MAX_FOLDER_DEPTH}") from None
+    return walk.entries, not complete
+
+
+@dataclass(frozen=True)
+class Tree:
+    """What a copy of a folder holds: its plain folders and regular files, paths relative to the walk's root."""
+
+    folders: list[str]
+    files: list[FileEntry]
+
+    @property
+    def size(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+
+def copyable_tree(root: Path, folder: str | PurePath) -> Tree:
+    """Return every plain folder and regular file below root/folder that a copy takes, walked whole.
+
+    Links are neither followed nor taken, not even those that stay inside the folder (a `loop -> .`
+    would copy the folder into itself without end); FIFOs, devices and __pycache__ are left out.
+    Raises TooManyEntries past the walk's bounds (MAX_COMPLETE_WALK_ENTRIES, MAX_FOLDER_DEPTH).
+    """
+    parts = _parts(folder)
+    if _DIR_FD:
+        walk = _Walk(parts, None)
+        try:
+            walk.run(root)
+        except _BudgetSpent:
             raise TooManyEntries(f"{PurePath(*parts)!s} holds more than {MAX_COMPLETE_WALK_ENTRIES} "
                                  f"entries or folders nested deeper than {MAX_FOLDER_DEPTH}") from None
-        return walk.entries, True
-    finally:
-        os.close(top)
-    return walk.entries, False
+        folders, files = walk.folders, walk.entries
+    else:
+        files, _more = regular_files(root, folder, None)
+        folders = sorted({PurePath(entry.relative).parent.as_posix() for entry in files})
+    return Tree([name for name in folders if "__pycache__" not in PurePath(name).parts],
+                [entry for entry in files if "__pycache__" not in PurePath(entry.relative).parts])
 
 
-def walk_budget(limit: int | None) -> int:
-    """Return how many entries (files, folders, links, anything) a listing of up to `limit` files may visit."""
-    return MAX_COMPLETE_WALK_ENTRIES if limit is None else ENTRIES_PER_LISTED_FILE * max(limit, 1)
+def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
+    """Copy a folder's plain folders and regular files (copyable_tree) to dest and return what was copied.
+
+    The copy is made in a temporary folder beside dest and renamed into place: a failure (a bound, a
+    full disk, a file that turned into a link meanwhile) leaves nothing at dest. dest must not exist,
+    or be an empty folder, which the copy replaces. Raises TreeTooLarge beyond max_bytes.
+    """
+    tree = copyable_tree(source.parent, source.name)
+    if tree.size > max_bytes:
+        raise TreeTooLarge(f"{source.name} holds {tree.size} bytes, more than the {max_bytes} a copy may take")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.copy-"))
+    try:
+        os.chmod(temporary, 0o755)
+        for folder in tree.folders:
+            (temporary / PurePath(folder).relative_to(source.name)).mkdir(mode=0o755, parents=True, exist_ok=True)
+        copied = 0
+        for entry in tree.files:
+            target = temporary / PurePath(entry.relative).relative_to(source.name)
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            copied += _copy_file(source.parent, entry.relative, target)
+            if copied > max_bytes:
+                # A file grew between the walk and its copy.
+                raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
+        try:
+            os.rmdir(dest)  # an empty folder made for the copy gives way; one with files in it stays, and the rename fails
+        except FileNotFoundError:
+            pass
+        os.rename(temporary, dest)
+    except BaseException:
+        remove_tree(temporary)
+        raise
+    return tree
+
+
+def _copy_file(root: Path, relative: str, target: Path) -> int:
+    """Copy one regular file below root to a new file target, never through a link; return the bytes copied."""
+    with _opened(root, relative, _READ_FLAGS) as source:
+        info = os.fstat(source)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
+        # The permission bits travel (a script may be executable); set-id bits never do.
+        out = os.open(target, flags, stat.S_IMODE(info.st_mode) & 0o777)
+        try:
+            # Up to the size fstat gave: a file that grows meanwhile is copied as it was when opened.
+            left, copied = info.st_size, 0
+            while left > 0:
+                chunk = os.read(source, min(_CHUNK, left))
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+                left -= len(chunk)
+                copied += len(chunk)
+        finally:
+            os.close(out)
+    return copied
+
+
+def tree_digest(root: Path, folder: str | PurePath) -> str:
+    """Return the SHA-256 of what a copy of root/folder takes: each file's path below folder, size and bytes."""
+    name = PurePath(*_parts(folder))
+    digest = hashlib.sha256()
+    for entry in copyable_tree(root, folder).files:
+        with _opened(root, entry.relative, _READ_FLAGS) as fd:
+            size = os.fstat(fd).st_size
+            digest.update(f"{PurePath(entry.relative).relative_to(name).as_posix()}\0{size}\0".encode())
+            left = size
+            while left > 0:
+                chunk = os.read(fd, min(_CHUNK, left))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+    return digest.hexdigest()
 
 
 class _BudgetSpent(Exception):
@@ -209,8 +314,28 @@ class _Walk:
     def __init__(self, parts: list[str], limit: int | None):
         self.parts = parts
         self.limit = limit
-        self.budget_left = walk_budget(limit)
+        self.budget_left = MAX_COMPLETE_WALK_ENTRIES
         self.entries: list[FileEntry] = []
+        self.folders: list[str] = []
+
+    def run(self, root: Path) -> bool:
+        """Walk root/parts; return True when walked whole (a missing or non-folder top has nothing to walk).
+
+        With no file limit, a spent budget raises _BudgetSpent; with one, the walk stops and returns False.
+        """
+        try:
+            top = _open_folder(root, self.parts)
+        except OSError:
+            return True
+        try:
+            self.folder(top, [])
+        except _BudgetSpent:
+            if self.limit is None:
+                raise
+            return False
+        finally:
+            os.close(top)
+        return True
 
     def folder(self, fd: int, below: list[str]) -> None:
         # Names sorted and folders entered at their name's place: the files come out in tree order,
@@ -234,6 +359,7 @@ class _Walk:
         child = _open_subfolder(below[-1], parent)
         if child is None:
             return
+        self.folders.append(PurePath(*self.parts, *below).as_posix())
         try:
             self.folder(child, below)
         finally:

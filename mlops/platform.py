@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, Protocol
 
 from db import Record
 from job import Job
@@ -26,6 +26,20 @@ ENDPOINT = "endpoint"      # deploying a model to an endpoint
 TRANSFORM = "transform"    # batch inference
 
 JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM)
+
+
+class Confinement(Protocol):
+    """How a platform holds the user code it runs here to the job limits (mlops/local/limits.py)."""
+
+    #: Why cgroups are not used, when they are not.
+    missing: str | None
+
+    @property
+    def cgroups(self) -> bool:
+        """True when each process tree gets a cgroup of its own."""
+
+    def describe(self) -> str:
+        """Say in one line how jobs are held to their limits."""
 
 
 class Ran(enum.Enum):
@@ -56,6 +70,8 @@ class Platform(ABC):
     source_org: ClassVar[str]
     #: How user code is isolated on this machine; None where none runs here.
     sandbox: Sandbox | None
+    #: How user code is held to its limits on this machine; None where none runs here.
+    confinement: Confinement | None
     #: The instance a training job whose request names none runs on, in words.
     default_instance_type: str
 

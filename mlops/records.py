@@ -30,6 +30,8 @@ ENDPOINT_RECORD = "endpoint"
 TRANSFORM_RECORD = "transform"
 DATASET = "dataset"
 
+# A local model whose folder is complete; while it is copied in the background it is Creating.
+CREATED = "Created"
 # An endpoint taken down with its configuration and models kept; Essedum's word for it.
 UNDEPLOYED = "Undeployed"
 ACTIVE_JOB = (JobStatus.WAITING, JobStatus.RUNNING)

@@ -1,11 +1,12 @@
 """The sandbox every process that runs user code starts in: bubblewrap on Linux.
 
 Inside it a job sees the system's programs and libraries read-only, the interpreter, its own
-container folders (the only place it may write), a private /tmp, /proc of its own PID namespace and nothing of the
+container folders (the only place it may write), a private /tmp (a folder of the job's on disk, where
+given), /proc of its own PID namespace and nothing of the
 executor: not its data folder (database, key file, other jobs), not the storage root, not its secret
-files, not its environment. It never runs as root: an executor running as root hands user code to a
-dedicated uid/gid (EXECUTOR_SANDBOX_IDENTITY); an unprivileged executor's jobs keep its uid inside a
-user namespace. The whole tree dies with its first process (the PID namespace's init) and with the
+files, not its environment. It never runs as root: an executor running as root hands each job and
+model worker a uid/gid of its own (EXECUTOR_JOB_UIDS, leased by mlops/local/limits.py); an
+unprivileged executor's jobs keep its uid inside a user namespace. The whole tree dies with its first process (the PID namespace's init) and with the
 executor (--die-with-parent), daemons and double forks included.
 
 Where there is no bubblewrap (Windows, a host without it, EXECUTOR_SANDBOX=off) the process starts
@@ -69,35 +70,40 @@ class Sandbox:
         return self.bwrap is not None
 
     def start(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
-              **options: Any) -> subprocess.Popen:
-        """Start argv in the sandbox, its network attached before argv runs; options go to Popen."""
+              tmp: Path | None = None, enter: Sequence[str] = (), **options: Any) -> subprocess.Popen:
+        """Start argv in the sandbox, its network attached before argv runs; options go to Popen.
+
+        enter: a command that puts what it runs under the job's limits first (mlops/local/enter_limits.py)."""
         if self.bwrap is None or self.network is None:
-            return subprocess.Popen(self.wrap(argv, cwd=cwd, writable=writable, readable=readable), cwd=cwd,
-                                    **options)
+            return subprocess.Popen([*enter, *self.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp)],
+                                    cwd=cwd, **options)
         with self.network.hookup() as hookup:
             process = subprocess.Popen(
-                self.wrap(argv, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options),
+                [*enter, *self.wrap(argv, cwd=cwd, writable=writable, readable=readable,
+                                    attach=hookup.bwrap_options, tmp=tmp)],
                 cwd=cwd, pass_fds=hookup.child_fds, **options)
             hookup.attach(process)
         return process
 
     def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),
-             readable: Iterable[Path] = (), attach: Sequence[str] = ()) -> list[str]:
-        """Return the argv that runs argv in the sandbox, loopback its only network; attach: bubblewrap options."""
+             readable: Iterable[Path] = (), attach: Sequence[str] = (), tmp: Path | None = None) -> list[str]:
+        """Return the argv that runs argv in the sandbox, loopback its only network, tmp (else a tmpfs) its /tmp.
+
+        attach: bubblewrap options of the network's hookup."""
         if self.bwrap is None:
             return list(argv)
         # A network namespace of its own, always: the host's loopback, its other services and the
         # other jobs are out of reach; a way out, if any, is attached by start().
-        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-net",
-                *attach]
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-net"]
         if self.identity is None:
             # Unprivileged: namespaces come with a user namespace, in which no nested one may be made.
             args += ["--unshare-user", "--disable-userns"]
         for folder in SYSTEM_FOLDERS + RUNTIME_FOLDERS:
             args += _system_mount(Path(folder))
         # A /dev/shm of its own that it may write: PyTorch data loaders pass batches through it.
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
-                 "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        # A tmpfs is RAM: a job's /tmp is a folder of its own on disk, counted in its disk use.
+        args += ["--bind", str(tmp), "/tmp"] if tmp is not None else ["--perms", "1777", "--tmpfs", "/tmp"]
         mounted: set[Path] = {Path("/tmp")}
         for folder in self.visible:
             args += _mount("--ro-bind", folder, mounted)
@@ -109,7 +115,8 @@ class Sandbox:
             args += _mount("--ro-bind", Path(folder), mounted)
         for folder in writable:
             args += _mount("--bind", Path(folder), mounted)
-        args += ["--chdir", str(cwd)]
+        # Last: a file the network brings (a resolv.conf) lies over what the folders above show.
+        args += [*attach, "--chdir", str(cwd)]
         if self.identity is not None:
             uid, gid = self.identity
             for capability in SETPRIV_CAPABILITIES:
@@ -117,6 +124,12 @@ class Sandbox:
             return [*args, "--", self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                     "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
         return [*args, "--", *argv]
+
+    def as_user(self, uid: int | None) -> "Sandbox":
+        """Return this sandbox running user code as uid (and gid uid); unchanged for None or when not root."""
+        if uid is None or self.identity is None:
+            return self
+        return replace(self, identity=(uid, uid))
 
     def hand_over(self, folder: Path) -> None:
         """Give a folder the sandbox writes to its identity (no-op unless the executor is root)."""
@@ -132,7 +145,7 @@ class Sandbox:
         """Say in one line how user code is isolated."""
         if self.bwrap is None:
             return f"user code is NOT isolated: {self.missing}"
-        who = f"uid {self.identity[0]}" if self.identity else "the executor's uid in a user namespace"
+        who = "a uid of its own" if self.identity else "the executor's uid in a user namespace"
         if self.network is not None:
             network = ("with network through slirp4netns; the host's loopback, its own addresses and "
                        "link-local addresses are out of reach")
@@ -145,7 +158,7 @@ class Sandbox:
 
 def sandbox_for(config: Config) -> Sandbox:
     """Return the sandbox of a configuration, detected once and said at start-up."""
-    key = (config.sandbox, config.sandbox_network, config.sandbox_identity, config.python, config.data_dir,
+    key = (config.sandbox, config.sandbox_network, config.job_uids, config.python, config.data_dir,
            config.storage_root, config.values.get("secret_files", ()), config.trusted_proxy)
     with _detect_lock:
         if key not in _detected:
@@ -182,7 +195,7 @@ def _linux_sandbox(config: Config) -> Sandbox:
     if root and setpriv is None:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
-    machine = Sandbox(bwrap, setpriv, config.sandbox_identity if root else None,
+    machine = Sandbox(bwrap, setpriv, _first_identity(config) if root else None,
                       visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     failure = _probe(machine, python)
     if failure:
@@ -204,6 +217,11 @@ def _with_network(machine: Sandbox, python: str, in_user_namespace: bool) -> San
             return replace(machine, network=network)
         missing = f"user-mode networking fails here ({failure})"
     return replace(machine, network_missing=missing)
+
+
+def _first_identity(config: Config) -> tuple[int, int]:
+    """Return the identity the probe runs as; each job then gets its own (Sandbox.as_user)."""
+    return config.job_uids.start, config.job_uids.start
 
 
 @functools.lru_cache(maxsize=None)

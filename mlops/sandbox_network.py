@@ -26,7 +26,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
-import logging
 import os
 import select
 import shutil
@@ -36,9 +35,8 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
-
-logger = logging.getLogger(__name__)
 
 # The programs user-mode networking needs, and the Debian package of each.
 PROGRAMS = {"slirp4netns": "slirp4netns", "nsenter": "util-linux", "ip": "iproute2"}
@@ -51,6 +49,9 @@ NS_GET_USERNS = 0xB701
 ALWAYS_UNREACHABLE = ("169.254.0.0/16",)
 # The kinds of local routing table entries that lead to the host itself.
 HOST_ROUTE_TYPES = ("local", "broadcast")
+# slirp4netns's DNS forwarder: it asks the host's resolvers, loopback ones included.
+SLIRP_DNS = "10.0.2.3"
+RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 class NetworkSetupError(OSError):
@@ -145,16 +146,29 @@ class Hookup:
         self._exit_read, self._exit_write = os.pipe()
         self._open = {self._info_read, self._info_write, self._block_read, self._block_write, self._exit_read,
                       self._exit_write}
+        self._resolver: int | None = None
+        resolv_conf = sandbox_resolv_conf(_read_text(RESOLV_CONF))
+        if resolv_conf is not None:
+            # A few hundred bytes: the pipe holds them until bubblewrap reads them (--ro-bind-data).
+            self._resolver, resolver_write = os.pipe()
+            self._open.add(self._resolver)
+            os.write(resolver_write, resolv_conf.encode())
+            os.close(resolver_write)
 
     @property
     def bwrap_options(self) -> list[str]:
-        """Return bubblewrap's options that report its child's pid and hold the child until released."""
-        return ["--info-fd", str(self._info_write), "--block-fd", str(self._block_read)]
+        """Return bubblewrap's options: report the child's pid, hold it until released, its resolv.conf."""
+        options = ["--info-fd", str(self._info_write), "--block-fd", str(self._block_read)]
+        if self._resolver is not None:
+            # Over the file itself: /etc/resolv.conf may be a link into /run (systemd-resolved).
+            options += ["--perms", "0644", "--ro-bind-data", str(self._resolver), os.path.realpath(RESOLV_CONF)]
+        return options
 
     @property
     def child_fds(self) -> tuple[int, ...]:
-        """Return the descriptors bubblewrap inherits: the two above, and the end slirp4netns lives by."""
-        return self._info_write, self._block_read, self._exit_write
+        """Return the descriptors bubblewrap inherits: the two above, the end slirp4netns lives by, a resolv.conf."""
+        fds = (self._info_write, self._block_read, self._exit_write)
+        return fds if self._resolver is None else (*fds, self._resolver)
 
     def attach(self, process: subprocess.Popen) -> None:
         """Attach the network to the sandbox bubblewrap started, then let it run; kill it if that fails."""
@@ -208,6 +222,38 @@ def host_prefixes(ip: str) -> list[str]:
                 if entry.get("type") in HOST_ROUTE_TYPES and entry.get("dst") not in (None, "default")}
     prefixes = {prefix for prefix in prefixes if not ipaddress.ip_network(prefix).is_loopback}
     return sorted(prefixes | set(ALWAYS_UNREACHABLE))
+
+
+def sandbox_resolv_conf(host: str | None) -> str | None:
+    """Return the resolv.conf a sandbox with a way out needs, or None where the host's serves it.
+
+    A resolver on the host's loopback (systemd-resolved's 127.0.0.53) is not on the sandbox's own
+    loopback: its place is taken by slirp4netns's forwarder, which asks it on the job's behalf.
+    """
+    if host is None:
+        return None
+    lines = host.splitlines()
+    servers = [line.split()[1] for line in lines if line.split()[:1] == ["nameserver"] and len(line.split()) > 1]
+    loopback = [server for server in servers if _is_loopback(server)]
+    if not loopback:
+        return None
+    kept = [line for line in lines
+            if not (line.split()[:1] == ["nameserver"] and len(line.split()) > 1 and _is_loopback(line.split()[1]))]
+    return f"nameserver {SLIRP_DNS}\n" + "".join(f"{line}\n" for line in kept)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _wait_for_loopback(pid: int) -> None:

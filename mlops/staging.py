@@ -9,7 +9,6 @@ import functools
 import os
 import re
 import shlex
-import shutil
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
-from mlops.job_files import regular_files
+from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, regular_files, tree_digest
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
@@ -146,7 +145,7 @@ def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest:
         source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
         if not source.is_dir():
             raise BackendError(f"input_artifacts {request['input_artifacts']!r} is not a folder in the storage root")
-        copy_tree(source, dest, config.storage_root)
+        stage_folder(source, dest, config, "input_artifacts")
     else:
         client = pipeline_storage_client(request, secrets, config, clients)
         download_prefix(client, request["bucket"], request["input_artifacts"], dest)
@@ -188,29 +187,29 @@ def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFacto
     if match:
         download_prefix(clients.client("s3"), match.group(1), match.group(2) or "", dest)
     else:
-        copy_tree(resolve_storage_path(config.storage_root, dataset, "dataset"), dest, config.storage_root)
+        stage_folder(resolve_storage_path(config.storage_root, dataset, "dataset"), dest, config, "dataset")
     return dest
 
 
-def copy_tree(source: Path, dest: Path, root: Path) -> None:
-    """Copy a folder's contents into dest: copies, not links (a job must not change its source).
+def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
+    """Return the digest of what a pipeline of local storage would stage now (tree_digest); None for other storage."""
+    if request.get("storage") != "local":
+        return None
+    source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
+    try:
+        return tree_digest(source.parent, source.name)
+    except TooManyEntries as exc:
+        raise InvalidRequest("input_artifacts", f"cannot be read whole: {exc}") from None
 
-    A link is copied as what it points to only when that lies inside root; a link leading out (a
-    symlink to /etc in a pipeline folder), a FIFO or a device is left out, and __pycache__ too.
-    """
-    root = root.resolve()
 
-    def left_out(folder: str, names: list[str]) -> set[str]:
-        skipped = {"__pycache__"}
-        for name in names:
-            path = Path(folder) / name
-            target = path.resolve()
-            if (path.is_symlink() and target != root and root not in target.parents) \
-                    or not (target.is_dir() or target.is_file()):
-                skipped.add(name)
-        return skipped
-
-    shutil.copytree(source, dest, dirs_exist_ok=True, symlinks=False, ignore=left_out)
+def stage_folder(source: Path, dest: Path, config: Config, field: str) -> None:
+    """Copy a folder into a job's folder (mlops.job_files.copy_tree: no links, bounded); BackendError when it cannot."""
+    try:
+        copy_tree(source, dest, config.max_copy_bytes)
+    except TooManyEntries as exc:
+        raise BackendError(f"{field} cannot be staged: {exc}") from None
+    except UnsafeFile as exc:
+        raise BackendError(f"{field} changed while it was staged: {exc}") from None
 
 
 def _inside(root: Path, relative: str) -> Path:

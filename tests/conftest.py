@@ -265,3 +265,16 @@ def wait_final(server, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return body if status == 200 and body["task_status"] in FINAL_STATUSES else None
 
     return wait_for(done, timeout=timeout, interval=0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster for the session (Debian's initdb and pg_ctl as an unprivileged user)."""
+    from postgres_cluster import ClusterUnavailable, PostgresCluster
+
+    try:
+        cluster = PostgresCluster()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no PostgreSQL cluster: {exc}")
+    yield cluster
+    cluster.stop()

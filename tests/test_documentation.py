@@ -56,3 +56,11 @@ def test_the_service_requirements_hold_no_test_tools_and_the_test_command_instal
     assert commands[1] == ("python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt && "
                            ".venv/bin/python -m pytest -q")
     assert "-r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_test_the_security_page_cites_exists():
+    cited = set(re.findall(r"(tests/test_\w+\.py)::(test_\w+)", (ROOT / "docs" / "security.md").read_text()))
+    assert len(cited) > 5
+    missing = [f"{path}::{name}" for path, name in sorted(cited)
+               if not re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE)]
+    assert not missing, missing

@@ -115,11 +115,8 @@ def test_no_module_of_the_project_imports_itself_through_others():
 
 
 def test_only_the_aws_adapter_imports_boto3_or_botocore():
-    # dataset_upload.py drives S3's managed transfers for the seeds' service in aws.py (importing the
-    # adapter back would make a circle); validation.py reads botocore's SageMaker model as data, no call;
     # essedum_launch.py runs inside the training container, where the executor's adapter is not.
-    allowed = {"mlops.aws", "mlops.sagemaker.dataset_upload", "mlops.sagemaker.validation",
-               "training_scripts.essedum_launch"}
+    allowed = {"mlops.aws", "training_scripts.essedum_launch"}
     importers = set()
     for name, path in project_modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -127,4 +124,20 @@ def test_only_the_aws_adapter_imports_boto3_or_botocore():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(module.split(".")[0] in ("boto3", "botocore") for module in names):
                 importers.add(name)
+    assert "mlops.aws" in importers  # the walk sees the adapter's own imports
     assert importers <= allowed, sorted(importers - allowed)
+
+
+def test_the_aws_adapter_is_at_the_bottom():
+    # It may read the settings and raise the domain errors; whatever builds on it lives above it.
+    modules = project_modules()
+    graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    assert graph["mlops.aws"] <= {"config", "mlops.errors"}, sorted(graph["mlops.aws"])
+    below = set()
+    frontier = {"mlops.aws"}
+    while frontier:
+        below |= frontier
+        frontier = set().union(*(graph[name] for name in frontier)) - below
+    assert not {name for name in below if name.startswith(("mlops.sagemaker", "mlops.local", "api", "db"))}
+    assert "mlops.aws" in graph["mlops.sagemaker.training_service"]
+    assert "mlops.aws" not in graph["mlops.aws_statuses"] and not graph["mlops.aws_statuses"]

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlops import job_files
-from mlops.job_files import (TooManyEntries, UnsafeFile, append_text, read_bounded, read_tail, regular_files,
-                             walk_budget)
+from mlops.job_files import TooManyEntries, UnsafeFile, append_text, read_bounded, read_tail, regular_files
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links and FIFOs as a POSIX job makes them")
 
@@ -149,7 +148,8 @@ def _counting_entries(monkeypatch) -> list[int]:
 
 def test_empty_folders_cannot_make_a_listing_long(job_root: Path, monkeypatch):
     data = job_root / "output" / "data"
-    budget = walk_budget(2)
+    budget = 30
+    monkeypatch.setattr(job_files, "MAX_COMPLETE_WALK_ENTRIES", budget)
     for number in range(3 * budget):
         (data / f"empty-{number:04d}").mkdir()
     (data / "zz-the-file.txt").write_text("late")
@@ -161,12 +161,23 @@ def test_empty_folders_cannot_make_a_listing_long(job_root: Path, monkeypatch):
 
 def test_one_crowded_folder_is_read_only_up_to_the_budget(job_root: Path, monkeypatch):
     data = job_root / "output" / "data"
-    budget = walk_budget(1)
+    budget = 30
+    monkeypatch.setattr(job_files, "MAX_COMPLETE_WALK_ENTRIES", budget)
     for number in range(3 * budget):
         (data / f"name-{number:04d}").mkdir()
     visited = _counting_entries(monkeypatch)
     assert regular_files(job_root, "output/data", 1) == ([], True)
     assert visited[0] <= budget + 1
+
+
+def test_a_listing_limit_counts_files_only(job_root: Path):
+    data = job_root / "output" / "data"
+    for number in range(11):
+        (data / f"a-folder-{number:02d}").mkdir()
+        os.symlink("/etc/passwd", data / f"a-link-{number:02d}")
+    (data / "model.pt").write_bytes(b"weights")
+    entries, more = regular_files(job_root, "output/data", 1)
+    assert [entry.relative for entry in entries] == ["output/data/model.pt"] and not more
 
 
 def test_a_complete_listing_is_refused_rather_than_cut(job_root: Path, monkeypatch):

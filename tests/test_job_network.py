@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import pytest
 from config import load_config
 from conftest import ROOT, pipeline_body, wait_final, wait_for, write_pipeline
 from helpers_service import AUTH, TOKEN
+from mlops import sandbox_network
 from mlops.sandbox import detect
 
 NETWORK = pytest.mark.parametrize("network", ["on", "off"])
@@ -339,3 +341,74 @@ def test_without_slirp4netns_a_required_sandbox_refuses_to_start(tmp_path):
     assert done.returncode == 2
     assert "EXECUTOR_SANDBOX=required with EXECUTOR_SANDBOX_NETWORK=true" in done.stderr
     assert "apt-get install slirp4netns" in done.stderr
+
+
+def test_a_resolver_on_the_hosts_loopback_is_asked_through_slirp4netns(tmp_path, monkeypatch):
+    # systemd-resolved's stub on 127.0.0.53 is not on the job's own loopback; slirp4netns's forwarder
+    # (10.0.2.3) asks the host's resolvers for it. The host's file stands in for /etc/resolv.conf here:
+    # the machine's own must not change under other programs.
+    sandbox_or_skip(tmp_path / "data", "on")
+    host_file = tmp_path / "resolve" / "stub-resolv.conf"
+    host_file.parent.mkdir()
+    host_file.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.internal\n")
+    link = tmp_path / "resolv.conf"
+    link.symlink_to(host_file)
+    monkeypatch.setattr(sandbox_network, "RESOLV_CONF", link)
+    box = detect(load_config(environ={}, overrides={"data_dir": str(tmp_path / "data")}))
+    # The link itself lies outside the sandbox's view here; in /etc it is there and leads to this file.
+    job = box.start([sys.executable, "-c", f"print(open({str(host_file)!r}).read(), end='')"], cwd=Path("/"),
+                    stdout=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+    seen = job.communicate(timeout=60)[0]
+    assert seen == "nameserver 10.0.2.3\noptions edns0 trust-ad\nsearch example.internal\n"
+    assert job.returncode == 0
+
+
+# Run by an unprivileged stand-in executor: the sandbox it detects, and what a job of it reached.
+UNPRIVILEGED = """
+import json, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from config import load_config
+from mlops.sandbox import detect
+box = detect(load_config(environ={{}}, overrides={{"data_dir": {data!r}, "python": sys.executable}}))
+job = box.start([sys.executable, "-c", {job!r}], cwd=Path("/"), stdout=__import__("subprocess").PIPE, text=True,
+                env={{"PATH": "/usr/bin:/bin"}})
+print(json.dumps({{"isolation": box.describe(), "reached": json.loads(job.communicate(timeout=60)[0])}}))
+"""
+
+
+def test_an_unprivileged_executors_jobs_are_sealed_off_the_same_way(tmp_path):
+    # The systemd unit runs the executor as its own user: bubblewrap then makes a user namespace, and
+    # slirp4netns and the routes enter the one that owns the job's network namespace.
+    python, setpriv = "/usr/bin/python3", shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or not os.access(python, os.X_OK):
+        pytest.skip("needs root (to become another user), setpriv and the system's python3")
+    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run([*nobody, python, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import mlops.sandbox"],
+                      capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("the checkout or the system's python3 cannot be read by an unprivileged user here")
+    data = Path(tempfile.mkdtemp(prefix="executor-unprivileged-"))
+    os.chown(data, 65534, 65534)
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        with outside_server() as (server_side, _):
+            targets = [("127.0.0.1", listener.getsockname()[1]), ("10.0.2.2", 22), ("169.254.169.254", 80),
+                       *((address, 22) for address in host_addresses()), (server_side, 8080)]
+            job = CONNECT.format(targets=targets).replace("print(json.dumps(results)", textwrap.dedent("""
+                import subprocess
+                done = subprocess.run(["ip", "route", "del", "unreachable", "169.254.0.0/16"], capture_output=True,
+                                      text=True)
+                results["route del"] = done.returncode == 0 or done.stderr.strip()
+                print(json.dumps(results)"""))
+            done = subprocess.run([*nobody, python, "-c", UNPRIVILEGED.format(root=str(ROOT), data=str(data), job=job)],
+                                  capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        listener.close()
+        shutil.rmtree(data, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert "in a user namespace, with network through slirp4netns" in seen["isolation"], seen
+    reached = seen["reached"]
+    assert reached.pop(f"{server_side}:8080") == "connected"
+    assert "Operation not permitted" in reached.pop("route del")
+    assert not [target for target, outcome in reached.items() if outcome == "connected"], reached

@@ -11,7 +11,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capt
 from botocore.exceptions import ClientError
 
 from job import JobStatus
-from mlops.aws import training_job_name
+from mlops.sagemaker.training_service import training_job_name
 from mlops.errors import AccessDenied, InvalidRequest, SageMakerJobError
 from mlops.platform import Stop
 from mlops.recovery import Outcome, decide

@@ -14,8 +14,8 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bund
 from botocore.exceptions import ClientError
 
 from job import JobStatus
-from mlops.aws import training_job_name
 from mlops.platform import Stop
+from mlops.sagemaker.training_service import training_job_name
 from mlops.sagemaker import job_feed
 from strict_job_list import TRAINING, StrictJobList, finished_jobs_of_others
 

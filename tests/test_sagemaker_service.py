@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import datetime, timezone
 from unittest import mock
 
 import pytest
 from aws_fixtures import (ACCOUNT, BUCKET, IMAGE, REGION, ROLE_ARN, ROLE_NAME, aws, aws_setup, clients,  # noqa: F401
-                          config, docker_calls, fake_docker, make_config, new_running_job, store)
+                          config, docker_calls, fake_docker, make_config)
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from job import JobStatus
-from mlops.aws import SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService, training_job_name
+from mlops.sagemaker.training_service import (SageMakerContainerBuilder, SageMakerJobConfig, SageMakerTrainingService,
+                                              training_job_name)
 from mlops.sagemaker.iam import Scope, execution_role_policy, executor_identity_policy
 from mlops.errors import DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerJobError
 
@@ -33,7 +34,7 @@ def job_config(job_id: str) -> SageMakerJobConfig:
     return SageMakerJobConfig(job_name=training_job_name(job_id, "digits"), role_arn=ROLE_ARN, image_uri=IMAGE,
                               instance_type="ml.g5.xlarge", hyperparameters={"epochs": "2"},
                               entry_point="train.py", source_s3_uri=f"s3://{BUCKET}/code/x/sourcedir.tar.gz",
-                              region=REGION, executor_job_id=job_id)
+                              output_s3_uri=f"s3://{BUCKET}/o", region=REGION, executor_job_id=job_id)
 
 
 # -- validate_configuration --------------------------------------------------------------------
@@ -174,48 +175,39 @@ def test_an_image_aws_does_not_publish_is_a_configuration_error(tmp_path, client
         service.resolve_image("ml.g5.xlarge")
 
 
-# -- submit, status, cancel, list --------------------------------------------------------------
+# -- create, describe, stop (what the SageMaker platform calls) ----------------------------------
 
-def test_submitting_twice_creates_one_training_job_and_never_writes_the_store(service, clients, store,  # noqa: F811
-                                                                              tmp_path):
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    config = job_config(job.id)
-    output = f"s3://{BUCKET}/jobs/{job.id}/output"
-    before = store.get(job.id)
-    assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
-    assert service.submit_training_job(config, "", output, ROLE_ARN, IMAGE, store) == job.id
-    assert clients.counter.total("sagemaker", "CreateTrainingJob") == 1
-    assert service.describe_training_job(config.job_name)["TrainingJobArn"].endswith(f"training-job/{config.job_name}")
-    # Recording the launch is the backend's part: the seeds' service only reads the store.
-    assert store.get(job.id) == before
+def test_creating_a_training_job_sends_the_configuration_and_describe_finds_it(service, clients):  # noqa: F811
+    from aws_fixtures import capture_params
+    created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
+    config = job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90")
+    arn = service.create_training_job(config)
+    assert arn.endswith(f"training-job/{config.job_name}")
+    assert created == [config.to_sagemaker_config()]
+    assert service.describe_training_job(config.job_name)["TrainingJobArn"] == arn
+    assert service.describe_training_job("essedum-no-such-job") is None
 
 
-def test_resource_in_use_means_already_submitted(service, store, tmp_path):  # noqa: F811
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    config = job_config(job.id)
+def test_resource_in_use_means_already_submitted(service):
+    config = job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90")
     arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{config.job_name}"
     # Stubbed: moto silently overwrites a duplicate name where AWS answers ResourceInUse.
     with Stubber(service.sagemaker) as stub:
-        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
         stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique.")
         stub.add_response("describe_training_job", {"TrainingJobArn": arn, **_minimal_description(config.job_name)})
-        assert service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store) == job.id
+        assert service.create_training_job(config) == arn
         stub.assert_no_pending_responses()
 
 
-def test_a_quota_error_is_explained(service, store, tmp_path):  # noqa: F811
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
+def test_a_quota_error_is_explained(service):
     with Stubber(service.sagemaker) as stub:
-        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
         stub.add_client_error("create_training_job", "ResourceLimitExceeded", "The account-level service limit "
                               "'ml.g5.xlarge for training job usage' is 0 Instances")
         with pytest.raises(SageMakerJobError, match="ResourceLimitExceeded.*Service Quotas"):
-            service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
-    assert store.get(job.id).external_id is None
+            service.create_training_job(job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90"))
 
 
 def _minimal_description(name: str) -> dict:
-    from datetime import datetime, timezone
     now = datetime.now(timezone.utc)
     return {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": ""}, "TrainingJobStatus": "InProgress",
             "SecondaryStatus": "Starting", "AlgorithmSpecification": {"TrainingInputMode": "File"},
@@ -223,76 +215,30 @@ def _minimal_description(name: str) -> dict:
             "StoppingCondition": {"MaxRuntimeInSeconds": 60}, "CreationTime": now}
 
 
-@pytest.mark.parametrize("job_id", [-1, 0, 10 ** 30, "", "no-such-job"])
-def test_unknown_job_ids_are_reported_without_aws_calls(service, store, clients, job_id):  # noqa: F811
-    before = clients.counter.total()
-    for call in (service.get_job_status, service.cancel_training_job):
-        with pytest.raises(SageMakerJobError, match="no SageMaker job"):
-            call(job_id, store)
-    assert clients.counter.total() == before
-
-
-def submitted(service, store, job):
-    """Submit a job's training job and record the launch as the backend does; return its name."""
-    config = job_config(job.id)
-    service.submit_training_job(config, "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
-    store.update(job.id, external_id=config.job_name)
-    return config.job_name
-
-
-def test_status_combines_the_store_and_aws(service, store, tmp_path):  # noqa: F811
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    submitted(service, store, job)
-    status = service.get_job_status(job.id, store)
-    assert status["status"] == "RUNNING" and status["sagemaker_status"] == "Completed"  # moto completes at once
-    assert status["sagemaker_job_name"] == training_job_name(job.id, "digits")
-
-
-def test_cancelling_a_queued_job_needs_no_aws_call_and_leaves_the_store_to_the_queue(service, store, clients,  # noqa: F811
-                                                                                     tmp_path):
-    store.create_job("queued-1", kind="training", backend="sagemaker", request={}, secrets=None,
-                     log_path=str(tmp_path / "l"), output_dir=str(tmp_path))
-    before = clients.counter.total()
-    assert service.cancel_training_job("queued-1", store) is True
-    assert store.get("queued-1").status is JobStatus.WAITING  # the queue's request_cancel marks it
-    assert clients.counter.total() == before
-    store.request_cancel("queued-1")
-    assert service.cancel_training_job("queued-1", store) is False  # it has ended
-
-
-def test_cancelling_a_running_job_stops_it_once_and_an_ended_one_not_at_all(service, store, tmp_path):  # noqa: F811
+def test_a_running_job_is_stopped_once_and_an_ended_or_stopping_one_not_at_all(service):
     from aws_fixtures import set_training_state
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    name = submitted(service, store, job)
-    set_training_state(name, "InProgress", "Training")
+    config = job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90")
+    service.create_training_job(config)
+    set_training_state(config.job_name, "InProgress", "Training")
     # moto has no StopTrainingJob: patch the client call and count it.
     with mock.patch.object(service.sagemaker, "stop_training_job", return_value={}) as stop:
-        assert service.cancel_training_job(job.id, store) is True
-        set_training_state(name, "Stopping", "Stopping")
-        assert service.cancel_training_job(job.id, store) is True
-        set_training_state(name, "Completed", "Completed")
-        assert service.cancel_training_job(job.id, store) is True
-    stop.assert_called_once_with(TrainingJobName=name)
-    assert store.get(job.id).status is JobStatus.RUNNING  # CANCELLED only once AWS says Stopped
+        assert service.stop_training_job(config.job_name) == "InProgress"
+        set_training_state(config.job_name, "InProgress", "Stopping")
+        assert service.stop_training_job(config.job_name) == "InProgress"
+        set_training_state(config.job_name, "Completed", "Completed")
+        assert service.stop_training_job(config.job_name) == "Completed"
+        assert service.stop_training_job("essedum-no-such-job") is None
+    stop.assert_called_once_with(TrainingJobName=config.job_name)
 
 
-def test_stop_races_with_the_end_of_the_job(service, store, tmp_path):  # noqa: F811
+def test_stop_races_with_the_end_of_the_job(service):
     from aws_fixtures import set_training_state
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    name = submitted(service, store, job)
-    set_training_state(name, "InProgress", "Uploading")
+    config = job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90")
+    service.create_training_job(config)
+    set_training_state(config.job_name, "InProgress", "Uploading")
     error = ClientError({"Error": {"Code": "ValidationException", "Message": "already stopped"}}, "StopTrainingJob")
     with mock.patch.object(service.sagemaker, "stop_training_job", side_effect=error):
-        assert service.stop_training_job(name) == "InProgress"
-
-
-def test_the_list_comes_from_the_store(service, store, clients, tmp_path):  # noqa: F811
-    first = new_running_job(store, "training", {"name": "a"}, tmp_path)
-    second = new_running_job(store, "pipeline", {"name": "b"}, tmp_path)
-    before = clients.counter.total()
-    listed = service.list_training_jobs(store)
-    assert {item["job_id"] for item in listed} == {first.id, second.id}
-    assert clients.counter.total() == before
+        assert service.stop_training_job(config.job_name) == "InProgress"
 
 
 # -- container builder -------------------------------------------------------------------------
@@ -384,35 +330,24 @@ def test_role_fixture_name_matches(service):
 SPECIAL = "a b;$(rm -rf /)`|&<>\"'\\é"
 
 
-@pytest.mark.parametrize("argument, value, field", [
-    ("s3_input_uri", SPECIAL, "input_data_s3_uri"), ("s3_input_uri", "s3://UPPER/x", "input_data_s3_uri"),
-    ("s3_output_uri", "", "output_s3_uri"), ("s3_output_uri", SPECIAL, "output_s3_uri"),
-    ("role_arn", "", "role_arn"), ("role_arn", SPECIAL, "role_arn"),
-    ("image_uri", "", "image_uri"), ("image_uri", SPECIAL, "image_uri"),
-    ("sagemaker_job_name", "", "job_name"), ("sagemaker_job_name", SPECIAL, "job_name")])
-def test_submit_refuses_each_bad_argument_before_creating_anything(service, store, clients, tmp_path,  # noqa: F811
-                                                                  argument, value, field):
-    job = new_running_job(store, "training", {"name": "digits"}, tmp_path)
-    config = job_config(job.id)
-    arguments = {"s3_input_uri": f"s3://{BUCKET}/datasets/x/", "s3_output_uri": f"s3://{BUCKET}/o",
-                 "role_arn": ROLE_ARN, "image_uri": IMAGE}
-    if argument == "sagemaker_job_name":
-        config.job_name = value
-    else:
-        arguments[argument] = value
+@pytest.mark.parametrize("field, value", [
+    ("input_data_s3_uri", SPECIAL), ("input_data_s3_uri", "s3://UPPER/x"), ("output_s3_uri", ""),
+    ("output_s3_uri", SPECIAL), ("role_arn", ""), ("role_arn", SPECIAL), ("image_uri", ""), ("image_uri", SPECIAL),
+    ("job_name", ""), ("job_name", SPECIAL)])
+def test_create_refuses_each_bad_field_before_any_aws_call(service, clients, field, value):  # noqa: F811
+    config = dataclasses.replace(job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90"), **{field: value})
     before = clients.counter.total()
     with pytest.raises(InvalidRequest) as raised:
-        service.submit_training_job(config, arguments["s3_input_uri"], arguments["s3_output_uri"],
-                                    arguments["role_arn"], arguments["image_uri"], store)
+        service.create_training_job(config)
     assert raised.value.field == field
-    assert clients.counter.total() == before and store.get(job.id).external_id is None
+    assert clients.counter.total() == before
 
 
-def test_an_empty_input_uri_means_a_job_without_an_input_channel(service, store, clients, tmp_path):  # noqa: F811
+def test_an_empty_input_uri_means_a_job_without_an_input_channel(service, clients):  # noqa: F811
     from aws_fixtures import capture_params
     created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
-    job = new_running_job(store, "pipeline", {"name": "pipe"}, tmp_path)
-    service.submit_training_job(job_config(job.id), "", f"s3://{BUCKET}/o", ROLE_ARN, IMAGE, store)
+    service.create_training_job(dataclasses.replace(job_config("2f1c6d1e-8a51-4d8e-9a2b-5b0c1f3e7a90"),
+                                                    input_data_s3_uri=""))
     assert "InputDataConfig" not in created[0]
 
 

@@ -13,7 +13,7 @@ import pytest
 from aws_fixtures import BUCKET, ROOT, aws, aws_setup, clients, config, write_dataset  # noqa: F401
 
 from mlops.sagemaker import dataset_upload as du
-from mlops.aws import SageMakerTrainingService
+from mlops.sagemaker.training_service import SageMakerTrainingService
 from mlops.errors import InvalidRequest, SageMakerError
 
 

@@ -9,7 +9,7 @@ from botocore.validate import ParamValidator
 
 from api import status_of
 from mlops.sagemaker import validation as v
-from mlops.aws import SageMakerJobConfig, training_job_name
+from mlops.sagemaker.training_service import SageMakerJobConfig, training_job_name
 from mlops.errors import InvalidRequest, SageMakerConfigurationError, SageMakerError
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"

@@ -99,7 +99,8 @@ def test_a_job_never_runs_as_root_and_cannot_read_the_executors_environment(exec
     """)
     assert seen["uid"] != 0 and seen["euid"] != 0 and seen["gid"] != 0
     if os.geteuid() == 0:
-        assert (seen["uid"], seen["gid"]) == (65534, 65534)
+        first = load_config(environ={}).job_uids.start
+        assert (seen["uid"], seen["gid"]) == (first, first)
     # Its own PID namespace: the executor's pid is not there, nor any process but the job's.
     assert seen["environ"] in ("FileNotFoundError", "PermissionError") or "EXECUTOR" not in seen["environ"]
     assert max(seen["pids"]) < 10

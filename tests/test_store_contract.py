@@ -497,3 +497,37 @@ class TestSQLiteStore(StoreContract):
 
     def open_first_release(self, folder: Path) -> Store:
         return self.open_store(folder)
+
+
+class TestPostgresStore(StoreContract):
+    """The shared store: a database of a throwaway PostgreSQL cluster, one per data folder."""
+
+    @pytest.fixture(autouse=True)
+    def cluster(self, postgres_cluster):
+        self.postgres = postgres_cluster
+        self.urls: dict[Path, str] = {}
+
+    def url(self, data_dir: Path) -> str:
+        if data_dir not in self.urls:
+            self.urls[data_dir] = self.postgres.create_database()
+        return self.urls[data_dir]
+
+    def open_store(self, data_dir: Path, clock: Callable[[], float] = time.time) -> Store:
+        from db_postgres import PostgresStore
+
+        return PostgresStore(self.url(data_dir), data_dir, clock=clock)
+
+    def stored_bytes(self, data_dir: Path) -> bytes:
+        return b"".join(path.read_bytes() for path in self.postgres.database_files(self.url(data_dir)))
+
+    def write_schema_version(self, data_dir: Path, version: int) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(data_dir), autocommit=True) as conn:
+            conn.execute("UPDATE schema_version SET version = %s", (version,))
+
+    def open_first_release(self, folder: Path) -> Store:
+        from app import main
+
+        assert main(["migrate-store", "--data-dir", str(folder), "--to", self.url(folder)]) == 0
+        return self.open_store(folder)

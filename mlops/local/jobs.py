@@ -23,18 +23,20 @@ from typing import Any, Callable
 from config import Config
 from db import StoreError
 from job import Job, JobStatus
+from job_secrets import BOUND_TO
 from mlops import script_contract
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
-from mlops.job_files import read_bounded, remove_tree
+from mlops.job_files import read_bounded, remove_tree, tree_digest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
-from mlops.local.processes import JobProcess, run_to_end, sweep_orphans
+from mlops.local.limits import LimitWatch, confinement_for
+from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
 from mlops.platform import PIPELINE, TRAINING, Ran, Stop
 from mlops.reporter import JobReporter
-from mlops.sandbox import sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, copy_tree, parse_command, pipeline_storage_client,
-                           publish_outputs, remote_log_uri, resolve_storage_path, stage_dataset, stage_pipeline_files)
+from mlops.sandbox import Sandbox, sandbox_for
+from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
+                           remote_log_uri, resolve_storage_path, stage_dataset, stage_folder, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +70,18 @@ class ContainerLayout:
         self.output_data = self.output / "data"
         self.checkpoints = root / "checkpoints"
         self.failure = self.output / "failure"
+        # The job's /tmp: on disk, in its folder, counted in its disk use.
+        self.tmp = root / "tmp"
 
     def create(self) -> None:
         """Make the tree afresh: a retried job starts from what the executor stages, never from what
         its last attempt left (links to the executor's files among them); only checkpoints carry over."""
-        for leftover in (self.code, self.input, self.model, self.output):
+        for leftover in (self.code, self.input, self.model, self.output, self.tmp):
             remove_tree(leftover)
         if self.checkpoints.is_symlink() or (self.checkpoints.exists() and not self.checkpoints.is_dir()):
             remove_tree(self.checkpoints)
-        for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints):
+        for folder in (self.code, self.config, self.channel, self.model, self.output_data, self.checkpoints,
+                       self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
     def writable(self) -> list[Path]:
@@ -95,6 +100,8 @@ class ProcessEnd:
     output_failure: str | None
     #: Its last lines that are neither blank nor metric lines, secrets redacted.
     tail: list[str]
+    #: The limit it was stopped at (memory, disk), if it reached one.
+    limit_reached: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ class LocalJobs:
         self.python = config.python or sys.executable
         self.venv_root = config.data_dir / "venvs"
         self.sandbox = sandbox_for(config)
+        self.confinement = confinement_for(config)
         self._processes: dict[str, JobProcess] = {}
         self._stop_reasons: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -166,26 +174,30 @@ class LocalJobs:
         """Run a job's process to its end and record how it ended."""
         with self._lock:
             self._running_jobs += 1
+        # A uid of its own while it runs (root only): no other job can signal it or read its files.
+        uid = self.confinement.uids.lease() if self.sandbox.identity is not None else None
         try:
-            self._run_job(ctx)
+            self._run_job(ctx, self.sandbox.as_user(uid))
         finally:
+            self.confinement.uids.release(uid)
             with self._lock:
                 self._running_jobs -= 1
         return Ran.ENDED
 
-    def _run_job(self, ctx: JobReporter) -> None:
+    def _run_job(self, ctx: JobReporter, sandbox: Sandbox) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
         ctx.set_phase("Downloading", "staging inputs")
         if ctx.job.kind == PIPELINE:
             stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
+            self._bind_secrets_to_staged_files(ctx, layout)
             argv = parse_command(request["command"])
             argv_tail = [argv[1], *script_contract.pipeline_arguments(argv[2:])]
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            copy_tree(Path(request["source_dir"]), layout.code, Path(request["source_dir"]))
+            stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
@@ -198,29 +210,49 @@ class LocalJobs:
         self._write_config(layout, hyperparameters)
         # Everything the executor puts in the job's folders is written by now: the job (and its
         # requirements install) may read and change it as the sandbox's identity.
-        for folder in layout.writable():
-            self.sandbox.hand_over(folder)
-        python = self._python_for(ctx, layout.code)
+        for folder in (*layout.writable(), layout.tmp):
+            sandbox.hand_over(folder)
+        python = self._python_for(ctx, sandbox, layout)
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
         max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
-        process_end = self._run_process(ctx, [python, *argv_tail], layout, env, max_runtime, readable)
+        process_end = self._run_process(ctx, sandbox, [python, *argv_tail], layout, env, max_runtime, readable)
+        # Scratch: what the job left in /tmp is not one of its outputs.
+        remove_tree(layout.tmp)
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
 
-    def _run_process(self, ctx: JobReporter, argv: list[str], layout: ContainerLayout, env: dict[str, str],
-                     max_runtime: int, readable: list[Path]) -> ProcessEnd:
+    def _bind_secrets_to_staged_files(self, ctx: JobReporter, layout: ContainerLayout) -> None:
+        """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
+        if not ctx.secrets:
+            return
+        staged = tree_digest(layout.root, layout.code.name)
+        bound = ctx.secrets.get(BOUND_TO)
+        if bound is not None and bound != staged:
+            names = " and ".join(sorted(name for name, value in ctx.secrets.items() if value and name != BOUND_TO))
+            raise BackendError(f"the pipeline's files changed since the job it reruns ran them: the {names} it "
+                               "inherited are handed only to those files, and nothing ran; rerun it with them "
+                               "sent anew")
+        if "staged_sha256" not in ctx.job.details:
+            ctx.merge_details(staged_sha256=staged)
+
+    def _run_process(self, ctx: JobReporter, sandbox: Sandbox, argv: list[str], layout: ContainerLayout,
+                     env: dict[str, str], max_runtime: int, readable: list[Path]) -> ProcessEnd:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
-        process = JobProcess(self.sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
+        process = JobProcess(sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
                              max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
-                             readable=readable)
+                             readable=readable, confinement=self.confinement, tmp=layout.tmp, umask=PRIVATE_UMASK)
         with self._lock:
             self._processes[ctx.job_id] = process
         timer = threading.Timer(max_runtime, self._stop_process, args=(ctx.job_id, "MaxRuntimeExceeded"))
         timer.daemon = True
+        watch = None
         try:
+            assert process.enclosure is not None
+            watch = LimitWatch(process.enclosure, layout.root,
+                               lambda _reached: self._stop_process(ctx.job_id, "limit", grace=0))
             ctx.set_pid(process.pid)
             timer.start()
             if ctx.cancel_requested():
@@ -230,12 +262,13 @@ class LocalJobs:
             returncode = process.wait()
         finally:
             timer.cancel()
+            limit_reached = watch.close() if watch is not None else None
             process.kill()
             # A stop reason is recorded only while the process is listed: none outlives this.
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
                 stop_reason = self._stop_reasons.pop(ctx.job_id, None)
-        return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail))
+        return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail), limit_reached)
 
     def _decide_end(self, ctx: JobReporter, layout: ContainerLayout, process_end: ProcessEnd,
                     max_runtime: int) -> JobEnd | None:
@@ -244,6 +277,8 @@ class LocalJobs:
             return JobEnd(JobStatus.CANCELLED, message="stopped at the user's request")
         if process_end.stop_reason == "shutdown":
             return None
+        if process_end.limit_reached:
+            return JobEnd(JobStatus.ERROR, process_end.limit_reached)
         if process_end.output_failure:
             return JobEnd(JobStatus.ERROR, process_end.output_failure)
         if process_end.stop_reason == "MaxRuntimeExceeded":
@@ -337,7 +372,7 @@ class LocalJobs:
 
     def _environment(self, layout: ContainerLayout, hyperparameters: dict[str, str], entry_point: str,
                      user_environment: dict[str, str]) -> dict[str, str]:
-        env = self._base_environment()
+        env = self._base_environment(layout.tmp)
         # Every torch or numpy process would start a thread per core; jobs running together would
         # then fight over the cores and finish later than one after another. A job's own setting wins.
         cores = self._core_share()
@@ -373,15 +408,16 @@ class LocalJobs:
         with self._lock:
             return max(1, self._cores // max(1, self._running_jobs))
 
-    def _base_environment(self) -> dict[str, str]:
+    def _base_environment(self, tmp: Path) -> dict[str, str]:
         env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
         if self.sandbox.isolating:
-            env = {key: value for key, value in env.items() if key not in ("TMP", "TEMP")} | SANDBOX_ENV
-        return env
+            return {key: value for key, value in env.items() if key not in ("TMP", "TEMP")} | SANDBOX_ENV
+        # Bare, the job's temporary files still go to its own folder, where its disk use counts them.
+        return env | {"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
 
-    def _python_for(self, ctx: JobReporter, code: Path) -> str:
+    def _python_for(self, ctx: JobReporter, sandbox: Sandbox, layout: ContainerLayout) -> str:
         """Return the interpreter for a job, installing its requirements.txt as the container would."""
-        requirements = code / "requirements.txt"
+        requirements = layout.code / "requirements.txt"
         if not requirements.is_file():
             return self.python
         digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:32]
@@ -391,30 +427,34 @@ class LocalJobs:
             venv = self.venv_root / digest
             if not venv.is_dir():
                 ctx.set_phase("Installing", "installing requirements.txt")
-                self._build_venv(ctx, venv, requirements)
+                self._build_venv(ctx, sandbox, venv, layout)
             else:
                 ctx.log(f"[executor] using the cached environment for requirements.txt ({digest})")
         return str(_venv_python(venv))
 
-    def _build_venv(self, ctx: JobReporter, venv: Path, requirements: Path) -> None:
+    def _build_venv(self, ctx: JobReporter, sandbox: Sandbox, venv: Path, layout: ContainerLayout) -> None:
         staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
-        self.sandbox.hand_over(staging)
+        sandbox.hand_over(staging)
+        requirements = layout.code / "requirements.txt"
         try:
             # The executor's own packages stay visible, as the framework's are inside the container.
-            self._installer(ctx, [self.python, "-m", "venv", "--system-site-packages", str(staging)], staging,
-                            requirements)
+            self._installer(ctx, sandbox, [self.python, "-m", "venv", "--system-site-packages", str(staging)],
+                            staging, layout)
             # Installing runs the packages' own build code: in the sandbox, like the job.
-            self._installer(ctx, [str(_venv_python(staging)), "-m", "pip", "install", "--disable-pip-version-check",
-                                  "--no-input", "-r", str(requirements)], staging, requirements)
+            self._installer(ctx, sandbox, [str(_venv_python(staging)), "-m", "pip", "install",
+                                           "--disable-pip-version-check", "--no-input", "-r", str(requirements)],
+                            staging, layout)
             os.replace(staging, venv)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _installer(self, ctx: JobReporter, argv: list[str], staging: Path, requirements: Path) -> None:
-        code, output = run_to_end(self.sandbox, argv, cwd=requirements.parent, env=self._base_environment(),
+    def _installer(self, ctx: JobReporter, sandbox: Sandbox, argv: list[str], staging: Path,
+                   layout: ContainerLayout) -> None:
+        code, output = run_to_end(sandbox, argv, cwd=layout.code, env=self._base_environment(layout.tmp),
                                   marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
-                                  writable=[staging], readable=[requirements.parent], timeout=INSTALL_TIMEOUT_S)
+                                  writable=[staging], readable=[layout.code], timeout=INSTALL_TIMEOUT_S,
+                                  confinement=self.confinement, tmp=layout.tmp)
         ctx.log(output)
         if code != 0:
             tail = output.strip().splitlines()[-5:]
@@ -426,13 +466,13 @@ class LocalJobs:
         """Stop the job's process; one not started yet sees the stop flag before it starts."""
         return Stop.STOPPED if self._stop_process(job.id, "cancelled") else Stop.REQUESTED
 
-    def _stop_process(self, job_id: str, reason: str) -> bool:
+    def _stop_process(self, job_id: str, reason: str, grace: float = STOP_GRACE_S) -> bool:
         with self._lock:
             process = self._processes.get(job_id)
             if process is None:
                 return False
             self._stop_reasons.setdefault(job_id, reason)
-        threading.Thread(target=process.stop, name=f"stop-{job_id[:8]}", daemon=True).start()
+        threading.Thread(target=process.stop, args=(grace,), name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
 
     def resumable(self, job: Job) -> bool:

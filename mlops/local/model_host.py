@@ -23,7 +23,8 @@ from typing import Any
 from mlops.admission import Gate
 from mlops.errors import BackendError, DeadlineExceeded
 from mlops.local import model_worker
-from mlops.local.processes import ProcessTree
+from mlops.local.limits import Confinement
+from mlops.local.processes import PRIVATE_UMASK, ProcessTree
 from mlops.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class ModelWorker:
     """One model loaded in its own sandboxed process; one request at a time, `line` more waiting in turn."""
 
     def __init__(self, sandbox: Sandbox, python: str, model_dir: Path, marker: str, line: int = 0,
-                 line_wait_s: float = 0.0):
+                 line_wait_s: float = 0.0, confinement: Confinement | None = None):
         self.sandbox = sandbox
+        self.confinement = confinement
+        self._uid: int | None = None
         self.python = python
         self.model_dir = model_dir
         self.marker = marker
@@ -103,21 +106,24 @@ class ModelWorker:
     def close(self) -> None:
         """End the worker and everything it started."""
         with self._lock:
-            if self._tree is not None:
-                self._tree.kill()
-                self._tree.popen.wait()
-                self._tree = None
+            self._end_tree()
 
     def _start(self) -> None:
-        self.sandbox.hand_over(self.model_dir)
+        self._end_tree()
+        # A uid of its own (root only), as a job has: no job nor other worker can signal or read it.
+        if self.confinement is not None and self.sandbox.identity is not None:
+            self._uid = self.confinement.uids.lease()
+        sandbox = self.sandbox.as_user(self._uid)
+        sandbox.hand_over(self.model_dir)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         if os.name == "nt":
             env.update({key: os.environ[key] for key in ("SYSTEMROOT", "TEMP", "TMP") if key in os.environ})
         self._stderr.clear()
-        self._tree = ProcessTree(self.sandbox, [self.python, "-I", str(WORKER_SCRIPT)], cwd=self.model_dir,
+        self._tree = ProcessTree(sandbox, [self.python, "-I", str(WORKER_SCRIPT)], cwd=self.model_dir,
                                  env=env, marker=self.marker, readable=[self.model_dir, WORKER_SCRIPT],
-                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, confinement=self.confinement,
+                                 umask=PRIVATE_UMASK)
         self._stderr_reader = threading.Thread(target=self._keep_stderr, args=(self._tree.popen.stderr,),
                                                name=f"model-stderr-{self.marker[:12]}", daemon=True)
         self._stderr_reader.start()
@@ -126,9 +132,7 @@ class ModelWorker:
         except ModelFailure:
             if self._tree is not None:
                 # Loaded nothing: a worker without its model serves no one.
-                self._tree.kill()
-                self._tree.popen.wait()
-                self._tree = None
+                self._end_tree()
                 self._crashes += 1
             raise
 
@@ -178,24 +182,29 @@ class ModelWorker:
                                 "time ran out")
 
     def _crashed(self, operation: str, timeout: float | None) -> ModelFailure:
+        reached = self._tree.limit_reached() if self._tree is not None else None
         code = self._end_tree()
         self._crashes += 1
         how = f"took longer than {timeout:g} s and was stopped" if timeout is not None else (
-            f"exited with code {code}")
+            f"was killed: {reached}" if reached else f"exited with code {code}")
         self._last_crash = f"the model's worker {how} during {operation}{self._stderr_tail(': ')}"
         logger.warning("model worker %s: %s", self.marker, self._last_crash)
         return ModelFailure(self._last_crash)
 
-    def _end_tree(self) -> int:
-        """Kill the worker and return its exit code, with what it wrote to stderr read to the end."""
-        tree = self._tree
-        assert tree is not None
-        tree.kill()
-        code = tree.popen.wait()
-        # The pipe closes with the process: what it wrote last is then read.
-        if self._stderr_reader is not None:
-            self._stderr_reader.join(timeout=2)
-        self._tree = None
+    def _end_tree(self) -> int | None:
+        """Kill the worker (its cgroup with it), give its uid back; return its exit code, stderr read to the end."""
+        tree, self._tree = self._tree, None
+        code = None
+        if tree is not None:
+            tree.kill()
+            code = tree.popen.wait()
+            # The pipe closes with the process: what it wrote last is then read.
+            if self._stderr_reader is not None:
+                self._stderr_reader.join(timeout=2)
+            tree.wait()
+        if self.confinement is not None:
+            self.confinement.uids.release(self._uid)
+        self._uid = None
         return code
 
     def _keep_stderr(self, stream: Any) -> None:

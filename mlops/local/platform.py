@@ -5,12 +5,13 @@ from typing import Any
 
 from config import Config
 from job import Job
-from mlops.aws import ClientFactory, SageMakerTrainingService
+from mlops.aws import ClientFactory
 from mlops.errors import NotSupported
 from mlops.local.jobs import LocalJobs
 from mlops.local.serving import LocalModelLifecycle
 from mlops.platform import PIPELINE, TRAINING, TRANSFORM, Platform, Ran, Stop
 from mlops.records import RecordBook
+from mlops.sagemaker.training_service import SageMakerTrainingService
 from mlops.reporter import JobReporter
 from mlops.staging import remote_log_uri
 

@@ -21,6 +21,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 import psutil
 
+from mlops.local.limits import Confinement, Enclosure, JobLimits
 from mlops.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ OUTPUT_DRAIN_S = 2.0
 _POLL_S = 0.2
 # Lines read from the pipe and not yet taken: a bound on what a fast printer can pile up in memory.
 LINES_IN_FLIGHT = 1024
+# What a job or model writes only its own uid may read: were a mount ever shared, another job could
+# not. The installer keeps the default: the environment it builds is shared by the jobs that need it.
+PRIVATE_UMASK = 0o077
 _END = object()
 
 
@@ -43,14 +47,25 @@ class ProcessTree:
 
     def __init__(self, sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
                  writable: Iterable[Path] = (), readable: Iterable[Path] = (), stdin: int = subprocess.DEVNULL,
-                 stderr: int = subprocess.STDOUT):
+                 stderr: int = subprocess.STDOUT, confinement: Confinement | None = None, tmp: Path | None = None,
+                 umask: int = -1):
         self.sandbox = sandbox
         self.marker = marker
-        self.popen = sandbox.start(
-            argv, cwd=cwd, writable=writable, readable=readable,
-            env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
-            **_session_options())
-        self._windows_job = _WindowsJob(self.popen) if IS_WINDOWS else None
+        # Its cgroup (or rlimits) exist before its first process does: nothing it forks escapes them.
+        self.enclosure: Enclosure | None = (
+            confinement.enclose(marker, own_uid=sandbox.identity is not None) if confinement else None)
+        try:
+            self.popen = sandbox.start(
+                argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp,
+                enter=self.enclosure.prefix() if self.enclosure else (),
+                env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
+                umask=umask, **_session_options())
+        except BaseException:
+            if self.enclosure is not None:
+                self.enclosure.release()
+            raise
+        self._windows_job = (_WindowsJob(self.popen, confinement.limits if confinement else None)
+                             if IS_WINDOWS else None)
         self._stopping = threading.Lock()
 
     @property
@@ -61,6 +76,8 @@ class ProcessTree:
         """Wait for the main process; end what it left behind; return its exit code (-N: killed by signal N)."""
         code = self.popen.wait()
         self.kill()
+        if self.enclosure is not None:
+            self.enclosure.release()
         if self.sandbox.isolating and 128 < code < 128 + 65:
             # bubblewrap reports its child's death by signal N as 128 + N, as a shell does.
             return 128 - code
@@ -83,6 +100,12 @@ class ProcessTree:
             self._windows_job.terminate()
         else:
             self._signal_tree(signal.SIGKILL)
+        if self.enclosure is not None:
+            self.enclosure.kill()
+
+    def limit_reached(self) -> str | None:
+        """Say which limit the kernel stopped the tree at, if any."""
+        return self.enclosure.limit_reached() if self.enclosure is not None else None
 
     def _signal_tree(self, signum: int) -> None:
         if IS_WINDOWS:
@@ -144,16 +167,18 @@ class JobProcess(ProcessTree):
 
 def run_to_end(sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
                max_line_bytes: int, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
-               timeout: float) -> tuple[int, str]:
+               timeout: float, confinement: Confinement | None = None, tmp: Path | None = None) -> tuple[int, str]:
     """Run a short sandboxed command (an installer) to its end; return its exit code and output."""
     process = JobProcess(sandbox, argv, cwd=cwd, env=env, marker=marker, max_line_bytes=max_line_bytes,
-                         writable=writable, readable=readable)
+                         writable=writable, readable=readable, confinement=confinement, tmp=tmp)
     timer = threading.Timer(timeout, process.stop, kwargs={"grace": 0})
     timer.daemon = True
     timer.start()
     try:
         output = "\n".join(process.lines())
-        return process.wait(), output
+        reached = process.limit_reached()
+        code = process.wait()
+        return code, output + (f"\n[executor] {reached}" if reached else "")
     finally:
         timer.cancel()
         process.kill()
@@ -267,7 +292,10 @@ class _WindowsJob:
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
     EXTENDED_LIMIT_INFORMATION = 9
 
-    def __init__(self, popen: subprocess.Popen):
+    JOB_OBJECT_LIMIT_ACTIVE_PROCESS = 0x8
+    JOB_OBJECT_LIMIT_JOB_MEMORY = 0x200
+
+    def __init__(self, popen: subprocess.Popen, limits: JobLimits | None):
         import ctypes
         from ctypes import wintypes
 
@@ -286,10 +314,16 @@ class _WindowsJob:
         self._kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
         self._kernel32.CreateJobObjectW.restype = wintypes.HANDLE
         self.handle = self._kernel32.CreateJobObjectW(None, None)
-        limits = Extended()
-        limits.BasicLimitInformation.LimitFlags = self.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        settings = Extended()
+        settings.BasicLimitInformation.LimitFlags = self.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if limits is not None:
+            # The job's limits hold for the whole tree, as a cgroup's do on Linux.
+            settings.BasicLimitInformation.LimitFlags |= (self.JOB_OBJECT_LIMIT_JOB_MEMORY
+                                                          | self.JOB_OBJECT_LIMIT_ACTIVE_PROCESS)
+            settings.JobMemoryLimit = limits.memory
+            settings.BasicLimitInformation.ActiveProcessLimit = limits.processes
         if not self._kernel32.SetInformationJobObject(self.handle, self.EXTENDED_LIMIT_INFORMATION,
-                                                      ctypes.byref(limits), ctypes.sizeof(limits)):
+                                                      ctypes.byref(settings), ctypes.sizeof(settings)):
             raise OSError(ctypes.get_last_error(), "SetInformationJobObject failed")
         # A child started in the instant before this call escapes the job; the process group and
         # taskkill /T in terminate() still reach it.

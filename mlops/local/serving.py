@@ -6,6 +6,7 @@ handlers model_fn, input_fn, predict_fn, output_fn); the same folder tarred is w
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,23 +25,28 @@ from db import Record
 from job import Job, JobStatus
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
-                          NotAcceptable, NotFound, NotSupported, Overloaded, TooLarge)
+                          NotAcceptable, NotFound, NotSupported, Overloaded, StorageFull, TooLarge)
 from mlops.exports import Export, file_export, folder_export
-from mlops.job_files import TooManyEntries, open_file, regular_files
+from mlops.job_files import (TooManyEntries, UnsafeFile, copy_tree, copyable_tree, open_file, regular_files,
+                             remove_tree)
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED, UPDATING
+from mlops.local.limits import confinement_for
 from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
-from mlops.records import (CONTENT_TYPES, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                            TRANSFORM_RECORD, ModelRecords, RecordBook, as_list, finished_training_job, model_body,
                            production_variant, public_request)
 from mlops.reporter import JobReporter
 from mlops.sandbox import sandbox_for
-from mlops.staging import S3_URI, copy_tree, resolve_storage_path
+from mlops.staging import S3_URI, resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
 CANCEL_CHECK_S = 0.5
+# A model folder up to this size is copied while its register request waits (a second or so); a larger
+# one is copied in the background, so that no request thread waits on a disk for minutes.
+INLINE_COPY_BYTES = 256 << 20
 
 
 class LocalModelLifecycle(ModelRecords):
@@ -53,38 +59,88 @@ class LocalModelLifecycle(ModelRecords):
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
         self.sandbox = sandbox_for(config)
+        self.confinement = confinement_for(config)
         self.python = config.python or sys.executable
         # A model's inference.py is user code: it runs in a worker process of its own, never in the
         # executor (model_host.py). Loads are serialised, so that two first requests after a restart
         # start one worker, not two.
         self._served: dict[str, ServedModel] = {}
         self._load_lock = threading.Lock()
+        # Models whose folder a background thread is copying, by name.
+        self._copies: dict[str, threading.Thread] = {}
+        self._copies_lock = threading.Lock()
+        self._fail_interrupted_copies()
 
     # -- models ----------------------------------------------------------------------------------
 
     def register_model(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
-        """Register a model folder (a finished training job's, or one in the storage root)."""
+        """Register a model folder (a finished training job's, or one in the storage root).
+
+        The folder is copied: the model then stays as registered, whatever happens to its source. A
+        small one is copied at once (Created); a larger one in the background, and its record says
+        Creating until it is Created or Failed.
+        """
         name = body["ModelName"]
         if self.find(MODEL, name):
             raise Conflict("ModelName", f"a model named {name!r} is registered")
         source, container = self._model_source(body)
         field = "TrainingJobId" if body.get("TrainingJobId") else "ModelDataUrl"
         _check_model_folder(source, field)
-        target = self.models_root / name
-        shutil.rmtree(target, ignore_errors=True)
-        # A copy: the model then stays as registered, whatever happens to the training job's folder.
-        copy_tree(source, target, source)
-        # Listed as any folder user code writes to: a served model's worker may (Sandbox.hand_over).
         try:
-            entries, _more = regular_files(self.models_root, name, None)
+            size = copyable_tree(source.parent, source.name).size
         except TooManyEntries as exc:
-            shutil.rmtree(target, ignore_errors=True)
             raise TooLarge(field, str(exc)) from None
-        files = [PurePath(entry.relative).relative_to(name).as_posix() for entry in entries]
-        return self.put(MODEL, name, "Created", {
-            **origin, "description": body.get("Description", ""), "model_dir": str(target),
-            "container": container, "artifacts": {"model_dir": str(target), "files": files},
-            "training_job": body.get("TrainingJobId"), "raw": public_request(body)})
+        if size > self.config.max_copy_bytes:
+            raise TooLarge(field, f"the model folder holds {size} bytes, more than EXECUTOR_MAX_COPY_BYTES "
+                                  f"({self.config.max_copy_bytes})")
+        target = self.models_root / name
+        payload = {**origin, "description": body.get("Description", ""), "model_dir": str(target),
+                   "container": container, "artifacts": {"model_dir": str(target), "files": []},
+                   "training_job": body.get("TrainingJobId"), "raw": public_request(body)}
+        if size <= INLINE_COPY_BYTES:
+            return self.put(MODEL, name, CREATED, self._copy_model(source, target, field, payload))
+        with self._copies_lock:
+            record = self.put(MODEL, name, CREATING, payload)
+            copy = threading.Thread(target=self._copy_in_background, args=(source, target, field, record),
+                                    name=f"model-copy-{name}", daemon=True)
+            self._copies[name] = copy
+        copy.start()
+        return record
+
+    def _copy_model(self, source: Path, target: Path, field: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Copy a model folder to target and return its payload with the files copied."""
+        # A folder of the model's name that no record owns is what an interrupted copy left.
+        remove_tree(target)
+        try:
+            tree = copy_tree(source, target, self.config.max_copy_bytes)
+        except TooManyEntries as exc:
+            raise TooLarge(field, str(exc)) from None
+        except UnsafeFile as exc:
+            raise InvalidRequest(field, f"the model folder changed while it was copied: {exc}") from None
+        files = [PurePath(entry.relative).relative_to(source.name).as_posix() for entry in tree.files]
+        return {**payload, "artifacts": {**payload["artifacts"], "files": files}}
+
+    def _copy_in_background(self, source: Path, target: Path, field: str, record: Record) -> None:
+        try:
+            payload = self._copy_model(source, target, field, record.payload)
+        except Exception as exc:  # any failure is the model's failure reason
+            reason = exc.message if isinstance(exc, InvalidRequest) else f"{type(exc).__name__}: {exc}"
+            logger.warning("model %s: its folder could not be copied: %s", record.name, reason)
+            self.put(MODEL, record.name, FAILED, {**record.payload, "failure_reason": reason})
+        else:
+            self.put(MODEL, record.name, CREATED, payload)
+        finally:
+            with self._copies_lock:
+                self._copies.pop(record.name, None)
+
+    def _fail_interrupted_copies(self) -> None:
+        """Mark models whose copy an earlier run of the executor left unfinished Failed, and remove the copy."""
+        for record in self.records(MODEL):
+            if record.status == CREATING:
+                remove_tree(self.models_root / record.name)
+                self.put(MODEL, record.name, FAILED, {
+                    **record.payload, "failure_reason": "the executor stopped while the model folder was copied; "
+                                                        "delete the model and register it again"})
 
     def _model_source(self, body: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         if body.get("TrainingJobId"):
@@ -111,6 +167,9 @@ class LocalModelLifecycle(ModelRecords):
 
     def delete_model(self, name: str, adapter: str | None = None) -> None:
         record = self.record(MODEL, name)
+        with self._copies_lock:
+            if name in self._copies:
+                raise Conflict("id", f"model {name!r} is being copied; delete it once it is Created or Failed")
         self.check_model_deletable(name)
         self.book.delete(record.id)
         shutil.rmtree(self.models_root / name, ignore_errors=True)
@@ -237,9 +296,19 @@ class LocalModelLifecycle(ModelRecords):
         return served
 
     def _worker(self, model_name: str, marker: str, line: int = 0, line_wait_s: float = 0.0) -> ModelWorker:
-        model = self.record(MODEL, model_name, "ModelName", Conflict)
+        model = self._usable_model(model_name, "ModelName", Conflict)
         # The folder by name, not the stored path: a data folder moved since still serves its models.
-        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, line, line_wait_s)
+        return ModelWorker(self.sandbox, self.python, self.models_root / model.name, marker, line, line_wait_s,
+                           self.confinement)
+
+    def _usable_model(self, name: str, field: str, error: type[InvalidRequest]) -> Record:
+        """Return a model's record when its folder is complete (Created); raise error naming why not."""
+        model = self.record(MODEL, name, field, error)
+        if model.status != CREATED:
+            reason = model.payload.get("failure_reason")
+            raise error(field, f"model {name!r} is {model.status}{f': {reason}' if reason else ''}; it serves "
+                               "once Created")
+        return model
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -247,9 +316,9 @@ class LocalModelLifecycle(ModelRecords):
         """Validate a deployment or transform and return it."""
         if kind == ENDPOINT:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
-            self.record(MODEL, config.payload["model_names"][0], "EndpointConfigName", InvalidRequest)
+            self._usable_model(config.payload["model_names"][0], "EndpointConfigName", InvalidRequest)
             return request
-        self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
+        self._usable_model(request["ModelName"], "ModelName", InvalidRequest)
         uri = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
         if S3_URI.match(uri):
@@ -354,6 +423,28 @@ class LocalModelLifecycle(ModelRecords):
         """Store an uploaded file under datasets/<bucket>/<key> of the storage root."""
         bucket, key, original = self.dataset_key(bucket, key, filename)
         target = resolve_storage_path(self.config.storage_root, f"datasets/{bucket}/{key}", "Key")
+        created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+        try:
+            digest, size = self._write_upload(stream, target, key)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Nothing of the upload stays: its temporary file is gone, and so are the folders made for it.
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise StorageFull(f"no space left for dataset {bucket}/{key} on the storage disk "
+                              f"({exc.strerror}); nothing was kept") from None
+        relative = str(target.relative_to(self.config.storage_root.resolve()))
+        return self.put(DATASET, f"{bucket}/{key}", "Available", {
+            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
+            "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
+            "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
+
+    def _write_upload(self, stream: BinaryIO, target: Path, key: str) -> tuple[Any, int]:
+        """Write an upload to target through a temporary file renamed into place; return its digest and size."""
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -377,11 +468,7 @@ class LocalModelLifecycle(ModelRecords):
         finally:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
-        relative = str(target.relative_to(self.config.storage_root.resolve()))
-        return self.put(DATASET, f"{bucket}/{key}", "Available", {
-            **origin, "description": description, "bucket": bucket, "key": key, "original_key": original,
-            "artifacts": {"path": relative, "size": size, "sha256": digest.hexdigest()},
-            "raw": {"Bucket": bucket, "Key": key, "ContentLength": size}})
+        return digest, size
 
     def delete_dataset(self, name: str, adapter: str | None = None) -> None:
         record = self.record(DATASET, name)
@@ -427,7 +514,10 @@ class ServedModel:
 def _check_model_folder(folder: Path, field: str) -> None:
     if not folder.is_dir():
         raise InvalidRequest(field, "names no model folder")
-    if not (folder / "model.pt").is_file():
+    model = folder / "model.pt"
+    if model.is_symlink():
+        raise InvalidRequest(field, "the model folder's model.pt is a link; links in a model folder are not followed")
+    if not model.is_file():
         raise InvalidRequest(field, "the model folder has no model.pt")
 
 

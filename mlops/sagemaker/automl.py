@@ -13,7 +13,7 @@ from typing import Any
 
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.request_rules import TABULAR_METRICS, automl_v2_problems, default_metric
-from mlops.aws import JOB_NAME_PREFIX
+from mlops.sagemaker.training_service import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
 from mlops.shapes import (AUTOML_CONTENT_TYPES as CONTENT_TYPES, AUTOML_MODES as MODES,
                            AUTOML_PROBLEM_TYPES as PROBLEM_TYPES, CSV_ALIASES, best_candidate, tag_list)

@@ -7,7 +7,8 @@ gids, fixed modes), so its sha256 addresses its content: the key is
 `<prefix>/datasets/<sha256>/dataset.tar`, and a dataset already there is not sent again.
 
 The archive is streamed twice from the files, never written to disk: once to hash it, once to
-upload it; the upload is hashed again and removed if the files changed in between.
+upload it; the upload is hashed again and removed if the files changed in between. The S3 calls
+are the adapter's (mlops/aws.py); this module decides what is sent and under which key.
 """
 from __future__ import annotations
 
@@ -15,16 +16,13 @@ import gzip
 import hashlib
 import io
 import logging
-import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
-
-from mlops.errors import SageMakerError, error_code, error_text
+from mlops.aws import delete_quietly, object_exists, upload_stream
+from mlops.errors import SageMakerError
 from mlops.sagemaker import validation as v
 
 logger = logging.getLogger(__name__)
@@ -32,8 +30,6 @@ logger = logging.getLogger(__name__)
 DATASET_ARCHIVE = "dataset.tar"
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
 READ_CHUNK = 1024 * 1024
-MIN_PART_SIZE = 16 * 1024 * 1024
-MAX_PARTS = 9000  # S3 allows 10,000; the margin absorbs a size estimate that is a little low
 MAX_SOURCE_BYTES = 256 * 1024 * 1024
 SOURCE_EXCLUDED_DIRS = frozenset({"__pycache__", ".git", ".venv", ".pytest_cache", ".ipynb_checkpoints"})
 SOURCE_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
@@ -175,26 +171,6 @@ def archive_sha256(entries: list[Entry]) -> str:
     return digest.hexdigest()
 
 
-def transfer_config(size: int) -> TransferConfig:
-    """Return a multipart configuration whose part size keeps a large archive under S3's part limit."""
-    part = max(MIN_PART_SIZE, math.ceil(size / MAX_PARTS))
-    return TransferConfig(multipart_threshold=MIN_PART_SIZE, multipart_chunksize=part,
-                          max_concurrency=8, use_threads=True)
-
-
-def object_exists(s3: Any, bucket: str, key: str) -> bool:
-    """True when the object exists (HEAD); an access error is raised, not read as 'missing'."""
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as exc:
-        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise SageMakerError(f"cannot check s3://{bucket}/{key}: {error_text(exc)}") from exc
-    except BotoCoreError as exc:
-        raise SageMakerError(f"cannot check s3://{bucket}/{key}: {exc}") from exc
-
-
 def upload_dataset(s3: Any, entries: list[Entry], bucket: str, prefix: str) -> Upload:
     """Upload the dataset archive under its content address unless it is there already."""
     sha256 = archive_sha256(entries)
@@ -205,9 +181,9 @@ def upload_dataset(s3: Any, entries: list[Entry], bucket: str, prefix: str) -> U
         logger.info("dataset %s is already in s3://%s/%s; not uploading it again", sha256[:12], bucket, key)
         return Upload(uri_prefix, key, sha256, size, uploaded=False)
     reader = ChunkReader(tar_chunks(entries))
-    _send(s3, reader, bucket, key, size)
+    upload_stream(s3, reader, bucket, key, size)
     if reader.sha256.hexdigest() != sha256:
-        _delete_quietly(s3, bucket, key)
+        delete_quietly(s3, bucket, key)
         raise SageMakerError("the dataset changed while it was being uploaded; submit the job again")
     logger.info("uploaded dataset %s (%d files, %d bytes) to s3://%s/%s", sha256[:12], len(entries), size,
                 bucket, key)
@@ -238,19 +214,5 @@ def upload_source(s3: Any, source_dir: Path, bucket: str, prefix: str) -> Upload
     uri = f"s3://{bucket}/{key}"
     if object_exists(s3, bucket, key):
         return Upload(uri, key, sha256, len(archive), uploaded=False)
-    _send(s3, io.BytesIO(archive), bucket, key, len(archive))
+    upload_stream(s3, io.BytesIO(archive), bucket, key, len(archive))
     return Upload(uri, key, sha256, len(archive), uploaded=True)
-
-
-def _send(s3: Any, stream: Any, bucket: str, key: str, size: int) -> None:
-    try:
-        s3.upload_fileobj(stream, bucket, key, Config=transfer_config(size))
-    except (ClientError, BotoCoreError) as exc:
-        raise SageMakerError(f"cannot upload to s3://{bucket}/{key}: {error_text(exc)}") from exc
-
-
-def _delete_quietly(s3: Any, bucket: str, key: str) -> None:
-    try:
-        s3.delete_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError):
-        logger.warning("could not remove the inconsistent upload s3://%s/%s", bucket, key)

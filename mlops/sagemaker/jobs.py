@@ -22,17 +22,19 @@ from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
-from mlops.aws import (AWS_ERRORS, JOB_NAME_PREFIX, ClientFactory, SageMakerJobConfig, SageMakerTrainingService,
-                       is_not_found, is_throttled, training_job_name)
+from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found, is_throttled
 from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
                                 TRAINING_STATES)
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.platform import AUTOML, PIPELINE, TRAINING, Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
+from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
+                                               training_job_name)
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
@@ -247,6 +249,8 @@ class SageMakerJobs:
         ctx.set_phase("Preparing", "uploading code and data")
         entry_point, environment = settings["entry_point"], {}
         if job.kind == PIPELINE:
+            # Afresh: an attempt a restart cut short may have left a part of the files, which the copy never merges.
+            remove_tree(ctx.job_dir / "code")
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
             if ctx.secrets.get("environment"):
                 environment = self.secrets.hand_over(ctx, name)

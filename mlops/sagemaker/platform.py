@@ -6,12 +6,13 @@ from typing import Any, Callable
 
 from config import Config
 from job import Job
-from mlops.aws import ClientFactory, SageMakerTrainingService
+from mlops.aws import ClientFactory
 from mlops.platform import Platform, Ran, Stop
 from mlops.records import RecordBook
 from mlops.reporter import JobReporter
 from mlops.sagemaker.jobs import SageMakerJobs
 from mlops.sagemaker.serving import SageMakerModelLifecycle
+from mlops.sagemaker.training_service import SageMakerTrainingService
 
 
 class SageMakerPlatform(SageMakerModelLifecycle, Platform):
@@ -22,6 +23,7 @@ class SageMakerPlatform(SageMakerModelLifecycle, Platform):
     stoppable_kinds = SageMakerJobs.kinds | SageMakerModelLifecycle.stoppable_record_kinds
     source_org = "AWS SageMaker"
     sandbox = None
+    confinement = None
 
     def __init__(self, config: Config, book: RecordBook, clients: ClientFactory, *,
                  clock: Callable[[], float] = time.time):

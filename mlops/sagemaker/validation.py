@@ -11,6 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any, Mapping
 
+from mlops.aws import service_model
 from mlops.errors import InvalidRequest, SageMakerConfigurationError
 from mlops.shapes import S3_URI
 
@@ -57,11 +58,9 @@ def _require_text(value: Any, field: str) -> str:
     return value
 
 
-@lru_cache(maxsize=1)
 def sagemaker_model() -> Any:
     """Return botocore's SageMaker service model: the source of names, enums and limits."""
-    import botocore.session
-    return botocore.session.get_session().get_service_model("sagemaker")
+    return service_model("sagemaker")
 
 
 @lru_cache(maxsize=1)
