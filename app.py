@@ -20,7 +20,7 @@ from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
 from mlops.aws import ClientFactory, clients_for
 from mlops.platform import Confinement, Platform
-from mlops.platforms import make_platform
+from mlops.platforms import make_platform, make_tuner
 from mlops.sandbox import Sandbox
 from queue_worker import JobQueue
 
@@ -62,7 +62,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
-    queue = JobQueue(config, store, platform, secret_box)
+    queue = JobQueue(config, store, platform, secret_box, tuner_for=lambda queue: make_tuner(config, store, queue))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box)

@@ -39,8 +39,12 @@ class JobExists(StoreError):
     """A job with this id is stored already."""
 
 
+class Fenced(StoreError):
+    """A write of a job's state carried a lease token that is no longer the job's: another executor holds it."""
+
+
 # The number of the newest migration. A new migration raises it, and every store gains its statements.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # A job printing metric lines in a loop must not grow its history (and the status answer) without
 # end: past the row bound each metric's history is halved, keeping its first and last points.
@@ -120,30 +124,44 @@ class Store(ABC):
         """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
 
     @abstractmethod
-    def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
-        """Return every job in this status (of one backend when named), oldest first."""
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
+        """Return every job in this status (of one backend, of one owning executor when named), oldest first."""
 
     @abstractmethod
     def count_by_status(self) -> dict[str, int]:
         """Return the number of jobs in each status, every status named."""
 
     @abstractmethod
-    def claim_next(self, backends: Iterable[str] | None = None) -> Job | None:
-        """Move the oldest WAITING job not asked to stop to RUNNING and return it, each job to one caller."""
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job (of these kinds) not asked to stop to RUNNING for `owner`, fenced; each to one caller."""
 
     @abstractmethod
     def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
                    message: str | None = None, failure_reason: str | None = None,
-                   phase: str | None = None) -> bool:
-        """Move a job to a new status; False when it was not in `expected` (another mover came first)."""
+                   phase: str | None = None, fence: int | None = None) -> bool:
+        """Move a job to a new status; False when it was not in `expected`; Fenced when `fence` is not its token."""
 
     @abstractmethod
-    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
-        """Set fields of a job named in UPDATABLE_FIELDS; a new phase is an event with `message`."""
+    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
+        """Set fields of a job named in UPDATABLE_FIELDS (a new phase is an event); Fenced on a stale `fence`."""
 
     @abstractmethod
-    def merge_details(self, job_id: str, **details: Any) -> None:
-        """Merge keys into a job's details object."""
+    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
+        """Merge keys into a job's details object; Fenced when `fence` is not the job's token."""
+
+    @abstractmethod
+    def renew_lease(self, executor: str, seconds: float) -> float:
+        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
+
+    @abstractmethod
+    def leases(self) -> dict[str, float]:
+        """Return when each executor's lease lapses (lapsed ones included until taken over), by executor id."""
+
+    @abstractmethod
+    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
+        """Give `executor` the RUNNING jobs of owners whose lease lapsed (or of every other owner), each with
+        a new token; return them with the owner they were taken from, each job to one caller."""
 
     @abstractmethod
     def request_cancel(self, job_id: str) -> JobStatus | None:
@@ -218,6 +236,23 @@ def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
     data["status"] = JobStatus(data["status"])
     data["cancel_requested"] = bool(data["cancel_requested"])
     return Job(**data)
+
+
+def check_fence(job_id: str, row: Mapping[str, Any], fence: int | None) -> None:
+    """Raise Fenced when a write's lease token is not the job's own (its row's `fence` and `owner`)."""
+    if fence is not None and fence != row["fence"]:
+        raise Fenced(f"job {job_id} is held by executor {row['owner']} with lease token {row['fence']}; "
+                     f"a write with token {fence} was refused")
+
+
+def claim_message(owner: str | None) -> str:
+    """Return the event message of a claim."""
+    return f"claimed by executor {owner}" if owner else "claimed by a worker"
+
+
+def takeover_message(lost: str | None, taker: str) -> str:
+    """Return the event message of a job taken over from a lost executor."""
+    return f"taken over by executor {taker}: executor {lost or '(none recorded)'} lost its lease"
 
 
 def stored_path(path: str, data_dir: Path) -> str:
@@ -313,6 +348,12 @@ SQLITE_MIGRATIONS: dict[int, str] = {
     UPDATE jobs SET output_dir = 'jobs/' || id WHERE output_dir LIKE '%jobs_' || id;
     UPDATE jobs SET log_path = 'jobs/' || id || '/job.log' WHERE log_path LIKE '%jobs_' || id || '_job.log';
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), time REAL NOT NULL);
+    """,
+    # claims and leases: the executor that runs each job and the token of its claim; each executor's lease
+    3: """
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE leases (executor TEXT PRIMARY KEY, until REAL NOT NULL);
     """,
 }
 
@@ -615,12 +656,15 @@ class SQLiteStore(Store):
                           [*params, limit, offset])
         return [self._job(row) for row in rows]
 
-    def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
         """Return every job in this status, oldest first."""
         sql, params = "SELECT * FROM jobs WHERE status = ?", [status.value]
         if backend:
             sql += " AND backend = ?"
             params.append(backend)
+        if owner:
+            sql += " AND owner = ?"
+            params.append(owner)
         return [self._job(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
 
     def count_by_status(self) -> dict[str, int]:
@@ -630,14 +674,19 @@ class SQLiteStore(Store):
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    def claim_next(self, backends: Iterable[str] | None = None) -> Job | None:
-        """Move the oldest WAITING job to RUNNING and return it; None when nothing waits."""
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job (of these kinds) to RUNNING for `owner` and return it; None when nothing waits."""
         now = self.clock()
         filter_sql, params = "", []
         if backends is not None:
             backends = list(backends)
             filter_sql = f" AND backend IN ({', '.join('?' * len(backends))})"
             params = backends
+        if kinds is not None:
+            kinds = list(kinds)
+            filter_sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params = [*params, *kinds]
         with self._write() as conn:
             row = conn.execute(
                 f"SELECT id FROM jobs WHERE status = ? AND cancel_requested = 0{filter_sql}"
@@ -646,14 +695,14 @@ class SQLiteStore(Store):
                 return None
             conn.execute(
                 "UPDATE jobs SET status = ?, phase = 'Starting', started = COALESCE(started, ?), updated = ?,"
-                " attempts = attempts + 1 WHERE id = ? AND status = ?",
-                (JobStatus.RUNNING.value, now, now, row["id"], JobStatus.WAITING.value))
-            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", "claimed by a worker", now)
+                " attempts = attempts + 1, owner = ?, fence = fence + 1 WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING.value, now, now, owner, row["id"], JobStatus.WAITING.value))
+            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", claim_message(owner), now)
         return self.get(row["id"])
 
     def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
                    message: str | None = None, failure_reason: str | None = None,
-                   phase: str | None = None) -> bool:
+                   phase: str | None = None, fence: int | None = None) -> bool:
         """Move a job to a new status; False when another thread moved it first.
 
         A running job whose stop was answered "cancelled" ends CANCELLED, whatever final status its
@@ -661,10 +710,11 @@ class SQLiteStore(Store):
         machine forbids and KeyError for an unknown job.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT status, phase, cancel_requested FROM jobs WHERE id = ?",
+            row = conn.execute("SELECT status, phase, cancel_requested, owner, fence FROM jobs WHERE id = ?",
                                (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
+            check_fence(job_id, row, fence)
             current = JobStatus(row["status"])
             if ends_cancelled(current, to, bool(row["cancel_requested"])):
                 message = f"stopped at the user's request (the job had reached {to.value})"
@@ -675,22 +725,23 @@ class SQLiteStore(Store):
                 raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
             now = self.clock()
             new_phase = phase or default_phase(to, row["phase"])
-            # A requeue (to WAITING) keeps the first start time; only a final status has a finish time
-            # and drops the job's secrets.
+            # A requeue (to WAITING) keeps the first start time and has no owner until claimed again;
+            # only a final status has a finish time and drops the job's secrets.
             changed = conn.execute(
                 "UPDATE jobs SET status = ?, phase = ?, updated = ?,"
                 " started = CASE WHEN ? THEN started ELSE COALESCE(started, ?) END,"
                 " finished = CASE WHEN ? THEN ? ELSE NULL END,"
                 " failure_reason = COALESCE(?, failure_reason),"
-                " secrets = CASE WHEN ? THEN NULL ELSE secrets END"
+                " secrets = CASE WHEN ? THEN NULL ELSE secrets END,"
+                " owner = CASE WHEN ? THEN NULL ELSE owner END"
                 " WHERE id = ? AND status = ?",
                 (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
-                 to.is_final, job_id, current.value)).rowcount
+                 to.is_final, to is JobStatus.WAITING, job_id, current.value)).rowcount
             if changed:
                 self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
         return bool(changed)
 
-    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
+    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
         """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
@@ -702,16 +753,21 @@ class SQLiteStore(Store):
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
         with self._write() as conn:
-            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT status, phase, owner, fence FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
+            check_fence(job_id, row, fence)
             conn.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*values, now, job_id])
             if "phase" in fields and fields["phase"] != row["phase"]:
                 self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
 
-    def merge_details(self, job_id: str, **details: Any) -> None:
+    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
         """Merge keys into a job's details object."""
         with self._write() as conn:
+            if fence is not None:
+                row = conn.execute("SELECT owner, fence FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is not None:
+                    check_fence(job_id, row, fence)
             conn.execute("UPDATE jobs SET details = json_patch(details, ?), updated = ? WHERE id = ?",
                          (json.dumps(details), self.clock(), job_id))
 
@@ -734,6 +790,38 @@ class SQLiteStore(Store):
             elif status is JobStatus.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
             return status
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def renew_lease(self, executor: str, seconds: float) -> float:
+        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
+        until = self.clock() + seconds
+        with self._write() as conn:
+            conn.execute("INSERT INTO leases (executor, until) VALUES (?, ?)"
+                         " ON CONFLICT (executor) DO UPDATE SET until = excluded.until", (executor, until))
+        return until
+
+    def leases(self) -> dict[str, float]:
+        """Return when each executor's lease lapses, by executor id."""
+        return {row["executor"]: row["until"] for row in self._read("SELECT executor, until FROM leases")}
+
+    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
+        """Give `executor` the RUNNING jobs of lapsed owners (or of all others); return them with their old owner."""
+        now = self.clock()
+        with self._write() as conn:
+            orphaned = ("owner IS NOT ?" if everyone_else else
+                        "(owner IS NULL OR owner NOT IN (SELECT executor FROM leases WHERE until >= ?))")
+            rows = conn.execute(f"SELECT id, owner FROM jobs WHERE status = ? AND {orphaned} ORDER BY submitted, id",
+                                (JobStatus.RUNNING.value, executor if everyone_else else now)).fetchall()
+            for row in rows:
+                conn.execute("UPDATE jobs SET owner = ?, fence = fence + 1, updated = ? WHERE id = ?",
+                             (executor, now, row["id"]))
+                conn.execute("INSERT INTO job_events (job_id, time, status, phase, message)"
+                             " SELECT id, ?, status, phase, ? FROM jobs WHERE id = ?",
+                             (now, takeover_message(row["owner"], executor), row["id"]))
+            conn.execute("DELETE FROM leases WHERE until < ? OR (? AND executor IS NOT ?)",
+                         (now, everyone_else, executor))
+        return [(self.get(row["id"]), row["owner"]) for row in rows]
 
     def delete_job(self, job_id: str) -> bool:
         """Delete an ended job (its events and metrics go with it); False when unknown or still active."""

@@ -22,8 +22,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import db
-from db import (JobExists, Record, Store, StoreError, StoreUnavailable, IllegalTransition, job_from_row,
-                migrations_to_apply, stored_path)
+from db import (IllegalTransition, JobExists, Record, Store, StoreError, StoreUnavailable, check_fence, claim_message,
+                job_from_row, migrations_to_apply, stored_path, takeover_message)
 from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,12 @@ POSTGRES_MIGRATIONS: dict[int, str] = {
     UPDATE jobs SET log_path = 'jobs/' || id || '/job.log' WHERE log_path LIKE '%jobs_' || id || '_job.log';
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), time DOUBLE PRECISION NOT NULL);
     """,
+    # claims and leases: the executor that runs each job and the token of its claim; each executor's lease
+    3: """
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE leases (executor TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL);
+    """,
 }
 
 # The tables migrate-store copies, parents first, with their columns (ids of events and metrics are new,
@@ -109,7 +115,7 @@ POSTGRES_MIGRATIONS: dict[int, str] = {
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "jobs": ("id", "kind", "backend", "status", "phase", "request", "secrets", "submitted", "started", "finished",
              "updated", "external_id", "pid", "failure_reason", "progress", "artifacts", "details",
-             "cancel_requested", "attempts", "log_path", "output_dir"),
+             "cancel_requested", "attempts", "log_path", "output_dir", "owner", "fence"),
     "job_events": ("job_id", "time", "status", "phase", "message"),
     "job_metrics": ("job_id", "name", "value", "step", "time"),
     "records": ("id", "type", "name", "status", "payload", "job_id", "created", "updated"),
@@ -300,12 +306,15 @@ class PostgresStore(Store):
                           [*params, limit, offset])
         return [job_from_row(row, self.data_dir) for row in rows]
 
-    def jobs_in_status(self, status: JobStatus, backend: str | None = None) -> list[Job]:
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
         """Return every job in this status, oldest first."""
         sql, params = "SELECT * FROM jobs WHERE status = %s", [status.value]
         if backend:
             sql += " AND backend = %s"
             params.append(backend)
+        if owner:
+            sql += " AND owner = %s"
+            params.append(owner)
         return [job_from_row(row, self.data_dir) for row in self._read(sql + " ORDER BY submitted, id", params)]
 
     def count_by_status(self) -> dict[str, int]:
@@ -315,32 +324,38 @@ class PostgresStore(Store):
                        for row in self._read("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")})
         return counts
 
-    def claim_next(self, backends: Iterable[str] | None = None) -> Job | None:
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
         """Move the oldest WAITING job to RUNNING and return it; rows other claimers hold are skipped."""
         now = self.clock()
         filter_sql, params = "", []
         if backends is not None:
             filter_sql, params = " AND backend = ANY(%s)", [list(backends)]
+        if kinds is not None:
+            filter_sql += " AND kind = ANY(%s)"
+            params = [*params, list(kinds)]
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET status = %s, phase = 'Starting', started = COALESCE(started, %s), updated = %s,"
-                " attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE status = %s AND cancel_requested = 0"
-                f"{filter_sql} ORDER BY submitted, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
-                [JobStatus.RUNNING.value, now, now, JobStatus.WAITING.value, *params]).fetchone()
+                " attempts = attempts + 1, owner = %s, fence = fence + 1 WHERE id = (SELECT id FROM jobs"
+                f" WHERE status = %s AND cancel_requested = 0{filter_sql} ORDER BY submitted, id LIMIT 1"
+                " FOR UPDATE SKIP LOCKED) RETURNING *",
+                [JobStatus.RUNNING.value, now, now, owner, JobStatus.WAITING.value, *params]).fetchone()
             if row is None:
                 return None
-            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", "claimed by a worker", now)
+            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", claim_message(owner), now)
         return job_from_row(row, self.data_dir)
 
     def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
                    message: str | None = None, failure_reason: str | None = None,
-                   phase: str | None = None) -> bool:
+                   phase: str | None = None, fence: int | None = None) -> bool:
         """Move a job to a new status; False when another mover moved it first (the row is locked meanwhile)."""
         with self._write() as conn:
-            row = conn.execute("SELECT status, phase, cancel_requested FROM jobs WHERE id = %s FOR UPDATE",
-                               (job_id,)).fetchone()
+            row = conn.execute("SELECT status, phase, cancel_requested, owner, fence FROM jobs WHERE id = %s"
+                               " FOR UPDATE", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
+            check_fence(job_id, row, fence)
             current = JobStatus(row["status"])
             if ends_cancelled(current, to, bool(row["cancel_requested"])):
                 message = f"stopped at the user's request (the job had reached {to.value})"
@@ -356,14 +371,15 @@ class PostgresStore(Store):
                 " started = CASE WHEN %s THEN started ELSE COALESCE(started, %s) END,"
                 " finished = CASE WHEN %s THEN %s ELSE NULL END,"
                 " failure_reason = COALESCE(%s, failure_reason),"
-                " secrets = CASE WHEN %s THEN NULL ELSE secrets END WHERE id = %s AND status = %s",
+                " secrets = CASE WHEN %s THEN NULL ELSE secrets END,"
+                " owner = CASE WHEN %s THEN NULL ELSE owner END WHERE id = %s AND status = %s",
                 (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
-                 to.is_final, job_id, current.value)).rowcount
+                 to.is_final, to is JobStatus.WAITING, job_id, current.value)).rowcount
             if changed:
                 self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
         return bool(changed)
 
-    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
+    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
         """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
         unknown = set(fields) - db.UPDATABLE_FIELDS
         if unknown:
@@ -375,19 +391,22 @@ class PostgresStore(Store):
         assignments = ", ".join(f"{name} = %s" for name in fields)
         values = [json.dumps(value) if name in db._JSON_COLUMNS else value for name, value in fields.items()]
         with self._write() as conn:
-            row = conn.execute("SELECT status, phase FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            row = conn.execute("SELECT status, phase, owner, fence FROM jobs WHERE id = %s FOR UPDATE",
+                               (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
+            check_fence(job_id, row, fence)
             conn.execute(f"UPDATE jobs SET {assignments}, updated = %s WHERE id = %s", [*values, now, job_id])
             if "phase" in fields and fields["phase"] != row["phase"]:
                 self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
 
-    def merge_details(self, job_id: str, **details: Any) -> None:
+    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
         """Merge keys into a job's details object (RFC 7396, as SQLite's json_patch)."""
         with self._write() as conn:
-            row = conn.execute("SELECT details FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            row = conn.execute("SELECT details, owner, fence FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
             if row is None:
                 return
+            check_fence(job_id, row, fence)
             merged = merge_patch(json.loads(row["details"]), details)
             conn.execute("UPDATE jobs SET details = %s, updated = %s WHERE id = %s",
                          (json.dumps(merged), self.clock(), job_id))
@@ -409,6 +428,43 @@ class PostgresStore(Store):
             elif status is JobStatus.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested = 1, updated = %s WHERE id = %s", (now, job_id))
             return status
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def renew_lease(self, executor: str, seconds: float) -> float:
+        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
+        until = self.clock() + seconds
+        with self._write() as conn:
+            conn.execute("INSERT INTO leases (executor, until) VALUES (%s, %s)"
+                         " ON CONFLICT (executor) DO UPDATE SET until = excluded.until", (executor, until))
+        return until
+
+    def leases(self) -> dict[str, float]:
+        """Return when each executor's lease lapses, by executor id."""
+        return {row["executor"]: row["until"] for row in self._read("SELECT executor, until FROM leases")}
+
+    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
+        """Give `executor` the RUNNING jobs of lapsed owners (or of all others); return them with their old owner.
+
+        Rows another taker holds are skipped: each job goes to one executor.
+        """
+        now = self.clock()
+        orphaned = ("owner IS DISTINCT FROM %s" if everyone_else else
+                    "(owner IS NULL OR owner NOT IN (SELECT executor FROM leases WHERE until >= %s))")
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT id, owner FROM jobs WHERE status = %s AND {orphaned} ORDER BY submitted, id"
+                " FOR UPDATE SKIP LOCKED", (JobStatus.RUNNING.value, executor if everyone_else else now)).fetchall()
+            taken = []
+            for row in rows:
+                job = conn.execute("UPDATE jobs SET owner = %s, fence = fence + 1, updated = %s WHERE id = %s"
+                                   " RETURNING *", (executor, now, row["id"])).fetchone()
+                self._add_event(conn, row["id"], JobStatus(job["status"]), job["phase"],
+                                takeover_message(row["owner"], executor), now)
+                taken.append((job_from_row(job, self.data_dir), row["owner"]))
+            conn.execute("DELETE FROM leases WHERE until < %s OR (%s AND executor <> %s)",
+                         (now, everyone_else, executor))
+        return taken
 
     def delete_job(self, job_id: str) -> bool:
         """Delete an ended job (its events and metrics go with it); False when unknown or still active."""

@@ -81,3 +81,7 @@ class Job:
     log_path: str
     output_dir: str
     has_secrets: bool = field(default=False)
+    #: The executor that runs (or last ran) the job, and the token of its claim: each claim or takeover
+    #: raises it, and a write carrying an older one is refused.
+    owner: str | None = None
+    fence: int = 0

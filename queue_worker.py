@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from config import Config
 from db import Record, Store, StoreError, StoreUnavailable
@@ -21,20 +21,32 @@ from job import Job, JobStatus
 from job_secrets import SecretBox
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
-from mlops.platform import Platform, Ran, Stop
+from mlops.platform import TUNING, Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
 from mlops.reporter import JobReporter
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 5.0
+# How often the tuner steps its tunings when nothing wakes it sooner.
+TUNER_CYCLE_S = 1.0
+
+
+class Tuner(Protocol):
+    """Drives the tunings the executor runs itself (mlops/local/tuning.py), from one thread."""
+
+    def adopt(self, job: Job) -> None:
+        """Take a claimed tuning job: open (or reopen after a restart) its study."""
+
+    def step(self) -> None:
+        """Ask for trials, report epochs to the pruner, stop pruned trials, end finished tunings."""
 
 
 class JobQueue:
     """Accepts jobs, runs them on worker threads and follows launched ones with a monitor thread."""
 
     def __init__(self, config: Config, store: Store, platform: Platform, secret_box: SecretBox, *,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tuner_for: Callable[[JobQueue], Tuner | None] | None = None):
         self.config = config
         self.store = store
         self.platform = platform
@@ -61,6 +73,11 @@ class JobQueue:
         self._reporters_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._monitor_lock = threading.Lock()
+        # Where the executor drives tunings itself (their trials run here), one thread of their own does,
+        # never a worker: a worker waiting on its tuning's trials would hold a place the trials need.
+        self.tuner: Tuner | None = tuner_for(self) if tuner_for is not None else None
+        self._worker_kinds: list[str] | None = sorted(platform.kinds - {TUNING}) if self.tuner else None
+        self._tuner_wake = threading.Event()
         self.started = False
 
     # -- submission ------------------------------------------------------------------------------
@@ -86,16 +103,22 @@ class JobQueue:
         request = self.platform.check(kind, request, secrets)
         job_id = str(uuid.uuid4())
         with self.platform.reserve(kind, request, job_id) as record:
-            job = self.store.create_job(job_id, kind=kind, backend=self.platform.name, request=request,
-                                        secrets=self.secret_box.seal(secrets),
-                                        log_path=str(self.logs_dir / f"{job_id}.log"),
-                                        output_dir=str(self.jobs_dir / job_id))
-            log_location = self.platform.log_location(kind, request)
-            if log_location:
-                self.store.merge_details(job_id, log_location=log_location)
-                job.details["log_location"] = log_location
-        self.wake()
+            job = self.enqueue(kind, request, secrets, job_id)
         return job, record
+
+    def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
+                job_id: str | None = None) -> Job:
+        """Store a checked request (a tuning's trial is checked with its tuning) as a WAITING job; wake a worker."""
+        job_id = job_id or str(uuid.uuid4())
+        job = self.store.create_job(job_id, kind=kind, backend=self.platform.name, request=request,
+                                    secrets=self.secret_box.seal(secrets or {}),
+                                    log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(self.jobs_dir / job_id))
+        log_location = self.platform.log_location(kind, request)
+        if log_location:
+            self.store.merge_details(job_id, log_location=log_location)
+            job.details["log_location"] = log_location
+        self.wake()
+        return job
 
     def cancel(self, job_id: str) -> bool | None:
         """Cancel a job; None for an unknown job, False when it had ended or cannot be stopped.
@@ -115,6 +138,10 @@ class JobQueue:
         if before is not JobStatus.RUNNING:
             return False
         job = self.store.get(job_id)
+        if self.tuner is not None and job.kind == TUNING:
+            # The tuner stops every trial of it in its next cycle, then ends it CANCELLED.
+            self._tuner_wake.set()
+            return True
         if job.external_id:
             # A launched job is stopped by a call to its platform: the monitor makes it, not the request thread.
             self._follow_launched()
@@ -139,8 +166,10 @@ class JobQueue:
         return True
 
     def wake(self) -> None:
-        """Tell one idle worker that a job may be waiting."""
+        """Tell one idle worker (and the tuner) that a job may be waiting."""
         self._replace_dead_workers()
+        if self.tuner is not None:
+            self._tuner_wake.set()
         with self._wake:
             self._pending_wakeups += 1
             self._wake.notify()
@@ -153,6 +182,8 @@ class JobQueue:
         self.recover()
         for number in range(self.config.workers):
             self._start_worker(f"worker-{number + 1}")
+        if self.tuner is not None:
+            self._spawn(self._tuner_loop, "tuner")
         self.started = True
         if self._launched_jobs():
             self._follow_launched()
@@ -226,7 +257,7 @@ class JobQueue:
         while not self._stopping.is_set():
             self._settle_unfinished()
             try:
-                job = self.store.claim_next([self.platform.name])
+                job = self.store.claim_next([self.platform.name], kinds=self._worker_kinds)
             except StoreError as exc:
                 logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
@@ -389,6 +420,26 @@ class JobQueue:
             ended = [job_id for job_id, reporter in self._reporters.items()
                      if reporter.job.external_id and job_id not in followed]
         self._drop_reporters(ended)
+
+    def _tuner_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tune_once()
+            except Exception:  # one bad cycle must not end every tuning
+                logger.exception("tuning cycle failed")
+            self._tuner_wake.wait(TUNER_CYCLE_S)
+            self._tuner_wake.clear()
+
+    def tune_once(self) -> None:
+        """Run one tuning cycle: take the waiting tunings, then step every running one."""
+        assert self.tuner is not None
+        while (job := self.store.claim_next([self.platform.name], kinds=[TUNING])) is not None:
+            try:
+                self.tuner.adopt(job)
+            except Exception as exc:
+                logger.exception("tuning %s: cannot start", job.id)
+                self._fail(job, None, f"the tuning cannot start: {type(exc).__name__}: {exc}")
+        self.tuner.step()
 
     # -- shutdown --------------------------------------------------------------------------------
 

@@ -25,11 +25,12 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
 def register(app: Flask) -> None:
     """Register every blueprint, the authentication check and the error handlers."""
     from api import (dashboard, docs, downloads, execute, mlops_models, mlops_training, model_share, ops, rerun,
-                     training)
+                     training, tuning)
 
     model_share.init_app(app, app.config["EXECUTOR"].config)
     app.register_blueprint(execute.blueprint)
     app.register_blueprint(training.blueprint)
+    app.register_blueprint(tuning.blueprint)
     app.register_blueprint(rerun.blueprint)
     app.register_blueprint(downloads.blueprint)
     app.register_blueprint(mlops_models.blueprint)

@@ -18,6 +18,7 @@ from api.docs import documented
 from api.downloads import file_rows
 from api.execute import find_job, read_log_tail
 from api.pages import page
+from api.tuning import trials_of
 from api.views import executor, format_time, job_status
 from job import Job, JobStatus
 from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
@@ -114,7 +115,8 @@ LIST_QUERY = {"status": {"type": "string", "enum": list(STATUSES)}, "kind": {"ty
               "from": {"type": "string", "format": "date", "description": "submitted on or after this day (UTC)"},
               "to": {"type": "string", "format": "date", "description": "submitted on or before this day (UTC)"},
               "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
-              "offset": {"type": "integer", "minimum": 0, "default": 0}}
+              "offset": {"type": "integer", "minimum": 0, "default": 0},
+              "parent": {"type": "string", "description": "a tuning's id: list its trials, first trial first"}}
 
 
 @blueprint.get("/api/jobs")
@@ -126,8 +128,11 @@ def list_jobs():
     name = request.args.get("name", "").strip()[:255] or None
     start, end = _day("from"), _day("to")
     store, now = executor().store, time.time()
-    jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
-                           submitted_from=start, submitted_to=None if end is None else end + DAY_SECONDS)
+    if request.args.get("parent"):
+        jobs = trials_of(find_job(request.args["parent"]))[offset:offset + limit]
+    else:
+        jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
+                               submitted_from=start, submitted_to=None if end is None else end + DAY_SECONDS)
     metrics = store.latest_metrics_of([job.id for job in jobs])
     rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
     return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))

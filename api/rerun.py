@@ -53,8 +53,8 @@ def inherited_secrets(job: Job, secrets: dict[str, Any]) -> dict[str, Any]:
 
     A job that can write where another job's files come from must not get that job's secrets by
     rerunning it: the secrets go only to files byte-identical to those the original staged (its
-    details' staged_sha256). Files in local storage are compared now; files from S3 or MinIO when the
-    rerun stages them, which then ends ERROR before anything runs.
+    details' staged_sha256). Files in local storage are compared now (up to REQUEST_DIGEST_BYTES);
+    all of them again when the rerun stages them, which then ends ERROR before anything runs.
     """
     names = sorted(name for name, value in secrets.items() if value and name != BOUND_TO)
     ran = job.details.get("staged_sha256")

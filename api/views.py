@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app, request
 
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
+from mlops.platform import TUNING
 from mlops.errors import MalformedRequest
 
 from db import Store
@@ -103,7 +104,7 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
     progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
     progress.update(job.progress)
     started, finished, seconds = run_times(job)
-    return {
+    body = {
         "job_id": job.id,
         "kind": job.kind,
         "backend": job.backend,
@@ -122,3 +123,11 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
         "timestamp": seconds,
         "attempts": job.attempts,
     }
+    if job.kind == TUNING:
+        # A tuning's progress counts trials (done, total, running); its trials and best one are its own.
+        body["progress"] = {"done": 0, "total": job.request["tuning"]["max_trials"], "running": 0, **job.progress}
+        body["best"] = job.details.get("best")
+        body["trials"] = job.details.get("trials", [])
+    elif job.request.get("parent"):
+        body["parent"], body["trial"] = job.request["parent"], job.request.get("trial")
+    return body

@@ -2,7 +2,8 @@
 
 It makes the clients (region, credentials or profile, adaptive retries, timeouts, call counting),
 turns AWS's errors into the project's own (not found, throttled, in use, quota, access denied),
-sends files to S3 with boto3's managed transfers, and reads botocore's service models. What to call and when is decided above it, by the platforms and the
+sends files to S3 with boto3's managed transfers, pages through AWS's listings, and reads botocore's
+service models. What to call and when is decided above it, by the platforms and the
 seeds' training service (mlops/sagemaker/training_service.py); it imports nothing from them.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import threading
 from collections import Counter
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import boto3
 import botocore.session
@@ -209,6 +210,35 @@ def aws_error(exc: Exception, field: str, operation: str) -> Exception:
     if is_throttled(exc):
         return Throttled(f"{operation}: AWS is throttling the executor: {text}")
     return BackendError(f"{operation} failed: {text}")
+
+
+# -- paging --------------------------------------------------------------------------------------
+
+class Pages:
+    """The pages of an AWS listing, at most `limit` of them; `complete` says whether its last page was read.
+
+    The listing ends at a page without a token, or with the token it was asked with (which would
+    only answer the same page again). A failed call raises from the iteration.
+    """
+
+    def __init__(self, call: Callable[..., Mapping[str, Any]], params: Mapping[str, Any], *, limit: int,
+                 token: str = "NextToken"):
+        self.call = call
+        self.params = dict(params)
+        self.limit = limit
+        self.token = token
+        self.complete = False
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        params = dict(self.params)
+        for _ in range(self.limit):
+            page = self.call(**params)
+            yield page
+            token = page.get(self.token)
+            if not token or token == params.get(self.token):
+                self.complete = True
+                return
+            params[self.token] = token
 
 
 # -- S3 transfers --------------------------------------------------------------------------------

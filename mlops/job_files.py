@@ -1,4 +1,5 @@
-"""Opening, listing and removing the files a job could have touched: no links, regular files only, bounded reads.
+"""Opening, listing, copying and removing the files a job could have touched: no links, regular files only,
+bounded reads and walks.
 
 A job can rename, replace or create any name inside its folder while the executor reads it: a link
 to the key file or to /dev/zero in place of an output, a FIFO in place of a log. So every component
@@ -177,7 +178,8 @@ def regular_files(root: Path, folder: str | PurePath, limit: int | None) -> tupl
 
     Returns the entries (paths relative to root, in tree order: a folder's files together in name order)
     and whether the listing stopped early: a file left out, or the walk's budget spent before the folder
-    was walked whole (MAX_COMPLETE_WALK_ENTRIES, MAX_FOLDER_DEPTH). With no limit the listing is complete or raises TooManyEntries.
+    was walked whole (MAX_COMPLETE_WALK_ENTRIES, MAX_FOLDER_DEPTH). With no limit the listing is complete
+    or raises TooManyEntries.
     A folder that is missing, a link or not a folder has no files.
     """
     parts = _parts(folder)
@@ -201,6 +203,7 @@ class Tree:
 
     @property
     def size(self) -> int:
+        """Return the bytes of its files."""
         return sum(entry.size for entry in self.files)
 
 
@@ -252,7 +255,8 @@ def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
                 # A file grew between the walk and its copy.
                 raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
         try:
-            os.rmdir(dest)  # an empty folder made for the copy gives way; one with files in it stays, and the rename fails
+            # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
+            os.rmdir(dest)
         except FileNotFoundError:
             pass
         os.rename(temporary, dest)

@@ -24,8 +24,9 @@ TRAINING = "training"      # POST /api/service/v1/pipelines/training and /pipeli
 AUTOML = "automl"          # POST /pipelines/training/automl
 ENDPOINT = "endpoint"      # deploying a model to an endpoint
 TRANSFORM = "transform"    # batch inference
+TUNING = "tuning"          # POST /api/service/v1/pipelines/tuning: a search whose trials are training jobs
 
-JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM)
+JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM, TUNING)
 
 
 class Confinement(Protocol):

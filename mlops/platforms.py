@@ -1,11 +1,16 @@
-"""The one wiring function: the platform the configuration names (EXECUTOR_BACKEND)."""
+"""The wiring: the platform the configuration names (EXECUTOR_BACKEND), and who drives its tunings."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from config import Config
 from db import Store
 from mlops.aws import ClientFactory
-from mlops.platform import Platform
+from mlops.platform import TUNING, Platform
 from mlops.records import RecordBook
+
+if TYPE_CHECKING:
+    from queue_worker import JobQueue, Tuner
 
 
 def make_platform(config: Config, store: Store, clients: ClientFactory) -> Platform:
@@ -19,3 +24,13 @@ def make_platform(config: Config, store: Store, clients: ClientFactory) -> Platf
     from mlops.local.platform import LocalPlatform
 
     return LocalPlatform(config, book, clients)
+
+
+def make_tuner(config: Config, store: Store, queue: JobQueue) -> Tuner | None:
+    """Return the tuner that drives the tunings whose trials run on this machine; None where none do."""
+    if config.backend == "sagemaker" or TUNING not in queue.platform.kinds:
+        return None
+    from mlops.local.tuning import LocalTuner
+
+    return LocalTuner(store, config.data_dir, lambda kind, request, job_id: queue.enqueue(kind, request, job_id=job_id),
+                      queue.cancel, queue.reporter_for, clock=queue.clock)

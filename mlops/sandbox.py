@@ -23,12 +23,13 @@ import shutil
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from config import Config, ConfigError
-from mlops.sandbox_network import UserNetwork, find_user_network
+from mlops.sandbox_network import Hookup, UserNetwork, find_user_network
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +71,22 @@ class Sandbox:
         return self.bwrap is not None
 
     def start(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
-              tmp: Path | None = None, enter: Sequence[str] = (), **options: Any) -> subprocess.Popen:
-        """Start argv in the sandbox, its network attached before argv runs; options go to Popen.
+              tmp: Path | None = None, enter: Sequence[str] = (), place: Callable[[Sequence[int]], None] | None = None,
+              **options: Any) -> subprocess.Popen:
+        """Start argv in the sandbox, under the job's limits and with its network before argv runs.
 
-        enter: a command that puts what it runs under the job's limits first (mlops/local/enter_limits.py)."""
-        if self.bwrap is None or self.network is None:
-            return subprocess.Popen([*enter, *self.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp)],
+        Bare, enter is the command that starts argv under the limits (mlops/local/enter_limits.py); in
+        bubblewrap, place puts its processes under them while its child waits. options go to Popen."""
+        if self.bwrap is None:
+            return subprocess.Popen([*enter, *argv], cwd=cwd, **options)
+        if self.network is None and place is None:
+            return subprocess.Popen(self.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp),
                                     cwd=cwd, **options)
-        with self.network.hookup() as hookup:
+        with self.network.hookup() if self.network is not None else closing(Hookup(None)) as hookup:
             process = subprocess.Popen(
-                [*enter, *self.wrap(argv, cwd=cwd, writable=writable, readable=readable,
-                                    attach=hookup.bwrap_options, tmp=tmp)],
+                self.wrap(argv, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options, tmp=tmp),
                 cwd=cwd, pass_fds=hookup.child_fds, **options)
-            hookup.attach(process)
+            hookup.attach(process, place)
         return process
 
     def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),

@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 # The programs user-mode networking needs, and the Debian package of each.
 PROGRAMS = {"slirp4netns": "slirp4netns", "nsenter": "util-linux", "ip": "iproute2"}
@@ -80,11 +80,13 @@ class UserNetwork:
 
     def attach(self, pid: int, exit_fd: int) -> None:
         """Give the network namespace of process pid its way out, the host's own addresses cut off."""
+        # Listed while bubblewrap still sets the namespace up.
+        prefixes = host_prefixes(self.ip)
         _wait_for_loopback(pid)
         owner = _owning_user_namespace(pid) if self.in_user_namespace else None
         try:
             self._start_slirp4netns(pid, exit_fd, owner)
-            self._cut_off_host(pid, owner)
+            self._cut_off_host(pid, owner, prefixes)
         finally:
             if owner is not None:
                 os.close(owner)
@@ -121,9 +123,9 @@ class UserNetwork:
                 raise NetworkSetupError(f"slirp4netns could not attach to the sandbox: {detail[0]}")
         threading.Thread(target=slirp.wait, name=f"slirp4netns-{pid}", daemon=True).start()
 
-    def _cut_off_host(self, pid: int, owner: int | None) -> None:
-        """Make every address of the host unreachable inside the namespace of process pid."""
-        commands = "".join(f"route add unreachable {prefix}\n" for prefix in host_prefixes(self.ip))
+    def _cut_off_host(self, pid: int, owner: int | None, prefixes: list[str]) -> None:
+        """Make each prefix (the host's addresses) unreachable inside the namespace of process pid."""
+        commands = "".join(f"route add unreachable {prefix}\n" for prefix in prefixes)
         enter = [self.nsenter, f"--net=/proc/{pid}/ns/net"]
         if owner is not None:
             enter[1:1] = [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
@@ -137,16 +139,22 @@ class UserNetwork:
 
 
 class Hookup:
-    """The pipes between the executor, bubblewrap and slirp4netns while one sandbox starts."""
+    """The pipes between the executor, bubblewrap and slirp4netns while one sandbox starts.
 
-    def __init__(self, network: UserNetwork):
+    Without a network (None) it only holds the sandbox until the job's limits are in place.
+    """
+
+    def __init__(self, network: UserNetwork | None):
         self.network = network
         self._info_read, self._info_write = os.pipe()
         self._block_read, self._block_write = os.pipe()
-        self._exit_read, self._exit_write = os.pipe()
-        self._open = {self._info_read, self._info_write, self._block_read, self._block_write, self._exit_read,
-                      self._exit_write}
+        self._open = {self._info_read, self._info_write, self._block_read, self._block_write}
+        self._exit_read = self._exit_write = -1
         self._resolver: int | None = None
+        if network is None:
+            return
+        self._exit_read, self._exit_write = os.pipe()
+        self._open |= {self._exit_read, self._exit_write}
         resolv_conf = sandbox_resolv_conf(_read_text(RESOLV_CONF))
         if resolv_conf is not None:
             # A few hundred bytes: the pipe holds them until bubblewrap reads them (--ro-bind-data).
@@ -167,11 +175,15 @@ class Hookup:
     @property
     def child_fds(self) -> tuple[int, ...]:
         """Return the descriptors bubblewrap inherits: the two above, the end slirp4netns lives by, a resolv.conf."""
+        if self.network is None:
+            return self._info_write, self._block_read
         fds = (self._info_write, self._block_read, self._exit_write)
         return fds if self._resolver is None else (*fds, self._resolver)
 
-    def attach(self, process: subprocess.Popen) -> None:
-        """Attach the network to the sandbox bubblewrap started, then let it run; kill it if that fails."""
+    def attach(self, process: subprocess.Popen, place: Callable[[Sequence[int]], None] | None = None) -> None:
+        """Place bubblewrap's processes (place: under the job's limits), attach the network, then let it run.
+
+        Killed if either fails."""
         for fd in self.child_fds:
             self._close(fd)
         try:
@@ -181,7 +193,11 @@ class Hookup:
             except (ValueError, KeyError, TypeError):
                 raise NetworkSetupError("bubblewrap did not report its sandbox's pid "
                                         f"(exit code {process.poll()})") from None
-            self.network.attach(pid, self._exit_read)
+            if place is not None:
+                # Both of bubblewrap's processes, before its child forks anything or runs user code.
+                place([process.pid, pid])
+            if self.network is not None:
+                self.network.attach(pid, self._exit_read)
         except BaseException:
             # Killed before the release: its child never runs user code without its network set up.
             process.kill()

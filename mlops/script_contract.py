@@ -10,15 +10,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 from mlops.errors import InvalidRequest, MalformedRequest
+from mlops.sandbox import Sandbox
 
 BUNDLED_SCRIPTS = Path(__file__).resolve().parent.parent / "training_scripts"
 BUNDLED_ENTRY_POINT = "train.py"
-DESCRIBE_TIMEOUT_S = 120
+# Read at request time: long enough for the interpreter and the script's imports, short of a client's patience.
+DESCRIBE_TIMEOUT_S = 30
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -31,11 +34,14 @@ def is_bundled(source_dir: Path, entry_point: str | None) -> bool:
     return Path(source_dir).resolve() == BUNDLED_SCRIPTS and (entry_point or BUNDLED_ENTRY_POINT) == BUNDLED_ENTRY_POINT
 
 
-def describe(source_dir: Path, entry_point: str, python: str | None = None) -> dict[str, Any] | None:
-    """Return the bundled script's `--describe` declaration; None for any other script.
+def describe(source_dir: Path, entry_point: str, sandbox: Sandbox, python: str | None = None) -> dict[str, Any] | None:
+    """Return the bundled script's `--describe` declaration, read in the sandbox; None for any other script.
 
-    A user's own script is never run to describe it: that would execute uploaded code in the
-    request thread. Cached by the script's content, so an edited script is described again.
+    A user's own script is never run to describe it: that would execute uploaded code at every
+    request. The bundled folder's scripts run as user code does (mlops.sandbox: the sandbox's user,
+    no network, the folder bound read-only, writes only to a /tmp of its own), without bytecode
+    writes and within DESCRIBE_TIMEOUT_S: an entry point naming any of them at request time cannot
+    change the executor's code. Cached by the script's content, so an edited script is described again.
     """
     if Path(source_dir).resolve() != BUNDLED_SCRIPTS:
         return None
@@ -44,23 +50,40 @@ def describe(source_dir: Path, entry_point: str, python: str | None = None) -> d
     with _cache_lock:
         if digest in _cache:
             return _cache[digest]
-    try:
-        completed = subprocess.run([python or sys.executable, entry_point, "--describe"], cwd=source_dir,
-                                   capture_output=True, text=True, timeout=DESCRIBE_TIMEOUT_S,
-                                   env=_describe_env())
-        description = json.loads(completed.stdout) if completed.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError):
-        description = None
-    if description is not None and not isinstance(description.get("hyperparameters"), dict):
-        description = None
+    description = _run_describe(source_dir, entry_point, sandbox, python or sys.executable)
     with _cache_lock:
         _cache[digest] = description
     return description
 
 
-def _describe_env() -> dict[str, str]:
+def _run_describe(source_dir: Path, entry_point: str, sandbox: Sandbox, python: str) -> dict[str, Any] | None:
+    # The script by its full path from a working folder of its own: a script that writes where it runs
+    # (make_digits_dataset.py would make a folder named --describe) writes nowhere that lasts.
+    argv = [python, "-B", str(Path(source_dir, entry_point)), "--describe"]
+    with tempfile.TemporaryDirectory(prefix="describe-") as scratch:
+        cwd = Path("/tmp") if sandbox.isolating else Path(scratch)
+        try:
+            completed = subprocess.run(sandbox.wrap(argv, cwd=cwd, readable=[Path(source_dir)]), cwd=scratch,
+                                       capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                       timeout=DESCRIBE_TIMEOUT_S, env=_describe_env(sandbox))
+            description = json.loads(completed.stdout) if completed.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError, RecursionError):
+            description = None
+    if not isinstance(description, dict) or not isinstance(description.get("hyperparameters"), dict):
+        return None
+    return description
+
+
+def _describe_env(sandbox: Sandbox) -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMP", "TEMP", "TMPDIR")
-    return {key: os.environ[key] for key in keep if key in os.environ}
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    if sandbox.isolating:
+        # The executor's home and temporary folders are not there: the sandbox's own /tmp is.
+        env.update(HOME="/tmp", TMPDIR="/tmp")
+        env.pop("TMP", None)
+        env.pop("TEMP", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
 
 
 def canonical_name(name: str) -> str:
@@ -88,11 +111,12 @@ def check_hyperparameters(values: Mapping[str, Any], description: dict[str, Any]
         if key not in declared:
             raise InvalidRequest(f"{field}.{name}",
                                  f"is not a hyperparameter of the script; it takes {', '.join(sorted(declared))}")
-        result[key] = _check_value(f"{field}.{name}", text, declared[key])
+        result[key] = check_value(f"{field}.{name}", text, declared[key])
     return result
 
 
-def _check_value(field: str, text: str, spec: dict[str, Any]) -> str:
+def check_value(field: str, text: str, spec: dict[str, Any]) -> str:
+    """Check one hyperparameter value against its declaration and return it as text."""
     kind = spec.get("type", "str")
     try:
         if kind == "int":

@@ -17,12 +17,15 @@ from urllib.parse import urlsplit
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
-from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, regular_files, tree_digest
+from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, copyable_tree, regular_files, tree_digest
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
 MAX_PUBLISHED_FILES = 100_000
+# A rerun request reads a pipeline's files up to this size to compare them with what its job ran
+# (about a second); past it the rerun compares them when it stages them.
+REQUEST_DIGEST_BYTES = 64 << 20
 
 
 def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
@@ -192,11 +195,17 @@ def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFacto
 
 
 def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
-    """Return the digest of what a pipeline of local storage would stage now (tree_digest); None for other storage."""
+    """Return the digest of what a pipeline of local storage would stage now (tree_digest).
+
+    None where it is not compared now: other storage, or more than REQUEST_DIGEST_BYTES to read in
+    a request; the run compares what it stages.
+    """
     if request.get("storage") != "local":
         return None
     source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
     try:
+        if copyable_tree(source.parent, source.name).size > REQUEST_DIGEST_BYTES:
+            return None
         return tree_digest(source.parent, source.name)
     except TooManyEntries as exc:
         raise InvalidRequest("input_artifacts", f"cannot be read whole: {exc}") from None

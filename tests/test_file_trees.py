@@ -17,6 +17,7 @@ from mlops.local import serving
 from mlops.aws_statuses import CREATING
 from mlops.records import MODEL
 from test_model_lifecycle_local import API, tiny_model
+from test_transform_links import echo_model
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="links as a POSIX user makes them")
 
@@ -157,7 +158,7 @@ def test_a_large_model_folder_is_copied_in_the_background_and_polled(live_server
 
 def test_a_copy_interrupted_by_a_stop_fails_its_model_at_the_next_start(make_app) -> None:
     first = make_app()
-    lifecycle = first.config["EXECUTOR"].backend.model_lifecycle
+    lifecycle = first.config["EXECUTOR"].platform
     lifecycle.put(MODEL, "interrupted", CREATING, {"model_dir": "unused", "artifacts": {}})
     (lifecycle.models_root / "interrupted").mkdir(parents=True)
     first.config["EXECUTOR"].store.close()
@@ -171,3 +172,27 @@ def test_a_copy_interrupted_by_a_stop_fails_its_model_at_the_next_start(make_app
     assert deploy.status_code == 201
     answer = second.test_client().post(f"{API}/endpoints/e/deploy_model", json={"EndpointConfigName": "c"})
     assert answer.status_code == 422 and "interrupted" in answer.get_json()["error"], answer.get_json()
+
+
+def test_transform_inputs_are_walked_without_links_and_read_within_a_bound(live_server, monkeypatch) -> None:
+    server: LiveServer = live_server()
+    echo_model(server.storage_root / "models" / "echo")
+    assert server.request("POST", f"{API}/models/register",
+                          {"ModelName": "echo", "Containers": [{"ModelDataUrl": "models/echo"}]})[0] == 201
+    inputs = server.storage_root / "inputs"
+    inputs.mkdir()
+    (inputs / "real.json").write_text("the real input")
+    os.symlink(".", inputs / "loop")
+
+    def transform(name: str) -> dict:
+        status, record = server.request("POST", f"{API}/pipelines/inference", {
+            "TransformJobName": name, "ModelName": "echo",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "inputs"}}}})
+        assert status == 202, record
+        return server.wait(f"{API}/pipelines/inference/{name}/get", lambda record: record["status"] != "InProgress")
+
+    done = transform("looped")
+    assert done["status"] == "Completed" and done["artifacts"]["records"] == 1, done
+    monkeypatch.setattr(serving, "MAX_TRANSFORM_FILE_BYTES", 10)
+    done = transform("bounded")
+    assert done["status"] == "Failed" and "real.json holds 14 bytes" in done["failureReason"], done

@@ -5,6 +5,7 @@ seconds. The tests that need cgroups or root skip, saying why, where the machine
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -302,3 +303,57 @@ def test_every_job_cgroup_gets_the_same_cpu_weight(tmp_path):
     finally:
         for enclosure in enclosures:
             enclosure.release()
+
+
+def test_a_bare_job_without_the_sandbox_is_held_to_its_limits_too(live_server):
+    server = limited_server(live_server, sandbox="off")
+    hog = submit(server, write_pipeline(server.storage_root, "hog", MEMORY), "python pipe1.py 2048 30")
+    final = wait_final(server, hog, timeout=30)
+    assert final["task_status"] == "ERROR" and "memory limit of 64 MiB reached" in final["failure_reason"]
+    bomb = submit(server, write_pipeline(server.storage_root, "bomb", FORK_BOMB), "python pipe1.py 1")
+    assert wait_final(server, bomb)["task_status"] == "COMPLETED"
+    assert "fork refused" in job_log(server, bomb)
+
+
+# A model whose prediction touches memory 8 MiB at a time up to 2 GiB: a worker past its limit.
+HOG_MODEL = """
+import json
+
+def model_fn(model_dir):
+    return None
+
+def input_fn(body, content_type):
+    return json.loads(body)
+
+def predict_fn(data, model):
+    held = [bytearray(8 << 20) for _ in range(256)]
+    return [len(held)]
+
+def output_fn(prediction, accept):
+    return json.dumps({"predictions": prediction})
+"""
+
+
+def test_a_model_worker_over_its_memory_is_killed_naming_the_limit_and_the_service_answers(live_server):
+    from test_model_lifecycle_local import API, deploy
+
+    server = limited_server(live_server)
+    folder = server.storage_root / "models" / "hog"
+    (folder / "code").mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"unused: model_fn loads nothing")
+    (folder / "code" / "inference.py").write_text(HOG_MODEL)
+    endpoint = deploy(server, "hog", "hog", Containers=[{"ModelDataUrl": "models/hog"}])
+    assert endpoint["status"] == "InService", endpoint
+    status, body = server.request("POST", f"{API}/endpoints/hog/infer", {"instances": [1]})
+    assert status >= 500 and "memory limit of 64 MiB reached" in json.dumps(body), (status, body)
+    assert http_request(server.url, "GET", "/health", timeout=5)[0] == 200
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the user database is POSIX's")
+def test_a_uid_range_holding_a_user_of_the_machine_is_refused(tmp_path):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    config = load_config(environ={}, overrides={"data_dir": str(tmp_path), "job_uids": f"{nobody}-{nobody + 5}"})
+    with pytest.raises(ConfigError, match=f"EXECUTOR_JOB_UIDS: .* holds uid {nobody} of the user 'nobody'"):
+        limits_module.detect(config)

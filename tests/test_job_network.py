@@ -2,11 +2,12 @@
 
 Every test runs real jobs in the sandbox the executor builds by default (bubblewrap, and slirp4netns
 where the network is on) against a real executor: waitress on a free loopback port in this process,
-or `python app.py`. Each runs once with EXECUTOR_SANDBOX_NETWORK=true and once with false, and
-skips, saying why, where that sandbox cannot be had here. docs/security.md lists what each proves.
+or `python app.py`. Each attack runs once with EXECUTOR_SANDBOX_NETWORK=true and once with false;
+a test skips, saying why, where its sandbox cannot be had here. docs/security.md lists what each proves.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -47,7 +48,7 @@ def _flag(network: str) -> str:
 
 
 def run_job(server: Any, script: str, headers: dict[str, str] | None = None, timeout: float = 60) -> dict[str, Any]:
-    """Run a pipeline script to its end; return the JSON it printed last, its status and log."""
+    """Run a pipeline script to its end (it must complete); return the JSON it printed last."""
     job_id = start_job(server, script, headers)
     final = wait_final_as(server, job_id, headers, timeout)
     log = job_log(server, job_id, headers)
@@ -73,10 +74,12 @@ def job_log(server: Any, job_id: str, headers: dict[str, str] | None = None) -> 
     return server.request("GET", f"/execute/{job_id}/getLog", headers=headers)[1]["logs"]["content"]
 
 
-def host_addresses() -> list[str]:
-    """This host's IPv4 addresses besides loopback."""
-    return sorted({entry.address for entries in psutil.net_if_addrs().values() for entry in entries
-                   if entry.family == socket.AF_INET and not entry.address.startswith("127.")})
+def host_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
+    """This host's addresses of a family, loopback and link-local aside."""
+    found = {entry.address.split("%")[0] for entries in psutil.net_if_addrs().values() for entry in entries
+             if entry.family == family}
+    return sorted(address for address in found
+                  if not ipaddress.ip_address(address).is_loopback and not ipaddress.ip_address(address).is_link_local)
 
 
 # Tries a TCP connection to each target; reports "connected" or the error, as JSON.
@@ -130,16 +133,22 @@ def test_a_job_cannot_reach_the_executor_on_any_address_of_the_host(service, tmp
 
 
 @NETWORK
-def test_a_job_cannot_reach_a_loopback_service_of_the_host(live_server, data_dir, network):
+def test_a_job_cannot_reach_another_service_of_the_host_on_any_address(live_server, data_dir, network):
     sandbox_or_skip(data_dir, network)
     server = live_server(sandbox_network=_flag(network))
-    tcp = socket.create_server(("127.0.0.1", 0))
+    # A service on every address of the host, IPv4 and IPv6, and a UDP one on its loopback.
+    tcp = socket.create_server(("", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+    port = tcp.getsockname()[1]
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
+    targets = [(address, port) for address in ("127.0.0.1", "::1", *host_addresses(socket.AF_INET6),
+                                               *host_addresses())]
     try:
-        script = CONNECT.format(targets=[("127.0.0.1", tcp.getsockname()[1])]).replace(
-            "print(json.dumps(results)", textwrap.dedent(f"""
+        for target in targets:  # the host itself reaches each of them
+            socket.create_connection(target, timeout=5).close()
+            tcp.accept()[0].close()
+        script = CONNECT.format(targets=targets).replace("print(json.dumps(results)", textwrap.dedent(f"""
             datagram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 datagram.sendto(b"from a job", ("127.0.0.1", {udp.getsockname()[1]}))
@@ -148,11 +157,15 @@ def test_a_job_cannot_reach_a_loopback_service_of_the_host(live_server, data_dir
                 results["udp"] = type(exc).__name__
             print(json.dumps(results)"""))
         reached = run_job(server, script)
-        assert reached[f"127.0.0.1:{tcp.getsockname()[1]}"].startswith("ConnectionRefusedError"), reached
         # Sent into its own loopback, where nobody listens: the host's service gets nothing.
-        assert reached["udp"] == "sent"
+        assert reached.pop("udp") == "sent"
         with pytest.raises(BlockingIOError):
             udp.recvfrom(100)
+        assert len(reached) == len(targets)
+        assert not [target for target, outcome in reached.items() if outcome == "connected"], reached
+        tcp.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            tcp.accept()
     finally:
         tcp.close()
         udp.close()

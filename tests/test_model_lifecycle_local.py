@@ -242,7 +242,7 @@ def test_the_local_platform_is_one_object_for_its_jobs_and_its_records(make_app)
 
     assert isinstance(platform, LocalPlatform) and isinstance(platform, Platform)
     assert platform.training.running_job_ids() == []
-    assert (platform.name, platform.kinds) == ("local", {"pipeline", "training", "endpoint", "transform"})
+    assert (platform.name, platform.kinds) == ("local", {"pipeline", "training", "tuning", "endpoint", "transform"})
     assert platform.ready_check() is None  # nothing remote to reach
 
 

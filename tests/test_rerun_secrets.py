@@ -9,6 +9,7 @@ import urllib.parse
 import pytest
 
 from conftest import LiveServer, pipeline_body, wait_final, wait_for
+from mlops import staging
 
 API = "/api/service/v1"
 SECRET = "tok-Victim-9f8e7d6c5b4a"
@@ -98,3 +99,15 @@ def test_a_secret_printed_encoded_is_redacted_from_the_log(live_server) -> None:
     # Inside a longer base64 text, only the characters the secret's own bits decide are replaced.
     line = next(line for line in content.splitlines() if line.startswith("b64-env"))
     assert "****" in line
+
+
+def test_files_too_large_to_compare_in_the_request_are_compared_when_staged(victim, monkeypatch) -> None:
+    server, job_id = victim
+    monkeypatch.setattr(staging, "REQUEST_DIGEST_BYTES", 0)
+    upload_script(server, HOSTILE)
+    status, accepted = server.request("POST", f"/api/jobs/{job_id}/rerun")
+    assert status == 202, accepted
+    final = wait_final(server, accepted["job_id"], timeout=60)
+    assert final["task_status"] == "ERROR" and "nothing ran" in final["failure_reason"], final
+    _, log = server.request("GET", f"/execute/{accepted['job_id']}/getLog")
+    assert "b64" not in log["logs"]["content"]

@@ -71,10 +71,12 @@ def test_an_unknown_secondary_status_is_shown_not_fatal(backend, store, launched
 def test_log_lines_of_every_instance_are_merged_by_time_once(backend, store, clients, launched):  # noqa: F811
     name = launched.external_id
     store.merge_details(launched.id, instance_count=2)
-    put_log_lines(clients, f"{name}/algo-1-1700000000", [(ms(-3), "loading data"),
-                                                          (ms(-1), "epoch=1/3 train_loss=0.9000 val_loss=0.8000 "
-                                                                   "val_accuracy=0.5000 val_auc=0.6000")])
-    put_log_lines(clients, f"{name}/algo-2-1700000000", [(ms(-2), "rank 1 ready")])
+    # Taken before any call: on a busy machine the first put may take longer than the lines' spacing.
+    loading, ready, epoch = ms(-3), ms(-2), ms(-1)
+    put_log_lines(clients, f"{name}/algo-1-1700000000", [(loading, "loading data"),
+                                                          (epoch, "epoch=1/3 train_loss=0.9000 val_loss=0.8000 "
+                                                                  "val_accuracy=0.5000 val_auc=0.6000")])
+    put_log_lines(clients, f"{name}/algo-2-1700000000", [(ready, "rank 1 ready")])
     cycle(backend, store)
     cycle(backend, store)  # the same events come back inside the overlap window: written once
     lines = [line for line in log_text(store, launched).splitlines() if not line.startswith("[executor]")]

@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 import db
-from db import SCHEMA_VERSION, IllegalTransition, JobExists, SQLiteStore, Store, StoreError
+from db import SCHEMA_VERSION, Fenced, IllegalTransition, JobExists, SQLiteStore, Store, StoreError
 from first_release import DATABASE_NAME, SECRET_VALUE, write_first_release_data_folder
 from job import ALLOWED_TRANSITIONS, Job, JobStatus
 from job_secrets import SecretBox
@@ -199,7 +199,86 @@ class StoreContract:
         store.request_cancel("b")
         assert store.claim_next() is None
 
-    # -- the state machine -----------------------------------------------------------------------
+    # -- leases and fencing ----------------------------------------------------------------------
+
+    def test_a_claim_names_its_executor_and_raises_the_lease_token(self, store, data_dir):
+        add(store, data_dir, "a")
+        first = store.claim_next(owner="exec-a")
+        assert (first.owner, first.fence) == ("exec-a", 1)
+        assert store.events("a")[-1]["message"] == "claimed by executor exec-a"
+        assert store.transition("a", JobStatus.WAITING, fence=1)
+        assert store.get("a").owner is None
+        again = store.claim_next(owner="exec-b")
+        assert (again.owner, again.fence) == ("exec-b", 2)
+
+    def test_a_write_with_a_stale_token_is_refused_and_changes_nothing(self, store, data_dir):
+        add(store, data_dir, "a")
+        store.claim_next(owner="exec-a")
+        store.transition("a", JobStatus.WAITING)
+        store.claim_next(owner="exec-b")
+        before = (store.get("a"), store.events("a"))
+        for write in (lambda: store.transition("a", JobStatus.COMPLETED, fence=1),
+                      lambda: store.update("a", phase="Training", fence=1),
+                      lambda: store.merge_details("a", region="eu-west-1", fence=1)):
+            with pytest.raises(Fenced, match="held by executor exec-b"):
+                write()
+        assert (store.get("a"), store.events("a")) == before
+        store.update("a", phase="Training", fence=2)
+        assert store.transition("a", JobStatus.COMPLETED, fence=2)
+
+    def test_the_running_jobs_of_a_lapsed_lease_are_taken_over_with_a_new_token(self, store, data_dir, clock):
+        for job_id in ("a", "b", "c"):
+            add(store, data_dir, job_id)
+        store.renew_lease("exec-a", 30)
+        store.renew_lease("exec-b", 60)
+        store.claim_next(owner="exec-a")
+        store.claim_next(owner="exec-b")
+        assert store.leases() == {"exec-a": clock.now + 30, "exec-b": clock.now + 60}
+        assert store.take_over("exec-c") == []
+        clock.advance(31)
+        store.renew_lease("exec-c", 30)
+        (taken, lost), = store.take_over("exec-c")
+        assert (taken.id, taken.owner, taken.fence, taken.status, lost) == ("a", "exec-c", 2, JobStatus.RUNNING, "exec-a")
+        assert store.events("a")[-1]["message"] == "taken over by executor exec-c: executor exec-a lost its lease"
+        assert set(store.leases()) == {"exec-b", "exec-c"}
+        with pytest.raises(Fenced):
+            store.update("a", phase="Training", fence=1)
+        assert [job.id for job in store.jobs_in_status(JobStatus.RUNNING, owner="exec-b")] == ["b"]
+        assert store.get("c").owner is None and store.take_over("exec-c") == []
+
+    def test_a_sole_executor_takes_over_every_other_owner_at_once(self, store, data_dir):
+        add(store, data_dir, "a")
+        add(store, data_dir, "b")
+        store.renew_lease("exec-old", 3600)
+        store.claim_next(owner="exec-old")
+        store.claim_next(owner="exec-new")
+        taken = store.take_over("exec-new", everyone_else=True)
+        assert [(job.id, job.owner, lost) for job, lost in taken] == [("a", "exec-new", "exec-old")]
+        assert "exec-old" not in store.leases()
+
+    def test_a_lapsed_executors_jobs_go_to_one_taker_however_many_race(self, store, data_dir, clock):
+        other = self.open_store(data_dir, clock)
+        for number in range(20):
+            add(store, data_dir, f"job-{number:02d}")
+        while store.claim_next(owner="lost") is not None:
+            pass
+        taken: list[str] = []
+        start = threading.Barrier(4)
+
+        def taker(name: str, claimer: Store) -> None:
+            claimer.renew_lease(name, 30)
+            start.wait()
+            taken.extend(job.id for job, _ in claimer.take_over(name))
+
+        threads = [threading.Thread(target=taker, args=(f"exec-{n}", store if n % 2 else other)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        other.close()
+        assert sorted(taken) == [f"job-{number:02d}" for number in range(20)]
+        assert {job.fence for job in store.list_jobs(limit=100)} == {2}
+
 
     @pytest.mark.parametrize(("current", "to"), list(product(JobStatus, JobStatus)),
                              ids=lambda status: status.value)

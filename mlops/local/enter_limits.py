@@ -1,9 +1,10 @@
 """Run a command inside a job's limits: `python -I -S enter_limits.py [--join FILE]... [--rlimit NAME=N]... -- ARGV`.
 
-The executor starts every process tree of user code through this, so that the tree's first process
-is in the job's cgroup (each --join names a cgroup.procs file) and under its rlimits before it runs,
-and everything it starts inherits them: placing a process after it has started leaves out whatever
-it forked meanwhile. It imports nothing beyond the standard library and runs in a few milliseconds.
+Where user code starts bare (no bubblewrap), the executor starts it through this, so that its first
+process is in the job's cgroup (each --join names a cgroup.procs file) and under its rlimits before
+it runs, and everything it starts inherits them: placing a process after it has started leaves out
+whatever it forked meanwhile. (In bubblewrap no launcher is needed: bubblewrap's processes are
+placed while its child waits on --block-fd.) It imports nothing beyond the standard library.
 """
 import os
 import sys

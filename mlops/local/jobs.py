@@ -25,14 +25,16 @@ from db import StoreError
 from job import Job, JobStatus
 from job_secrets import BOUND_TO
 from mlops import script_contract
+from mlops import tuning as tuning_domain
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
+from mlops.local.tuning import check_local
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
-from mlops.platform import PIPELINE, TRAINING, Ran, Stop
+from mlops.platform import PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox, sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
@@ -116,7 +118,8 @@ class JobEnd:
 class LocalJobs:
     """Runs training and pipeline jobs as child processes of the executor."""
 
-    kinds = frozenset({PIPELINE, TRAINING})
+    # Tunings are checked here and driven by the queue's tuner (mlops.local.tuning); their trials run here.
+    kinds = frozenset({PIPELINE, TRAINING, TUNING})
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -140,6 +143,8 @@ class LocalJobs:
         """Validate a pipeline or training request and return it normalised."""
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
+        if kind == TUNING:
+            return self._check_tuning(request)
         return self._check_training(request)
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -164,8 +169,16 @@ class LocalJobs:
         source_dir = Path(request["source_dir"])
         if not (source_dir / request["entry_point"]).is_file():
             raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
-        description = script_contract.describe(source_dir, request["entry_point"], self.python)
+        description = script_contract.describe(source_dir, request["entry_point"], self.sandbox, self.python)
         request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
+        return request
+
+    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
+        request = self._check_training(request)
+        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+                                               self.python)
+        request["tuning"] = tuning_domain.check_tuning(request["tuning"], request["hyperparameters"], description)
+        check_local(request["tuning"], self.config.data_dir)
         return request
 
     # -- running ---------------------------------------------------------------------------------
@@ -200,7 +213,8 @@ class LocalJobs:
             stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
             stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
             hyperparameters = dict(request["hyperparameters"])
-            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.python) or {}
+            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+                                                  self.python) or {}
             if "checkpoint-dir" in declared.get("hyperparameters", {}):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
             if request.get("metadata_file"):
@@ -476,7 +490,9 @@ class LocalJobs:
         return True
 
     def resumable(self, job: Job) -> bool:
-        """True for training with the bundled script, or with checkpoints a previous run left to resume from."""
+        """True for a tuning (its study is kept), training with the bundled script, or one with checkpoints to resume."""
+        if job.kind == TUNING:
+            return True
         if job.kind != TRAINING:
             return False
         if script_contract.is_bundled(Path(job.request["source_dir"]), job.request["entry_point"]):

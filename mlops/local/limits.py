@@ -3,8 +3,9 @@
 Each process tree of user code (a job, its requirements install, a model worker, a batch transform)
 starts in a cgroup of its own, made under the executor's own cgroup: cgroup v2 where the host has
 its controllers, else the v1 `memory`, `pids` (and `cpu`) hierarchies. Under systemd the unit's
-`Delegate=yes` hands that subtree to the executor. The tree's first process joins the cgroup before
-it runs anything (mlops/local/enter_limits.py), so nothing it forks escapes. A job over its memory
+`Delegate=yes` hands that subtree to the executor. The tree is in the cgroup before it runs anything,
+so nothing it forks escapes: bubblewrap's processes are placed while its child waits (--block-fd),
+a bare process joins through a launcher before it becomes the command (mlops/local/enter_limits.py). A job over its memory
 is killed by the kernel inside its own cgroup only; over its process limit a fork fails inside it
 only. Its disk use (its folder, its /tmp included) is measured every second and a job over its disk
 limit is stopped.
@@ -21,6 +22,7 @@ that an orphan of a killed executor still runs as is never handed out.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -49,8 +51,12 @@ IS_WINDOWS = os.name == "nt"
 MEMORY_RESERVE = 1 << 30
 DISK_RESERVE_SHARE = 0.05
 WATCH_INTERVAL_S = 1.0
+# A walk of a folder of many files takes time: the watch waits at least this many times as long
+# before the next, so that it never takes more than a fifth of a core.
+WATCH_WALK_FACTOR = 4
 # How long the end of a tree waits for the kernel to empty its cgroup before leaving it for the next start.
 RELEASE_WAIT_S = 5.0
+RELEASE_POLL_S = 0.001
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 REQUIRED_CONTROLLERS = ("memory", "pids")
@@ -162,7 +168,7 @@ class JobCgroup:
         self.kill()
         deadline = time.monotonic() + RELEASE_WAIT_S
         while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(RELEASE_POLL_S)
         removed = True
         for folder in self._distinct():
             try:
@@ -290,6 +296,15 @@ class Enclosure:
             options += ["--rlimit", f"{name}={value}"]
         return [sys.executable, "-I", "-S", str(LAUNCHER), *options, "--"]
 
+    def place(self, pids: Sequence[int]) -> None:
+        """Put processes that have not yet run user code under these limits (bubblewrap's, while it waits)."""
+        for procs in self.cgroup.join_files() if self.cgroup else ():
+            for pid in pids:
+                _write(procs, str(pid))
+        for name, value in self.rlimits.items():
+            for pid in pids:
+                psutil.Process(pid).rlimit(getattr(psutil, "RLIMIT_" + name), (value, value))
+
     def limit_reached(self) -> str | None:
         """Say which limit the kernel stopped the tree at, if any (memory: its cgroup's OOM kills)."""
         if self._reached is None and self.cgroup is not None and not self._released and self.cgroup.oom_kills():
@@ -377,10 +392,13 @@ class LimitWatch:
         return self.reached or self.enclosure.limit_reached()
 
     def _watch(self) -> None:
-        while not self._ended.wait(self._interval):
+        pause = self._interval
+        while not self._ended.wait(pause):
             reached = self.enclosure.limit_reached()
             if reached is None:
+                began = time.monotonic()
                 used = disk_use(self.folder)
+                pause = max(self._interval, (time.monotonic() - began) * WATCH_WALK_FACTOR)
                 reached = self.enclosure.limits.disk_reached(used) if used > self.enclosure.limits.disk else None
             if reached is not None:
                 self.reached = reached
@@ -437,6 +455,7 @@ def confinement_for(config: Config) -> Confinement:
 def detect(config: Config) -> Confinement:
     """Find where this executor may make cgroups; raise ConfigError when they are required but cannot be."""
     limits = JobLimits.from_config(config)
+    _check_uids_are_nobodys(config.job_uids)
     uids = UidPool(config.job_uids)
     if config.job_cgroups == "off":
         return Confinement(limits, None, "EXECUTOR_JOB_CGROUPS=off", uids)
@@ -450,13 +469,26 @@ def detect(config: Config) -> Confinement:
     return Confinement(limits, root, missing, uids)
 
 
+def _check_uids_are_nobodys(uids: range) -> None:
+    """Refuse a uid range that holds a user of this machine: a job would own that user's files."""
+    if IS_WINDOWS:
+        return
+    import pwd
+
+    taken = sorted((entry.pw_uid, entry.pw_name) for entry in pwd.getpwall() if entry.pw_uid in uids)
+    if taken:
+        uid, name = taken[0]
+        raise ConfigError(f"EXECUTOR_JOB_UIDS: {uids.start}-{uids.stop - 1} holds uid {uid} of the user {name!r} "
+                          f"({len(taken)} user(s) in all): jobs must run as uids no user of this machine has")
+
+
 def _cgroup_root(prefix: str) -> tuple[CgroupRoot | None, str | None]:
     mounts = _cgroup_mounts()
     own = _own_cgroups()
     v2_mount = mounts.get("cgroup2")
     reasons = []
     if v2_mount is not None and "" in own:
-        root, reason = _v2_root(v2_mount / own[""].lstrip("/"), own[""] == "/", prefix)
+        root, reason = _v2_root(v2_mount / own[""].lstrip("/"), prefix)
         if root is not None:
             return root, None
         reasons.append(reason)
@@ -467,7 +499,7 @@ def _cgroup_root(prefix: str) -> tuple[CgroupRoot | None, str | None]:
     return None, "; ".join(filter(None, reasons))
 
 
-def _v2_root(folder: Path, is_root: bool, prefix: str) -> tuple[CgroupRoot | None, str]:
+def _v2_root(folder: Path, prefix: str) -> tuple[CgroupRoot | None, str]:
     try:
         available = (folder / "cgroup.controllers").read_text().split()
         missing = [name for name in REQUIRED_CONTROLLERS if name not in available]
@@ -476,18 +508,29 @@ def _v2_root(folder: Path, is_root: bool, prefix: str) -> tuple[CgroupRoot | Non
         wanted = [name for name in V2_CONTROLLERS if name in available]
         enabled = (folder / "cgroup.subtree_control").read_text().split()
         if not set(wanted) <= set(enabled):
-            if not is_root:
-                # v2 gives children controllers only where the parent holds no process: the executor
-                # moves into a leaf of its own (systemd's Delegate=yes hands it the subtree for that).
-                leaf = folder / "executor"
-                leaf.mkdir(exist_ok=True)
-                _write(leaf / "cgroup.procs", str(os.getpid()))
-            _write(folder / "cgroup.subtree_control", " ".join(f"+{name}" for name in wanted))
+            _enable_controllers(folder, wanted)
         _probe(CgroupRoot(2, {name: folder for name in wanted}, prefix))
         return CgroupRoot(2, {name: folder for name in wanted}, prefix), ""
     except OSError as exc:
         return None, (f"cgroup v2 at {folder} is not delegated to the executor ({exc.strerror}); under systemd "
                       "the unit needs Delegate=yes")
+
+
+def _enable_controllers(folder: Path, controllers: Sequence[str]) -> None:
+    """Give the children of a v2 cgroup these controllers, moving the executor into a leaf if need be."""
+    enable = " ".join(f"+{name}" for name in controllers)
+    try:
+        _write(folder / "cgroup.subtree_control", enable)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        # v2 gives children controllers only where the parent holds no process: the executor moves
+        # into a leaf of its own (systemd's Delegate=yes hands it the subtree for that). Busy still,
+        # where other processes share its cgroup: then there are no job cgroups, and the reason says so.
+        leaf = folder / "executor"
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", str(os.getpid()))
+        _write(folder / "cgroup.subtree_control", enable)
 
 
 def _v1_root(mounts: dict[str, Path], own: dict[str, str], prefix: str) -> tuple[CgroupRoot | None, str]:

@@ -9,7 +9,7 @@ from mlops.aws import ClientFactory
 from mlops.errors import NotSupported
 from mlops.local.jobs import LocalJobs
 from mlops.local.serving import LocalModelLifecycle
-from mlops.platform import PIPELINE, TRAINING, TRANSFORM, Platform, Ran, Stop
+from mlops.platform import PIPELINE, TRAINING, TRANSFORM, TUNING, Platform, Ran, Stop
 from mlops.records import RecordBook
 from mlops.sagemaker.training_service import SageMakerTrainingService
 from mlops.reporter import JobReporter
@@ -20,8 +20,8 @@ class LocalPlatform(LocalModelLifecycle, Platform):
     """Runs pipelines, trainings, deployments and transforms on this machine; keeps their records."""
 
     name = "local"
-    kinds = frozenset({PIPELINE, TRAINING}) | LocalModelLifecycle.record_kinds
-    stoppable_kinds = frozenset({PIPELINE, TRAINING, TRANSFORM})
+    kinds = LocalJobs.kinds | LocalModelLifecycle.record_kinds
+    stoppable_kinds = frozenset({PIPELINE, TRAINING, TRANSFORM, TUNING})
     source_org = "Local"
     default_instance_type = "this machine"
 

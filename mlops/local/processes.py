@@ -58,6 +58,7 @@ class ProcessTree:
             self.popen = sandbox.start(
                 argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp,
                 enter=self.enclosure.prefix() if self.enclosure else (),
+                place=self.enclosure.place if self.enclosure else None,
                 env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
                 umask=umask, **_session_options())
         except BaseException:

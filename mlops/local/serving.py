@@ -46,7 +46,9 @@ _COPY_CHUNK = 1024 * 1024
 CANCEL_CHECK_S = 0.5
 # A model folder up to this size is copied while its register request waits (a second or so); a larger
 # one is copied in the background, so that no request thread waits on a disk for minutes.
-INLINE_COPY_BYTES = 256 << 20
+INLINE_COPY_BYTES = 64 << 20
+# A batch transform reads each input file whole (its records are split in memory).
+MAX_TRANSFORM_FILE_BYTES = 1 << 30
 
 
 class LocalModelLifecycle(ModelRecords):
@@ -537,9 +539,12 @@ def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[st
         content_type = declared or CONTENT_TYPES.get(relative.suffix.lower(), "application/octet-stream")
         target = out_dir / f"{answers}.out"
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, _size = open_file(source.parent, relative)
+        handle, size = open_file(source.parent, relative)
         with handle:
-            data = handle.read()
+            if size > MAX_TRANSFORM_FILE_BYTES:
+                raise BackendError(f"input {relative.as_posix()} holds {size} bytes; a batch input file is read "
+                                   f"whole, up to {MAX_TRANSFORM_FILE_BYTES}: split it into smaller files")
+            data = handle.read(size)
         with open(target, "w", encoding="utf-8") as out:
             for payload, kind in _payloads(data, content_type, split_lines):
                 # One input file can hold many records: a stop must not wait for its end.

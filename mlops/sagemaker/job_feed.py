@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from job import Job
-from mlops.aws import AWS_ERRORS, is_throttled
+from mlops.aws import AWS_ERRORS, Pages, is_throttled
 from mlops.errors import error_text
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,9 @@ class JobFeed:
         if all(name.startswith(self.name_prefix) for name in known):
             params["NameContains"] = self.name_prefix
         scan = Scan([], set(), False)
-        client = self._sagemaker()
+        pages = Pages(getattr(self._sagemaker(), feed.operation), params, limit=MAX_LIST_PAGES)
         try:
-            for _ in range(MAX_LIST_PAGES):
-                page = getattr(client, feed.operation)(**params)
+            for page in pages:
                 for summary in page.get(feed.summaries, []):
                     job = known.get(summary[feed.name_key])
                     if job is None:
@@ -106,11 +105,9 @@ class JobFeed:
                     scan.vouched.add(summary[feed.name_key])
                     if summary["LastModifiedTime"].timestamp() > float(job.details["last_modified"]):
                         scan.changed.append(summary[feed.name_key])
-                token = page.get("NextToken")
-                if not token:
-                    scan.complete = True
-                    return scan
-                params["NextToken"] = token
+            if pages.complete:
+                scan.complete = True
+                return scan
             logger.warning("%s: stopped after %d pages; the jobs not reached are described one by one",
                            feed.operation, MAX_LIST_PAGES)
         except AWS_ERRORS as exc:

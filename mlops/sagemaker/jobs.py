@@ -35,6 +35,7 @@ from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
                                                training_job_name)
+from mlops.sandbox import sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
                            stage_pipeline_files)
 
@@ -69,7 +70,7 @@ class SageMakerJobs:
         self.config = config
         self.clients = clients
         self.clock = clock
-        self.service = SageMakerTrainingService(config, clients, clock=clock)
+        self.service = SageMakerTrainingService(config, clients)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
         self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
                                         clock=clock)
@@ -180,7 +181,7 @@ class SageMakerJobs:
         entry_point = request.get("entry_point") or script_contract.BUNDLED_ENTRY_POINT
         if not (source_dir / entry_point).is_file():
             raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
-        description = script_contract.describe(source_dir, entry_point) or {}
+        description = script_contract.describe(source_dir, entry_point, sandbox_for(self.config)) or {}
         hyperparameters = script_contract.check_hyperparameters(request.get("hyperparameters") or {}, description)
         declared = description.get("hyperparameters") or {}
         if request.get("metadata_file") and "metadata-file" in declared:

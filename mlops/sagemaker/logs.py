@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 
 from job import Job
-from mlops.aws import AWS_ERRORS, is_not_found, is_throttled
+from mlops.aws import AWS_ERRORS, Pages, is_not_found, is_throttled
 from mlops.errors import error_text
 from mlops.reporter import JobReporter
 from mlops.metric_lines import parse_metric_line, progress_of
@@ -111,15 +111,11 @@ class TrainingLogTail:
         events: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"logGroupName": self.log_group, "logStreamNamePrefix": prefix,
                                   "startTime": max(0, start_ms)}
+        pages = Pages(client.filter_log_events, kwargs, limit=MAX_PAGES_PER_QUERY, token="nextToken")
         try:
-            for _ in range(MAX_PAGES_PER_QUERY):
-                page = client.filter_log_events(**kwargs)
+            for page in pages:
                 events.extend(page.get("events", []))
-                token = page.get("nextToken")
-                if not token or token == kwargs.get("nextToken"):
-                    break
-                kwargs["nextToken"] = token
-            else:
+            if not pages.complete:
                 logger.warning("log query for %s stopped after %d pages; the rest comes next cycle",
                                prefix, MAX_PAGES_PER_QUERY)
                 newest = max((event["timestamp"] for event in events), default=None)

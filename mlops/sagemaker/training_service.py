@@ -22,11 +22,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from config import Config
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
@@ -177,10 +176,9 @@ class Check:
 class SageMakerTrainingService:
     """Service for managing SageMaker training jobs."""
 
-    def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, clients: ClientFactory):
         self.config = config
         self.clients = clients
-        self.clock = clock
         self._image_cache: dict[tuple[str, str], str] = {}
 
     @property

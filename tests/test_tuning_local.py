@@ -1,0 +1,169 @@
+"""Tuning on the local platform: refused requests, Optuna-driven trials as jobs, early stopping, stop and restart."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import wait_for
+from test_training_pipeline import make_digits
+
+ROUTE = "/api/service/v1/pipelines/tuning"
+OBJECTIVE = {"metric": "val_auc", "goal": "maximize"}
+
+# A script of the user's own: each epoch's val_auc rises towards its --quality, --pause seconds an epoch.
+QUALITY_SCRIPT = """\
+import argparse, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--quality", type=float, default=0.5)
+parser.add_argument("--epochs", type=int, default=4)
+parser.add_argument("--pause", type=float, default=0.0)
+args = parser.parse_args()
+for epoch in range(1, args.epochs + 1):
+    time.sleep(args.pause)
+    auc = args.quality * epoch / args.epochs
+    print(f"epoch={epoch}/{args.epochs} train_loss={1 - auc:.4f} val_auc={auc:.4f}", flush=True)
+"""
+
+
+def write_quality_script(storage_root: Path) -> str:
+    folder = storage_root / "code" / "quality"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text(QUALITY_SCRIPT)
+    (storage_root / "datasets" / "none").mkdir(parents=True, exist_ok=True)
+    return "code/quality"
+
+
+def quality_tuning(source_dir: str, **tuning: Any) -> dict[str, Any]:
+    return {"name": "quality", "dataset": "datasets/none", "source_dir": source_dir, "entry_point": "train.py",
+            "hyperparameters": {"epochs": 4, "pause": 0.8},
+            "tuning": {"objective": OBJECTIVE, "ranges": {"quality": {"values": [0.9, 0.7, 0.5, 0.3, 0.1]}},
+                       "strategy": "grid", "max_trials": 5, "max_parallel": 1, "seed": 7, **tuning}}
+
+
+REFUSED = [
+    ({"ranges": {"dropout": {"min": 0.1, "max": 0.5}}}, "tuning.ranges.dropout"),
+    ({"ranges": {"learning-rate": {"min": 0.1, "max": 0.01}}}, "tuning.ranges.learning-rate.min"),
+    ({"ranges": {"learning-rate": {"min": 1e-9, "max": 0.01}}}, "tuning.ranges.learning-rate.min"),
+    ({"ranges": {"learning-rate": {"min": 1e-4, "max": 2.0}}}, "tuning.ranges.learning-rate.max"),
+    ({"ranges": {"batch-size": {"min": 16, "max": 64, "type": "continuous"}}}, "tuning.ranges.batch-size.type"),
+    ({"ranges": {"batch-size": {"values": [16, "x"]}}}, "tuning.ranges.batch-size.values[1]"),
+    ({"ranges": {"epochs": {"values": [2, 3]}}, "objective": {"metric": "val_f1"}}, "tuning.objective.metric"),
+    ({"ranges": {"epochs": {"values": [2, 3]}}, "max_trials": 2, "max_parallel": 3}, "tuning.max_parallel"),
+    ({"ranges": {"learning-rate": {"min": 1e-4, "max": 0.1}}, "strategy": "grid"}, "tuning.ranges.learning-rate"),
+    ({"ranges": {"epochs": {"min": 1, "max": 4}}, "strategy": "hyperband"}, "tuning.ranges.epochs"),
+    ({"ranges": {"learning-rate": {"min": 0.0, "max": 0.1, "scaling": "log"}}},
+     "tuning.ranges.learning-rate.scaling"),
+    ({"ranges": {"epochs": {"values": [2, 3]}}, "warm_start": {"from": ["3f2b8c1e-0000-4000-8000-000000000000"]}},
+     "tuning.warm_start.from"),
+]
+
+
+@pytest.mark.parametrize(("tuning", "field"), REFUSED)
+def test_a_tuning_the_script_cannot_run_is_refused_naming_the_field_and_nothing_is_created(app, tuning, field):
+    (app.config["EXECUTOR"].config.storage_root / "datasets" / "digits").mkdir(parents=True)
+    response = app.test_client().post(ROUTE, json={"name": "t", "dataset": "datasets/digits",
+                                                   "tuning": {"objective": OBJECTIVE, **tuning}})
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["field"] == field
+    assert app.config["EXECUTOR"].store.list_jobs() == []
+
+
+def test_hyperband_needs_an_epochs_like_hyperparameter(app):
+    source_dir = write_quality_script(app.config["EXECUTOR"].config.storage_root)
+    body = quality_tuning(source_dir, strategy="hyperband")
+    body["hyperparameters"] = {"pause": 0}
+    response = app.test_client().post(ROUTE, json=body)
+    assert response.status_code == 422 and response.get_json()["field"] == "tuning.strategy"
+
+
+def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
+    server = live_server()
+    make_digits(server.executor.config.storage_root / "datasets" / "digits", 200)
+    status, created = server.request("POST", ROUTE, {
+        "name": "digits-tuning", "dataset": "datasets/digits",
+        "hyperparameters": {"epochs": 2, "image-size": 8},
+        "tuning": {"objective": OBJECTIVE, "strategy": "random", "max_trials": 3, "max_parallel": 2, "seed": 3,
+                   "ranges": {"learning-rate": {"min": 0.001, "max": 0.05, "scaling": "log"},
+                              "batch-size": {"values": [16, 32]}}}})
+    assert status == 201 and created["status"] == "WAITING", created
+    body = wait_for(lambda: _ended(server, created["status_url"]), timeout=300, interval=0.5)
+    assert body["status"] == "COMPLETED", body
+    assert body["progress"]["done"] == 3 and body["progress"]["total"] == 3 and body["progress"]["running"] == 0
+    trials = body["trials"]
+    assert [trial["number"] for trial in trials] == [1, 2, 3]
+    assert all(trial["status"] == "COMPLETED" and trial["epoch"] == 2 for trial in trials)
+    assert len({trial["hyperparameters"]["learning-rate"] for trial in trials}) == 3
+    best = max(trials, key=lambda trial: trial["objective"])
+    assert body["best"]["job_id"] == best["job_id"] and body["best"]["objective"] == best["objective"]
+    # Each trial is a training job of its own: its status, metrics, model and the tuned values it ran with.
+    _, listed = server.request("GET", f"/api/jobs?parent={created['job_id']}")
+    assert [row["id"] for row in listed["jobs"]] == [trial["job_id"] for trial in trials]
+    _, trial = server.request("GET", f"/status/{best['job_id']}")
+    assert trial["kind"] == "training" and trial["parent"] == created["job_id"] and trial["trial"] == best["number"]
+    assert trial["metrics"]["val_auc"] == best["objective"]
+    assert "model/model.pt" in trial["artifacts"]["files"]
+    _, detail = server.request("GET", f"/api/jobs/{best['job_id']}")
+    assert float(detail["request"]["hyperparameters"]["learning-rate"]) == best["hyperparameters"]["learning-rate"]
+    _, got = server.request("GET", f"{ROUTE}/{created['job_id']}/get")
+    assert got["best"] == body["best"] and got["tuning"]["strategy"] == "random"
+    _, tunings = server.request("GET", f"{ROUTE}/list")
+    assert [row["job_id"] for row in tunings] == [created["job_id"]]
+
+
+def test_a_trial_behind_the_median_is_stopped_early_and_keeps_its_metrics(live_server):
+    server = live_server()
+    source_dir = write_quality_script(server.storage_root)
+    status, created = server.request("POST", ROUTE, quality_tuning(source_dir))
+    assert status == 201, created
+    body = wait_for(lambda: _ended(server, created["status_url"]), timeout=120, interval=0.3)
+    assert body["status"] == "COMPLETED", body
+    stopped = [trial for trial in body["trials"] if trial["status"] == "STOPPED_EARLY"]
+    assert stopped, body["trials"]
+    for trial in stopped:
+        assert trial["epoch"] < 4
+        _, detail = server.request("GET", f"/api/jobs/{trial['job_id']}")
+        assert [row["step"] for row in detail["metric_history"] if row["name"] == "val_auc"] == \
+            list(range(1, trial["epoch"] + 1))
+    assert body["best"]["hyperparameters"] == {"quality": 0.9}
+    assert body["best"]["objective"] == pytest.approx(0.9)
+
+
+def test_stopping_a_tuning_stops_every_trial(live_server):
+    server = live_server(workers="3")
+    source_dir = write_quality_script(server.storage_root)
+    request = quality_tuning(source_dir, max_parallel=2, early_stopping="off")
+    request["hyperparameters"]["pause"] = 5
+    _, created = server.request("POST", ROUTE, request)
+    wait_for(lambda: server.request("GET", created["status_url"])[1]["progress"]["running"] == 2, timeout=60)
+    status, _ = server.request("POST", f"/execute/{created['job_id']}/stop")
+    assert status in (200, 202)
+    body = wait_for(lambda: _ended(server, created["status_url"]), timeout=60, interval=0.3)
+    assert body["status"] == "CANCELLED"
+    assert [trial["status"] for trial in body["trials"]] == ["CANCELLED", "CANCELLED"]
+    assert body["progress"]["running"] == 0
+
+
+def test_a_tuning_resumes_after_a_restart_without_running_a_trial_twice(service, tmp_path):
+    data_dir = tmp_path / "service-data"
+    first = service(data_dir)
+    source_dir = write_quality_script(data_dir / "storage")
+    request = quality_tuning(source_dir, max_trials=3, early_stopping="off")
+    request["hyperparameters"]["pause"] = 0.5
+    _, created = first.request("POST", ROUTE, request)
+    wait_for(lambda: first.request("GET", created["status_url"])[1]["progress"]["done"] >= 1, timeout=60)
+    first.kill()
+    second = service(data_dir)
+    body = wait_for(lambda: _ended(second, created["status_url"]), timeout=120, interval=0.3)
+    assert body["status"] == "COMPLETED", body
+    assert [trial["number"] for trial in body["trials"]] == [1, 2, 3]
+    assert len({trial["job_id"] for trial in body["trials"]}) == 3
+    assert all(trial["status"] == "COMPLETED" for trial in body["trials"])
+    _, listed = second.request("GET", "/api/jobs?kind=training")
+    assert len(listed["jobs"]) == 3
+
+
+def _ended(server: Any, status_url: str) -> dict[str, Any] | None:
+    status, body = server.request("GET", status_url)
+    return body if status == 200 and body["status"] in ("COMPLETED", "ERROR", "CANCELLED") else None
