@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping
@@ -21,6 +22,7 @@ from job_secrets import SecretBox
 from mlops.aws import ClientFactory, clients_for
 from mlops.platform import Confinement, Platform
 from mlops.platforms import make_platform, make_tuner
+from mlops.retention import FolderSize, RetentionSweeper
 from mlops.sandbox import Sandbox
 from queue_worker import JobQueue
 
@@ -40,6 +42,8 @@ class Executor:
     platform: Platform
     clients: ClientFactory
     secret_box: SecretBox
+    #: The data folder's size on disk, measured at most once a minute (the dashboard and /metrics show it).
+    data_size: FolderSize | None = None
 
     @property
     def sandbox(self) -> Sandbox | None:
@@ -65,7 +69,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     queue = JobQueue(config, store, platform, secret_box, tuner_for=lambda queue: make_tuner(config, store, queue))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box)
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, FolderSize(config.data_dir))
     app.json.sort_keys = False
     api.register(app)
     return app
@@ -172,6 +176,9 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
     if risk:
         logger.warning("%s", risk)
     executor.queue.start()
+    sweeper = RetentionSweeper(executor.store, config.retention_days) if config.retention_days else None
+    if sweeper is not None:
+        sweeper.start()
     # Tests and the service scripts read this line to learn the bound port.
     base = f"http://{config.host}:{server.effective_port}"
     logger.info("serving on %s (backend %s, %d workers); dashboard %s/execute/jobs, API docs %s/swagger", base,
@@ -185,6 +192,8 @@ def serve(app: Flask, stop_requested: threading.Event | None = None, stop_now: t
         pass
     logger.info("stopping: no new jobs; running local jobs get %ss to finish", config.shutdown_timeout)
     stop_server(server, server_thread)
+    if sweeper is not None:
+        sweeper.stop()
     if proxy_socket:
         proxy_socket.unlink(missing_ok=True)
     executor.queue.stop(cold=stop_now)
@@ -324,14 +333,55 @@ def migrate_store(argv: list[str]) -> int:
     return 0
 
 
+def clean(argv: list[str]) -> int:
+    """Remove the files of jobs that ended long ago, keeping their records (`app.py clean`)."""
+    import argparse
+
+    from mlops.retention import clean_ended_jobs, describe, parse_age
+
+    parser = argparse.ArgumentParser(
+        prog="app.py clean",
+        description="Remove the staged inputs, checkpoints and outputs of jobs that ended longer ago than the "
+                    "age given; their records, metrics and log tails stay, and so does what a waiting or "
+                    "running job needs. Safe while the executor runs.")
+    parser.add_argument("--older-than", metavar="AGE", help="30d, 12h or 90m [default: EXECUTOR_RETENTION_DAYS]")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    parser.add_argument("--data-dir", metavar="DIR", help="the data folder [EXECUTOR_DATA_DIR, default './data']")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(overrides={"data_dir": args.data_dir} if args.data_dir else {})
+        if args.older_than:
+            older_than = parse_age(args.older_than)
+        elif config.retention_days:
+            older_than = config.retention_days * 86400.0
+        else:
+            raise ConfigError("clean: give --older-than AGE (or set EXECUTOR_RETENTION_DAYS)")
+        store = open_store(config)
+    except (ConfigError, ValueError, StoreError) as exc:
+        print(f"clean: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cleaned = clean_ended_jobs(store, older_than, dry_run=args.dry_run)
+    finally:
+        store.close()
+    for item in cleaned:
+        ended = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.finished))
+        print(f"{item.job_id}  ended {ended} UTC  {item.freed_bytes / 2**20:.1f} MiB")
+    print(describe(cleaned, args.dry_run))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the executor as a service, or the command named first (migrate-store)."""
+    """Run the executor as a service, or the command named first (migrate-store, clean)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["migrate-store"]:
         return migrate_store(argv[1:])
+    if argv[:1] == ["clean"]:
+        return clean(argv[1:])
     try:
         config = load_config(overrides=parse_args(argv))
-        data_lock = lock_data_dir(config.data_dir)
+        # Executors sharing a database share the data folder too; leases, not the lock, keep them apart.
+        data_lock = None if config.database_url else lock_data_dir(config.data_dir)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -354,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot listen on %s:%s%s: %s", config.host, config.port, proxy, exc)
         return 2
     finally:
-        data_lock.close()
+        if data_lock is not None:
+            data_lock.close()
     return 0
 
 

@@ -222,6 +222,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "", _database_url,
             "postgresql://user:password@host:port/database of a job store several executors share "
             "(default: SQLite in the data folder, one executor)", secret=True),
+    Setting("lease_seconds", "30", _positive_float,
+            "with a shared database: seconds an executor's lease lasts without renewal; past it another executor "
+            "takes over its running jobs"),
+    Setting("name", "", _optional_str,
+            "this executor's name in a shared database, shown beside each job it runs (default: the host name); "
+            "each start adds a random suffix"),
     Setting("backend", "local", _backend, "where jobs run: local or sagemaker"),
     Setting("workers", "4", _positive_int, "worker threads that run jobs"),
     Setting("http_threads", "", _optional_positive_int,
@@ -282,6 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_disk_limit", "", _optional_size,
             "disk a job's folder may take, its /tmp included (default: the data folder's file system less "
             "a reserve); a job over it is stopped"),
+    Setting("retention_days", "0", _non_negative_int,
+            "days after its end that a job keeps its staged inputs, checkpoints and outputs; its record, "
+            "metrics and log tail stay (0: keep them all; `app.py clean` removes them on demand)"),
     Setting("max_log_line_bytes", "65536", _positive_int,
             "longest output line a local job's log keeps; the rest of the line is dropped, with a note"),
     # SageMaker backend

@@ -86,6 +86,8 @@ class Store(ABC):
 
     #: The statements of each numbered migration (1 to SCHEMA_VERSION), in this store's own SQL.
     MIGRATIONS: ClassVar[Mapping[int, str]]
+    #: True when several executors may share the store: then leases decide who runs what.
+    shared: ClassVar[bool]
 
     @property
     @abstractmethod
@@ -379,6 +381,8 @@ class SQLiteStore(Store):
     """
 
     MIGRATIONS = SQLITE_MIGRATIONS
+    # The data folder's lock keeps a second executor out.
+    shared = False
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)

@@ -153,6 +153,7 @@ class PostgresStore(Store):
     """
 
     MIGRATIONS = POSTGRES_MIGRATIONS
+    shared = True
 
     def __init__(self, url: str, data_dir: str | Path, clock: Callable[[], float] = time.time,
                  pool_size: int = 10):

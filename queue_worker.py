@@ -16,9 +16,10 @@ from pathlib import PurePath
 from typing import Any, Callable, Protocol
 
 from config import Config
-from db import Record, Store, StoreError, StoreUnavailable
+from db import Fenced, Record, Store, StoreError, StoreUnavailable
 from job import Job, JobStatus
 from job_secrets import SecretBox
+from lease import Lease, executor_id
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
 from mlops.platform import TUNING, Platform, Ran, Stop
@@ -28,6 +29,9 @@ from mlops.reporter import JobReporter
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 5.0
+# With a shared store: how often an executor looks for stops asked of its jobs (through any executor),
+# for jobs taken from it, and for lapsed leases. A stop asked anywhere ends the job within about this.
+WATCH_TICK_S = 0.5
 # How often the tuner steps its tunings when nothing wakes it sooner.
 TUNER_CYCLE_S = 1.0
 
@@ -68,6 +72,11 @@ class JobQueue:
         self._unfinished_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self.lease = Lease(store, config.lease_seconds, executor_id(config.name))
+        # Local jobs this executor's workers run now, with the lease token of their claim; and the stops
+        # already passed on to the platform.
+        self._running: dict[str, int] = {}
+        self._stops_sent: set[str] = set()
         # One reporter per job attempt, so that its sealed secrets are opened once, not per cycle.
         self._reporters: dict[str, JobReporter] = {}
         self._reporters_lock = threading.Lock()
@@ -138,6 +147,9 @@ class JobQueue:
         if before is not JobStatus.RUNNING:
             return False
         job = self.store.get(job_id)
+        if self.store.shared and job.owner != self.lease.executor:
+            # Its owner sees the flag at its next watch tick and stops it there.
+            return True
         if self.tuner is not None and job.kind == TUNING:
             # The tuner stops every trial of it in its next cycle, then ends it CANCELLED.
             self._tuner_wake.set()
@@ -179,11 +191,16 @@ class JobQueue:
     def start(self) -> None:
         """Recover what the last run left, then start the workers and the monitor."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if self.store.shared:
+            self.lease.renew()
         self.recover()
         for number in range(self.config.workers):
             self._start_worker(f"worker-{number + 1}")
         if self.tuner is not None:
             self._spawn(self._tuner_loop, "tuner")
+        if self.store.shared:
+            logger.info("executor %s: sharing the job store, lease %ss", self.lease.executor, self.config.lease_seconds)
+            self.lease.start(self.watch, WATCH_TICK_S)
         self.started = True
         if self._launched_jobs():
             self._follow_launched()
@@ -203,14 +220,47 @@ class JobQueue:
         self._threads.append(thread)
 
     def recover(self) -> None:
-        """Requeue, fail or monitor again the jobs a previous run left RUNNING; WAITING jobs just run."""
-        for job in self.store.jobs_in_status(JobStatus.RUNNING):
+        """Requeue, fail or monitor again the running jobs no live executor holds; WAITING jobs just run.
+
+        Alone on its data folder (SQLite), an executor holds every running job a previous run left;
+        sharing a store, it takes over those of executors whose lease lapsed, each job with a new token.
+        """
+        shared = self.store.shared
+        for job, lost in self.store.take_over(self.lease.executor, everyone_else=not shared):
             if job.backend == self.platform.name:
                 self.platform.clean_up_abandoned(job)
-            self._carry_out(job, decide(job, self.platform, retry_interrupted=self.config.retry_interrupted))
+            decision = decide(job, self.platform, retry_interrupted=self.config.retry_interrupted,
+                              lost_executor=lost if shared else None)
+            self._carry_out(job, decision)
+            if decision.outcome is Outcome.MONITOR:
+                self._follow_launched()
         waiting = self.store.jobs_in_status(JobStatus.WAITING)
-        if waiting:
+        if waiting and not self.started:
             logger.info("%d waiting job(s) found at start-up", len(waiting))
+
+    def watch(self) -> None:
+        """With a shared store: pass on stops asked through any executor, stop runs of jobs taken from this
+        one, and take over the jobs of lapsed leases."""
+        mine = {job.id: job for job in self.store.jobs_in_status(JobStatus.RUNNING, owner=self.lease.executor)}
+        for job in mine.values():
+            if job.cancel_requested and job.id not in self._stops_sent:
+                self._stops_sent.add(job.id)
+                if job.external_id:
+                    self._follow_launched()
+                else:
+                    self.platform.cancel(job, self.reporter_for(job))
+        for job_id, fence in list(self._running.items()):
+            if job_id in mine and mine[job_id].fence == fence:
+                continue
+            current = self.store.get(job_id)
+            if current is not None and (current.owner, current.fence) != (self.lease.executor, fence):
+                logger.warning("job %s: taken over by executor %s; stopping this executor's run of it",
+                               job_id, current.owner)
+                self.platform.cancel(current, self.reporter_for(current))
+        now = self.clock()
+        if any(until < now for executor, until in self.store.leases().items() if executor != self.lease.executor):
+            self.recover()
+            self.wake()
 
     def _start_worker(self, name: str) -> None:
         thread = threading.Thread(target=self._worker_main, name=name, daemon=True)
@@ -257,7 +307,7 @@ class JobQueue:
         while not self._stopping.is_set():
             self._settle_unfinished()
             try:
-                job = self.store.claim_next([self.platform.name], kinds=self._worker_kinds)
+                job = self.store.claim_next([self.platform.name], kinds=self._worker_kinds, owner=self.lease.executor)
             except StoreError as exc:
                 logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
@@ -266,6 +316,7 @@ class JobQueue:
                 continue
             with self._busy_lock:
                 self._busy += 1
+                self._running[job.id] = job.fence
             try:
                 self.run_job(job)
             except BaseException as exc:
@@ -275,6 +326,8 @@ class JobQueue:
             finally:
                 with self._busy_lock:
                     self._busy -= 1
+                    self._running.pop(job.id, None)
+                    self._stops_sent.discard(job.id)
 
     def _remember_unfinished(self, job_id: str, reason: str) -> None:
         with self._unfinished_lock:
@@ -323,6 +376,9 @@ class JobQueue:
         """
         try:
             self._run(job)
+        except Fenced as exc:
+            # Another executor took the job over (this one's lease lapsed): its state is the new owner's.
+            logger.warning("job %s: %s; this executor's run of it ended", job.id, exc)
         except StoreError as exc:
             logger.error("job %s: its end cannot be stored yet: %s", job.id, exc)
             self._remember_unfinished(job.id, f"the job store failed while the job ran or ended: {exc}")
@@ -343,7 +399,7 @@ class JobQueue:
         except InterruptedError:
             current = self.store.get(job.id) or job
             self._carry_out(current, decide(current, self.platform, retry_interrupted=self.config.retry_interrupted,
-                                            at_shutdown=True))
+                                            at_shutdown=True), fence=job.fence)
         except (BackendError, InvalidRequest, OSError, StoreError) as exc:
             self._fail(job, ctx, str(exc))
         except Exception as exc:  # a bug must end the job, not leave it RUNNING forever
@@ -358,16 +414,20 @@ class JobQueue:
             if ran is not Ran.LAUNCHED:
                 self._drop_reporters([job.id])
 
-    def _carry_out(self, job: Job, decision: Decision) -> None:
-        """Move an interrupted job where recovery decided; a job followed on its platform stays RUNNING."""
+    def _carry_out(self, job: Job, decision: Decision, fence: int | None = None) -> None:
+        """Move an interrupted job where recovery decided, under the lease token this executor holds it by
+        (the job's own by default); a job followed on its platform stays RUNNING."""
         logger.info("job %s: %s (%s)", job.id, decision.outcome.value, decision.reason)
+        fence = job.fence if fence is None else fence
         if decision.outcome is Outcome.REQUEUE:
-            self.store.transition(job.id, JobStatus.WAITING, expected=JobStatus.RUNNING, message=decision.reason)
+            self.store.transition(job.id, JobStatus.WAITING, expected=JobStatus.RUNNING, message=decision.reason,
+                                  fence=fence)
         elif decision.outcome is Outcome.CANCEL:
-            self.store.transition(job.id, JobStatus.CANCELLED, expected=JobStatus.RUNNING, message=decision.reason)
+            self.store.transition(job.id, JobStatus.CANCELLED, expected=JobStatus.RUNNING, message=decision.reason,
+                                  fence=fence)
         elif decision.outcome is Outcome.FAIL:
             self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING,
-                                  failure_reason=decision.reason)
+                                  failure_reason=decision.reason, fence=fence)
 
     def _fail(self, job: Job, ctx: JobReporter | None, reason: str) -> None:
         if ctx is not None:
@@ -378,7 +438,10 @@ class JobQueue:
             if ctx is not None:
                 ctx.finish(JobStatus.ERROR, reason)
             else:
-                self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
+                self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason,
+                                      fence=job.fence)
+        except Fenced:
+            raise
         except StoreError:
             # The job failed for this reason; the store refusing to record it only delays the record.
             self._remember_unfinished(job.id, reason)
@@ -395,8 +458,9 @@ class JobQueue:
 
     def _launched_jobs(self) -> list[Job]:
         """Return the running jobs the platform launched (their `run` answered LAUNCHED): those it follows."""
-        return [job for job in self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name)
-                if job.external_id]
+        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name,
+                                            owner=self.lease.executor if self.store.shared else None)
+        return [job for job in running if job.external_id]
 
     def monitor_once(self) -> None:
         """Run one monitor cycle: stops users asked for, then the state of every launched job."""
@@ -443,10 +507,16 @@ class JobQueue:
 
     # -- shutdown --------------------------------------------------------------------------------
 
-    def _announce_stop(self, timeout: float) -> None:
-        """Log what the stop does to each running job, in the words of the recovery rule."""
-        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name)
-        here = 0
+    def _announce_stop(self, timeout: float) -> list[str]:
+        """Log what the stop does to each running job, in the words of the recovery rule; return those stopped now.
+
+        A job that resumes from its checkpoint gains nothing from the warm wait: it is stopped at once
+        (the bundled script saves its state at SIGTERM and exits), and loses at most the epoch in progress.
+        """
+        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name,
+                                            owner=self.lease.executor if self.store.shared else None)
+        stopped_now = []
+        followed = 0
         for job in running:
             name = job.request.get("name") or job.kind
             epoch = f", epoch {job.progress['epoch']}/{job.progress['epochs']}" if job.progress.get("epochs") else ""
@@ -454,10 +524,15 @@ class JobQueue:
             if decision.outcome is Outcome.MONITOR:
                 logger.warning("job %s (%s%s): keeps running on the platform; followed again at the next start",
                                job.id, name, epoch)
+                followed += 1
                 continue
-            here += 1
+            if decision.outcome is Outcome.REQUEUE and self.platform.resumable(job):
+                logger.warning("job %s (%s%s): stopped now (it keeps its last checkpoint) and queued again, to "
+                               "resume from that checkpoint at the next start", job.id, name, epoch)
+                stopped_now.append(job.id)
+                continue
             if decision.outcome is Outcome.REQUEUE:
-                then = "queued again" + (", to resume from its last checkpoint" if self.platform.resumable(job) else "")
+                then = "queued again"
             elif decision.outcome is Outcome.CANCEL:
                 then = "ends CANCELLED (it had been asked to stop)"
             else:
@@ -465,8 +540,9 @@ class JobQueue:
                         f"rerun it with: python -m executor_client rerun {job.id[:8]}")
             logger.warning("job %s (%s%s): gets %ss to finish, then is stopped and %s", job.id, name, epoch,
                            timeout, then)
-        if here:
+        if len(running) > len(stopped_now) + followed:
             logger.warning("press Ctrl+C again to stop the running job(s) at once")
+        return stopped_now
 
     def stop(self, timeout: float | None = None, cold: threading.Event | None = None) -> None:
         """Stop taking jobs, let running local jobs finish within the bound (or until `cold` is set), then stop them."""
@@ -476,7 +552,9 @@ class JobQueue:
         self._monitor_wake.set()
         with self._wake:
             self._wake.notify_all()
-        self._announce_stop(timeout)
+        stopped_now = self._announce_stop(timeout)
+        if stopped_now:
+            self.platform.stop_all(stopped_now)
         deadline = time.monotonic() + timeout
         # Warm: running jobs get the bound to finish on their own, unless a second interrupt asks for cold now.
         while self.busy_workers() and time.monotonic() < deadline:
@@ -489,5 +567,8 @@ class JobQueue:
             self.platform.stop_all()
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline + 15 - time.monotonic()))
+        if self.store.shared:
+            # Released at once: another executor follows this one's SageMaker jobs without waiting for the lapse.
+            self.lease.stop(release=True)
         self.platform.close()
         self.started = False

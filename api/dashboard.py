@@ -33,10 +33,27 @@ MAX_PAGE = 500
 
 
 def elapsed(job: Job, now: float) -> float | None:
-    """Return seconds the job has run: until now while it runs, until its end once it ended."""
+    """Return the seconds the job has run: until now while it runs, until its end once it ended.
+
+    A job run more than once (a stop or restart of the executor in between) ran only while RUNNING:
+    the time it waited for the executor to come back is not counted. After a crash, the executor
+    cannot know when the job's run ended, and counts up to its own restart.
+    """
     if job.started is None:
         return None
-    return round((job.finished if job.finished is not None else now) - job.started, 3)
+    end = job.finished if job.finished is not None else now
+    if job.attempts <= 1:
+        return round(end - job.started, 3)
+    seconds, running_since = 0.0, None
+    for event in executor().store.events(job.id):
+        if event["status"] == JobStatus.RUNNING.value:
+            running_since = event["time"] if running_since is None else running_since
+        elif running_since is not None:
+            seconds += event["time"] - running_since
+            running_since = None
+    if running_since is not None:
+        seconds += end - running_since
+    return round(seconds, 3)
 
 
 # What a person compares runs by; secrets are never part of a request.
@@ -89,6 +106,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
         "submitted": format_time(job.submitted, zone), "started": format_time(job.started, zone),
         "finished": format_time(job.finished, zone), "elapsed_seconds": elapsed(job, now),
         "cost_usd": job.details.get("estimated_cost_usd"), "failure_reason": job.failure_reason,
+        "executor": job.owner,
     }
 
 
@@ -112,8 +130,10 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
 STATUSES = tuple(status.value for status in JobStatus)
 LIST_QUERY = {"status": {"type": "string", "enum": list(STATUSES)}, "kind": {"type": "string", "enum": list(JOB_KINDS)},
               "name": {"type": "string", "description": "part of the job's name (any case)"},
-              "from": {"type": "string", "format": "date", "description": "submitted on or after this day (UTC)"},
-              "to": {"type": "string", "format": "date", "description": "submitted on or before this day (UTC)"},
+              "from": {"type": "string", "description": "submitted on or after this day (YYYY-MM-DD, UTC), or "
+                                                        "within this many days back from now"},
+              "to": {"type": "string", "description": "submitted on or before this day (YYYY-MM-DD, UTC), or "
+                                                      "this many days back from now or earlier"},
               "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
               "offset": {"type": "integer", "minimum": 0, "default": 0},
               "parent": {"type": "string", "description": "a tuning's id: list its trials, first trial first"}}
@@ -126,30 +146,36 @@ def list_jobs():
     status, kind = _choice("status", STATUSES), _choice("kind", JOB_KINDS)
     limit, offset = _bounded_int("limit", 100, 1, MAX_PAGE), _bounded_int("offset", 0, 0, 10 ** 9)
     name = request.args.get("name", "").strip()[:255] or None
-    start, end = _day("from"), _day("to")
-    store, now = executor().store, time.time()
+    start, end = _since("from", now := time.time()), _since("to", now)
+    store = executor().store
     if request.args.get("parent"):
         jobs = trials_of(find_job(request.args["parent"]))[offset:offset + limit]
     else:
         jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
-                               submitted_from=start, submitted_to=None if end is None else end + DAY_SECONDS)
+                               submitted_from=start[0] if start else None, submitted_to=end[1] if end else None)
     metrics = store.latest_metrics_of([job.id for job in jobs])
     rows = [{**overview(job, now), "metrics": metrics[job.id]} for job in jobs]
-    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS))
+    data_size = executor().data_size
+    return jsonify(jobs=rows, counts=store.count_by_status(), statuses=list(STATUSES), kinds=list(JOB_KINDS),
+                   data_folder_bytes=data_size.bytes() if data_size is not None else None)
 
 
 DAY_SECONDS = 86400
 
 
-def _day(name: str) -> float | None:
-    """Read a YYYY-MM-DD query parameter as the epoch second its UTC day starts."""
+def _since(name: str, now: float) -> tuple[float, float] | None:
+    """Read a day query parameter as the span it names: a YYYY-MM-DD day (UTC), or N days back from now."""
     value = request.args.get(name) or None
     if value is None:
         return None
+    if value.isdigit():
+        moment = now - int(value[:6]) * DAY_SECONDS
+        return moment, moment
     try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+        start = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
-        raise MalformedRequest(name, "must be a day as YYYY-MM-DD") from None
+        raise MalformedRequest(name, "must be a day as YYYY-MM-DD, or a number of days back from now") from None
+    return start, start + DAY_SECONDS
 
 
 @blueprint.get("/api/jobs/<job_id>")

@@ -35,12 +35,13 @@ ERROR_SCHEMA = {
 
 def documented(request_schema: dict[str, Any] | None = None, *, status: int = 200, summary: str | None = None,
                query: dict[str, dict[str, Any]] | None = None, response_schema: dict[str, Any] | None = None,
-               binary: bool = False, optional_body: bool = False) -> Callable[[Callable], Callable]:
-    """Attach OpenAPI facts to a view: its body's schema, its success status and answer, its query."""
+               binary: bool = False, optional_body: bool = False,
+               media: dict[str, dict[str, Any]] | None = None) -> Callable[[Callable], Callable]:
+    """Attach OpenAPI facts to a view: its body's schema (JSON, and any other media type), success status, query."""
     def mark(view: Callable) -> Callable:
         view.openapi = {"request_schema": request_schema, "status": status, "summary": summary,
                         "query": query or {}, "response_schema": response_schema, "binary": binary,
-                        "optional_body": optional_body}
+                        "optional_body": optional_body, "media": media or {}}
         return view
     return mark
 
@@ -122,12 +123,15 @@ def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters
                                     for name, schema in facts.get("query", {}).items()]
     if parameters:
         operation["parameters"] = parameters
-    request_schema = facts.get("request_schema")
-    if request_schema is not None:
-        name = request_schema.get("title") or operation_id
-        schemas[name] = request_schema
+    bodies = dict(facts.get("media", {}))
+    if facts.get("request_schema") is not None:
+        bodies = {"application/json": facts["request_schema"], **bodies}
+    if bodies:
+        # A titled schema (and the JSON body's, under the operation's name if untitled) is a component.
         operation["requestBody"] = {"required": not facts.get("optional_body"), "content": {
-            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+            media_type: {"schema": _component(schema, schema.get("title") or operation_id, schemas)
+                         if schema.get("title") or media_type == "application/json" else schema}
+            for media_type, schema in bodies.items()}}
         operation["responses"]["400"] = {"description": "malformed body, unknown or missing field", **error}
         operation["responses"]["422"] = {"description": "a field has a value the executor cannot accept", **error}
     if path_parameters:
@@ -137,6 +141,12 @@ def _operation(view: Callable, endpoint: str, operation_id: str, path_parameters
     else:
         operation["responses"]["401"] = {"description": "the bearer token is missing or wrong", **error}
     return operation
+
+
+def _component(schema: dict[str, Any], name: str, schemas: dict[str, Any]) -> dict[str, str]:
+    """Keep a schema once among the components, under this name, and return a reference to it."""
+    schemas[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _success(facts: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:

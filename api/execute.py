@@ -1,8 +1,6 @@
 """The Essedum base job API: POST /execute and the per-task routes the backend polls."""
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,8 @@ from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executo
 from job import Job
 from job_secrets import SECRET_NAME
 from mlops.aws_statuses import STOPPED, STOPPING
+from mlops.job_ids import find_job as find_job_by_id
 from mlops.platform import PIPELINE
-from mlops.errors import Conflict, MalformedRequest, NotFound
 from mlops.job_files import UnsafeFile, read_tail
 
 blueprint = Blueprint("execute", __name__)
@@ -85,27 +83,9 @@ def list_jobs():
     return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
 
 
-# Like git: a unique beginning of a job id names the job (at least 4 characters, so that it is typed on purpose).
-ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
-
-
 def find_job(task_id: str) -> Job:
     """Return the job with this id or unique id prefix; 400 malformed, 404 unknown, 409 ambiguous."""
-    store = executor().store
-    try:
-        job = store.get(str(uuid.UUID(task_id)))
-    except ValueError:
-        if not ID_PREFIX.match(task_id.lower()):
-            raise MalformedRequest("task_id",
-                                   "is not a job id (a UUID, or at least its first 4 characters)") from None
-        matches = store.find_by_prefix(task_id.lower())
-        if len(matches) > 1:
-            raise Conflict("task_id", f"{task_id!r} is the start of several job ids; give more of it",
-                           candidates=store.find_by_prefix(task_id.lower(), limit=10))
-        job = store.get(matches[0]) if matches else None
-    if job is None:
-        raise NotFound("task_id", f"no job {task_id}")
-    return job
+    return find_job_by_id(executor().store, task_id, "task_id")
 
 
 # The Essedum backend polls getStatus for every job it follows. An answer depends on the job's row

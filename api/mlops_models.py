@@ -13,7 +13,7 @@ import mimetypes
 import re
 from typing import Any
 
-from flask import Blueprint, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
 from api import model_schemas
 from api.docs import documented
@@ -29,7 +29,7 @@ from mlops.aws_statuses import CREATING
 from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                           TRANSFORM_RECORD)
+                           TRANSFORM_RECORD, RecordBook, finished_training_job)
 from mlops.platform import Platform
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
@@ -38,6 +38,7 @@ NAME = re.compile(model_schemas.RESOURCE_NAME)
 # What the backend puts in a path when a record's id is an ARN: it URL-encodes the path, then turns
 # %2F and %3A back into / and : (ICIPDataSetServiceUtilRestAbstract), so the ARN arrives verbatim.
 ARN_PATH = re.compile(r"^(?:arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d{12}:[a-z-]+|local:[a-z_]+)/(?P<name>[^/]+)$")
+RULE_ID = re.compile(r"<(?:path:)?\w+_id>")
 ORIGIN_QUERY = {"adapter_instance": {"type": "string", "description": "Essedum adapter (picks the AWS profile)"},
                 "project": {"type": "string", "description": "Essedum project"}}
 # Room for the multipart envelope around a file of the largest accepted size.
@@ -101,10 +102,20 @@ def path_name(path_id: str) -> str:
     """Return the name a path id gives: a name as it is, or the name part of an ARN (or local:type/name)."""
     match = ARN_PATH.match(path_id)
     name = match.group("name") if match else path_id
+    if not match and "/" in path_id:
+        raise NotFound("id", f"{request.method} {request.path} is not a route; {family_routes()}")
     if not NAME.match(name):
         raise MalformedRequest("id", "must be a name (1-63 letters, digits and hyphens, starting with a letter or "
                                      "digit) or its ARN")
     return name
+
+
+def family_routes() -> str:
+    """Name the routes of the record family the request's route belongs to (a 404 for a wrong shape says them)."""
+    family = request.url_rule.rule.split("<", 1)[0] if request.url_rule else request.path
+    rules = sorted({f"{method} {RULE_ID.sub('<id>', rule.rule)}" for rule in current_app.url_map.iter_rules()
+                    if rule.rule.startswith(family) for method in rule.methods - {"HEAD", "OPTIONS"}})
+    return "the routes here are " + ", ".join(rules)
 
 
 def find_named(types: tuple[str, ...], path_id: str) -> Record | None:
@@ -132,6 +143,13 @@ def named(type: str, path_id: str) -> Record:
     return found
 
 
+def with_whole_training_id(body: dict[str, Any]) -> dict[str, Any]:
+    """Return the body with its TrainingJobId, which may be a beginning of the id, as the whole id."""
+    if body.get("TrainingJobId"):
+        body = {**body, "TrainingJobId": finished_training_job(RecordBook(executor().store), body["TrainingJobId"]).id}
+    return body
+
+
 # -- models ------------------------------------------------------------------------------------
 
 @blueprint.post("/models/register")
@@ -139,7 +157,7 @@ def named(type: str, path_id: str) -> Record:
                                                      "copied: its record says Creating until Created or Failed)",
             query=ORIGIN_QUERY)
 def register_model():
-    body = json_body(model_schemas.MODEL)
+    body = with_whole_training_id(json_body(model_schemas.MODEL))
     record = platform().register_model(body, essedum_origin())
     if record.status == CREATING:
         # A large local model folder is still being copied: the record says when it is Created or Failed.
@@ -153,6 +171,7 @@ def list_models():
 
 
 @blueprint.get("/models/<path:model_id>")
+@blueprint.get("/models/<path:model_id>/get")
 def get_model(model_id: str):
     return jsonify(record_view(named(MODEL, model_id)))
 
@@ -177,7 +196,7 @@ def export_model(model_id: str):
 @documented(model_schemas.ENDPOINT_CONFIG, status=201, summary="Create an endpoint configuration",
             query=ORIGIN_QUERY)
 def register_endpoint():
-    body = json_body(model_schemas.ENDPOINT_CONFIG)
+    body = with_whole_training_id(json_body(model_schemas.ENDPOINT_CONFIG))
     return jsonify(record_view(platform().register_endpoint(body, essedum_origin()))), 201
 
 
@@ -213,6 +232,7 @@ def _endpoint_or_config(endpoint_id: str) -> Record:
 
 
 @blueprint.get("/endpoints/<path:endpoint_id>")
+@blueprint.get("/endpoints/<path:endpoint_id>/get")
 def get_endpoint(endpoint_id: str):
     return jsonify(record_view(_endpoint_or_config(endpoint_id)))
 
@@ -241,7 +261,7 @@ def undeploy_models(endpoint_id: str):
 
 @blueprint.post("/endpoints/<path:endpoint_id>/infer")
 @documented(summary="Predict: a JSON or CSV body, images (multipart), or {\"S3Uri\": \"s3://...\"}",
-            query=ORIGIN_QUERY)
+            query=ORIGIN_QUERY, media=model_schemas.INFERENCE_BODIES)
 @within_model_share
 def infer(endpoint_id: str):
     name = path_name(endpoint_id)
@@ -271,7 +291,7 @@ def _model_json(endpoint: str, answer: bytes, answer_type: str) -> Any:
 
 @blueprint.post("/endpoints/<path:endpoint_id>/explain")
 @documented(summary="Explain a prediction: per-class probabilities and an occlusion saliency map (local), or "
-                    "SageMaker Clarify's explanations", query=ORIGIN_QUERY)
+                    "SageMaker Clarify's explanations", query=ORIGIN_QUERY, media=model_schemas.INFERENCE_BODIES)
 @within_model_share
 def explain(endpoint_id: str):
     name = path_name(endpoint_id)
@@ -362,7 +382,7 @@ def delete_transform(transform_id: str):
 # -- datasets ----------------------------------------------------------------------------------
 
 @blueprint.post("/datasets")
-@documented(model_schemas.DATASET_FORM, status=201,
+@documented(model_schemas.DATASET_JSON, status=201, media={"multipart/form-data": model_schemas.DATASET_UPLOAD},
             summary="Add a dataset: multipart (file, and optionally Bucket, Key) or JSON {Bucket, Key, "
                     "local_dataset_path} naming a file in the storage root", query=ORIGIN_QUERY)
 def upload_dataset():
@@ -406,6 +426,7 @@ def export_dataset(dataset_id: str):
 
 
 @blueprint.get("/datasets/<path:dataset_id>")
+@blueprint.get("/datasets/<path:dataset_id>/get")
 def get_dataset(dataset_id: str):
     return jsonify(record_view(platform().record(DATASET, dataset_id)))
 

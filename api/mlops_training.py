@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any
 
 from flask import Blueprint, jsonify, url_for
@@ -22,6 +21,7 @@ from job_secrets import redact_description
 from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest, NotFound, NotSupported
+from mlops.job_ids import find_job, is_id_prefix
 from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate, tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
@@ -29,6 +29,7 @@ blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 cloud_blueprint = Blueprint("cloudconnect", __name__)
 
 TRAINING_KINDS = (TRAINING, AUTOML, PIPELINE)
+SAGEMAKER_JOB_NAME = re.compile(r"^[A-Za-z0-9-]{1,63}$")
 TRAINING_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d{12}:(?:training|automl)-job/(?P<name>[^/]+)$")
 
 S3_URI_TEXT = schemas.text(1024, pattern="^s3://[^\\u0000]+$")
@@ -194,16 +195,13 @@ def find_training_job(job_id: str) -> Job:
         if job is None:
             raise NotFound("id", f"no training job {job_id}")
         return job
-    try:
-        job = store.get(str(uuid.UUID(job_id)))
-    except ValueError:
-        if not re.match(r"^[A-Za-z0-9-]{1,63}$", job_id):
-            raise MalformedRequest("id", "is neither a job id nor a SageMaker job name") from None
-        job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
-                    if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
-    if job is None or job.kind not in TRAINING_KINDS:
+    if not SAGEMAKER_JOB_NAME.match(job_id) and not is_id_prefix(job_id):
+        raise MalformedRequest("id", "is neither a job id (or its first 4 characters or more) nor a SageMaker job name")
+    job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
+                if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
+    if job is None and not is_id_prefix(job_id):
         raise NotFound("id", f"no training job {job_id}")
-    return job
+    return job or find_job(store, job_id, "id", kinds=TRAINING_KINDS)
 
 
 def _aws_status(job: Job, described: dict[str, Any] | None) -> str:

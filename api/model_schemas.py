@@ -6,13 +6,13 @@ model, so a bad name is a 4xx from us instead of a ValidationException from AWS.
 from __future__ import annotations
 
 from api.schemas import ENV_NAME, NO_NUL, TAGS, ZERO_IS_ABSENT, text
+from mlops.job_ids import ID_PREFIX_PATTERN
 
 # ModelName, EndpointName, EndpointConfigName, TransformJobName and VariantName share this rule.
 RESOURCE_NAME = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 ROLE_ARN = "^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$"
 S3_URI = "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 INSTANCE_TYPE = "^ml\\.[a-z0-9-]+\\.[a-z0-9]+$"
-JOB_ID = "^[0-9a-fA-F-]{36}$"
 
 
 def name(description: str) -> dict:
@@ -38,8 +38,10 @@ CONTAINER = {
     },
 }
 
-TRAINING_JOB = text(36, pattern=JOB_ID, description="a finished training job of this executor: its model "
-                                                      "and the matching inference image are filled in")
+TRAINING_JOB = text(36, pattern=ID_PREFIX_PATTERN, description="a finished training job of this executor (its id, "
+                                                                 "or a unique beginning of 4 characters or more): "
+                                                                 "its model and the matching inference image are "
+                                                                 "filled in")
 
 MODEL = {
     "title": "RegisterModel",
@@ -163,7 +165,7 @@ TRANSFORM = {
 # The dataset upload is multipart: these are its form fields (the file itself is `file`). The
 # backend's file proxy sends the file alone; its name is then the key.
 DATASET_FORM = {
-    "title": "DatasetUpload",
+    "title": "DatasetUploadFields",
     "type": "object",
     "additionalProperties": False,
     "properties": {
@@ -198,4 +200,35 @@ EXPORT = {
         "ExpiresIn": {"type": "integer", "minimum": 1, "maximum": 604800,
                       "description": "seconds a presigned URL stays valid (default 3600)"},
     },
+}
+
+# What the multipart routes read, for the OpenAPI document (the form's fields are validated with DATASET_FORM).
+BINARY_FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+DATASET_UPLOAD = {
+    "title": "DatasetUpload",
+    "description": "A dataset file to store (multipart/form-data).",
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {**BINARY_FILE, "description": "the file; its name is the key when Key is absent"},
+                   **DATASET_FORM["properties"]},
+}
+INFERENCE_IMAGES = {
+    "title": "InferenceImages",
+    "description": "One or more images (PNG, JPEG, ...) in the 'file' field, each predicted.",
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "array", "minItems": 1, "maxItems": 256, "items": BINARY_FILE}},
+}
+INFERENCE_JSON = {
+    "title": "InferencePayload",
+    "description": "What the model's inference.py reads as JSON (the bundled one: {\"instances\": [...]} of pixel "
+                   "arrays or base64 images), or {\"S3Uri\": \"s3://...\"} naming an object to send it.",
+    "type": ["object", "array"],
+}
+INFERENCE_BODIES = {
+    "multipart/form-data": INFERENCE_IMAGES,
+    "application/json": INFERENCE_JSON,
+    "text/csv": {"type": "string", "description": "rows the model's inference.py reads"},
+    "image/png": {"type": "string", "contentMediaType": "image/png"},
+    "image/jpeg": {"type": "string", "contentMediaType": "image/jpeg"},
 }

@@ -60,6 +60,8 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks["database"] = {"ok": False, "reason": str(exc)}
     checks["queue"] = ({"ok": True, "reason": None} if executor.queue.started
                        else {"ok": False, "reason": "the queue's workers are not running"})
+    if executor.store.shared:
+        checks["lease"] = _lease_check(executor.queue.lease)
     for name, check in SERVICE_CHECKS.items():
         ok, reason = check(executor)
         checks[name] = {"ok": ok, "reason": reason}
@@ -81,6 +83,14 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         ok, reason = backend_check
         checks["backend"] = {"ok": bool(ok), "reason": reason}
     return checks
+
+
+def _lease_check(lease: Any) -> dict[str, Any]:
+    """Say whether this executor holds its lease in the shared store, and until when."""
+    held = lease.held
+    reason = None if held else (f"the lease has not been renewed for {lease.seconds:g} s: other executors may "
+                                "take over this executor's jobs" if lease.until is not None else "no lease held yet")
+    return {"ok": held, "reason": reason, "executor": lease.executor, "until": lease.until}
 
 
 def _workers_alive(executor: Any) -> tuple[bool, str | None]:
@@ -105,6 +115,10 @@ class ExecutorCollector:
 
     def collect(self) -> Iterator[Metric]:
         executor = self.app.config["EXECUTOR"]
+        info = GaugeMetricFamily("executor_info", "This executor: its id in the job store, its store and backend",
+                                 labels=["executor", "store", "backend"])
+        info.add_metric([executor.queue.lease.executor, type(executor.store).__name__, executor.config.backend], 1)
+        yield info
         counts = executor.store.count_by_status()
         jobs = GaugeMetricFamily("executor_jobs", "Jobs in the store, by status", labels=["status"])
         for status, count in sorted(counts.items()):
@@ -120,6 +134,10 @@ class ExecutorCollector:
         yield _counter("executor_aws_throttles", "AWS answers that asked the executor to slow down",
                        snapshot["throttles"])
         yield _durations(executor.store)
+        if executor.data_size is not None:
+            yield GaugeMetricFamily("executor_data_folder_bytes",
+                                    "Disk the data folder takes (hard links once), measured at most once a minute",
+                                    value=executor.data_size.bytes())
 
 
 def _counter(name: str, documentation: str, counts: dict[tuple[str, str], int]) -> CounterMetricFamily:

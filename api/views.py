@@ -122,6 +122,7 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
         "finished": format_time(finished, zone),
         "timestamp": seconds,
         "attempts": job.attempts,
+        "executor": job.owner,
     }
     if job.kind == TUNING:
         # A tuning's progress counts trials (done, total, running); its trials and best one are its own.

@@ -1,10 +1,14 @@
 """The executor's command line: train, submit a pipeline, follow, rerun, compare, download, list, status, logs,
-cancel; build an image.
+cancel; register a trained model, deploy it, infer, explain, batch-transform, undeploy; build an image.
 
 A job id may be given as its first characters, as long as they name one job (like git).
 
+The executor's URL is --url, else EXECUTOR_URL, else built from the service's own settings
+EXECUTOR_HOST and EXECUTOR_PORT, else the service's default http://127.0.0.1:5002.
+
 Exit status: 0 the job COMPLETED (or the command worked), 1 the job ended in ERROR, 2 usage,
-3 the job was CANCELLED, 4 the executor refused the request or could not be reached, 130 interrupted.
+3 the job was CANCELLED, 4 the executor refused the request or could not be reached, 130 interrupted,
+141 the reader of the output went away (`status X | head -1`).
 """
 from __future__ import annotations
 
@@ -20,17 +24,38 @@ from executor_client import Client, ExecutorError
 
 EXIT_CODES = {"COMPLETED": 0, "ERROR": 1, "CANCELLED": 3}
 USAGE, API_ERROR, INTERRUPTED = 2, 4, 130
+# What a shell reports for a process that SIGPIPE ended, which Python turns into BrokenPipeError instead.
+READER_GONE = 141
 FINAL = frozenset(EXIT_CODES)
 BAR_WIDTH = 24
-DEFAULT_URL = "http://127.0.0.1:5002"
+# The service's own defaults (config.py); the client does not import it, to need only the standard library.
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "5002"
+# Addresses a service listens on that a client cannot connect to: it reaches such a service on loopback.
+ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# How long --wait keeps trying an executor that went away (a restart), and the longest pause between tries.
+RECONNECT_SECONDS = 300.0
+MAX_RETRY_PAUSE = 15.0
+
+
+def executor_url(environ: dict[str, str]) -> tuple[str, str]:
+    """Return the executor's URL from the service's settings, and which setting gave it."""
+    if environ.get("EXECUTOR_URL"):
+        return environ["EXECUTOR_URL"], "EXECUTOR_URL"
+    host, port = environ.get("EXECUTOR_HOST"), environ.get("EXECUTOR_PORT")
+    if not host and not port:
+        return f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", "the service's default address"
+    host = ANY_ADDRESS.get(host or DEFAULT_HOST, host or DEFAULT_HOST)
+    shown = f"[{host}]" if ":" in host else host
+    source = " and ".join(name for name in ("EXECUTOR_HOST", "EXECUTOR_PORT") if environ.get(name))
+    return f"http://{shown}:{port or DEFAULT_PORT}", source
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m executor_client", description="Talk to an Essedum job executor.",
         epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable.")
-    parser.add_argument("--url", default=os.environ.get("EXECUTOR_URL") or DEFAULT_URL,
-                        help=f"the executor [EXECUTOR_URL, default {DEFAULT_URL}: the service's own default]")
+    parser.add_argument("--url", help="the executor [EXECUTOR_URL, else from EXECUTOR_HOST and EXECUTOR_PORT as the "
+                                      f"service reads them, else http://{DEFAULT_HOST}:{DEFAULT_PORT}]")
     parser.add_argument("--token", default=os.environ.get("EXECUTOR_API_TOKEN"),
                         help="its API token [EXECUTOR_API_TOKEN]")
     parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for each answer")
@@ -62,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                   help="follow the job to its end and exit with its outcome")
         follower.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
         follower.add_argument("--no-log", action="store_true", help="do not print the job's log")
+        follower.add_argument("--reconnect-for", type=float, default=RECONNECT_SECONDS, metavar="SECONDS",
+                              help="how long to keep trying an executor that went away (a restart) "
+                                   f"[default {RECONNECT_SECONDS:.0f}]")
     compare = commands.add_parser("compare", help="final metrics and hyperparameters of jobs side by side")
     compare.add_argument("job_ids", nargs="+", metavar="job_id")
     download = commands.add_parser("download", help="download a job's model (model.tar.gz) or one output file")
@@ -83,6 +111,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     logs.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
     cancel = commands.add_parser("cancel", help="stop a job")
     cancel.add_argument("job_id")
+    register = commands.add_parser("register-model", help="register the model of a finished training job")
+    register.add_argument("job_id", help="the training job (its id or a unique beginning of it)")
+    register.add_argument("--name", required=True, help="the model's name (letters, digits, hyphens)")
+    deploy = commands.add_parser("deploy", help="deploy a registered model as an endpoint and wait until it serves")
+    deploy.add_argument("model")
+    deploy.add_argument("--endpoint", required=True, help="the endpoint's name (its configuration: <name>-config)")
+    deploy.add_argument("--instance-type", help="SageMaker instance type (sagemaker backend)")
+    infer = commands.add_parser("infer", help="predict with an endpoint: image files, or a JSON payload")
+    explain = commands.add_parser("explain", help="explain an endpoint's prediction of an image")
+    for asker in (infer, explain):
+        asker.add_argument("endpoint")
+        asker.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+        asker.add_argument("--json", metavar="FILE", help="a JSON payload instead (- for standard input)")
+    transform = commands.add_parser("transform", help="batch inference over a file or folder, one answer a file")
+    transform.add_argument("model")
+    transform.add_argument("source", help="file or folder in the executor's storage root, or an s3:// URI")
+    transform.add_argument("--name", required=True, help="the batch job's name (unique)")
+    undeploy = commands.add_parser("undeploy", help="take an endpoint down; its configuration and model stay")
+    undeploy.add_argument("endpoint")
+    for waiter in (deploy, transform):
+        waiter.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+        waiter.add_argument("--timeout-wait", type=float, default=600, metavar="SECONDS",
+                            help="give up waiting after this long [default 600]")
+
     build = commands.add_parser(
         "build-image", help="build a SageMaker training image on this machine with docker (no executor needed)",
         description="Build base image + the Python packages of CONTEXT/requirements.txt, leaving /opt/ml/code empty "
@@ -92,12 +144,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--context", default=None, help="folder whose requirements.txt is installed "
                                                        "[default: the bundled training_scripts]")
     build.add_argument("--push", metavar="ECR_REPOSITORY_URI",
-                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo>")
-    build.add_argument("--region",
-                       default=os.environ.get("EXECUTOR_AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                       help="AWS region of the registries [EXECUTOR_AWS_REGION, AWS_DEFAULT_REGION]")
+                       help="push to <account>.dkr.ecr.<region>.amazonaws.com/<repo> (logged in to in its own region)")
 
     args = parser.parse_args(argv)
+    args.url_source = "--url"
+    if args.url is None:
+        args.url, args.url_source = executor_url(dict(os.environ))
     return args
 
 
@@ -118,10 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     except ExecutorError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.status is None:
+            print(f"(the address came from {args.url_source}; give another with --url, EXECUTOR_URL, or "
+                  "EXECUTOR_HOST and EXECUTOR_PORT as the service has them)", file=sys.stderr)
         return API_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted (the job keeps running; `cancel` stops it)", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): say nothing more, and let the interpreter's last flush of
+        # standard output go to nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return READER_GONE
 
 
 def read_json(name: str, what: str) -> Any:
@@ -177,11 +238,55 @@ def accepted(client: Client, job_id: str, args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     print(f"submitted job {job_id}", file=sys.stderr)
-    return follow(client, job_id, args.interval, show_log=not args.no_log)
+    return follow(Reconnecting(client, job_id, args.reconnect_for), job_id, args.interval,
+                  show_log=not args.no_log)
 
 
 def wait(client: Client, args: argparse.Namespace) -> int:
-    return follow(client, args.job_id, args.interval, show_log=not args.no_log)
+    return follow(Reconnecting(client, args.job_id, args.reconnect_for), args.job_id, args.interval,
+                  show_log=not args.no_log)
+
+
+class Reconnecting:
+    """The reads of a followed job, retried with backoff while the executor cannot be reached (a restart)."""
+
+    def __init__(self, client: Client, job_id: str, patience: float, err: TextIO = sys.stderr,
+                 sleep: Any = time.sleep, clock: Any = time.monotonic):
+        self.client, self.job_id, self.patience = client, job_id, patience
+        self.err, self.sleep, self.clock = err, sleep, clock
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._retried(self.client.status, job_id)
+
+    def log(self, job_id: str) -> str:
+        return self._retried(self.client.log, job_id)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._retried(self.client.job, job_id)
+
+    def _retried(self, read: Any, job_id: str) -> Any:
+        try:
+            return read(job_id)
+        except ExecutorError as exc:
+            if exc.status is not None:
+                raise
+            first = exc
+        print(f"\nthe executor at {self.client.url} is unreachable ({first}); job {job_id[:8]} is kept in its "
+              f"store: trying again for up to {self.patience:.0f} s", file=self.err, flush=True)
+        deadline, pause = self.clock() + self.patience, 1.0
+        while self.clock() + pause <= deadline:
+            self.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+            try:
+                answer = read(job_id)
+            except ExecutorError as exc:
+                if exc.status is not None:
+                    raise
+                continue
+            print(f"the executor is back: following job {job_id[:8]} again", file=self.err, flush=True)
+            return answer
+        raise ExecutorError(f"{first}; gave up after {self.patience:.0f} s (the job is kept: "
+                            f"`wait {job_id[:8]}` follows it again)")
 
 
 class ProgressLine:
@@ -216,8 +321,8 @@ class ProgressLine:
             self.err.write("\n")
 
 
-def follow(client: Client, job_id: str, interval: float, show_log: bool = True, out: TextIO = sys.stdout,
-           err: TextIO = sys.stderr) -> int:
+def follow(client: Client | Reconnecting, job_id: str, interval: float, show_log: bool = True,
+           out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Show the job's progress (stderr) and log (stdout) until it ends; return its exit status."""
     printed = 0
     progress = ProgressLine(err)
@@ -239,8 +344,10 @@ def follow(client: Client, job_id: str, interval: float, show_log: bool = True, 
         print("final metrics: " + "  ".join(f"{name}={format_value(value)}" for name, value in job["metrics"].items()),
               file=err, flush=True)
     ending = f"job {job_id} {job['status']}"
-    if job.get("timestamp") is not None:
-        ending += f" after {job['timestamp']:.1f} s"
+    # The time it ran, as the dashboard counts it: a stop of the executor in between is not counted.
+    ran = client.job(job_id).get("elapsed_seconds")
+    if ran is not None:
+        ending += f" after {ran:.1f} s"
     if job.get("failure_reason"):
         ending += f": {job['failure_reason']}"
     print(ending, file=err, flush=True)
@@ -349,7 +456,12 @@ def compare(client: Client, args: argparse.Namespace) -> int:
 
 
 def download(client: Client, args: argparse.Namespace) -> int:
-    target = args.output or (args.file.rsplit("/", 1)[-1] if args.file else "model.tar.gz")
+    name = args.file.rsplit("/", 1)[-1] if args.file else "model.tar.gz"
+    target = args.output or name
+    if target != "-" and (os.path.isdir(target) or target.endswith(("/", os.sep))):
+        if not os.path.isdir(target):
+            raise UsageError(f"{target} is not a folder here; create it first")
+        target = os.path.join(target, name)
     with client.download(args.job_id, args.file) as response:
         if target == "-":
             shutil.copyfileobj(response, sys.stdout.buffer)
@@ -368,6 +480,68 @@ def cancel(client: Client, args: argparse.Namespace) -> int:
     return 0 if cancelled else 1
 
 
+# What the model lifecycle's records say while their job is under way.
+UNDER_WAY = frozenset({"Creating", "Updating", "InProgress", "Pending", "Stopping"})
+
+
+def settled(read: Any, interval: float, patience: float) -> dict[str, Any]:
+    """Poll a record until its status is no longer under way; raise ExecutorError after `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        record = read()
+        if record["status"] not in UNDER_WAY:
+            return record
+        if time.monotonic() > deadline:
+            raise ExecutorError(f"{record['name']} is still {record['status']} after {patience:.0f} s")
+        time.sleep(interval)
+
+
+def register_model(client: Client, args: argparse.Namespace) -> int:
+    record = client.register_model(args.name, args.job_id)
+    training_job = json.loads(record.get("rawPayload") or "{}").get("TrainingJobId") or args.job_id
+    print(f"model {record['name']} registered from training job {training_job} "
+          f"({record['container'].get('ModelDataUrl', '')})")
+    return 0
+
+
+def deploy(client: Client, args: argparse.Namespace) -> int:
+    client.deploy(args.model, args.endpoint, args.instance_type)
+    print(f"deploying {args.model} as endpoint {args.endpoint}", file=sys.stderr)
+    record = settled(lambda: client.endpoint(args.endpoint), args.interval, args.timeout_wait)
+    reason = f": {record['failureReason']}" if record.get("failureReason") else ""
+    print(f"endpoint {record['name']} {record['status']}{reason}")
+    return 0 if record["status"] == "InService" else 1
+
+
+def infer(client: Client, args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.json):
+        raise UsageError("give image files or --json FILE (one of the two)")
+    missing = [image for image in args.images if not os.path.isfile(image)]
+    if missing:
+        raise UsageError(f"no such file here: {', '.join(missing)}")
+    payload = read_json(args.json, "payload") if args.json else None
+    answer = client.infer(args.endpoint, args.images, payload, explain=args.command == "explain")
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def transform(client: Client, args: argparse.Namespace) -> int:
+    client.transform(args.name, args.model, args.source)
+    print(f"batch inference {args.name} started", file=sys.stderr)
+    record = settled(lambda: client.transform_record(args.name), args.interval, args.timeout_wait)
+    reason = f": {record['failureReason']}" if record.get("failureReason") else ""
+    print(f"batch inference {record['name']} {record['status']}{reason}")
+    output = (record.get("artifacts") or {}).get("output_dir") or (record.get("artifacts") or {}).get("output")
+    if output:
+        print(f"answers in {output}")
+    return 0 if record["status"] == "Completed" else 1
+
+
+def undeploy(client: Client, args: argparse.Namespace) -> int:
+    print(client.undeploy(args.endpoint)["message"])
+    return 0
+
+
 def build_image(args: argparse.Namespace) -> int:
     """Build (and push) a training image with the executor's container builder; print its URI."""
     # Imported here: the other commands need only the standard library.
@@ -377,7 +551,7 @@ def build_image(args: argparse.Namespace) -> int:
     from mlops.sagemaker.training_service import SageMakerContainerBuilder
     from mlops.errors import DockerContainerError, InvalidRequest
 
-    builder = SageMakerContainerBuilder(ClientFactory(region=args.region),
+    builder = SageMakerContainerBuilder(ClientFactory(),
                                         context_dir=Path(args.context) if args.context else None)
     try:
         image = builder.build_training_container(args.base, args.tag)
@@ -394,7 +568,9 @@ def build_image(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": train, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,
-            "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download}
+            "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download,
+            "register-model": register_model, "deploy": deploy, "infer": infer, "explain": infer,
+            "transform": transform, "undeploy": undeploy}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,7 @@ import boto3
 import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from config import Config
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, NotFound, QuotaExceeded,
@@ -177,6 +177,11 @@ def clients_for(config: Config) -> ClientFactory:
 
 
 # -- errors --------------------------------------------------------------------------------------
+
+def is_missing_credentials(exc: Exception) -> bool:
+    """True when an AWS call failed because no credentials were found (none set, no profile)."""
+    return isinstance(exc, NoCredentialsError)
+
 
 def is_not_found(exc: Exception) -> bool:
     """True when an AWS error says the named resource (job, object, bucket, role) does not exist."""

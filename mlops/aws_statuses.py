@@ -44,6 +44,9 @@ class JobStates:
 TRAINING_STATES = JobStates(non_terminal_states=frozenset({IN_PROGRESS, STOPPING, DELETING}))
 TRANSFORM_STATES = JobStates(non_terminal_states=frozenset({IN_PROGRESS, STOPPING}))
 AUTOML_STATES = JobStates(non_terminal_states=frozenset({IN_PROGRESS, STOPPING}))
+# A tuning whose deletion failed had ended before it: the executor reads it as stopped.
+TUNING_STATES = JobStates(non_terminal_states=frozenset({IN_PROGRESS, STOPPING, DELETING}),
+                          stopped_states=frozenset({STOPPED, "DeleteFailed"}))
 
 # An endpoint that is changing: a deployment waits for it to settle rather than change it again.
 ENDPOINT_NON_TERMINAL_STATES = frozenset({CREATING, UPDATING, "SystemUpdating", "RollingBack", DELETING,

@@ -18,8 +18,14 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 _DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -30,6 +36,10 @@ _BINARY = getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY
 _DIR_FLAGS = os.O_RDONLY | _NOFOLLOW | _DIRECTORY | _NONBLOCK | _CLOEXEC
 _CHUNK = 1 << 16
+# linux/fs.h: FICLONE clones a whole file's blocks (btrfs, XFS, bcachefs, and OCFS2 share them copy-on-write).
+_FICLONE = 0x40049409 if fcntl is not None and os.path.isdir("/proc/self/fd") else None
+# A hard link made through /proc/self/fd/N links the inode the descriptor holds (Linux).
+_FD_LINKS = os.path.isdir("/proc/self/fd")
 
 # Any walk visits at most this many entries (folders, links, FIFOs and files alike): a job writing a
 # million empty folders cannot make a listing a million steps. A listing's own limit counts files only,
@@ -235,25 +245,72 @@ def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
 
     The copy is made in a temporary folder beside dest and renamed into place: a failure (a bound, a
     full disk, a file that turned into a link meanwhile) leaves nothing at dest. dest must not exist,
-    or be an empty folder, which the copy replaces. Raises TreeTooLarge beyond max_bytes.
+    or be an empty folder, which the copy replaces. Raises TreeTooLarge beyond max_bytes. Where the
+    filesystem clones blocks (a reflink), a file is cloned: a copy of its own that writes no bytes.
     """
+    tree, _placed = _place_tree(source, dest, max_bytes, _Placer(lambda _info: False, reflink=True))
+    return tree
+
+
+class Placement(str, Enum):
+    """How a snapshot holds one file: the source's own inode, a clone of its blocks, or a copy."""
+
+    LINK = "hard link"
+    REFLINK = "reflink"
+    COPY = "copy"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A folder placed by snapshot_tree: what it holds and how many files each placement took."""
+
+    tree: Tree
+    placed: dict[Placement, int]
+
+    def describe(self) -> str:
+        """Say in a few words how the files were placed, e.g. 'hard link: 120, copy: 2'."""
+        counts = [f"{placement.value}: {count}" for placement, count in self.placed.items() if count]
+        return ", ".join(counts) or "no files"
+
+
+def snapshot_tree(source: Path, dest: Path, max_bytes: int, may_link: Callable[[os.stat_result], bool]) -> Snapshot:
+    """Place a folder's files (copyable_tree) at dest as they are now, writing as few bytes as it can.
+
+    A file may_link allows is hard-linked: dest shares its inode, which a later replacement of the
+    source (a rename over it) leaves alone, but a write through either name changes both, so only a
+    reader may be given it. Where a link is not allowed or not possible (another filesystem), the file
+    is cloned (a reflink, on filesystems that share blocks copy-on-write), else copied. Each file is
+    opened without following links and linked through its descriptor: what is placed is what was
+    opened. Atomic and bounded as copy_tree.
+    """
+    placer = _Placer(may_link, reflink=True)
+    tree, placed = _place_tree(source, dest, max_bytes, placer)
+    return Snapshot(tree, placed)
+
+
+def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer") -> tuple[Tree, dict[Placement, int]]:
     tree = copyable_tree(source.parent, source.name)
     if tree.size > max_bytes:
         raise TreeTooLarge(f"{source.name} holds {tree.size} bytes, more than the {max_bytes} a copy may take")
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.copy-"))
+    placed = dict.fromkeys(Placement, 0)
+    # Strings, not paths: a dataset has thousands of files, and pathlib costs more than the link itself.
+    prefix = len(source.name) + 1
     try:
         os.chmod(temporary, 0o755)
         for folder in tree.folders:
-            (temporary / PurePath(folder).relative_to(source.name)).mkdir(mode=0o755, parents=True, exist_ok=True)
-        copied = 0
-        for entry in tree.files:
-            target = temporary / PurePath(entry.relative).relative_to(source.name)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            copied += _copy_file(source.parent, entry.relative, target)
-            if copied > max_bytes:
-                # A file grew between the walk and its copy.
-                raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
+            if len(folder) > prefix:
+                os.makedirs(os.path.join(temporary, folder[prefix:]), mode=0o755, exist_ok=True)
+        total = 0
+        with placer.into(source.parent, temporary):
+            for entry in tree.files:
+                placement, size = placer.place(entry.relative, entry.relative[prefix:])
+                placed[placement] += 1
+                total += size
+                if total > max_bytes:
+                    # A file grew between the walk and its copy.
+                    raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
         try:
             # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
             os.rmdir(dest)
@@ -263,30 +320,107 @@ def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
     except BaseException:
         remove_tree(temporary)
         raise
-    return tree
+    return tree, placed
 
 
-def _copy_file(root: Path, relative: str, target: Path) -> int:
-    """Copy one regular file below root to a new file target, never through a link; return the bytes copied."""
-    with _opened(root, relative, _READ_FLAGS) as source:
-        info = os.fstat(source)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
-        # The permission bits travel (a script may be executable); set-id bits never do.
-        out = os.open(target, flags, stat.S_IMODE(info.st_mode) & 0o777)
+class _Placer:
+    """Places files one by one into a new folder, and stops trying a way the filesystem has refused once."""
+
+    # A file system without links across it, or without block cloning, answers one of these for every file.
+    _LINK_REFUSALS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.ENOENT)
+    _CLONE_REFUSALS = (errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS)
+
+    def __init__(self, may_link: Callable[[os.stat_result], bool], reflink: bool):
+        self.may_link = may_link
+        self.link = _FD_LINKS and _DIR_FD
+        self.reflink = reflink and _FICLONE is not None
+        self._root = self._target_path = Path()
+        self._target: int | None = None
+        self._folder: tuple[str, int] | None = None
+
+    @contextmanager
+    def into(self, root: Path, target: Path) -> Iterator[None]:
+        """Place files from below root into target (a folder the executor just made) while in the block."""
+        self._root, self._target_path = root, target
+        self._target = os.open(target, _DIR_FLAGS) if _DIR_FD else None
         try:
-            # Up to the size fstat gave: a file that grows meanwhile is copied as it was when opened.
-            left, copied = info.st_size, 0
-            while left > 0:
-                chunk = os.read(source, min(_CHUNK, left))
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view):]
-                left -= len(chunk)
-                copied += len(chunk)
+            yield
         finally:
-            os.close(out)
+            for fd in (self._target, self._folder[1] if self._folder else None):
+                if fd is not None:
+                    os.close(fd)
+            self._target = self._folder = None
+
+    def place(self, relative: str, target: str) -> tuple[Placement, int]:
+        """Place root/relative at target (relative to the target folder); return how, and its size."""
+        source = self._open(relative)
+        if self._target is None:  # no descriptor-relative calls here: the target folder by its path
+            target = os.path.join(self._target_path, target)
+        try:
+            info = os.fstat(source)
+            if self.link and self.may_link(info):
+                try:
+                    # Through the descriptor: the inode opened above, even if its name changed since. With
+                    # a directory descriptor os.link calls linkat, which follows /proc's link to that inode.
+                    os.link(f"/proc/self/fd/{source}", target, dst_dir_fd=self._target, follow_symlinks=True)
+                    return Placement.LINK, info.st_size
+                except OSError as exc:
+                    if exc.errno not in self._LINK_REFUSALS:
+                        raise
+                    if exc.errno in (errno.EXDEV, errno.ENOTSUP, errno.ENOENT):
+                        self.link = False
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
+            # The permission bits travel (a script may be executable); set-id bits never do.
+            out = os.open(target, flags, stat.S_IMODE(info.st_mode) & 0o777, dir_fd=self._target)
+            try:
+                if self.reflink:
+                    try:
+                        fcntl.ioctl(out, _FICLONE, source)
+                        return Placement.REFLINK, info.st_size
+                    except OSError as exc:
+                        if exc.errno not in self._CLONE_REFUSALS:
+                            raise
+                        self.reflink = False
+                return Placement.COPY, _copy_bytes(source, out, info.st_size)
+            finally:
+                os.close(out)
+        finally:
+            os.close(source)
+
+    def _open(self, relative: str) -> int:
+        """Open a regular file below root without following links, its folder opened once for all its files."""
+        if not _DIR_FD:
+            return _open_regular(self._root, relative, _READ_FLAGS)
+        folder, _, name = relative.rpartition("/")
+        if self._folder is None or self._folder[0] != folder:
+            if self._folder is not None:
+                os.close(self._folder[1])
+                self._folder = None
+            self._folder = (folder, _open_folder(self._root, _parts(folder)))
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self._folder[1])
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise UnsafeFile(f"{relative} under {self._root} is a link") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeFile(f"{relative} under {self._root} is not a regular file")
+        return fd
+
+
+def _copy_bytes(source: int, out: int, size: int) -> int:
+    # Up to the size fstat gave: a file that grows meanwhile is copied as it was when opened.
+    left, copied = size, 0
+    while left > 0:
+        chunk = os.read(source, min(_CHUNK, left))
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view):]
+        left -= len(chunk)
+        copied += len(chunk)
     return copied
 
 

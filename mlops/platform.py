@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
 from job import Job
@@ -133,8 +133,8 @@ class Platform(ABC):
         """Check the executor's own AWS configuration (credentials, bucket, role, instance type); nothing is created."""
 
     @abstractmethod
-    def stop_all(self) -> None:
-        """Stop every job this process runs: the executor is shutting down and the grace time is over."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the jobs this process runs (these, or every one): the executor is shutting down."""
 
     @abstractmethod
     def close(self) -> None:

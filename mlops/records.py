@@ -11,7 +11,7 @@ import re
 import threading
 from contextlib import contextmanager
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from config import Config
 from db import Record, Store
@@ -20,6 +20,7 @@ from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.job_files import open_file
+from mlops.job_ids import find_job
 from mlops.platform import ENDPOINT, TRAINING, TRANSFORM
 from mlops.staging import S3_URI, resolve_storage_path
 
@@ -70,6 +71,10 @@ class RecordBook:
     def job(self, job_id: str) -> Job | None:
         """Return the job that made or changes a record, or None."""
         return self._store.get(job_id)
+
+    def find_job(self, text: str, field: str, kinds: Collection[str]) -> Job:
+        """Return the job of these kinds a whole id or a unique beginning of one names (NotFound naming field)."""
+        return find_job(self._store, text, field, kinds)
 
 
 class ModelRecords:
@@ -293,10 +298,11 @@ class ModelRecords:
 # -- shared small helpers ----------------------------------------------------------------------
 
 def finished_training_job(book: RecordBook, job_id: str) -> Job:
-    """Return a COMPLETED training job of this executor, or raise InvalidRequest naming TrainingJobId."""
-    job = book.job(job_id.lower())
-    if job is None or job.kind != TRAINING:
-        raise InvalidRequest("TrainingJobId", f"no training job {job_id}")
+    """Return a COMPLETED training job of this executor by its id or a unique beginning of it."""
+    try:
+        job = book.find_job(job_id, "TrainingJobId", kinds=(TRAINING,))
+    except NotFound as exc:
+        raise InvalidRequest("TrainingJobId", str(exc)) from None
     if job.status is not JobStatus.COMPLETED:
         raise Conflict("TrainingJobId", f"training job {job_id} is {job.status.value}; a model can be "
                                               "registered once it is COMPLETED")

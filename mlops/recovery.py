@@ -19,6 +19,7 @@ from mlops.platform import Platform
 MAX_ATTEMPTS = 5
 RESTART_REASON = "executor restarted while the job was running"
 STOP_REASON = "executor stopped while the job was running"
+LOST_REASON = "executor {} was lost while the job was running (its lease lapsed)"
 HOW_TO_RETRY = ("submit it again, or ask for a requeue with retry_on_restart in the request (or "
                 "EXECUTOR_RETRY_INTERRUPTED for every job)")
 
@@ -40,9 +41,10 @@ class Decision:
     reason: str
 
 
-def decide(job: Job, platform: Platform, *, retry_interrupted: bool, at_shutdown: bool = False) -> Decision:
-    """Say what a job left RUNNING by a restart (or stopped by a shutdown) becomes."""
-    cause = STOP_REASON if at_shutdown else RESTART_REASON
+def decide(job: Job, platform: Platform, *, retry_interrupted: bool, at_shutdown: bool = False,
+           lost_executor: str | None = None) -> Decision:
+    """Say what a job left RUNNING by a restart, a shutdown or a lost executor (taken over) becomes."""
+    cause = LOST_REASON.format(lost_executor) if lost_executor else STOP_REASON if at_shutdown else RESTART_REASON
     if job.backend != platform.name:
         return Decision(Outcome.FAIL, f"{cause}, and the executor now uses the {platform.name} backend")
     if job.external_id:

@@ -71,29 +71,29 @@ class Sandbox:
         return self.bwrap is not None
 
     def start(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
-              tmp: Path | None = None, enter: Sequence[str] = (), place: Callable[[Sequence[int]], None] | None = None,
-              **options: Any) -> subprocess.Popen:
+              read_only: Iterable[Path] = (), tmp: Path | None = None, enter: Sequence[str] = (),
+              place: Callable[[Sequence[int]], None] | None = None, **options: Any) -> subprocess.Popen:
         """Start argv in the sandbox, under the job's limits and with its network before argv runs.
 
         Bare, enter is the command that starts argv under the limits (mlops/local/enter_limits.py); in
         bubblewrap, place puts its processes under them while its child waits. options go to Popen."""
         if self.bwrap is None:
             return subprocess.Popen([*enter, *argv], cwd=cwd, **options)
+        folders = {"writable": writable, "readable": readable, "read_only": read_only, "tmp": tmp}
         if self.network is None and place is None:
-            return subprocess.Popen(self.wrap(argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp),
-                                    cwd=cwd, **options)
+            return subprocess.Popen(self.wrap(argv, cwd=cwd, **folders), cwd=cwd, **options)
         with self.network.hookup() if self.network is not None else closing(Hookup(None)) as hookup:
-            process = subprocess.Popen(
-                self.wrap(argv, cwd=cwd, writable=writable, readable=readable, attach=hookup.bwrap_options, tmp=tmp),
-                cwd=cwd, pass_fds=hookup.child_fds, **options)
+            process = subprocess.Popen(self.wrap(argv, cwd=cwd, attach=hookup.bwrap_options, **folders),
+                                       cwd=cwd, pass_fds=hookup.child_fds, **options)
             hookup.attach(process, place)
         return process
 
-    def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (),
-             readable: Iterable[Path] = (), attach: Sequence[str] = (), tmp: Path | None = None) -> list[str]:
+    def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path] = (), readable: Iterable[Path] = (),
+             read_only: Iterable[Path] = (), attach: Sequence[str] = (), tmp: Path | None = None) -> list[str]:
         """Return the argv that runs argv in the sandbox, loopback its only network, tmp (else a tmpfs) its /tmp.
 
-        attach: bubblewrap options of the network's hookup."""
+        read_only: folders inside writable ones that the job may only read (a dataset snapshot of hard
+        links: a write through one would change the dataset). attach: bubblewrap options of the network's hookup."""
         if self.bwrap is None:
             return list(argv)
         # A network namespace of its own, always: the host's loopback, its other services and the
@@ -119,6 +119,9 @@ class Sandbox:
             args += _mount("--ro-bind", Path(folder), mounted)
         for folder in writable:
             args += _mount("--bind", Path(folder), mounted)
+        # After the writable folders they lie in: the later mount is the one the job sees.
+        for folder in read_only:
+            args += ["--ro-bind", str(folder), str(folder)]
         # Last: a file the network brings (a resolv.conf) lies over what the folders above show.
         args += [*attach, "--chdir", str(cwd)]
         if self.identity is not None:
@@ -136,13 +139,20 @@ class Sandbox:
         return replace(self, identity=(uid, uid))
 
     def hand_over(self, folder: Path) -> None:
-        """Give a folder the sandbox writes to its identity (no-op unless the executor is root)."""
+        """Give a folder the sandbox writes to its identity (no-op unless the executor is root).
+
+        A file of several hard links keeps its owner: it is shared (a dataset snapshot), and its other
+        names must not change hands."""
         if self.identity is None or self.bwrap is None:
             return
         uid, gid = self.identity
         for root, folders, files in os.walk(folder):
-            for name in (*folders, *files):
+            for name in folders:
                 os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+            for name in files:
+                path = os.path.join(root, name)
+                if os.lstat(path).st_nlink == 1:
+                    os.chown(path, uid, gid, follow_symlinks=False)
         os.chown(folder, uid, gid, follow_symlinks=False)
 
     def describe(self) -> str:

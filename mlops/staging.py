@@ -11,13 +11,14 @@ import re
 import shlex
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
-from mlops.job_files import TooManyEntries, UnsafeFile, copy_tree, copyable_tree, regular_files, tree_digest
+from mlops.job_files import (Snapshot, TooManyEntries, UnsafeFile, copyable_tree, regular_files, snapshot_tree,
+                             tree_digest)
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
@@ -183,15 +184,25 @@ def download_prefix(client: Any, bucket: str, prefix: str, dest: Path) -> int:
     return count
 
 
-def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFactory) -> Path:
-    """Put a dataset (a folder in the storage root, or an s3:// URI) into a training channel folder."""
+def never_link(_info: os.stat_result) -> bool:
+    """Link no file: every file a job may write must be a copy of its own."""
+    return False
+
+
+def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFactory,
+                  may_link: Callable[[os.stat_result], bool] = never_link) -> str:
+    """Put a dataset (a folder in the storage root, or an s3:// URI) into a training channel folder.
+
+    A folder of the storage root is snapshotted (mlops.job_files.snapshot_tree): hard links where
+    may_link allows, else reflinks or copies. Return how its files were placed, for the job's log.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     match = S3_URI.match(dataset)
     if match:
-        download_prefix(clients.client("s3"), match.group(1), match.group(2) or "", dest)
-    else:
-        stage_folder(resolve_storage_path(config.storage_root, dataset, "dataset"), dest, config, "dataset")
-    return dest
+        count = download_prefix(clients.client("s3"), match.group(1), match.group(2) or "", dest)
+        return f"downloaded: {count}"
+    source = resolve_storage_path(config.storage_root, dataset, "dataset")
+    return stage_folder(source, dest, config, "dataset", may_link).describe()
 
 
 def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
@@ -211,10 +222,14 @@ def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
         raise InvalidRequest("input_artifacts", f"cannot be read whole: {exc}") from None
 
 
-def stage_folder(source: Path, dest: Path, config: Config, field: str) -> None:
-    """Copy a folder into a job's folder (mlops.job_files.copy_tree: no links, bounded); BackendError when it cannot."""
+def stage_folder(source: Path, dest: Path, config: Config, field: str,
+                 may_link: Callable[[os.stat_result], bool] = never_link) -> Snapshot:
+    """Place a folder in a job's folder (mlops.job_files.snapshot_tree: no links followed, bounded).
+
+    Only the files may_link allows are hard-linked; BackendError when it cannot be placed.
+    """
     try:
-        copy_tree(source, dest, config.max_copy_bytes)
+        return snapshot_tree(source, dest, config.max_copy_bytes, may_link)
     except TooManyEntries as exc:
         raise BackendError(f"{field} cannot be staged: {exc}") from None
     except UnsafeFile as exc:

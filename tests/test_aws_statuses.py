@@ -15,7 +15,8 @@ def enum(shape: str) -> set[str]:
 
 @pytest.mark.parametrize("states, shape", [(words.TRAINING_STATES, "TrainingJobStatus"),
                                            (words.TRANSFORM_STATES, "TransformJobStatus"),
-                                           (words.AUTOML_STATES, "AutoMLJobStatus")])
+                                           (words.AUTOML_STATES, "AutoMLJobStatus"),
+                                           (words.TUNING_STATES, "HyperParameterTuningJobStatus")])
 def test_each_job_familys_words_sort_every_status_aws_answers_once(states, shape):
     assert states.non_terminal_states | states.terminal_states == enum(shape)
     assert not states.non_terminal_states & states.terminal_states

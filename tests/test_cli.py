@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -310,3 +312,147 @@ def test_build_image_refuses_a_bad_tag_before_docker_runs(tmp_path, monkeypatch)
     done = cli("build-image", "--base", "python:3.11-slim", "--tag", "bad tag; rm -rf /")
     assert done.returncode == 2 and "tag" in done.stderr
     assert docker_calls(record) == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("EXECUTOR_")}
+    return {**env, "EXECUTOR_API_TOKEN": TOKEN, **settings}
+
+
+def test_the_client_reads_the_services_own_port_setting(server):
+    port = server.url.rsplit(":", 1)[1]
+    listed = subprocess.run([sys.executable, "-m", "executor_client", "list"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, env=cli_env(EXECUTOR_PORT=port))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:3] == ["ID", "NAME", "KIND"]
+
+
+def test_cannot_reach_names_the_setting_that_chose_the_url():
+    closed = str(free_port())
+    refused = subprocess.run([sys.executable, "-m", "executor_client", "list"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, env=cli_env(EXECUTOR_PORT=closed))
+    assert refused.returncode == 4
+    assert f"cannot reach the executor at http://127.0.0.1:{closed}" in refused.stderr
+    assert "from EXECUTOR_PORT" in refused.stderr and "EXECUTOR_URL" in refused.stderr
+
+
+def test_wait_keeps_following_a_job_across_a_restart_of_the_service(service, data_dir, tmp_path):
+    write_pipeline(data_dir / "storage", "slow", METRIC_SCRIPT, name="run.py")
+    port = free_port()
+    settings = {"EXECUTOR_API_TOKEN": TOKEN, "EXECUTOR_RETRY_INTERRUPTED": "true"}
+    first = service(data_dir, env=settings, args=["--port", str(port)])
+    submitted = cli("submit", pipeline_file(tmp_path, "slow", "python run.py 4 0.5"), url=first.url)
+    job_id = submitted.stdout.strip()
+    follower = subprocess.Popen([sys.executable, "-m", "executor_client", "wait", job_id, "--interval", "0.2",
+                                 "--no-log"], cwd=ROOT, env=cli_env(EXECUTOR_URL=first.url), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: first.request("GET", f"/status/{job_id}", headers=AUTH)[1]["status"] == "RUNNING")
+    first.kill()  # a crash: the job is queued again at the next start
+    time.sleep(2)  # long enough for the client to find the executor gone
+    service(data_dir, env=settings, args=["--port", str(port)])
+    out, err = follower.communicate(timeout=90)
+    assert follower.returncode == 0, err
+    assert f"the executor at {first.url} is unreachable" in err and f"job {job_id[:8]} is kept" in err
+    assert "the executor is back" in err and err.splitlines()[-1].startswith(f"job {job_id} COMPLETED")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(server, tmp_path):
+    finished = cli("submit", pipeline_file(tmp_path, "demo", "python run.py 1"), "--wait", "--no-log", url=server.url)
+    job_id = finished.stderr.splitlines()[0].split()[-1]
+    reader, writer = os.pipe()
+    os.close(reader)  # like `| head -1` after its line: every write finds the pipe closed
+    try:
+        shown = subprocess.run([sys.executable, "-m", "executor_client", "status", job_id[:8]], cwd=ROOT,
+                               env=cli_env(EXECUTOR_URL=server.url), stdout=writer, stderr=subprocess.PIPE,
+                               text=True, timeout=60)
+    finally:
+        os.close(writer)
+    assert "Traceback" not in shown.stderr and "BrokenPipeError" not in shown.stderr
+    assert shown.returncode == 141
+
+
+def test_download_into_an_existing_folder_writes_the_file_inside_it(server, data_dir, tmp_path):
+    write_pipeline(data_dir / "storage", "reporter", "import os\nopen(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], "
+                   "'report.txt'), 'w').write('ok')\n", name="run.py")
+    finished = cli("submit", pipeline_file(tmp_path, "reporter", "python run.py"), "--wait", "--no-log",
+                   url=server.url)
+    job_id = finished.stderr.splitlines()[0].split()[-1]
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    for output in (str(folder), f"{folder}/"):
+        done = cli("download", job_id[:8], "output/data/report.txt", "-o", output, url=server.url)
+        assert done.returncode == 0, done.stderr
+        assert (folder / "report.txt").read_text() == "ok"
+        (folder / "report.txt").unlink()
+
+
+def test_build_image_push_without_aws_settings_says_what_to_set(tmp_path, monkeypatch):
+    from aws_fixtures import fake_docker
+
+    fake_docker(tmp_path, monkeypatch)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "EXECUTOR_"))}
+    env.update(HOME=str(home), AWS_CONFIG_FILE=str(home / "none"), AWS_SHARED_CREDENTIALS_FILE=str(home / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    done = subprocess.run([sys.executable, "-m", "executor_client", "build-image", "--base", "python:3.11-slim",
+                           "--tag", "essedum/train:1", "--push", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/train"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    assert "region" not in done.stderr.lower()  # the registry's own region is in its address
+    assert "no AWS credentials" in done.stderr and "AWS_PROFILE" in done.stderr
+
+
+def test_the_model_lifecycle_from_the_command_line(server, data_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    make_digits(data_dir / "storage" / "datasets" / "digits", 300)
+    trained = cli("train", "datasets/digits", "--hp", "epochs=3", "--hp", "image-size=8", "--wait", "--interval",
+                  "0.2", "--no-log", url=server.url, timeout=180)
+    assert trained.returncode == 0, trained.stderr
+    job_id = trained.stderr.splitlines()[0].split()[-1]
+
+    registered = cli("register-model", job_id[:6], "--name", "digits-cnn", url=server.url)
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.startswith(f"model digits-cnn registered from training job {job_id}")
+    deployed = cli("deploy", "digits-cnn", "--endpoint", "digits", "--interval", "0.2", url=server.url, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.strip() == "endpoint digits InService"
+
+    digits = load_digits()
+    images = []
+    for index in range(1500, 1503):
+        path = tmp_path / f"digit-{index}.png"
+        Image.fromarray(np.rint(digits.images[index] * (255 / 16)).astype(np.uint8)).save(path)
+        images.append(str(path))
+    inferred = cli("infer", "digits", *images, url=server.url)
+    assert inferred.returncode == 0, inferred.stderr
+    predictions = json.loads(inferred.stdout)["predictions"]
+    assert len(predictions) == 3 and set(predictions[0]["probabilities"]) == {str(digit) for digit in range(10)}
+    explained = cli("explain", "digits", images[0], url=server.url)
+    assert explained.returncode == 0, explained.stderr
+    explanation = json.loads(explained.stdout)
+    assert explanation["method"] == "occlusion" and explanation["saliency"]
+
+    batch = data_dir / "storage" / "batch"
+    batch.mkdir()
+    for path in images:
+        shutil.copy(path, batch)
+    transformed = cli("transform", "digits-cnn", "batch", "--name", "digits-batch", "--interval", "0.2",
+                      url=server.url, timeout=120)
+    assert transformed.returncode == 0, transformed.stderr
+    assert transformed.stdout.splitlines()[0] == "batch inference digits-batch Completed"
+    answers = Path(transformed.stdout.splitlines()[1].removeprefix("answers in "))
+    assert sorted(path.name for path in answers.iterdir()) == sorted(f"{Path(path).name}.out" for path in images)
+
+    undeployed = cli("undeploy", "digits", url=server.url)
+    assert undeployed.returncode == 0 and "taken down" in undeployed.stdout
+    assert cli("infer", "digits", images[0], url=server.url).returncode == 4

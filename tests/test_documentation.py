@@ -51,11 +51,11 @@ def test_the_service_requirements_hold_no_test_tools_and_the_test_command_instal
     assert all(re.search(rf"^{tool}(\[\w+\])?==", development, re.MULTILINE) for tool in tools)
     assert development.splitlines()[1] == "-r requirements.txt"
     commands = re.findall(r"```bash\n(.*?)\n```", README, re.DOTALL)
-    assert commands[0] == ("python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && "
-                           ".venv/bin/python app.py")
-    assert commands[1] == ("python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt && "
+    # The package's dependencies are requirements.txt (pyproject.toml reads it): `-e .` installs them.
+    assert commands[0] == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/essedum-executor"
+    assert commands[1] == ("python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt -e . && "
                            ".venv/bin/python -m pytest -q")
-    assert "-r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
+    assert "-r requirements-dev.txt -e ." in (ROOT / ".ci" / "run").read_text()
 
 
 def test_every_test_the_security_page_cites_exists():

@@ -225,3 +225,74 @@ def test_a_sagemaker_jobs_model_download_says_where_the_model_is(app, client):
     answer = client.get(f"/api/jobs/{job_id}/model.tar.gz")
     assert answer.status_code == 404
     assert "s3://bucket/prefix/remote/output/model.tar.gz" in answer.get_json()["error"]
+
+
+def stored_training(server, job_id: str) -> str:
+    """Store an ended training job under a chosen id (two that share a beginning make a prefix ambiguous)."""
+    store = server.executor.store
+    store.create_job(job_id, kind="training", backend="local", request={"name": f"train-{job_id[:8]}"}, secrets=None,
+                     log_path=str(server.storage_root / f"{job_id}.log"), output_dir=str(server.storage_root / job_id))
+    store.transition(job_id, JobStatus.CANCELLED, expected=JobStatus.WAITING)
+    return job_id
+
+
+def test_the_training_record_routes_and_training_job_id_take_a_prefix(server):
+    first = stored_training(server, "5eed1111-0000-4000-8000-000000000000")
+    stored_training(server, "5eed2222-0000-4000-8000-000000000000")
+    status, body = server.request("GET", "/api/service/v1/pipelines/training/5eed1/get")
+    assert status == 200 and body["jobId"] == first
+    status, body = server.request("GET", "/api/service/v1/pipelines/training/5eed/get")
+    assert status == 409 and body["field"] == "id" and sorted(body["candidates"]) == [
+        "5eed1111-0000-4000-8000-000000000000", "5eed2222-0000-4000-8000-000000000000"]
+
+    # The prefix reaches the job: what is refused is the job (not finished), not the id's shape.
+    status, body = server.request("POST", "/api/service/v1/models/register",
+                                  {"ModelName": "prefixed", "TrainingJobId": "5eed1"})
+    assert status == 409 and body["field"] == "TrainingJobId" and "CANCELLED" in body["error"]
+    status, body = server.request("POST", "/api/service/v1/models/register",
+                                  {"ModelName": "prefixed", "TrainingJobId": "5eed"})
+    assert status == 409 and len(body["candidates"]) == 2
+
+    status, body = server.request("DELETE", "/api/service/v1/projects_pipelines/5eed2/delete")
+    assert status == 200 and body["deleted"] is True and body["job_id"].startswith("5eed2222")
+    assert server.request("GET", "/api/service/v1/pipelines/training/5eed/get")[1]["jobId"] == first
+
+
+def test_the_dashboard_page_and_its_routes_take_a_prefix(server):
+    job_id = run(server, "outputs", "python make.py")
+    page = urllib.request.urlopen(f"{server.url}/execute/jobs/{job_id[:6]}", timeout=30).read().decode()
+    for path in (f"/api/jobs/{job_id[:6]}", f"/api/jobs/{job_id[:6]}/files", f"/execute/{job_id[:6]}/stop",
+                 f"/api/jobs/{job_id[:6]}/rerun", f"/api/jobs/{job_id[:6]}/model.tar.gz"):
+        assert path in page  # the page's own calls go through the prefix, which every one of them resolves
+    assert server.request("GET", f"/api/jobs/{job_id[:6]}/files")[0] == 200
+    assert download(server, f"/api/jobs/{job_id[:6]}/model.tar.gz")[0] == 200
+
+
+def test_from_and_to_take_a_number_of_days_back_as_well_as_a_day(server):
+    run(server, "hello", "python hello.py", name="today")
+    assert len(server.request("GET", "/api/jobs?from=1")[1]["jobs"]) == 1  # within the last day
+    assert server.request("GET", "/api/jobs?to=1")[1]["jobs"] == []  # submitted a day ago or earlier
+    status, body = server.request("GET", "/api/jobs?from=-1")
+    assert status == 400 and body["field"] == "from" and "days" in body["error"]
+
+
+def test_elapsed_counts_the_time_a_job_ran_not_the_time_the_executor_was_down(server):
+    from db import SQLiteStore
+
+    now = [1_000_000.0]
+    store = SQLiteStore(server.executor.store.path, clock=lambda: now[0])
+    job_id = "e1a95ed0-0000-4000-8000-000000000000"
+    # Stored for a backend this server does not run, so that none of its workers claims it.
+    store.create_job(job_id, kind="training", backend="sagemaker", request={"name": "resumed"}, secrets=None,
+                     log_path=str(server.storage_root / "e.log"), output_dir=str(server.storage_root / "e"))
+    for moment, step in ((10, "claim"), (25, JobStatus.WAITING), (3625, "claim"), (3640, JobStatus.COMPLETED)):
+        now[0] = 1_000_000.0 + moment
+        if step == "claim":
+            assert store.claim_next(["sagemaker"]).id == job_id
+        else:
+            store.transition(job_id, step, expected=JobStatus.RUNNING, message="stopped by a shutdown")
+    store.close()
+    detail = server.request("GET", f"/api/jobs/{job_id}")[1]
+    assert detail["elapsed_seconds"] == 30.0  # 15 s before the stop and 15 s after the restart, not the hour between
+    listed = next(job for job in server.request("GET", "/api/jobs")[1]["jobs"] if job["id"] == job_id)
+    assert listed["elapsed_seconds"] == 30.0

@@ -159,7 +159,7 @@ def test_the_sagemaker_platform_is_one_object_for_its_jobs_and_its_records(harne
     platform = harness.executor.platform
 
     assert isinstance(platform, SageMakerPlatform) and isinstance(platform, Platform)
-    assert (platform.name, platform.kinds) == ("sagemaker", {"pipeline", "training", "automl", "endpoint",
+    assert (platform.name, platform.kinds) == ("sagemaker", {"pipeline", "training", "automl", "tuning", "endpoint",
                                                              "transform"})
 
 

@@ -116,3 +116,29 @@ def test_the_token_header_is_written_as_code_so_swagger_ui_shows_it(document):
     description = document["info"]["description"]
     assert "`Authorization: Bearer <token>`" in description
     assert "<token>" not in description.replace("`Authorization: Bearer <token>`", "")
+
+
+def test_every_body_a_route_reads_is_in_the_document_multipart_included(document):
+    api = "/api/service/v1"
+    for route in (f"{api}/endpoints/{{endpoint_id}}/infer", f"{api}/endpoints/{{endpoint_id}}/explain"):
+        content = document["paths"][route]["post"]["requestBody"]["content"]
+        assert {"multipart/form-data", "application/json", "text/csv", "image/png", "image/jpeg"} <= set(content)
+        form = document["components"]["schemas"][content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert form["required"] == ["file"] and form["properties"]["file"]["type"] == "array"
+    content = document["paths"][f"{api}/datasets"]["post"]["requestBody"]["content"]
+    upload = document["components"]["schemas"][content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert "file" in upload["required"] and {"Bucket", "Key"} <= set(upload["properties"])
+    from_storage = document["components"]["schemas"][content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert from_storage["required"] == ["local_dataset_path"]
+
+
+def test_every_record_family_answers_the_get_shape_and_a_wrong_shape_names_the_right_routes(client):
+    api = "/api/service/v1"
+    for family in ("models", "endpoints", "datasets", "pipelines/inference", "pipelines/training"):
+        answer = client.get(f"{api}/{family}/nothing-here/get")
+        assert answer.status_code == 404, (family, answer.get_json())
+        assert answer.get_json()["field"] == "id"
+    answer = client.get(f"{api}/endpoints/digits/status")
+    body = answer.get_json()
+    assert answer.status_code == 404 and f"GET {api}/endpoints/<id>/get" in body["error"]
+    assert f"POST {api}/endpoints/<id>/infer" in body["error"]

@@ -247,3 +247,24 @@ def test_ready_asks_aws_through_the_backend(app, http):
     executor(app).queue.started = True
     body = http.get("/ready").get_json()
     assert body["checks"]["backend"] == {"ok": True, "reason": None}
+
+
+@pytest.mark.parametrize("missing, setting", [("sagemaker_role_arn", "EXECUTOR_SAGEMAKER_ROLE_ARN"),
+                                              ("s3_bucket", "EXECUTOR_S3_BUCKET")])
+def test_a_training_without_a_setting_names_the_setting_not_a_field_it_refuses(tmp_path, clients, aws_setup,  # noqa: F811
+                                                                                 missing, setting):
+    application = create_app(make_config(tmp_path, **{missing: ""}), clients=clients)
+    try:
+        answer = application.test_client().post("/api/service/v1/pipelines/training",
+                                                 json={"name": "digits", "dataset": f"s3://{BUCKET}/digits"})
+        body = answer.get_json()
+        assert answer.status_code == 422 and body["field"] == setting and setting in body["error"]
+        assert "configs" not in body["error"]  # a training request has no configs: naming it would mislead
+        answer = application.test_client().post("/api/service/v1/pipelines/training", json={
+            "name": "digits", "dataset": f"s3://{BUCKET}/digits", "configs": {}})
+        assert answer.status_code == 400 and answer.get_json()["field"] == "configs"
+        # A pipeline does carry configs, and may name the value there.
+        answer = application.test_client().post("/execute", json=PIPELINE_BODY)
+        assert answer.status_code == 422 and answer.get_json()["field"].startswith("configs.")
+    finally:
+        application.config["EXECUTOR"].store.close()

@@ -7,9 +7,11 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +205,37 @@ def test_resumed_run_continues_at_next_epoch_and_matches_an_uninterrupted_run(tm
     assert [line.split()[0] for line in resumed.metric_lines] == ["epoch=3/3"]
     assert resumed.metric_lines == straight.metric_lines[-1:]
     assert resumed.metrics() == straight.metrics()
+
+
+def test_sigterm_stops_between_batches_keeping_the_last_epochs_checkpoint_to_resume_from(tmp_path):
+    # SageMaker sends SIGTERM before a spot interruption (and on a stop); so does the executor at its shutdown.
+    channel = write_digits(tmp_path / "channel", 400)
+    checkpoints = tmp_path / "checkpoints"
+    workdir = tmp_path / "stopped"
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(SM_CHANNEL_TRAINING=str(channel), SM_MODEL_DIR=str(workdir / "model"),
+               SM_OUTPUT_DATA_DIR=str(workdir / "output" / "data"), SM_OUTPUT_DIR=str(workdir / "output"))
+    process = subprocess.Popen([sys.executable, str(TRAIN), "--checkpoint-dir", str(checkpoints), "--epochs", "500",
+                                *QUICK_FLAGS], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith("epoch=2/"):
+            break
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=30) == 143
+    assert time.monotonic() - signalled < 5
+    last_epoch = max(int(line.split("/")[0].split("=")[1]) for line in printed + rest.splitlines(True)
+                     if line.startswith("epoch="))
+    assert f"stopped by SIGTERM during epoch {last_epoch + 1}: the checkpoint after epoch {last_epoch} is kept" in rest
+    assert not (workdir / "output" / "failure").exists()  # a stop is not a failure
+
+    resumed = run_training(tmp_path / "resumed", channel, "--epochs", str(last_epoch + 1), *QUICK_FLAGS,
+                           checkpoints=checkpoints)
+    assert_succeeded(resumed)
+    assert [line.split()[0] for line in resumed.metric_lines] == [f"epoch={last_epoch + 1}/{last_epoch + 1}"]
 
 
 def test_torchrun_with_two_processes_trains_and_only_rank_0_reports(tmp_path):

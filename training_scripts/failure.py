@@ -1,4 +1,4 @@
-"""The failure file SageMaker reads into DescribeTrainingJob's FailureReason."""
+"""How a run ends short of success: the failure file SageMaker reads into FailureReason, or a stop by SIGTERM."""
 
 from __future__ import annotations
 
@@ -22,3 +22,13 @@ def write_failure(message: str) -> Path:
     one_line = " ".join(message.split())[:MAX_FAILURE_LENGTH]
     path.write_text(one_line + "\n", encoding="utf-8")
     return path
+
+
+class TrainingStopped(Exception):
+    """SIGTERM stopped the training; the state of the last finished epoch is saved (when checkpoints are on)."""
+
+    def __init__(self, epoch: int, checkpoints: Path | None):
+        kept = (f"the checkpoint after epoch {epoch - 1} is kept in {checkpoints}; a new run resumes at epoch {epoch}"
+                if checkpoints is not None and epoch > 1 else "no epoch was saved; a new run starts afresh")
+        super().__init__(f"stopped by SIGTERM during epoch {epoch}: {kept}")
+        self.epoch = epoch

@@ -2,7 +2,9 @@
 
 Run as `python train.py --epochs 10 ...` (or under torchrun); `python train.py --describe` prints
 the hyperparameters and metric definitions as JSON. Exit codes: 0 success, 1 failed training
-(bad dataset or any error), 2 bad hyperparameters; on failure `$SM_OUTPUT_DIR/failure` says why.
+(bad dataset or any error), 2 bad hyperparameters, 143 stopped by SIGTERM (as SageMaker sends before a
+spot interruption; the last finished epoch's checkpoint is kept and a new run resumes from it); on
+failure `$SM_OUTPUT_DIR/failure` says why.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dataset import channel_dir, load_dataset, split_dataset
-from failure import DatasetError, write_failure
+from failure import DatasetError, TrainingStopped, write_failure
 from hyperparameters import HyperparameterError, describe_hyperparameters, parse_hyperparameters
 from metric_lines import METRIC_DEFINITIONS
 
@@ -26,6 +28,8 @@ logger = logging.getLogger("train")
 
 EXIT_TRAINING_FAILED = 1
 EXIT_BAD_HYPERPARAMETER = 2
+# What a shell reports for a process that SIGTERM ended: the run did not complete, and is not a failure.
+EXIT_STOPPED = 128 + 15
 
 
 def main(argv: Sequence[str]) -> int:
@@ -40,6 +44,9 @@ def main(argv: Sequence[str]) -> int:
     _configure_logging(int(os.environ.get("RANK", 0)))
     try:
         run(args)
+    except TrainingStopped as stopped:
+        logger.warning("%s", stopped)
+        return EXIT_STOPPED
     except DatasetError as error:
         return _fail(f"bad training dataset: {error}", EXIT_TRAINING_FAILED)
     except Exception as error:

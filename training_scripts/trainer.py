@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from batches import Batches, training_batches
 from cores import torch_threads
 from dataset import ImageDataset, Split
 from evaluation import accuracy, classification_auc
+from failure import TrainingStopped
 from metric_lines import METRIC_NAMES, format_metric_line
 from model import build_model
 
@@ -33,6 +35,34 @@ INFERENCE_FILES = ("inference.py", "preprocessing.py")
 EVAL_BATCH_FACTOR = 4
 # Ampere (8.0) and later compute in bf16 natively; older GPUs emulate it, where fp16 is the fast path.
 BF16_MIN_CAPABILITY = (8, 0)
+
+
+class StopSignal:
+    """SIGTERM, which SageMaker sends before a spot interruption or a stop, noted and acted on between batches.
+
+    Only noted: the handler runs between bytecodes, and a checkpoint half written or a collective
+    operation half done must finish first. Before the first epoch there is nothing to save, and the
+    default action (ending the process at once) is kept.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        """Note SIGTERM from now on (where the platform has it)."""
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, _signum: int, _frame: Any) -> None:
+        self.requested = True
+
+    def agreed(self, group: ProcessGroup, device: torch.device) -> bool:
+        """Tell whether any process of the group was asked to stop; every rank must call it at the same point."""
+        if not group.distributed:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 class CheckpointError(RuntimeError):
@@ -133,13 +163,21 @@ def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageData
     std = torch.tensor(split.std, device=device).view(1, -1, 1, 1)
     normalizer = Normalizer(mean, std, device)
     _log_start(args, dataset, split, group, device, precision, batches, start_epoch)
+    stop = StopSignal()
+    stop.install()
 
     for epoch in range(start_epoch, args.epochs + 1):
+        if stop.agreed(group, device):
+            raise TrainingStopped(epoch, outputs.checkpoints)
         # Seeding from the epoch (not from the RNG's history) makes dropout identical after a resume.
         torch.manual_seed(args.seed + 1_000_003 * epoch + group.rank)
         batches.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss = _train_epoch(network, batches, optimizer, precision, normalizer, group)
+        # One process stops between batches; ranks of a group stop together, at the next epoch's start.
+        train_loss = _train_epoch(network, batches, optimizer, precision, normalizer, group,
+                                  stop=None if group.distributed else stop)
+        if train_loss is None:
+            raise TrainingStopped(epoch, outputs.checkpoints)
         seconds = time.perf_counter() - started
         scheduler.step()
         val_metrics = _evaluate(model, val_images, val_targets, args.batch_size * EVAL_BATCH_FACTOR, precision,
@@ -205,13 +243,16 @@ class Normalizer:
 
 
 def _train_epoch(network: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, precision: Precision,
-                 normalizer: Normalizer, group: ProcessGroup) -> float:
+                 normalizer: Normalizer, group: ProcessGroup, stop: StopSignal | None = None) -> float | None:
+    """Train one epoch and return its mean loss; None when `stop` was requested before its end."""
     network.train()
     device = normalizer.device
     # Summed on the device so the loop never waits for the GPU to report a loss.
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     sample_count = torch.zeros((), device=device, dtype=torch.float64)
     for images, targets in batches:
+        if stop is not None and stop.requested:
+            return None
         inputs = normalizer(images)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():

@@ -62,7 +62,8 @@
     const eta = job.eta_seconds === null || job.eta_seconds === undefined ? "" : ` · about ${duration(job.eta_seconds)} left`;
     document.getElementById("elapsed").textContent = duration(job.elapsed_seconds) + eta;
     document.getElementById("cost").textContent = cost(job.cost_usd);
-    document.getElementById("kind").textContent = `${job.kind} on ${job.backend}`;
+    document.getElementById("kind").textContent =
+      `${job.kind} on ${job.backend}` + (job.executor ? ` · executor ${job.executor}` : "");
     document.getElementById("job-id").textContent = job.job_id;
     document.getElementById("cancel").hidden = FINAL.has(job.status);
     const origin = job.details && job.details.rerun_of;

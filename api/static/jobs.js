@@ -90,7 +90,10 @@
     statusCell.appendChild(badge(job.status));
     const progressCell = el("td");
     progressCell.appendChild(progressBar(job.percent, job.epoch, job.epochs));
-    tr.append(pick, name, el("td", job.kind), statusCell, progressCell, el("td", duration(job.elapsed_seconds)),
+    const kindCell = el("td", job.kind);
+    // With several executors sharing the store: the one that runs (or last ran) the job.
+    if (job.executor) kindCell.appendChild(el("div", job.executor, "muted small mono"));
+    tr.append(pick, name, kindCell, statusCell, progressCell, el("td", duration(job.elapsed_seconds)),
               el("td", cost(job.cost_usd)), el("td", (job.submitted || "").slice(0, 19)));
     for (const metric of metrics) {
       const value = (job.metrics || {})[metric];
@@ -139,8 +142,9 @@
       }
       jobs = data.jobs;
       render();
-      document.getElementById("counts").textContent =
-        Object.entries(data.counts).map(([status, count]) => `${status} ${count}`).join(" · ");
+      const counts = Object.entries(data.counts).map(([status, count]) => `${status} ${count}`);
+      if (data.data_folder_bytes !== null) counts.push(`data folder ${Dashboard.size(data.data_folder_bytes)}`);
+      document.getElementById("counts").textContent = counts.join(" · ");
       document.body.dataset.loaded = "true";
       showError(null);
     } catch (error) {

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from config import Config
 from db import StoreError
@@ -211,7 +212,8 @@ class LocalJobs:
             environment = dict(ctx.secrets.get("environment") or {})
         else:
             stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
-            stage_dataset(request["dataset"], layout.channel, self.config, self.clients)
+            placed = stage_dataset(request["dataset"], layout.channel, self.config, self.clients, self._may_link)
+            ctx.log(f"[executor] dataset staged read-only ({placed})")
             hyperparameters = dict(request["hyperparameters"])
             declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
                                                   self.python) or {}
@@ -237,6 +239,16 @@ class LocalJobs:
         end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
 
+    def _may_link(self, info: os.stat_result) -> bool:
+        """Say whether a dataset file may be hard-linked into a job's channel rather than copied.
+
+        A link is the dataset's own inode: only a job that cannot write it may be given one (bubblewrap
+        binds the channel read-only), and only one that can read it as it is (its uid, if it has one of
+        its own, reads files others may read)."""
+        if not self.sandbox.isolating:
+            return False
+        return self.sandbox.identity is None or bool(info.st_mode & stat.S_IROTH)
+
     def _bind_secrets_to_staged_files(self, ctx: JobReporter, layout: ContainerLayout) -> None:
         """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
         if not ctx.secrets:
@@ -257,6 +269,7 @@ class LocalJobs:
             raise BackendError("executor is stopping")
         process = JobProcess(sandbox, argv, cwd=layout.code, env=env, marker=ctx.job_id,
                              max_line_bytes=self.config.max_log_line_bytes, writable=layout.writable(),
+                             read_only=[layout.channel],
                              readable=readable, confinement=self.confinement, tmp=layout.tmp, umask=PRIVATE_UMASK)
         with self._lock:
             self._processes[ctx.job_id] = process
@@ -510,11 +523,12 @@ class LocalJobs:
         with self._lock:
             return list(self._processes)
 
-    def stop_all(self) -> None:
-        """Stop every running process: the executor is shutting down."""
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        """Stop the running processes of these jobs, or of every job: the executor is shutting down."""
         self._stopping.set()
         for job_id in self.running_job_ids():
-            self._stop_process(job_id, "shutdown")
+            if job_ids is None or job_id in job_ids:
+                self._stop_process(job_id, "shutdown")
 
     # -- results ---------------------------------------------------------------------------------
 

@@ -446,7 +446,10 @@ def confinement_for(config: Config) -> Confinement:
     with _detect_lock:
         if key not in _detected:
             found = detect(config)
-            found.sweep_leftovers()
+            # Executors sharing a database share the data folder, and so the cgroups' prefix: those found
+            # may be a live neighbour's. A killed one's jobs are swept by their marker when taken over.
+            if not config.database_url:
+                found.sweep_leftovers()
             (logger.info if found.cgroups else logger.warning)("%s", found.describe())
             _detected[key] = found
         return _detected[key]

@@ -1,7 +1,7 @@
 """The local platform: jobs as sandboxed processes of this machine, models as folders served by model workers."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from config import Config
 from job import Job
@@ -76,8 +76,8 @@ class LocalPlatform(LocalModelLifecycle, Platform):
         # The local platform reads datasets from S3 too: its AWS access is checked the same way.
         return SageMakerTrainingService(self.config, self.clients).validate_configuration()
 
-    def stop_all(self) -> None:
-        self.training.stop_all()
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
+        self.training.stop_all(job_ids)
 
     def close(self) -> None:
         self.training.stop_all()

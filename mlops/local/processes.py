@@ -46,9 +46,9 @@ class ProcessTree:
     """One process tree running user code, started in the sandbox, stopped as a whole."""
 
     def __init__(self, sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[str, str], marker: str,
-                 writable: Iterable[Path] = (), readable: Iterable[Path] = (), stdin: int = subprocess.DEVNULL,
-                 stderr: int = subprocess.STDOUT, confinement: Confinement | None = None, tmp: Path | None = None,
-                 umask: int = -1):
+                 writable: Iterable[Path] = (), readable: Iterable[Path] = (), read_only: Iterable[Path] = (),
+                 stdin: int = subprocess.DEVNULL, stderr: int = subprocess.STDOUT,
+                 confinement: Confinement | None = None, tmp: Path | None = None, umask: int = -1):
         self.sandbox = sandbox
         self.marker = marker
         # Its cgroup (or rlimits) exist before its first process does: nothing it forks escapes them.
@@ -56,7 +56,7 @@ class ProcessTree:
             confinement.enclose(marker, own_uid=sandbox.identity is not None) if confinement else None)
         try:
             self.popen = sandbox.start(
-                argv, cwd=cwd, writable=writable, readable=readable, tmp=tmp,
+                argv, cwd=cwd, writable=writable, readable=readable, read_only=read_only, tmp=tmp,
                 enter=self.enclosure.prefix() if self.enclosure else (),
                 place=self.enclosure.place if self.enclosure else None,
                 env={**env, JOB_ID_VARIABLE: marker}, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,

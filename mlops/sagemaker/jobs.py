@@ -24,15 +24,17 @@ from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found, is_throttled
 from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
-                                TRAINING_STATES)
+                                TRAINING_STATES, TUNING_STATES)
+from mlops import tuning as tuning_domain
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
-from mlops.platform import AUTOML, PIPELINE, TRAINING, Ran, Stop
+from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
+from mlops.sagemaker import tuning as sagemaker_tuning
 from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
                                                training_job_name)
 from mlops.sandbox import sandbox_for
@@ -64,7 +66,7 @@ READY_CACHE_S = 30
 class SageMakerJobs:
     """Runs training and pipeline jobs as SageMaker training jobs, and AutoML jobs; follows and stops them."""
 
-    kinds = frozenset({PIPELINE, TRAINING, AUTOML})
+    kinds = frozenset({PIPELINE, TRAINING, AUTOML, TUNING})
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -76,6 +78,7 @@ class SageMakerJobs:
                                         clock=clock)
         self.secrets = JobSecrets(lambda: clients.client("secretsmanager"))
         self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX)
+        self.tunings = sagemaker_tuning.SageMakerTunings(lambda: clients.client("sagemaker"))
         self._backoff = 0.0
         self._backoff_until = 0.0
         self._ready: tuple[float, bool, str | None] | None = None
@@ -102,6 +105,8 @@ class SageMakerJobs:
         """Validate a request without any AWS call and return it with its resolved SageMaker settings."""
         if kind == TRAINING:
             return self._check_training(request)
+        if kind == TUNING:
+            return self._check_tuning(request)
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
         role = request.get("role_arn") or self.config.sagemaker_role_arn
@@ -109,7 +114,7 @@ class SageMakerJobs:
             raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
         return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
 
-    def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
         configs = request.get("configs") or {}
         if not isinstance(configs, dict):
             raise InvalidRequest("configs", "must be an object")
@@ -139,11 +144,11 @@ class SageMakerJobs:
             max_wait = v.validate_int(_as_int(wait), field, runtime, v.MAX_RUNTIME_LIMIT_SECONDS)
         role, field = pick("role_arn", "role", default=self.config.sagemaker_role_arn)
         if not role:
-            raise InvalidRequest("configs.role", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or configs.role")
+            raise _unset("no execution role", "EXECUTOR_SAGEMAKER_ROLE_ARN", "configs.role", takes_configs)
         v.validate_role_arn(role, field)
         bucket, field = pick("s3_bucket", "bucket", default=self.config.s3_bucket)
         if not bucket:
-            raise InvalidRequest("configs.bucket", "no bucket: set EXECUTOR_S3_BUCKET or configs.bucket")
+            raise _unset("no bucket", "EXECUTOR_S3_BUCKET", "configs.bucket", takes_configs)
         v.validate_bucket_name(bucket, field)
         prefix = v.validate_s3_prefix(self.config.s3_prefix, "EXECUTOR_S3_PREFIX")
         region = configs.get("region_name")
@@ -163,7 +168,7 @@ class SageMakerJobs:
                 "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags}
 
     def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
-        settings = self._settings(request)
+        settings = self._settings(request, takes_configs=False)
         dataset = request["dataset"]
         match = S3_URI.match(dataset)
         if match:
@@ -194,8 +199,18 @@ class SageMakerJobs:
         request["sagemaker"] = settings
         return request
 
+    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
+        request = self._check_training(request)
+        settings = request["sagemaker"]
+        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"],
+                                               sandbox_for(self.config))
+        tuning = tuning_domain.check_tuning(request["tuning"], settings["hyperparameters"], description)
+        sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings["metric_definitions"]])
+        request["tuning"] = tuning
+        return request
+
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        settings = self._settings(request)
+        settings = self._settings(request, takes_configs=True)
         argv = parse_command(request["command"])
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
@@ -220,9 +235,17 @@ class SageMakerJobs:
             return self._run_automl(ctx)
         job = ctx.job
         settings = job.request["sagemaker"]
-        name = training_job_name(job.id, job.request.get("name") or job.kind)
+        if job.kind == TUNING:
+            name = sagemaker_tuning.tuning_job_name(job.id)
+        else:
+            name = training_job_name(job.id, job.request.get("name") or job.kind)
         try:
-            existing = self.service.describe_training_job(name)
+            if job.kind == TUNING:
+                tuning = self.tunings.describe(name)
+                existing = tuning and {"TrainingJobStatus": tuning["HyperParameterTuningJobStatus"],
+                                       "TrainingJobArn": tuning["HyperParameterTuningJobArn"]}
+            else:
+                existing = self.service.describe_training_job(name)
             if existing is not None:
                 # A worker died after CreateTrainingJob: follow that job instead of creating another.
                 ctx.log(f"[executor] SageMaker already has training job {name} "
@@ -265,7 +288,7 @@ class SageMakerJobs:
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
-        if job.kind == TRAINING:
+        if job.kind in (TRAINING, TUNING):
             if S3_URI.match(request["dataset"]):
                 input_uri = request["dataset"]
             else:
@@ -284,13 +307,18 @@ class SageMakerJobs:
             tags={**settings["tags"], "essedum:job-id": job.id, "essedum:kind": job.kind},
             executor_job_id=job.id, input_data_s3_uri=input_uri, output_s3_uri=f"s3://{bucket}/{job_prefix}/output")
         # run() described the name just now: create without describing it again.
-        arn = self.service.create_training_job(job_config)
+        if job.kind == TUNING:
+            arn = self.tunings.create(sagemaker_tuning.tuning_job_request(
+                name, job_config.to_sagemaker_config(), request["tuning"]))
+        else:
+            arn = self.service.create_training_job(job_config)
         self._record_launch(ctx, name, arn, region=job_config.region, instance_type=job_config.instance_type,
                             instance_count=job_config.instance_count, image_uri=image,
                             input_s3_uri=input_uri or None, output_s3_uri=job_config.output_s3_uri,
                             spot=job_config.spot)
-        ctx.set_phase("Starting", f"submitted as SageMaker training job {name}")
-        ctx.log(f"[executor] submitted SageMaker training job {name} on {settings['instance_count']} x "
+        family = "tuning" if job.kind == TUNING else "training"
+        ctx.set_phase("Starting", f"submitted as SageMaker {family} job {name}")
+        ctx.log(f"[executor] submitted SageMaker {family} job {name} on {settings['instance_count']} x "
                 f"{settings['instance_type']} with image {image}")
 
     @staticmethod
@@ -377,9 +405,14 @@ class SageMakerJobs:
         """One monitor cycle: new log lines of every job, then the jobs SageMaker says changed."""
         if self.clock() < self._backoff_until:
             return
-        training = {ctx.job.external_id: ctx for ctx in reporters if ctx.job.external_id and ctx.job.kind != AUTOML}
+        training = {ctx.job.external_id: ctx for ctx in reporters
+                    if ctx.job.external_id and ctx.job.kind not in (AUTOML, TUNING)}
         automl_jobs = {ctx.job.external_id: ctx for ctx in reporters if ctx.job.external_id and ctx.job.kind == AUTOML}
         try:
+            # Few and long: each running tuning is described every cycle, its trials paged a bounded amount.
+            for ctx in reporters:
+                if ctx.job.external_id and ctx.job.kind == TUNING:
+                    self._guard(lambda ctx=ctx: self._refresh_tuning(ctx))
             if training:
                 self.logs.tail(training, JOB_NAME_PREFIX)
                 self._report_log_problem(training.values())
@@ -435,6 +468,28 @@ class SageMakerJobs:
         # instead of leaving it RUNNING until the resync.
         ctx.merge_details(last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
                           created_at=described["CreationTime"].timestamp(), describe_next=False, not_found_misses=0)
+
+    def _refresh_tuning(self, ctx: JobReporter) -> None:
+        job = ctx.job
+        described = self.tunings.describe(job.external_id)
+        if described is None:
+            misses = int(job.details.get("not_found_misses", 0)) + 1
+            if misses < NOT_FOUND_MISSES:
+                ctx.merge_details(not_found_misses=misses)
+            else:
+                ctx.finish(JobStatus.ERROR, f"SageMaker has no tuning job named {job.external_id} "
+                                            f"({misses} answers in a row)")
+            return
+        ended = described["HyperParameterTuningJobStatus"] in TUNING_STATES.terminal_states
+        stopping = job.cancel_requested or bool(job.details.get("stop_requested"))
+        trials, token = job.details.get("trials", []), job.details.get("trials_token")
+        # Once it has ended, its trials are read to the end from the first: the last table is whole.
+        summaries, token = self.tunings.training_jobs(job.external_id, None if ended else token)
+        while ended and token:
+            more, token = self.tunings.training_jobs(job.external_id, token)
+            summaries.extend(more)
+        trials = sagemaker_tuning.merge_trials(trials, summaries, stopping)
+        sagemaker_tuning.apply_tuning_description(ctx, described, trials, token)
 
     def _note_status(self, ctx: JobReporter, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
@@ -546,10 +601,14 @@ class SageMakerJobs:
         if not job.external_id or job.details.get("stop_requested"):
             # Not submitted yet: run() sees the cancel flag before it submits.
             return Stop.REQUESTED
-        operation = "StopAutoMLJob" if job.kind == AUTOML else "StopTrainingJob"
+        operation = {AUTOML: "StopAutoMLJob", TUNING: "StopHyperParameterTuningJob"}.get(job.kind, "StopTrainingJob")
         try:
-            status = (self._stop_automl(job.external_id) if job.kind == AUTOML
-                      else self.service.stop_training_job(job.external_id))
+            if job.kind == TUNING:
+                status = self.tunings.stop(job.external_id)
+            elif job.kind == AUTOML:
+                status = self._stop_automl(job.external_id)
+            else:
+                status = self.service.stop_training_job(job.external_id)
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"{operation} {job.external_id} failed: {error_text(exc)}") from exc
         if status is None:
@@ -570,6 +629,13 @@ class SageMakerJobs:
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""
         return {name: {"content": uri} for name, uri in job.artifacts.items()}
+
+
+def _unset(what: str, setting: str, config_field: str, takes_configs: bool) -> InvalidRequest:
+    """Refuse a request that needs a setting the executor lacks, naming only what the route accepts."""
+    if takes_configs:
+        return InvalidRequest(config_field, f"{what}: set {setting} or {config_field}")
+    return InvalidRequest(setting, f"{what}: set the executor's {setting} (this request cannot carry one)")
 
 
 def _as_int(value: Any) -> Any:

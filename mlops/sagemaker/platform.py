@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from config import Config
 from job import Job
@@ -80,7 +80,7 @@ class SageMakerPlatform(SageMakerModelLifecycle, Platform):
     def cloud_configuration(self) -> dict[str, Any]:
         return SageMakerTrainingService(self.config, self.clients).validate_configuration()
 
-    def stop_all(self) -> None:
+    def stop_all(self, job_ids: Collection[str] | None = None) -> None:
         """Nothing to stop here: SageMaker jobs keep running and are followed again at the next start."""
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 botocore's model gives each field's type, length, pattern and enum; these rules relate fields to
 each other and come from the documentation strings of the same model (CreateAutoMLJobV2,
 TabularJobConfig, AutoMLJobChannel, AutoMLJobObjective, AutoMLJobCompletionCriteria,
-CreateTrainingJob's StoppingCondition and EnableManagedSpotTraining). The executor checks every
+CreateTrainingJob's StoppingCondition and EnableManagedSpotTraining, HyperParameterTuningJobConfig and
+HyperbandStrategyConfig). The executor checks every
 request it builds with them before the call, and the test suite checks every request it sees.
 """
 from __future__ import annotations
@@ -90,9 +91,32 @@ def training_job_problems(params: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+# HyperbandStrategyConfig.MaxResource's documentation: "The maximum value is 20,000 epochs."
+HYPERBAND_MAX_RESOURCE = 20_000
+
+
+def tuning_job_problems(params: dict[str, Any]) -> list[Problem]:
+    """Return what CreateHyperParameterTuningJob would refuse across fields (HyperParameterTuningJobConfig's docs)."""
+    config = params.get("HyperParameterTuningJobConfig") or {}
+    problems: list[Problem] = []
+    hyperband = config.get("Strategy") == "Hyperband"
+    if "StrategyConfig" in config and not hyperband:
+        problems.append(("HyperParameterTuningJobConfig.StrategyConfig", "is for the Hyperband strategy only"))
+    if hyperband and config.get("TrainingJobEarlyStoppingType", "Off") != "Off":
+        problems.append(("HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType", "must be Off with Hyperband"))
+    resource = ((config.get("StrategyConfig") or {}).get("HyperbandStrategyConfig") or {}).get("MaxResource")
+    if resource is not None and resource > HYPERBAND_MAX_RESOURCE:
+        problems.append(("HyperbandStrategyConfig.MaxResource", f"is at most {HYPERBAND_MAX_RESOURCE}"))
+    definition = params.get("TrainingJobDefinition") or {}
+    problems += [(f"TrainingJobDefinition.{field}", reason) for field, reason in training_job_problems(
+        {**definition, "HyperParameters": definition.get("StaticHyperParameters")})]
+    return problems
+
+
 RULES: dict[str, Callable[[dict[str, Any]], list[Problem]]] = {
     "CreateAutoMLJobV2": automl_v2_problems,
     "CreateTrainingJob": training_job_problems,
+    "CreateHyperParameterTuningJob": tuning_job_problems,
 }
 
 

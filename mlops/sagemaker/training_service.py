@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Config
-from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
+from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_found
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError, SageMakerJobError,
                           error_code, error_text)
@@ -487,7 +487,7 @@ class SageMakerContainerBuilder:
                 lines += [f"COPY requirements.txt {BUILD_REQUIREMENTS}",
                           f"RUN python -m pip install --no-cache-dir -r {BUILD_REQUIREMENTS}"]
             if registry is not None:
-                self._login(registry.group(0).split("/", 1)[0], registry.group(1), docker_config)
+                self._login(registry.group(0).split("/", 1)[0], registry.group(1), registry.group(2), docker_config)
             self._docker(["build", "--tag", tag, "--file", "-", context], docker_config if registry else None,
                          stdin="\n".join(lines) + "\n")
         return tag
@@ -503,15 +503,20 @@ class SageMakerContainerBuilder:
         tag = last.rsplit(":", 1)[1] if ":" in last else "latest"
         target = f"{ecr_repository_uri}:{tag}"
         with tempfile.TemporaryDirectory(prefix="docker-config-") as docker_config:
-            self._login(ecr_repository_uri.split("/", 1)[0], match.group(1), docker_config)
+            self._login(ecr_repository_uri.split("/", 1)[0], match.group(1), match.group(2), docker_config)
             self._docker(["tag", image_tag, target], docker_config)
             self._docker(["push", target], docker_config)
         return target
 
-    def _login(self, registry: str, account: str, docker_config: str) -> None:
+    def _login(self, registry: str, account: str, region: str, docker_config: str) -> None:
+        # A registry's login comes from its own region, which its host name carries: no region setting needed.
         try:
-            data = self.clients.client("ecr").get_authorization_token(registryIds=[account])["authorizationData"][0]
+            data = self.clients.client("ecr", region=region).get_authorization_token(registryIds=[account])["authorizationData"][0]
         except (*AWS_ERRORS, IndexError, KeyError) as exc:
+            if is_missing_credentials(exc):
+                raise DockerContainerError(f"cannot get an ECR login for {registry}: no AWS credentials: set them "
+                                           "as the AWS CLI reads them (AWS_PROFILE, AWS_ACCESS_KEY_ID and "
+                                           "AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials)") from None
             raise DockerContainerError(f"cannot get an ECR login for {registry}: {error_text(exc)}") from exc
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         self._docker(["login", "--username", user, "--password-stdin", f"https://{registry}"], docker_config,

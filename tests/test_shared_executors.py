@@ -1,0 +1,153 @@
+"""Several `python app.py` processes on one PostgreSQL database, one data folder and one storage root:
+claims, leases, takeover after kill -9, fencing, stops through any executor, and a bounded chaos run.
+
+Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxed job scripts.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FINAL_STATUSES, ServiceProcess, pipeline_body, wait_for, write_pipeline
+from test_interrupted_training import make_digits
+
+LEASE_SECONDS = 2
+EPOCHS = 12
+# The script announces each start in the job's log: the count of starts, whatever ran it.
+SCRIPT = ("import sys, time\nprint('script-start', flush=True)\ntime.sleep(float(sys.argv[1]))\n"
+          "print('script-done', flush=True)\n")
+
+
+@pytest.fixture
+def shared(tmp_path: Path, postgres_cluster, service):
+    """Start executors that share one database and one data folder."""
+    database = postgres_cluster.create_database()
+    data_dir = tmp_path / "data"
+    write_pipeline(data_dir / "storage", "pipe", SCRIPT)
+
+    def start(workers: int = 1, **env: str) -> ServiceProcess:
+        return service(data_dir, env={"EXECUTOR_DATABASE_URL": database, "EXECUTOR_LEASE_SECONDS": str(LEASE_SECONDS),
+                                      **env}, args=["--workers", str(workers)])
+
+    start.data_dir = data_dir
+    return start
+
+
+def submit(executor: ServiceProcess, seconds: float, **changes: Any) -> str:
+    status, body = executor.request("POST", "/execute", pipeline_body("pipe", f"python pipe1.py {seconds}", **changes))
+    assert status == 201, body
+    return body["task_id"]
+
+
+def job(executor: ServiceProcess, job_id: str) -> dict[str, Any]:
+    status, body = executor.request("GET", f"/status/{job_id}")
+    assert status == 200, body
+    return body
+
+
+def starts(executor: ServiceProcess, job_id: str, mark: str = "script-start") -> int:
+    status, body = executor.request("GET", f"/execute/{job_id}/getLog")
+    assert status == 200, body
+    return body["logs"]["content"].count(mark)
+
+
+def claims(executor: ServiceProcess, job_id: str) -> list[str]:
+    status, body = executor.request("GET", f"/api/jobs/{job_id}")
+    assert status == 200, body
+    return [event["message"].removeprefix("claimed by executor ") for event in body["events"]
+            if (event["message"] or "").startswith("claimed by executor ")]
+
+
+def wait_status(executor: ServiceProcess, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (answer := job(executor, job_id))["status"] in wanted and answer, timeout=timeout,
+                    interval=0.1)
+
+
+def test_two_executors_share_the_jobs_and_each_answers_for_every_job(shared):
+    first, second = shared(), shared()
+    job_ids = [submit(first, 1.5) for _ in range(4)]
+    for job_id in job_ids:
+        wait_status(second, job_id, FINAL_STATUSES)
+    owners = set()
+    for job_id in job_ids:
+        answers = [job(executor, job_id) for executor in (first, second)]
+        assert answers[0]["status"] == answers[1]["status"] == "COMPLETED"
+        assert answers[0]["executor"] == answers[1]["executor"]
+        owners.add(answers[0]["executor"])
+        assert starts(second, job_id) == 1 and len(claims(first, job_id)) == 1
+    # Each executor has one worker and each job holds it 1.5 s: both took jobs.
+    assert len(owners) == 2
+    ready = [executor.request("GET", "/ready")[1]["checks"]["lease"] for executor in (first, second)]
+    assert all(check["ok"] for check in ready) and {check["executor"] for check in ready} == owners
+    metrics = first.request("GET", "/metrics")[1]
+    assert f'executor_info{{backend="local",executor="{ready[0]["executor"]}",store="PostgresStore"}} 1.0' in metrics
+
+
+def test_a_stop_sent_to_any_executor_ends_the_job_on_its_owner_within_two_seconds(shared):
+    first, second = shared(), shared()
+    job_id = submit(first, 60)
+    owner = wait_status(first, job_id, {"RUNNING"})["executor"]
+    wait_for(lambda: starts(first, job_id) == 1, timeout=30)
+    # Ask the executor that does not run it.
+    (other,) = [executor for executor in (first, second)
+                if executor.request("GET", "/ready")[1]["checks"]["lease"]["executor"] != owner]
+    began = time.monotonic()
+    status, body = other.request("POST", f"/execute/{job_id}/stop")
+    assert status == 200 and body == {"Task cancelled": True}
+    wait_status(other, job_id, {"CANCELLED"}, timeout=10)
+    assert time.monotonic() - began < 2.5
+
+
+def test_training_on_a_killed_executor_resumes_elsewhere_and_other_local_jobs_fail_naming_it(shared):
+    make_digits(shared.data_dir / "storage" / "datasets" / "digits")
+    doomed = shared(workers=2)
+    _, accepted = doomed.request("POST", "/api/service/v1/pipelines/training", {
+        "name": "digits", "dataset": "datasets/digits", "hyperparameters": {"epochs": EPOCHS, "image-size": 16,
+                                                                            "batch-size": 32}})
+    training = accepted["job_id"]
+    plain = submit(doomed, 120)
+    wait_for(lambda: starts(doomed, plain) == 1, timeout=60)
+    # Killed once the first epoch's checkpoint is written.
+    interrupted_after = wait_for(lambda: job(doomed, training)["progress"].get("epoch"), timeout=180)
+    assert interrupted_after < EPOCHS, "training ended before the test could kill its executor"
+    lost = job(doomed, training)["executor"]
+    survivor = shared()
+    killed_at = time.monotonic()
+    doomed.kill()
+    # The issue's bound: running again elsewhere within the lease + 30 s.
+    wait_for(lambda: len(claims(survivor, training)) == 2, timeout=LEASE_SECONDS + 30)
+    print(f"\ntraining running again {time.monotonic() - killed_at:.1f} s after kill -9 (lease {LEASE_SECONDS} s)")
+    failed = wait_status(survivor, plain, FINAL_STATUSES, timeout=30)
+    assert failed["status"] == "ERROR" and f"executor {lost} was lost" in failed["failure_reason"]
+    ended = wait_status(survivor, training, FINAL_STATUSES, timeout=240)
+    assert ended["status"] == "COMPLETED" and ended["executor"] != lost and claims(survivor, training)[0] == lost
+    log = survivor.request("GET", f"/execute/{training}/getLog")[1]["logs"]["content"]
+    assert len([line for line in log.splitlines() if "resuming from" in line]) == 1
+
+
+@pytest.mark.parametrize("jobs, executors, kills", [(12, 3, 3)])
+def test_chaos_kill_9_executors_loses_no_job_and_runs_none_twice(shared, jobs, executors, kills):
+    """A bounded chaos run (bench/chaos_executors.py runs the issue's 100 jobs)."""
+    rng = random.Random(21)
+    # Every executor queues an interrupted pipeline again: the chaos must lose none.
+    running = [shared(workers=2, EXECUTOR_RETRY_INTERRUPTED="true") for _ in range(executors)]
+    job_ids = [submit(rng.choice(running), rng.uniform(0.5, 2.5)) for _ in range(jobs)]
+    for _ in range(kills):
+        time.sleep(rng.uniform(1.5, 3.0))
+        victim = rng.choice(running)
+        victim.kill()
+        running.remove(victim)
+        running.append(shared(workers=2, EXECUTOR_RETRY_INTERRUPTED="true"))
+    deadline = time.monotonic() + 45
+    for job_id in job_ids:
+        wait_status(running[0], job_id, FINAL_STATUSES, timeout=max(1.0, deadline - time.monotonic()))
+    for job_id in job_ids:
+        answers = [job(executor, job_id) for executor in running]
+        assert {answer["status"] for answer in answers} == {"COMPLETED"}, answers
+        # The script ran to its end once; each start was a claim's (a claim killed early never started it).
+        assert starts(running[0], job_id, "script-done") == 1
+        assert 1 <= starts(running[0], job_id) <= len(claims(running[0], job_id))
