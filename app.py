@@ -76,7 +76,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
 
 
 def open_store(config: Config) -> Store:
-    """Open the job store the configuration names: PostgreSQL at EXECUTOR_DATABASE_URL, else SQLite in the data folder."""
+    """Open the job store the configuration names: PostgreSQL at EXECUTOR_DATABASE_URL, else SQLite in the data dir."""
     if config.database_url:
         from db_postgres import PostgresStore
 

@@ -242,6 +242,7 @@ class JobQueue:
         """With a shared store: pass on stops asked through any executor, stop runs of jobs taken from this
         one, and take over the jobs of lapsed leases."""
         mine = {job.id: job for job in self.store.jobs_in_status(JobStatus.RUNNING, owner=self.lease.executor)}
+        self._stops_sent &= set(mine)
         for job in mine.values():
             if job.cancel_requested and job.id not in self._stops_sent:
                 self._stops_sent.add(job.id)
@@ -249,7 +250,9 @@ class JobQueue:
                     self._follow_launched()
                 else:
                     self.platform.cancel(job, self.reporter_for(job))
-        for job_id, fence in list(self._running.items()):
+        with self._busy_lock:
+            running = list(self._running.items())
+        for job_id, fence in running:
             if job_id in mine and mine[job_id].fence == fence:
                 continue
             current = self.store.get(job_id)
@@ -358,7 +361,7 @@ class JobQueue:
         """Return the reporter of a job's current attempt: one per attempt, so its secrets are opened once."""
         with self._reporters_lock:
             reporter = self._reporters.get(job.id)
-            if reporter is None or reporter.job.attempts != job.attempts:
+            if reporter is None or (reporter.job.attempts, reporter.job.fence) != (job.attempts, job.fence):
                 reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)))
                 self._reporters[job.id] = reporter
             return reporter
@@ -497,7 +500,8 @@ class JobQueue:
     def tune_once(self) -> None:
         """Run one tuning cycle: take the waiting tunings, then step every running one."""
         assert self.tuner is not None
-        while (job := self.store.claim_next([self.platform.name], kinds=[TUNING])) is not None:
+        owner = self.lease.executor
+        while (job := self.store.claim_next([self.platform.name], kinds=[TUNING], owner=owner)) is not None:
             try:
                 self.tuner.adopt(job)
             except Exception as exc:

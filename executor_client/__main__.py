@@ -52,8 +52,9 @@ def executor_url(environ: dict[str, str]) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m executor_client", description="Talk to an Essedum job executor.",
-        epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable.")
+        prog="executor-client", description="Talk to an Essedum job executor.",
+        epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable, "
+               "141 the output's reader went away.")
     parser.add_argument("--url", help="the executor [EXECUTOR_URL, else from EXECUTOR_HOST and EXECUTOR_PORT as the "
                                       f"service reads them, else http://{DEFAULT_HOST}:{DEFAULT_PORT}]")
     parser.add_argument("--token", default=os.environ.get("EXECUTOR_API_TOKEN"),
@@ -238,21 +239,19 @@ def accepted(client: Client, job_id: str, args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     print(f"submitted job {job_id}", file=sys.stderr)
-    return follow(Reconnecting(client, job_id, args.reconnect_for), job_id, args.interval,
-                  show_log=not args.no_log)
+    return follow(Reconnecting(client, args.reconnect_for), job_id, args.interval, show_log=not args.no_log)
 
 
 def wait(client: Client, args: argparse.Namespace) -> int:
-    return follow(Reconnecting(client, args.job_id, args.reconnect_for), args.job_id, args.interval,
-                  show_log=not args.no_log)
+    return follow(Reconnecting(client, args.reconnect_for), args.job_id, args.interval, show_log=not args.no_log)
 
 
 class Reconnecting:
     """The reads of a followed job, retried with backoff while the executor cannot be reached (a restart)."""
 
-    def __init__(self, client: Client, job_id: str, patience: float, err: TextIO = sys.stderr,
-                 sleep: Any = time.sleep, clock: Any = time.monotonic):
-        self.client, self.job_id, self.patience = client, job_id, patience
+    def __init__(self, client: Client, patience: float, err: TextIO = sys.stderr, sleep: Any = time.sleep,
+                 clock: Any = time.monotonic):
+        self.client, self.patience = client, patience
         self.err, self.sleep, self.clock = err, sleep, clock
 
     def status(self, job_id: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from db import Store
+from db import Store, check_fence
 from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
@@ -70,7 +70,7 @@ class JobReporter:
 
     def set_phase(self, phase: str, message: str | None = None) -> None:
         """Record the job's current phase (Downloading, Training, Uploading, ...)."""
-        self._store.update(self.job_id, phase=phase, message=message)
+        self._store.update(self.job_id, fence=self.job.fence, phase=phase, message=message)
         self.job.phase = phase
 
     def warn(self, message: str) -> None:
@@ -81,26 +81,26 @@ class JobReporter:
 
     def set_progress(self, **progress: Any) -> None:
         """Replace the job's progress object (epoch, epochs, percent, ...)."""
-        self._store.update(self.job_id, progress=progress)
+        self._store.update(self.job_id, fence=self.job.fence, progress=progress)
         self.job.progress = progress
 
     def set_external_id(self, external_id: str) -> None:
         """Record the id of the job on the platform that runs it."""
-        self._store.update(self.job_id, external_id=external_id)
+        self._store.update(self.job_id, fence=self.job.fence, external_id=external_id)
         self.job.external_id = external_id
 
     def set_pid(self, pid: int | str | None) -> None:
         """Record the process id of a job running on this machine."""
-        self._store.update(self.job_id, pid=None if pid is None else str(pid))
+        self._store.update(self.job_id, fence=self.job.fence, pid=None if pid is None else str(pid))
 
     def set_artifacts(self, artifacts: dict[str, Any]) -> None:
         """Record where the job's outputs are."""
-        self._store.update(self.job_id, artifacts=artifacts)
+        self._store.update(self.job_id, fence=self.job.fence, artifacts=artifacts)
         self.job.artifacts = artifacts
 
     def merge_details(self, **details: Any) -> None:
         """Record facts about the run (instance type, billable seconds, estimated cost, ...)."""
-        self._store.merge_details(self.job_id, **details)
+        self._store.merge_details(self.job_id, fence=self.job.fence, **details)
         self.job.details.update(details)
 
     def add_metrics(self, values: dict[str, float | None], step: int | None = None,
@@ -121,6 +121,12 @@ class JobReporter:
         job = self._store.get(self.job_id)
         return bool(job and job.cancel_requested)
 
+    def ensure_held(self) -> None:
+        """Raise Fenced when another executor took the job over: its folder is that executor's now."""
+        job = self._store.get(self.job_id)
+        if job is not None:
+            check_fence(self.job_id, {"owner": job.owner, "fence": job.fence}, self.job.fence)
+
     def finish(self, status: JobStatus, failure_reason: str | None = None, message: str | None = None) -> bool:
         """End the job with a final status; False when it had already ended.
 
@@ -134,4 +140,4 @@ class JobReporter:
         except OSError as exc:
             logger.warning("job %s: its log cannot be written: %s", self.job_id, exc)
         return self._store.transition(self.job_id, status, expected=JobStatus.RUNNING,
-                                      failure_reason=failure_reason, message=message)
+                                      failure_reason=failure_reason, message=message, fence=self.job.fence)

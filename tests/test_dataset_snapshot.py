@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from conftest import wait_final
 from mlops import job_files
 from mlops.job_files import Placement, UnsafeFile, snapshot_tree
+from mlops.sandbox import Sandbox
 
 
 def always(_info: os.stat_result) -> bool:
@@ -141,3 +144,30 @@ def test_a_sandboxed_job_reads_its_snapshot_but_cannot_change_the_dataset_throug
     assert (now.st_uid, now.st_mode, (dataset / "images" / "a.png").read_bytes()) == \
         (owner.st_uid, owner.st_mode, b"first upload")
     assert "dataset staged read-only (hard link: 2)" in Path(final["log_path"]).read_text()
+
+
+WRITE_THROUGH = ("import sys\ntry:\n    open(sys.argv[1], 'r+b').write(b'changed')\n    print('written')\n"
+                 "except OSError as exc:\n    print(exc.strerror)\n")
+
+
+@pytest.mark.parametrize("read_only, outcome", [(True, "Read-only file system"), (False, "written")],
+                         ids=["channel-bound-read-only", "without-the-bind"])
+def test_a_job_running_as_the_files_owner_is_kept_off_them_by_the_read_only_bind(tmp_path, read_only, outcome):
+    # An unprivileged executor's job keeps its uid (in a user namespace): it owns the dataset's files,
+    # so only the read-only bind stands between it and the dataset. Without it the write goes through.
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        pytest.skip("bubblewrap is not installed")
+    source = write_dataset(tmp_path / "dataset")
+    job = tmp_path / "job"
+    channel = job / "input" / "data" / "training"
+    snapshot_tree(source, channel, 1 << 30, always)
+    sandbox = Sandbox(bwrap=bwrap)
+    process = sandbox.start([sys.executable, "-c", WRITE_THROUGH, str(channel / "images" / "a.png")], cwd=job,
+                            writable=[job], readable=[Path(sys.prefix), Path(sys.base_prefix)],
+                            read_only=[channel] if read_only else [], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output, _ = process.communicate(timeout=60)
+    assert output.strip().splitlines()[-1] == outcome, output
+    expected = b"changed" if outcome == "written" else b"first upload"
+    assert (source / "images" / "a.png").read_bytes()[:len(expected)] == expected

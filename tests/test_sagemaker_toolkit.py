@@ -29,6 +29,8 @@ import torch
 from mlops.sagemaker.training_service import SageMakerJobConfig
 from mlops.metric_lines import parse_metric_line
 from mlops.sagemaker.dataset_upload import pack_source, source_entries
+from config import load_config
+from mlops.sandbox import sandbox_for
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS, describe
 from test_training_script import write_digits
 
@@ -47,7 +49,7 @@ def toolkit_train_command() -> list[str]:
     return [str(script)]
 
 
-def executor_hyperparameters(instance_type: str, checkpoints: Path) -> dict[str, str]:
+def executor_hyperparameters(instance_type: str, checkpoints: Path, metrics: list[dict[str, str]]) -> dict[str, str]:
     """Return the HyperParameters the executor sends for the bundled script on this instance type."""
     config = SageMakerJobConfig(
         job_name="toolkit-check", role_arn="arn:aws:iam::123456789012:role/executor", instance_type=instance_type,
@@ -55,7 +57,7 @@ def executor_hyperparameters(instance_type: str, checkpoints: Path) -> dict[str,
         output_s3_uri="s3://bucket/output", entry_point=BUNDLED_ENTRY_POINT,
         source_s3_uri="s3://bucket/code/sourcedir.tar.gz", region="us-east-1",
         hyperparameters={**STATIC, "checkpoint-dir": str(checkpoints)},
-        metric_definitions=describe(BUNDLED_SCRIPTS, BUNDLED_ENTRY_POINT)["metrics"])
+        metric_definitions=metrics)
     return config.to_sagemaker_config()["HyperParameters"]
 
 
@@ -92,9 +94,8 @@ def run_toolkit(base: Path) -> subprocess.CompletedProcess:
                           timeout=TOOLKIT_SECONDS)
 
 
-def metric_series(stdout: str) -> dict[str, list[float]]:
-    """Apply the executor's MetricDefinitions to each relayed line, as SageMaker does to each log line."""
-    definitions = describe(BUNDLED_SCRIPTS, BUNDLED_ENTRY_POINT)["metrics"]
+def metric_series(stdout: str, definitions: list[dict[str, str]]) -> dict[str, list[float]]:
+    """Apply MetricDefinitions to each relayed line, as SageMaker does to each log line."""
     series: dict[str, list[float]] = {definition["Name"]: [] for definition in definitions}
     for line in stdout.splitlines():
         for definition in definitions:
@@ -102,6 +103,13 @@ def metric_series(stdout: str) -> dict[str, list[float]]:
             if match:
                 series[definition["Name"]].append(float(match.group(1)))
     return series
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory) -> list[dict[str, str]]:
+    """The MetricDefinitions the SageMaker backend sends: the bundled script's own, described in the sandbox."""
+    config = load_config(overrides={"data_dir": str(tmp_path_factory.mktemp("data"))})
+    return describe(BUNDLED_SCRIPTS, BUNDLED_ENTRY_POINT, sandbox_for(config))["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +124,8 @@ def channel(tmp_path_factory) -> Path:
     ("ml.g5.12xlarge", {"sagemaker_mpi_num_of_processes_per_host": "2"}, 2),
 ], ids=["single-process", "torchrun"])
 def test_the_toolkit_passes_tuned_values_as_flags_and_the_metric_definitions_read_its_output(
-        tmp_path, channel, instance_type, hyperparameters, ranks):
-    sent = executor_hyperparameters(instance_type, tmp_path / "checkpoints")
+        tmp_path, channel, metrics, instance_type, hyperparameters, ranks):
+    sent = executor_hyperparameters(instance_type, tmp_path / "checkpoints", metrics)
     assert (sent.get("sagemaker_torch_distributed_enabled") == "true") == (ranks > 1)
     base = sagemaker_base_dir(tmp_path / "ml", {**sent, **TUNED, **hyperparameters}, channel)
 
@@ -134,7 +142,7 @@ def test_the_toolkit_passes_tuned_values_as_flags_and_the_metric_definitions_rea
     assert checkpoint["scheduler"]["gamma"] == 0.5
     assert json.loads((base / "model" / "labels.json").read_text())["image_size"] == 12
     # What SageMaker would chart, read from the toolkit's relayed stdout, one value per epoch.
-    series = metric_series(process.stdout)
+    series = metric_series(process.stdout, metrics)
     assert series["epoch"] == [1.0, 2.0]
     assert len(series["val_auc"]) == 2 and all(0.0 <= value <= 1.0 for value in series["val_auc"])
     read_locally = [parsed for parsed in map(parse_metric_line, process.stdout.splitlines()) if parsed]

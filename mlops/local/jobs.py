@@ -234,6 +234,8 @@ class LocalJobs:
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
         process_end = self._run_process(ctx, sandbox, [python, *argv_tail], layout, env, max_runtime, readable)
+        # An executor whose lease lapsed while the process ran leaves the folder to the job's new owner.
+        ctx.ensure_held()
         # Scratch: what the job left in /tmp is not one of its outputs.
         remove_tree(layout.tmp)
         end = self._decide_end(ctx, layout, process_end, max_runtime)
