@@ -217,6 +217,13 @@ def compare_page():
     return page("compare.html")
 
 
+@blueprint.get("/execute/jobs/<job_id>/tuning")
+@public
+def tuning_page(job_id: str):
+    """Show a tuning: its trials, the objective by trial with the best so far, and against each hyperparameter."""
+    return page("tuning.html", job_id=job_id)
+
+
 @blueprint.get("/execute/jobs/<job_id>")
 @public
 def job_page(job_id: str):

@@ -127,6 +127,7 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
     if job.kind == TUNING:
         # A tuning's progress counts trials (done, total, running); its trials and best one are its own.
         body["progress"] = {"done": 0, "total": job.request["tuning"]["max_trials"], "running": 0, **job.progress}
+        body["objective"] = job.request["tuning"]["objective"]
         body["best"] = job.details.get("best")
         body["trials"] = job.details.get("trials", [])
     elif job.request.get("parent"):
