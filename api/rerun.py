@@ -11,7 +11,7 @@ from api.execute import find_job, split_pipeline
 from api.views import executor
 from job import Job
 from job_secrets import BOUND_TO
-from mlops.base import PIPELINE, TRAINING
+from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 from mlops.staging import local_inputs_digest
 
@@ -78,7 +78,9 @@ def rerun(job_id: str):
     sent = schemas.json_body(RERUN) if request.get_data(cache=True) else {}
     if sent and job.kind != PIPELINE:
         raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
-    new = executor().queue.submit(job.kind, dict(job.request), secrets_for_rerun(job, sent))
+    # A tuning's trial run again is a training of its own: not one of the tuning's trials.
+    again = {key: value for key, value in job.request.items() if key not in ("parent", "trial")}
+    new = executor().queue.submit(job.kind, again, secrets_for_rerun(job, sent))
     executor().store.merge_details(new.id, rerun_of=job.id)
     status_url = url_for("training.status", job_id=new.id)
     return jsonify(job_id=new.id, status=new.status.value, phase=new.phase, status_url=status_url,

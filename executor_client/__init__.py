@@ -73,6 +73,10 @@ class Client:
         """Submit a training job (the body of POST /api/service/v1/pipelines/training)."""
         return self.request("POST", "/api/service/v1/pipelines/training", training)
 
+    def tune(self, tuning: dict[str, Any]) -> dict[str, Any]:
+        """Submit a tuning (the body of POST /api/service/v1/pipelines/tuning)."""
+        return self.request("POST", "/api/service/v1/pipelines/tuning", tuning)
+
     def rerun(self, job_id: str, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue a job's request again as a new job; a pipeline whose secrets were erased needs them again."""
         return self.request("POST", f"/api/jobs/{_segment(job_id)}/rerun", secrets or None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -52,8 +53,9 @@ def executor_url(environ: dict[str, str]) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m executor_client", description="Talk to an Essedum job executor.",
-        epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable.")
+        prog="executor-client", description="Talk to an Essedum job executor.",
+        epilog="Exit status: 0 COMPLETED, 1 ERROR, 2 usage, 3 CANCELLED, 4 request refused or server unreachable, "
+               "141 the output's reader went away.")
     parser.add_argument("--url", help="the executor [EXECUTOR_URL, else from EXECUTOR_HOST and EXECUTOR_PORT as the "
                                       f"service reads them, else http://{DEFAULT_HOST}:{DEFAULT_PORT}]")
     parser.add_argument("--token", default=os.environ.get("EXECUTOR_API_TOKEN"),
@@ -62,17 +64,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a dataset (the bundled script unless --entry-point)")
-    train.add_argument("dataset", help="dataset folder in the executor's storage root, or an s3:// URI")
-    train.add_argument("--name", help="the job's name (default: the dataset folder's name)")
-    train.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                       help="a hyperparameter, e.g. --hp epochs=5 (repeat it for more)")
-    train.add_argument("--metadata-file", help="labels file inside the dataset (default: class folders)")
-    train.add_argument("--instance-type", help="SageMaker instance type (sagemaker backend)")
-    train.add_argument("--instance-count", type=int, help="number of instances")
-    train.add_argument("--spot", action="store_true", help="managed spot training (sagemaker backend)")
-    train.add_argument("--max-runtime", type=int, metavar="SECONDS", help="stop the job after this long")
-    train.add_argument("--entry-point", help="your own script instead of the bundled one (with --source-dir)")
-    train.add_argument("--source-dir", help="folder of your script in the storage root")
+    tune = commands.add_parser(
+        "tune", help="search a training's hyperparameters: each trial is a training job",
+        description="Tune, e.g.: tune datasets/digits --range learning-rate=1e-4:1e-1:log "
+                    "--range batch-size=32,64,128 --objective val_auc --max-trials 12 --parallel 2 --wait")
+    for trainer in (train, tune):
+        trainer.add_argument("dataset", help="dataset folder in the executor's storage root, or an s3:// URI")
+        trainer.add_argument("--name", help="the job's name (default: the dataset folder's name)")
+        trainer.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                             help="a (fixed) hyperparameter, e.g. --hp epochs=5 (repeat it for more)")
+        trainer.add_argument("--metadata-file", help="labels file inside the dataset (default: class folders)")
+        trainer.add_argument("--instance-type", help="SageMaker instance type (sagemaker backend)")
+        trainer.add_argument("--instance-count", type=int, help="number of instances")
+        trainer.add_argument("--spot", action="store_true", help="managed spot training (sagemaker backend)")
+        trainer.add_argument("--max-runtime", type=int, metavar="SECONDS", help="stop a training job after this long")
+        trainer.add_argument("--entry-point", help="your own script instead of the bundled one (with --source-dir)")
+        trainer.add_argument("--source-dir", help="folder of your script in the storage root")
+    tune.add_argument("--range", action="append", default=[], required=True, dest="ranges", metavar="NAME=RANGE",
+                      help="MIN:MAX, MIN:MAX:log or V1,V2,... e.g. --range learning-rate=1e-4:1e-1:log (repeat it)")
+    tune.add_argument("--objective", required=True, help="the metric to optimise, e.g. val_auc")
+    tune.add_argument("--goal", choices=("maximize", "minimize"), default="maximize")
+    tune.add_argument("--strategy", choices=("bayesian", "random", "grid", "hyperband"), default="bayesian")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--parallel", type=int, default=1, help="trials at once")
+    tune.add_argument("--early-stopping", choices=("auto", "off"), default="auto")
+    tune.add_argument("--seed", type=int)
     submit = commands.add_parser("submit", help="submit a pipeline (a POST /execute body as JSON)")
     submit.add_argument("pipeline", help="JSON file with the pipeline, or - for standard input")
     rerun = commands.add_parser("rerun", help="queue a job's request again as a new job")
@@ -81,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="JSON with credentials/environment for a pipeline whose secrets were erased when it ended")
     wait = commands.add_parser("wait", help="follow a job to its end and exit with its outcome")
     wait.add_argument("job_id")
-    for follower in (train, submit, rerun, wait):
+    for follower in (train, tune, submit, rerun, wait):
         if follower is not wait:
             follower.add_argument("--wait", action="store_true",
                                   help="follow the job to its end and exit with its outcome")
@@ -214,14 +230,87 @@ def parse_hyperparameters(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def train(client: Client, args: argparse.Namespace) -> int:
+def training_body(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the training fields of a train or tune command."""
     body: dict[str, Any] = {"name": args.name or args.dataset.rstrip("/").rsplit("/", 1)[-1] or "training",
                             "dataset": args.dataset, "hyperparameters": parse_hyperparameters(args.hp)}
     optional = {"metadata_file": args.metadata_file, "instance_type": args.instance_type,
                 "instance_count": args.instance_count, "max_runtime_seconds": args.max_runtime,
                 "entry_point": args.entry_point, "source_dir": args.source_dir, "spot": args.spot or None}
     body.update({key: value for key, value in optional.items() if value is not None})
-    return accepted(client, client.train(body)["job_id"], args)
+    return body
+
+
+def train(client: Client, args: argparse.Namespace) -> int:
+    return accepted(client, client.train(training_body(args))["job_id"], args)
+
+
+def parse_range(item: str) -> tuple[str, dict[str, Any]]:
+    """Turn 'learning-rate=1e-4:1e-1:log' or 'batch-size=32,64,128' into a name and a range object."""
+    name, equals, text = item.partition("=")
+    if not equals or not name.strip() or not text.strip():
+        raise UsageError(f"--range {item!r}: write it as NAME=MIN:MAX[:log] or NAME=V1,V2,...")
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "linear")):
+            raise UsageError(f"--range {item!r}: a range is MIN:MAX, or MIN:MAX:log")
+        low, high = (_number(part, item) for part in parts[:2])
+        return name.strip(), {"min": low, "max": high, "scaling": parts[2] if len(parts) == 3 else "linear"}
+    return name.strip(), {"values": [_value(part.strip()) for part in text.split(",")]}
+
+
+def _number(text: str, item: str) -> int | float:
+    value = _value(text.strip())
+    if isinstance(value, str):
+        raise UsageError(f"--range {item!r}: {text!r} is not a number")
+    return value
+
+
+def _value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def tune(client: Client, args: argparse.Namespace) -> int:
+    body = training_body(args)
+    body["tuning"] = {"objective": {"metric": args.objective, "goal": args.goal},
+                      "ranges": dict(parse_range(item) for item in args.ranges), "strategy": args.strategy,
+                      "max_trials": args.max_trials, "max_parallel": args.parallel,
+                      "early_stopping": args.early_stopping}
+    if args.seed is not None:
+        body["tuning"]["seed"] = args.seed
+    job_id = client.tune(body)["job_id"]
+    if not args.wait:
+        print(job_id)
+        return 0
+    print(f"submitted tuning {job_id}", file=sys.stderr)
+    outcome = follow(client, job_id, args.interval, show_log=not args.no_log)
+    best = client.status(job_id).get("best")
+    if best:
+        print(f"best trial {best['number']} (job {best['job_id']}): {args.objective}={format_value(best['objective'])}",
+              file=sys.stderr)
+        for name, value in best["hyperparameters"].items():
+            print(f"  {name} = {value}")
+        print("to train with them again:")
+        print("  " + shlex.join(train_command(args, best["hyperparameters"])))
+    return outcome
+
+
+def train_command(args: argparse.Namespace, tuned: dict[str, Any]) -> list[str]:
+    """Return the `train` command that trains with a tuning's fixed and best tuned hyperparameters."""
+    command = ["python", "-m", "executor_client", "train", args.dataset]
+    hyperparameters = {**parse_hyperparameters(args.hp), **{name: str(value) for name, value in tuned.items()}}
+    command += [item for name, value in hyperparameters.items() for item in ("--hp", f"{name}={value}")]
+    for flag, value in (("--name", args.name), ("--metadata-file", args.metadata_file),
+                        ("--instance-type", args.instance_type), ("--entry-point", args.entry_point),
+                        ("--source-dir", args.source_dir)):
+        if value:
+            command += [flag, value]
+    return command
 
 
 def rerun(client: Client, args: argparse.Namespace) -> int:
@@ -238,21 +327,19 @@ def accepted(client: Client, job_id: str, args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     print(f"submitted job {job_id}", file=sys.stderr)
-    return follow(Reconnecting(client, job_id, args.reconnect_for), job_id, args.interval,
-                  show_log=not args.no_log)
+    return follow(Reconnecting(client, args.reconnect_for), job_id, args.interval, show_log=not args.no_log)
 
 
 def wait(client: Client, args: argparse.Namespace) -> int:
-    return follow(Reconnecting(client, args.job_id, args.reconnect_for), args.job_id, args.interval,
-                  show_log=not args.no_log)
+    return follow(Reconnecting(client, args.reconnect_for), args.job_id, args.interval, show_log=not args.no_log)
 
 
 class Reconnecting:
     """The reads of a followed job, retried with backoff while the executor cannot be reached (a restart)."""
 
-    def __init__(self, client: Client, job_id: str, patience: float, err: TextIO = sys.stderr,
-                 sleep: Any = time.sleep, clock: Any = time.monotonic):
-        self.client, self.job_id, self.patience = client, job_id, patience
+    def __init__(self, client: Client, patience: float, err: TextIO = sys.stderr, sleep: Any = time.sleep,
+                 clock: Any = time.monotonic):
+        self.client, self.patience = client, patience
         self.err, self.sleep, self.clock = err, sleep, clock
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -374,6 +461,8 @@ def format_value(value: Any) -> str:
 def progress_line(job: dict[str, Any]) -> str:
     """Return '[#####.....]  50% epoch 3/6  Training  train_loss=0.333' for a status body."""
     progress = job.get("progress") or {}
+    if job.get("kind") == "tuning":
+        return tuning_line(job)
     percent = progress.get("percent")
     filled = round(BAR_WIDTH * percent / 100) if isinstance(percent, (int, float)) else 0
     shown = f"{percent:5.1f}%" if isinstance(percent, (int, float)) else "    -%"
@@ -384,6 +473,17 @@ def progress_line(job: dict[str, Any]) -> str:
     metrics = job.get("metrics") or {}
     parts.extend(f"{name}={value:.4g}" for name, value in sorted(metrics.items()) if value is not None)
     return "  ".join(parts)
+
+
+def tuning_line(job: dict[str, Any]) -> str:
+    """Return 'trials 3/12 done, 2 running  best val_auc=0.9512 (trial 2)  RUNNING / Tuning' for a tuning."""
+    progress = job.get("progress") or {}
+    line = f"trials {progress.get('done', 0)}/{progress.get('total', '?')} done, {progress.get('running', 0)} running"
+    best = job.get("best")
+    metric = (job.get("objective") or {}).get("metric", "objective")
+    if best:
+        line += f"  best {metric}={format_value(best['objective'])} (trial {best['number']})"
+    return f"{line}  {job['status']} / {job.get('phase')}"
 
 
 def list_jobs(client: Client, args: argparse.Namespace) -> int:
@@ -567,7 +667,7 @@ def build_image(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,
+COMMANDS = {"train": train, "tune": tune, "submit": submit, "rerun": rerun, "wait": wait, "list": list_jobs,
             "status": show_status, "logs": show_logs, "cancel": cancel, "compare": compare, "download": download,
             "register-model": register_model, "deploy": deploy, "infer": infer, "explain": infer,
             "transform": transform, "undeploy": undeploy}

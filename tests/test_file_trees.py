@@ -190,7 +190,7 @@ def test_a_large_model_folder_is_copied_in_the_background_and_polled(live_server
 
 def test_a_copy_interrupted_by_a_stop_fails_its_model_at_the_next_start(make_app) -> None:
     first = make_app()
-    lifecycle = first.config["EXECUTOR"].backend.model_lifecycle
+    lifecycle = first.config["EXECUTOR"].platform
     lifecycle.put(MODEL, "interrupted", CREATING, {"model_dir": "unused", "artifacts": {}})
     (lifecycle.models_root / "interrupted").mkdir(parents=True)
     first.config["EXECUTOR"].store.close()

@@ -74,7 +74,7 @@ def test_security_is_bearer_and_only_public_routes_are_open(document):
     open_paths = {path for path, item in document["paths"].items()
                   for operation in item.values() if operation.get("security") == []}
     assert open_paths == {"/", "/health", "/swagger", "/swagger/{name}", "/execute/jobs", "/execute/jobs/{job_id}",
-                          "/execute/jobs/compare", "/assets/{name}"}
+                          "/execute/jobs/compare", "/execute/jobs/{job_id}/tuning", "/assets/{name}"}
 
 
 def test_the_document_needs_the_token_and_the_docs_page_does_not(make_app):

@@ -1,19 +1,24 @@
 """Several `python app.py` processes on one PostgreSQL database, one data folder and one storage root:
 claims, leases, takeover after kill -9, fencing, stops through any executor, and a bounded chaos run.
 
-Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxed job scripts.
+Everything is real: a throwaway PostgreSQL cluster, executor processes, sandboxed job scripts; moto stands in
+for SageMaker (this machine cannot reach AWS).
 """
 from __future__ import annotations
 
 import random
+import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aws_fixtures import set_training_state
 from conftest import FINAL_STATUSES, ServiceProcess, pipeline_body, wait_for, write_pipeline
 from test_interrupted_training import make_digits
+from test_reliability import created_training_jobs, moto_url, sagemaker_env  # noqa: F401 - fixtures
 
 LEASE_SECONDS = 2
 EPOCHS = 12
@@ -99,7 +104,9 @@ def test_a_stop_sent_to_any_executor_ends_the_job_on_its_owner_within_two_second
     status, body = other.request("POST", f"/execute/{job_id}/stop")
     assert status == 200 and body == {"Task cancelled": True}
     wait_status(other, job_id, {"CANCELLED"}, timeout=10)
-    assert time.monotonic() - began < 2.5
+    took = time.monotonic() - began
+    print(f"\nstopped through the other executor in {took:.2f} s")
+    assert took < 2.0
 
 
 def test_training_on_a_killed_executor_resumes_elsewhere_and_other_local_jobs_fail_naming_it(shared):
@@ -127,6 +134,57 @@ def test_training_on_a_killed_executor_resumes_elsewhere_and_other_local_jobs_fa
     assert ended["status"] == "COMPLETED" and ended["executor"] != lost and claims(survivor, training)[0] == lost
     log = survivor.request("GET", f"/execute/{training}/getLog")[1]["logs"]["content"]
     assert len([line for line in log.splitlines() if "resuming from" in line]) == 1
+
+
+def test_an_owner_that_comes_back_after_its_lease_lapsed_cannot_write_the_job(shared):
+    paused = shared(EXECUTOR_RETRY_INTERRUPTED="true")
+    job_id = submit(paused, 8)
+    wait_for(lambda: starts(paused, job_id) == 1, timeout=30)
+    first_owner = job(paused, job_id)["executor"]
+    other = shared(EXECUTOR_RETRY_INTERRUPTED="true")
+    # A pause (a stalled host, a cut network) past the lease: the other executor takes the job over.
+    paused.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: len(claims(other, job_id)) == 2, timeout=LEASE_SECONDS + 30)
+    finally:
+        paused.process.send_signal(signal.SIGCONT)
+    ended = wait_status(other, job_id, FINAL_STATUSES, timeout=60)
+    assert ended["status"] == "COMPLETED" and ended["executor"] != first_owner, "\n".join(str(e) for e in other.request("GET", f"/api/jobs/{job_id}")[1]["events"])
+    # The old owner's run was stopped, and what it tried to write of the job was refused.
+    assert starts(other, job_id, "script-done") == 1
+    wait_for(lambda: any("this executor's run of it ended" in line for line in paused.lines), timeout=30)
+    assert any(f"held by executor {ended['executor']}" in line for line in paused.lines)
+
+
+def test_a_killed_executors_sagemaker_job_is_followed_by_another_with_no_second_create(
+        shared, moto_url, created_training_jobs, monkeypatch):
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    counting = SageMakerModelBackend.create_training_job
+
+    def still_in_progress(self, *args: Any, **kwargs: Any):
+        # moto completes a job the moment it is made; AWS runs it for minutes, long enough to lose its follower.
+        created = counting(self, *args, **kwargs)
+        created.training_job_status, created.secondary_status = "InProgress", "Training"
+        return created
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", still_in_progress)
+    env = sagemaker_env(moto_url)
+    write_pipeline(shared.data_dir / "storage", "Demo/pipe", "print('pipeline')\n")
+    doomed = shared(**env)
+    status, body = doomed.request("POST", "/execute", pipeline_body("Demo/pipe", "python pipe1.py"))
+    assert status == 201, body
+    job_id = body["task_id"]
+    name = wait_for(lambda: job(doomed, job_id)["external_id"], timeout=60)
+    lost = job(doomed, job_id)["executor"]
+    follower = shared(**env)
+    doomed.kill()
+    wait_for(lambda: job(follower, job_id)["executor"] != lost, timeout=LEASE_SECONDS + 30)
+    assert job(follower, job_id)["status"] == "RUNNING"
+    set_training_state(name, "Completed", "Completed")
+    ended = wait_status(follower, job_id, FINAL_STATUSES, timeout=30)
+    assert ended["status"] == "COMPLETED" and ended["executor"] != lost
+    assert created_training_jobs == Counter({name: 1})
 
 
 @pytest.mark.parametrize("jobs, executors, kills", [(12, 3, 3)])

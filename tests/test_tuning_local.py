@@ -85,6 +85,7 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
         "name": "digits-tuning", "dataset": "datasets/digits",
         "hyperparameters": {"epochs": 2, "image-size": 8},
         "tuning": {"objective": OBJECTIVE, "strategy": "random", "max_trials": 3, "max_parallel": 2, "seed": 3,
+                   "early_stopping": "off",
                    "ranges": {"learning-rate": {"min": 0.001, "max": 0.05, "scaling": "log"},
                               "batch-size": {"values": [16, 32]}}}})
     assert status == 201 and created["status"] == "WAITING", created
@@ -93,7 +94,7 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
     assert body["progress"]["done"] == 3 and body["progress"]["total"] == 3 and body["progress"]["running"] == 0
     trials = body["trials"]
     assert [trial["number"] for trial in trials] == [1, 2, 3]
-    assert all(trial["status"] == "COMPLETED" and trial["epoch"] == 2 for trial in trials)
+    assert all(trial["status"] == "COMPLETED" and trial["epoch"] == 2 for trial in trials), trials
     assert len({trial["hyperparameters"]["learning-rate"] for trial in trials}) == 3
     best = max(trials, key=lambda trial: trial["objective"])
     assert body["best"]["job_id"] == best["job_id"] and body["best"]["objective"] == best["objective"]
@@ -106,6 +107,13 @@ def test_the_bundled_script_is_tuned_on_digits_with_trials_as_jobs(live_server):
     assert "model/model.pt" in trial["artifacts"]["files"]
     _, detail = server.request("GET", f"/api/jobs/{best['job_id']}")
     assert float(detail["request"]["hyperparameters"]["learning-rate"]) == best["hyperparameters"]["learning-rate"]
+    # The best trial's model is registered and deployed as any training's, and answers.
+    from test_model_lifecycle_local import API, deploy
+
+    endpoint = deploy(server, "tuned-digits", "tuned", TrainingJobId=best["job_id"])
+    assert endpoint["status"] == "InService", endpoint
+    status, answer = server.request("POST", f"{API}/endpoints/tuned/infer", {"instances": [[[0] * 8] * 8]})
+    assert status == 200 and answer["predictions"][0]["label"] in [str(digit) for digit in range(10)], answer
     _, got = server.request("GET", f"{ROUTE}/{created['job_id']}/get")
     assert got["best"] == body["best"] and got["tuning"]["strategy"] == "random"
     _, tunings = server.request("GET", f"{ROUTE}/list")
@@ -128,6 +136,12 @@ def test_a_trial_behind_the_median_is_stopped_early_and_keeps_its_metrics(live_s
             list(range(1, trial["epoch"] + 1))
     assert body["best"]["hyperparameters"] == {"quality": 0.9}
     assert body["best"]["objective"] == pytest.approx(0.9)
+    # The best trial runs again as a training of its own, with the values it was tuned to.
+    status, again = server.request("POST", f"/api/jobs/{body['best']['job_id']}/rerun")
+    assert status == 202, again
+    rerun = wait_for(lambda: _ended(server, again["status_url"]), timeout=60, interval=0.3)
+    assert rerun["status"] == "COMPLETED" and "parent" not in rerun
+    assert rerun["metrics"]["val_auc"] == pytest.approx(0.9)
 
 
 def test_stopping_a_tuning_stops_every_trial(live_server):
@@ -167,3 +181,20 @@ def test_a_tuning_resumes_after_a_restart_without_running_a_trial_twice(service,
 def _ended(server: Any, status_url: str) -> dict[str, Any] | None:
     status, body = server.request("GET", status_url)
     return body if status == 200 and body["status"] in ("COMPLETED", "ERROR", "CANCELLED") else None
+
+
+def test_the_cli_tunes_shows_progress_then_the_best_values_and_the_train_command(service, tmp_path):
+    from test_cli import cli
+
+    data_dir = tmp_path / "service-data"
+    source_dir = write_quality_script(data_dir / "storage")
+    server = service(data_dir)
+    done = cli("tune", "datasets/none", "--source-dir", source_dir, "--entry-point", "train.py",
+               "--hp", "epochs=3", "--hp", "pause=0.2", "--range", "quality=0.2,0.9", "--objective", "val_auc",
+               "--strategy", "grid", "--max-trials", "2", "--parallel", "1", "--seed", "1", "--wait", "--no-log",
+               "--interval", "0.3", url=server.url, token=None, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "trials 2/2 done, 0 running  best val_auc=0.9 (trial" in done.stderr
+    assert "quality = 0.9" in done.stdout
+    assert ("python -m executor_client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
+            f"--entry-point train.py --source-dir {source_dir}") in done.stdout

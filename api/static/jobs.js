@@ -82,7 +82,9 @@
     pick.appendChild(box);
     const name = el("td");
     const link = el("a", job.name || job.id);
-    link.href = document.body.dataset.jobPage + encodeURIComponent(job.id) + location.hash;
+    // A tuning has a page of its own: its trials and their objective.
+    link.href = document.body.dataset.jobPage + encodeURIComponent(job.id) + (job.kind === "tuning" ? "/tuning" : "") +
+      location.hash;
     name.appendChild(link);
     name.appendChild(el("div", job.id.slice(0, 8), "muted small mono"));
     if (job.failure_reason) name.appendChild(el("div", job.failure_reason.split("\n")[0], "muted small"));

@@ -1,0 +1,183 @@
+"""Benchmark tuning: the executor's overhead, early stopping, and bayesian against random search.
+
+    python bench/bench_tuning.py [--trials 12] [--parallel 2] [--epochs 6] [--normal 300]
+                                 [--quality-trials 16] [--seeds 3] [--skip overhead,early,quality]
+
+The task is the anomaly dataset (training_scripts/make_anomaly_dataset.py, `--normal` normal scans),
+trained by the bundled script at a small image size, so that a trial takes seconds on a small machine.
+
+- overhead: the same trials (random search, fixed seed, early stopping off) run by a real executor
+  (`python app.py`, local platform, sandboxed trials) and by a plain Optuna loop that runs the bundled
+  script as subprocesses, as many at a time. Goal: executor wall time at most 1.15 times the loop's.
+- early: random search, the same seed, early stopping auto against off, both by the executor. Goal:
+  auto's wall time at most 0.6 times off's, at a best objective within 0.01.
+- quality: bayesian (TPE) against random at `--quality-trials` trials, for each seed, by the plain
+  loop with the executor's own samplers (mlops.tuning.make_sampler): the median best. Goal: bayesian
+  at least random.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, header, start_executor, stop_executor, table
+
+from mlops import tuning as tuning_domain
+from mlops.metric_lines import parse_metric_line
+
+MAKE_ANOMALY = ROOT / "training_scripts" / "make_anomaly_dataset.py"
+TRAIN = ROOT / "training_scripts" / "train.py"
+POLL_S = 0.5
+TUNING_TIMEOUT_S = 3600
+RANGES = {"learning-rate": {"min": 1e-4, "max": 1e-1, "scaling": "log"}, "batch-size": {"values": [16, 32, 64]}}
+OBJECTIVE = {"metric": "val_auc", "goal": "maximize"}
+
+
+def fixed(epochs: int) -> dict[str, Any]:
+    return {"epochs": epochs, "image-size": 16}
+
+
+def tuning_spec(trials: int, parallel: int, strategy: str, early_stopping: str, seed: int) -> dict[str, Any]:
+    """Return the `tuning` object, as the request carries it."""
+    return {"objective": OBJECTIVE, "ranges": RANGES, "strategy": strategy, "max_trials": trials,
+            "max_parallel": parallel, "early_stopping": early_stopping, "seed": seed}
+
+
+def run_executor(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int) -> tuple[float, float, int]:
+    """Tune with a real executor; return wall seconds, the best objective and the trials stopped early."""
+    with tempfile.TemporaryDirectory(prefix="bench-tuning-") as scratch:
+        data_dir = Path(scratch)
+        shutil.copytree(dataset, data_dir / "storage" / "datasets" / "anomaly")
+        service, _ = start_executor(data_dir, workers=parallel)
+        try:
+            started = time.monotonic()
+            status, answer = service.request("POST", "/api/service/v1/pipelines/tuning", {
+                "name": "bench-tuning", "dataset": "datasets/anomaly", "hyperparameters": fixed(epochs),
+                "tuning": spec})
+            assert status == 201, answer
+            deadline = started + TUNING_TIMEOUT_S
+            while time.monotonic() < deadline:
+                _, body = service.request("GET", answer["status_url"])
+                if body["status"] in ("COMPLETED", "ERROR", "CANCELLED"):
+                    break
+                time.sleep(POLL_S)
+            seconds = time.monotonic() - started
+            assert body["status"] == "COMPLETED", body
+            stopped = sum(trial["status"] == tuning_domain.STOPPED_EARLY for trial in body["trials"])
+            return seconds, body["best"]["objective"], stopped
+        finally:
+            stop_executor(service)
+
+
+def run_plain(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int) -> tuple[float, float]:
+    """Tune with a plain Optuna loop running the bundled script as subprocesses; return wall seconds and the best."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    checked = {**spec, "ranges": {name: dict(spec_range) for name, spec_range in spec["ranges"].items()}}
+    for spec_range in checked["ranges"].values():
+        spec_range.setdefault("type", "categorical" if "values" in spec_range else "continuous")
+        spec_range.setdefault("scaling", "linear")
+    study = optuna.create_study(direction="maximize", sampler=tuning_domain.make_sampler(checked))
+    cores = os.cpu_count() or 1
+    threads = str(max(1, cores // parallel))
+    lock = threading.Lock()
+
+    def objective(trial: Any) -> float:
+        values = tuning_domain.hyperparameter_text(tuning_domain.suggest(trial, checked["ranges"]))
+        with tempfile.TemporaryDirectory(prefix="bench-trial-") as scratch:
+            folder = Path(scratch)
+            for name in ("model", "data", "checkpoints"):
+                (folder / name).mkdir()
+            flags = [item for name, value in {**{k: str(v) for k, v in fixed(epochs).items()}, **values,
+                                              "checkpoint-dir": str(folder / "checkpoints")}.items()
+                     for item in (f"--{name}", value)]
+            env = {**os.environ, "SM_CHANNEL_TRAINING": str(dataset), "SM_MODEL_DIR": str(folder / "model"),
+                   "SM_OUTPUT_DATA_DIR": str(folder / "data"), "OMP_NUM_THREADS": threads, "SM_NUM_CPUS": threads}
+            completed = subprocess.run([sys.executable, str(TRAIN), *flags], env=env, capture_output=True,
+                                       text=True, timeout=TUNING_TIMEOUT_S, check=True)
+        last = None
+        for line in completed.stdout.splitlines():
+            parsed = parse_metric_line(line)
+            if parsed and parsed[2].get("val_auc") is not None:
+                last = parsed[2]["val_auc"]
+        with lock:
+            assert last is not None, completed.stdout[-2000:]
+        return last
+
+    started = time.monotonic()
+    study.optimize(objective, n_trials=spec["max_trials"], n_jobs=parallel)
+    return time.monotonic() - started, study.best_value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--normal", type=int, default=300, help="normal scans in the anomaly dataset")
+    parser.add_argument("--quality-trials", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: overhead, early, quality")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    header("Tuning (bench/bench_tuning.py)")
+    print(f"anomaly dataset, {args.normal} normal scans; bundled script at image-size 16, {args.epochs} epochs; "
+          f"{args.parallel} trials at a time")
+    print()
+    with tempfile.TemporaryDirectory(prefix="bench-anomaly-") as scratch:
+        dataset = Path(scratch) / "anomaly"
+        subprocess.run([sys.executable, str(MAKE_ANOMALY), str(dataset), "--limit", str(args.normal)], check=True,
+                       capture_output=True, timeout=300)
+        if "overhead" not in skip:
+            spec = tuning_spec(args.trials, args.parallel, "random", "off", args.seed)
+            plain_s, plain_best = run_plain(dataset, spec, args.epochs, args.parallel)
+            executor_s, executor_best, _ = run_executor(dataset, spec, args.epochs, args.parallel)
+            print(f"### Overhead: {args.trials} trials, random search (seed {args.seed}), early stopping off")
+            table(["runner", "wall s", "best val_auc"],
+                  [["plain Optuna loop, subprocesses", f"{plain_s:.1f}", f"{plain_best:.4f}"],
+                   ["executor (sandboxed jobs)", f"{executor_s:.1f}", f"{executor_best:.4f}"]])
+            print(f"executor / loop: {executor_s / plain_s:.2f}x (goal <= 1.15x)")
+            print()
+        if "early" not in skip:
+            rows, results = [], {}
+            for mode in ("off", "auto"):
+                seconds, best, stopped = run_executor(
+                    dataset, tuning_spec(args.trials, args.parallel, "random", mode, args.seed), args.epochs,
+                    args.parallel)
+                results[mode] = (seconds, best)
+                rows.append([mode, f"{seconds:.1f}", f"{best:.4f}", stopped])
+            print(f"### Early stopping: {args.trials} trials, random search (seed {args.seed}), executor")
+            table(["early_stopping", "wall s", "best val_auc", "trials stopped early"], rows)
+            ratio = results["auto"][0] / results["off"][0]
+            print(f"auto / off wall: {ratio:.2f}x (goal <= 0.6x); best differs by "
+                  f"{abs(results['auto'][1] - results['off'][1]):.4f} (goal <= 0.01)")
+            print()
+        if "quality" not in skip:
+            bests: dict[str, list[float]] = {"bayesian": [], "random": []}
+            for seed in range(args.seeds):
+                for strategy in bests:
+                    _, best = run_plain(dataset, tuning_spec(args.quality_trials, args.parallel, strategy, "off",
+                                                             seed), args.epochs, args.parallel)
+                    bests[strategy].append(best)
+            print(f"### Search quality: {args.quality_trials} trials, seeds 0..{args.seeds - 1}, "
+                  "the executor's samplers in a plain loop")
+            table(["strategy", "best val_auc per seed", "median"],
+                  [[name, ", ".join(f"{value:.4f}" for value in values), f"{statistics.median(values):.4f}"]
+                   for name, values in bests.items()])
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
