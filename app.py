@@ -19,12 +19,11 @@ from api.auth import loopback_trust_risk
 from config import Config, ConfigError, load_config, parse_args
 from db import SQLiteStore, Store, StoreError
 from job_secrets import SecretBox
-from mlops.base import Backend
 from mlops.aws import ClientFactory, clients_for
-from mlops.platforms import Platform, make_platform
+from mlops.platform import Confinement, Platform
+from mlops.platforms import make_platform, make_tuner
 from mlops.retention import FolderSize, RetentionSweeper
-from mlops.local.limits import Confinement, confinement_for
-from mlops.sandbox import Sandbox, sandbox_for
+from mlops.sandbox import Sandbox
 from queue_worker import JobQueue
 
 logger = logging.getLogger("executor")
@@ -40,35 +39,37 @@ class Executor:
     config: Config
     store: Store
     queue: JobQueue
-    backend: Platform
+    platform: Platform
     clients: ClientFactory
     secret_box: SecretBox
-    #: How user code is isolated on this machine; None when none runs here (the sagemaker backend).
-    sandbox: Sandbox | None = None
-    #: How jobs are held to their limits (cgroups, else rlimits); None with the sagemaker backend.
-    confinement: Confinement | None = None
     #: The data folder's size on disk, measured at most once a minute (the dashboard and /metrics show it).
     data_size: FolderSize | None = None
 
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """How user code is isolated on this machine; None when none runs here."""
+        return self.platform.sandbox
 
-def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None,
-               backend: Backend | None = None) -> Flask:
-    """Build an app with its store, platform and queue; `backend` replaces the platform's jobs backend (tests)."""
+    @property
+    def confinement(self) -> Confinement | None:
+        """How jobs are held to their limits on this machine; None when none runs here."""
+        return self.platform.confinement
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: ClientFactory | None = None) -> Flask:
+    """Build an app with its store, platform and queue."""
     if not isinstance(config, Config):
         config = load_config(overrides=config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config.storage_root.mkdir(parents=True, exist_ok=True)
     store = open_store(config)
     clients = clients or clients_for(config)
-    platform = make_platform(config, store, clients, backend)
+    platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
-    queue = JobQueue(config, store, platform, secret_box)
+    queue = JobQueue(config, store, platform, secret_box, tuner_for=lambda queue: make_tuner(config, store, queue))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    sandbox = sandbox_for(config) if config.backend == "local" else None
-    confinement = confinement_for(config) if config.backend == "local" else None
-    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, sandbox, confinement,
-                                      FolderSize(config.data_dir))
+    app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, FolderSize(config.data_dir))
     app.json.sort_keys = False
     api.register(app)
     return app

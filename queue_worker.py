@@ -1,8 +1,10 @@
-"""The queue: submission, worker threads, the monitor of remote jobs, start-up recovery, shutdown.
+"""The queue: submission, worker threads, the monitor of launched jobs, start-up recovery, shutdown.
 
 The store is the truth: a worker claims the oldest WAITING job in one transaction, so a job runs
 once however many workers or wake-ups there are. The in-memory condition only wakes workers up;
-losing a wake-up costs at most one idle poll interval, never a job.
+losing a wake-up costs at most one idle poll interval, never a job. The queue decides from the
+platform's answers: a job whose `run` answered LAUNCHED is followed by the monitor thread, one whose
+`cancel` answered REQUESTED ends when the platform says so.
 """
 from __future__ import annotations
 
@@ -10,19 +12,19 @@ import logging
 import threading
 import time
 import uuid
-from pathlib import Path, PurePath
-from typing import Any, Callable
+from pathlib import PurePath
+from typing import Any, Callable, Protocol
 
 from config import Config
-from db import Fenced, Store, StoreError, StoreUnavailable
+from db import Fenced, Record, Store, StoreError, StoreUnavailable
 from job import Job, JobStatus
 from job_secrets import SecretBox
 from lease import Lease, executor_id
-from mlops.base import TUNING, Backend, JobContext
-from mlops.errors import BackendError, InvalidRequest
+from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
-from mlops.local.tuning import CYCLE_S, LocalTuner
+from mlops.platform import TUNING, Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
+from mlops.reporter import JobReporter
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +32,28 @@ IDLE_POLL_S = 5.0
 # With a shared store: how often an executor looks for stops asked of its jobs (through any executor),
 # for jobs taken from it, and for lapsed leases. A stop asked anywhere ends the job within about this.
 WATCH_TICK_S = 0.5
+# How often the tuner steps its tunings when nothing wakes it sooner.
+TUNER_CYCLE_S = 1.0
+
+
+class Tuner(Protocol):
+    """Drives the tunings the executor runs itself (mlops/local/tuning.py), from one thread."""
+
+    def adopt(self, job: Job) -> None:
+        """Take a claimed tuning job: open (or reopen after a restart) its study."""
+
+    def step(self) -> None:
+        """Ask for trials, report epochs to the pruner, stop pruned trials, end finished tunings."""
 
 
 class JobQueue:
-    """Accepts jobs, runs them on worker threads and follows remote ones with a monitor thread."""
+    """Accepts jobs, runs them on worker threads and follows launched ones with a monitor thread."""
 
-    def __init__(self, config: Config, store: Store, backend: Backend, secret_box: SecretBox, *,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, store: Store, platform: Platform, secret_box: SecretBox, *,
+                 clock: Callable[[], float] = time.time, tuner_for: Callable[[JobQueue], Tuner | None] | None = None):
         self.config = config
         self.store = store
-        self.backend = backend
+        self.platform = platform
         self.secret_box = secret_box
         self.clock = clock
         self.jobs_dir = config.data_dir / "jobs"
@@ -63,38 +77,55 @@ class JobQueue:
         # already passed on to the platform.
         self._running: dict[str, int] = {}
         self._stops_sent: set[str] = set()
-        # A local platform's tunings are driven by one thread of their own, never by a worker: a
-        # worker waiting on its tuning's trials would hold a place the trials need.
-        self.tuner: LocalTuner | None = None
-        self._worker_kinds: list[str] | None = None
-        if TUNING in backend.kinds and not backend.remote:
-            self.tuner = LocalTuner(store, config.data_dir, lambda kind, request, job_id: self.enqueue(
-                kind, request, job_id=job_id), self.cancel, self.context_for, clock=clock)
-            self._worker_kinds = sorted(backend.kinds - {TUNING})
+        # One reporter per job attempt, so that its sealed secrets are opened once, not per cycle.
+        self._reporters: dict[str, JobReporter] = {}
+        self._reporters_lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+        self._monitor_lock = threading.Lock()
+        # Where the executor drives tunings itself (their trials run here), one thread of their own does,
+        # never a worker: a worker waiting on its tuning's trials would hold a place the trials need.
+        self.tuner: Tuner | None = tuner_for(self) if tuner_for is not None else None
+        self._worker_kinds: list[str] | None = sorted(platform.kinds - {TUNING}) if self.tuner else None
         self._tuner_wake = threading.Event()
         self.started = False
 
     # -- submission ------------------------------------------------------------------------------
 
     def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> Job:
-        """Validate a request with the backend, store it as a WAITING job and wake a worker."""
-        return self.enqueue(kind, self.check(kind, request, secrets or {}), secrets or {})
+        """Check a request with the platform, store it as a WAITING job and wake a worker; nothing is made on refusal."""
+        return self._submit(kind, request, secrets or {})[0]
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate a request with the backend (before anything is stored) and return it normalised."""
-        if kind not in self.backend.kinds:
-            raise InvalidRequest("", f"the {self.backend.name} backend does not run {kind} jobs")
-        return self.backend.check(kind, request, secrets or {})
+    def submit_change(self, kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
+        """Submit a deployment or transform; return its job and its record as marked pending.
+
+        The record is marked first, with the job's id, so that a worker taking the job at once
+        cannot have its result overwritten by that mark; the answer shows the mark even so.
+        """
+        job, record = self._submit(kind, request, {})
+        if record is None:
+            raise ValueError(f"{kind} jobs change no record")
+        return job, record
+
+    def _submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> tuple[Job, Record | None]:
+        if kind not in self.platform.kinds:
+            raise NotSupported("", f"the {self.platform.name} backend does not run {kind} jobs")
+        request = self.platform.check(kind, request, secrets)
+        job_id = str(uuid.uuid4())
+        with self.platform.reserve(kind, request, job_id) as record:
+            job = self.enqueue(kind, request, secrets, job_id)
+        return job, record
 
     def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
                 job_id: str | None = None) -> Job:
-        """Store a request that check() returned as a WAITING job and wake a worker."""
-        secrets = secrets or {}
+        """Store a checked request (a tuning's trial is checked with its tuning) as a WAITING job; wake a worker."""
         job_id = job_id or str(uuid.uuid4())
-        job_dir = self.jobs_dir / job_id
-        job = self.store.create_job(job_id, kind=kind, backend=self.backend.name, request=request,
-                                    secrets=self.secret_box.seal(secrets),
-                                    log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(job_dir))
+        job = self.store.create_job(job_id, kind=kind, backend=self.platform.name, request=request,
+                                    secrets=self.secret_box.seal(secrets or {}),
+                                    log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(self.jobs_dir / job_id))
+        log_location = self.platform.log_location(kind, request)
+        if log_location:
+            self.store.merge_details(job_id, log_location=log_location)
+            job.details["log_location"] = log_location
         self.wake()
         return job
 
@@ -106,7 +137,7 @@ class JobQueue:
         job = self.store.get(job_id)
         if job is None:
             return None
-        if job.status is JobStatus.RUNNING and job.kind not in self.backend.stoppable_kinds:
+        if job.status is JobStatus.RUNNING and job.kind not in self.platform.stoppable_kinds:
             return False
         before = self.store.request_cancel(job_id)
         if before is None:
@@ -123,11 +154,12 @@ class JobQueue:
             # The tuner stops every trial of it in its next cycle, then ends it CANCELLED.
             self._tuner_wake.set()
             return True
-        if self.backend.remote:
-            # A stop on a remote platform is an API call: the monitor makes it, not the request thread.
-            self._monitor_wake.set()
+        if job.external_id:
+            # A launched job is stopped by a call to its platform: the monitor makes it, not the request thread.
+            self._follow_launched()
             return True
-        return self.backend.cancel(job) or job.status is JobStatus.RUNNING
+        answer = self.platform.cancel(job, self.reporter_for(job))
+        return answer is not Stop.NOTHING or job.status is JobStatus.RUNNING
 
     def delete(self, job_id: str) -> bool:
         """Delete an ended job: its record, events and metrics, its folder and its log; False if unknown or active."""
@@ -164,14 +196,23 @@ class JobQueue:
         self.recover()
         for number in range(self.config.workers):
             self._start_worker(f"worker-{number + 1}")
-        if self.backend.remote:
-            self._spawn(self._monitor_loop, "monitor")
         if self.tuner is not None:
             self._spawn(self._tuner_loop, "tuner")
         if self.store.shared:
             logger.info("executor %s: sharing the job store, lease %ss", self.lease.executor, self.config.lease_seconds)
             self.lease.start(self.watch, WATCH_TICK_S)
         self.started = True
+        if self._launched_jobs():
+            self._follow_launched()
+
+    def _follow_launched(self) -> None:
+        """Wake the monitor, starting it at the first launched job: a platform that launches none never needs it."""
+        with self._monitor_lock:  # workers launch at once: one monitor for them all
+            if self.started and self._monitor is None and not self._stopping.is_set():
+                self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
+                self._monitor.start()
+                self._threads.append(self._monitor)
+        self._monitor_wake.set()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -186,13 +227,13 @@ class JobQueue:
         """
         shared = self.store.shared
         for job, lost in self.store.take_over(self.lease.executor, everyone_else=not shared):
-            if job.backend == self.backend.name:
-                self.backend.clean_up_abandoned(job)
-            decision = decide(job, self.backend, retry_interrupted=self.config.retry_interrupted,
+            if job.backend == self.platform.name:
+                self.platform.clean_up_abandoned(job)
+            decision = decide(job, self.platform, retry_interrupted=self.config.retry_interrupted,
                               lost_executor=lost if shared else None)
             self._carry_out(job, decision)
             if decision.outcome is Outcome.MONITOR:
-                self._monitor_wake.set()
+                self._follow_launched()
         waiting = self.store.jobs_in_status(JobStatus.WAITING)
         if waiting and not self.started:
             logger.info("%d waiting job(s) found at start-up", len(waiting))
@@ -206,9 +247,9 @@ class JobQueue:
             if job.cancel_requested and job.id not in self._stops_sent:
                 self._stops_sent.add(job.id)
                 if job.external_id:
-                    self._monitor_wake.set()
+                    self._follow_launched()
                 else:
-                    self.backend.cancel(job)
+                    self.platform.cancel(job, self.reporter_for(job))
         with self._busy_lock:
             running = list(self._running.items())
         for job_id, fence in running:
@@ -218,7 +259,7 @@ class JobQueue:
             if current is not None and (current.owner, current.fence) != (self.lease.executor, fence):
                 logger.warning("job %s: taken over by executor %s; stopping this executor's run of it",
                                job_id, current.owner)
-                self.backend.cancel(current)
+                self.platform.cancel(current, self.reporter_for(current))
         now = self.clock()
         if any(until < now for executor, until in self.store.leases().items() if executor != self.lease.executor):
             self.recover()
@@ -269,7 +310,7 @@ class JobQueue:
         while not self._stopping.is_set():
             self._settle_unfinished()
             try:
-                job = self.store.claim_next([self.backend.name], kinds=self._worker_kinds, owner=self.lease.executor)
+                job = self.store.claim_next([self.platform.name], kinds=self._worker_kinds, owner=self.lease.executor)
             except StoreError as exc:
                 logger.error("cannot claim a job (%s); retrying", exc)
                 job = None
@@ -316,10 +357,19 @@ class JobQueue:
                 self._wake.wait(IDLE_POLL_S)
             self._pending_wakeups = max(0, self._pending_wakeups - 1)
 
-    def context_for(self, job: Job) -> JobContext:
-        """Return the context through which the backend reports on a job."""
-        secrets = self.secret_box.open(self.store.secrets(job.id))
-        return JobContext(job, self.store, Path(job.output_dir), secrets)
+    def reporter_for(self, job: Job) -> JobReporter:
+        """Return the reporter of a job's current attempt: one per attempt, so its secrets are opened once."""
+        with self._reporters_lock:
+            reporter = self._reporters.get(job.id)
+            if reporter is None or (reporter.job.attempts, reporter.job.fence) != (job.attempts, job.fence):
+                reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)))
+                self._reporters[job.id] = reporter
+            return reporter
+
+    def _drop_reporters(self, job_ids: list[str]) -> None:
+        with self._reporters_lock:
+            for job_id in job_ids:
+                self._reporters.pop(job_id, None)
 
     def run_job(self, job: Job) -> None:
         """Run one claimed job with the backend; any exception ends it ERROR with the reason.
@@ -341,14 +391,17 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         logger.info("job %s (%s): starting, attempt %d", job.id, job.kind, job.attempts)
-        ctx: JobContext | None = None
+        ctx: JobReporter | None = None
+        ran = Ran.ENDED
         try:
-            ctx = self.context_for(job)
-            ctx.log(f"[executor] job {job.id} ({job.kind}) started on the {self.backend.name} backend")
-            self.backend.run(ctx)
+            reporter = self.reporter_for(job)
+            reporter.secrets  # noqa: B018 - opened here, once for the attempt: what cannot open them fails the job
+            ctx = reporter
+            ctx.log(f"[executor] job {job.id} ({job.kind}) started on the {self.platform.name} backend")
+            ran = self.platform.run(job, ctx)
         except InterruptedError:
             current = self.store.get(job.id) or job
-            self._carry_out(current, decide(current, self.backend, retry_interrupted=self.config.retry_interrupted,
+            self._carry_out(current, decide(current, self.platform, retry_interrupted=self.config.retry_interrupted,
                                             at_shutdown=True), fence=job.fence)
         except (BackendError, InvalidRequest, OSError, StoreError) as exc:
             self._fail(job, ctx, str(exc))
@@ -357,9 +410,12 @@ class JobQueue:
             self._fail(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
         else:
             current = self.store.get(job.id)
-            if current and current.status is JobStatus.RUNNING and self.backend.remote:
-                self._monitor_wake.set()
+            if ran is Ran.LAUNCHED:
+                self._follow_launched()
             logger.info("job %s: %s", job.id, current.status.value if current else "gone")
+        finally:
+            if ran is not Ran.LAUNCHED:
+                self._drop_reporters([job.id])
 
     def _carry_out(self, job: Job, decision: Decision, fence: int | None = None) -> None:
         """Move an interrupted job where recovery decided, under the lease token this executor holds it by
@@ -376,7 +432,7 @@ class JobQueue:
             self.store.transition(job.id, JobStatus.ERROR, expected=JobStatus.RUNNING,
                                   failure_reason=decision.reason, fence=fence)
 
-    def _fail(self, job: Job, ctx: JobContext | None, reason: str) -> None:
+    def _fail(self, job: Job, ctx: JobReporter | None, reason: str) -> None:
         if ctx is not None:
             reason = ctx.redact(reason)
         # The reason may quote the job's own output lines: repr keeps each failure one line of the log.
@@ -403,19 +459,34 @@ class JobQueue:
             self._monitor_wake.wait(self.config.monitor_interval)
             self._monitor_wake.clear()
 
-    def monitor_once(self) -> None:
-        """Run one monitor cycle: stops users asked for, then the state of every remote running job."""
-        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.backend.name,
+    def _launched_jobs(self) -> list[Job]:
+        """Return the running jobs the platform launched (their `run` answered LAUNCHED): those it follows."""
+        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name,
                                             owner=self.lease.executor if self.store.shared else None)
-        launched = [job for job in running if job.external_id]
+        return [job for job in running if job.external_id]
+
+    def monitor_once(self) -> None:
+        """Run one monitor cycle: stops users asked for, then the state of every launched job."""
+        launched = self._launched_jobs()
+        reporters = []
         for job in launched:
-            if job.cancel_requested:
+            reporter = self.reporter_for(job)
+            reporter.job = job  # as the store has it now: a stop asked for, what the last cycle recorded
+            reporters.append(reporter)
+        for reporter in reporters:
+            if reporter.job.cancel_requested:
                 try:
-                    self.backend.cancel(job)
+                    self.platform.cancel(reporter.job, reporter)
                 except BackendError as exc:
-                    logger.warning("job %s: stop failed: %s", job.id, exc)
-        if launched:
-            self.backend.monitor(launched, self.context_for)
+                    logger.warning("job %s: stop failed: %s", reporter.job_id, exc)
+        if reporters:
+            self.platform.follow(reporters)
+        # A launched job no longer running has ended: its attempt's reporter goes.
+        followed = {job.id for job in launched}
+        with self._reporters_lock:
+            ended = [job_id for job_id, reporter in self._reporters.items()
+                     if reporter.job.external_id and job_id not in followed]
+        self._drop_reporters(ended)
 
     def _tuner_loop(self) -> None:
         while not self._stopping.is_set():
@@ -423,14 +494,14 @@ class JobQueue:
                 self.tune_once()
             except Exception:  # one bad cycle must not end every tuning
                 logger.exception("tuning cycle failed")
-            self._tuner_wake.wait(CYCLE_S)
+            self._tuner_wake.wait(TUNER_CYCLE_S)
             self._tuner_wake.clear()
 
     def tune_once(self) -> None:
         """Run one tuning cycle: take the waiting tunings, then step every running one."""
         assert self.tuner is not None
         owner = self.lease.executor
-        while (job := self.store.claim_next([self.backend.name], kinds=[TUNING], owner=owner)) is not None:
+        while (job := self.store.claim_next([self.platform.name], kinds=[TUNING], owner=owner)) is not None:
             try:
                 self.tuner.adopt(job)
             except Exception as exc:
@@ -446,18 +517,20 @@ class JobQueue:
         A job that resumes from its checkpoint gains nothing from the warm wait: it is stopped at once
         (the bundled script saves its state at SIGTERM and exits), and loses at most the epoch in progress.
         """
-        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.backend.name,
+        running = self.store.jobs_in_status(JobStatus.RUNNING, backend=self.platform.name,
                                             owner=self.lease.executor if self.store.shared else None)
         stopped_now = []
+        followed = 0
         for job in running:
             name = job.request.get("name") or job.kind
             epoch = f", epoch {job.progress['epoch']}/{job.progress['epochs']}" if job.progress.get("epochs") else ""
-            if self.backend.remote:
+            decision = decide(job, self.platform, retry_interrupted=self.config.retry_interrupted, at_shutdown=True)
+            if decision.outcome is Outcome.MONITOR:
                 logger.warning("job %s (%s%s): keeps running on the platform; followed again at the next start",
                                job.id, name, epoch)
+                followed += 1
                 continue
-            decision = decide(job, self.backend, retry_interrupted=self.config.retry_interrupted, at_shutdown=True)
-            if decision.outcome is Outcome.REQUEUE and self.backend.resumable(job):
+            if decision.outcome is Outcome.REQUEUE and self.platform.resumable(job):
                 logger.warning("job %s (%s%s): stopped now (it keeps its last checkpoint) and queued again, to "
                                "resume from that checkpoint at the next start", job.id, name, epoch)
                 stopped_now.append(job.id)
@@ -471,7 +544,7 @@ class JobQueue:
                         f"rerun it with: python -m executor_client rerun {job.id[:8]}")
             logger.warning("job %s (%s%s): gets %ss to finish, then is stopped and %s", job.id, name, epoch,
                            timeout, then)
-        if len(running) > len(stopped_now) and not self.backend.remote:
+        if len(running) > len(stopped_now) + followed:
             logger.warning("press Ctrl+C again to stop the running job(s) at once")
         return stopped_now
 
@@ -485,7 +558,7 @@ class JobQueue:
             self._wake.notify_all()
         stopped_now = self._announce_stop(timeout)
         if stopped_now:
-            self.backend.stop_all(stopped_now)
+            self.platform.stop_all(stopped_now)
         deadline = time.monotonic() + timeout
         # Warm: running jobs get the bound to finish on their own, unless a second interrupt asks for cold now.
         while self.busy_workers() and time.monotonic() < deadline:
@@ -495,11 +568,11 @@ class JobQueue:
         # Cold: whatever still runs is stopped; its worker records how it ended.
         if self.busy_workers():
             logger.warning("stopping %d running job(s) at shutdown", self.busy_workers())
-            self.backend.stop_all()
+            self.platform.stop_all()
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline + 15 - time.monotonic()))
         if self.store.shared:
             # Released at once: another executor follows this one's SageMaker jobs without waiting for the lapse.
             self.lease.stop(release=True)
-        self.backend.close()
+        self.platform.close()
         self.started = False

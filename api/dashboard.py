@@ -21,7 +21,7 @@ from api.pages import page
 from api.tuning import trials_of
 from api.views import executor, format_time, job_status
 from job import Job, JobStatus
-from mlops.base import JOB_KINDS, PIPELINE, TRAINING
+from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
 from mlops.job_outputs import list_outputs
 
@@ -71,7 +71,7 @@ def request_view(job: Job) -> dict[str, Any]:
         return {key: value for key, value in job.request.items() if not isinstance(value, (dict, list))}
     view = {key: job.request.get(key) for key in fields if job.request.get(key) not in (None, "", [], {})}
     if job.kind == TRAINING and not view.get("instance_type"):
-        view["instance_type"] = "this machine" if job.backend == "local" else executor().config.instance_type
+        view["instance_type"] = executor().platform.default_instance_type
     return view
 
 

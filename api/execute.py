@@ -9,12 +9,12 @@ from flask import Blueprint, current_app, jsonify
 
 from api import schemas
 from api.docs import documented
-from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor
+from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, log_location
 from job import Job
 from job_secrets import SECRET_NAME
 from mlops.aws_statuses import STOPPED, STOPPING
-from mlops.base import PIPELINE
 from mlops.job_ids import find_job as find_job_by_id
+from mlops.platform import PIPELINE
 from mlops.job_files import UnsafeFile, read_tail
 
 blueprint = Blueprint("execute", __name__)
@@ -67,7 +67,7 @@ def submit_pipeline() -> tuple[Any, int]:
     body = schemas.json_body(schemas.EXECUTE)
     request_part, secrets = split_pipeline(body)
     job = executor().queue.submit(PIPELINE, request_part, secrets)
-    return jsonify(task_id=job.id, task_status="Submitted", log_path=executor().backend.log_location(job)), 201
+    return jsonify(task_id=job.id, task_status="Submitted", log_path=log_location(job)), 201
 
 
 @blueprint.post("/execute")
@@ -143,7 +143,7 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
     """Return a job's output files by stem, with their text or JSON content."""
-    return jsonify(executor().backend.output_artifacts(find_job(task_id)))
+    return jsonify(executor().platform.output_artifacts(find_job(task_id)))
 
 
 @dataclass(frozen=True)

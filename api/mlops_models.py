@@ -1,7 +1,7 @@
 """Essedum's MLOps routes for models, endpoints, batch inference and datasets (contract §2).
 
-Each route validates, then calls the platform's model lifecycle (`backend.model_lifecycle`, local or
-SageMaker); long operations come back 202 with the job that does them. Answers are records in the
+Each route validates, then makes one call: to the executor's platform (local or SageMaker) for
+records, or to the queue for what takes time; long operations come back 202 with the job that does them. Answers are records in the
 Essedum shape.
 """
 from __future__ import annotations
@@ -24,12 +24,13 @@ from api.views import essedum_origin, executor, format_record_time
 from db import Record
 from job import Job
 from job_secrets import redact_description
-from mlops.base import ENDPOINT, TRANSFORM
+from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.aws_statuses import CREATING
 from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                                   TRANSFORM_RECORD, ModelLifecycle, finished_training_job)
+                           TRANSFORM_RECORD, RecordBook, finished_training_job)
+from mlops.platform import Platform
 
 blueprint = Blueprint("mlops_models", __name__, url_prefix="/api/service/v1")
 
@@ -46,9 +47,9 @@ FORM_OVERHEAD_BYTES = 1 << 20
 MAX_IMAGES_PER_REQUEST = 256
 
 
-def lifecycle() -> ModelLifecycle:
-    """Return the model lifecycle of the executor's platform."""
-    return executor().backend.model_lifecycle
+def platform() -> Platform:
+    """Return the executor's platform."""
+    return executor().platform
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -92,18 +93,9 @@ def _deployment(record: Record) -> Any:
         return {"endpointConfig": payload.get("endpoint_config"), "targetConfig": payload.get("target_config"),
                 "models": payload.get("model_names"), "variant": payload.get("deployment")}
     if record.type == MODEL:
-        return {"endpoints": lifecycle().endpoints_using("model_names", record.name)}
+        return {"endpoints": platform().endpoints_using("model_names", record.name)}
     return payload.get("deployment")
 
-
-def queue_record_job(kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
-    """Check a deployment or transform once, mark its record pending and queue the job that does it."""
-    queue = executor().queue
-    request = queue.check(kind, request)
-    with lifecycle().pending(kind, request) as record:
-        job = queue.enqueue(kind, request, job_id=record.job_id)
-    # The record as queued: a worker may have moved it on already, which a GET will show.
-    return job, record
 
 
 def path_name(path_id: str) -> str:
@@ -130,14 +122,14 @@ def find_named(types: tuple[str, ...], path_id: str) -> Record | None:
     """Return the record a path id names, by name or by ARN, looking in each record type in turn."""
     name = path_name(path_id)
     for type in types:
-        found = lifecycle().find(type, name)
+        found = platform().find(type, name)
         if found is not None:
             return found
     if name == path_id:
         return None
     # SageMaker writes names in lower case inside ARNs: MyModel's ARN ends in model/mymodel.
     for type in types:
-        for record in lifecycle().records(type):
+        for record in platform().records(type):
             if record.payload.get("arn") == path_id or record.name.lower() == name.lower():
                 return record
     return None
@@ -154,7 +146,7 @@ def named(type: str, path_id: str) -> Record:
 def with_whole_training_id(body: dict[str, Any]) -> dict[str, Any]:
     """Return the body with its TrainingJobId, which may be a beginning of the id, as the whole id."""
     if body.get("TrainingJobId"):
-        body = {**body, "TrainingJobId": finished_training_job(executor().store, body["TrainingJobId"]).id}
+        body = {**body, "TrainingJobId": finished_training_job(RecordBook(executor().store), body["TrainingJobId"]).id}
     return body
 
 
@@ -166,7 +158,7 @@ def with_whole_training_id(body: dict[str, Any]) -> dict[str, Any]:
             query=ORIGIN_QUERY)
 def register_model():
     body = with_whole_training_id(json_body(model_schemas.MODEL))
-    record = lifecycle().register_model(body, essedum_origin())
+    record = platform().register_model(body, essedum_origin())
     if record.status == CREATING:
         # A large local model folder is still being copied: the record says when it is Created or Failed.
         return jsonify(record_view(record)), 202, {"Location": url_for("mlops_models.get_model", model_id=record.name)}
@@ -175,7 +167,7 @@ def register_model():
 
 @blueprint.get("/models/list")
 def list_models():
-    return jsonify([record_view(record) for record in lifecycle().records(MODEL)])
+    return jsonify([record_view(record) for record in platform().records(MODEL)])
 
 
 @blueprint.get("/models/<path:model_id>")
@@ -187,7 +179,7 @@ def get_model(model_id: str):
 @blueprint.delete("/models/<path:model_id>")
 def delete_model(model_id: str):
     record = named(MODEL, model_id)
-    lifecycle().delete_model(record.name, essedum_origin()["adapter"])
+    platform().delete_model(record.name, essedum_origin()["adapter"])
     return jsonify(message=f"model {record.name} deleted", id=record.name, type=MODEL)
 
 
@@ -205,7 +197,7 @@ def export_model(model_id: str):
             query=ORIGIN_QUERY)
 def register_endpoint():
     body = with_whole_training_id(json_body(model_schemas.ENDPOINT_CONFIG))
-    return jsonify(record_view(lifecycle().register_endpoint(body, essedum_origin()))), 201
+    return jsonify(record_view(platform().register_endpoint(body, essedum_origin()))), 201
 
 
 @blueprint.post("/endpoints/<path:endpoint_id>/deploy_model")
@@ -215,20 +207,20 @@ def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     endpoint_name = path_name(endpoint_id)
     config_name = body.get("EndpointConfigName")
-    if not config_name and lifecycle().find(ENDPOINT_CONFIG, endpoint_name):
+    if not config_name and platform().find(ENDPOINT_CONFIG, endpoint_name):
         config_name = endpoint_name
     if not config_name:
         raise MalformedRequest("EndpointConfigName", "is required")
     deployment = {"EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
                   **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
-    job, record = queue_record_job(ENDPOINT, deployment)
+    job, record = executor().queue.submit_change(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
 
 @blueprint.get("/endpoints/list")
 def list_endpoints():
-    records = lifecycle().records(ENDPOINT_RECORD) + lifecycle().records(ENDPOINT_CONFIG)
+    records = platform().records(ENDPOINT_RECORD) + platform().records(ENDPOINT_CONFIG)
     return jsonify([record_view(record) for record in records])
 
 
@@ -251,9 +243,9 @@ def delete_endpoint(endpoint_id: str):
     record = _endpoint_or_config(endpoint_id)
     adapter = essedum_origin()["adapter"]
     if record.type == ENDPOINT_RECORD:
-        lifecycle().delete_endpoint(record.name, adapter)
+        platform().delete_endpoint(record.name, adapter)
         return jsonify(message=f"endpoint {record.name} deleted", id=record.name, type=ENDPOINT_RECORD)
-    lifecycle().delete_endpoint_config(record.name, adapter)
+    platform().delete_endpoint_config(record.name, adapter)
     return jsonify(message=f"endpoint configuration {record.name} deleted", id=record.name, type=ENDPOINT_CONFIG)
 
 
@@ -261,7 +253,7 @@ def delete_endpoint(endpoint_id: str):
 @documented(summary="Take the endpoint down; its configuration and models stay", query=ORIGIN_QUERY)
 def undeploy_models(endpoint_id: str):
     record = named(ENDPOINT_RECORD, endpoint_id)
-    undeployed = lifecycle().undeploy_endpoint(record.name, essedum_origin()["adapter"])
+    undeployed = platform().undeploy_endpoint(record.name, essedum_origin()["adapter"])
     return jsonify({**record_view(undeployed), "message": f"endpoint {record.name} taken down; configuration "
                                                           f"{undeployed.payload.get('endpoint_config')} and its "
                                                           "models are kept"})
@@ -280,7 +272,7 @@ def infer(endpoint_id: str):
     # "application/json, text/plain, */*") becomes its first choice.
     best = request.accept_mimetypes.best
     accept = None if best in (None, "*/*") else best
-    answer, answer_type = lifecycle().invoke(name, body, content_type, accept, adapter)
+    answer, answer_type = platform().invoke(name, body, content_type, accept, adapter)
     if answer_type.split(";", 1)[0].strip().lower().endswith("json"):
         return jsonify(_model_json(name, answer, answer_type))
     return jsonify(predictions=answer.decode("utf-8", errors="replace"), contentType=answer_type)
@@ -291,7 +283,7 @@ def _model_json(endpoint: str, answer: bytes, answer_type: str) -> Any:
     try:
         return parse_json(answer)
     except MalformedRequest as exc:
-        record = lifecycle().find(ENDPOINT_RECORD, endpoint)
+        record = platform().find(ENDPOINT_RECORD, endpoint)
         models = ", ".join((record.payload.get("model_names") or []) if record else []) or "unknown"
         raise BackendError(f"endpoint {endpoint!r} (model {models}) answered {answer_type} that cannot be read: "
                            f"{exc.message}") from None
@@ -306,7 +298,7 @@ def explain(endpoint_id: str):
     request.max_content_length = MAX_INVOKE_BYTES + FORM_OVERHEAD_BYTES
     adapter = essedum_origin()["adapter"]
     body, content_type = _inference_payload(adapter)
-    return jsonify(lifecycle().explain(name, body, content_type, adapter))
+    return jsonify(platform().explain(name, body, content_type, adapter))
 
 
 def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
@@ -333,7 +325,7 @@ def _inference_payload(adapter: str | None) -> tuple[bytes, str]:
         if isinstance(payload, dict) and "S3Uri" in payload:
             if not isinstance(payload["S3Uri"], str):
                 raise MalformedRequest("S3Uri", "must be a string")
-            return lifecycle().read_s3_payload(payload["S3Uri"], adapter)
+            return platform().read_s3_payload(payload["S3Uri"], adapter)
     return raw, content_type
 
 
@@ -351,14 +343,14 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = queue_record_job(TRANSFORM, {**body, **essedum_origin()})
+    job, record = executor().queue.submit_change(TRANSFORM, {**body, **essedum_origin()})
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 
 
 @blueprint.get("/pipelines/inference/list")
 def list_transforms():
-    return jsonify([record_view(record) for record in lifecycle().records(TRANSFORM_RECORD)])
+    return jsonify([record_view(record) for record in platform().records(TRANSFORM_RECORD)])
 
 
 @blueprint.route("/pipelines/inference/<path:transform_id>/get", methods=["GET", "POST"])
@@ -396,7 +388,7 @@ def delete_transform(transform_id: str):
 def upload_dataset():
     if request.mimetype == "application/json":
         body = json_body(model_schemas.DATASET_JSON)
-        record = lifecycle().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
+        record = platform().import_dataset(body.get("Bucket"), body.get("Key"), body["local_dataset_path"],
                                             essedum_origin(), body.get("Description", ""))
         return jsonify(record_view(record)), 201
     # Only an upload takes large bodies; everything else keeps the app's small JSON limit.
@@ -416,32 +408,32 @@ def upload_dataset():
     if upload is None:
         raise MalformedRequest("file", "is required")
     # The backend's file proxy sends only the file: its name is then the key.
-    record = lifecycle().upload_dataset(form.get("Bucket"), form.get("Key", ""), upload.stream, upload.filename,
+    record = platform().upload_dataset(form.get("Bucket"), form.get("Key", ""), upload.stream, upload.filename,
                                         essedum_origin(), form.get("Description", ""))
     return jsonify(record_view(record)), 201
 
 
 @blueprint.get("/datasets/list")
 def list_datasets():
-    return jsonify([record_view(record) for record in lifecycle().records(DATASET)])
+    return jsonify([record_view(record) for record in platform().records(DATASET)])
 
 
 @blueprint.post("/datasets/<path:dataset_id>/export")
 @documented(model_schemas.EXPORT, summary="Export a dataset: a download (local) or a presigned URL or S3 copy "
                                           "(SageMaker)", query=ORIGIN_QUERY)
 def export_dataset(dataset_id: str):
-    return _export(lifecycle().record(DATASET, dataset_id))
+    return _export(platform().record(DATASET, dataset_id))
 
 
 @blueprint.get("/datasets/<path:dataset_id>")
 @blueprint.get("/datasets/<path:dataset_id>/get")
 def get_dataset(dataset_id: str):
-    return jsonify(record_view(lifecycle().record(DATASET, dataset_id)))
+    return jsonify(record_view(platform().record(DATASET, dataset_id)))
 
 
 @blueprint.delete("/datasets/<path:dataset_id>")
 def delete_dataset(dataset_id: str):
-    lifecycle().delete_dataset(dataset_id, essedum_origin()["adapter"])
+    platform().delete_dataset(dataset_id, essedum_origin()["adapter"])
     return jsonify(message=f"dataset {dataset_id} deleted", id=dataset_id, type=DATASET)
 
 
@@ -449,7 +441,7 @@ def delete_dataset(dataset_id: str):
 
 def _export(record: Record):
     body = json_body(model_schemas.EXPORT) if request.get_data(cache=True).strip() else {}
-    answer = lifecycle().export(record, body, essedum_origin()["adapter"])
+    answer = platform().export(record, body, essedum_origin()["adapter"])
     if answer.get("format") == "file":
         answer["download"] = url_for("mlops_models.download_export", type=record.type, name=record.name)
     return jsonify(answer)
@@ -458,7 +450,7 @@ def _export(record: Record):
 @blueprint.get("/exports/<any(model, dataset):type>/<path:name>")
 def download_export(type: str, name: str):
     """Stream an exported file, with its size and SHA-256 in the headers."""
-    export = lifecycle().export_file(lifecycle().record(type, name))
+    export = platform().export_file(platform().record(type, name))
     handle, _size = open_file(export.path.parent, export.path.name)
     response = send_file(handle, mimetype="application/octet-stream", as_attachment=True,
                          download_name=export.filename, conditional=False, etag=export.sha256)

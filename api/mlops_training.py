@@ -2,7 +2,7 @@
 
 Anything that creates something in AWS goes through the queue; the routes only read: the CSV
 header a /train request names, and a job's live description for /<id>/get, both through the
-backend object.
+platform.
 """
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from api.execute import stop_job, submit_pipeline
 from api.views import AWS_STATUS_OF, essedum_origin, executor, format_record_time
 from job import Job, JobStatus
 from job_secrets import redact_description
-from mlops.sagemaker import automl
 from mlops.aws_statuses import STOPPED, STOPPING
-from mlops.base import AUTOML, PIPELINE, TRAINING
+from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.job_ids import find_job, is_id_prefix
-from mlops.shapes import tag_map
+from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate, tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 # Essedum calls /cloudconnect outside the /api/service/v1 prefix.
@@ -47,8 +46,8 @@ TRAIN = {
     "properties": {
         "RoleArn": schemas.text(2048), "Bucket": schemas.text(63), "S3Prefix": {"type": "string", "maxLength": 512},
         "inputs": S3_URI_TEXT, "target_attribute_name": schemas.text(255),
-        "content_type": {"type": "string", "enum": list(automl.CONTENT_TYPES)},
-        "problem_type": {"type": "string", "enum": list(automl.PROBLEM_TYPES),
+        "content_type": {"type": "string", "enum": list(AUTOML_CONTENT_TYPES)},
+        "problem_type": {"type": "string", "enum": list(AUTOML_PROBLEM_TYPES),
                          "description": "optional; SageMaker infers it from the target column when absent"},
     },
 }
@@ -63,18 +62,18 @@ AUTOML_JOB = {
         "job_name": schemas.text(32),
         "input_data_config": {"type": "object", "additionalProperties": False, "required": ["s3_uri"],
                               "properties": {"s3_uri": S3_URI_TEXT,
-                                             "content_type": {"type": "string", "enum": list(automl.CONTENT_TYPES)}}},
+                                             "content_type": {"type": "string", "enum": list(AUTOML_CONTENT_TYPES)}}},
         "output_data_config": {"type": "object", "additionalProperties": False, "required": ["s3_output_path"],
                                "properties": {"s3_output_path": S3_URI_TEXT}},
         "target_attribute_name": schemas.text(255),
-        "problem_type": {"type": "string", "enum": list(automl.PROBLEM_TYPES)},
+        "problem_type": {"type": "string", "enum": list(AUTOML_PROBLEM_TYPES)},
         "objective": {"type": "object", "additionalProperties": False, "required": ["metric_name"],
                       "properties": {"metric_name": schemas.text(64)}},
         "max_candidates": {"type": "integer", "minimum": 1, "maximum": 750},
         "max_runtime_per_training_job_in_seconds": {"type": "integer", "minimum": 1},
         "total_job_runtime_in_seconds": {"type": "integer", "minimum": 1},
         "role_arn": schemas.text(2048),
-        "mode": {"type": "string", "enum": list(automl.MODES)},
+        "mode": {"type": "string", "enum": list(AUTOML_MODES)},
         "tags": TAG_LIST,
         "generate_candidate_definitions_only": {"type": "boolean"},
     },
@@ -86,7 +85,7 @@ def _submit_automl(automl_request: dict[str, Any]) -> Job:
 
 
 def _accepted(job: Job, status: int):
-    body = {"job_name": job.request.get("job_name") or automl.automl_job_name(job.id), "job_arn": None,
+    body = {"job_name": job.request["job_name"], "job_arn": None,
             "status": "Submitted", "job_id": job.id,
             "status_url": url_for("mlops_training.get_job", job_id=job.id)}
     return jsonify(body), status, {"Location": body["status_url"]}
@@ -96,10 +95,10 @@ def _accepted(job: Job, status: int):
 @documented(TRAIN, status=202, summary="AutoML on a CSV in S3", response_schema=schemas.AUTOML_ACCEPTED)
 def train():
     body = schemas.json_body(TRAIN)
-    backend = executor().backend
-    if AUTOML not in backend.kinds:
-        raise NotSupported("", f"the {backend.name} backend does not run AutoML jobs")
-    columns = backend.csv_columns(body["inputs"])
+    platform = executor().platform
+    if AUTOML not in platform.kinds:
+        raise NotSupported("", f"the {platform.name} backend does not run AutoML jobs")
+    columns = platform.csv_columns(body["inputs"])
     target = body["target_attribute_name"]
     if target not in columns:
         raise MalformedRequest("target_attribute_name", f"{target!r} is not a column of {body['inputs']}", available_columns=columns)
@@ -145,7 +144,7 @@ def list_jobs():
 @blueprint.get("/pipelines/training/<path:job_id>/get")
 def get_job(job_id: str):
     job = find_training_job(job_id)
-    described = executor().backend.describe(job) if not job.status.is_final else None
+    described = executor().platform.describe(job) if not job.status.is_final else None
     return jsonify(job_record(job, described))
 
 
@@ -180,7 +179,7 @@ def delete_job(job_id: str):
 @cloud_blueprint.post("/cloudconnect")
 def cloudconnect():
     """Check the executor's own AWS configuration: credentials, bucket, role and instance type."""
-    result = executor().backend.cloud_configuration()
+    result = executor().platform.cloud_configuration()
     return jsonify(result), 200 if result["valid"] else 502
 
 
@@ -248,5 +247,5 @@ def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, A
         "progress": job.progress,
     }
     if job.kind == AUTOML:
-        record["bestCandidate"] = automl.best_candidate(described) if described else details.get("best_candidate")
+        record["bestCandidate"] = best_candidate(described) if described else details.get("best_candidate")
     return record

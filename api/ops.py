@@ -76,7 +76,7 @@ def readiness_checks(executor: Any) -> dict[str, dict[str, Any]]:
         checks["limits"] = {"ok": True, "reason": None if confinement.cgroups else confinement.missing,
                             "enforcement": confinement.describe()}
     try:
-        backend_check = executor.backend.ready_check()
+        backend_check = executor.platform.ready_check()
     except Exception as exc:  # a probe must answer 503 with the reason, not 500
         backend_check = (False, f"{type(exc).__name__}: {exc}")
     if backend_check is not None:

@@ -11,7 +11,7 @@ from api.execute import find_job, split_pipeline
 from api.views import executor
 from job import Job
 from job_secrets import BOUND_TO
-from mlops.base import PIPELINE, TRAINING
+from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 from mlops.staging import local_inputs_digest
 

@@ -10,7 +10,7 @@ from api import schemas
 from api.docs import documented
 from api.execute import find_job
 from api.views import executor, job_status
-from mlops.base import TRAINING
+from mlops.platform import TRAINING
 from mlops.errors import InvalidRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.shapes import tag_map

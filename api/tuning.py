@@ -11,7 +11,7 @@ from api.execute import find_job
 from api.training import normalise_training
 from api.views import executor, job_status
 from job import Job
-from mlops.base import TUNING
+from mlops.platform import TUNING
 from mlops.errors import NotFound
 from mlops.tuning import EARLY_STOPPING, GOALS, SCALINGS, STRATEGIES, WARM_START_TYPES
 

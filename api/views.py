@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app, request
 
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
-from mlops.base import TUNING
+from mlops.platform import TUNING
 from mlops.errors import MalformedRequest
 
 from db import Store
@@ -68,6 +68,11 @@ def run_times(job: Job) -> tuple[float | None, float | None, float | None]:
     return started, job.finished, round(job.finished - started, 6)
 
 
+def log_location(job: Job) -> str:
+    """Return where clients read the job's log: where its platform said it publishes it, else the executor's file."""
+    return job.details.get("log_location") or job.log_path
+
+
 def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
     """Return the body of GET /execute/<id>/getStatus."""
     started, finished, seconds = run_times(job)
@@ -75,7 +80,7 @@ def essedum_status(job: Job, zone: tzinfo | None) -> dict[str, Any]:
         "task_id": job.id,
         "pid": job.pid or job.external_id,
         "task_status": job.status.value,
-        "log_path": executor().backend.log_location(job),
+        "log_path": log_location(job),
         "submitted": format_time(job.submitted, zone),
         "started": format_time(started, zone),
         "finished": format_time(finished, zone),
@@ -91,7 +96,7 @@ def essedum_list_entry(job: Job, zone: tzinfo | None) -> dict[str, Any]:
     started, finished, _ = run_times(job)
     return {"id": job.id, "status": job.status.value, "submitted": format_time(job.submitted, zone),
             "started": format_time(started, zone), "finished": format_time(finished, zone),
-            "pid": job.pid or job.external_id, "logpath": executor().backend.log_location(job)}
+            "pid": job.pid or job.external_id, "logpath": log_location(job)}
 
 
 def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:

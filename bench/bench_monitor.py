@@ -2,7 +2,7 @@
 
     python bench/bench_monitor.py [--counts 3,100,1000] [--others 10000]
 
-The executor's cycle (SageMakerBackend.monitor) follows 3, 100 and 1,000 running training jobs in
+The executor's cycle (SageMakerPlatform.follow) follows 3, 100 and 1,000 running training jobs in
 an account that also holds 10,000 finished jobs of other users, created one every four minutes
 over the 28 days before. ListTrainingJobs is answered as AWS answers it (tests/strict_job_list.py:
 a page is chosen by CreationTime and filtered afterwards); moto answers everything else. Calls are
@@ -75,9 +75,10 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     from db import SQLiteStore
     from job import JobStatus
     from mlops.sagemaker.training_service import training_job_name
-    from mlops.base import JobContext
     from mlops.aws import ClientFactory
-    from mlops.sagemaker.jobs import SageMakerBackend
+    from mlops.records import RecordBook
+    from mlops.reporter import JobReporter
+    from mlops.sagemaker.platform import SageMakerPlatform
 
     data = tmp / f"data-{count}"
     config = load_config(environ={}, overrides={
@@ -85,7 +86,7 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
         "sagemaker_role_arn": ROLE_ARN, "training_image": IMAGE, "monitor_interval": "0"})
     clients = ClientFactory(region=REGION)
     store = SQLiteStore(data / "executor.sqlite3")
-    backend = SageMakerBackend(config, clients, store)
+    platform = SageMakerPlatform(config, RecordBook(store), clients)
     sagemaker, logs = clients.client("sagemaker"), clients.client("logs")
     tally = CallTally()
     for client in (sagemaker, logs):
@@ -112,12 +113,9 @@ def measure(count: int, others: int, tmp: Path) -> dict[str, Any]:
     logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=f"{names[0]}/algo-1-1700000000",
                         logEvents=[{"timestamp": int(time.time() * 1000), "message": "epoch=1/3 train_loss=0.5"}])
 
-    def context_for(job):
-        return JobContext(job, store, Path(job.output_dir), {})
-
     def cycle() -> None:
         running = [job for job in store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker") if job.external_id]
-        backend.monitor(running, context_for)
+        platform.follow([JobReporter(job, store, dict) for job in running])
 
     def phases() -> dict[str, str]:
         return {job.external_id: job.phase for job in store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker")}

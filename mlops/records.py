@@ -1,31 +1,27 @@
-"""What the local and SageMaker model lifecycles share: the record rules and the lifecycle interface.
+"""What the local and SageMaker platforms share of their records: the record book and the record rules.
 
-A model lifecycle keeps models, endpoint configurations, endpoints, batch transforms and datasets as
-records, and runs the deployments and transforms that take time as queued jobs. Each platform has
-one (mlops/local/serving.py, mlops/sagemaker/serving.py); mlops/platforms.py composes it with the
-platform's jobs backend.
+A platform keeps models, endpoint configurations, endpoints, batch transforms and datasets as
+records, and runs the deployments and transforms that take time as queued jobs. It reaches the
+records table through a RecordBook, never the store itself.
 """
 from __future__ import annotations
 
 import json
 import re
 import threading
-import uuid
-from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Collection, Iterator
 
 from config import Config
 from db import Record, Store
 from job import Job, JobStatus
-from mlops.base import ENDPOINT, TRAINING, TRANSFORM, ContextFactory, JobContext
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
-from mlops.exports import Export
 from mlops.job_files import open_file
 from mlops.job_ids import find_job
+from mlops.platform import ENDPOINT, TRAINING, TRANSFORM
 from mlops.staging import S3_URI, resolve_storage_path
 
 # Record types of the `records` table.
@@ -49,17 +45,49 @@ CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".jsonl": "app
                  ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".npy": "application/x-npy"}
 
 
-class ModelLifecycle(ABC):
-    """What the local and SageMaker lifecycles share: records, in-use checks and the queue hand-off."""
+class RecordBook:
+    """The records table, and the job lookups the record rules need: all a platform may touch of the store."""
 
-    kinds = frozenset({ENDPOINT, TRANSFORM})
-    # A deployment cannot be stopped half-way on either platform; it ends as it ends.
-    stoppable_kinds = frozenset({TRANSFORM})
+    def __init__(self, store: Store):
+        self._store = store
+
+    def put(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
+            job_id: str | None = None) -> Record:
+        """Store a record."""
+        return self._store.put_record(record_id, type=type, name=name, status=status, payload=payload, job_id=job_id)
+
+    def get(self, record_id: str) -> Record | None:
+        """Return a record by id, or None."""
+        return self._store.get_record(record_id)
+
+    def list(self, type: str) -> list[Record]:
+        """Return every record of a type."""
+        return self._store.list_records(type)
+
+    def delete(self, record_id: str) -> bool:
+        """Delete a record; False when there was none."""
+        return self._store.delete_record(record_id)
+
+    def job(self, job_id: str) -> Job | None:
+        """Return the job that made or changes a record, or None."""
+        return self._store.get(job_id)
+
+    def find_job(self, text: str, field: str, kinds: Collection[str]) -> Job:
+        """Return the job of these kinds a whole id or a unique beginning of one names (NotFound naming field)."""
+        return find_job(self._store, text, field, kinds)
+
+
+class ModelRecords:
+    """The record rules both platforms keep: records, in-use checks and the hand-off to the queue."""
+
+    #: The job kinds that change records: a deployment cannot be stopped half-way on either platform.
+    record_kinds = frozenset({ENDPOINT, TRANSFORM})
+    stoppable_record_kinds = frozenset({TRANSFORM})
     source_org = ""
 
-    def __init__(self, config: Config, store: Store, clients: ClientFactory):
+    def __init__(self, config: Config, book: RecordBook, clients: ClientFactory):
         self.config = config
-        self.store = store
+        self.book = book
         self.clients = clients
         self._submit_lock = threading.Lock()
 
@@ -72,7 +100,7 @@ class ModelLifecycle(ABC):
     def put(self, type: str, name: str, status: str, payload: dict[str, Any], job_id: str | None = None) -> Record:
         """Store a record; AWS answers in the payload are made JSON-safe first."""
         payload = json.loads(json.dumps({"source_org": self.source_org, **payload}, default=str))
-        return self.store.put_record(self.record_id(type, name), type=type, name=name, status=status,
+        return self.book.put(self.record_id(type, name), type=type, name=name, status=status,
                                      payload=payload, job_id=job_id)
 
     def update(self, record: Record, status: str | None = None, **changes: Any) -> Record:
@@ -81,7 +109,7 @@ class ModelLifecycle(ABC):
                         job_id=record.job_id)
 
     def find(self, type: str, name: str) -> Record | None:
-        return self.store.get_record(self.record_id(type, name))
+        return self.book.get(self.record_id(type, name))
 
     def record(self, type: str, name: str, field: str = "id",
                missing: type[InvalidRequest] = NotFound) -> Record:
@@ -92,7 +120,7 @@ class ModelLifecycle(ABC):
         return found
 
     def records(self, type: str) -> list[Record]:
-        return self.store.list_records(type)
+        return self.book.list(type)
 
     def endpoints_using(self, key: str, value: str) -> list[str]:
         """Names of endpoints that exist and whose payload lists value under key (model_names, ...)."""
@@ -103,7 +131,7 @@ class ModelLifecycle(ABC):
         """The waiting or running job that is changing a record, if any."""
         if record is None or not record.job_id:
             return None
-        job = self.store.get(record.job_id)
+        job = self.book.job(record.job_id)
         return job if job and job.status in ACTIVE_JOB else None
 
     def check_model_deletable(self, name: str) -> None:
@@ -131,13 +159,16 @@ class ModelLifecycle(ABC):
     # -- queue hand-off --------------------------------------------------------------------------
 
     @contextmanager
-    def pending(self, kind: str, request: dict[str, Any]) -> Iterator[Record]:
-        """Mark the record of a checked deployment or transform pending, for the job the caller queues inside.
+    def reserve(self, kind: str, request: dict[str, Any], job_id: str) -> Iterator[Record | None]:
+        """Mark the record a checked deployment or transform changes pending, for the job the caller queues inside.
 
         The record is written before the job exists (with the job's id, record.job_id), so a worker
         that picks the job up at once cannot have its result overwritten by this pending state. If
         queueing fails, the record is put back as it was.
         """
+        if kind not in self.record_kinds:
+            yield None
+            return
         type, name = (ENDPOINT_RECORD, request["EndpointName"]) if kind == ENDPOINT else (
             TRANSFORM_RECORD, request["TransformJobName"])
         with self._submit_lock:
@@ -150,12 +181,12 @@ class ModelLifecycle(ABC):
             if kind == TRANSFORM and previous is not None:
                 raise Conflict("TransformJobName", f"a transform job named {name!r} exists; names are "
                                                          "unique")
-            pending = self.mark_pending(kind, request, previous, str(uuid.uuid4()))
+            pending = self.mark_pending(kind, request, previous, job_id)
             try:
                 yield pending
             except BaseException:
                 if previous is None:
-                    self.store.delete_record(self.record_id(type, name))
+                    self.book.delete(self.record_id(type, name))
                 else:
                     self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
                 raise
@@ -183,84 +214,6 @@ class ModelLifecycle(ABC):
                            model_names=as_list(config.payload.get("model_names")),
                            container=config.payload.get("container"), deployment=config.payload.get("deployment"),
                            raw=raw, failure_reason=None)
-
-    # -- what each platform does its own way ----------------------------------------------------
-
-    @abstractmethod
-    def register_model(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
-        """Register a model (from a finished training job or containers) and return its record."""
-
-    @abstractmethod
-    def delete_model(self, name: str, adapter: str | None = None) -> None:
-        """Delete a model no endpoint or running transform uses."""
-
-    @abstractmethod
-    def register_endpoint(self, body: dict[str, Any], origin: dict[str, Any]) -> Record:
-        """Create an endpoint configuration and return its record."""
-
-    @abstractmethod
-    def delete_endpoint_config(self, name: str, adapter: str | None = None) -> None:
-        """Delete an endpoint configuration no endpoint uses."""
-
-    @abstractmethod
-    def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
-        """Delete an endpoint that is not being deployed."""
-
-    @abstractmethod
-    def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
-               adapter: str | None = None) -> tuple[bytes, str]:
-        """Send a payload to an endpoint in service; return the answer and its content type."""
-
-    @abstractmethod
-    def take_down(self, record: Record, adapter: str | None) -> None:
-        """Stop serving an endpoint on the platform (its configuration and models stay)."""
-
-    @abstractmethod
-    def explain(self, name: str, body: bytes, content_type: str, adapter: str | None = None) -> dict[str, Any]:
-        """Explain an endpoint's prediction for one request, or raise NotSupported saying why not."""
-
-    @abstractmethod
-    def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
-        """Export a model or dataset: say where and how its bytes can be fetched."""
-
-    @abstractmethod
-    def export_file(self, record: Record) -> Export:
-        """Return the file a download of a model or dataset sends, or raise NotSupported."""
-
-    @abstractmethod
-    def upload_dataset(self, bucket: str | None, key: str, stream: BinaryIO, filename: str | None,
-                       origin: dict[str, Any], description: str = "") -> Record:
-        """Store an uploaded dataset file and return its record."""
-
-    @abstractmethod
-    def delete_dataset(self, name: str, adapter: str | None = None) -> None:
-        """Delete a dataset file and its record."""
-
-    # -- the jobs it runs (the Backend methods of its kinds) -------------------------------------
-
-    @abstractmethod
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        """Validate a deployment or transform and return it normalised."""
-
-    @abstractmethod
-    def run(self, ctx: JobContext) -> None:
-        """Run a claimed deployment or transform: to its end locally, until launched remotely."""
-
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
-        """Local jobs end inside run(); nothing to follow."""
-
-    def cancel(self, job: Job) -> bool:
-        return False
-
-    def resumable(self, job: Job) -> bool:
-        """True: deployments and transforms are idempotent, so running one again finishes it."""
-        return True
-
-    def clean_up_abandoned(self, job: Job) -> None:
-        """A deployment or transform leaves no process behind."""
-
-    def close(self) -> None:
-        """Release what the lifecycle holds."""
 
     # -- endpoints and datasets: the shared steps -------------------------------------------------
 
@@ -344,10 +297,10 @@ class ModelLifecycle(ABC):
 
 # -- shared small helpers ----------------------------------------------------------------------
 
-def finished_training_job(store: Store, job_id: str) -> Job:
+def finished_training_job(book: RecordBook, job_id: str) -> Job:
     """Return a COMPLETED training job of this executor by its id or a unique beginning of it."""
     try:
-        job = find_job(store, job_id, "TrainingJobId", kinds=(TRAINING,))
+        job = book.find_job(job_id, "TrainingJobId", kinds=(TRAINING,))
     except NotFound as exc:
         raise InvalidRequest("TrainingJobId", str(exc)) from None
     if job.status is not JobStatus.COMPLETED:

@@ -2,8 +2,9 @@
 
 rq's abandoned-job cleanup is the model: a job found started by a worker that is gone is not left
 hanging; one function says what it becomes, and the queue only carries the answer out. The
-platform contributes facts (is the job launched on a remote platform, can running it again resume
-it), never its own decision.
+platform contributes facts (was the job launched on the platform, can running it again resume
+it), never its own decision. A job the platform launched (its `run` answered LAUNCHED, which
+recorded the job's external id) is followed again; every other job is run again or ended.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from job import Job
-from mlops.base import Backend
+from mlops.platform import Platform
 
 # A job survives a few restarts in a row (an upgrade, a host reboot, an operator's kill -9) but not a
 # crash loop: the job that brings the executor down each time it starts stops here.
@@ -26,7 +27,7 @@ HOW_TO_RETRY = ("submit it again, or ask for a requeue with retry_on_restart in 
 class Outcome(enum.Enum):
     """What an interrupted job becomes."""
 
-    MONITOR = "monitor"    # launched on a remote platform, which still runs it: follow it again
+    MONITOR = "monitor"    # launched on its platform, which still runs it: follow it again
     REQUEUE = "requeue"    # back to WAITING, to run again
     CANCEL = "cancel"      # a user asked to stop it: it ends CANCELLED
     FAIL = "fail"          # it ends ERROR with the reason
@@ -40,13 +41,13 @@ class Decision:
     reason: str
 
 
-def decide(job: Job, platform: Backend, *, retry_interrupted: bool, at_shutdown: bool = False,
+def decide(job: Job, platform: Platform, *, retry_interrupted: bool, at_shutdown: bool = False,
            lost_executor: str | None = None) -> Decision:
     """Say what a job left RUNNING by a restart, a shutdown or a lost executor (taken over) becomes."""
     cause = LOST_REASON.format(lost_executor) if lost_executor else STOP_REASON if at_shutdown else RESTART_REASON
     if job.backend != platform.name:
         return Decision(Outcome.FAIL, f"{cause}, and the executor now uses the {platform.name} backend")
-    if platform.remote and job.external_id and not at_shutdown:
+    if job.external_id:
         return Decision(Outcome.MONITOR, f"{cause}; the platform still runs it: following it again")
     if job.cancel_requested:
         return Decision(Outcome.CANCEL, f"{cause}; it had been asked to stop")

@@ -1,4 +1,4 @@
-"""The shapes AWS services share, written one way: s3:// URIs, and tags as SageMaker's list or the executor's map."""
+"""The shapes AWS services share, written one way: s3:// URIs, tags, and the words of AutoML requests and answers."""
 from __future__ import annotations
 
 import re
@@ -19,3 +19,23 @@ def tag_map(tags: Mapping[str, str] | list[dict[str, Any]] | None) -> dict[str, 
     if isinstance(tags, list):
         return {item["Key"]: item["Value"] for item in tags}
     return dict(tags or {})
+
+
+# AutoMLJobChannel.ContentType for tabular problems; plain text/csv is refused by AWS.
+TABULAR_CONTENT_TYPES = ("text/csv;header=present", "x-application/vnd.amazon+parquet")
+# Plain text/csv is taken from clients and sent as AWS requires it for tabular data: with its header.
+CSV_ALIASES = {"text/csv": "text/csv;header=present"}
+AUTOML_CONTENT_TYPES = (*TABULAR_CONTENT_TYPES, *CSV_ALIASES)
+AUTOML_PROBLEM_TYPES = ("BinaryClassification", "MulticlassClassification", "Regression")
+AUTOML_MODES = ("AUTO", "ENSEMBLING", "HYPERPARAMETER_TUNING")
+
+
+def best_candidate(described: dict[str, Any]) -> dict[str, Any] | None:
+    """Return {name, status, objectiveMetric} of the best candidate an AutoML description reports, or None."""
+    candidate = described.get("BestCandidate")
+    if not candidate:
+        return None
+    metric = candidate.get("FinalAutoMLJobObjectiveMetric") or {}
+    return {"name": candidate.get("CandidateName"), "status": candidate.get("CandidateStatus"),
+            "objectiveMetric": {"name": metric.get("MetricName"), "value": metric.get("Value"),
+                                "type": metric.get("Type")}}

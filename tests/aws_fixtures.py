@@ -23,7 +23,7 @@ from moto import mock_aws
 from config import load_config
 from db import SQLiteStore
 from job import Job, JobStatus
-from mlops.base import JobContext
+from mlops.reporter import JobReporter
 from mlops.aws import ClientFactory
 
 REGION = "us-east-1"
@@ -110,9 +110,15 @@ def aws_setup(clients: ClientFactory) -> None:
 
 @pytest.fixture
 def backend(config, clients: ClientFactory, store: SQLiteStore, aws_setup):
-    from mlops.sagemaker.jobs import SageMakerBackend
+    """The SageMaker platform, driven directly (no queue)."""
+    return sagemaker_platform(config, clients, store)
 
-    return SageMakerBackend(config, clients, store)
+
+def sagemaker_platform(config, clients: ClientFactory, store: SQLiteStore, **options: Any):
+    from mlops.records import RecordBook
+    from mlops.sagemaker.platform import SageMakerPlatform
+
+    return SageMakerPlatform(config, RecordBook(store), clients, **options)
 
 
 @pytest.fixture
@@ -155,12 +161,14 @@ def new_running_job(store: SQLiteStore, kind: str, request: dict[str, Any], tmp_
     return claimed
 
 
-def context(store: SQLiteStore, job: Job, secrets: dict[str, Any] | None = None) -> JobContext:
-    return JobContext(job, store, Path(job.output_dir), secrets or {})
+def context(store: SQLiteStore, job: Job, secrets: dict[str, Any] | None = None) -> JobReporter:
+    """Return the reporter the queue would give a platform for this job."""
+    return JobReporter(job, store, lambda: secrets or {})
 
 
-def context_factory(store: SQLiteStore):
-    return lambda job: context(store, job)
+def reporters(store: SQLiteStore) -> list[JobReporter]:
+    """Return a reporter for each launched running job, as a monitor cycle hands them to the platform."""
+    return [context(store, job) for job in running_jobs(store)]
 
 
 def running_jobs(store: SQLiteStore) -> list[Job]:

@@ -87,7 +87,20 @@ def test_the_walk_sees_the_imports_it_must_judge():
     assert {"app", "queue_worker", "api.execute", "mlops.platforms", "mlops.local.jobs"} <= set(graph)
     assert "mlops.platforms" in graph["app"]
     assert "api.schemas" in graph["api.execute"]  # `from api import schemas` is the submodule
-    assert "mlops.errors" in graph["mlops.base"]
+    assert "mlops.reporter" in graph["mlops.platform"]
+    assert "mlops.local.platform" in graph["mlops.platforms"]  # a lazy import inside the function
+
+
+def test_only_the_wiring_function_names_a_platform_package():
+    # Routes, the queue, recovery and the app reach a platform through the interface (mlops/platform.py);
+    # mlops/platforms.py alone picks one, from the configuration.
+    modules = project_modules()
+    graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    callers = [name for name in graph if name.split(".")[0] in ("api", "app", "queue_worker")
+               or name in ("mlops.recovery", "mlops.platform", "mlops.reporter", "mlops.records")]
+    reaching = {name: sorted(target for target in graph[name] if target.startswith(("mlops.local", "mlops.sagemaker")))
+                for name in callers}
+    assert {name: targets for name, targets in reaching.items() if targets} == {}
 
 
 def test_a_circle_is_found_when_there_is_one():

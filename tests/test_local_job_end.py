@@ -79,8 +79,8 @@ def submit(server: LiveServer, script: str) -> str:
 
 def held_for(server: LiveServer, job_id: str) -> list[str]:
     """Name the backend's per-job tables that still hold the job."""
-    backend = server.executor.backend.jobs
-    return [name for name, table in vars(backend).items() if isinstance(table, dict) and job_id in table]
+    jobs = server.executor.platform.training
+    return [name for name, table in vars(jobs).items() if isinstance(table, dict) and job_id in table]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the log is replaced by a folder, as POSIX lets a test do")

@@ -32,9 +32,9 @@ if str(ROOT) not in sys.path:
 
 from app import create_app  # noqa: E402
 from job import Job, JobStatus  # noqa: E402
-from mlops.base import TRAINING, Backend, JobContext  # noqa: E402
+from mlops.platform import TRAINING, Platform  # noqa: E402
 from mlops.aws import ClientFactory  # noqa: E402
-from mlops.sagemaker.serving import SageMakerModelLifecycle  # noqa: E402
+from mlops.sagemaker.platform import SageMakerPlatform  # noqa: E402
 from mlops.sagemaker.validation import validate_instance_type  # noqa: E402
 
 API = "/api/service/v1"
@@ -45,26 +45,13 @@ MODEL_TAR = f"s3://{BUCKET}/jobs/digits/output/model.tar.gz"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 
 
-class RemoteOnly(Backend):
-    """Stands in for the SageMaker training backend: remote, and running none of its own kinds here."""
-
-    name = "sagemaker"
-    remote = True
-
-    def run(self, ctx: JobContext) -> None:
-        raise AssertionError("only endpoint and transform jobs run in these tests")
-
-    def cancel(self, job: Job) -> bool:
-        return False
-
-
 class Harness:
     """An app whose queue is driven by hand: one worker step, one monitor cycle at a time."""
 
     def __init__(self, data_dir: Path):
         self.clients = ClientFactory(region=REGION)
-        self.app = create_app({"data_dir": str(data_dir), "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE},
-                              clients=self.clients, backend=RemoteOnly())
+        self.app = create_app({"data_dir": str(data_dir), "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE,
+                               "backend": "sagemaker"}, clients=self.clients)
         self.executor = self.app.config["EXECUTOR"]
         self.http = self.app.test_client()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
@@ -76,7 +63,7 @@ class Harness:
 
     def work(self) -> None:
         """Let one worker run the oldest waiting job."""
-        job = self.executor.store.claim_next([self.executor.backend.name])
+        job = self.executor.store.claim_next([self.executor.platform.name])
         assert job is not None, "no job was waiting"
         self.executor.queue.run_job(job)
 
@@ -158,7 +145,7 @@ def test_a_bad_sagemaker_field_in_a_model_route_answers_its_4xx_not_502(harness:
     # validation.py's InvalidSageMakerField is an InvalidRequest and a BackendError (the seeds' error),
     # and a BackendError answers 502: the one handler must pick the 4xx. The training instance-type
     # check stands in for a route that uses it.
-    monkeypatch.setattr(harness.executor.backend.model_lifecycle, "inference_image",
+    monkeypatch.setattr(harness.executor.platform, "inference_image",
                         lambda instance_type: validate_instance_type(instance_type, "InstanceType"))
 
     status, body = harness.call("POST", "/models/register", {
@@ -168,12 +155,12 @@ def test_a_bad_sagemaker_field_in_a_model_route_answers_its_4xx_not_502(harness:
     assert "digits" not in harness.models()
 
 
-def test_the_sagemaker_platform_runs_model_jobs_too_through_its_lifecycle(harness: Harness) -> None:
-    platform = harness.executor.backend
+def test_the_sagemaker_platform_is_one_object_for_its_jobs_and_its_records(harness: Harness) -> None:
+    platform = harness.executor.platform
 
-    assert isinstance(platform.model_lifecycle, SageMakerModelLifecycle)
-    assert isinstance(platform.jobs, RemoteOnly)
-    assert (platform.name, platform.remote, platform.kinds) == ("sagemaker", True, {"endpoint", "transform"})
+    assert isinstance(platform, SageMakerPlatform) and isinstance(platform, Platform)
+    assert (platform.name, platform.kinds) == ("sagemaker", {"pipeline", "training", "automl", "tuning", "endpoint",
+                                                             "transform"})
 
 
 def test_an_endpoint_is_created_by_a_queued_job_that_the_monitor_ends(harness: Harness) -> None:

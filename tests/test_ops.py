@@ -74,7 +74,7 @@ def test_ready_is_503_when_the_database_cannot_be_written(app, monkeypatch):
 def test_ready_asks_the_backend_when_it_has_a_check(app):
     executor = app.config["EXECUTOR"]
     executor.queue.start()
-    executor.backend.ready_check = lambda: (False, "AWS unreachable: could not connect to sts")
+    executor.platform.ready_check = lambda: (False, "AWS unreachable: could not connect to sts")
     response = app.test_client().get("/ready")
     assert response.status_code == 503
     assert response.get_json()["checks"]["backend"] == {"ok": False,
@@ -88,7 +88,7 @@ def test_ready_reports_a_backend_check_that_raises(app):
     def unreachable():
         raise ConnectionError("connect timeout on sts.us-east-1.amazonaws.com")
 
-    executor.backend.ready_check = unreachable
+    executor.platform.ready_check = unreachable
     response = app.test_client().get("/ready")
     assert response.status_code == 503
     assert response.get_json()["checks"]["backend"]["reason"] == (

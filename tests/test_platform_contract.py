@@ -7,6 +7,7 @@ by hand, one worker step and one monitor cycle at a time, so every outcome is de
 """
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -21,17 +22,26 @@ from conftest import pipeline_body, wait_for, write_pipeline
 from app import create_app
 from job import JobStatus
 from mlops.aws import ClientFactory
+from mlops.platform import AUTOML
 from mlops.recovery import Outcome, decide
 
 API = "/api/service/v1"
+METRIC_LINE = "epoch=1/1 train_loss=0.2500 val_loss=0.5000 val_accuracy=0.7500 val_auc=0.8000"
+# What the job prints: a script here, the CloudWatch lines of the training job on SageMaker.
+LINES = ["contract run", METRIC_LINE]
 OUTPUT_SCRIPT = ("import os\nprint('contract run', flush=True)\n"
+                 f"print({METRIC_LINE!r}, flush=True)\n"
                  "open(os.path.join(os.environ.get('SM_MODEL_DIR', '.'), 'weights.txt'), 'w').write('w')\n")
 SLOW_SCRIPT = "import time\nprint('contract run', flush=True)\ntime.sleep(120)\n"
+FAILING_SCRIPT = "import sys\nprint('contract run', flush=True)\nsys.exit(3)\n"
 MODEL_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 
 
 class Driver:
     """The steps of the contract that each platform takes its own way."""
+
+    #: A bucket the platform can put a dataset in.
+    bucket: str
 
     def __init__(self, app: Any):
         self.app = app
@@ -55,8 +65,16 @@ class Driver:
         """Let one worker take the oldest waiting job; return once it runs (or has ended)."""
         raise NotImplementedError
 
-    def finish(self) -> None:
-        """Let the platform bring every running job to its end (a stop asked for is honoured)."""
+    def finish(self, failure: str | None = None) -> None:
+        """Let the platform bring every running job to its end (a stop asked for is honoured).
+
+        `failure` is why the platform reports the job failed, where it is the platform that says so
+        (a script here fails by itself).
+        """
+        raise NotImplementedError
+
+    def unsupported(self) -> tuple[str, str, dict[str, Any]]:
+        """Return a request (method, path, client arguments) for something this platform does not offer."""
         raise NotImplementedError
 
     def interrupt(self) -> str:
@@ -77,6 +95,8 @@ class Driver:
 
 
 class LocalDriver(Driver):
+    bucket = "contract-bucket"
+
     def work(self) -> None:
         job = self.executor.store.claim_next(["local"])
         assert job is not None, "no job was waiting"
@@ -86,10 +106,15 @@ class LocalDriver(Driver):
         # Running means a process: wait for its pid, or for an end that came first.
         wait_for(lambda: (current := self.executor.store.get(job.id)).pid or current.status.is_final, timeout=30)
 
-    def finish(self) -> None:
+    def finish(self, failure: str | None = None) -> None:
         for thread in self.threads:
             thread.join(timeout=60)
             assert not thread.is_alive()
+
+    def unsupported(self) -> tuple[str, str, dict[str, Any]]:
+        # AutoML is SageMaker Autopilot: the local platform runs no AutoML job.
+        return "POST", f"{API}/pipelines/training/train", {"json": {
+            "RoleArn": ROLE_ARN, "Bucket": BUCKET, "inputs": f"s3://{BUCKET}/churn.csv", "target_attribute_name": "y"}}
 
     def interrupt(self) -> str:
         return self.executor.store.claim_next(["local"]).id
@@ -111,6 +136,7 @@ class LocalDriver(Driver):
 
 
 class SageMakerDriver(Driver):
+    bucket = BUCKET
     # moto has no StopTrainingJob: the call is counted here and the job is moved to Stopped by hand,
     # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
     stops: list[str]
@@ -124,7 +150,7 @@ class SageMakerDriver(Driver):
             # moto completes a training job at once; AWS takes minutes, which the contract needs.
             set_training_state(launched.external_id, "InProgress", "Training")
 
-    def finish(self) -> None:
+    def finish(self, failure: str | None = None) -> None:
         self.stops = []
         sagemaker = self.executor.clients.client("sagemaker")
         with mock.patch.object(sagemaker, "stop_training_job",
@@ -132,11 +158,17 @@ class SageMakerDriver(Driver):
             self.executor.queue.monitor_once()
         for job in self.executor.store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker"):
             stopped = job.external_id in self.stops
+            now = int(time.time() * 1000)
             put_log_lines(self.executor.clients, f"{job.external_id}/algo-1-1700000000",
-                          [(int(time.time() * 1000), "contract run")])
-            set_training_state(job.external_id, "Stopped" if stopped else "Completed",
-                               "Stopped" if stopped else "Completed")
+                          [(now + offset, line) for offset, line in enumerate(LINES)])
+            status = "Stopped" if stopped else "Failed" if failure else "Completed"
+            set_training_state(job.external_id, status, status, **({"failure_reason": failure} if failure else {}))
         self.executor.queue.monitor_once()
+
+    def unsupported(self) -> tuple[str, str, dict[str, Any]]:
+        # A SageMaker model lives in S3: it is exported as a presigned URL or an S3 copy, never sent whole.
+        self.http.post(f"{API}/models/register", json=self.model_body("contract-export"))
+        return "GET", "/api/service/v1/exports/model/contract-export", {}
 
     def interrupt(self) -> str:
         job = self.executor.store.claim_next(["sagemaker"])
@@ -187,9 +219,10 @@ class PlatformContract:
 
     def test_cancel_while_waiting_ends_it_with_nothing_created(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
-        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
+        assert driver.http.get(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
         assert self.status(driver, job_id)["task_status"] == "CANCELLED"
-        assert driver.executor.store.claim_next([driver.executor.backend.name]) is None
+        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": False}
+        assert driver.executor.store.claim_next([driver.executor.platform.name]) is None
         assert driver.created_on_platform() == 0
 
     def test_cancel_while_running_stops_it_and_ends_it_cancelled(self, driver: Driver):
@@ -204,7 +237,7 @@ class PlatformContract:
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
         driver.interrupt()
         left = driver.executor.store.get(job_id)
-        decision = decide(left, driver.executor.backend, retry_interrupted=False)
+        decision = decide(left, driver.executor.platform, retry_interrupted=False)
         again = driver.restart()
         after = self.status(again, job_id)
         if decision.outcome is Outcome.MONITOR:
@@ -226,6 +259,149 @@ class PlatformContract:
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
         missing = driver.http.get(f"{API}/models/contract-model")
         assert (missing.status_code, missing.json["field"]) == (404, "id")
+
+    # -- each family's refusal: a 4xx naming the field, and nothing made --------------------------
+
+    def nothing_made(self, driver: Driver) -> None:
+        assert driver.executor.store.list_jobs(limit=10) == []
+        assert driver.created_on_platform() == 0
+
+    def test_a_training_request_naming_no_dataset_is_refused_with_nothing_created(self, driver: Driver):
+        answer = driver.http.post(f"{API}/pipelines/training", json={"name": "contract", "dataset": "no-such-folder"})
+        assert (answer.status_code, answer.json["field"]) == (422, "dataset"), answer.json
+        self.nothing_made(driver)
+
+    def test_an_automl_request_is_refused_with_nothing_created(self, driver: Driver):
+        body = {"job_name": "-not-a-name-", "input_data_config": {"s3_uri": f"s3://{BUCKET}/churn.csv"},
+                "output_data_config": {"s3_output_path": f"s3://{BUCKET}/out"}, "target_attribute_name": "y"}
+        answer = driver.http.post(f"{API}/pipelines/training/automl", json=body)
+        # A platform that runs no AutoML job says so (501); one that does names the field it refuses.
+        expected = 422 if AUTOML in driver.executor.platform.kinds else 501
+        assert answer.status_code == expected, answer.json
+        self.nothing_made(driver)
+
+    def test_a_deployment_of_an_unknown_configuration_is_refused_with_nothing_created(self, driver: Driver):
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "no-such-config"})
+        assert (answer.status_code, answer.json["field"]) == (422, "EndpointConfigName"), answer.json
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
+        self.nothing_made(driver)
+
+    def test_a_transform_of_an_unknown_model_is_refused_with_nothing_created(self, driver: Driver):
+        answer = driver.http.post(f"{API}/pipelines/inference", json={
+            "TransformJobName": "contract-transform", "ModelName": "no-such-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "inputs/"}}},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
+        assert (answer.status_code, answer.json["field"]) == (422, "ModelName"), answer.json
+        assert driver.http.get(f"{API}/pipelines/inference/list").json == []
+        self.nothing_made(driver)
+
+    def test_explaining_or_exporting_what_does_not_exist_answers_404_naming_the_id(self, driver: Driver):
+        explained = driver.http.post(f"{API}/endpoints/no-such-endpoint/explain", json={"instances": [[0]]})
+        exported = driver.http.post(f"{API}/models/no-such-model/export", json={})
+        assert [(answer.status_code, answer.json["field"]) for answer in (explained, exported)] == [(404, "id")] * 2
+        self.nothing_made(driver)
+
+    def test_what_the_platform_does_not_offer_answers_501_saying_why(self, driver: Driver):
+        method, path, arguments = driver.unsupported()
+        answer = driver.http.open(path, method=method, **arguments)
+        assert answer.status_code == 501 and answer.json["error"], answer.json
+        self.nothing_made(driver)
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def test_a_failing_job_ends_error_with_the_reason(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(FAILING_SCRIPT))
+        driver.work()
+        driver.finish(failure="AlgorithmError: the script exited with code 3")
+        status = self.status(driver, job_id)
+        assert status["task_status"] == "ERROR" and "3" in status["failure_reason"], status
+
+    def test_metric_lines_of_the_job_become_its_metrics_and_progress(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.work()
+        driver.finish()
+        status = driver.http.get(f"/status/{job_id}").json
+        assert status["metrics"]["val_accuracy"] == pytest.approx(0.75), status
+        assert (status["progress"]["epoch"], status["progress"]["epochs"]) == (1, 1), status
+
+    def test_the_log_location_answered_at_submission_is_the_one_every_status_gives(self, driver: Driver):
+        answer = driver.http.post("/execute", json=driver.pipeline(OUTPUT_SCRIPT))
+        job_id = answer.json["task_id"]
+        assert self.status(driver, job_id)["log_path"] == answer.json["log_path"]
+        driver.work()
+        driver.finish()
+        assert self.status(driver, job_id)["log_path"] == answer.json["log_path"]
+
+    def test_stopping_an_ended_job_answers_false_and_keeps_its_end(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.work()
+        driver.finish()
+        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": False}
+        assert self.status(driver, job_id)["task_status"] == "COMPLETED"
+
+    def test_an_ended_job_is_deleted_with_its_log(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.work()
+        driver.finish()
+        log = Path(driver.executor.store.get(job_id).log_path)
+        assert log.is_file()
+        answer = driver.http.delete(f"{API}/projects_pipelines/{job_id}/delete")
+        assert answer.json["deleted"] is True, answer.json
+        assert driver.http.get(f"/execute/{job_id}/getStatus").status_code == 404
+        assert not log.exists()
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    def test_a_job_waiting_at_a_restart_runs_after_it(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        again = driver.restart()
+        assert self.status(again, job_id)["task_status"] == "WAITING"
+        again.work()
+        again.finish()
+        assert self.status(again, job_id)["task_status"] == "COMPLETED"
+
+    def test_a_job_asked_to_stop_before_a_restart_ends_cancelled(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.interrupt()
+        assert driver.executor.store.request_cancel(job_id) is JobStatus.RUNNING
+        again = driver.restart()
+        again.finish()
+        assert self.status(again, job_id)["task_status"] == "CANCELLED"
+
+    def test_a_job_another_platform_left_running_fails_naming_this_one(self, driver: Driver):
+        store = driver.executor.store
+        store.create_job("0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11", kind="pipeline", backend="elsewhere", request={},
+                         secrets=None, log_path=str(driver.executor.config.data_dir / "elsewhere.log"),
+                         output_dir=str(driver.executor.config.data_dir / "elsewhere"))
+        store.claim_next(["elsewhere"])
+        again = driver.restart()
+        status = self.status(again, "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11")
+        assert status["task_status"] == "ERROR"
+        assert f"now uses the {driver.executor.platform.name} backend" in status["failure_reason"], status
+
+    # -- records ----------------------------------------------------------------------------------
+
+    def test_the_dataset_routes_upload_list_get_and_delete_a_file(self, driver: Driver):
+        answer = driver.http.post(f"{API}/datasets", content_type="multipart/form-data", data={
+            "Bucket": driver.bucket, "Key": "contract.csv", "file": (io.BytesIO(b"a,b\n1,2\n"), "contract.csv")})
+        assert answer.status_code == 201, answer.json
+        name = f"{driver.bucket}/contract.csv"
+        assert answer.json["name"] == name
+        assert [record["name"] for record in driver.http.get(f"{API}/datasets/list").json] == [name]
+        assert driver.http.get(f"{API}/datasets/{name}").json["artifacts"]
+        assert driver.http.delete(f"{API}/datasets/{name}").status_code == 200
+        assert driver.http.get(f"{API}/datasets/{name}").status_code == 404
+
+    def test_an_endpoint_configuration_is_registered_listed_and_deleted(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        answer = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
+        assert answer.status_code == 201, answer.json
+        assert "contract-config" in [record["name"] for record in driver.http.get(f"{API}/endpoints/list").json]
+        assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
+        assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
+        assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
 
 
 class TestLocalPlatform(PlatformContract):

@@ -121,3 +121,19 @@ def test_migrate_store_refuses_a_folder_an_executor_holds_or_without_a_store(tmp
     result = run_app("migrate-store", "--data-dir", str(tmp_path / "held"), "--to", database)
     assert result.returncode == 2 and "another executor is already running" in result.stderr
     running.terminate()
+
+
+def test_the_change_count_moves_with_another_executors_writes(tmp_path, database):
+    # Cached getStatus answers are kept under this count: a write through another executor must move it.
+    here, there = PostgresStore(database, tmp_path), PostgresStore(database, tmp_path)
+    try:
+        before = here.changes
+        there.create_job("a", kind="pipeline", backend="local", request={}, secrets=None,
+                         log_path=str(tmp_path / "a.log"), output_dir=str(tmp_path / "a"))
+        moved = here.changes
+        assert moved != before
+        there.claim_next(owner="other")
+        assert here.changes != moved and here.get("a").owner == "other"
+    finally:
+        here.close()
+        there.close()

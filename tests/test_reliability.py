@@ -28,7 +28,7 @@ from moto.server import ThreadedMotoServer
 
 import db
 from aws_fixtures import (aws, aws_setup, backend, bundled_scripts, clients, config, context,  # noqa: F401
-                          context_factory, new_running_job, running_jobs, set_training_state, store,
+                          reporters, new_running_job, running_jobs, set_training_state, store,
                           training_request, write_dataset)
 from conftest import pipeline_body, wait_for, write_pipeline
 from mlops.aws import ClientFactory
@@ -343,16 +343,16 @@ def test_a_monitor_cycle_cut_short_at_a_completed_job_ends_it_the_next_cycle(
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
     job = new_running_job(store, "training", backend.check("training", training_request(dataset, bundled_scripts),
                                                            {}), tmp_path)
-    backend.run(context(store, job))
+    backend.run(job, context(store, job))
     name = store.get(job.id).external_id
     set_training_state(name, "InProgress", "Training")
-    backend.monitor(running_jobs(store), context_factory(store))
+    backend.follow(reporters(store))
     set_training_state(name, "Completed", "Completed")
     throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "FilterLogEvents")
     # The final log read is throttled after the job was seen Completed, as a kill -9 there would cut it.
-    with mock.patch.object(backend.logs, "tail_job", side_effect=throttled):
-        backend.monitor(running_jobs(store), context_factory(store))
+    with mock.patch.object(backend.training.logs, "tail_job", side_effect=throttled):
+        backend.follow(reporters(store))
     assert store.get(job.id).status.value == "RUNNING"
-    backend._backoff_until = 0.0  # the back-off is tested elsewhere; here only the next cycle matters
-    backend.monitor(running_jobs(store), context_factory(store))
+    backend.training._backoff_until = 0.0  # the back-off is tested elsewhere; here only the next cycle matters
+    backend.follow(reporters(store))
     assert store.get(job.id).status.value == "COMPLETED"

@@ -6,13 +6,14 @@ from unittest import mock
 
 import pytest
 from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capture_params, clients,  # noqa: F401
-                          config, context, context_factory, bundled_scripts, moto_training_job, new_running_job,
+                          config, context, reporters, bundled_scripts, moto_training_job, new_running_job,
                           running_jobs, set_training_state, store, training_request, write_dataset)
 from botocore.exceptions import ClientError
 
 from job import JobStatus
 from mlops.sagemaker.training_service import training_job_name
 from mlops.errors import AccessDenied, InvalidRequest, SageMakerJobError
+from mlops.platform import Stop
 from mlops.recovery import Outcome, decide
 
 SECRET = "very-secret-token-value"
@@ -26,7 +27,7 @@ def dataset(tmp_path):
 def submit(backend, store, tmp_path, request, kind="training", secrets=None):  # noqa: F811
     checked = backend.check(kind, json.loads(json.dumps(request)), secrets or {})
     job = new_running_job(store, kind, checked, tmp_path)
-    backend.run(context(store, job, secrets))
+    backend.run(job, context(store, job, secrets))
     return store.get(job.id)
 
 
@@ -170,7 +171,7 @@ def test_a_worker_that_died_after_create_finds_the_job_instead_of_creating_anoth
     assert decide(store.get(job.id), backend, retry_interrupted=False).outcome is Outcome.REQUEUE
     store.transition(job.id, JobStatus.WAITING)
     again = store.claim_next(["sagemaker"])
-    backend.run(context(store, again))
+    backend.run(again, context(store, again))
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 1
     assert store.get(job.id).external_id == training_job_name(job.id, "digits run")
     assert decide(store.get(job.id), backend, retry_interrupted=False).outcome is Outcome.MONITOR
@@ -187,7 +188,7 @@ def test_a_job_cancelled_before_launch_is_not_created(backend, store, clients, d
     checked = backend.check("training", training_request(dataset, bundled_scripts), {})
     job = new_running_job(store, "training", checked, tmp_path)
     store.request_cancel(job.id)
-    backend.run(context(store, job))
+    backend.run(job, context(store, job))
     assert store.get(job.id).status is JobStatus.CANCELLED
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 0
 
@@ -222,7 +223,7 @@ def test_the_secret_is_deleted_when_the_job_ends(backend, store, clients, tmp_pa
     job = submit(backend, store, tmp_path, pipeline_request(), kind="pipeline", secrets={"environment": {"TOKEN": SECRET}})
     arn = job.details["secret_arn"]
     set_training_state(job.external_id, "Completed", "Completed")
-    backend.monitor(running_jobs(store), context_factory(store))
+    backend.follow(reporters(store))
     assert store.get(job.id).status is JobStatus.COMPLETED
     with pytest.raises(ClientError, match="ResourceNotFoundException"):
         clients.client("secretsmanager").describe_secret(SecretId=arn)
@@ -238,7 +239,7 @@ def test_without_secrets_manager_permissions_a_job_with_secrets_is_refused(backe
     job = new_running_job(store, "pipeline", checked, tmp_path)
     with mock.patch.object(clients.client("secretsmanager"), "create_secret", side_effect=denied):
         with pytest.raises(AccessDenied) as refused:
-            backend.run(context(store, job, {"environment": {"TOKEN": SECRET}}))
+            backend.run(job, context(store, job, {"environment": {"TOKEN": SECRET}}))
     assert refused.value.field == "environment" and "in clear" in str(refused.value)
     assert created == []
 
@@ -252,7 +253,7 @@ def test_a_sagemaker_error_at_launch_is_a_job_error_with_the_reason(backend, sto
                         "CreateTrainingJob")
     with mock.patch.object(clients.client("sagemaker"), "create_training_job", side_effect=error):
         with pytest.raises(SageMakerJobError, match="AccessDeniedException: not authorized to iam:PassRole"):
-            backend.run(context(store, job))
+            backend.run(job, context(store, job))
     assert store.get(job.id).external_id is None
 
 
@@ -264,15 +265,15 @@ def test_cancel_stops_a_running_job_once(backend, store, clients, dataset, bundl
     sagemaker = clients.client("sagemaker")
     # moto has no StopTrainingJob: patch the client call and count it.
     with mock.patch.object(sagemaker, "stop_training_job", return_value={}) as stop:
-        assert backend.cancel(job) is True
-        assert backend.cancel(store.get(job.id)) is True
+        assert backend.cancel(job, context(store, job)) is Stop.REQUESTED
+        assert backend.cancel(store.get(job.id), context(store, job)) is Stop.REQUESTED
     stop.assert_called_once_with(TrainingJobName=job.external_id)
 
 
 def test_cancel_does_not_stop_a_job_that_already_ended(backend, store, clients, dataset, bundled_scripts, tmp_path):  # noqa: F811
     job = submit(backend, store, tmp_path, training_request(dataset, bundled_scripts))
     with mock.patch.object(clients.client("sagemaker"), "stop_training_job") as stop:
-        assert backend.cancel(job) is False  # moto completed it at once
+        assert backend.cancel(job, context(store, job)) is Stop.NOTHING  # moto completed it at once
     stop.assert_not_called()
     assert store.get(job.id).details["describe_next"] is True
 
@@ -280,7 +281,8 @@ def test_cancel_does_not_stop_a_job_that_already_ended(backend, store, clients, 
 def test_cancel_before_launch_leaves_it_to_run(backend, store, dataset, bundled_scripts, tmp_path):  # noqa: F811
     checked = backend.check("training", training_request(dataset, bundled_scripts), {})
     job = new_running_job(store, "training", checked, tmp_path)
-    assert backend.cancel(job) is False
+    # Not launched yet: the stop is left to run(), which sees the flag before it creates anything.
+    assert backend.cancel(job, context(store, job)) is Stop.REQUESTED
 
 
 def test_moto_records_the_job(backend, store, dataset, bundled_scripts, tmp_path):  # noqa: F811

@@ -8,14 +8,15 @@ from unittest import mock
 
 import pytest
 from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bundled_scripts, capture_params,  # noqa: F401
-                          clients, config, context, context_factory, moto_training_job, new_running_job,
-                          put_log_lines, running_jobs, set_training_state, store, training_request, write_dataset)
+                          clients, config, context, reporters, moto_training_job, new_running_job,
+                          put_log_lines, running_jobs, sagemaker_platform, set_training_state, store, training_request,
+                          write_dataset)
 from botocore.exceptions import ClientError
 
 from job import JobStatus
+from mlops.platform import Stop
 from mlops.sagemaker.training_service import training_job_name
 from mlops.sagemaker import job_feed
-from mlops.sagemaker.jobs import SageMakerBackend
 from strict_job_list import TRAINING, StrictJobList, finished_jobs_of_others
 
 
@@ -25,13 +26,13 @@ def launched(backend, store, bundled_scripts, tmp_path):  # noqa: F811
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
     checked = backend.check("training", training_request(dataset, bundled_scripts), {})
     job = new_running_job(store, "training", checked, tmp_path)
-    backend.run(context(store, job))
+    backend.run(job, context(store, job))
     set_training_state(store.get(job.id).external_id, "InProgress", "Starting")
     return store.get(job.id)
 
 
 def cycle(backend, store):  # noqa: F811
-    backend.monitor(running_jobs(store), context_factory(store))
+    backend.follow(reporters(store))
 
 
 def log_text(store, job) -> str:  # noqa: F811
@@ -137,7 +138,8 @@ def test_stopped_after_a_users_stop_is_cancelled(backend, store, clients, launch
     set_training_state(launched.external_id, "InProgress", "Training")
     store.request_cancel(launched.id)
     with mock.patch.object(clients.client("sagemaker"), "stop_training_job", return_value={}) as stop:
-        assert backend.cancel(store.get(launched.id)) is True  # moto has no StopTrainingJob
+        # moto has no StopTrainingJob
+        assert backend.cancel(store.get(launched.id), context(store, launched)) is Stop.REQUESTED
     stop.assert_called_once()
     set_training_state(launched.external_id, "Stopping", "Stopping")
     cycle(backend, store)
@@ -168,7 +170,7 @@ def test_a_job_sagemaker_no_longer_has_is_an_error_at_the_second_miss(backend, s
 
 def test_a_throttled_describe_backs_off_the_cycle(config, clients, store, aws_setup, launched):  # noqa: F811
     now = [1000.0]
-    throttled = SageMakerBackend(config, clients, store, clock=lambda: now[0])
+    throttled = sagemaker_platform(config, clients, store, clock=lambda: now[0])
     error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeTrainingJob")
     with mock.patch.object(clients.client("sagemaker"), "describe_training_job", side_effect=error):
         cycle(throttled, store)
@@ -181,7 +183,7 @@ def test_a_throttled_describe_backs_off_the_cycle(config, clients, store, aws_se
 def test_a_throttled_log_read_backs_off_on_its_own_and_status_goes_on(config, clients, store, aws_setup,  # noqa: F811
                                                                        launched):
     now = [1000.0]
-    monitor = SageMakerBackend(config, clients, store, clock=lambda: now[0])
+    monitor = sagemaker_platform(config, clients, store, clock=lambda: now[0])
     error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "FilterLogEvents")
     with mock.patch.object(clients.client("logs"), "filter_log_events", side_effect=error) as filter_log_events:
         cycle(monitor, store)
@@ -208,16 +210,16 @@ def test_a_log_error_is_a_warning_on_the_job_and_a_ready_note_never_a_stuck_stat
     warnings = [event["message"] for event in store.events(launched.id) if "warning" in (event["message"] or "")]
     assert len(warnings) == 1 and "AccessDeniedException" in warnings[0]
     assert ok and "AccessDeniedException" in note
-    backend.logs.tail({launched.external_id: job}, context_factory(store), launched.external_id)
+    backend.training.logs.tail({launched.external_id: context(store, job)}, launched.external_id)
     assert backend.ready_check() == (True, None)  # logs readable again: the note goes
 
 
 def test_a_recovered_job_is_described_once_then_only_when_it_changes(config, clients, store, aws_setup,  # noqa: F811
                                                                      launched):
-    restarted = SageMakerBackend(config, clients, store)  # a new process: no watermark in memory
+    restarted = sagemaker_platform(config, clients, store)  # a new process: no watermark in memory
     assert calls_of(clients, lambda: cycle(restarted, store))["sagemaker.DescribeTrainingJob"] == 1
     assert calls_of(clients, lambda: cycle(restarted, store))["sagemaker.DescribeTrainingJob"] == 0
-    again = SageMakerBackend(config, clients, store)
+    again = sagemaker_platform(config, clients, store)
     assert calls_of(clients, lambda: cycle(again, store))["sagemaker.DescribeTrainingJob"] == 0
 
 
@@ -306,4 +308,4 @@ def test_jobs_beyond_the_page_cap_are_described(backend, clients, store, tmp_pat
 
 
 def test_a_cycle_without_launched_jobs_makes_no_aws_call(backend, store, clients):  # noqa: F811
-    assert calls_of(clients, lambda: backend.monitor([], context_factory(store))) == Counter()
+    assert calls_of(clients, lambda: backend.follow([])) == Counter()

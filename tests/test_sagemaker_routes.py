@@ -191,7 +191,7 @@ def test_get_passes_aws_s_description_on_without_the_jobs_environment(app, http,
     (folder / "pipe1.py").write_text("print('hello')\n")
     assert http.post("/api/service/v1/pipelines/training/custom_script", json=PIPELINE_BODY).status_code == 201
     job = work(app)
-    platform = executor(app).backend
+    platform = executor(app).platform
     described = platform.describe(job)
     # moto leaves Environment out of DescribeTrainingJob; AWS answers it (botocore's sagemaker
     # service-2.json, DescribeTrainingJobResponse.Environment), so it is added here as AWS would.

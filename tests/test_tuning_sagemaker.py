@@ -15,12 +15,13 @@ from datetime import datetime, timezone
 
 import pytest
 from aws_fixtures import (BUCKET, aws, aws_setup, backend, bundled_scripts, capture_params, clients,  # noqa: F401
-                          config, context, context_factory, new_running_job, running_jobs, store, training_request,
+                          config, context, reporters, new_running_job, running_jobs, store, training_request,
                           write_dataset)
 from botocore.stub import Stubber
 
 from job import JobStatus
 from mlops.errors import InvalidRequest
+from mlops.platform import Stop
 from mlops.sagemaker.tuning import check_sagemaker_limits, tuning_job_name
 from mlops.tuning import STOPPED_EARLY
 from training_scripts.metric_lines import METRIC_DEFINITIONS
@@ -46,7 +47,7 @@ def tuning_request(dataset, scripts, **tuning):
 
 def launch(backend, store, tmp_path, request):  # noqa: F811
     job = new_running_job(store, "tuning", backend.check("tuning", request, {}), tmp_path)
-    backend.run(context(store, job))
+    backend.run(job, context(store, job))
     return store.get(job.id)
 
 
@@ -178,7 +179,7 @@ def test_the_monitor_pages_the_trials_and_ends_the_tuning_with_its_best(backend,
                                                     summary(third, "InProgress", {"learning-rate": "0.001",
                                                                                  "batch-size": "128"})]},
                           {**listing, "NextToken": "page-2"})
-        backend.monitor(running_jobs(store), context_factory(store))
+        backend.follow(reporters(store))
         running = store.get(job.id)
         assert running.status is JobStatus.RUNNING
         assert [row["status"] for row in running.details["trials"]] == [STOPPED_EARLY, "RUNNING", "RUNNING"]
@@ -192,7 +193,7 @@ def test_the_monitor_pages_the_trials_and_ends_the_tuning_with_its_best(backend,
                               summary(first, "Stopped", {"learning-rate": "0.09", "batch-size": "32"}), best,
                               summary(third, "Completed", {"learning-rate": "0.001", "batch-size": "128"}, 0.91)]},
                           listing)
-        backend.monitor(running_jobs(store), context_factory(store))
+        backend.follow(reporters(store))
         stub.assert_no_pending_responses()
     ended = store.get(job.id)
     assert ended.status is JobStatus.COMPLETED
@@ -212,14 +213,14 @@ def test_stopping_a_tuning_calls_stop_and_its_stopped_trials_read_cancelled(back
         stub.add_response("describe_hyper_parameter_tuning_job",
                           described(name, "InProgress", {"InProgress": 1}), {"HyperParameterTuningJobName": name})
         stub.add_response("stop_hyper_parameter_tuning_job", {}, {"HyperParameterTuningJobName": name})
-        assert backend.cancel(store.get(job.id)) is True
+        assert backend.cancel(store.get(job.id), context(store, job)) is Stop.REQUESTED
         stub.add_response("describe_hyper_parameter_tuning_job",
                           described(name, "Stopped", {"Stopped": 1}), {"HyperParameterTuningJobName": name})
         stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job",
                           {"TrainingJobSummaries": [summary(f"{name[:20]}-001-abcdef12", "Stopped", {})]},
                           {"HyperParameterTuningJobName": name, "MaxResults": 100, "SortBy": "CreationTime",
                            "SortOrder": "Ascending"})
-        backend.monitor(running_jobs(store), context_factory(store))
+        backend.follow(reporters(store))
         stub.assert_no_pending_responses()
     ended = store.get(job.id)
     assert ended.status is JobStatus.CANCELLED

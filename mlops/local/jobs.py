@@ -1,4 +1,4 @@
-"""The local backend: runs a job on this machine under the SageMaker training-container contract.
+"""Training and pipeline jobs on this machine: each runs under the SageMaker training-container contract.
 
 A job folder mirrors /opt/ml (input/data/<channel>, input/config/*.json, model/, output/,
 checkpoints/), the process gets the SM_* environment and its hyperparameters as `--name value`
@@ -27,7 +27,6 @@ from job import Job, JobStatus
 from job_secrets import BOUND_TO
 from mlops import script_contract
 from mlops import tuning as tuning_domain
-from mlops.base import PIPELINE, TRAINING, TUNING, Backend, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
@@ -36,6 +35,8 @@ from mlops.local.output import OutputFollower
 from mlops.local.tuning import check_local
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
+from mlops.platform import PIPELINE, TRAINING, TUNING, Ran, Stop
+from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox, sandbox_for
 from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
                            remote_log_uri, resolve_storage_path, stage_dataset, stage_folder, stage_pipeline_files)
@@ -115,14 +116,11 @@ class JobEnd:
     message: str | None = None
 
 
-class LocalBackend(Backend):
-    """Runs jobs as child processes of the executor."""
+class LocalJobs:
+    """Runs training and pipeline jobs as child processes of the executor."""
 
-    name = "local"
-    remote = False
     # Tunings are checked here and driven by the queue's tuner (mlops.local.tuning); their trials run here.
     kinds = frozenset({PIPELINE, TRAINING, TUNING})
-    stoppable_kinds = kinds
 
     def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
@@ -143,13 +141,12 @@ class LocalBackend(Backend):
     # -- submission ------------------------------------------------------------------------------
 
     def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+        """Validate a pipeline or training request and return it normalised."""
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
-        if kind == TRAINING:
-            return self._check_training(request)
         if kind == TUNING:
             return self._check_tuning(request)
-        raise InvalidRequest("kind", f"the local backend does not run {kind} jobs; use EXECUTOR_BACKEND=sagemaker")
+        return self._check_training(request)
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
         argv = parse_command(request["command"])
@@ -187,7 +184,8 @@ class LocalBackend(Backend):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, ctx: JobContext) -> None:
+    def run(self, ctx: JobReporter) -> Ran:
+        """Run a job's process to its end and record how it ended."""
         with self._lock:
             self._running_jobs += 1
         # A uid of its own while it runs (root only): no other job can signal it or read its files.
@@ -198,8 +196,9 @@ class LocalBackend(Backend):
             self.confinement.uids.release(uid)
             with self._lock:
                 self._running_jobs -= 1
+        return Ran.ENDED
 
-    def _run_job(self, ctx: JobContext, sandbox: Sandbox) -> None:
+    def _run_job(self, ctx: JobReporter, sandbox: Sandbox) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
         request = ctx.job.request
@@ -252,7 +251,7 @@ class LocalBackend(Backend):
             return False
         return self.sandbox.identity is None or bool(info.st_mode & stat.S_IROTH)
 
-    def _bind_secrets_to_staged_files(self, ctx: JobContext, layout: ContainerLayout) -> None:
+    def _bind_secrets_to_staged_files(self, ctx: JobReporter, layout: ContainerLayout) -> None:
         """Record the digest of the files a job with secrets staged; refuse to run secrets bound to other files."""
         if not ctx.secrets:
             return
@@ -266,7 +265,7 @@ class LocalBackend(Backend):
         if "staged_sha256" not in ctx.job.details:
             ctx.merge_details(staged_sha256=staged)
 
-    def _run_process(self, ctx: JobContext, sandbox: Sandbox, argv: list[str], layout: ContainerLayout,
+    def _run_process(self, ctx: JobReporter, sandbox: Sandbox, argv: list[str], layout: ContainerLayout,
                      env: dict[str, str], max_runtime: int, readable: list[Path]) -> ProcessEnd:
         if self._stopping.is_set():
             raise BackendError("executor is stopping")
@@ -300,7 +299,7 @@ class LocalBackend(Backend):
                 stop_reason = self._stop_reasons.pop(ctx.job_id, None)
         return ProcessEnd(returncode, stop_reason, follower.failure, list(follower.tail), limit_reached)
 
-    def _decide_end(self, ctx: JobContext, layout: ContainerLayout, process_end: ProcessEnd,
+    def _decide_end(self, ctx: JobReporter, layout: ContainerLayout, process_end: ProcessEnd,
                     max_runtime: int) -> JobEnd | None:
         """Return the end the job's process decided; None when the executor's shutdown stopped it."""
         if process_end.stop_reason == "cancelled" or ctx.cancel_requested():
@@ -318,7 +317,7 @@ class LocalBackend(Backend):
             return JobEnd(JobStatus.ERROR, self._failure_reason(layout, process_end.returncode, process_end.tail))
         return JobEnd(JobStatus.COMPLETED)
 
-    def _record_outputs(self, ctx: JobContext, layout: ContainerLayout) -> str | None:
+    def _record_outputs(self, ctx: JobReporter, layout: ContainerLayout) -> str | None:
         """Record, redact and publish the job's outputs; return why a step failed, or None."""
         step = "recording the job's outputs"
         try:
@@ -332,7 +331,7 @@ class LocalBackend(Backend):
             return f"{step} failed: {str(exc)[:LATER_FAILURE_CHARS]}"
         return None
 
-    def _end(self, ctx: JobContext, end: JobEnd | None, later_failure: str | None) -> None:
+    def _end(self, ctx: JobReporter, end: JobEnd | None, later_failure: str | None) -> None:
         """End the job as its process decided, with the failure of a step after it, if any."""
         if end is None:
             if later_failure:
@@ -357,7 +356,7 @@ class LocalBackend(Backend):
             # stopped job's then ends CANCELLED: the store keeps every stop answered so).
             raise BackendError(decided) from exc
 
-    def _publish(self, ctx: JobContext, layout: ContainerLayout) -> None:
+    def _publish(self, ctx: JobReporter, layout: ContainerLayout) -> None:
         """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
         try:
             client = pipeline_storage_client(ctx.job.request, ctx.secrets, self.config, self.clients)
@@ -445,7 +444,7 @@ class LocalBackend(Backend):
         # Bare, the job's temporary files still go to its own folder, where its disk use counts them.
         return env | {"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
 
-    def _python_for(self, ctx: JobContext, sandbox: Sandbox, layout: ContainerLayout) -> str:
+    def _python_for(self, ctx: JobReporter, sandbox: Sandbox, layout: ContainerLayout) -> str:
         """Return the interpreter for a job, installing its requirements.txt as the container would."""
         requirements = layout.code / "requirements.txt"
         if not requirements.is_file():
@@ -462,7 +461,7 @@ class LocalBackend(Backend):
                 ctx.log(f"[executor] using the cached environment for requirements.txt ({digest})")
         return str(_venv_python(venv))
 
-    def _build_venv(self, ctx: JobContext, sandbox: Sandbox, venv: Path, layout: ContainerLayout) -> None:
+    def _build_venv(self, ctx: JobReporter, sandbox: Sandbox, venv: Path, layout: ContainerLayout) -> None:
         staging = venv.with_name(f"{venv.name}.tmp-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
         sandbox.hand_over(staging)
@@ -479,7 +478,7 @@ class LocalBackend(Backend):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _installer(self, ctx: JobContext, sandbox: Sandbox, argv: list[str], staging: Path,
+    def _installer(self, ctx: JobReporter, sandbox: Sandbox, argv: list[str], staging: Path,
                    layout: ContainerLayout) -> None:
         code, output = run_to_end(sandbox, argv, cwd=layout.code, env=self._base_environment(layout.tmp),
                                   marker=ctx.job_id, max_line_bytes=self.config.max_log_line_bytes,
@@ -492,8 +491,9 @@ class LocalBackend(Backend):
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def cancel(self, job: Job) -> bool:
-        return self._stop_process(job.id, "cancelled")
+    def cancel(self, job: Job) -> Stop:
+        """Stop the job's process; one not started yet sees the stop flag before it starts."""
+        return Stop.STOPPED if self._stop_process(job.id, "cancelled") else Stop.REQUESTED
 
     def _stop_process(self, job_id: str, reason: str, grace: float = STOP_GRACE_S) -> bool:
         with self._lock:
@@ -503,9 +503,6 @@ class LocalBackend(Backend):
             self._stop_reasons.setdefault(job_id, reason)
         threading.Thread(target=process.stop, args=(grace,), name=f"stop-{job_id[:8]}", daemon=True).start()
         return True
-
-    def log_location(self, job: Job) -> str:
-        return remote_log_uri(job.request) or job.log_path
 
     def resumable(self, job: Job) -> bool:
         """True for a tuning (its study is kept), training with the bundled script, or one with checkpoints to resume."""
@@ -535,12 +532,10 @@ class LocalBackend(Backend):
             if job_ids is None or job_id in job_ids:
                 self._stop_process(job_id, "shutdown")
 
-    def close(self) -> None:
-        self.stop_all()
-
     # -- results ---------------------------------------------------------------------------------
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
+        """Return the job's output files with their content."""
         return read_outputs(Path(job.output_dir), job.artifacts.get("files", []))
 
 

@@ -16,8 +16,8 @@ from collections import deque
 from typing import Iterable
 
 from db import StoreError
-from mlops.base import JobContext
 from mlops.metric_lines import parse_metric_line, progress_of
+from mlops.reporter import JobReporter
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ TAIL_LINE_CHARS = 500
 class OutputFollower:
     """Reads a job's output into its log, metrics and progress."""
 
-    def __init__(self, ctx: JobContext):
+    def __init__(self, ctx: JobReporter):
         self.ctx = ctx
         #: Why the log or the store could not be written, once one of them failed.
         self.failure: str | None = None
@@ -101,7 +101,7 @@ class OutputFollower:
                 if lines:
                     self.ctx.log("\n".join(lines))
                 if metrics:
-                    self.ctx.store.add_metrics(self.ctx.job_id, metrics)
+                    self.ctx.add_metric_rows(metrics)
                 if progress:
                     self.ctx.set_progress(**progress)
             except OSError as exc:

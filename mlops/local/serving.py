@@ -21,9 +21,8 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from config import Config
-from db import Record, Store
+from db import Record
 from job import Job, JobStatus
-from mlops.base import ENDPOINT, TRANSFORM, JobContext
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
                           NotAcceptable, NotFound, NotSupported, Overloaded, StorageFull, TooLarge)
@@ -32,10 +31,12 @@ from mlops.job_files import (TooManyEntries, UnsafeFile, copy_tree, copyable_tre
                              remove_tree)
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED, UPDATING
-from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
-                           TRANSFORM_RECORD, ModelLifecycle, as_list, finished_training_job, model_body,
-                           production_variant, public_request)
 from mlops.local.limits import confinement_for
+from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
+                           TRANSFORM_RECORD, ModelRecords, RecordBook, as_list, finished_training_job, model_body,
+                           production_variant, public_request)
+from mlops.reporter import JobReporter
 from mlops.sandbox import sandbox_for
 from mlops.staging import S3_URI, resolve_storage_path
 
@@ -50,13 +51,13 @@ INLINE_COPY_BYTES = 64 << 20
 MAX_TRANSFORM_FILE_BYTES = 1 << 30
 
 
-class LocalModelLifecycle(ModelLifecycle):
+class LocalModelLifecycle(ModelRecords):
     """Models as folders, endpoints as sandboxed model workers, batch inference as a local job."""
 
     source_org = "Local"
 
-    def __init__(self, config: Config, store: Store, clients: ClientFactory):
-        super().__init__(config, store, clients)
+    def __init__(self, config: Config, book: RecordBook, clients: ClientFactory):
+        super().__init__(config, book, clients)
         self.models_root = config.data_dir / "models"
         self.datasets_root = config.storage_root / "datasets"
         self.sandbox = sandbox_for(config)
@@ -147,7 +148,7 @@ class LocalModelLifecycle(ModelLifecycle):
         if body.get("TrainingJobId"):
             if body.get("Containers") or body.get("PrimaryContainer"):
                 raise MalformedRequest("TrainingJobId", "give a training job or containers, not both")
-            job = finished_training_job(self.store, body["TrainingJobId"])
+            job = finished_training_job(self.book, body["TrainingJobId"])
             if job.backend != "local" or not job.artifacts.get("model_dir"):
                 raise InvalidRequest("TrainingJobId", "is not a local training job with a model folder")
             folder = Path(job.output_dir) / "model"
@@ -172,7 +173,7 @@ class LocalModelLifecycle(ModelLifecycle):
             if name in self._copies:
                 raise Conflict("id", f"model {name!r} is being copied; delete it once it is Created or Failed")
         self.check_model_deletable(name)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
         shutil.rmtree(self.models_root / name, ignore_errors=True)
 
     # -- endpoint configurations and endpoints ---------------------------------------------------
@@ -199,13 +200,13 @@ class LocalModelLifecycle(ModelLifecycle):
     def delete_endpoint_config(self, name: str, adapter: str | None = None) -> None:
         record = self.record(ENDPOINT_CONFIG, name)
         self.check_endpoint_config_deletable(name)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     def delete_endpoint(self, name: str, adapter: str | None = None) -> None:
         record = self.record(ENDPOINT_RECORD, name)
         self.check_endpoint_deletable(record)
         self.take_down(record, adapter)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     def take_down(self, record: Record, adapter: str | None) -> None:
         with self._load_lock:
@@ -218,6 +219,7 @@ class LocalModelLifecycle(ModelLifecycle):
         # Imported here: numpy and Pillow add a quarter of a second to every start, and only this needs them.
         from mlops.explanations import MAX_GRID, decode_request, occlusion, probabilities_from_predictions
 
+        self.record(ENDPOINT_RECORD, name)  # an unknown endpoint is named before the payload is read
         deadline = time.monotonic() + self.config.explain_timeout
         image, label = decode_request(body, content_type)
         # Each call carries as many images as fit in the payload limit an endpoint takes, and at most a row
@@ -312,7 +314,8 @@ class LocalModelLifecycle(ModelLifecycle):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def check_record_job(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Validate a deployment or transform and return it."""
         if kind == ENDPOINT:
             config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
             self._usable_model(config.payload["model_names"][0], "EndpointConfigName", InvalidRequest)
@@ -326,13 +329,15 @@ class LocalModelLifecycle(ModelLifecycle):
             raise InvalidRequest(field, f"no file or folder {uri!r} in the storage root")
         return request
 
-    def run(self, ctx: JobContext) -> None:
+    def run_record_job(self, ctx: JobReporter) -> Ran:
+        """Deploy a model or run a batch transform to its end."""
         if ctx.job.kind == ENDPOINT:
             self._deploy(ctx)
         else:
             self._transform(ctx)
+        return Ran.ENDED
 
-    def _deploy(self, ctx: JobContext) -> None:
+    def _deploy(self, ctx: JobReporter) -> None:
         request = ctx.job.request
         record = self.record(ENDPOINT_RECORD, request["EndpointName"])
         creating = record.status == CREATING
@@ -360,14 +365,14 @@ class LocalModelLifecycle(ModelLifecycle):
         config_name = record.payload.get("target_config")
         deleted = []
         if config_name and not set(self.endpoints_using("endpoint_config", config_name)) - {record.name}:
-            self.store.delete_record(self.record_id(ENDPOINT_CONFIG, config_name))
+            self.book.delete(self.record_id(ENDPOINT_CONFIG, config_name))
             deleted.append(f"endpoint configuration {config_name}")
         remaining = [f"model {name}" for name in as_list(record.payload.get("model_names"))]
         self.update(record, FAILED, exists=False, failure_reason=reason,
                     cleanup={"deleted": deleted, "remaining": remaining})
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
 
-    def _transform(self, ctx: JobContext) -> None:
+    def _transform(self, ctx: JobReporter) -> None:
         request = ctx.job.request
         record = self.record(TRANSFORM_RECORD, request["TransformJobName"])
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
@@ -403,9 +408,9 @@ class LocalModelLifecycle(ModelLifecycle):
         self.update(record, COMPLETED, artifacts=artifacts)
         ctx.finish(JobStatus.COMPLETED)
 
-    def cancel(self, job: Job) -> bool:
-        # The batch loop checks the flag between records; a deployment is not stoppable (stoppable_kinds).
-        return job.kind == TRANSFORM
+    def cancel_record_job(self, job: Job) -> Stop:
+        """A transform's batch loop checks the stop flag between records; a deployment is not stoppable."""
+        return Stop.REQUESTED if job.kind == TRANSFORM else Stop.NOTHING
 
     def close(self) -> None:
         with self._load_lock:
@@ -471,7 +476,7 @@ class LocalModelLifecycle(ModelLifecycle):
         record = self.record(DATASET, name)
         path = resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"], "id")
         path.unlink(missing_ok=True)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     # -- exports ---------------------------------------------------------------------------------
 

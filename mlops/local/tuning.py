@@ -19,13 +19,13 @@ from typing import Any, Callable
 
 from db import Store, StoreError
 from job import Job, JobStatus
-from mlops.base import TRAINING, JobContext
+from mlops.platform import TRAINING
+from mlops.reporter import JobReporter
 from mlops.errors import InvalidRequest
 from mlops import tuning as tuning_domain
 
 logger = logging.getLogger(__name__)
 
-CYCLE_S = 1.0
 # The fields of a tuning's request that each of its trials takes as a training request.
 TRIAL_FIELDS = ("dataset", "dataset_path", "metadata_file", "instance_type", "instance_count", "max_runtime_seconds",
                 "spot", "entry_point", "source_dir", "tags")
@@ -49,19 +49,19 @@ class LocalTuner:
     """Drives the tunings this executor runs, from one thread (the study's one writer)."""
 
     def __init__(self, store: Store, data_dir: Path, enqueue: Enqueue, cancel: Callable[[str], Any],
-                 context_for: Callable[[Job], JobContext], *, clock: Callable[[], float] = time.time):
+                 reporter_for: Callable[[Job], JobReporter], *, clock: Callable[[], float] = time.time):
         self.store = store
         self.data_dir = data_dir
         self.enqueue = enqueue
         self.cancel = cancel
-        self.context_for = context_for
+        self.reporter_for = reporter_for
         self.clock = clock
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
     def adopt(self, job: Job) -> None:
         """Take a claimed tuning job: open (or reopen after a restart) its study."""
-        ctx = self.context_for(job)
+        ctx = self.reporter_for(job)
         tuning = job.request["tuning"]
         path = tuning_domain.study_path(self.data_dir, job.id)
         fresh = not path.exists()
@@ -160,7 +160,7 @@ class LocalTuner:
                   and live.should_prune()):
                 state.stops_sent.add(trial.number)
                 self.store.merge_details(trial_id, stopped_early_at_epoch=reported)
-                self.context_for(tuning_job).log(f"[executor] trial {trial.number + 1}: stopped early at epoch "
+                self.reporter_for(tuning_job).log(f"[executor] trial {trial.number + 1}: stopped early at epoch "
                                                  f"{reported} ({metric} {epochs[reported]:.4f})")
                 self.cancel(trial_id)
             return
@@ -187,7 +187,7 @@ class LocalTuner:
         if table == state.table:
             return
         state.table = table
-        ctx = self.context_for(tuning_job)
+        ctx = self.reporter_for(tuning_job)
         best = best_trial(table, state.tuning["objective"]["goal"])
         done = sum(row["status"] not in (JobStatus.WAITING.value, JobStatus.RUNNING.value) for row in table)
         running = sum(row["status"] == JobStatus.RUNNING.value for row in table)
@@ -211,7 +211,7 @@ class LocalTuner:
              message: str | None = None) -> None:
         job = self.store.get(state.job_id)
         if job is not None and job.status is JobStatus.RUNNING:
-            self.context_for(job).finish(status, failure_reason, message)
+            self.reporter_for(job).finish(status, failure_reason, message)
 
 
 def trial_table(store: Store, tuning_id: str, study: Any, tuning: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,17 +12,14 @@ import uuid
 from typing import Any
 
 from mlops.sagemaker import validation as v
-from mlops.sagemaker.request_rules import TABULAR_CONTENT_TYPES, TABULAR_METRICS, automl_v2_problems, default_metric
+from mlops.sagemaker.request_rules import TABULAR_METRICS, automl_v2_problems, default_metric
 from mlops.sagemaker.training_service import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
-from mlops.shapes import tag_list
+from mlops.shapes import (AUTOML_CONTENT_TYPES as CONTENT_TYPES, AUTOML_MODES as MODES,
+                           AUTOML_PROBLEM_TYPES as PROBLEM_TYPES, CSV_ALIASES, best_candidate, tag_list)
 
 AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
-PROBLEM_TYPES = ("BinaryClassification", "MulticlassClassification", "Regression")
-MODES = ("AUTO", "ENSEMBLING", "HYPERPARAMETER_TUNING")
-# Plain text/csv is taken from clients and sent as AWS requires it for tabular data: with its header.
-CSV_ALIASES = {"text/csv": "text/csv;header=present"}
-CONTENT_TYPES = (*TABULAR_CONTENT_TYPES, *CSV_ALIASES)
+FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
 def automl_job_name(job_id: str) -> str:
@@ -73,7 +70,8 @@ def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:
         if request.get(field) is not None:
             v.validate_int(request[field], field, low, high)
     v.validate_tags(request.get("tags") or {}, "tags", reserved=2)
-    checked = {**request, "role_arn": role_arn}
+    # Named now, so the client is told the name at once and a run after a restart finds the job it made.
+    checked = {**request, "role_arn": role_arn, "job_name": request.get("job_name") or automl_job_name(str(uuid.uuid4()))}
     problems = automl_v2_problems(create_request(automl_job_name(""), checked, {}))
     if problems:
         raise InvalidRequest(*problems[0])
@@ -107,17 +105,6 @@ def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> 
     if request.get("metric_name"):
         params["AutoMLJobObjective"] = {"MetricName": request["metric_name"]}
     return params
-
-
-def best_candidate(described: dict[str, Any]) -> dict[str, Any] | None:
-    """Return {name, status, objectiveMetric} of the best candidate AWS reports, or None."""
-    candidate = described.get("BestCandidate")
-    if not candidate:
-        return None
-    metric = candidate.get("FinalAutoMLJobObjectiveMetric") or {}
-    return {"name": candidate.get("CandidateName"), "status": candidate.get("CandidateStatus"),
-            "objectiveMetric": {"name": metric.get("MetricName"), "value": metric.get("Value"),
-                                "type": metric.get("Type")}}
 
 
 def model_artifacts(described: dict[str, Any]) -> dict[str, Any]:

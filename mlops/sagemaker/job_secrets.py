@@ -13,11 +13,10 @@ import json
 import logging
 from typing import Any, Callable
 
-from db import Store
 from job import Job
 from mlops.aws import ACCESS_DENIED_CODES, AWS_ERRORS, is_not_found
-from mlops.base import JobContext
 from mlops.errors import AccessDenied, error_code, error_text
+from mlops.reporter import JobReporter
 from mlops.sagemaker.iam import JOB_SECRET_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -30,11 +29,10 @@ ENTRY_POINT_VARIABLE = "ESSEDUM_ENTRY_POINT"
 class JobSecrets:
     """Creates, hands over and deletes the Secrets Manager secret of each job that has secret values."""
 
-    def __init__(self, client: Callable[[], Any], store: Store):
+    def __init__(self, client: Callable[[], Any]):
         self._client = client
-        self.store = store
 
-    def hand_over(self, ctx: JobContext, job_name: str) -> dict[str, str]:
+    def hand_over(self, ctx: JobReporter, job_name: str) -> dict[str, str]:
         """Store the job's secret environment in Secrets Manager; return the job's Environment (its ARN)."""
         arn = self._put(ctx.job, job_name, dict(ctx.secrets["environment"]))
         ctx.merge_details(secret_arn=arn)
@@ -64,8 +62,9 @@ class JobSecrets:
                                                   "refused rather than sent with its secrets in clear") from exc
             raise
 
-    def forget(self, job: Job) -> None:
+    def forget(self, ctx: JobReporter) -> None:
         """Delete the job's secret, if it has one; a failure is logged with the secret's ARN."""
+        job = ctx.job
         arn = job.details.get("secret_arn")
         if not arn:
             return
@@ -75,5 +74,4 @@ class JobSecrets:
             if not is_not_found(exc):
                 logger.warning("job %s: cannot delete its secret %s: %s", job.id, arn, error_text(exc))
                 return
-        self.store.merge_details(job.id, secret_arn=None)
-        job.details["secret_arn"] = None
+        ctx.merge_details(secret_arn=None)

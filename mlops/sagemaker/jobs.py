@@ -1,4 +1,4 @@
-"""The SageMaker backend: checks requests, launches training and AutoML jobs, follows them, stops them.
+"""Training, pipeline and AutoML jobs on SageMaker: checks requests, launches training and AutoML jobs, follows them, stops them.
 
 Monitoring cost: a cycle lists each job family once, bounded by the oldest followed job's creation
 and a page cap (mlops/sagemaker/job_feed.py), and describes only the jobs the list names as changed
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from db import Store
 from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
@@ -27,11 +26,13 @@ from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found, is_throttled
 from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING,
                                 TRAINING_STATES, TUNING_STATES)
 from mlops import tuning as tuning_domain
-from mlops.base import AUTOML, PIPELINE, TRAINING, TUNING, Backend, ContextFactory, JobContext
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
+from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
+from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.sagemaker import tuning as sagemaker_tuning
 from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
@@ -62,25 +63,20 @@ TIME_LIMIT_STATUSES = ("MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 READY_CACHE_S = 30
 
 
-class SageMakerBackend(Backend):
-    """Runs training and pipeline jobs as SageMaker training jobs."""
+class SageMakerJobs:
+    """Runs training and pipeline jobs as SageMaker training jobs, and AutoML jobs; follows and stops them."""
 
-    name = "sagemaker"
-    remote = True
     kinds = frozenset({PIPELINE, TRAINING, AUTOML, TUNING})
-    stoppable_kinds = kinds
 
-    def __init__(self, config: Config, clients: ClientFactory, store: Store, *,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, clients: ClientFactory, *, clock: Callable[[], float] = time.time):
         self.config = config
         self.clients = clients
-        self.store = store
         self.clock = clock
         self.service = SageMakerTrainingService(config, clients)
         self.logs = TrainingLogTail(lambda: clients.client("logs"), clock=clock)
         self.prices = pricing.PriceList(lambda: clients.client("pricing", region=pricing.PRICE_LIST_API_REGION),
                                         clock=clock)
-        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"), store)
+        self.secrets = JobSecrets(lambda: clients.client("secretsmanager"))
         self.feed = JobFeed(lambda: clients.client("sagemaker"), clock, JOB_NAME_PREFIX)
         self.tunings = sagemaker_tuning.SageMakerTunings(lambda: clients.client("sagemaker"))
         self._backoff = 0.0
@@ -113,12 +109,10 @@ class SageMakerBackend(Backend):
             return self._check_tuning(request)
         if kind == PIPELINE:
             return self._check_pipeline(request, secrets)
-        if kind == AUTOML:
-            role = request.get("role_arn") or self.config.sagemaker_role_arn
-            if not role:
-                raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
-            return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
-        raise InvalidRequest("kind", f"the sagemaker backend does not run {kind} jobs")
+        role = request.get("role_arn") or self.config.sagemaker_role_arn
+        if not role:
+            raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
+        return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
 
     def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
         configs = request.get("configs") or {}
@@ -235,11 +229,10 @@ class SageMakerBackend(Backend):
 
     # -- launching -------------------------------------------------------------------------------
 
-    def run(self, ctx: JobContext) -> None:
+    def run(self, ctx: JobReporter) -> Ran:
         """Upload the inputs and create the training job; return once SageMaker has it."""
         if ctx.job.kind == AUTOML:
-            self._run_automl(ctx)
-            return
+            return self._run_automl(ctx)
         job = ctx.job
         settings = job.request["sagemaker"]
         if job.kind == TUNING:
@@ -259,26 +252,29 @@ class SageMakerBackend(Backend):
                         f"({existing['TrainingJobStatus']}); following it")
                 self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
                                     instance_type=settings["instance_type"])
-                return
+                return Ran.LAUNCHED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
-                return
+                return Ran.ENDED
             try:
                 self._launch(ctx, name, settings)
             except BaseException:
                 # A job SageMaker did not take must not leave its secret behind.
-                self.secrets.forget(ctx.job)
+                self.secrets.forget(ctx)
                 raise
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
+        return Ran.LAUNCHED
 
-    def _launch(self, ctx: JobContext, name: str, settings: dict[str, Any]) -> None:
+    def _launch(self, ctx: JobReporter, name: str, settings: dict[str, Any]) -> None:
         job, request = ctx.job, ctx.job.request
         bucket, prefix = settings["bucket"], settings["prefix"]
         job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
         entry_point, environment = settings["entry_point"], {}
         if job.kind == PIPELINE:
+            # Afresh: an attempt a restart cut short may have left a part of the files, which the copy never merges.
+            remove_tree(ctx.job_dir / "code")
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
             if ctx.secrets.get("environment"):
                 environment = self.secrets.hand_over(ctx, name)
@@ -326,12 +322,12 @@ class SageMakerBackend(Backend):
                 f"{settings['instance_type']} with image {image}")
 
     @staticmethod
-    def _record_launch(ctx: JobContext, name: str, arn: str, **details: Any) -> None:
+    def _record_launch(ctx: JobReporter, name: str, arn: str, **details: Any) -> None:
         """Record once that SageMaker has the job: its name as the external id, its ARN and settings."""
         ctx.set_external_id(name)
         ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=arn, **details)
 
-    def _run_automl(self, ctx: JobContext) -> None:
+    def _run_automl(self, ctx: JobReporter) -> Ran:
         job, request = ctx.job, ctx.job.request
         name = request.get("job_name") or automl.automl_job_name(job.id)
         sagemaker = self.clients.client("sagemaker")
@@ -343,7 +339,7 @@ class SageMakerBackend(Backend):
             if existing is None:
                 if ctx.cancel_requested():
                     ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
-                    return
+                    return Ran.ENDED
                 # Recorded first: a re-run that then finds the job knows this executor created it.
                 ctx.merge_details(create_attempted=True, automl_job_name=name)
                 params = automl.create_request(name, request, {**(request.get("tags") or {}),
@@ -362,6 +358,7 @@ class SageMakerBackend(Backend):
         ctx.merge_details(automl_job_arn=arn, automl_job_name=name)
         ctx.set_phase("Starting", f"submitted as SageMaker AutoML job {name}")
         ctx.log(f"[executor] submitted SageMaker AutoML job {name} on {request['input_s3_uri']}")
+        return Ran.LAUNCHED
 
     def describe_automl(self, name: str) -> dict[str, Any] | None:
         """Return DescribeAutoMLJobV2's answer, or None when there is no such job."""
@@ -404,24 +401,26 @@ class SageMakerBackend(Backend):
 
     # -- monitoring ------------------------------------------------------------------------------
 
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+    def follow(self, reporters: list[JobReporter]) -> None:
         """One monitor cycle: new log lines of every job, then the jobs SageMaker says changed."""
         if self.clock() < self._backoff_until:
             return
-        training = {job.external_id: job for job in jobs if job.external_id and job.kind not in (AUTOML, TUNING)}
-        automl_jobs = {job.external_id: job for job in jobs if job.external_id and job.kind == AUTOML}
+        training = {ctx.job.external_id: ctx for ctx in reporters
+                    if ctx.job.external_id and ctx.job.kind not in (AUTOML, TUNING)}
+        automl_jobs = {ctx.job.external_id: ctx for ctx in reporters if ctx.job.external_id and ctx.job.kind == AUTOML}
         try:
             # Few and long: each running tuning is described every cycle, its trials paged a bounded amount.
-            for job in jobs:
-                if job.external_id and job.kind == TUNING:
-                    self._guard(lambda job=job: self._refresh_tuning(job, context_for))
+            for ctx in reporters:
+                if ctx.job.external_id and ctx.job.kind == TUNING:
+                    self._guard(lambda ctx=ctx: self._refresh_tuning(ctx))
             if training:
-                self.logs.tail(training, context_for, JOB_NAME_PREFIX)
-                self._report_log_problem(training.values(), context_for)
+                self.logs.tail(training, JOB_NAME_PREFIX)
+                self._report_log_problem(training.values())
             for feed, by_name in ((TRAINING_FEED, training), (AUTOML_FEED, automl_jobs)):
                 if by_name:
-                    for name in self.feed.to_describe(feed, by_name):
-                        self._guard(lambda: self._refresh(by_name[name], context_for))
+                    jobs = {name: ctx.job for name, ctx in by_name.items()}
+                    for name in self.feed.to_describe(feed, jobs):
+                        self._guard(lambda: self._refresh(by_name[name]))
         except Throttled as exc:
             self._backoff = min(max(2 * self._backoff, self.config.monitor_interval, 1.0), MAX_BACKOFF_SECONDS)
             self._backoff_until = self.clock() + self._backoff
@@ -429,14 +428,13 @@ class SageMakerBackend(Backend):
             return
         self._backoff = 0.0
 
-    def _report_log_problem(self, jobs: Iterable[Job], context_for: ContextFactory) -> None:
+    def _report_log_problem(self, reporters: Iterable[JobReporter]) -> None:
         """Put a log read error on each job's events once, so a user sees why its log stands still."""
         problem = self.logs.problem
         if problem is None:
             return
-        for job in jobs:
-            if job.details.get("log_warning") != problem:
-                ctx = context_for(job)
+        for ctx in reporters:
+            if ctx.job.details.get("log_warning") != problem:
                 ctx.warn(f"{problem}; the job's status is still followed")
                 ctx.merge_details(log_warning=problem)
 
@@ -449,10 +447,10 @@ class SageMakerBackend(Backend):
                 raise Throttled(error_text(exc)) from exc
             raise
 
-    def _refresh(self, job: Job, context_for: ContextFactory) -> None:
+    def _refresh(self, ctx: JobReporter) -> None:
+        job = ctx.job
         described = (self.describe_automl(job.external_id) if job.kind == AUTOML
                      else self.service.describe_training_job(job.external_id))
-        ctx = context_for(job)
         if described is None:
             misses = int(job.details.get("not_found_misses", 0)) + 1
             if misses < NOT_FOUND_MISSES:
@@ -471,9 +469,9 @@ class SageMakerBackend(Backend):
         ctx.merge_details(last_modified=described["LastModifiedTime"].timestamp(), described_at=self.clock(),
                           created_at=described["CreationTime"].timestamp(), describe_next=False, not_found_misses=0)
 
-    def _refresh_tuning(self, job: Job, context_for: ContextFactory) -> None:
+    def _refresh_tuning(self, ctx: JobReporter) -> None:
+        job = ctx.job
         described = self.tunings.describe(job.external_id)
-        ctx = context_for(job)
         if described is None:
             misses = int(job.details.get("not_found_misses", 0)) + 1
             if misses < NOT_FOUND_MISSES:
@@ -493,7 +491,7 @@ class SageMakerBackend(Backend):
         trials = sagemaker_tuning.merge_trials(trials, summaries, stopping)
         sagemaker_tuning.apply_tuning_description(ctx, described, trials, token)
 
-    def _note_status(self, ctx: JobContext, status: str, secondary: str, described: dict[str, Any],
+    def _note_status(self, ctx: JobReporter, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
         ctx.merge_details(sagemaker_status=status, secondary_status=secondary)
         if secondary not in KNOWN_SECONDARY | AUTOML_SECONDARY:
@@ -503,7 +501,7 @@ class SageMakerBackend(Backend):
             ctx.set_phase(phase, message)
             ctx.log(f"[executor] SageMaker: {status} / {secondary}{f' - {message}' if message else ''}")
 
-    def apply_automl_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def apply_automl_description(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         """Bring an AutoML job up to date with DescribeAutoMLJobV2's answer, ending it when SageMaker has."""
         status = described["AutoMLJobStatus"]
         secondary = described.get("AutoMLJobSecondaryStatus") or status
@@ -528,7 +526,7 @@ class SageMakerBackend(Backend):
         else:
             ctx.finish(JobStatus.CANCELLED, f"stopped outside the executor ({secondary})")
 
-    def apply_description(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def apply_description(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         """Bring a job up to date with DescribeTrainingJob's answer, ending it when SageMaker has."""
         job = ctx.job
         status = described["TrainingJobStatus"]
@@ -539,7 +537,7 @@ class SageMakerBackend(Backend):
         if status not in TRAINING_STATES.terminal_states:
             return
         self.logs.tail_job(job, ctx)
-        self.secrets.forget(job)
+        self.secrets.forget(ctx)
         self._record_results(ctx, described)
         if status == COMPLETED:
             ctx.finish(JobStatus.COMPLETED)
@@ -563,7 +561,7 @@ class SageMakerBackend(Backend):
             return JobStatus.CANCELLED, None
         return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"
 
-    def _record_results(self, ctx: JobContext, described: dict[str, Any]) -> None:
+    def _record_results(self, ctx: JobReporter, described: dict[str, Any]) -> None:
         artifacts = {}
         model = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         if model:
@@ -577,7 +575,7 @@ class SageMakerBackend(Backend):
         if artifacts:
             ctx.set_artifacts(artifacts)
         final = {item["MetricName"]: item.get("Value") for item in described.get("FinalMetricDataList") or []}
-        latest = self.store.latest_metrics(ctx.job_id)
+        latest = ctx.latest_metrics()
         unseen = {name: value for name, value in final.items()
                   if name != "epoch" and (latest.get(name) is None or value is None
                                           or abs(latest[name] - value) > 1e-6 * max(1.0, abs(value)))}
@@ -598,12 +596,11 @@ class SageMakerBackend(Backend):
 
     # -- stopping and recovery -------------------------------------------------------------------
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, ctx: JobReporter) -> Stop:
         """Stop the training job if SageMaker can still stop it; the monitor ends it once Stopped."""
-        if not job.external_id:
-            return False  # run() has not submitted it yet and sees the cancel flag before it does
-        if job.details.get("stop_requested"):
-            return True
+        if not job.external_id or job.details.get("stop_requested"):
+            # Not submitted yet: run() sees the cancel flag before it submits.
+            return Stop.REQUESTED
         operation = {AUTOML: "StopAutoMLJob", TUNING: "StopHyperParameterTuningJob"}.get(job.kind, "StopTrainingJob")
         try:
             if job.kind == TUNING:
@@ -615,10 +612,10 @@ class SageMakerBackend(Backend):
         except AWS_ERRORS as exc:
             raise SageMakerJobError(f"{operation} {job.external_id} failed: {error_text(exc)}") from exc
         if status is None:
-            return False
+            return Stop.NOTHING
         # Written once, here: a job that already ended is described next cycle, which ends it with its real status.
-        self.store.merge_details(job.id, stop_requested=True, describe_next=True)
-        return status in (IN_PROGRESS, STOPPING, STOPPED)
+        ctx.merge_details(stop_requested=True, describe_next=True)
+        return Stop.REQUESTED if status in (IN_PROGRESS, STOPPING, STOPPED) else Stop.NOTHING
 
     def _stop_automl(self, name: str) -> str | None:
         """Stop an AutoML job if it still runs; return the status SageMaker reported first (None: no such job)."""
@@ -628,10 +625,6 @@ class SageMakerBackend(Backend):
         if described["AutoMLJobStatus"] in AUTOML_STATES.stoppable_states:
             self.clients.client("sagemaker").stop_auto_ml_job(AutoMLJobName=name)
         return described["AutoMLJobStatus"]
-
-    def resumable(self, job: Job) -> bool:
-        """True: a job interrupted before SageMaker had it is launched again, and run() adopts one SageMaker has."""
-        return True
 
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return where the job's outputs are in S3, as {name: {"content": uri}}."""

@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable
 
 from job import Job
 from mlops.aws import AWS_ERRORS, Pages, is_not_found, is_throttled
-from mlops.base import JobContext
 from mlops.errors import error_text
+from mlops.reporter import JobReporter
 from mlops.metric_lines import parse_metric_line, progress_of
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,12 @@ class TrainingLogTail:
         self._resume_at = 0.0
         self.problem: str | None = None
 
-    def tail(self, jobs: dict[str, Job], context_for: Callable[[Job], JobContext], stream_prefix: str) -> None:
-        """Read the new lines of every job (keyed by SageMaker name) with one paged query."""
+    def tail(self, jobs: dict[str, JobReporter], stream_prefix: str) -> None:
+        """Read the new lines of every job (its reporter keyed by SageMaker name) with one paged query."""
         if not jobs:
             return
-        since = self._since_ms if self._since_ms is not None else min(self._cursor_ms(job) for job in jobs.values())
+        since = self._since_ms if self._since_ms is not None else min(self._cursor_ms(ctx.job)
+                                                                        for ctx in jobs.values())
         read = self._read(stream_prefix, since - self.overlap_ms)
         if read is None:
             return
@@ -68,11 +69,11 @@ class TrainingLogTail:
             by_job[event["logStreamName"].split("/", 1)[0]].append(event)
         for name, job_events in by_job.items():
             if name in jobs:
-                self.apply(jobs[name], job_events, context_for(jobs[name]))
+                self.apply(jobs[name].job, job_events, jobs[name])
         if newest is not None:
             self._since_ms = max(since, newest) if complete else max(since, newest - self.overlap_ms)
 
-    def tail_job(self, job: Job, ctx: JobContext) -> None:
+    def tail_job(self, job: Job, ctx: JobReporter) -> None:
         """Read the new lines of one job (its last lines, before it is marked finished)."""
         read = self._read(f"{job.external_id}/", self._cursor_ms(job) - self.overlap_ms)
         if read and read[0]:
@@ -126,7 +127,7 @@ class TrainingLogTail:
             raise
         return events, max((event["timestamp"] for event in events), default=None), True
 
-    def apply(self, job: Job, events: Iterable[dict[str, Any]], ctx: JobContext) -> int:
+    def apply(self, job: Job, events: Iterable[dict[str, Any]], ctx: JobReporter) -> int:
         """Write a job's unseen events in time order, record its metric lines; return how many were new."""
         cursor = job.details.get("log_cursor") or {}
         cursor_ts = int(cursor.get("ts", 0))

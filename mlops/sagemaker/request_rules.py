@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from mlops.shapes import TABULAR_CONTENT_TYPES
+
 # AutoMLJobObjective's documentation: the metrics of each tabular problem type, the first the default.
 TABULAR_METRICS: dict[str, tuple[str, ...]] = {
     "Regression": ("MSE", "MAE", "R2", "RMSE"),
     "BinaryClassification": ("F1", "Accuracy", "AUC", "BalancedAccuracy", "Precision", "Recall"),
     "MulticlassClassification": ("Accuracy", "BalancedAccuracy", "F1macro", "PrecisionMacro", "RecallMacro"),
 }
-# AutoMLJobChannel.ContentType for tabular problems; plain text/csv is refused.
-TABULAR_CONTENT_TYPES = ("text/csv;header=present", "x-application/vnd.amazon+parquet")
 TABULAR_DATA_TYPES = ("S3Prefix", "ManifestFile")
 TABULAR_MAX_CANDIDATES = 750
 

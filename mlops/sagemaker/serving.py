@@ -15,16 +15,17 @@ from http import HTTPStatus
 from typing import Any, BinaryIO
 
 from config import Config
-from db import Record, Store
+from db import Record
 from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
-from mlops.base import ENDPOINT, TRANSFORM, ContextFactory, JobContext
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
                           NotFound, NotSupported, TooLarge, error_code, error_text)
 from mlops.aws_statuses import (COMPLETED, CREATING, ENDPOINT_FAILED_STATES, ENDPOINT_NON_TERMINAL_STATES,
                                 FAILED, IN_PROGRESS, IN_SERVICE, STOPPED, TRANSFORM_STATES, UPDATING)
-from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL, TRANSFORM_RECORD, ModelLifecycle,
+from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL, TRANSFORM_RECORD, ModelRecords, RecordBook,
                            as_list, finished_training_job, model_body, production_variant, public_request)
+from mlops.reporter import JobReporter
 from mlops.sagemaker import validation as v
 from mlops.shapes import tag_list
 from mlops.staging import S3_URI
@@ -46,13 +47,13 @@ REFUSALS_BY_MODEL_STATUS: dict[int, tuple[type[InvalidRequest], str]] = {
 }
 
 
-class SageMakerModelLifecycle(ModelLifecycle):
+class SageMakerModelLifecycle(ModelRecords):
     """Models, endpoints and batch transforms on Amazon SageMaker."""
 
     source_org = "AWS SageMaker"
 
-    def __init__(self, config: Config, store: Store, clients: ClientFactory):
-        super().__init__(config, store, clients)
+    def __init__(self, config: Config, book: RecordBook, clients: ClientFactory):
+        super().__init__(config, book, clients)
         self._images: dict[tuple[str, str], str] = {}
         self._images_lock = threading.Lock()
 
@@ -97,7 +98,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
             return self._images[key]
 
     def _training_artifact(self, job_id: str, adapter: str | None) -> str:
-        job = finished_training_job(self.store, job_id)
+        job = finished_training_job(self.book, job_id)
         uri = (job.artifacts.get("model") or job.artifacts.get("model_artifact")
                or job.artifacts.get("S3ModelArtifacts"))
         if not uri and job.backend == "sagemaker" and job.external_id:
@@ -159,7 +160,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         record = self.record(MODEL, name)
         self.check_model_deletable(name)
         self._delete("delete_model", adapter, ModelName=name)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     def _delete(self, operation: str, adapter: str | None, **params: Any) -> None:
         """Delete a SageMaker resource; one that is already gone is fine."""
@@ -208,7 +209,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         record = self.record(ENDPOINT_CONFIG, name)
         self.check_endpoint_config_deletable(name)
         self._delete("delete_endpoint_config", adapter, EndpointConfigName=name)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -217,7 +218,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         self.check_endpoint_deletable(record)
         if record.payload.get("exists", True):
             self._delete("delete_endpoint", adapter, EndpointName=name)
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     def take_down(self, record: Record, adapter: str | None) -> None:
         self._delete("delete_endpoint", adapter, EndpointName=record.name)
@@ -265,7 +266,8 @@ class SageMakerModelLifecycle(ModelLifecycle):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def check_record_job(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Validate a deployment or transform and return it with the defaults SageMaker needs."""
         adapter = request.get("adapter")
         if kind == ENDPOINT:
             if not self.find(ENDPOINT_CONFIG, request["EndpointConfigName"]):
@@ -291,14 +293,13 @@ class SageMakerModelLifecycle(ModelLifecycle):
             output["S3OutputPath"] = f"s3://{self.config.s3_bucket}/{key}"
         return request
 
-    def run(self, ctx: JobContext) -> None:
+    def run_record_job(self, ctx: JobReporter) -> Ran:
         """Start the endpoint creation or update, or the transform job; the monitor follows it."""
         if ctx.job.kind == ENDPOINT:
-            self._start_endpoint(ctx)
-        else:
-            self._start_transform(ctx)
+            return self._start_endpoint(ctx)
+        return self._start_transform(ctx)
 
-    def _start_endpoint(self, ctx: JobContext) -> None:
+    def _start_endpoint(self, ctx: JobReporter) -> Ran:
         request, adapter = ctx.job.request, ctx.job.request.get("adapter")
         name, config_name = request["EndpointName"], request["EndpointConfigName"]
         record = self.record(ENDPOINT_RECORD, name)
@@ -325,14 +326,15 @@ class SageMakerModelLifecycle(ModelLifecycle):
             else:
                 self.update(record, None, target_config=None, failure_reason=reason)
             ctx.finish(JobStatus.ERROR, reason)
-            return
+            return Ran.ENDED
         ctx.merge_details(action=action, previous_config=(current or {}).get("EndpointConfigName"))
         ctx.set_external_id(name)
         phase = CREATING if action == "create" else UPDATING
         ctx.set_phase(phase, f"{action} endpoint {name} with {config_name}")
         self.update(record, phase)
+        return Ran.LAUNCHED
 
-    def _start_transform(self, ctx: JobContext) -> None:
+    def _start_transform(self, ctx: JobReporter) -> Ran:
         request, adapter = ctx.job.request, ctx.job.request.get("adapter")
         name = request["TransformJobName"]
         if self._exists("describe_transform_job", adapter, TransformJobName=name) is None:
@@ -344,31 +346,32 @@ class SageMakerModelLifecycle(ModelLifecycle):
             except (InvalidRequest, BackendError) as exc:
                 self.update(self.record(TRANSFORM_RECORD, name), FAILED, failure_reason=str(exc))
                 ctx.finish(JobStatus.ERROR, str(exc))
-                return
+                return Ran.ENDED
             self.update(self.record(TRANSFORM_RECORD, name), IN_PROGRESS, arn=answer.get("TransformJobArn"))
         ctx.set_external_id(name)
         ctx.set_phase("Transforming", f"transform job {name} started")
+        return Ran.LAUNCHED
 
-    def monitor(self, jobs: list[Job], context_for: ContextFactory) -> None:
+    def follow_record_jobs(self, reporters: list[JobReporter]) -> None:
         """Describe each deployment's endpoint and each transform job once; end the jobs that settled."""
-        for job in jobs:
+        for ctx in reporters:
+            job = ctx.job
             try:
                 if job.kind == ENDPOINT:
-                    self._follow_endpoint(job, context_for)
+                    self._follow_endpoint(job, ctx)
                 elif job.kind == TRANSFORM:
-                    self._follow_transform(job, context_for)
+                    self._follow_transform(job, ctx)
             except (InvalidRequest, BackendError, *AWS_ERRORS) as exc:
                 # Throttling or a network blip: the next cycle asks again.
                 logger.warning("job %s (%s): cannot follow %s: %s", job.id, job.kind, job.external_id, exc)
 
-    def _follow_endpoint(self, job: Job, context_for: ContextFactory) -> None:
+    def _follow_endpoint(self, job: Job, ctx: JobReporter) -> None:
         adapter = job.request.get("adapter")
         name, config_name = job.request["EndpointName"], job.request["EndpointConfigName"]
         record = self.record(ENDPOINT_RECORD, name)
         action = job.details.get("action", "create")
         described = self._exists("describe_endpoint", adapter, EndpointName=name)
         if described is None:
-            ctx = context_for(job)
             self.update(record, FAILED, exists=False, failure_reason="the endpoint was deleted while it was deployed")
             ctx.finish(JobStatus.ERROR, f"endpoint {name} disappeared while it was being deployed")
             return
@@ -377,22 +380,21 @@ class SageMakerModelLifecycle(ModelLifecycle):
         if status == IN_SERVICE and described.get("EndpointConfigName") == config_name:
             self.job_finished_endpoint(record, self.record(ENDPOINT_CONFIG, config_name), described)
             self.update(self.record(ENDPOINT_RECORD, name), None, arn=described.get("EndpointArn"))
-            context_for(job).finish(JobStatus.COMPLETED)
+            ctx.finish(JobStatus.COMPLETED)
         elif status == IN_SERVICE:
             # An update that failed: SageMaker rolled back and the old configuration still serves.
             old = described.get("EndpointConfigName")
             text = f"update to {config_name} failed ({reason or 'rolled back'}); the endpoint still serves {old}"
             self.update(record, IN_SERVICE, target_config=None, failure_reason=text, raw=described)
-            context_for(job).finish(JobStatus.ERROR, text)
+            ctx.finish(JobStatus.ERROR, text)
         elif status == FAILED and action == "create":
-            ctx = context_for(job)
             ctx.finish(JobStatus.ERROR, self._fail_create(record, f"endpoint creation failed: {reason}", adapter))
         elif status in ENDPOINT_FAILED_STATES:
             self.update(record, status, target_config=None, failure_reason=reason, raw=described)
-            context_for(job).finish(JobStatus.ERROR, f"endpoint {name} is {status}: {reason}")
+            ctx.finish(JobStatus.ERROR, f"endpoint {name} is {status}: {reason}")
         elif status != record.status:
             self.update(record, status, raw=described)
-            context_for(job).set_phase(status)
+            ctx.set_phase(status)
 
     def _fail_create(self, record: Record, reason: str, adapter: str | None) -> str:
         """Delete what a failed creation left (the endpoint, its configuration); say what remains."""
@@ -407,53 +409,51 @@ class SageMakerModelLifecycle(ModelLifecycle):
                 self._delete(operation, adapter, **params)
                 deleted.append(f"{label} {name}")
                 if label != "endpoint":
-                    self.store.delete_record(self.record_id(ENDPOINT_CONFIG, name))
+                    self.book.delete(self.record_id(ENDPOINT_CONFIG, name))
             except (InvalidRequest, BackendError, *AWS_ERRORS) as exc:
                 remaining.append(f"{label} {name} (delete failed: {exc})")
         self.update(record, FAILED, exists=False, failure_reason=reason,
                     cleanup={"deleted": deleted, "remaining": remaining})
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
 
-    def _follow_transform(self, job: Job, context_for: ContextFactory) -> None:
+    def _follow_transform(self, job: Job, ctx: JobReporter) -> None:
         name = job.request["TransformJobName"]
         record = self.record(TRANSFORM_RECORD, name)
         described = self._exists("describe_transform_job", job.request.get("adapter"), TransformJobName=name)
         if described is None:
             self.update(record, FAILED, failure_reason="the transform job is gone")
-            context_for(job).finish(JobStatus.ERROR, f"transform job {name} is gone")
+            ctx.finish(JobStatus.ERROR, f"transform job {name} is gone")
             return
         status = described["TransformJobStatus"]
         artifacts = {"S3OutputPath": described.get("TransformOutput", {}).get("S3OutputPath")}
         if status == COMPLETED:
             self.update(record, status, raw=described, artifacts=artifacts)
-            ctx = context_for(job)
             ctx.set_artifacts(artifacts)
             ctx.finish(JobStatus.COMPLETED)
         elif status == FAILED:
             reason = described.get("FailureReason") or "the transform job failed"
             self.update(record, status, raw=described, failure_reason=reason)
-            context_for(job).finish(JobStatus.ERROR, reason)
+            ctx.finish(JobStatus.ERROR, reason)
         elif status == STOPPED:
             self.update(record, status, raw=described)
-            context_for(job).finish(JobStatus.CANCELLED, message="stopped at the user's request")
+            ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
         elif status != record.status:
             self.update(record, status, raw=described)
 
-    def cancel(self, job: Job) -> bool:
+    def cancel_record_job(self, job: Job) -> Stop:
         """Stop a transform job (once); an endpoint deployment cannot be stopped, only deleted later."""
-        if job.kind != TRANSFORM or not job.external_id:
-            return False
+        if job.kind != TRANSFORM:
+            return Stop.NOTHING
+        if not job.external_id:
+            return Stop.REQUESTED  # run() sees the cancel flag before it starts the transform
         adapter = job.request.get("adapter")
         described = self._exists("describe_transform_job", adapter, TransformJobName=job.external_id)
         if described is None:
-            return False
+            return Stop.NOTHING
         if described["TransformJobStatus"] in TRANSFORM_STATES.stoppable_states:
             self._call("TransformJobName", "stop_transform_job", adapter, TransformJobName=job.external_id)
-        return described["TransformJobStatus"] in TRANSFORM_STATES.non_terminal_states
-
-    def resumable(self, job: Job) -> bool:
-        """True: run() adopts a resource SageMaker has already instead of creating it twice."""
-        return True
+        return (Stop.REQUESTED if described["TransformJobStatus"] in TRANSFORM_STATES.non_terminal_states
+                else Stop.NOTHING)
 
     # -- datasets --------------------------------------------------------------------------------
 
@@ -487,7 +487,7 @@ class SageMakerModelLifecycle(ModelLifecycle):
         except AWS_ERRORS as exc:
             raise BackendError(f"cannot delete s3://{record.payload['bucket']}/{record.payload['key']}: "
                                f"{error_text(exc)}") from exc
-        self.store.delete_record(record.id)
+        self.book.delete(record.id)
 
     # -- exports ---------------------------------------------------------------------------------
 

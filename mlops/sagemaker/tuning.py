@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 from job import JobStatus
 from mlops.aws import AWS_ERRORS, is_not_found
 from mlops.aws_statuses import COMPLETED, FAILED, TUNING_STATES
-from mlops.base import JobContext
 from mlops.errors import InvalidRequest
+from mlops.reporter import JobReporter
 from mlops.sagemaker.validation import sagemaker_model
 from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, grid_values
 
@@ -223,7 +223,7 @@ def merge_trials(known: list[dict[str, Any]], summaries: list[dict[str, Any]], s
     return sorted(rows.values(), key=lambda row: row["number"])
 
 
-def apply_tuning_description(ctx: JobContext, described: dict[str, Any], trials: list[dict[str, Any]],
+def apply_tuning_description(ctx: JobReporter, described: dict[str, Any], trials: list[dict[str, Any]],
                              token: str | None) -> None:
     """Bring a tuning's record up to date with SageMaker's answers, ending it when SageMaker has."""
     status = described["HyperParameterTuningJobStatus"]
