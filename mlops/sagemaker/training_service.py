@@ -469,7 +469,6 @@ class SageMakerTrainingService:
             logger.info("training job %s could not be stopped any more: %s", name, error_text(exc))
         return status
 
-
     # -- the seeds' job methods, through the executor's queue and store --------------------------
 
     def submit_training_job(self, config: SageMakerJobConfig, s3_input_uri: str, s3_output_uri: str,
