@@ -77,15 +77,6 @@ def test_a_waiting_job_has_no_start_finish_or_elapsed_time(client, app, storage_
     assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
 
 
-def test_stop_cancels_a_waiting_job(client, storage_root):
-    folder = write_pipeline(storage_root, "p", "print('hi')\n")
-    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
-    assert client.get(f"/execute/{accepted['task_id']}/stop").get_json() == {"Task cancelled": True}
-    body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
-    assert body["task_status"] == "CANCELLED"
-    assert client.post(f"/execute/{accepted['task_id']}/stop").get_json() == {"Task cancelled": False}
-
-
 def test_secrets_never_reach_the_database_the_log_or_a_response(live_server, data_dir):
     server = live_server()
     script = "import os\nprint('token is', os.environ['API_TOKEN'])\nprint(os.environ.get('AWS_SECRET_ACCESS_KEY'))\n"

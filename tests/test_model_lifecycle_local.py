@@ -199,15 +199,14 @@ def test_bad_requests_get_a_4xx_naming_the_field(server: LiveServer) -> None:
     assert status == 200 and len(body["predictions"][0]) == 2
 
 
-def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(server: LiveServer) -> None:
+def test_datasets_are_kept_under_the_storage_root_with_safe_keys(server: LiveServer) -> None:
+    # Upload, list, get and delete are the platform contract's; this is where the local platform keeps them.
     status, record = server.upload(f"{API}/datasets", {"Bucket": "essedum", "Key": "iris/train.csv"},
                                    [("file", "train.csv", b"a,b\n1,2\n", "text/csv")])
     assert status == 201, record
     assert (record["name"], record["status"], record["artifacts"]["size"]) == ("essedum/iris/train.csv", "Available", 8)
     stored = server.storage_root / "datasets" / "essedum" / "iris" / "train.csv"
     assert stored.read_bytes() == b"a,b\n1,2\n"
-    assert [item["name"] for item in server.request("GET", f"{API}/datasets/list")[1]] == ["essedum/iris/train.csv"]
-    assert server.request("GET", f"{API}/datasets/essedum/iris/train.csv")[1]["id"] == "essedum/iris/train.csv"
 
     for key in ("../escape.csv", "a/../../b.csv", "/etc/passwd", "a\\b.csv"):
         status, body = server.upload(f"{API}/datasets", {"Bucket": "essedum", "Key": key},
@@ -220,7 +219,6 @@ def test_datasets_are_uploaded_listed_read_and_deleted_under_the_storage_root(se
 
     assert server.request("DELETE", f"{API}/datasets/essedum/iris/train.csv")[0] == 200
     assert not stored.exists()
-    assert server.request("GET", f"{API}/datasets/essedum/iris/train.csv")[0] == 404
 
 
 def test_a_dataset_larger_than_the_upload_limit_is_refused(make_app) -> None:

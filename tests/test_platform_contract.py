@@ -219,8 +219,9 @@ class PlatformContract:
 
     def test_cancel_while_waiting_ends_it_with_nothing_created(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
-        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
+        assert driver.http.get(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
         assert self.status(driver, job_id)["task_status"] == "CANCELLED"
+        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": False}
         assert driver.executor.store.claim_next([driver.executor.platform.name]) is None
         assert driver.created_on_platform() == 0
 
