@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from db import Store, check_fence
+from db import JobExists, Store, check_fence
 from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
@@ -102,6 +102,16 @@ class JobReporter:
         """Record facts about the run (instance type, billable seconds, estimated cost, ...)."""
         self._store.merge_details(self.job_id, fence=self.job.fence, **details)
         self.job.details.update(details)
+
+    def add_child(self, job_id: str, kind: str, request: dict[str, Any]) -> bool:
+        """Queue a job of this one's (a tuning's trial), its files beside this one's; False when it exists already."""
+        try:
+            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=request, secrets=None,
+                                   log_path=str(self.log_path.parent / f"{job_id}.log"),
+                                   output_dir=str(self.job_dir.parent / job_id))
+        except JobExists:
+            return False
+        return True
 
     def add_metrics(self, values: dict[str, float | None], step: int | None = None,
                     when: float | None = None) -> None:

@@ -30,6 +30,8 @@ _RANGE_TYPE_OF = {"float": CONTINUOUS, "int": INTEGER}
 
 # A trial's own status, beside the job statuses: the pruner (or Hyperband) stopped it early.
 STOPPED_EARLY = "STOPPED_EARLY"
+# The request field of a trial that a platform started itself (a SageMaker tuning's training job): the job to follow.
+TRIAL_PLATFORM_JOB = "sagemaker_training_job_name"
 
 
 def trial_job_id(tuning_id: str, number: int) -> str:

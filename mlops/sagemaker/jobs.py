@@ -241,8 +241,12 @@ class SageMakerJobs:
             return self._run_automl(ctx)
         job = ctx.job
         settings = job.request["sagemaker"]
+        trial_of = job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB) if job.kind == TRAINING else None
         if job.kind == TUNING:
             name = sagemaker_tuning.tuning_job_name(job.id)
+        elif trial_of:
+            # A tuning's trial: SageMaker created its training job; this follows it and creates nothing.
+            name = trial_of
         else:
             name = training_job_name(job.id, job.request.get("name") or job.kind)
         try:
@@ -259,6 +263,10 @@ class SageMakerJobs:
                 self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
                                     instance_type=settings["instance_type"])
                 return Ran.LAUNCHED
+            if trial_of:
+                ctx.finish(JobStatus.ERROR, f"SageMaker has no training job named {name} (a trial of tuning "
+                                            f"{job.request.get('parent')})")
+                return Ran.ENDED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
                 return Ran.ENDED
@@ -495,8 +503,23 @@ class SageMakerJobs:
         while ended and token:
             more, token = self.tunings.training_jobs(job.external_id, token)
             summaries.extend(more)
-        trials = sagemaker_tuning.merge_trials(trials, summaries, stopping)
+        self._add_trials(ctx, trials, summaries)
+        trials = sagemaker_tuning.merge_trials(job.id, trials, summaries, stopping)
         sagemaker_tuning.apply_tuning_description(ctx, described, trials, token)
+
+    @staticmethod
+    def _add_trials(ctx: JobReporter, known: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> None:
+        """Queue a trial job for each training job of the tuning not yet in its table; a worker then follows it."""
+        numbers = {row["training_job_name"]: row["number"] for row in known}
+        for summary in summaries:
+            name = summary["TrainingJobName"]
+            if name in numbers:
+                continue
+            numbers[name] = len(numbers) + 1
+            # Written before the table that names it: a cycle cut short between the two finds the row again.
+            if ctx.add_child(sagemaker_tuning.trial_job_id(ctx.job_id, name), TRAINING,
+                             sagemaker_tuning.trial_request(ctx.job.request, ctx.job_id, numbers[name], summary)):
+                ctx.log(f"[executor] trial {numbers[name]}: SageMaker training job {name}")
 
     def _note_status(self, ctx: JobReporter, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
@@ -566,6 +589,9 @@ class SageMakerJobs:
                                      f"{stopping.get('MaxWaitTimeInSeconds')})")
         if job.cancel_requested or job.details.get("stop_requested"):
             return JobStatus.CANCELLED, None
+        if job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB):
+            return JobStatus.CANCELLED, ("stopped by its tuning: early stopping, or the tuning's stop "
+                                         "(the tuning's trials table says which)")
         return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"
 
     def _record_results(self, ctx: JobReporter, described: dict[str, Any]) -> None:
