@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from job import JobStatus
 from mlops.errors import InvalidRequest
 from mlops.platform import Stop
+from mlops.records import RecordBook, finished_training_job
 from mlops.sagemaker.tuning import CHECKPOINTS_PER_JOB, check_sagemaker_limits, trial_job_id, tuning_job_name
 from mlops.tuning import STOPPED_EARLY, TRIAL_PLATFORM_JOB
 from training_scripts.metric_lines import METRIC_DEFINITIONS
@@ -304,6 +305,8 @@ def test_a_trial_is_a_training_job_that_follows_the_tunings_training_job(backend
     assert ended.status is JobStatus.COMPLETED
     assert ended.artifacts["model"].endswith(f"/{trial_name}/output/model.tar.gz")
     assert ended.details["billable_seconds"] == 120
+    # Its model is registered by its job id, as any training's (models/register TrainingJobId).
+    assert finished_training_job(RecordBook(store), trial_id).artifacts["model"] == ended.artifacts["model"]
 
     # A rerun of the trial is a plain training with the trial's hyperparameters.
     again = {key: value for key, value in ended.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
