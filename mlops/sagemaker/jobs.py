@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from job import Job, JobStatus
+from job import Checked, Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
@@ -101,8 +101,8 @@ class SageMakerJobs:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        """Validate a request without any AWS call and return it with its resolved SageMaker settings."""
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+        """Validate a request without any AWS call; return it normalised, with its resolved SageMaker settings."""
         if kind == TRAINING:
             return self._check_training(request)
         if kind == TUNING:
@@ -112,7 +112,7 @@ class SageMakerJobs:
         role = request.get("role_arn") or self.config.sagemaker_role_arn
         if not role:
             raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
-        return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
+        return Checked(automl.check_automl(request, v.validate_role_arn(role, "role_arn")))
 
     def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
         configs = request.get("configs") or {}
@@ -167,7 +167,7 @@ class SageMakerJobs:
                 "volume_size_gb": volume, "spot": spot, "max_wait_seconds": max_wait, "role_arn": role,
                 "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags}
 
-    def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _check_training(self, request: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=False)
         dataset = request["dataset"]
         match = S3_URI.match(dataset)
@@ -196,20 +196,19 @@ class SageMakerJobs:
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
         request["entry_point"] = entry_point
-        request["sagemaker"] = settings
-        return request
+        return Checked(request, settings)
 
-    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
-        request = self._check_training(request)
-        settings = request["sagemaker"]
+    def _check_tuning(self, request: dict[str, Any]) -> Checked:
+        checked = self._check_training(request)
+        request, settings = checked.request, checked.settings or {}
         description = script_contract.describe(Path(request["source_dir"]), request["entry_point"],
                                                sandbox_for(self.config))
         tuning = tuning_domain.check_tuning(request["tuning"], settings["hyperparameters"], description)
         sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings["metric_definitions"]])
         request["tuning"] = tuning
-        return request
+        return checked
 
-    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=True)
         argv = parse_command(request["command"])
         entry_point, hyperparameters = _entry_point(argv)
@@ -224,8 +223,7 @@ class SageMakerJobs:
         else:
             check_storage_endpoint(request["storage"], (secrets.get("credentials") or {}).get("endpoint", ""),
                                    self.config)
-        request["sagemaker"] = settings
-        return request
+        return Checked(request, settings)
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -234,7 +232,9 @@ class SageMakerJobs:
         if ctx.job.kind == AUTOML:
             return self._run_automl(ctx)
         job = ctx.job
-        settings = job.request["sagemaker"]
+        settings = job.settings
+        if settings is None:
+            raise SageMakerJobError(f"job {job.id} was stored without its SageMaker settings")
         if job.kind == TUNING:
             name = sagemaker_tuning.tuning_job_name(job.id)
         else:
