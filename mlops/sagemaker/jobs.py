@@ -28,6 +28,7 @@ from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, S
 from mlops import tuning as tuning_domain
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.job_requests import TrainingRequest
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
@@ -169,34 +170,31 @@ class SageMakerJobs:
 
     def _check_training(self, request: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=False)
-        dataset = request["dataset"]
-        match = S3_URI.match(dataset)
-        if match:
+        training = TrainingRequest.from_stored(request)
+        dataset = training.dataset
+        if S3_URI.match(dataset):
             v.validate_s3_uri(dataset, "dataset")
         else:
-            folder = Path(request.get("dataset_path") or
-                          resolve_storage_path(self.config.storage_root, dataset, "dataset"))
+            folder = Path(training.dataset_path or resolve_storage_path(self.config.storage_root, dataset, "dataset"))
             if not folder.is_dir():
                 raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root")
-            metadata = request.get("metadata_file")
-            if metadata and not (folder / metadata).is_file():
-                raise InvalidRequest("metadata_file", f"{metadata!r} is not a file in the dataset")
-            request["dataset_path"] = str(folder)
-        source_dir = Path(request["source_dir"])
-        entry_point = request.get("entry_point") or script_contract.BUNDLED_ENTRY_POINT
+            if training.metadata_file and not (folder / training.metadata_file).is_file():
+                raise InvalidRequest("metadata_file", f"{training.metadata_file!r} is not a file in the dataset")
+            training = training.with_changes(dataset_path=str(folder))
+        source_dir = Path(training.source_dir)
+        entry_point = training.entry_point or script_contract.BUNDLED_ENTRY_POINT
         if not (source_dir / entry_point).is_file():
             raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, entry_point, sandbox_for(self.config)) or {}
-        hyperparameters = script_contract.check_hyperparameters(request.get("hyperparameters") or {}, description)
+        hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters or {}), description)
         declared = description.get("hyperparameters") or {}
-        if request.get("metadata_file") and "metadata-file" in declared:
-            hyperparameters.setdefault("metadata-file", request["metadata_file"])
+        if training.metadata_file and "metadata-file" in declared:
+            hyperparameters.setdefault("metadata-file", training.metadata_file)
         metrics = v.validate_metric_definitions(description.get("metrics") or [], "metrics")
         v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
-        request["entry_point"] = entry_point
-        return Checked(request, settings)
+        return Checked(training.with_changes(entry_point=entry_point).to_stored(), settings)
 
     def _check_tuning(self, request: dict[str, Any]) -> Checked:
         checked = self._check_training(request)
