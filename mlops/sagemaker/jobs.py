@@ -31,6 +31,7 @@ from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Th
 from mlops.job_requests import TrainingRequest
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
+from mlops.sagemaker.settings import SageMakerSettings
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
@@ -194,7 +195,8 @@ class SageMakerJobs:
         v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
-        return Checked(training.with_changes(entry_point=entry_point).to_stored(), settings)
+        return Checked(training.with_changes(entry_point=entry_point).to_stored(),
+                       SageMakerSettings(**settings).to_stored())
 
     def _check_tuning(self, request: dict[str, Any]) -> Checked:
         checked = self._check_training(request)
@@ -221,7 +223,7 @@ class SageMakerJobs:
         else:
             check_storage_endpoint(request["storage"], (secrets.get("credentials") or {}).get("endpoint", ""),
                                    self.config)
-        return Checked(request, settings)
+        return Checked(request, SageMakerSettings(**settings).to_stored())
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -230,9 +232,9 @@ class SageMakerJobs:
         if ctx.job.kind == AUTOML:
             return self._run_automl(ctx)
         job = ctx.job
-        settings = job.settings
-        if settings is None:
+        if job.settings is None:
             raise SageMakerJobError(f"job {job.id} was stored without its SageMaker settings")
+        settings = SageMakerSettings.from_stored(job.settings)
         if job.kind == TUNING:
             name = sagemaker_tuning.tuning_job_name(job.id)
         else:
@@ -248,8 +250,8 @@ class SageMakerJobs:
                 # A worker died after CreateTrainingJob: follow that job instead of creating another.
                 ctx.log(f"[executor] SageMaker already has training job {name} "
                         f"({existing['TrainingJobStatus']}); following it")
-                self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
-                                    instance_type=settings["instance_type"])
+                self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings.instance_count,
+                                    instance_type=settings.instance_type)
                 return Ran.LAUNCHED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
@@ -264,12 +266,12 @@ class SageMakerJobs:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
         return Ran.LAUNCHED
 
-    def _launch(self, ctx: JobReporter, name: str, settings: dict[str, Any]) -> None:
+    def _launch(self, ctx: JobReporter, name: str, settings: SageMakerSettings) -> None:
         job, request = ctx.job, ctx.job.request
-        bucket, prefix = settings["bucket"], settings["prefix"]
+        bucket, prefix = settings.bucket, settings.prefix
         job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
-        entry_point, environment = settings["entry_point"], {}
+        entry_point, environment = settings.entry_point, {}
         if job.kind == PIPELINE:
             # Afresh: an attempt a restart cut short may have left a part of the files, which the copy never merges.
             remove_tree(ctx.job_dir / "code")
@@ -282,27 +284,28 @@ class SageMakerJobs:
             if entry_point == LAUNCHER:
                 shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
         else:
-            code_dir = Path(request["source_dir"])
+            code_dir = Path(TrainingRequest.from_stored(request).source_dir)
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
         if job.kind in (TRAINING, TUNING):
-            if S3_URI.match(request["dataset"]):
-                input_uri = request["dataset"]
+            training = TrainingRequest.from_stored(request)
+            if S3_URI.match(training.dataset):
+                input_uri = training.dataset
             else:
-                input_uri = self.service.upload_training_data(request["dataset_path"], request.get("metadata_file"),
+                input_uri = self.service.upload_training_data(training.dataset_path, training.metadata_file,
                                                               bucket, prefix)
             ctx.log(f"[executor] training data at {input_uri}")
-        image = self.service.resolve_image(settings["instance_type"], settings["container"])
+        image = self.service.resolve_image(settings.instance_type, settings.container)
         job_config = SageMakerJobConfig(
-            job_name=name, role_arn=settings["role_arn"], image_uri=image, instance_type=settings["instance_type"],
-            instance_count=settings["instance_count"], volume_size_gb=settings["volume_size_gb"],
-            max_runtime_seconds=settings["max_runtime_seconds"], hyperparameters=settings["hyperparameters"],
+            job_name=name, role_arn=settings.role_arn, image_uri=image, instance_type=settings.instance_type,
+            instance_count=settings.instance_count, volume_size_gb=settings.volume_size_gb,
+            max_runtime_seconds=settings.max_runtime_seconds, hyperparameters=dict(settings.hyperparameters),
             environment_variables=environment, entry_point=entry_point, source_s3_uri=source.uri,
-            region=self.clients.region_name, spot=settings["spot"], max_wait_seconds=settings["max_wait_seconds"],
-            checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
-            metric_definitions=settings["metric_definitions"],
-            tags={**settings["tags"], "essedum:job-id": job.id, "essedum:kind": job.kind},
+            region=self.clients.region_name, spot=settings.spot, max_wait_seconds=settings.max_wait_seconds,
+            checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings.spot else None,
+            metric_definitions=settings.metric_definitions,
+            tags={**settings.tags, "essedum:job-id": job.id, "essedum:kind": job.kind},
             executor_job_id=job.id, input_data_s3_uri=input_uri, output_s3_uri=f"s3://{bucket}/{job_prefix}/output")
         # run() described the name just now: create without describing it again.
         if job.kind == TUNING:
@@ -316,8 +319,8 @@ class SageMakerJobs:
                             spot=job_config.spot)
         family = "tuning" if job.kind == TUNING else "training"
         ctx.set_phase("Starting", f"submitted as SageMaker {family} job {name}")
-        ctx.log(f"[executor] submitted SageMaker {family} job {name} on {settings['instance_count']} x "
-                f"{settings['instance_type']} with image {image}")
+        ctx.log(f"[executor] submitted SageMaker {family} job {name} on {settings.instance_count} x "
+                f"{settings.instance_type} with image {image}")
 
     @staticmethod
     def _record_launch(ctx: JobReporter, name: str, arn: str, **details: Any) -> None:
