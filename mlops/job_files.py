@@ -240,15 +240,17 @@ def copyable_tree(root: Path, folder: str | PurePath) -> Tree:
                 [entry for entry in files if "__pycache__" not in PurePath(entry.relative).parts])
 
 
-def copy_tree(source: Path, dest: Path, max_bytes: int) -> Tree:
+def copy_tree(source: Path, dest: Path, max_bytes: int, replace: bool = False) -> Tree:
     """Copy a folder's plain folders and regular files (copyable_tree) to dest and return what was copied.
 
     The copy is made in a temporary folder beside dest and renamed into place: a failure (a bound, a
     full disk, a file that turned into a link meanwhile) leaves nothing at dest. dest must not exist,
-    or be an empty folder, which the copy replaces. Raises TreeTooLarge beyond max_bytes. Where the
-    filesystem clones blocks (a reflink), a file is cloned: a copy of its own that writes no bytes.
+    or be an empty folder, which the copy replaces; with replace, whatever is at dest (a folder an
+    interrupted attempt filled, a file, a link) gives way once the copy is whole, and is removed without
+    following a link. Raises TreeTooLarge beyond max_bytes. Where the filesystem clones blocks (a
+    reflink), a file is cloned: a copy of its own that writes no bytes.
     """
-    tree, _placed = _place_tree(source, dest, max_bytes, _Placer(lambda _info: False, reflink=True))
+    tree, _placed = _place_tree(source, dest, max_bytes, _Placer(lambda _info: False, reflink=True), replace)
     return tree
 
 
@@ -273,7 +275,8 @@ class Snapshot:
         return ", ".join(counts) or "no files"
 
 
-def snapshot_tree(source: Path, dest: Path, max_bytes: int, may_link: Callable[[os.stat_result], bool]) -> Snapshot:
+def snapshot_tree(source: Path, dest: Path, max_bytes: int, may_link: Callable[[os.stat_result], bool],
+                  replace: bool = False) -> Snapshot:
     """Place a folder's files (copyable_tree) at dest as they are now, writing as few bytes as it can.
 
     A file may_link allows is hard-linked: dest shares its inode, which a later replacement of the
@@ -281,14 +284,15 @@ def snapshot_tree(source: Path, dest: Path, max_bytes: int, may_link: Callable[[
     reader may be given it. Where a link is not allowed or not possible (another filesystem), the file
     is cloned (a reflink, on filesystems that share blocks copy-on-write), else copied. Each file is
     opened without following links and linked through its descriptor: what is placed is what was
-    opened. Atomic and bounded as copy_tree.
+    opened. Atomic, bounded and replacing (replace) as copy_tree.
     """
     placer = _Placer(may_link, reflink=True)
-    tree, placed = _place_tree(source, dest, max_bytes, placer)
+    tree, placed = _place_tree(source, dest, max_bytes, placer, replace)
     return Snapshot(tree, placed)
 
 
-def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer") -> tuple[Tree, dict[Placement, int]]:
+def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer",
+                replace: bool) -> tuple[Tree, dict[Placement, int]]:
     tree = copyable_tree(source.parent, source.name)
     if tree.size > max_bytes:
         raise TreeTooLarge(f"{source.name} holds {tree.size} bytes, more than the {max_bytes} a copy may take")
@@ -311,16 +315,33 @@ def _place_tree(source: Path, dest: Path, max_bytes: int, placer: "_Placer") -> 
                 if total > max_bytes:
                     # A file grew between the walk and its copy.
                     raise TreeTooLarge(f"{source.name} grew past the {max_bytes} bytes a copy may take while copied")
-        try:
-            # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
-            os.rmdir(dest)
-        except FileNotFoundError:
-            pass
-        os.rename(temporary, dest)
+        if replace:
+            _replace_with(temporary, dest)
+        else:
+            try:
+                # An empty folder made for the copy gives way; one with files in it stays, and the rename fails.
+                os.rmdir(dest)
+            except FileNotFoundError:
+                pass
+            os.rename(temporary, dest)
     except BaseException:
         remove_tree(temporary)
         raise
     return tree, placed
+
+
+def _replace_with(temporary: Path, dest: Path) -> None:
+    """Rename temporary to dest, moving whatever was at dest aside first and removing it after."""
+    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+    try:
+        try:
+            # rename moves a link itself, never what it points to.
+            os.rename(dest, aside / dest.name)
+        except FileNotFoundError:
+            pass
+        os.rename(temporary, dest)
+    finally:
+        remove_tree(aside)
 
 
 class _Placer:

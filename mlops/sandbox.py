@@ -64,6 +64,8 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()
     missing: str | None = None
     devices: tuple[str, ...] = ()
+    #: The interpreter the sandbox shows (EXECUTOR_PYTHON): it runs the gate of a held start.
+    python: str | None = None
 
     @property
     def isolating(self) -> bool:
@@ -83,7 +85,8 @@ class Sandbox:
         if self.network is None and place is None:
             return subprocess.Popen(self.wrap(argv, cwd=cwd, **folders), cwd=cwd, **options)
         with self.network.hookup() if self.network is not None else closing(Hookup(None)) as hookup:
-            process = subprocess.Popen(self.wrap(argv, cwd=cwd, attach=hookup.bwrap_options, **folders),
+            gated = [*hookup.gate(self.python or sys.executable), *argv]
+            process = subprocess.Popen(self.wrap(gated, cwd=cwd, attach=hookup.bwrap_options, **folders),
                                        cwd=cwd, pass_fds=hookup.child_fds, **options)
             hookup.attach(process, place)
         return process
@@ -210,7 +213,7 @@ def _linux_sandbox(config: Config) -> Sandbox:
         return Sandbox(None, missing="setpriv is not installed (util-linux); the executor runs as root")
     python = config.python or sys.executable
     machine = Sandbox(bwrap, setpriv, _first_identity(config) if root else None,
-                      visible=interpreter_folders(python), devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
+                      visible=interpreter_folders(python), python=python, devices=tuple(sorted(glob.glob("/dev/nvidia*"))))
     failure = _probe(machine, python)
     if failure:
         return Sandbox(None, missing=failure)
@@ -218,8 +221,10 @@ def _linux_sandbox(config: Config) -> Sandbox:
         machine = _with_network(machine, python, in_user_namespace=not root)
     # The proxy's socket: whoever connects to it is believed about the client's address.
     proxy_socket = (config.trusted_proxy,) if isinstance(config.trusted_proxy, Path) else ()
-    return replace(machine, hidden=(config.data_dir, config.storage_root, *config.values.get("secret_files", ()),
-                                    *proxy_socket))
+    named = (config.data_dir, config.storage_root, *config.values.get("secret_files", ()), *proxy_socket)
+    # Each at its real path too: a path through a link may lead into a folder the sandbox shows.
+    hidden = tuple(dict.fromkeys(path for name in named for path in (Path(name), Path(os.path.realpath(name)))))
+    return replace(machine, hidden=hidden)
 
 
 def _with_network(machine: Sandbox, python: str, in_user_namespace: bool) -> Sandbox:

@@ -17,7 +17,10 @@ host. Three things keep that way out from leading back in:
 
 The order at start: bubblewrap makes the namespaces, reports its child's pid (--info-fd) and waits
 (--block-fd); once bubblewrap's own netlink work (the loopback) is done, slirp4netns attaches to
-that pid's namespace and says when it is ready (--ready-fd); the routes go in; only then is the child released to run user code. slirp4netns ends when the pipe
+that pid's namespace and says when it is ready (--ready-fd); the routes go in; only then is the child released to run user code. bubblewrap's child goes on when
+its --block-fd reads end of file, as it does when the executor dies while the child waits: so the
+command itself starts behind a gate (GATE), which runs it only on the byte the executor writes once
+the sandbox is placed and attached, and on end of file ends without running it. slirp4netns ends when the pipe
 it watches (--exit-fd) closes. The other end is held by bubblewrap and the sandbox's processes
 alone, so it ends with the last of them, and so with the executor, whose death ends the sandbox.
 """
@@ -29,6 +32,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -49,6 +53,15 @@ NS_GET_USERNS = 0xB701
 ALWAYS_UNREACHABLE = ("169.254.0.0/16",)
 # The kinds of local routing table entries that lead to the host itself.
 HOST_ROUTE_TYPES = ("local", "broadcast")
+# Run inside the sandbox before the command: it runs the command only once the executor has written
+# its byte (Hookup.attach); end of file, the executor dead before the release, ends it unrun.
+GATE = ("import os, sys\n"
+        "fd = int(sys.argv[1])\n"
+        "if os.read(fd, 1) != b'1':\n"
+        "    sys.stderr.write('the executor ended before the sandbox was ready; nothing ran\\n')\n"
+        "    os._exit(125)\n"
+        "os.close(fd)\n"
+        "os.execvp(sys.argv[2], sys.argv[2:])\n")
 # slirp4netns's DNS forwarder: it asks the host's resolvers, loopback ones included.
 SLIRP_DNS = "10.0.2.3"
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -148,7 +161,10 @@ class Hookup:
         self.network = network
         self._info_read, self._info_write = os.pipe()
         self._block_read, self._block_write = os.pipe()
-        self._open = {self._info_read, self._info_write, self._block_read, self._block_write}
+        # The gate's pipe: its write end stays with the executor alone (close-on-exec, never passed).
+        self._gate_read, self._gate_write = os.pipe()
+        self._open = {self._info_read, self._info_write, self._block_read, self._block_write, self._gate_read,
+                      self._gate_write}
         self._exit_read = self._exit_write = -1
         self._resolver: int | None = None
         if network is None:
@@ -172,12 +188,16 @@ class Hookup:
             options += ["--perms", "0644", "--ro-bind-data", str(self._resolver), os.path.realpath(RESOLV_CONF)]
         return options
 
+    def gate(self, python: str) -> list[str]:
+        """Return the command that runs the argv after it only once the executor releases the sandbox."""
+        return [python, "-I", "-S", "-c", GATE, str(self._gate_read)]
+
     @property
     def child_fds(self) -> tuple[int, ...]:
-        """Return the descriptors bubblewrap inherits: the two above, the end slirp4netns lives by, a resolv.conf."""
+        """Return the descriptors bubblewrap inherits: the two above, the gate's, the end slirp4netns lives by, a resolv.conf."""
         if self.network is None:
-            return self._info_write, self._block_read
-        fds = (self._info_write, self._block_read, self._exit_write)
+            return self._info_write, self._block_read, self._gate_read
+        fds = (self._info_write, self._block_read, self._gate_read, self._exit_write)
         return fds if self._resolver is None else (*fds, self._resolver)
 
     def attach(self, process: subprocess.Popen, place: Callable[[Sequence[int]], None] | None = None) -> None:
@@ -193,6 +213,10 @@ class Hookup:
             except (ValueError, KeyError, TypeError):
                 raise NetworkSetupError("bubblewrap did not report its sandbox's pid "
                                         f"(exit code {process.poll()})") from None
+            # The child brings its loopback up once bubblewrap has let it go on (bubblewrap.c:
+            # child_wait_fd). Were the executor to die before that, bubblewrap would die with it and its
+            # child wait forever; past it, the child waits on --block-fd and the gate, which end it.
+            _wait_for_loopback(pid)
             if place is not None:
                 # Both of bubblewrap's processes, before its child forks anything or runs user code.
                 place([process.pid, pid])
@@ -200,9 +224,9 @@ class Hookup:
                 self.network.attach(pid, self._exit_read)
         except BaseException:
             # Killed before the release: its child never runs user code without its network set up.
-            process.kill()
-            process.wait()
+            _kill_unreleased(process)
             raise
+        os.write(self._gate_write, b"1")
         os.write(self._block_write, b"1")
 
     def close(self) -> None:
@@ -214,6 +238,22 @@ class Hookup:
         if fd in self._open:
             self._open.discard(fd)
             os.close(fd)
+
+
+def _kill_unreleased(process: subprocess.Popen) -> None:
+    """Kill bubblewrap and its waiting child: the child, left alone, waits for its parent forever.
+
+    Until released the child has not left bubblewrap's process group (--new-session comes later), so
+    the group holds both where bubblewrap leads one; killing bubblewrap alone orphans a child blocked
+    on a read that nothing will answer.
+    """
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.kill()
+    process.wait()
 
 
 def find_user_network(in_user_namespace: bool) -> tuple[UserNetwork | None, str | None]:

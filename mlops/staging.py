@@ -226,10 +226,11 @@ def stage_folder(source: Path, dest: Path, config: Config, field: str,
                  may_link: Callable[[os.stat_result], bool] = never_link) -> Snapshot:
     """Place a folder in a job's folder (mlops.job_files.snapshot_tree: no links followed, bounded).
 
-    Only the files may_link allows are hard-linked; BackendError when it cannot be placed.
+    Only the files may_link allows are hard-linked; BackendError when it cannot be placed. What an
+    interrupted attempt left at dest gives way: a restaged job runs what its source holds now.
     """
     try:
-        return snapshot_tree(source, dest, config.max_copy_bytes, may_link)
+        return snapshot_tree(source, dest, config.max_copy_bytes, may_link, replace=True)
     except TooManyEntries as exc:
         raise BackendError(f"{field} cannot be staged: {exc}") from None
     except UnsafeFile as exc:

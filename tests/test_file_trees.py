@@ -12,7 +12,9 @@ import pytest
 
 from conftest import LiveServer, pipeline_body, wait_final, write_pipeline
 from mlops import job_files
-from mlops.job_files import TreeTooLarge, copy_tree, tree_digest
+from config import load_config
+from mlops.job_files import TreeTooLarge, copy_tree, remove_tree, tree_digest
+from mlops.staging import stage_folder
 from mlops.local import serving
 from mlops.aws_statuses import CREATING
 from mlops.records import MODEL
@@ -130,6 +132,36 @@ def test_a_copy_keeps_folders_and_files_and_its_digest_is_the_sources(tmp_path: 
     assert tree_digest(tmp_path, "source") == tree_digest(tmp_path, "copy")
     (source / "code" / "run.py").write_text("print('changed')\n")
     assert tree_digest(tmp_path, "source") != tree_digest(tmp_path, "copy")
+
+
+def test_a_restaged_attempt_replaces_what_the_killed_attempt_left_without_following_its_links(tmp_path: Path) -> None:
+    # An executor killed while a job ran leaves the job's code folder filled (and the job, as its
+    # sandbox identity, may have put links there); the restart stages the job again into the same place.
+    source = tmp_path / "storage" / "pipe"
+    source.mkdir(parents=True)
+    (source / "pipe1.py").write_text("print('now')\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    code = tmp_path / "jobs" / "job-1" / "code"
+    code.mkdir(parents=True)
+    (code / "pipe1.py").write_text("print('before')\n")
+    (code / "left-by-the-job.txt").write_text("old")
+    os.symlink(outside, code / "escape")
+    stage_folder(source, code, load_config({}, {"data_dir": str(tmp_path / "data")}), "input_artifacts")
+    assert sorted(path.name for path in code.iterdir()) == ["pipe1.py"]
+    assert (code / "pipe1.py").read_text() == "print('now')\n"
+    assert (outside / "keep.txt").read_text() == "keep"
+    assert sorted(path.name for path in code.parent.iterdir()) == ["code"]  # nothing set aside is kept
+    # The code folder itself turned into a link to a folder outside: the link goes, its target stays.
+    remove_tree(code)
+    os.symlink(outside, code)
+    copy_tree(source, code, MEGABYTE, replace=True)
+    assert not code.is_symlink() and sorted(path.name for path in code.iterdir()) == ["pipe1.py"]
+    assert sorted(path.name for path in outside.iterdir()) == ["keep.txt"]
+    # Without replace, a filled folder is never overwritten.
+    with pytest.raises(OSError):
+        copy_tree(source, code, MEGABYTE)
 
 
 def test_a_pipeline_folder_with_a_link_loop_stages_and_runs(live_server) -> None:

@@ -163,6 +163,32 @@ def test_a_job_over_its_disk_limit_through_tmp_is_stopped_within_5_s_naming_the_
     assert ended - float(line.split()[-1]) < 5
 
 
+# Empty files, which take no blocks but an inode each, until stopped; says how many it made.
+EMPTY_FILES = """\
+import os, sys, time
+os.makedirs("/tmp/many", exist_ok=True)
+for number in range(int(sys.argv[1])):
+    open(f"/tmp/many/{number}", "w").close()
+print(f"made {sys.argv[1]} empty files at {time.time()}", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_job_filling_the_inode_table_with_empty_files_is_stopped_at_its_disk_limit(live_server):
+    # 5000 empty files take no blocks; on a filesystem of a fixed inode table they take 5000 of its
+    # inodes, each worth its share of the disk (here 16 KiB: 80 MiB against a limit of 8 MiB).
+    server = limited_server(live_server)
+    submitted = time.monotonic()
+    job_id = submit(server, write_pipeline(server.storage_root, "inodes", EMPTY_FILES), "python pipe1.py 5000 60")
+    final = wait_final(server, job_id, timeout=40)
+    assert final["task_status"] == "ERROR", final
+    assert "disk limit of 8 MiB reached" in final["failure_reason"]
+    # Stopped while making its files, or within 5 s of the last: never left to sleep out its 60 s.
+    made = [line for line in job_log(server, job_id).splitlines() if "made 5000 empty files" in line]
+    assert not made or time.time() - float(made[0].split()[-1]) < 5 + 1
+    assert time.monotonic() - submitted < 40
+
+
 @pytest.mark.skipif(os.name == "nt" or os.geteuid() != 0, reason="jobs get uids of their own only from a root executor")
 def test_two_running_jobs_run_as_different_uids_and_cannot_signal_or_read_each_other(live_server, data_dir):
     server = live_server(**SMALL)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -425,3 +426,67 @@ def test_an_unprivileged_executors_jobs_are_sealed_off_the_same_way(tmp_path):
     assert reached.pop(f"{server_side}:8080") == "connected"
     assert "Operation not permitted" in reached.pop("route del")
     assert not [target for target, outcome in reached.items() if outcome == "connected"], reached
+
+
+# A stand-in executor: starts a job in the sandbox, says the pids of bubblewrap's processes while
+# they wait to be placed under the job's limits, and then waits there (or fails there, with "fail").
+HELD = """
+import json, subprocess, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from config import load_config
+from mlops.sandbox import detect
+box = detect(load_config(environ={{}}, overrides={{"data_dir": {data!r}, "python": sys.executable,
+                                                 "sandbox_network": {network!r}}}))
+def place(pids):
+    print(json.dumps(list(pids)), flush=True)
+    if {fail!r}:
+        raise RuntimeError("cannot place")
+    time.sleep(600)
+try:
+    box.start([sys.executable, "-c", "open({marker!r}, 'w').write('ran')"], cwd=Path("/"), writable=[Path({out!r})],
+              place=place, start_new_session=True)
+except RuntimeError:
+    print("refused", flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@NETWORK
+@pytest.mark.parametrize("ending", ["executor killed", "placing failed"])
+def test_a_sandbox_waiting_to_be_placed_dies_with_its_executor_and_never_runs_unplaced(tmp_path, network, ending):
+    # bubblewrap's child goes on when its --block-fd reads end of file, which is what it reads once
+    # the executor is dead (bubblewrap.c: the read's result is ignored); and a child whose bubblewrap
+    # is killed before it lets the child go waits on an eventfd forever.
+    if os.geteuid() != 0:
+        pytest.skip("places bubblewrap's processes as root does")
+    sandbox_or_skip(tmp_path / "data", network)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    marker = out / "ran"
+    script = HELD.format(root=str(ROOT), data=str(tmp_path / "data"), network=_flag(network), out=str(out),
+                         marker=str(marker), fail=ending == "placing failed")
+    executor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(executor.stdout.readline())
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids) or ending == "placing failed"
+        if ending == "placing failed":
+            assert executor.stdout.readline().strip() == "refused"
+        else:
+            executor.kill()
+        wait_for(lambda: not [pid for pid in pids if _alive(pid)], timeout=10)
+        time.sleep(1)  # time enough for released user code to write its file
+        assert not marker.exists()
+        assert not [process for process in psutil.process_iter(["cmdline"]) if process.pid != executor.pid
+                    and str(out) in " ".join(process.info["cmdline"] or ())]
+    finally:
+        executor.kill()
+        executor.wait()

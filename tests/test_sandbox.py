@@ -138,6 +138,42 @@ def test_a_secret_file_of_the_executor_is_hidden_where_its_folder_is_visible(exe
     assert seen["token"] == ""
 
 
+def test_the_proxy_socket_named_through_a_link_is_hidden_where_its_real_folder_is_visible(executor_files,
+                                                                                           tmp_path) -> None:
+    # EXECUTOR_TRUSTED_PROXY=/run/essedum/executor.sock where /run/essedum links into a folder the
+    # sandbox shows: the socket must be covered at its real path, which is the one the job sees. An
+    # unprivileged executor's jobs keep its uid, so the socket's 0660 does not keep them out (0666
+    # here stands for that: the job runs as another uid when the tests run as root).
+    import socket
+    visible = tmp_path / "tools"
+    (visible / "run").mkdir(parents=True)
+    (tmp_path / "etc-run").symlink_to(visible / "run")
+    named = tmp_path / "etc-run" / "proxy.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(visible / "run" / "proxy.sock"))
+    listener.listen()
+    os.chmod(visible / "run" / "proxy.sock", 0o666)
+    try:
+        config = load_config(environ={}, overrides={"data_dir": str(executor_files["data"]), "trusted_proxy": str(named),
+                                                    "api_token": "executor-token-0123456789abcdef"})
+        box = sandbox_module.detect(config)
+        if not box.isolating:
+            pytest.skip(f"no sandbox here: {box.missing}")
+        box = sandbox_module.Sandbox(**{**box.__dict__, "visible": (*box.visible, visible)})
+        seen = run_inside(box, executor_files["mine"], f"""
+            import json, socket
+            client = socket.socket(socket.AF_UNIX)
+            try:
+                client.connect({str(visible / "run" / "proxy.sock")!r})
+                print(json.dumps({{"proxy": "connected"}}))
+            except OSError as exc:
+                print(json.dumps({{"proxy": exc.strerror}}))
+        """)
+    finally:
+        listener.close()
+    assert seen["proxy"] != "connected"
+
+
 def test_a_secret_file_others_may_read_is_refused(tmp_path) -> None:
     token = tmp_path / "api_token"
     token.write_text("executor-token")

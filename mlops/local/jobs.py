@@ -283,7 +283,8 @@ class LocalJobs:
         try:
             assert process.enclosure is not None
             watch = LimitWatch(process.enclosure, layout.root,
-                               lambda _reached: self._stop_process(ctx.job_id, "limit", grace=0))
+                               lambda _reached: self._stop_process(ctx.job_id, "limit", grace=0),
+                               placed=[layout.channel])
             ctx.set_pid(process.pid)
             timer.start()
             if ctx.cancel_requested():

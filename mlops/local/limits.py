@@ -375,9 +375,10 @@ class LimitWatch:
     """Checks a running job against its memory and disk limits every second; stops it at the first breach."""
 
     def __init__(self, enclosure: Enclosure, folder: Path, stop: Callable[[str], None],
-                 interval: float = WATCH_INTERVAL_S):
+                 interval: float = WATCH_INTERVAL_S, placed: Sequence[Path] = ()):
         self.enclosure = enclosure
         self.folder = folder
+        self.placed = tuple(placed)
         self.reached: str | None = None
         self._stop = stop
         self._interval = interval
@@ -397,7 +398,7 @@ class LimitWatch:
             reached = self.enclosure.limit_reached()
             if reached is None:
                 began = time.monotonic()
-                used = disk_use(self.folder)
+                used = disk_use(self.folder, self.placed)
                 pause = max(self._interval, (time.monotonic() - began) * WATCH_WALK_FACTOR)
                 reached = self.enclosure.limits.disk_reached(used) if used > self.enclosure.limits.disk else None
             if reached is not None:
@@ -406,8 +407,16 @@ class LimitWatch:
                 return
 
 
-def disk_use(folder: Path) -> int:
-    """Return the bytes a folder takes on disk, links not followed, each hard-linked file once."""
+def disk_use(folder: Path, placed: Sequence[Path] = ()) -> int:
+    """Return the bytes a folder takes on disk, links not followed, each hard-linked file once.
+
+    Each file, link or folder the job made counts at least its share of the filesystem's inodes
+    (its bytes over its inodes): a million empty files take no blocks but all of the inodes, and a
+    full inode table fails the executor's own writes as a full disk does. The folders in placed (a
+    dataset the executor hard-linked in) count their bytes only: their inodes are the storage's.
+    """
+    share = _bytes_per_inode(folder)
+    placed_prefixes = tuple(os.path.join(str(path), "") for path in placed)
     used, seen = 0, set()
     for entry in _entries(folder):
         try:
@@ -418,8 +427,20 @@ def disk_use(folder: Path) -> int:
             if (info.st_dev, info.st_ino) in seen:
                 continue
             seen.add((info.st_dev, info.st_ino))
-        used += info.st_blocks * 512 if hasattr(info, "st_blocks") else info.st_size
+        size = info.st_blocks * 512 if hasattr(info, "st_blocks") else info.st_size
+        if share and not entry.path.startswith(placed_prefixes):
+            size = max(size, share)
+        used += size
     return used
+
+
+def _bytes_per_inode(folder: Path) -> int:
+    """Return a filesystem's bytes over its inodes; 0 where it has no fixed inode table (or says none)."""
+    try:
+        info = os.statvfs(folder)
+    except (OSError, AttributeError):  # Windows has no statvfs, nor inode tables to fill
+        return 0
+    return info.f_blocks * info.f_frsize // info.f_files if info.f_files else 0
 
 
 def _entries(folder: Path) -> Iterator[os.DirEntry]:

@@ -158,16 +158,22 @@ class SageMakerJobs:
             v.validate_region(region, "configs.region_name")
             raise InvalidRequest("configs.region_name", f"this executor runs SageMaker jobs in "
                                                         f"{self.clients.region_name}, not {region}")
-        container = configs.get("container") or None
+        container, field = pick("image_uri", "container")
+        container = container or None
         if container:
-            v.validate_image_uri(container, "configs.container")
+            v.validate_image_uri(container, field)
+        # Where the model goes: the executor's job folder in the bucket, unless the request names a place.
+        output = request.get("output_s3_uri") or None
+        if output:
+            v.validate_s3_uri(output, "output_s3_uri")
         py_version = configs.get("py_version") or self.config.py_version
         if not isinstance(py_version, str) or not py_version.startswith("py") or not py_version[2:].isdigit():
             raise InvalidRequest("configs.py_version", "must look like py311")
         tags = v.validate_tags(request.get("tags") or {}, "tags", reserved=EXECUTOR_TAGS)
         return {"instance_type": instance_type, "instance_count": count, "max_runtime_seconds": runtime,
                 "volume_size_gb": volume, "spot": spot, "max_wait_seconds": max_wait, "role_arn": role,
-                "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags}
+                "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags,
+                "output_s3_uri": output}
 
     def _check_training(self, request: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=False)
@@ -306,7 +312,8 @@ class SageMakerJobs:
             checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings.spot else None,
             metric_definitions=settings.metric_definitions,
             tags={**settings.tags, "essedum:job-id": job.id, "essedum:kind": job.kind},
-            executor_job_id=job.id, input_data_s3_uri=input_uri, output_s3_uri=f"s3://{bucket}/{job_prefix}/output")
+            executor_job_id=job.id, input_data_s3_uri=input_uri,
+            output_s3_uri=settings.output_s3_uri or f"s3://{bucket}/{job_prefix}/output")
         # run() described the name just now: create without describing it again.
         if job.kind == TUNING:
             arn = self.tunings.create(sagemaker_tuning.tuning_job_request(

@@ -12,13 +12,13 @@ from mlops.records import RecordBook
 from mlops.reporter import JobReporter
 from mlops.sagemaker.jobs import SageMakerJobs
 from mlops.sagemaker.serving import SageMakerModelLifecycle
-from mlops.sagemaker.training_service import SageMakerTrainingService
+from mlops.sagemaker.training_service import PLATFORM_NAME, SageMakerTrainingService
 
 
 class SageMakerPlatform(SageMakerModelLifecycle, Platform):
     """Launches every job on SageMaker and follows it there; keeps the records of what it made."""
 
-    name = "sagemaker"
+    name = PLATFORM_NAME
     kinds = SageMakerJobs.kinds | SageMakerModelLifecycle.record_kinds
     stoppable_kinds = SageMakerJobs.kinds | SageMakerModelLifecycle.stoppable_record_kinds
     source_org = "AWS SageMaker"

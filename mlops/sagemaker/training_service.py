@@ -3,9 +3,10 @@
 Importable as the seeds name it: SageMakerJobConfig, SageMakerTrainingService,
 SageMakerContainerBuilder and their errors (SageMakerError, SageMakerConfigurationError,
 SageMakerJobError, DockerContainerError). The SageMaker platform (mlops/sagemaker/jobs.py) launches,
-describes and stops training jobs through the service; the service works on data and never holds
-the job store. A job is submitted, followed, cancelled and listed through the queue, as every
-caller does (the training routes), not through the service.
+describes and stops training jobs through the service. The seeds' job methods (submit, status,
+cancel, list) go through the executor's queue and store like the training routes: a submitted job is
+checked by the platform, named from its job id, followed by the monitor and recovered at start-up;
+the service never writes the store itself.
 
 Every status, metric and artifact this module reports comes from AWS; nothing is simulated. A
 failure is raised with AWS's own reason.
@@ -25,13 +26,17 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from config import Config
+from db import Store
+from job import Job
 from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_found
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
-from mlops.errors import (DockerContainerError, SageMakerConfigurationError, SageMakerError, SageMakerJobError,
-                          error_code, error_text)
+from mlops.errors import (DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerError,
+                          SageMakerJobError, error_code, error_text)
+from mlops.platform import PIPELINE, TRAINING, Platform
+from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
 from mlops.sagemaker.gpus import needs_torchrun
@@ -39,10 +44,23 @@ from mlops.sagemaker.iam import (ECR_REPOSITORY, ROLE_POLICY_NAME, SAGEMAKER_PRI
                                  execution_role_policy, required_permissions, sagemaker_trust_policy,
                                  trusts_sagemaker)
 from mlops.shapes import tag_list
+from mlops.staging import resolve_storage_path
 
 logger = logging.getLogger(__name__)
 
+PLATFORM_NAME = "sagemaker"
+# The executor's job kinds that run as SageMaker training jobs: what the seeds' methods list and follow.
+TRAINING_JOB_KINDS = (TRAINING, PIPELINE)
+LIST_LIMIT = 1000
 JOB_NAME_PREFIX = "essedum-"
+# Fields of SageMakerJobConfig the executor decides itself for a queued job; a config that sets one is refused.
+DECIDED_BY_EXECUTOR = {
+    "environment_variables": "a training job takes no environment (it would show in AWS's job description)",
+    "source_s3_uri": "the executor uploads the code of source_dir itself",
+    "metric_definitions": "the executor reads them from the training script's description",
+    "checkpoint_s3_uri": "the executor places a spot job's checkpoints in its job folder",
+    "executor_job_id": "the queue gives the job its id",
+}
 TRAINING_CHANNEL = "training"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 
@@ -173,12 +191,27 @@ class Check:
     detail: str
 
 
+class TrainingQueue(Protocol):
+    """What the seeds' job methods need of the executor's queue (queue_worker.JobQueue)."""
+
+    store: Store
+    platform: Platform
+
+    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> Job:
+        """Check a request with the platform and store it as a WAITING job."""
+
+    def cancel(self, job_id: str) -> bool | None:
+        """Cancel a job; None for an unknown job, False when it had ended."""
+
+
 class SageMakerTrainingService:
     """Service for managing SageMaker training jobs."""
 
-    def __init__(self, config: Config, clients: ClientFactory):
+    def __init__(self, config: Config, clients: ClientFactory, queue: TrainingQueue | None = None):
         self.config = config
         self.clients = clients
+        # The executor's queue (app.Executor.queue): the seeds' submit and cancel go through it.
+        self.queue = queue
         self._image_cache: dict[tuple[str, str], str] = {}
 
     @property
@@ -435,6 +468,107 @@ class SageMakerTrainingService:
                 raise
             logger.info("training job %s could not be stopped any more: %s", name, error_text(exc))
         return status
+
+    # -- the seeds' job methods, through the executor's queue and store --------------------------
+
+    def submit_training_job(self, config: SageMakerJobConfig, s3_input_uri: str, s3_output_uri: str,
+                            role_arn: str, image_uri: str, db: Store | None = None, *,
+                            source_dir: str | None = None) -> str:
+        """Submit SageMaker training job.
+
+        Queues a training job as POST /api/service/v1/pipelines/training does and returns its executor
+        job id (a UUID string, where the seeds returned an integer row id). `db` is the executor's job
+        store (the seeds' SQLAlchemy session), which must be the queue's; None means the queue's.
+        The platform checks the request before anything is stored; the job's code is the bundled
+        training script, or `source_dir`, a folder inside the storage root, with config.entry_point.
+        The SageMaker job is named from the job id and config.job_name (`training_job_name`), so an
+        interrupted worker never creates a second one; the monitor follows it to its end.
+        """
+        queue = self._queue_for(db)
+        if queue.platform.name != PLATFORM_NAME:
+            raise SageMakerConfigurationError(f"the executor runs jobs on the {queue.platform.name} platform, not "
+                                              "on SageMaker: set EXECUTOR_BACKEND=sagemaker")
+        source = (resolve_storage_path(self.config.storage_root, source_dir, "source_dir") if source_dir
+                  else BUNDLED_SCRIPTS)
+        request = _training_request(config, s3_input_uri, s3_output_uri, role_arn, image_uri, str(source),
+                                    self.clients.region_name)
+        job = queue.submit(TRAINING, request)
+        logger.info("job %s: queued training %s", job.id, config.job_name)
+        return job.id
+
+    def get_job_status(self, job_id: str | int, db: Store) -> dict[str, Any]:
+        """Get status of SageMaker training job: what the store recorded of it (no AWS call)."""
+        job = _training_job(job_id, db)
+        return {**_job_summary(job), "progress": job.progress, "metrics": db.latest_metrics(job.id),
+                "artifacts": job.artifacts, "cost_note": job.details.get("cost_note")}
+
+    def cancel_training_job(self, job_id: str | int, db: Store | None = None) -> bool:
+        """Cancel SageMaker training job through the queue.
+
+        True: a waiting job is cancelled now, a running one is stopped by the monitor (StopTrainingJob)
+        and ends CANCELLED once AWS reports it Stopped. False: it had already ended. `db` as in submit.
+        """
+        queue = self._queue_for(db)
+        job = _training_job(job_id, queue.store)
+        return bool(queue.cancel(job.id))
+
+    def list_training_jobs(self, db: Store) -> list[dict[str, Any]]:
+        """List SageMaker training jobs the executor runs, newest first, from its store (no AWS call)."""
+        jobs = db.list_jobs(limit=LIST_LIMIT, kinds=list(TRAINING_JOB_KINDS))
+        return [_job_summary(job) for job in jobs if job.backend == PLATFORM_NAME]
+
+    def _queue_for(self, db: Store | None) -> TrainingQueue:
+        if self.queue is None:
+            raise SageMakerConfigurationError("this service has no queue: make it with the executor's "
+                                              "(SageMakerTrainingService(config, clients, queue=executor.queue))")
+        if db is not None and db is not self.queue.store:
+            raise SageMakerConfigurationError("db must be the job store of the service's queue")
+        return self.queue
+
+
+def _training_request(config: SageMakerJobConfig, s3_input_uri: str, s3_output_uri: str, role_arn: str,
+                      image_uri: str, source_dir: str, region: str | None) -> dict[str, Any]:
+    """Return the training request (as the training route builds it) of the seeds' submit arguments."""
+    v.validate_job_name(config.job_name, "job_name")
+    v.validate_s3_uri(s3_input_uri, "s3_input_uri")
+    v.validate_s3_uri(s3_output_uri, "s3_output_uri")
+    v.validate_role_arn(role_arn, "role_arn")
+    v.validate_image_uri(image_uri, "image_uri")
+    for field_name, reason in DECIDED_BY_EXECUTOR.items():
+        if getattr(config, field_name):
+            raise InvalidRequest(field_name, f"must be left unset: {reason}")
+    if config.region and config.region != region:
+        raise InvalidRequest("region", f"this executor runs SageMaker jobs in {region}, not {config.region}")
+    return {
+        "name": config.job_name, "dataset": s3_input_uri, "metadata_file": None,
+        "hyperparameters": dict(config.hyperparameters), "instance_type": config.instance_type,
+        "instance_count": config.instance_count, "max_runtime_seconds": config.max_runtime_seconds,
+        "volume_size_gb": config.volume_size_gb, "spot": config.spot, "max_wait_seconds": config.max_wait_seconds,
+        "entry_point": config.entry_point or BUNDLED_ENTRY_POINT, "source_dir": source_dir,
+        "tags": dict(config.tags), "retry_on_restart": False,
+        "role_arn": role_arn, "image_uri": image_uri, "output_s3_uri": s3_output_uri,
+    }
+
+
+def _training_job(job_id: str | int, db: Store) -> Job:
+    """Return the executor's SageMaker training job of that id, or raise SageMakerJobError."""
+    if not isinstance(job_id, (str, int)) or isinstance(job_id, bool):
+        raise SageMakerJobError(f"a job id is a string, not {type(job_id).__name__}")
+    job = db.get(str(job_id))
+    if job is None or job.backend != PLATFORM_NAME or job.kind not in TRAINING_JOB_KINDS:
+        raise SageMakerJobError(f"no SageMaker training job with id {job_id!r}")
+    return job
+
+
+def _job_summary(job: Job) -> dict[str, Any]:
+    """Return a job as the seeds' methods show it: the executor's status beside AWS's last word."""
+    details = job.details
+    return {"job_id": job.id, "kind": job.kind, "name": job.request.get("name"), "status": job.status.value,
+            "phase": job.phase, "failure_reason": job.failure_reason, "sagemaker_job_name": job.external_id,
+            "sagemaker_job_arn": details.get("sagemaker_job_arn"), "sagemaker_status": details.get("sagemaker_status"),
+            "secondary_status": details.get("secondary_status"), "submitted": job.submitted,
+            "started": job.started, "finished": job.finished,
+            "estimated_cost_usd": details.get("estimated_cost_usd")}
 
 
 def _explain(exc: Exception) -> str:
