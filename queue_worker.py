@@ -240,7 +240,7 @@ class JobQueue:
 
     def watch(self) -> None:
         """With a shared store: pass on stops asked through any executor, stop runs of jobs taken from this
-        one, and take over the jobs of lapsed leases."""
+        one, take over the jobs of lapsed leases, and wake an idle worker for jobs submitted elsewhere."""
         mine = {job.id: job for job in self.store.jobs_in_status(JobStatus.RUNNING, owner=self.lease.executor)}
         self._stops_sent &= set(mine)
         for job in mine.values():
@@ -263,6 +263,10 @@ class JobQueue:
         now = self.clock()
         if any(until < now for executor, until in self.store.leases().items() if executor != self.lease.executor):
             self.recover()
+            self.wake()
+        elif self.busy_workers() < self.config.workers and self.store.list_jobs(limit=1, status="WAITING"):
+            # Jobs submitted through another executor woke that one's workers only: an idle worker here
+            # looks within a tick rather than at its idle poll.
             self.wake()
 
     def _start_worker(self, name: str) -> None:

@@ -1,7 +1,8 @@
 """Benchmark tuning: the executor's overhead, early stopping, and bayesian against random search.
 
     python bench/bench_tuning.py [--trials 12] [--parallel 2] [--epochs 6] [--normal 300]
-                                 [--quality-trials 16] [--seeds 3] [--skip overhead,early,quality]
+                                 [--quality-trials 16] [--seeds 3] [--objective val_auc --goal maximize]
+                                 [--skip overhead,early,quality]
 
 The task is the anomaly dataset (training_scripts/make_anomaly_dataset.py, `--normal` normal scans),
 trained by the bundled script at a small image size, so that a trial takes seconds on a small machine.
@@ -39,16 +40,16 @@ TRAIN = ROOT / "training_scripts" / "train.py"
 POLL_S = 0.5
 TUNING_TIMEOUT_S = 3600
 RANGES = {"learning-rate": {"min": 1e-4, "max": 1e-1, "scaling": "log"}, "batch-size": {"values": [16, 32, 64]}}
-OBJECTIVE = {"metric": "val_auc", "goal": "maximize"}
 
 
 def fixed(epochs: int) -> dict[str, Any]:
     return {"epochs": epochs, "image-size": 16}
 
 
-def tuning_spec(trials: int, parallel: int, strategy: str, early_stopping: str, seed: int) -> dict[str, Any]:
+def tuning_spec(objective: dict[str, str], trials: int, parallel: int, strategy: str, early_stopping: str,
+                seed: int) -> dict[str, Any]:
     """Return the `tuning` object, as the request carries it."""
-    return {"objective": OBJECTIVE, "ranges": RANGES, "strategy": strategy, "max_trials": trials,
+    return {"objective": objective, "ranges": RANGES, "strategy": strategy, "max_trials": trials,
             "max_parallel": parallel, "early_stopping": early_stopping, "seed": seed}
 
 
@@ -87,7 +88,7 @@ def run_plain(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int) -
     for spec_range in checked["ranges"].values():
         spec_range.setdefault("type", "categorical" if "values" in spec_range else "continuous")
         spec_range.setdefault("scaling", "linear")
-    study = optuna.create_study(direction="maximize", sampler=tuning_domain.make_sampler(checked))
+    study = optuna.create_study(direction=spec["objective"]["goal"], sampler=tuning_domain.make_sampler(checked))
     cores = os.cpu_count() or 1
     threads = str(max(1, cores // parallel))
     lock = threading.Lock()
@@ -108,8 +109,8 @@ def run_plain(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int) -
         last = None
         for line in completed.stdout.splitlines():
             parsed = parse_metric_line(line)
-            if parsed and parsed[2].get("val_auc") is not None:
-                last = parsed[2]["val_auc"]
+            if parsed and parsed[2].get(spec["objective"]["metric"]) is not None:
+                last = parsed[2][spec["objective"]["metric"]]
         with lock:
             assert last is not None, completed.stdout[-2000:]
         return last
@@ -128,23 +129,27 @@ def main() -> int:
     parser.add_argument("--quality-trials", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--objective", default="val_auc", help="the metric the search optimises")
+    parser.add_argument("--goal", choices=("maximize", "minimize"), default="maximize")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: overhead, early, quality")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    objective = {"metric": args.objective, "goal": args.goal}
+    metric = args.objective
     header("Tuning (bench/bench_tuning.py)")
     print(f"anomaly dataset, {args.normal} normal scans; bundled script at image-size 16, {args.epochs} epochs; "
-          f"{args.parallel} trials at a time")
+          f"{args.parallel} trials at a time; {args.goal} {metric}")
     print()
     with tempfile.TemporaryDirectory(prefix="bench-anomaly-") as scratch:
         dataset = Path(scratch) / "anomaly"
         subprocess.run([sys.executable, str(MAKE_ANOMALY), str(dataset), "--limit", str(args.normal)], check=True,
                        capture_output=True, timeout=300)
         if "overhead" not in skip:
-            spec = tuning_spec(args.trials, args.parallel, "random", "off", args.seed)
+            spec = tuning_spec(objective, args.trials, args.parallel, "random", "off", args.seed)
             plain_s, plain_best = run_plain(dataset, spec, args.epochs, args.parallel)
             executor_s, executor_best, _ = run_executor(dataset, spec, args.epochs, args.parallel)
             print(f"### Overhead: {args.trials} trials, random search (seed {args.seed}), early stopping off")
-            table(["runner", "wall s", "best val_auc"],
+            table(["runner", "wall s", f"best {metric}"],
                   [["plain Optuna loop, subprocesses", f"{plain_s:.1f}", f"{plain_best:.4f}"],
                    ["executor (sandboxed jobs)", f"{executor_s:.1f}", f"{executor_best:.4f}"]])
             print(f"executor / loop: {executor_s / plain_s:.2f}x (goal <= 1.15x)")
@@ -153,12 +158,12 @@ def main() -> int:
             rows, results = [], {}
             for mode in ("off", "auto"):
                 seconds, best, stopped = run_executor(
-                    dataset, tuning_spec(args.trials, args.parallel, "random", mode, args.seed), args.epochs,
+                    dataset, tuning_spec(objective, args.trials, args.parallel, "random", mode, args.seed), args.epochs,
                     args.parallel)
                 results[mode] = (seconds, best)
                 rows.append([mode, f"{seconds:.1f}", f"{best:.4f}", stopped])
             print(f"### Early stopping: {args.trials} trials, random search (seed {args.seed}), executor")
-            table(["early_stopping", "wall s", "best val_auc", "trials stopped early"], rows)
+            table(["early_stopping", "wall s", f"best {metric}", "trials stopped early"], rows)
             ratio = results["auto"][0] / results["off"][0]
             print(f"auto / off wall: {ratio:.2f}x (goal <= 0.6x); best differs by "
                   f"{abs(results['auto'][1] - results['off'][1]):.4f} (goal <= 0.01)")
@@ -167,12 +172,12 @@ def main() -> int:
             bests: dict[str, list[float]] = {"bayesian": [], "random": []}
             for seed in range(args.seeds):
                 for strategy in bests:
-                    _, best = run_plain(dataset, tuning_spec(args.quality_trials, args.parallel, strategy, "off",
+                    _, best = run_plain(dataset, tuning_spec(objective, args.quality_trials, args.parallel, strategy, "off",
                                                              seed), args.epochs, args.parallel)
                     bests[strategy].append(best)
             print(f"### Search quality: {args.quality_trials} trials, seeds 0..{args.seeds - 1}, "
                   "the executor's samplers in a plain loop")
-            table(["strategy", "best val_auc per seed", "median"],
+            table(["strategy", f"best {metric} per seed", "median"],
                   [[name, ", ".join(f"{value:.4f}" for value in values), f"{statistics.median(values):.4f}"]
                    for name, values in bests.items()])
             print()

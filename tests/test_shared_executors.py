@@ -188,7 +188,7 @@ def test_a_killed_executors_sagemaker_job_is_followed_by_another_with_no_second_
 
 
 @pytest.mark.parametrize("jobs, executors, kills", [(12, 3, 3)])
-def test_chaos_kill_9_executors_loses_no_job_and_runs_none_twice(shared, jobs, executors, kills):
+def test_chaos_kill_9_executors_loses_no_job_and_never_runs_one_twice_at_once(shared, jobs, executors, kills):
     """A bounded chaos run (bench/chaos_executors.py runs the issue's 100 jobs)."""
     rng = random.Random(21)
     # Every executor queues an interrupted pipeline again: the chaos must lose none.
@@ -206,6 +206,11 @@ def test_chaos_kill_9_executors_loses_no_job_and_runs_none_twice(shared, jobs, e
     for job_id in job_ids:
         answers = [job(executor, job_id) for executor in running]
         assert {answer["status"] for answer in answers} == {"COMPLETED"}, answers
-        # The script ran to its end once; each start was a claim's (a claim killed early never started it).
-        assert starts(running[0], job_id, "script-done") == 1
+        # Every start of the script was a claim's (a claim killed early never started it), and a job ran again
+        # only after its executor was lost: never two runs at once. A script can end twice where its executor
+        # was killed after the script ended and before the end was stored (at least once, not exactly once).
+        detail = running[0].request("GET", f"/api/jobs/{job_id}")[1]
+        takeovers = sum("lost its lease" in (event["message"] or "") for event in detail["events"])
+        assert len(claims(running[0], job_id)) <= 1 + takeovers
+        assert starts(running[0], job_id, "script-done") <= 1 + takeovers
         assert 1 <= starts(running[0], job_id) <= len(claims(running[0], job_id))
