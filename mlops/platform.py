@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
 from job import Checked, Job
+from mlops.errors import NotSupported
 from mlops.exports import Export
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox
@@ -198,6 +199,10 @@ class Platform(ABC):
     @abstractmethod
     def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
         """Export a model or dataset: say where and how its bytes can be fetched."""
+
+    def export_state(self, record: Record) -> dict[str, Any]:
+        """Say where a local export stands without starting one."""
+        raise NotSupported("id", "this platform's exports answer at once; there is no export to poll")
 
     @abstractmethod
     def export_file(self, record: Record) -> Export:
