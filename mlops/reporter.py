@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from db import JobExists, Store, check_fence
-from job import Job, JobStatus
+from job import Checked, Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
 
@@ -103,10 +103,10 @@ class JobReporter:
         self._store.merge_details(self.job_id, fence=self.job.fence, **details)
         self.job.details.update(details)
 
-    def add_child(self, job_id: str, kind: str, request: dict[str, Any]) -> bool:
+    def add_child(self, job_id: str, kind: str, checked: Checked) -> bool:
         """Queue a job of this one's (a tuning's trial), its files beside this one's; False when it exists already."""
         try:
-            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=request, secrets=None,
+            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=checked.stored(), secrets=None,
                                    log_path=str(self.log_path.parent / f"{job_id}.log"),
                                    output_dir=str(self.job_dir.parent / job_id))
         except JobExists:

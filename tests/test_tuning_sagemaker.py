@@ -212,6 +212,7 @@ def test_the_monitor_pages_the_trials_and_ends_the_tuning_with_its_best(backend,
     assert best_trial.request[TRIAL_PLATFORM_JOB] == second
     assert best_trial.request["hyperparameters"] == {"epochs": "4", "learning-rate": "0.01", "batch-size": "64"}
     assert "tuning" not in best_trial.request
+    assert best_trial.settings["hyperparameters"]["learning-rate"] == "0.01"
     assert [(row["number"], row["status"], row["objective"]) for row in ended.details["trials"]] == [
         (1, STOPPED_EARLY, None), (2, "COMPLETED", 0.97), (3, "COMPLETED", 0.91)]
 
@@ -311,7 +312,7 @@ def test_a_trial_is_a_training_job_that_follows_the_tunings_training_job(backend
     # A rerun of the trial is a plain training with the trial's hyperparameters.
     again = {key: value for key, value in ended.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
     checked = backend.check("training", json.loads(json.dumps(again)), {})
-    assert {key: checked["sagemaker"]["hyperparameters"][key] for key in tuned} == tuned
+    assert {key: checked.settings["hyperparameters"][key] for key in tuned} == tuned
 
 
 def test_a_trial_whose_training_job_is_gone_ends_with_an_error_and_creates_none(backend, store, clients,  # noqa: F811

@@ -19,7 +19,7 @@ import uuid
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from job import JobStatus
+from job import Checked, Job, JobStatus
 from mlops.aws import AWS_ERRORS, is_not_found
 from mlops.aws_statuses import COMPLETED, FAILED, TUNING_STATES
 from mlops.errors import InvalidRequest
@@ -56,18 +56,16 @@ def trial_job_id(tuning_id: str, training_job_name: str) -> str:
     return str(uuid.uuid5(uuid.UUID(tuning_id), f"sagemaker-trial-{training_job_name}"))
 
 
-def trial_request(tuning_request: Mapping[str, Any], tuning_id: str, number: int,
-                  summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the training request of a trial: the tuning's, with the trial's hyperparameters, parent and job."""
+def trial_request(tuning_job: Job, number: int, summary: Mapping[str, Any]) -> Checked:
+    """Return the checked training request of a trial: the tuning's, with the trial's values, parent and job."""
     tuned = {str(key): str(value) for key, value in (summary.get("TunedHyperParameters") or {}).items()}
-    request = {key: value for key, value in tuning_request.items() if key not in ("tuning", "sagemaker")}
-    settings = dict(tuning_request["sagemaker"])
-    settings["hyperparameters"] = {**settings["hyperparameters"], **tuned}
-    request.update(name=f"{tuning_request.get('name') or 'tuning'}-trial-{number}",
-                   hyperparameters={**(tuning_request.get("hyperparameters") or {}), **tuned},
-                   sagemaker=settings, parent=tuning_id, trial=number,
-                   **{TRIAL_TRAINING_JOB: summary["TrainingJobName"]})
-    return request
+    request = {key: value for key, value in tuning_job.request.items() if key != "tuning"}
+    request.update(name=f"{tuning_job.request.get('name') or 'tuning'}-trial-{number}",
+                   hyperparameters={**(tuning_job.request.get("hyperparameters") or {}), **tuned},
+                   parent=tuning_job.id, trial=number, **{TRIAL_TRAINING_JOB: summary["TrainingJobName"]})
+    settings = dict(tuning_job.settings or {})
+    settings["hyperparameters"] = {**(settings.get("hyperparameters") or {}), **tuned}
+    return Checked(request, settings)
 
 
 def tuning_job_name(job_id: str) -> str:
