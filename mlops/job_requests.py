@@ -90,6 +90,12 @@ class TrainingRequest:
         """Return the request as the store keeps it: its keys in their order, with their values."""
         return {key: getattr(self, key) if key in self.FIELDS else self.extra[key] for key in self.keys}
 
+    def search(self) -> Mapping[str, Any]:
+        """Return a tuning's search, or raise InvalidRequest when the request has none."""
+        if not isinstance(self.tuning, Mapping):
+            raise InvalidRequest("tuning", "is required for a tuning job, as an object")
+        return self.tuning
+
     def with_changes(self, **changes: Any) -> TrainingRequest:
         """Return a copy with these fields changed; a field the request did not hold is stored after the others."""
         added = tuple(key for key in changes if key not in self.keys)

@@ -50,3 +50,8 @@ def test_a_change_keeps_a_key_in_its_place_and_stores_a_new_one_last():
 def test_a_stored_request_without_its_dataset_is_refused_by_name():
     with pytest.raises(InvalidRequest, match="dataset"):
         TrainingRequest.from_stored({"name": "t", "source_dir": "s"})
+
+
+def test_a_tuning_without_its_search_is_refused_by_name():
+    with pytest.raises(InvalidRequest, match="tuning"):
+        TrainingRequest.from_stored({"dataset": "d", "source_dir": "s"}).search()

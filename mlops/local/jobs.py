@@ -176,12 +176,12 @@ class LocalJobs:
         return training.with_changes(hyperparameters=hyperparameters).to_stored()
 
     def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
-        request = self._check_training(request)
-        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+        training = TrainingRequest.from_stored(self._check_training(request))
+        description = script_contract.describe(Path(training.source_dir), training.entry_point, self.sandbox,
                                                self.python)
-        request["tuning"] = tuning_domain.check_tuning(request["tuning"], request["hyperparameters"], description)
-        check_local(request["tuning"], self.config.data_dir)
-        return request
+        tuning = tuning_domain.check_tuning(training.search(), training.hyperparameters, description)
+        check_local(tuning, self.config.data_dir)
+        return training.with_changes(tuning=tuning).to_stored()
 
     # -- running ---------------------------------------------------------------------------------
 

@@ -206,21 +206,21 @@ class SageMakerJobs:
 
     def _check_tuning(self, request: dict[str, Any]) -> Checked:
         checked = self._check_training(request)
-        request, settings = checked.request, checked.settings or {}
-        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"],
+        training = TrainingRequest.from_stored(checked.request)
+        settings = SageMakerSettings.from_stored(checked.settings or {})
+        description = script_contract.describe(Path(training.source_dir), training.entry_point,
                                                sandbox_for(self.config))
-        tuning = tuning_domain.check_tuning(request["tuning"], settings["hyperparameters"], description)
-        sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings["metric_definitions"]])
-        request["tuning"] = tuning
-        return checked
+        tuning = tuning_domain.check_tuning(training.search(), settings.hyperparameters, description)
+        sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings.metric_definitions])
+        return Checked(training.with_changes(tuning=tuning).to_stored(), checked.settings)
 
     def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=True)
         argv = parse_command(request["command"])
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
-        v.validate_hyperparameter_names(settings["hyperparameters"], "command")
-        v.validate_hyperparameter_map(settings["hyperparameters"], "command")
+        v.validate_hyperparameter_names(hyperparameters, "command")
+        v.validate_hyperparameter_map(hyperparameters, "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
         if request["storage"] == "local":
             folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
