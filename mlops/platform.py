@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
-from job import Job
+from job import Checked, Job
 from mlops.errors import NotSupported
 from mlops.exports import Export
 from mlops.reporter import JobReporter
@@ -80,8 +80,8 @@ class Platform(ABC):
     # -- jobs ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        """Validate a request before anything is stored; return it normalised, or raise InvalidRequest."""
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+        """Validate a request before anything is stored; return it normalised with its settings, or raise InvalidRequest."""
 
     @abstractmethod
     def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
