@@ -367,7 +367,8 @@ class JobQueue:
         with self._reporters_lock:
             reporter = self._reporters.get(job.id)
             if reporter is None or (reporter.job.attempts, reporter.job.fence) != (job.attempts, job.fence):
-                reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)))
+                reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)),
+                                       on_metrics=self._tuner_wake.set if self._is_trial(job) else None)
                 self._reporters[job.id] = reporter
             return reporter
 
@@ -421,6 +422,13 @@ class JobQueue:
         finally:
             if ran is not Ran.LAUNCHED:
                 self._drop_reporters([job.id])
+            if self._is_trial(job):
+                # Its slot is free: the tuner tells the study now and queues the next trial at once.
+                self._tuner_wake.set()
+
+    def _is_trial(self, job: Job) -> bool:
+        """True for a trial of a tuning this executor's tuner drives."""
+        return self.tuner is not None and bool(job.request.get("parent"))
 
     def _carry_out(self, job: Job, decision: Decision, fence: int | None = None) -> None:
         """Move an interrupted job where recovery decided, under the lease token this executor holds it by

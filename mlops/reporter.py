@@ -23,10 +23,13 @@ logger = logging.getLogger(__name__)
 class JobReporter:
     """What a platform may say about the job it runs: log, phase, progress, metrics, artifacts, ids, its end."""
 
-    def __init__(self, job: Job, store: Store, open_secrets: Callable[[], dict[str, Any]]):
+    def __init__(self, job: Job, store: Store, open_secrets: Callable[[], dict[str, Any]],
+                 on_metrics: Callable[[], None] | None = None):
         self.job = job
         self._store = store
         self._open_secrets = open_secrets
+        # Told once new metric rows are stored (a trial's tuner judges each epoch as it is written).
+        self._on_metrics = on_metrics
         self._secrets: dict[str, Any] | None = None
         self._secret_values: list[str] = []
         self._lock = threading.Lock()
@@ -121,6 +124,8 @@ class JobReporter:
     def add_metric_rows(self, rows: list[tuple[str, float | None, int | None]], when: float | None = None) -> None:
         """Record (name, value, step) metric rows of the job."""
         self._store.add_metrics(self.job_id, rows, when)
+        if self._on_metrics is not None:
+            self._on_metrics()
 
     def latest_metrics(self) -> dict[str, float | None]:
         """Return the job's last value of each metric recorded so far."""
