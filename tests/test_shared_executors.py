@@ -24,11 +24,12 @@ from test_reliability import created_training_jobs, moto_url, sagemaker_env  # n
 LEASE_SECONDS = 2
 EPOCHS = 12
 # The script announces each start in the job's log: the count of starts, whatever ran it.
-SCRIPT = ("import sys, time\nprint('script-start', flush=True)\ntime.sleep(float(sys.argv[1]))\n"
-          "print('script-done', flush=True)\n")
-# One whose own outcome no recovery rule could make up: it fails with exit code 3.
-# (its failure file names it: the reason does not quote its output, whose marks the test counts).
-FAILING_SCRIPT = SCRIPT + "open('../output/failure', 'w').write('failed on purpose')\nsys.exit(3)\n"
+# It exits the moment it says it is done: an executor killed between the mark and the exit would rightly run it again.
+SCRIPT = ("import os, sys, time\nprint('script-start', flush=True)\ntime.sleep(float(sys.argv[1]))\n"
+          "print('script-done', flush=True)\nos._exit(0)\n")
+# One whose own outcome no recovery rule could make up: it fails with exit code 3 (its failure file names
+# it: the reason does not quote its output, whose marks the test counts).
+FAILING_SCRIPT = SCRIPT.replace("os._exit(0)", "open('../output/failure', 'w').write('failed on purpose')\nos._exit(3)")
 
 
 @pytest.fixture
@@ -238,5 +239,5 @@ def test_chaos_kill_9_executors_loses_no_job_and_never_runs_one_twice_at_once(sh
         assert {answer["status"] for answer in answers} == {"COMPLETED"}, answers
         # Every start of the script was a claim's (a claim killed early never started it), and each script
         # ended exactly once: one killed after its script ended keeps that end rather than running it again.
-        assert starts(running[0], job_id, "script-done") == 1
+        assert starts(running[0], job_id, "script-done") == 1, running[0].request("GET", f"/api/jobs/{job_id}")[1]
         assert 1 <= starts(running[0], job_id) <= len(claims(running[0], job_id))
