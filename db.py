@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
-from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
+from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled, split_stored
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,8 @@ def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
     data["has_secrets"] = data.pop("secrets", None) is not None
     for column in _JSON_COLUMNS:
         data[column] = json.loads(data[column])
+    checked = split_stored(data["request"])
+    data["request"], data["settings"] = checked.request, checked.settings
     folder = str(data_dir)
     for column in ("log_path", "output_dir"):
         stored = data[column]

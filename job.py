@@ -85,3 +85,32 @@ class Job:
     #: raises it, and a write carrying an older one is refused.
     owner: str | None = None
     fence: int = 0
+    #: What the job's platform resolved for it when it checked the request (SageMaker: the instance,
+    #: role, bucket, entry point and hyperparameters); None where the platform resolves nothing.
+    settings: dict[str, Any] | None = None
+
+
+#: The key under which a job's platform settings are kept in its stored request. Releases before the
+#: settings had a field of their own wrote them there, so every stored row, old or new, reads the same.
+STORED_SETTINGS_KEY = "sagemaker"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request as its platform checked it: the request, normalised, and the settings resolved for it."""
+
+    request: dict[str, Any]
+    settings: dict[str, Any] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """Return the request as the store keeps it, with the settings under their stored key."""
+        if self.settings is None:
+            return dict(self.request)
+        return {**self.request, STORED_SETTINGS_KEY: self.settings}
+
+
+def split_stored(stored: dict[str, Any]) -> Checked:
+    """Return the request and the settings a stored request holds (the inverse of Checked.stored)."""
+    request = dict(stored)
+    settings = request.pop(STORED_SETTINGS_KEY, None)
+    return Checked(request, settings if isinstance(settings, dict) else None)

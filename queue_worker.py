@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 from config import Config
 from db import Fenced, Record, Store, StoreError, StoreUnavailable
-from job import Job, JobStatus
+from job import Checked, Job, JobStatus
 from job_secrets import SecretBox
 from lease import Lease, executor_id
 from mlops.errors import BackendError, InvalidRequest, NotSupported
@@ -109,17 +109,18 @@ class JobQueue:
     def _submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> tuple[Job, Record | None]:
         if kind not in self.platform.kinds:
             raise NotSupported("", f"the {self.platform.name} backend does not run {kind} jobs")
-        request = self.platform.check(kind, request, secrets)
+        checked = self.platform.check(kind, request, secrets)
         job_id = str(uuid.uuid4())
-        with self.platform.reserve(kind, request, job_id) as record:
-            job = self.enqueue(kind, request, secrets, job_id)
+        with self.platform.reserve(kind, checked.request, job_id) as record:
+            job = self.enqueue(kind, checked.request, secrets, job_id, settings=checked.settings)
         return job, record
 
     def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
-                job_id: str | None = None) -> Job:
+                job_id: str | None = None, settings: dict[str, Any] | None = None) -> Job:
         """Store a checked request (a tuning's trial is checked with its tuning) as a WAITING job; wake a worker."""
         job_id = job_id or str(uuid.uuid4())
-        job = self.store.create_job(job_id, kind=kind, backend=self.platform.name, request=request,
+        job = self.store.create_job(job_id, kind=kind, backend=self.platform.name,
+                                    request=Checked(request, settings).stored(),
                                     secrets=self.secret_box.seal(secrets or {}),
                                     log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(self.jobs_dir / job_id))
         log_location = self.platform.log_location(kind, request)
@@ -379,7 +380,8 @@ class JobQueue:
         with self._reporters_lock:
             reporter = self._reporters.get(job.id)
             if reporter is None or (reporter.job.attempts, reporter.job.fence) != (job.attempts, job.fence):
-                reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)))
+                reporter = JobReporter(job, self.store, lambda: self.secret_box.open(self.store.secrets(job.id)),
+                                       on_metrics=self._tuner_wake.set if self._is_trial(job) else None)
                 self._reporters[job.id] = reporter
             return reporter
 
@@ -433,6 +435,13 @@ class JobQueue:
         finally:
             if ran is not Ran.LAUNCHED:
                 self._drop_reporters([job.id])
+            if self._is_trial(job):
+                # Its slot is free: the tuner tells the study now and queues the next trial at once.
+                self._tuner_wake.set()
+
+    def _is_trial(self, job: Job) -> bool:
+        """True for a trial of a tuning this executor's tuner drives."""
+        return self.tuner is not None and bool(job.request.get("parent"))
 
     def _carry_out(self, job: Job, decision: Decision, fence: int | None = None) -> None:
         """Move an interrupted job where recovery decided, under the lease token this executor holds it by

@@ -190,6 +190,13 @@ def export_model(model_id: str):
     return _export(named(MODEL, model_id))
 
 
+@blueprint.get("/models/<path:model_id>/export")
+def model_export_state(model_id: str):
+    """Say where a model's export stands: Creating, Created (size, SHA-256, download), Failed or NotExported."""
+    record = named(MODEL, model_id)
+    return jsonify(_with_addresses(record, platform().export_state(record)))
+
+
 # -- endpoints ---------------------------------------------------------------------------------
 
 @blueprint.post("/endpoints/register")
@@ -441,10 +448,17 @@ def delete_dataset(dataset_id: str):
 
 def _export(record: Record):
     body = json_body(model_schemas.EXPORT) if request.get_data(cache=True).strip() else {}
-    answer = platform().export(record, body, essedum_origin()["adapter"])
+    answer = _with_addresses(record, platform().export(record, body, essedum_origin()["adapter"]))
+    # A large local model is archived in the background: 202 until its export, polled, is Created.
+    return jsonify(answer), 202 if answer.get("status") == CREATING else 200
+
+
+def _with_addresses(record: Record, answer: dict[str, Any]) -> dict[str, Any]:
     if answer.get("format") == "file":
         answer["download"] = url_for("mlops_models.download_export", type=record.type, name=record.name)
-    return jsonify(answer)
+        if record.type == MODEL:
+            answer["poll"] = url_for("mlops_models.model_export_state", model_id=record.name)
+    return answer
 
 
 @blueprint.get("/exports/<any(model, dataset):type>/<path:name>")

@@ -14,6 +14,7 @@ from job_secrets import BOUND_TO
 from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 from mlops.staging import local_inputs_digest
+from mlops.tuning import TRIAL_PLATFORM_JOB
 
 blueprint = Blueprint("rerun", __name__)
 
@@ -78,8 +79,9 @@ def rerun(job_id: str):
     sent = schemas.json_body(RERUN) if request.get_data(cache=True) else {}
     if sent and job.kind != PIPELINE:
         raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
-    # A tuning's trial run again is a training of its own: not one of the tuning's trials.
-    again = {key: value for key, value in job.request.items() if key not in ("parent", "trial")}
+    # A tuning's trial run again is a training of its own: not one of the tuning's trials, nor the
+    # platform's job that trial followed.
+    again = {key: value for key, value in job.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
     new = executor().queue.submit(job.kind, again, secrets_for_rerun(job, sent))
     executor().store.merge_details(new.id, rerun_of=job.id)
     status_url = url_for("training.status", job_id=new.id)

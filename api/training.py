@@ -1,7 +1,6 @@
 """The seed README's routes: POST /api/service/v1/pipelines/training and GET /status/<id>."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, jsonify, url_for
@@ -10,45 +9,16 @@ from api import schemas
 from api.docs import documented
 from api.execute import find_job
 from api.views import executor, job_status
+from mlops.job_requests import TrainingRequest
 from mlops.platform import TRAINING
-from mlops.errors import InvalidRequest
-from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
-from mlops.shapes import tag_map
-from mlops.staging import S3_URI, resolve_storage_path
 
 blueprint = Blueprint("training", __name__)
 
 
 def normalise_training(body: dict[str, Any]) -> dict[str, Any]:
-    """Fill a training request's defaults and resolve its paths inside the storage root."""
+    """Return a schema-checked training body as the typed request stores it (defaults filled, paths resolved)."""
     config = executor().config
-    request = {
-        "name": body["name"],
-        "dataset": body["dataset"],
-        "metadata_file": body.get("metadata_file"),
-        "hyperparameters": body.get("hyperparameters", {}),
-        "instance_type": body.get("instance_type"),
-        "instance_count": body.get("instance_count", 1),
-        "max_runtime_seconds": body.get("max_runtime_seconds", config.max_runtime_seconds),
-        "spot": body.get("spot", False),
-        "entry_point": body.get("entry_point", BUNDLED_ENTRY_POINT),
-        "tags": tag_map(body.get("tags", {})),
-        "retry_on_restart": body.get("retry_on_restart", False),
-    }
-    if not S3_URI.match(body["dataset"]):
-        request["dataset_path"] = str(resolve_storage_path(config.storage_root, body["dataset"], "dataset"))
-    elif not S3_URI.match(body["dataset"]).group(1):
-        raise InvalidRequest("dataset", "s3:// URI needs a bucket")
-    if body.get("metadata_file") and (".." in Path(body["metadata_file"]).parts or
-                                      Path(body["metadata_file"]).is_absolute()):
-        raise InvalidRequest("metadata_file", "must be a relative path inside the dataset")
-    if ".." in Path(request["entry_point"]).parts:
-        raise InvalidRequest("entry_point", "must be a path inside source_dir")
-    if body.get("source_dir"):
-        request["source_dir"] = str(resolve_storage_path(config.storage_root, body["source_dir"], "source_dir"))
-    else:
-        request["source_dir"] = str(BUNDLED_SCRIPTS)
-    return request
+    return TrainingRequest.from_body(body, config.storage_root, config.max_runtime_seconds).to_stored()
 
 
 @blueprint.post("/api/service/v1/pipelines/training")

@@ -19,7 +19,9 @@ trained by the bundled script at a small image size, so that a trial takes secon
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import shutil
 import statistics
 import subprocess
@@ -53,7 +55,45 @@ def tuning_spec(objective: dict[str, str], trials: int, parallel: int, strategy:
             "max_parallel": parallel, "early_stopping": early_stopping, "seed": seed}
 
 
-def run_executor(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int) -> tuple[float, float, int]:
+def trial_timings(database: Path, tuning_id: str, metric: str) -> list[dict[str, Any]]:
+    """Return, per trial, its queue wait, start cost, epochs run, and the time from its pruned epoch to its end."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        rows = []
+        for job_id, submitted, started, finished, details in connection.execute(
+                "SELECT id, submitted, started, finished, details FROM jobs WHERE json_extract(request, '$.parent') = ? "
+                "ORDER BY submitted", (tuning_id,)):
+            steps = dict(connection.execute(
+                "SELECT step, MIN(time) FROM job_metrics WHERE job_id = ? AND name = ? AND step IS NOT NULL "
+                "GROUP BY step", (job_id, metric)).fetchall())
+            stopped_at = json.loads(details or "{}").get("stopped_early_at_epoch")
+            rows.append({"submitted": submitted, "finished": finished, "wait": started - submitted, "first_epoch": (steps[min(steps)] - started) if steps else None,
+                         "epochs": max(steps, default=0), "stopped_at": stopped_at,
+                         "stop_lag": finished - steps[stopped_at] if stopped_at in steps else None})
+        return rows
+    finally:
+        connection.close()
+
+
+def print_timings(mode: str, rows: list[dict[str, Any]], parallel: int) -> None:
+    """Print the median per-trial timings of one executor run."""
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" if values else "-"
+
+    stopped = [row for row in rows if row["stopped_at"] is not None]
+    # The k-th trial queued after the first wave takes the slot of the k-th trial to end.
+    ends = sorted(row["finished"] for row in rows)
+    gaps = [row["submitted"] - end for row, end in zip(rows[parallel:], ends)]
+    print(f"{mode}: {len(rows)} trials; median queue wait {median([row['wait'] for row in rows])} s, "
+          f"start to first epoch {median([row['first_epoch'] for row in rows if row['first_epoch'] is not None])} s, "
+          f"epochs run {sum(row['epochs'] for row in rows)}; stopped early {len(stopped)} "
+          f"(at epochs {sorted(row['stopped_at'] for row in stopped)}), median pruned epoch's line to trial end "
+          f"{median([row['stop_lag'] for row in stopped if row['stop_lag'] is not None])} s, "
+          f"median trial end to the next trial queued {median(gaps)} s")
+
+
+def run_executor(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int,
+                 timings: list[dict[str, Any]] | None = None) -> tuple[float, float, int]:
     """Tune with a real executor; return wall seconds, the best objective and the trials stopped early."""
     with tempfile.TemporaryDirectory(prefix="bench-tuning-") as scratch:
         data_dir = Path(scratch)
@@ -73,6 +113,8 @@ def run_executor(dataset: Path, spec: dict[str, Any], epochs: int, parallel: int
                 time.sleep(POLL_S)
             seconds = time.monotonic() - started
             assert body["status"] == "COMPLETED", body
+            if timings is not None:
+                timings.extend(trial_timings(data_dir / "executor.sqlite3", answer["job_id"], spec["objective"]["metric"]))
             stopped = sum(trial["status"] == tuning_domain.STOPPED_EARLY for trial in body["trials"])
             return seconds, body["best"]["objective"], stopped
         finally:
@@ -155,15 +197,18 @@ def main() -> int:
             print(f"executor / loop: {executor_s / plain_s:.2f}x (goal <= 1.15x)")
             print()
         if "early" not in skip:
-            rows, results = [], {}
+            rows, results, timings = [], {}, {}
             for mode in ("off", "auto"):
+                timings[mode] = []
                 seconds, best, stopped = run_executor(
                     dataset, tuning_spec(objective, args.trials, args.parallel, "random", mode, args.seed), args.epochs,
-                    args.parallel)
+                    args.parallel, timings[mode])
                 results[mode] = (seconds, best)
                 rows.append([mode, f"{seconds:.1f}", f"{best:.4f}", stopped])
             print(f"### Early stopping: {args.trials} trials, random search (seed {args.seed}), executor")
             table(["early_stopping", "wall s", f"best {metric}", "trials stopped early"], rows)
+            for mode, rows_of_mode in timings.items():
+                print_timings(mode, rows_of_mode, args.parallel)
             ratio = results["auto"][0] / results["off"][0]
             print(f"auto / off wall: {ratio:.2f}x (goal <= 0.6x); best differs by "
                   f"{abs(results['auto'][1] - results['off'][1]):.4f} (goal <= 0.01)")

@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
-from job import Job
+from job import Checked, Job
+from mlops.errors import NotSupported
 from mlops.exports import Export
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox
@@ -79,8 +80,8 @@ class Platform(ABC):
     # -- jobs ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        """Validate a request before anything is stored; return it normalised, or raise InvalidRequest."""
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+        """Validate a request before anything is stored; return it normalised with its settings, or raise InvalidRequest."""
 
     @abstractmethod
     def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
@@ -202,6 +203,10 @@ class Platform(ABC):
     @abstractmethod
     def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
         """Export a model or dataset: say where and how its bytes can be fetched."""
+
+    def export_state(self, record: Record) -> dict[str, Any]:
+        """Say where a local export stands without starting one."""
+        raise NotSupported("id", "this platform's exports answer at once; there is no export to poll")
 
     @abstractmethod
     def export_file(self, record: Record) -> Export:

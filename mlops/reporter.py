@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from db import Store, check_fence
-from job import Job, JobStatus
+from db import JobExists, Store, check_fence
+from job import Checked, Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
 
@@ -23,10 +23,13 @@ logger = logging.getLogger(__name__)
 class JobReporter:
     """What a platform may say about the job it runs: log, phase, progress, metrics, artifacts, ids, its end."""
 
-    def __init__(self, job: Job, store: Store, open_secrets: Callable[[], dict[str, Any]]):
+    def __init__(self, job: Job, store: Store, open_secrets: Callable[[], dict[str, Any]],
+                 on_metrics: Callable[[], None] | None = None):
         self.job = job
         self._store = store
         self._open_secrets = open_secrets
+        # Told once new metric rows are stored (a trial's tuner judges each epoch as it is written).
+        self._on_metrics = on_metrics
         self._secrets: dict[str, Any] | None = None
         self._secret_values: list[str] = []
         self._lock = threading.Lock()
@@ -103,6 +106,16 @@ class JobReporter:
         self._store.merge_details(self.job_id, fence=self.job.fence, **details)
         self.job.details.update(details)
 
+    def add_child(self, job_id: str, kind: str, checked: Checked) -> bool:
+        """Queue a job of this one's (a tuning's trial), its files beside this one's; False when it exists already."""
+        try:
+            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=checked.stored(), secrets=None,
+                                   log_path=str(self.log_path.parent / f"{job_id}.log"),
+                                   output_dir=str(self.job_dir.parent / job_id))
+        except JobExists:
+            return False
+        return True
+
     def add_metrics(self, values: dict[str, float | None], step: int | None = None,
                     when: float | None = None) -> None:
         """Record metric values of the job."""
@@ -111,6 +124,8 @@ class JobReporter:
     def add_metric_rows(self, rows: list[tuple[str, float | None, int | None]], when: float | None = None) -> None:
         """Record (name, value, step) metric rows of the job."""
         self._store.add_metrics(self.job_id, rows, when)
+        if self._on_metrics is not None:
+            self._on_metrics()
 
     def latest_metrics(self) -> dict[str, float | None]:
         """Return the job's last value of each metric recorded so far."""

@@ -30,6 +30,8 @@ _RANGE_TYPE_OF = {"float": CONTINUOUS, "int": INTEGER}
 
 # A trial's own status, beside the job statuses: the pruner (or Hyperband) stopped it early.
 STOPPED_EARLY = "STOPPED_EARLY"
+# The request field of a trial that a platform started itself (a SageMaker tuning's training job): the job to follow.
+TRIAL_PLATFORM_JOB = "sagemaker_training_job_name"
 
 
 def trial_job_id(tuning_id: str, number: int) -> str:
@@ -223,8 +225,12 @@ def make_pruner(tuning: Mapping[str, Any]) -> Any:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tuning["resource"]["max"])
     if tuning["early_stopping"] == "off":
         return optuna.pruners.NopPruner()
-    # The median rule once a few trials have run to the end; a trial is compared from its second epoch.
-    startup = max(1, min(5, tuning["max_trials"] // 4))
+    # The median rule judges against completed trials only. Optuna's default waits for 5 of them; here
+    # the first wave of `max_parallel` trials runs to the end together, so waiting for more than that
+    # runs a second wave unjudged, and a median of one trial is that trial's noise: at least 2, at most 5.
+    # Epochs count from 1 and Optuna judges a step from n_warmup_steps on: every epoch is judged, the
+    # first included, as Optuna's default judges from the first report.
+    startup = max(2, min(5, tuning["max_parallel"]))
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
 
 

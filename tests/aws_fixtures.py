@@ -22,7 +22,7 @@ from moto import mock_aws
 
 from config import load_config
 from db import SQLiteStore
-from job import Job, JobStatus
+from job import Checked, Job, JobStatus
 from mlops.reporter import JobReporter
 from mlops.aws import ClientFactory
 
@@ -149,12 +149,13 @@ def training_request(dataset_dir: Path, source_dir: Path, **changes: Any) -> dic
     return request
 
 
-def new_running_job(store: SQLiteStore, kind: str, request: dict[str, Any], tmp_path: Path,
+def new_running_job(store: SQLiteStore, kind: str, request: Checked | dict[str, Any], tmp_path: Path,
                     job_id: str | None = None) -> Job:
-    """Store a job and claim it, as a worker would; return it RUNNING."""
+    """Store a job (a checked request, or a request as stored) and claim it, as a worker would; return it RUNNING."""
     job_id = job_id or str(uuid.uuid4())
     job_dir = tmp_path / "data" / "jobs" / job_id
-    store.create_job(job_id, kind=kind, backend="sagemaker", request=request, secrets=None,
+    stored = request.stored() if isinstance(request, Checked) else request
+    store.create_job(job_id, kind=kind, backend="sagemaker", request=stored, secrets=None,
                      log_path=str(job_dir / "job.log"), output_dir=str(job_dir))
     claimed = store.claim_next(["sagemaker"])
     assert claimed is not None and claimed.id == job_id

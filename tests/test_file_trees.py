@@ -3,9 +3,12 @@ links are never followed, not even those inside the folder; walks are bounded in
 depth; a copy lands whole or not at all; a large model folder is copied without holding the request."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -228,3 +231,78 @@ def test_transform_inputs_are_walked_without_links_and_read_within_a_bound(live_
     monkeypatch.setattr(serving, "MAX_TRANSFORM_FILE_BYTES", 10)
     done = transform("bounded")
     assert done["status"] == "Failed" and "real.json holds 14 bytes" in done["failureReason"], done
+
+
+def large_model(folder: Path, random_bytes: int = 0) -> Path:
+    """A model folder just past the in-request bound: mostly a sparse file, so the test stays fast."""
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(os.urandom(random_bytes) if random_bytes else b"weights")
+    with open(folder / "weights.bin", "wb") as weights:
+        weights.truncate(serving.INLINE_COPY_BYTES + MEGABYTE)
+    return folder
+
+
+def register_large(server: LiveServer, name: str, random_bytes: int = 0) -> None:
+    large_model(server.storage_root / "models" / name, random_bytes)
+    status, body = server.request("POST", f"{API}/models/register",
+                                  {"ModelName": name, "Containers": [{"ModelDataUrl": f"models/{name}"}]})
+    assert status == 202, body
+    assert server.wait(f"{API}/models/{name}", lambda record: record["status"] != CREATING)["status"] == "Created"
+
+
+def download(server: LiveServer, path: str) -> tuple[int, bytes, str | None]:
+    with urllib.request.urlopen(server.url + path, timeout=30) as response:
+        return response.status, response.read(), response.headers.get("X-Content-SHA256")
+
+
+def test_a_large_model_is_exported_in_the_background_once_and_downloads_stream_that_archive(live_server) -> None:
+    server: LiveServer = live_server()
+    register_large(server, "big")
+    status, answer = server.request("POST", f"{API}/models/big/export")
+    assert status == 202 and answer["status"] == CREATING and "sha256" not in answer, answer
+    # While the archive is built, no request thread is held: /health answers promptly throughout.
+    while (state := server.request("GET", answer["poll"])[1])["status"] == CREATING:
+        started = time.monotonic()
+        assert server.request("GET", "/health")[0] == 200
+        assert time.monotonic() - started < 1.0
+        time.sleep(0.05)
+    assert state["status"] == "Created", state
+    archive = server.executor.config.data_dir / "exports" / "models" / "big.tar.gz"
+    content = archive.read_bytes()
+    assert state["sha256"] == hashlib.sha256(content).hexdigest() and state["size"] == len(content)
+    with tarfile.open(archive) as opened:
+        assert sorted(opened.getnames()) == ["model.pt", "weights.bin"]
+        assert opened.getmember("weights.bin").size == serving.INLINE_COPY_BYTES + MEGABYTE
+    built = archive.stat()
+    for _ in range(2):
+        code, body, sha256 = download(server, state["download"])
+        assert code == 200 and body == content and sha256 == state["sha256"]
+    status, again = server.request("POST", f"{API}/models/big/export")
+    assert status == 200 and again["sha256"] == state["sha256"] and again["size"] == state["size"], again
+    kept = archive.stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (built.st_ino, built.st_mtime_ns)  # built once, never rebuilt
+    assert server.request("DELETE", f"{API}/models/big")[0] == 200
+    assert not archive.exists()
+
+
+def test_a_large_export_that_fills_the_disk_fails_naming_it_and_leaves_no_partial_archive(live_server) -> None:
+    server: LiveServer = live_server()
+    exports = server.executor.config.data_dir / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(exports)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        register_large(server, "full", random_bytes=2 * MEGABYTE)  # 2 MiB that gzip cannot shrink
+        status, answer = server.request("POST", f"{API}/models/full/export")
+        assert status == 202, answer
+        state = server.wait(answer["poll"], lambda state: state["status"] != CREATING, timeout=30)
+        assert state["status"] == "Failed" and "No space left on device" in state["failureReason"], state
+        assert "sha256" not in state
+        assert not any(exports.rglob("*")) or [path.name for path in exports.rglob("*")] == ["models"]
+        status, refused = server.request("GET", answer["download"])
+        assert status == 409 and "No space left on device" in refused["error"], refused
+        assert server.request("DELETE", f"{API}/models/full")[0] == 200
+    finally:
+        subprocess.run(["umount", "-l", str(exports)], check=False)

@@ -21,9 +21,11 @@ from conftest import pipeline_body, write_pipeline
 EXAMPLES_PER_OPERATION = 15
 # /cloudconnect checks the AWS account and answers 502 when AWS cannot be reached, by design; /ready
 # answers 503 while a dependency is down; the local platform answers AutoML with 501 (not offered
-# here). None is a crash; the rest of the API must never 5xx.
+# here, on either AutoML route: a platform's one "not supported" answer). None is a crash; the rest of the
+# API must never 5xx.
 EXPECTED_5XX = {("POST", "/cloudconnect"): {502}, ("GET", "/ready"): {503},
-                ("POST", "/api/service/v1/pipelines/training/train"): {501}}
+                ("POST", "/api/service/v1/pipelines/training/train"): {501},
+                ("POST", "/api/service/v1/pipelines/training/automl"): {501}}
 WEIRD_VALUES: list[Any] = [None, 0, -1, 2 ** 70, 1.5, float("1e308"), True, [], {}, "", " ", "x" * 100_000, "\x00",
                            "\ud800", "../../../etc/passwd", "/etc/passwd", "C:\\Windows\\win.ini", "ü€𝄞", "%00",
                            {"$ref": "#"}, [[[[[[]]]]]], "python", "python ../x.py", "python pipe1.py; rm -rf /",

@@ -51,7 +51,7 @@ def test_check_resolves_settings_without_any_aws_call(backend, clients, dataset,
     checked = backend.check("training", training_request(dataset, bundled_scripts, metadata_file="metadata.csv",
                                                          hyperparameters={"epochs": "3", "learning_rate": "0.01"}), {})
     assert clients.counter.total() == before
-    settings = checked["sagemaker"]
+    settings = checked.settings
     assert settings["instance_type"] == "ml.g5.xlarge"  # a GPU instance by default
     assert settings["hyperparameters"] == {"epochs": "3", "learning-rate": "0.01", "metadata-file": "metadata.csv"}
     assert settings["metric_definitions"][0]["Name"] == "epoch"
@@ -86,10 +86,10 @@ def test_check_names_the_bad_field(backend, clients, dataset, bundled_scripts, c
 def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp_path):
     write_pipeline(tmp_path)
     checked = backend.check("pipeline", pipeline_request(instance_count="2"), {"environment": {"TOKEN": SECRET}})
-    assert checked["sagemaker"]["entry_point"] == "pipe1.py"
-    assert checked["sagemaker"]["hyperparameters"] == {"x": "1", "label": "abc"}
-    assert checked["sagemaker"]["instance_count"] == 2
-    assert SECRET not in json.dumps(checked)
+    assert checked.settings["entry_point"] == "pipe1.py"
+    assert checked.settings["hyperparameters"] == {"x": "1", "label": "abc"}
+    assert checked.settings["instance_count"] == 2
+    assert SECRET not in json.dumps(checked.stored())
 
 
 @pytest.mark.parametrize("command, argv", [
@@ -102,8 +102,8 @@ def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp
 def test_a_command_that_is_not_name_value_pairs_runs_through_the_launcher(backend, tmp_path, command, argv):
     write_pipeline(tmp_path)
     checked = backend.check("pipeline", {**pipeline_request(), "command": command}, {})
-    assert checked["sagemaker"]["entry_point"] == "essedum_launch.py"
-    assert json.loads(checked["sagemaker"]["hyperparameters"]["essedum-argv"]) == argv
+    assert checked.settings["entry_point"] == "essedum_launch.py"
+    assert json.loads(checked.settings["hyperparameters"]["essedum-argv"]) == argv
 
 
 def test_a_reserved_hyperparameter_in_the_command_is_refused(backend, tmp_path):
@@ -182,6 +182,24 @@ def test_the_same_dataset_is_uploaded_once_for_two_jobs(backend, store, clients,
     submit(backend, store, tmp_path, training_request(dataset, bundled_scripts))
     assert clients.counter.total("s3", "PutObject") == 2  # dataset.tar and sourcedir.tar.gz, once each
     assert clients.counter.total("sagemaker", "CreateTrainingJob") == 2
+
+
+def test_settings_ride_beside_the_request_and_a_job_stored_by_an_earlier_release_runs(  # noqa: F811
+        backend, store, clients, dataset, bundled_scripts, tmp_path):
+    checked = backend.check("training", training_request(dataset, bundled_scripts,
+                                                         hyperparameters={"epochs": "3"}), {})
+    assert "sagemaker" not in checked.request
+    # An earlier release wrote the settings into the request it stored (request["sagemaker"] = settings):
+    # the stored shape is unchanged, and such a row reads back as the request and its settings.
+    earlier = {**checked.request, "sagemaker": checked.settings}
+    assert json.dumps(checked.stored()) == json.dumps(earlier)
+    job = new_running_job(store, "training", json.loads(json.dumps(earlier)), tmp_path)
+    assert "sagemaker" not in job.request and job.settings == checked.settings
+    created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
+    backend.run(job, context(store, job))
+    assert store.get(job.id).status is JobStatus.RUNNING
+    assert created[0]["ResourceConfig"]["InstanceType"] == checked.settings["instance_type"]
+    assert json.loads(created[0]["HyperParameters"]["epochs"]) == "3"
 
 
 def test_a_job_cancelled_before_launch_is_not_created(backend, store, clients, dataset, bundled_scripts, tmp_path):  # noqa: F811

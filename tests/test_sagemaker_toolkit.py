@@ -29,6 +29,7 @@ import torch
 from mlops.sagemaker.training_service import SageMakerJobConfig
 from mlops.metric_lines import parse_metric_line
 from mlops.sagemaker.dataset_upload import pack_source, source_entries
+from mlops.sagemaker.tuning import CHECKPOINTS_PER_JOB
 from config import load_config
 from mlops.sandbox import sandbox_for
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS, describe
@@ -38,6 +39,8 @@ from test_training_script import write_digits
 PYTORCH_TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
 TUNED = {"learning-rate": "0.0123", "image-size": "12", "lr-decay": json.dumps(0.5)}
 STATIC = {"epochs": 2, "batch-size": 16, "checkpoint-dir": None}
+TRIAL_NAME = "essedum-tune-0123456789abcdef-003-1a2b3c4d"
+TRIAL_ENVIRONMENT = {CHECKPOINTS_PER_JOB: "1"}
 # A run takes about 15 s of CPU (two torch imports under torchrun); the bound leaves room for a busy machine.
 TOOLKIT_SECONDS = 120
 
@@ -83,11 +86,11 @@ def sagemaker_base_dir(base: Path, hyperparameters: dict[str, str], channel: Pat
     return base
 
 
-def run_toolkit(base: Path) -> subprocess.CompletedProcess:
+def run_toolkit(base: Path, **environment: str) -> subprocess.CompletedProcess:
     """Start the toolkit's `train` on a SAGEMAKER_BASE_DIR layout, as the image's entry point."""
     env = {name: value for name, value in os.environ.items()
            if name not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_TRAINING_MODULE=PYTORCH_TRAINING_MODULE)
+    env.update(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_TRAINING_MODULE=PYTORCH_TRAINING_MODULE, **environment)
     # The toolkit starts `torchrun` by name: the environment's programs come first, as in the image.
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return subprocess.run(toolkit_train_command(), env=env, cwd=base, capture_output=True, text=True,
@@ -129,7 +132,9 @@ def test_the_toolkit_passes_tuned_values_as_flags_and_the_metric_definitions_rea
     assert (sent.get("sagemaker_torch_distributed_enabled") == "true") == (ranks > 1)
     base = sagemaker_base_dir(tmp_path / "ml", {**sent, **TUNED, **hyperparameters}, channel)
 
-    process = run_toolkit(base)
+    # A tuning's trial: SageMaker sets TRAINING_JOB_NAME in the container (the toolkit reads it as the
+    # job's name: sagemaker-training, params.TRAINING_JOB_ENV), the executor the trials' Environment.
+    process = run_toolkit(base, TRAINING_JOB_NAME=TRIAL_NAME, **TRIAL_ENVIRONMENT)
 
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     assert (base / "output" / "success").exists()
@@ -137,7 +142,9 @@ def test_the_toolkit_passes_tuned_values_as_flags_and_the_metric_definitions_rea
         assert "Invoking TorchDistributed" in process.stdout + process.stderr
         assert f"{ranks} process(es)" in process.stdout
     # The script took the tuned values from its command line: they shaped what it wrote.
-    checkpoint = torch.load(tmp_path / "checkpoints" / "checkpoint.pt", weights_only=True)
+    # Trials share the tuning's one CheckpointConfig.S3Uri: each keeps its checkpoint in its own folder.
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == [TRIAL_NAME]
+    checkpoint = torch.load(tmp_path / "checkpoints" / TRIAL_NAME / "checkpoint.pt", weights_only=True)
     assert checkpoint["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.0123)
     assert checkpoint["scheduler"]["gamma"] == 0.5
     assert json.loads((base / "model" / "labels.json").read_text())["image_size"] == 12

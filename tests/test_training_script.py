@@ -231,6 +231,9 @@ def test_sigterm_stops_between_batches_keeping_the_last_epochs_checkpoint_to_res
                      if line.startswith("epoch="))
     assert f"stopped by SIGTERM during epoch {last_epoch + 1}: the checkpoint after epoch {last_epoch} is kept" in rest
     assert not (workdir / "output" / "failure").exists()  # a stop is not a failure
+    # The model as the last finished epoch left it is exported: what a stopped job (or trial) keeps.
+    assert (workdir / "model" / "model.pt").exists()
+    assert json.loads((workdir / "model" / "metrics.json").read_text())["epochs"] == last_epoch
 
     resumed = run_training(tmp_path / "resumed", channel, "--epochs", str(last_epoch + 1), *QUICK_FLAGS,
                            checkpoints=checkpoints)

@@ -15,15 +15,16 @@ from datetime import datetime, timezone
 
 import pytest
 from aws_fixtures import (BUCKET, aws, aws_setup, backend, bundled_scripts, capture_params, clients,  # noqa: F401
-                          config, context, reporters, new_running_job, running_jobs, store, training_request,
-                          write_dataset)
+                          config, context, reporters, new_running_job, running_jobs, set_training_state, store,
+                          training_request, write_dataset)
 from botocore.stub import Stubber
 
 from job import JobStatus
 from mlops.errors import InvalidRequest
 from mlops.platform import Stop
-from mlops.sagemaker.tuning import check_sagemaker_limits, tuning_job_name
-from mlops.tuning import STOPPED_EARLY
+from mlops.records import RecordBook, finished_training_job
+from mlops.sagemaker.tuning import CHECKPOINTS_PER_JOB, check_sagemaker_limits, trial_job_id, tuning_job_name
+from mlops.tuning import STOPPED_EARLY, TRIAL_PLATFORM_JOB
 from training_scripts.metric_lines import METRIC_DEFINITIONS
 
 TUNING = {"objective": {"metric": "val_auc", "goal": "maximize"},
@@ -97,6 +98,9 @@ def test_hyperband_spot_and_warm_start_map_onto_aws_fields(backend, store, clien
     definition = sent["TrainingJobDefinition"]
     assert definition["EnableManagedSpotTraining"] is True
     assert definition["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/essedum-executor/jobs/{job.id}/checkpoints"
+    # SageMaker gives every trial the definition's one CheckpointConfig (API_HyperParameterTrainingJobDefinition
+    # has no per-trial location): the script keeps each trial's checkpoint under its training job's name.
+    assert definition["Environment"][CHECKPOINTS_PER_JOB] == "1"
 
 
 def test_a_grid_is_all_categorical_on_sagemaker(backend, store, clients, dataset, bundled_scripts, tmp_path):  # noqa: F811
@@ -197,17 +201,30 @@ def test_the_monitor_pages_the_trials_and_ends_the_tuning_with_its_best(backend,
         stub.assert_no_pending_responses()
     ended = store.get(job.id)
     assert ended.status is JobStatus.COMPLETED
-    assert ended.details["best"] == {"job_id": second, "number": 2, "objective": 0.97,
+    assert ended.details["best"] == {"job_id": trial_job_id(job.id, second), "training_job_name": second,
+                                     "number": 2, "objective": 0.97,
                                      "hyperparameters": {"learning-rate": "0.01", "batch-size": "64"}}
+    # Each training job SageMaker ran is a training job of the executor with the tuning as parent, made once.
+    trials = [job for job in store.list_jobs(limit=10) if job.kind == "training"]
+    assert len(trials) == 3
+    best_trial = store.get(trial_job_id(job.id, second))
+    assert best_trial.request["parent"] == job.id and best_trial.request["trial"] == 2
+    assert best_trial.request[TRIAL_PLATFORM_JOB] == second
+    assert best_trial.request["hyperparameters"] == {"epochs": "4", "learning-rate": "0.01", "batch-size": "64"}
+    assert "tuning" not in best_trial.request
+    assert best_trial.settings["hyperparameters"]["learning-rate"] == "0.01"
     assert [(row["number"], row["status"], row["objective"]) for row in ended.details["trials"]] == [
         (1, STOPPED_EARLY, None), (2, "COMPLETED", 0.97), (3, "COMPLETED", 0.91)]
 
 
 def test_stopping_a_tuning_calls_stop_and_its_stopped_trials_read_cancelled(backend, store, clients, dataset,  # noqa: F811
                                                                            bundled_scripts, tmp_path):
+    sagemaker = clients.client("sagemaker")
+    created = capture_params(sagemaker, "CreateHyperParameterTuningJob")
     job = launch(backend, store, tmp_path, tuning_request(dataset, bundled_scripts))
     name = job.external_id
-    sagemaker = clients.client("sagemaker")
+    trial_name = f"{name[:20]}-001-abcdef12"
+    start_trial_on_aws(sagemaker, created[0]["TrainingJobDefinition"], trial_name, {"learning-rate": "0.05"})
     store.request_cancel(job.id)
     with Stubber(sagemaker) as stub:
         stub.add_response("describe_hyper_parameter_tuning_job",
@@ -217,7 +234,7 @@ def test_stopping_a_tuning_calls_stop_and_its_stopped_trials_read_cancelled(back
         stub.add_response("describe_hyper_parameter_tuning_job",
                           described(name, "Stopped", {"Stopped": 1}), {"HyperParameterTuningJobName": name})
         stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job",
-                          {"TrainingJobSummaries": [summary(f"{name[:20]}-001-abcdef12", "Stopped", {})]},
+                          {"TrainingJobSummaries": [summary(trial_name, "Stopped", {"learning-rate": "0.05"})]},
                           {"HyperParameterTuningJobName": name, "MaxResults": 100, "SortBy": "CreationTime",
                            "SortOrder": "Ascending"})
         backend.follow(reporters(store))
@@ -225,3 +242,96 @@ def test_stopping_a_tuning_calls_stop_and_its_stopped_trials_read_cancelled(back
     ended = store.get(job.id)
     assert ended.status is JobStatus.CANCELLED
     assert [row["status"] for row in ended.details["trials"]] == ["CANCELLED"]
+    # The trial's own row follows the training job the tuning's stop stopped on AWS, and ends CANCELLED.
+    set_training_state(trial_name, "Stopped", "Stopped")
+    trial = claim_trial(store, trial_job_id(job.id, trial_name))
+    backend.run(trial, context(store, trial))
+    backend.follow(reporters(store))
+    stopped = store.get(trial.id)
+    assert stopped.status is JobStatus.CANCELLED and stopped.external_id == trial_name
+    assert any("stopped by its tuning" in (event["message"] or "") for event in store.events(trial.id))
+
+
+def start_trial_on_aws(sagemaker, definition, name, tuned):
+    """Create the training job SageMaker's tuner would start: the tuning's definition with the trial's values."""
+    sagemaker.create_training_job(
+        TrainingJobName=name, HyperParameters={**definition["StaticHyperParameters"], **tuned},
+        AlgorithmSpecification=definition["AlgorithmSpecification"], RoleArn=definition["RoleArn"],
+        InputDataConfig=definition["InputDataConfig"], OutputDataConfig=definition["OutputDataConfig"],
+        ResourceConfig=definition["ResourceConfig"], StoppingCondition=definition["StoppingCondition"])
+
+
+def claim_trial(store, trial_id):  # noqa: F811
+    """Claim the trial as a worker does (the oldest waiting job): return it RUNNING."""
+    claimed = store.claim_next(["sagemaker"], kinds=["training"])
+    assert claimed is not None and claimed.id == trial_id
+    return claimed
+
+
+def test_a_trial_is_a_training_job_that_follows_the_tunings_training_job(backend, store, clients, dataset,  # noqa: F811
+                                                                         bundled_scripts, tmp_path):
+    sagemaker = clients.client("sagemaker")
+    created = capture_params(sagemaker, "CreateHyperParameterTuningJob")
+    job = launch(backend, store, tmp_path, tuning_request(dataset, bundled_scripts))
+    name = job.external_id
+    trial_name = f"{name[:20]}-001-abcdef12"
+    tuned = {"learning-rate": "0.01", "batch-size": "64", "lr-decay": "0.7"}
+    start_trial_on_aws(sagemaker, created[0]["TrainingJobDefinition"], trial_name, tuned)
+    listing = {"HyperParameterTuningJobName": name, "MaxResults": 100, "SortBy": "CreationTime",
+               "SortOrder": "Ascending"}
+    for _ in range(2):  # a second cycle (or a restarted executor) finds the trial's row, never a second one
+        with Stubber(sagemaker) as stub:
+            stub.add_response("describe_hyper_parameter_tuning_job",
+                              described(name, "InProgress", {"InProgress": 1}), {"HyperParameterTuningJobName": name})
+            stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job",
+                              {"TrainingJobSummaries": [summary(trial_name, "InProgress", tuned)]}, listing)
+            backend.follow([context(store, store.get(job.id))])
+            stub.assert_no_pending_responses()
+    trial_id = trial_job_id(job.id, trial_name)
+    assert [row["job_id"] for row in store.get(job.id).details["trials"]] == [trial_id]
+    assert [trial.id for trial in store.list_jobs(kind="training")] == [trial_id]
+
+    trial = claim_trial(store, trial_id)
+    training_jobs_created = capture_params(sagemaker, "CreateTrainingJob")
+    backend.run(trial, context(store, trial))
+    trial = store.get(trial_id)
+    assert trial.status is JobStatus.RUNNING and trial.external_id == trial_name
+    assert training_jobs_created == []
+
+    # The training monitor follows it as any training: status, model, cost.
+    set_training_state(trial_name, "Completed", "Completed", billable_time_in_seconds=120,
+                       training_time_in_seconds=120)
+    backend.follow([context(store, trial)])
+    ended = store.get(trial_id)
+    assert ended.status is JobStatus.COMPLETED
+    assert ended.artifacts["model"].endswith(f"/{trial_name}/output/model.tar.gz")
+    assert ended.details["billable_seconds"] == 120
+    # Its model is registered by its job id, as any training's (models/register TrainingJobId).
+    assert finished_training_job(RecordBook(store), trial_id).artifacts["model"] == ended.artifacts["model"]
+
+    # A rerun of the trial is a plain training with the trial's hyperparameters.
+    again = {key: value for key, value in ended.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
+    checked = backend.check("training", json.loads(json.dumps(again)), {})
+    assert {key: checked.settings["hyperparameters"][key] for key in tuned} == tuned
+
+
+def test_a_trial_whose_training_job_is_gone_ends_with_an_error_and_creates_none(backend, store, clients,  # noqa: F811
+                                                                                dataset, bundled_scripts, tmp_path):
+    sagemaker = clients.client("sagemaker")
+    job = launch(backend, store, tmp_path, tuning_request(dataset, bundled_scripts))
+    name = job.external_id
+    trial_name = f"{name[:20]}-001-abcdef12"
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_hyper_parameter_tuning_job",
+                          described(name, "InProgress", {"InProgress": 1}), {"HyperParameterTuningJobName": name})
+        stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job",
+                          {"TrainingJobSummaries": [summary(trial_name, "InProgress", {})]},
+                          {"HyperParameterTuningJobName": name, "MaxResults": 100, "SortBy": "CreationTime",
+                           "SortOrder": "Ascending"})
+        backend.follow([context(store, store.get(job.id))])
+    trial = claim_trial(store, trial_job_id(job.id, trial_name))
+    created = capture_params(sagemaker, "CreateTrainingJob")
+    backend.run(trial, context(store, trial))
+    ended = store.get(trial.id)
+    assert ended.status is JobStatus.ERROR and trial_name in ended.failure_reason
+    assert created == []

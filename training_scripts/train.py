@@ -60,6 +60,10 @@ def describe() -> dict:
     return {"hyperparameters": describe_hyperparameters(), "metrics": list(METRIC_DEFINITIONS)}
 
 
+# Set by the executor in a tuning's trials; SageMaker sets TRAINING_JOB_NAME in every training container.
+CHECKPOINTS_PER_JOB = "ESSEDUM_CHECKPOINTS_PER_JOB"
+
+
 def run(args: argparse.Namespace) -> None:
     """Load the channel's dataset, train on it and write the model and metrics."""
     # Decoded images live in memory, so the unpacked archives can go as soon as they are read.
@@ -83,6 +87,10 @@ def run(args: argparse.Namespace) -> None:
 def _checkpoint_folder(path: Path) -> Path | None:
     # Outside a container /opt/ml/checkpoints is usually not writable; train without resuming
     # rather than fail a run that never asked for checkpoints.
+    job_name = os.environ.get("TRAINING_JOB_NAME", "")
+    if os.environ.get(CHECKPOINTS_PER_JOB) and job_name:
+        # A tuning's trials share one checkpoint location in S3: each keeps (and resumes from) its own folder.
+        path = path / job_name
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:

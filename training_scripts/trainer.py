@@ -168,6 +168,7 @@ def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageData
 
     for epoch in range(start_epoch, args.epochs + 1):
         if stop.agreed(group, device):
+            _keep_last_epoch(model, history, dataset, split, args, outputs, group, device)
             raise TrainingStopped(epoch, outputs.checkpoints)
         # Seeding from the epoch (not from the RNG's history) makes dropout identical after a resume.
         torch.manual_seed(args.seed + 1_000_003 * epoch + group.rank)
@@ -177,6 +178,7 @@ def _train_on(device: torch.device, args: argparse.Namespace, dataset: ImageData
         train_loss = _train_epoch(network, batches, optimizer, precision, normalizer, group,
                                   stop=None if group.distributed else stop)
         if train_loss is None:
+            _keep_last_epoch(model, history, dataset, split, args, outputs, group, device)
             raise TrainingStopped(epoch, outputs.checkpoints)
         seconds = time.perf_counter() - started
         scheduler.step()
@@ -330,6 +332,25 @@ def _final_metrics(history: list[dict[str, Any]], dataset: ImageDataset, split: 
             "samples": len(split.train_indices) + len(split.val_indices),
             "train_samples": len(split.train_indices), "val_samples": len(split.val_indices),
             "skipped_images": len(dataset.skipped)}
+
+
+def _keep_last_epoch(model: nn.Module, history: list[dict[str, Any]], dataset: ImageDataset, split: Split,
+                     args: argparse.Namespace, outputs: OutputDirs, group: ProcessGroup, device: torch.device) -> None:
+    """Export the model as the last finished epoch left it, from its checkpoint: a stopped run keeps a model.
+
+    SageMaker's stop (and a tuning's early stop) sends SIGTERM and then uploads /opt/ml/model: what
+    is written there in the grace time is the job's model. Mid-epoch weights are not a model of any
+    epoch, so the checkpoint's are exported; without checkpoints, or before an epoch ended, nothing is.
+    """
+    if not group.is_main or not history or outputs.checkpoints is None:
+        return
+    path = outputs.checkpoints / CHECKPOINT_NAME
+    if not path.exists():
+        return
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    kept = state["history"]
+    _export(model, dataset, split, args, _final_metrics(kept, dataset, split), kept, outputs)
 
 
 def _export(model: nn.Module, dataset: ImageDataset, split: Split, args: argparse.Namespace,

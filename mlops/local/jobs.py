@@ -30,6 +30,7 @@ from mlops import tuning as tuning_domain
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
+from mlops.job_requests import TrainingRequest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.tuning import check_local
@@ -161,26 +162,26 @@ class LocalJobs:
         return request
 
     def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
-        dataset = request["dataset"]
-        if not S3_URI.match(dataset):
-            folder = resolve_storage_path(self.config.storage_root, dataset, "dataset")
+        training = TrainingRequest.from_stored(request)
+        if not S3_URI.match(training.dataset):
+            folder = resolve_storage_path(self.config.storage_root, training.dataset, "dataset")
             if not folder.is_dir():
-                raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root "
+                raise InvalidRequest("dataset", f"no folder {training.dataset!r} in the storage root "
                                                 f"({self.config.storage_root})")
-        source_dir = Path(request["source_dir"])
-        if not (source_dir / request["entry_point"]).is_file():
-            raise InvalidRequest("entry_point", f"{request['entry_point']!r} is not a file in the source folder")
-        description = script_contract.describe(source_dir, request["entry_point"], self.sandbox, self.python)
-        request["hyperparameters"] = script_contract.check_hyperparameters(request["hyperparameters"], description)
-        return request
+        source_dir = Path(training.source_dir)
+        if not (source_dir / training.entry_point).is_file():
+            raise InvalidRequest("entry_point", f"{training.entry_point!r} is not a file in the source folder")
+        description = script_contract.describe(source_dir, training.entry_point, self.sandbox, self.python)
+        hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters), description)
+        return training.with_changes(hyperparameters=hyperparameters).to_stored()
 
     def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
-        request = self._check_training(request)
-        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+        training = TrainingRequest.from_stored(self._check_training(request))
+        description = script_contract.describe(Path(training.source_dir), training.entry_point, self.sandbox,
                                                self.python)
-        request["tuning"] = tuning_domain.check_tuning(request["tuning"], request["hyperparameters"], description)
-        check_local(request["tuning"], self.config.data_dir)
-        return request
+        tuning = tuning_domain.check_tuning(training.search(), training.hyperparameters, description)
+        check_local(tuning, self.config.data_dir)
+        return training.with_changes(tuning=tuning).to_stored()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -211,17 +212,18 @@ class LocalJobs:
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            stage_folder(Path(request["source_dir"]), layout.code, self.config, "source_dir")
-            placed = stage_dataset(request["dataset"], layout.channel, self.config, self.clients, self._may_link)
+            training = TrainingRequest.from_stored(request)
+            stage_folder(Path(training.source_dir), layout.code, self.config, "source_dir")
+            placed = stage_dataset(training.dataset, layout.channel, self.config, self.clients, self._may_link)
             ctx.log(f"[executor] dataset staged read-only ({placed})")
-            hyperparameters = dict(request["hyperparameters"])
-            declared = script_contract.describe(Path(request["source_dir"]), request["entry_point"], self.sandbox,
+            hyperparameters = dict(training.hyperparameters)
+            declared = script_contract.describe(Path(training.source_dir), training.entry_point, self.sandbox,
                                                   self.python) or {}
             if "checkpoint-dir" in declared.get("hyperparameters", {}):
                 hyperparameters.setdefault("checkpoint-dir", str(layout.checkpoints))
-            if request.get("metadata_file"):
-                hyperparameters.setdefault("metadata-file", request["metadata_file"])
-            argv_tail = [request["entry_point"], *script_contract.script_flags(hyperparameters)]
+            if training.metadata_file:
+                hyperparameters.setdefault("metadata-file", training.metadata_file)
+            argv_tail = [training.entry_point, *script_contract.script_flags(hyperparameters)]
             environment = {}
         self._write_config(layout, hyperparameters)
         # Everything the executor puts in the job's folders is written by now: the job (and its

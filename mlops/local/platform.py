@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Collection
 
 from config import Config
-from job import Job
+from job import Checked, Job
 from mlops.aws import ClientFactory
 from mlops.errors import NotSupported
 from mlops.local.jobs import LocalJobs
@@ -29,10 +29,10 @@ class LocalPlatform(LocalModelLifecycle, Platform):
         super().__init__(config, book, clients)
         self.training = LocalJobs(config, clients)
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
         if kind in self.training.kinds:
-            return self.training.check(kind, request, secrets)
-        return self.check_record_job(kind, request)
+            return Checked(self.training.check(kind, request, secrets))
+        return Checked(self.check_record_job(kind, request))
 
     def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
         return remote_log_uri(request) if kind == PIPELINE else None

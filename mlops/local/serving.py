@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -44,8 +45,8 @@ logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 1024 * 1024
 CANCEL_CHECK_S = 0.5
-# A model folder up to this size is copied while its register request waits (a second or so); a larger
-# one is copied in the background, so that no request thread waits on a disk for minutes.
+# A model folder up to this size is copied (registered) or archived (exported) while its request waits (a
+# second or so); a larger one in the background, so that no request thread waits on a disk for minutes.
 INLINE_COPY_BYTES = 64 << 20
 # A batch transform reads each input file whole (its records are split in memory).
 MAX_TRANSFORM_FILE_BYTES = 1 << 30
@@ -71,7 +72,11 @@ class LocalModelLifecycle(ModelRecords):
         # Models whose folder a background thread is copying, by name.
         self._copies: dict[str, threading.Thread] = {}
         self._copies_lock = threading.Lock()
+        # Models whose model.tar.gz a background thread is building, by name.
+        self._exports: dict[str, threading.Thread] = {}
+        self._exports_lock = threading.RLock()
         self._fail_interrupted_copies()
+        self._remove_unfinished_exports()
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -172,8 +177,13 @@ class LocalModelLifecycle(ModelRecords):
         with self._copies_lock:
             if name in self._copies:
                 raise Conflict("id", f"model {name!r} is being copied; delete it once it is Created or Failed")
-        self.check_model_deletable(name)
-        self.book.delete(record.id)
+        with self._exports_lock:
+            if name in self._exports:
+                raise Conflict("id", f"model.tar.gz of model {name!r} is being built; delete the model once its "
+                                     f"export is Created or Failed")
+            self.check_model_deletable(name)
+            self.book.delete(record.id)
+            self._export_target(name).unlink(missing_ok=True)
         shutil.rmtree(self.models_root / name, ignore_errors=True)
 
     # -- endpoint configurations and endpoints ---------------------------------------------------
@@ -481,28 +491,148 @@ class LocalModelLifecycle(ModelRecords):
     # -- exports ---------------------------------------------------------------------------------
 
     def export(self, record: Record, body: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
-        """Describe the download of a dataset file or a model archive (the route adds its address)."""
+        """Describe the download of a dataset file or a model archive (the route adds its address).
+
+        A model's archive is built once and kept: at once for a model up to INLINE_COPY_BYTES, in the
+        background for a larger one, whose answer says Creating until a poll (export_state) says
+        Created, with its size and SHA-256, or Failed with the reason. A Failed export is tried again.
+        """
         if body.get("S3Uri"):
             raise NotSupported("S3Uri", "the local platform exports as a download; copying to S3 is the "
                                         "SageMaker platform's")
-        export = self.export_file(record)
-        return {"id": record.name, "type": record.type, "format": "file", "fileName": export.filename,
-                "size": export.size, "sha256": export.sha256}
+        if record.type == MODEL:
+            return self._export_model(record.name)
+        return self._export_answer(record, CREATED, self.export_file(record))
+
+    def export_state(self, record: Record) -> dict[str, Any]:
+        """Say where a model's export stands (Creating, Created, Failed, or not exported) without starting one."""
+        if record.type != MODEL:
+            return self._export_answer(record, CREATED, self.export_file(record))
+        with self._exports_lock:
+            record = self.record(MODEL, record.name)
+            if record.name in self._exports:
+                return self._export_answer(record, CREATING)
+            finished = self._finished_export(record)
+            if finished:
+                return self._export_answer(record, CREATED, finished)
+            state = record.payload.get("export") or {}
+            if state.get("status") == FAILED:
+                return {**self._export_answer(record, FAILED), "failureReason": state.get("failure_reason")}
+            return self._export_answer(record, "NotExported")
 
     def export_file(self, record: Record) -> Export:
-        """Return the file a download of the record sends: the dataset file, or the model as model.tar.gz."""
+        """Return the file a download of the record sends: the dataset file, or the model as model.tar.gz.
+
+        A model's archive is the one its export built; a small model not exported yet is archived now.
+        """
         try:
             if record.type == DATASET:
                 return file_export(resolve_storage_path(self.config.storage_root, record.payload["artifacts"]["path"],
                                                         "id"))
             if record.type == MODEL:
-                target = self.config.data_dir / "exports" / "models" / f"{record.name}.tar.gz"
-                return folder_export(Path(record.payload["model_dir"]), target)
+                return self._model_archive(record.name)
         except FileNotFoundError:
             raise NotFound("id", f"the files of {record.type} {record.name!r} are gone") from None
         except TooManyEntries as exc:
             raise TooLarge("id", f"the {record.type} {record.name!r} cannot be exported whole: {exc}") from None
         raise NotSupported("id", f"a {record.type.replace('_', ' ')} has nothing to export")
+
+    def _export_answer(self, record: Record, status: str, export: Export | None = None) -> dict[str, Any]:
+        filename = export.filename if export else self._export_target(record.name).name
+        answer = {"id": record.name, "type": record.type, "format": "file", "fileName": filename, "status": status}
+        if export:
+            answer.update(size=export.size, sha256=export.sha256)
+        return answer
+
+    def _export_target(self, name: str) -> Path:
+        return self.config.data_dir / "exports" / "models" / f"{name}.tar.gz"
+
+    def _finished_export(self, record: Record) -> Export | None:
+        """Return the archive a finished export kept, if it is still there as it was built."""
+        state = record.payload.get("export") or {}
+        if state.get("status") != CREATED:
+            return None
+        target = self._export_target(record.name)
+        try:
+            info = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size != state.get("size"):
+            return None
+        return Export(target, target.name, info.st_size, state["sha256"])
+
+    def _export_model(self, name: str) -> dict[str, Any]:
+        with self._exports_lock:
+            record = self.record(MODEL, name)
+            if name in self._exports:
+                return self._export_answer(record, CREATING)
+            finished = self._finished_export(record)
+            if finished:
+                return self._export_answer(record, CREATED, finished)
+            size = self._exportable_size(record)
+            if size > INLINE_COPY_BYTES:
+                build = threading.Thread(target=self._export_in_background, args=(name,),
+                                         name=f"model-export-{name}", daemon=True)
+                self._exports[name] = build
+                build.start()
+                return self._export_answer(record, CREATING)
+        return self._export_answer(record, CREATED, self._model_archive(name))
+
+    def _exportable_size(self, record: Record) -> int:
+        """Return the bytes of a Created model's folder, or say why it cannot be exported."""
+        if record.status != CREATED:
+            raise Conflict("id", f"model {record.name!r} is {record.status}; export it once it is {CREATED}")
+        folder = Path(record.payload["model_dir"])
+        try:
+            return copyable_tree(folder.parent, folder.name).size
+        except TooManyEntries as exc:
+            raise TooLarge("id", f"the model {record.name!r} cannot be exported whole: {exc}") from None
+
+    def _model_archive(self, name: str) -> Export:
+        """Return the model's kept archive; build it now for a small model, else say where its export stands."""
+        with self._exports_lock:
+            record = self.record(MODEL, name)
+            finished = self._finished_export(record)
+            if finished:
+                return finished
+            if name in self._exports:
+                raise Conflict("id", f"model.tar.gz of model {name!r} is being built; poll its export until "
+                                     f"it is {CREATED}")
+            if self._exportable_size(record) > INLINE_COPY_BYTES:
+                state = record.payload.get("export") or {}
+                reason = f" (it failed: {state['failure_reason']})" if state.get("status") == FAILED else ""
+                raise Conflict("id", f"model {name!r} is larger than {INLINE_COPY_BYTES} bytes: export it first "
+                                     f"(POST its export) and download once it is {CREATED}{reason}")
+        return self._build_export(name)
+
+    def _build_export(self, name: str) -> Export:
+        """Archive a model's folder into its kept model.tar.gz (a temporary file renamed into place)."""
+        record = self.record(MODEL, name)
+        export = folder_export(Path(record.payload["model_dir"]), self._export_target(name))
+        with self._exports_lock:
+            self.update(self.record(MODEL, name), export={"status": CREATED, "size": export.size,
+                                                          "sha256": export.sha256})
+        return export
+
+    def _export_in_background(self, name: str) -> None:
+        try:
+            self._build_export(name)
+        except Exception as exc:  # any failure is the export's failure reason
+            reason = str(exc) if isinstance(exc, TooManyEntries) else f"{type(exc).__name__}: {exc}"
+            logger.warning("model %s: its export could not be built: %s", name, reason)
+            with self._exports_lock:
+                record = self.find(MODEL, name)
+                if record:
+                    self.update(record, export={"status": FAILED, "failure_reason": reason})
+        finally:
+            with self._exports_lock:
+                self._exports.pop(name, None)
+
+    def _remove_unfinished_exports(self) -> None:
+        """Remove the temporary archives an export the executor stopped during left behind."""
+        folder = self.config.data_dir / "exports" / "models"
+        for leftover in folder.glob(".export-*") if folder.is_dir() else ():
+            leftover.unlink(missing_ok=True)
 
 
 @dataclass

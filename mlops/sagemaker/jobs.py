@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from config import Config
-from job import Job, JobStatus
+from job import Checked, Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
@@ -28,8 +28,10 @@ from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, S
 from mlops import tuning as tuning_domain
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
+from mlops.job_requests import TrainingRequest
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
+from mlops.sagemaker.settings import SageMakerSettings
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
@@ -101,8 +103,8 @@ class SageMakerJobs:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        """Validate a request without any AWS call and return it with its resolved SageMaker settings."""
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+        """Validate a request without any AWS call; return it normalised, with its resolved SageMaker settings."""
         if kind == TRAINING:
             return self._check_training(request)
         if kind == TUNING:
@@ -112,7 +114,7 @@ class SageMakerJobs:
         role = request.get("role_arn") or self.config.sagemaker_role_arn
         if not role:
             raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
-        return automl.check_automl(request, v.validate_role_arn(role, "role_arn"))
+        return Checked(automl.check_automl(request, v.validate_role_arn(role, "role_arn")))
 
     def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
         configs = request.get("configs") or {}
@@ -173,55 +175,52 @@ class SageMakerJobs:
                 "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags,
                 "output_s3_uri": output}
 
-    def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _check_training(self, request: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=False)
-        dataset = request["dataset"]
-        match = S3_URI.match(dataset)
-        if match:
+        training = TrainingRequest.from_stored(request)
+        dataset = training.dataset
+        if S3_URI.match(dataset):
             v.validate_s3_uri(dataset, "dataset")
         else:
-            folder = Path(request.get("dataset_path") or
-                          resolve_storage_path(self.config.storage_root, dataset, "dataset"))
+            folder = Path(training.dataset_path or resolve_storage_path(self.config.storage_root, dataset, "dataset"))
             if not folder.is_dir():
                 raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root")
-            metadata = request.get("metadata_file")
-            if metadata and not (folder / metadata).is_file():
-                raise InvalidRequest("metadata_file", f"{metadata!r} is not a file in the dataset")
-            request["dataset_path"] = str(folder)
-        source_dir = Path(request["source_dir"])
-        entry_point = request.get("entry_point") or script_contract.BUNDLED_ENTRY_POINT
+            if training.metadata_file and not (folder / training.metadata_file).is_file():
+                raise InvalidRequest("metadata_file", f"{training.metadata_file!r} is not a file in the dataset")
+            training = training.with_changes(dataset_path=str(folder))
+        source_dir = Path(training.source_dir)
+        entry_point = training.entry_point or script_contract.BUNDLED_ENTRY_POINT
         if not (source_dir / entry_point).is_file():
             raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, entry_point, sandbox_for(self.config)) or {}
-        hyperparameters = script_contract.check_hyperparameters(request.get("hyperparameters") or {}, description)
+        hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters or {}), description)
         declared = description.get("hyperparameters") or {}
-        if request.get("metadata_file") and "metadata-file" in declared:
-            hyperparameters.setdefault("metadata-file", request["metadata_file"])
+        if training.metadata_file and "metadata-file" in declared:
+            hyperparameters.setdefault("metadata-file", training.metadata_file)
         metrics = v.validate_metric_definitions(description.get("metrics") or [], "metrics")
         v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
-        request["entry_point"] = entry_point
-        request["sagemaker"] = settings
-        return request
+        return Checked(training.with_changes(entry_point=entry_point).to_stored(),
+                       SageMakerSettings(**settings).to_stored())
 
-    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
-        request = self._check_training(request)
-        settings = request["sagemaker"]
-        description = script_contract.describe(Path(request["source_dir"]), request["entry_point"],
+    def _check_tuning(self, request: dict[str, Any]) -> Checked:
+        checked = self._check_training(request)
+        training = TrainingRequest.from_stored(checked.request)
+        settings = SageMakerSettings.from_stored(checked.settings or {})
+        description = script_contract.describe(Path(training.source_dir), training.entry_point,
                                                sandbox_for(self.config))
-        tuning = tuning_domain.check_tuning(request["tuning"], settings["hyperparameters"], description)
-        sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings["metric_definitions"]])
-        request["tuning"] = tuning
-        return request
+        tuning = tuning_domain.check_tuning(training.search(), settings.hyperparameters, description)
+        sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings.metric_definitions])
+        return Checked(training.with_changes(tuning=tuning).to_stored(), checked.settings)
 
-    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
         settings = self._settings(request, takes_configs=True)
         argv = parse_command(request["command"])
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
-        v.validate_hyperparameter_names(settings["hyperparameters"], "command")
-        v.validate_hyperparameter_map(settings["hyperparameters"], "command")
+        v.validate_hyperparameter_names(hyperparameters, "command")
+        v.validate_hyperparameter_map(hyperparameters, "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
         if request["storage"] == "local":
             folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
@@ -230,8 +229,7 @@ class SageMakerJobs:
         else:
             check_storage_endpoint(request["storage"], (secrets.get("credentials") or {}).get("endpoint", ""),
                                    self.config)
-        request["sagemaker"] = settings
-        return request
+        return Checked(request, SageMakerSettings(**settings).to_stored())
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -240,9 +238,15 @@ class SageMakerJobs:
         if ctx.job.kind == AUTOML:
             return self._run_automl(ctx)
         job = ctx.job
-        settings = job.request["sagemaker"]
+        if job.settings is None:
+            raise SageMakerJobError(f"job {job.id} was stored without its SageMaker settings")
+        settings = SageMakerSettings.from_stored(job.settings)
+        trial_of = job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB) if job.kind == TRAINING else None
         if job.kind == TUNING:
             name = sagemaker_tuning.tuning_job_name(job.id)
+        elif trial_of:
+            # A tuning's trial: SageMaker created its training job; this follows it and creates nothing.
+            name = trial_of
         else:
             name = training_job_name(job.id, job.request.get("name") or job.kind)
         try:
@@ -256,9 +260,13 @@ class SageMakerJobs:
                 # A worker died after CreateTrainingJob: follow that job instead of creating another.
                 ctx.log(f"[executor] SageMaker already has training job {name} "
                         f"({existing['TrainingJobStatus']}); following it")
-                self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings["instance_count"],
-                                    instance_type=settings["instance_type"])
+                self._record_launch(ctx, name, existing["TrainingJobArn"], instance_count=settings.instance_count,
+                                    instance_type=settings.instance_type)
                 return Ran.LAUNCHED
+            if trial_of:
+                ctx.finish(JobStatus.ERROR, f"SageMaker has no training job named {name} (a trial of tuning "
+                                            f"{job.request.get('parent')})")
+                return Ran.ENDED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
                 return Ran.ENDED
@@ -272,12 +280,12 @@ class SageMakerJobs:
             raise SageMakerJobError(f"SageMaker call failed: {error_text(exc)}") from exc
         return Ran.LAUNCHED
 
-    def _launch(self, ctx: JobReporter, name: str, settings: dict[str, Any]) -> None:
+    def _launch(self, ctx: JobReporter, name: str, settings: SageMakerSettings) -> None:
         job, request = ctx.job, ctx.job.request
-        bucket, prefix = settings["bucket"], settings["prefix"]
+        bucket, prefix = settings.bucket, settings.prefix
         job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
-        entry_point, environment = settings["entry_point"], {}
+        entry_point, environment = settings.entry_point, {}
         if job.kind == PIPELINE:
             # Afresh: an attempt a restart cut short may have left a part of the files, which the copy never merges.
             remove_tree(ctx.job_dir / "code")
@@ -290,29 +298,30 @@ class SageMakerJobs:
             if entry_point == LAUNCHER:
                 shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
         else:
-            code_dir = Path(request["source_dir"])
+            code_dir = Path(TrainingRequest.from_stored(request).source_dir)
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
         if job.kind in (TRAINING, TUNING):
-            if S3_URI.match(request["dataset"]):
-                input_uri = request["dataset"]
+            training = TrainingRequest.from_stored(request)
+            if S3_URI.match(training.dataset):
+                input_uri = training.dataset
             else:
-                input_uri = self.service.upload_training_data(request["dataset_path"], request.get("metadata_file"),
+                input_uri = self.service.upload_training_data(training.dataset_path, training.metadata_file,
                                                               bucket, prefix)
             ctx.log(f"[executor] training data at {input_uri}")
-        image = self.service.resolve_image(settings["instance_type"], settings["container"])
+        image = self.service.resolve_image(settings.instance_type, settings.container)
         job_config = SageMakerJobConfig(
-            job_name=name, role_arn=settings["role_arn"], image_uri=image, instance_type=settings["instance_type"],
-            instance_count=settings["instance_count"], volume_size_gb=settings["volume_size_gb"],
-            max_runtime_seconds=settings["max_runtime_seconds"], hyperparameters=settings["hyperparameters"],
+            job_name=name, role_arn=settings.role_arn, image_uri=image, instance_type=settings.instance_type,
+            instance_count=settings.instance_count, volume_size_gb=settings.volume_size_gb,
+            max_runtime_seconds=settings.max_runtime_seconds, hyperparameters=dict(settings.hyperparameters),
             environment_variables=environment, entry_point=entry_point, source_s3_uri=source.uri,
-            region=self.clients.region_name, spot=settings["spot"], max_wait_seconds=settings["max_wait_seconds"],
-            checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings["spot"] else None,
-            metric_definitions=settings["metric_definitions"],
-            tags={**settings["tags"], "essedum:job-id": job.id, "essedum:kind": job.kind},
+            region=self.clients.region_name, spot=settings.spot, max_wait_seconds=settings.max_wait_seconds,
+            checkpoint_s3_uri=f"s3://{bucket}/{job_prefix}/checkpoints" if settings.spot else None,
+            metric_definitions=settings.metric_definitions,
+            tags={**settings.tags, "essedum:job-id": job.id, "essedum:kind": job.kind},
             executor_job_id=job.id, input_data_s3_uri=input_uri,
-            output_s3_uri=settings.get("output_s3_uri") or f"s3://{bucket}/{job_prefix}/output")
+            output_s3_uri=settings.output_s3_uri or f"s3://{bucket}/{job_prefix}/output")
         # run() described the name just now: create without describing it again.
         if job.kind == TUNING:
             arn = self.tunings.create(sagemaker_tuning.tuning_job_request(
@@ -325,8 +334,8 @@ class SageMakerJobs:
                             spot=job_config.spot)
         family = "tuning" if job.kind == TUNING else "training"
         ctx.set_phase("Starting", f"submitted as SageMaker {family} job {name}")
-        ctx.log(f"[executor] submitted SageMaker {family} job {name} on {settings['instance_count']} x "
-                f"{settings['instance_type']} with image {image}")
+        ctx.log(f"[executor] submitted SageMaker {family} job {name} on {settings.instance_count} x "
+                f"{settings.instance_type} with image {image}")
 
     @staticmethod
     def _record_launch(ctx: JobReporter, name: str, arn: str, **details: Any) -> None:
@@ -495,8 +504,23 @@ class SageMakerJobs:
         while ended and token:
             more, token = self.tunings.training_jobs(job.external_id, token)
             summaries.extend(more)
-        trials = sagemaker_tuning.merge_trials(trials, summaries, stopping)
+        self._add_trials(ctx, trials, summaries)
+        trials = sagemaker_tuning.merge_trials(job.id, trials, summaries, stopping)
         sagemaker_tuning.apply_tuning_description(ctx, described, trials, token)
+
+    @staticmethod
+    def _add_trials(ctx: JobReporter, known: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> None:
+        """Queue a trial job for each training job of the tuning not yet in its table; a worker then follows it."""
+        numbers = {row["training_job_name"]: row["number"] for row in known}
+        for summary in summaries:
+            name = summary["TrainingJobName"]
+            if name in numbers:
+                continue
+            numbers[name] = len(numbers) + 1
+            # Written before the table that names it: a cycle cut short between the two finds the row again.
+            if ctx.add_child(sagemaker_tuning.trial_job_id(ctx.job_id, name), TRAINING,
+                             sagemaker_tuning.trial_request(ctx.job, numbers[name], summary)):
+                ctx.log(f"[executor] trial {numbers[name]}: SageMaker training job {name}")
 
     def _note_status(self, ctx: JobReporter, status: str, secondary: str, described: dict[str, Any],
                      message: str | None) -> None:
@@ -566,6 +590,9 @@ class SageMakerJobs:
                                      f"{stopping.get('MaxWaitTimeInSeconds')})")
         if job.cancel_requested or job.details.get("stop_requested"):
             return JobStatus.CANCELLED, None
+        if job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB):
+            return JobStatus.CANCELLED, ("stopped by its tuning: early stopping, or the tuning's stop "
+                                         "(the tuning's trials table says which)")
         return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"
 
     def _record_results(self, ctx: JobReporter, described: dict[str, Any]) -> None:

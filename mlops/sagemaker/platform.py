@@ -5,7 +5,7 @@ import time
 from typing import Any, Callable, Collection
 
 from config import Config
-from job import Job
+from job import Checked, Job
 from mlops.aws import ClientFactory
 from mlops.platform import Platform, Ran, Stop
 from mlops.records import RecordBook
@@ -31,10 +31,10 @@ class SageMakerPlatform(SageMakerModelLifecycle, Platform):
         self.training = SageMakerJobs(config, clients, clock=clock)
         self.default_instance_type = config.instance_type
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
         if kind in self.training.kinds:
             return self.training.check(kind, request, secrets)
-        return self.check_record_job(kind, request)
+        return Checked(self.check_record_job(kind, request))
 
     def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
         """None: the monitor copies each job's CloudWatch lines into the executor's log file."""

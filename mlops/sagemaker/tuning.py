@@ -6,6 +6,11 @@ script's own MetricDefinitions read (the regexes the local reader uses), the str
 Hyperband to TrainingJobEarlyStoppingType Off with a HyperbandStrategyConfig. The monitor describes a
 running tuning and pages through its training jobs a bounded number of pages a cycle, as the training
 monitor reads its lists; the trials table and the best trial are written into the tuning's record.
+
+Each training job SageMaker starts for the tuning becomes a training job of the executor with the tuning
+as parent, its id derived from the tuning's and the training job's name (a restart, or a second
+executor, finds the same row). The worker that takes it follows that training job, never creates one,
+so the training monitor gives it a log, metrics, a model and a cost like any training.
 """
 from __future__ import annotations
 
@@ -14,13 +19,13 @@ import uuid
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from job import JobStatus
+from job import Checked, Job, JobStatus
 from mlops.aws import AWS_ERRORS, is_not_found
 from mlops.aws_statuses import COMPLETED, FAILED, TUNING_STATES
 from mlops.errors import InvalidRequest
 from mlops.reporter import JobReporter
 from mlops.sagemaker.validation import sagemaker_model
-from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, grid_values
+from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, TRIAL_PLATFORM_JOB, grid_values
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,30 @@ PAGES_PER_CYCLE = 3
 TRIAL_STATUS = {"InProgress": JobStatus.RUNNING.value, "Stopping": JobStatus.RUNNING.value,
                 "Completed": JobStatus.COMPLETED.value, "Failed": JobStatus.ERROR.value,
                 "Stopped": JobStatus.CANCELLED.value, "Deleting": JobStatus.CANCELLED.value}
+
+
+# Put into the trials' environment when they keep checkpoints: every trial of a tuning shares the one
+# CheckpointConfig.S3Uri of its TrainingJobDefinition, so the script keeps its checkpoint in a folder
+# named after its own training job (TRAINING_JOB_NAME, which SageMaker sets in the container).
+CHECKPOINTS_PER_JOB = "ESSEDUM_CHECKPOINTS_PER_JOB"
+TRIAL_TRAINING_JOB = TRIAL_PLATFORM_JOB
+
+
+def trial_job_id(tuning_id: str, training_job_name: str) -> str:
+    """Return the job id of the trial SageMaker ran as `training_job_name`: the same for the same trial."""
+    return str(uuid.uuid5(uuid.UUID(tuning_id), f"sagemaker-trial-{training_job_name}"))
+
+
+def trial_request(tuning_job: Job, number: int, summary: Mapping[str, Any]) -> Checked:
+    """Return the checked training request of a trial: the tuning's, with the trial's values, parent and job."""
+    tuned = {str(key): str(value) for key, value in (summary.get("TunedHyperParameters") or {}).items()}
+    request = {key: value for key, value in tuning_job.request.items() if key != "tuning"}
+    request.update(name=f"{tuning_job.request.get('name') or 'tuning'}-trial-{number}",
+                   hyperparameters={**(tuning_job.request.get("hyperparameters") or {}), **tuned},
+                   parent=tuning_job.id, trial=number, **{TRIAL_TRAINING_JOB: summary["TrainingJobName"]})
+    settings = dict(tuning_job.settings or {})
+    settings["hyperparameters"] = {**(settings.get("hyperparameters") or {}), **tuned}
+    return Checked(request, settings)
 
 
 def tuning_job_name(job_id: str) -> str:
@@ -129,6 +158,8 @@ def tuning_job_request(name: str, training_request: Mapping[str, Any], tuning: M
                                                   "StoppingCondition", "Environment", "EnableManagedSpotTraining",
                                                   "CheckpointConfig") if key in training_request},
     }
+    if "CheckpointConfig" in definition:
+        definition["Environment"] = {**definition.get("Environment", {}), CHECKPOINTS_PER_JOB: "1"}
     limits: dict[str, Any] = {"MaxParallelTrainingJobs": tuning["max_parallel"]}
     if tuning["strategy"] != "grid":
         # A grid's trials are its points: SageMaker runs each combination once, however many are asked.
@@ -206,9 +237,10 @@ class SageMakerTunings:
         return status
 
 
-def merge_trials(known: list[dict[str, Any]], summaries: list[dict[str, Any]], stopping: bool) -> list[dict[str, Any]]:
+def merge_trials(tuning_id: str, known: list[dict[str, Any]], summaries: list[dict[str, Any]],
+                 stopping: bool) -> list[dict[str, Any]]:
     """Merge training job summaries into the trials table, numbered in the order SageMaker created them."""
-    rows = {row["job_id"]: row for row in known}
+    rows = {row["training_job_name"]: row for row in known}
     for summary in summaries:
         name = summary["TrainingJobName"]
         status = TRIAL_STATUS.get(summary["TrainingJobStatus"], JobStatus.RUNNING.value)
@@ -216,7 +248,8 @@ def merge_trials(known: list[dict[str, Any]], summaries: list[dict[str, Any]], s
             # A trial the tuning itself stopped: early stopping (or Hyperband) ended it.
             status = STOPPED_EARLY
         metric = summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
-        row = rows.get(name) or {"number": len(rows) + 1, "job_id": name, "epoch": None}
+        row = rows.get(name) or {"number": len(rows) + 1, "job_id": trial_job_id(tuning_id, name),
+                                 "training_job_name": name, "epoch": None}
         row.update(hyperparameters=dict(summary.get("TunedHyperParameters") or {}), status=status,
                    objective=metric.get("Value"), failure_reason=summary.get("FailureReason"))
         rows[name] = row
@@ -232,8 +265,9 @@ def apply_tuning_description(ctx: JobReporter, described: dict[str, Any], trials
     best = None
     if best_job.get("TrainingJobName"):
         metric = best_job.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
-        row = next((row for row in trials if row["job_id"] == best_job["TrainingJobName"]), None)
-        best = {"job_id": best_job["TrainingJobName"], "number": row["number"] if row else None,
+        row = next((row for row in trials if row["training_job_name"] == best_job["TrainingJobName"]), None)
+        best = {"job_id": trial_job_id(ctx.job_id, best_job["TrainingJobName"]),
+                "training_job_name": best_job["TrainingJobName"], "number": row["number"] if row else None,
                 "hyperparameters": dict(best_job.get("TunedHyperParameters") or {}), "objective": metric.get("Value")}
     total = (described.get("HyperParameterTuningJobConfig") or {}).get("ResourceLimits", {}).get(
         "MaxNumberOfTrainingJobs") or len(trials)

@@ -1,0 +1,105 @@
+"""The typed requests of the job families: built once from a checked body, read by attribute below the routes.
+
+A request is stored as JSON, in the order its keys were given; `to_stored` writes that order back, so a
+request read from the store and written again is the same text, whatever release stored it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
+
+from mlops.errors import InvalidRequest
+from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
+from mlops.shapes import tag_map
+from mlops.staging import S3_URI, resolve_storage_path
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A training job (a tuning's trial, and a tuning, are training jobs with more fields)."""
+
+    dataset: str
+    source_dir: str
+    name: str | None = None
+    entry_point: str = BUNDLED_ENTRY_POINT
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    metadata_file: str | None = None
+    instance_type: str | None = None
+    instance_count: int = 1
+    max_runtime_seconds: int | None = None
+    spot: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)
+    retry_on_restart: bool = False
+    #: The dataset's folder, resolved inside the storage root; None for an s3:// dataset.
+    dataset_path: str | None = None
+    #: A tuning's search (its kind is tuning); a trial's tuning job id and number.
+    tuning: Mapping[str, Any] | None = None
+    parent: str | None = None
+    trial: int | None = None
+    #: The stored keys in their order, and the values of stored keys this class does not name.
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset()  # filled below, from the dataclass fields
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], storage_root: Path, max_runtime_seconds: int) -> TrainingRequest:
+        """Fill a schema-checked training body's defaults and resolve its paths inside the storage root."""
+        stored: dict[str, Any] = {
+            "name": body["name"],
+            "dataset": body["dataset"],
+            "metadata_file": body.get("metadata_file"),
+            "hyperparameters": body.get("hyperparameters", {}),
+            "instance_type": body.get("instance_type"),
+            "instance_count": body.get("instance_count", 1),
+            "max_runtime_seconds": body.get("max_runtime_seconds", max_runtime_seconds),
+            "spot": body.get("spot", False),
+            "entry_point": body.get("entry_point", BUNDLED_ENTRY_POINT),
+            "tags": tag_map(body.get("tags", {})),
+            "retry_on_restart": body.get("retry_on_restart", False),
+        }
+        match = S3_URI.match(body["dataset"])
+        if not match:
+            stored["dataset_path"] = str(resolve_storage_path(storage_root, body["dataset"], "dataset"))
+        elif not match.group(1):
+            raise InvalidRequest("dataset", "s3:// URI needs a bucket")
+        metadata_file = body.get("metadata_file")
+        if metadata_file and (".." in Path(metadata_file).parts or Path(metadata_file).is_absolute()):
+            raise InvalidRequest("metadata_file", "must be a relative path inside the dataset")
+        if ".." in Path(stored["entry_point"]).parts:
+            raise InvalidRequest("entry_point", "must be a path inside source_dir")
+        source_dir = body.get("source_dir")
+        stored["source_dir"] = (str(resolve_storage_path(storage_root, source_dir, "source_dir")) if source_dir
+                                else str(BUNDLED_SCRIPTS))
+        return cls.from_stored(stored)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> TrainingRequest:
+        """Read a request as the store keeps it (any release's); keys this class does not name are kept aside."""
+        missing = [name for name in ("dataset", "source_dir") if name not in stored]
+        if missing:
+            raise InvalidRequest(missing[0], "is required for a training job")
+        known = {key: value for key, value in stored.items() if key in cls.FIELDS}
+        extra = {key: value for key, value in stored.items() if key not in cls.FIELDS}
+        return cls(**known, keys=tuple(stored), extra=MappingProxyType(extra))
+
+    def to_stored(self) -> dict[str, Any]:
+        """Return the request as the store keeps it: its keys in their order, with their values."""
+        return {key: getattr(self, key) if key in self.FIELDS else self.extra[key] for key in self.keys}
+
+    def search(self) -> Mapping[str, Any]:
+        """Return a tuning's search, or raise InvalidRequest when the request has none."""
+        if not isinstance(self.tuning, Mapping):
+            raise InvalidRequest("tuning", "is required for a tuning job, as an object")
+        return self.tuning
+
+    def with_changes(self, **changes: Any) -> TrainingRequest:
+        """Return a copy with these fields changed; a field the request did not hold is stored after the others."""
+        added = tuple(key for key in changes if key not in self.keys)
+        return dataclasses.replace(self, **changes, keys=self.keys + added)
+
+
+TrainingRequest.FIELDS = frozenset(item.name for item in dataclasses.fields(TrainingRequest)) - {"keys", "extra"}
