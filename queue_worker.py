@@ -230,6 +230,8 @@ class JobQueue:
         for job, lost in self.store.take_over(self.lease.executor, everyone_else=not shared):
             if job.backend == self.platform.name:
                 self.platform.clean_up_abandoned(job)
+                if self._finish_ended(job):
+                    continue
             decision = decide(job, self.platform, retry_interrupted=self.config.retry_interrupted,
                               lost_executor=lost if shared else None)
             self._carry_out(job, decision)
@@ -238,6 +240,17 @@ class JobQueue:
         waiting = self.store.jobs_in_status(JobStatus.WAITING)
         if waiting and not self.started:
             logger.info("%d waiting job(s) found at start-up", len(waiting))
+
+    def _finish_ended(self, job: Job) -> bool:
+        """End a taken-over job whose run had ended as that run decided: what ended is never run again."""
+        reporter = self.reporter_for(job)
+        try:
+            return self.platform.finish_ended(job, reporter)
+        except (BackendError, OSError) as exc:
+            self._fail(job, reporter, str(exc))
+            return True
+        finally:
+            self._drop_reporters([job.id])
 
     def watch(self) -> None:
         """With a shared store: pass on stops asked through any executor, stop runs of jobs taken from this

@@ -20,8 +20,9 @@ from typing import Any
 from common import ServiceProcess, header, pipeline_body, stop_executor, table, write_pipeline
 from postgres_cluster import PostgresCluster
 
-SCRIPT = ("import sys, time\nprint('script-start', flush=True)\ntime.sleep(float(sys.argv[1]))\n"
-          "print('script-done', flush=True)\n")
+# It exits the moment it says it is done: an executor killed between the mark and the exit would rightly run it again.
+SCRIPT = ("import os, sys, time\nprint('script-start', flush=True)\ntime.sleep(float(sys.argv[1]))\n"
+          "print('script-done', flush=True)\nos._exit(0)\n")
 
 
 class Executors:

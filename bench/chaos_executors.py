@@ -94,8 +94,8 @@ def main() -> None:
            "not answered by every executor", "claimed more than once", "all ended within s of the last kill"],
           [[len(job_ids), kills, outcome["lost"], outcome["twice"], outcome["ended twice"], outcome["stuck"],
             outcome["unanswered"], outcome["taken over"], settled_s]])
-    print("a script ends twice where its executor was killed after the script ended and before its end was "
-          "stored: the job runs again (at least once, never two runs at once)")
+    print("a script ends twice only where its executor was killed between the script's exit and the executor's "
+          "written record of it (ends/<job>.json, which a takeover stores instead of running the job again)")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ class Platform(ABC):
     def clean_up_abandoned(self, job: Job) -> None:
         """Stop what a previous run of the executor left behind of a job it was running."""
 
+    def finish_ended(self, job: Job, reporter: JobReporter) -> bool:
+        """End a taken-over job as its run decided, where the run ended before its owner stored that; False if none did."""
+        return False
+
     @abstractmethod
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         """Return the job's output files as {stem: {"content": ...}}."""

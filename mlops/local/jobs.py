@@ -236,12 +236,64 @@ class LocalJobs:
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
         process_end = self._run_process(ctx, sandbox, [python, *argv_tail], layout, env, max_runtime, readable)
+        end = self._decide_end(ctx, layout, process_end, max_runtime)
+        if end is not None:
+            # Before anything else: an executor killed from here on must not leave the job to run again.
+            self._write_end(ctx.job, end)
         # An executor whose lease lapsed while the process ran leaves the folder to the job's new owner.
         ctx.ensure_held()
         # Scratch: what the job left in /tmp is not one of its outputs.
         remove_tree(layout.tmp)
-        end = self._decide_end(ctx, layout, process_end, max_runtime)
         self._end(ctx, end, self._record_outputs(ctx, layout))
+
+    def _end_path(self, job_id: str) -> Path:
+        # In the data folder, beside the job folders: no job can write there.
+        return self.config.data_dir / "ends" / f"{job_id}.json"
+
+    def _write_end(self, job: Job, end: JobEnd) -> None:
+        """Record, durably and at once, how this attempt's process ended: a takeover records that end."""
+        path = self._end_path(job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"attempt": job.attempts, "status": end.status.value, "failure_reason": end.failure_reason,
+                  "message": end.message}
+        staging = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(staging, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+
+    def _written_end(self, job: Job) -> JobEnd | None:
+        """Return the end written for the job's current attempt, if its process ended."""
+        try:
+            record = json.loads(self._end_path(job.id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("job %s: its written end cannot be read (%s)", job.id, exc)
+            return None
+        if record.get("attempt") != job.attempts:
+            return None  # an earlier attempt's, whose end was decided since
+        return JobEnd(JobStatus(record["status"]), record.get("failure_reason"), record.get("message"))
+
+    def _forget_end(self, job_id: str) -> None:
+        try:
+            self._end_path(job_id).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("job %s: its written end cannot be removed (%s)", job_id, exc)
+
+    def finish_ended(self, ctx: JobReporter) -> bool:
+        """End a taken-over job whose process had ended, as that process decided; False when it had not."""
+        end = self._written_end(ctx.job)
+        if end is None:
+            return False
+        logger.info("job %s: its process ended before its lost executor stored the end; storing it", ctx.job_id)
+        ctx.log("[executor] the job's script had ended when its executor was lost: its end is recorded, "
+                "the script is not run again")
+        self._end(ctx, end, self._record_outputs(ctx, ContainerLayout(ctx.job_dir)))
+        return True
 
     def _may_link(self, info: os.stat_result) -> bool:
         """Say whether a dataset file may be hard-linked into a job's channel rather than copied.
@@ -352,6 +404,7 @@ class LocalJobs:
                 ctx.finish(JobStatus.CANCELLED, message=ctx.redact(decided))
             else:
                 ctx.finish(end.status, decided)
+            self._forget_end(ctx.job_id)
         except StoreError as exc:
             if decided is None:  # a completed job: the store's failure is all there is to say
                 raise

@@ -58,6 +58,9 @@ class LocalPlatform(LocalModelLifecycle, Platform):
         if job.kind in self.training.kinds:
             self.training.clean_up_abandoned(job)
 
+    def finish_ended(self, job: Job, reporter: JobReporter) -> bool:
+        return job.kind in self.training.kinds and self.training.finish_ended(reporter)
+
     def output_artifacts(self, job: Job) -> dict[str, Any]:
         return self.training.output_artifacts(job)
 
