@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -33,6 +33,8 @@ POOL_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 10
 # Any constant: the advisory lock under which one executor at a time migrates a shared database.
 MIGRATION_LOCK = 0x45584543
+# The connection parameters of libpq that carry a secret, wherever a URL names them.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 POSTGRES_MIGRATIONS: dict[int, str] = {
     # jobs, events, metrics, MLOps records; the schema version row; the change counter (see `changes`).
@@ -123,12 +125,17 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
 
 
 def redacted(url: str) -> str:
-    """Return a database URL fit for a log line or an error: its password replaced by ***."""
+    """Return a database URL fit for a log line or an error: its passwords replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    # libpq takes a password from the query too (postgresql://user@host/db?password=...).
+    query = "&".join(f"{pair.partition('=')[0]}=***" if unquote(pair.partition("=")[0]).lower() in SECRET_PARAMETERS
+                     else pair for pair in parts.query.split("&")) if parts.query else parts.query
+    # By hand, not urlunsplit: that drops the empty host of postgresql:///db (a Unix socket).
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}{fragment}"
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

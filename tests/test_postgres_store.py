@@ -59,6 +59,17 @@ def test_the_password_is_never_in_a_message_about_the_database(postgres_cluster)
     assert postgres_cluster.password not in str(refused.value) and "no_such_database" in str(refused.value)
 
 
+def test_a_password_in_the_query_is_never_in_a_message_about_the_database(postgres_cluster):
+    # libpq reads connection parameters from a URL's query as well (libpq "Connection URIs").
+    url = f"postgresql://executor@127.0.0.1:{postgres_cluster.port}/no_such_database?password={postgres_cluster.password}"
+    assert redacted(url) == f"postgresql://executor@127.0.0.1:{postgres_cluster.port}/no_such_database?password=***"
+    assert redacted("postgresql:///jobs?host=/run/postgresql&sslpassword=key-pw&sslmode=require") == (
+        "postgresql:///jobs?host=/run/postgresql&sslpassword=***&sslmode=require")
+    with pytest.raises(StoreError) as refused:
+        PostgresStore(url, ROOT)
+    assert postgres_cluster.password not in str(refused.value) and "no_such_database" in str(refused.value)
+
+
 def test_an_executor_refuses_to_start_on_a_newer_schema(tmp_path, database, postgres_cluster):
     PostgresStore(database, tmp_path).close()
     with psycopg.connect(database, autocommit=True) as conn:
