@@ -201,3 +201,33 @@ def test_the_cli_tunes_shows_progress_then_the_best_values_and_the_train_command
     assert "quality = 0.9" in done.stdout
     assert ("python -m executor_client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
             f"--entry-point train.py --source-dir {source_dir}") in done.stdout
+
+
+def test_a_tuning_taken_over_by_another_executor_is_no_longer_driven_here(tmp_path):
+    # A real store and tuner; the two executors sharing the store are the two owners of the claims.
+    import uuid
+
+    from db import SQLiteStore
+    from job import JobStatus
+    from mlops.local.tuning import LocalTuner
+    from mlops.platform import TUNING
+    from mlops.reporter import JobReporter
+    from mlops.tuning import check_tuning
+
+    store = SQLiteStore(tmp_path / "jobs.db")
+    tuning_id = str(uuid.uuid4())
+    request = quality_tuning("code/quality")
+    request["tuning"] = check_tuning(request["tuning"], {}, None)
+    store.create_job(tuning_id, kind=TUNING, backend="local", request=request, secrets=None,
+                     log_path=str(tmp_path / "jobs" / tuning_id / "job.log"), output_dir=str(tmp_path / "jobs" / tuning_id))
+    (tmp_path / "jobs" / tuning_id).mkdir(parents=True)
+    queued: list[str] = []
+    tuner = LocalTuner(store, tmp_path, enqueue=lambda kind, request, job_id: queued.append(job_id),
+                       cancel=lambda job_id: None, reporter_for=lambda job: JobReporter(job, store, dict))
+    tuner.adopt(store.claim_next(kinds=[TUNING], owner="executor-a"))
+    # Executor a's lease lapsed: b holds the tuning now, with a new token.
+    assert [job.id for job, _ in store.take_over("executor-b", everyone_else=True)] == [tuning_id]
+    tuner.step()
+    assert queued == [] and tuner.active() == 0
+    assert store.get(tuning_id).status is JobStatus.RUNNING and store.get(tuning_id).owner == "executor-b"
+    store.close()

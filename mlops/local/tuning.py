@@ -41,6 +41,8 @@ class _Running:
     tuning: dict[str, Any]
     study: Any
     started: float
+    #: The claim's token: a tuning another executor took over (a new token) is that executor's to drive.
+    fence: int
     stops_sent: set[int] = field(default_factory=set)
     table: list[dict[str, Any]] = field(default_factory=list)
 
@@ -76,7 +78,7 @@ class LocalTuner:
                 + ("" if fresh else " (resumed: its finished trials are kept)"))
         ctx.set_phase("Tuning", "running trials")
         with self._lock:
-            self._running[job.id] = _Running(job.id, tuning, study, job.started or self.clock())
+            self._running[job.id] = _Running(job.id, tuning, study, job.started or self.clock(), job.fence)
 
     def active(self) -> int:
         """Return how many tunings this tuner drives now."""
@@ -105,7 +107,7 @@ class LocalTuner:
         import optuna
 
         job = self.store.get(state.job_id)
-        if job is None or job.status is not JobStatus.RUNNING:
+        if job is None or job.status is not JobStatus.RUNNING or job.fence != state.fence:
             return True
         tuning = state.tuning
         limit = tuning.get("max_runtime_seconds")
@@ -210,7 +212,7 @@ class LocalTuner:
     def _end(self, state: _Running, status: JobStatus, failure_reason: str | None = None,
              message: str | None = None) -> None:
         job = self.store.get(state.job_id)
-        if job is not None and job.status is JobStatus.RUNNING:
+        if job is not None and job.status is JobStatus.RUNNING and job.fence == state.fence:
             self.reporter_for(job).finish(status, failure_reason, message)
 
 
