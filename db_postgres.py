@@ -138,6 +138,16 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}{fragment}"
 
 
+def scrubbed(text: str, url: str) -> str:
+    """Return text with the URL's passwords replaced by ***: libpq repeats a part of a URL it cannot parse."""
+    parts = urlsplit(url)
+    pairs = [pair.partition("=") for pair in parts.query.split("&")] if parts.query else []
+    values = [parts.password or ""] + [value for key, _, value in pairs if unquote(key).lower() in SECRET_PARAMETERS]
+    for value in sorted({form for value in values for form in (value, unquote(value)) if form}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """Return target merged with patch by RFC 7396 (SQLite's json_patch): objects merge, null deletes."""
     if not isinstance(patch, dict):
@@ -175,7 +185,7 @@ class PostgresStore(Store):
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
                 self._migrate(conn)
         except psycopg.Error as exc:
-            raise StoreError(f"job database {self.where} cannot be opened: {exc}") from None
+            raise StoreError(f"job database {self.where} cannot be opened: {scrubbed(str(exc), self.url)}") from None
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -199,9 +209,9 @@ class PostgresStore(Store):
                 finally:
                     self._count_change(conn)
         except psycopg.IntegrityError as exc:
-            raise StoreError(f"job database {self.where} refused a write: {exc}") from None
+            raise StoreError(f"job database {self.where} refused a write: {scrubbed(str(exc), self.url)}") from None
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"job database {self.where} cannot be written: {exc}") from None
+            raise StoreUnavailable(f"job database {self.where} cannot be written: {scrubbed(str(exc), self.url)}") from None
 
     def _count_change(self, conn: psycopg.Connection) -> None:
         # After the transaction, never inside it: a reader that saw the new count before the commit
@@ -217,7 +227,7 @@ class PostgresStore(Store):
             with self._pool().connection() as conn:
                 return conn.execute(sql, tuple(params)).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"job database {self.where} cannot be read: {exc}") from None
+            raise StoreUnavailable(f"job database {self.where} cannot be read: {scrubbed(str(exc), self.url)}") from None
 
     def close(self) -> None:
         """Close the pool; a later call opens a new one."""

@@ -70,6 +70,15 @@ def test_a_password_in_the_query_is_never_in_a_message_about_the_database(postgr
     assert postgres_cluster.password not in str(refused.value) and "no_such_database" in str(refused.value)
 
 
+def test_a_password_libpq_cannot_parse_is_not_repeated_in_the_error():
+    # libpq names the token it cannot decode ("invalid percent-encoded token"): here, the password itself.
+    for url in ("postgresql://executor:pw%zz-secret@127.0.0.1:1/jobs",
+                "postgresql://executor@127.0.0.1:1/jobs?password=pw%zz-secret"):
+        with pytest.raises(StoreError) as refused:
+            PostgresStore(url, ROOT)
+        assert "percent-encoded" in str(refused.value) and "secret" not in str(refused.value)
+
+
 def test_an_executor_refuses_to_start_on_a_newer_schema(tmp_path, database, postgres_cluster):
     PostgresStore(database, tmp_path).close()
     with psycopg.connect(database, autocommit=True) as conn:
