@@ -68,7 +68,8 @@ class JobQueue:
         self._workers: dict[str, threading.Thread] = {}
         self._workers_lock = threading.Lock()
         # Jobs whose end could not be stored (the store failed): ended ERROR once it takes writes.
-        self._unfinished: dict[str, str] = {}
+        # Each with its reason and the lease token of the run: a job taken over since is the new owner's to end.
+        self._unfinished: dict[str, tuple[str, int | None]] = {}
         self._unfinished_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -77,6 +78,10 @@ class JobQueue:
         # already passed on to the platform.
         self._running: dict[str, int] = {}
         self._stops_sent: set[str] = set()
+        # The claimed jobs of those runs, kept so that they can be stopped with no store read (the store may be
+        # the thing lost); and the runs already stopped because this executor's lease lapsed.
+        self._claimed: dict[str, Job] = {}
+        self._let_go: set[str] = set()
         # One reporter per job attempt, so that its sealed secrets are opened once, not per cycle.
         self._reporters: dict[str, JobReporter] = {}
         self._reporters_lock = threading.Lock()
@@ -202,6 +207,9 @@ class JobQueue:
         if self.store.shared:
             logger.info("executor %s: sharing the job store, lease %ss", self.lease.executor, self.config.lease_seconds)
             self.lease.start(self.watch, WATCH_TICK_S)
+            # Not on the lease's thread: there a store that does not answer holds each renewal and watch for
+            # the pool's timeout, longer than a lease.
+            self._spawn(self._guard_lease, "lease-guard")
         self.started = True
         if self._launched_jobs():
             self._follow_launched()
@@ -283,6 +291,24 @@ class JobQueue:
             # looks within a tick rather than at its idle poll.
             self.wake()
 
+    def _guard_lease(self) -> None:
+        """Each tick, stop this executor's local runs once its lease has lapsed (the store lost or too slow)."""
+        while not self._stopping.wait(WATCH_TICK_S):
+            if not self.lease.held:
+                self._let_go_of_runs()
+
+    def _let_go_of_runs(self) -> None:
+        """Stop every local run of this executor, once each: its lease lapsed, so another executor may take the jobs
+        over and run them again in the same job folders. Reads nothing from the store, which may be unreachable."""
+        with self._busy_lock:
+            claimed = [job for job_id, job in self._claimed.items() if job_id not in self._let_go]
+            self._let_go.update(job.id for job in claimed)
+        for job in claimed:
+            logger.warning("job %s: executor %s lost its lease (its last renewal is over %ss old); stopping this "
+                           "executor's run of it, which another executor may take over",
+                           job.id, self.lease.executor, self.config.lease_seconds)
+            self.platform.let_go(job)
+
     def _start_worker(self, name: str) -> None:
         thread = threading.Thread(target=self._worker_main, name=name, daemon=True)
         try:
@@ -338,34 +364,41 @@ class JobQueue:
             with self._busy_lock:
                 self._busy += 1
                 self._running[job.id] = job.fence
+                self._claimed[job.id] = job
             try:
                 self.run_job(job)
             except BaseException as exc:
-                self._remember_unfinished(job.id, f"internal error: the worker running the job died "
-                                                  f"({type(exc).__name__}: {exc})")
+                self._remember_unfinished(job, f"internal error: the worker running the job died "
+                                               f"({type(exc).__name__}: {exc})")
                 raise
             finally:
                 with self._busy_lock:
                     self._busy -= 1
                     self._running.pop(job.id, None)
+                    self._claimed.pop(job.id, None)
+                    self._let_go.discard(job.id)
                     self._stops_sent.discard(job.id)
 
-    def _remember_unfinished(self, job_id: str, reason: str) -> None:
+    def _remember_unfinished(self, job: Job, reason: str) -> None:
         with self._unfinished_lock:
-            self._unfinished.setdefault(job_id, reason)
+            self._unfinished.setdefault(job.id, (reason, job.fence))
 
     def _settle_unfinished(self) -> None:
         """End ERROR each job whose end could not be stored, as soon as the store takes writes."""
         with self._unfinished_lock:
             pending = dict(self._unfinished)
-        for job_id, reason in pending.items():
+        for job_id, (reason, fence) in pending.items():
             try:
-                self.store.transition(job_id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason)
+                self.store.transition(job_id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason,
+                                      fence=fence)
             except StoreUnavailable:
                 return
+            except Fenced as exc:
+                logger.warning("job %s: its end is not stored: %s", job_id, exc)
             except (KeyError, StoreError):
                 pass
-            logger.info("job %s: its end is stored now", job_id)
+            else:
+                logger.info("job %s: its end is stored now", job_id)
             with self._unfinished_lock:
                 self._unfinished.pop(job_id, None)
 
@@ -403,10 +436,10 @@ class JobQueue:
             logger.warning("job %s: %s; this executor's run of it ended", job.id, exc)
         except StoreError as exc:
             logger.error("job %s: its end cannot be stored yet: %s", job.id, exc)
-            self._remember_unfinished(job.id, f"the job store failed while the job ran or ended: {exc}")
+            self._remember_unfinished(job, f"the job store failed while the job ran or ended: {exc}")
         except Exception as exc:
             logger.exception("job %s: error while ending the job", job.id)
-            self._remember_unfinished(job.id, f"internal error while ending the job: {type(exc).__name__}: {exc}")
+            self._remember_unfinished(job, f"internal error while ending the job: {type(exc).__name__}: {exc}")
 
     def _run(self, job: Job) -> None:
         logger.info("job %s (%s): starting, attempt %d", job.id, job.kind, job.attempts)
@@ -473,7 +506,7 @@ class JobQueue:
             raise
         except StoreError:
             # The job failed for this reason; the store refusing to record it only delays the record.
-            self._remember_unfinished(job.id, reason)
+            self._remember_unfinished(job, reason)
             raise
 
     def _monitor_loop(self) -> None:

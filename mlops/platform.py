@@ -111,6 +111,10 @@ class Platform(ABC):
     def clean_up_abandoned(self, job: Job) -> None:
         """Stop what a previous run of the executor left behind of a job it was running."""
 
+    def let_go(self, job: Job) -> None:
+        """Stop this process's run of a job whose lease lapsed, recording no end of it and reading no store."""
+        # A job launched on a remote platform runs there, not here: its new follower re-attaches to it.
+
     def finish_ended(self, job: Job, reporter: JobReporter) -> bool:
         """End a taken-over job as its run decided, where the run ended before its owner stored that; False if none did."""
         return False

@@ -7,7 +7,10 @@ for SageMaker (this machine cannot reach AWS).
 from __future__ import annotations
 
 import random
+import re
 import signal
+import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +32,12 @@ SCRIPT = ("import os, sys, time\nprint('script-start', flush=True)\ntime.sleep(f
           "print('script-done', flush=True)\nos._exit(0)\n")
 # One whose own outcome no recovery rule could make up: it fails with exit code 3 (its failure file names
 # it: the reason does not quote its output, whose marks the test counts).
+# Beats ten times a second into a file of its own run in the job's output folder: which process of the job still
+# runs, and when it stopped (its log is no witness: the executor writing it may stall on its store).
+BEATING_SCRIPT = ("import os, sys, time, uuid\nrun = uuid.uuid4().hex[:8]\n"
+                  "for n in range(int(float(sys.argv[1]) * 10)):\n"
+                  "    with open(f'../output/beat-{run}.tmp', 'w') as beat:\n        beat.write(str(n))\n"
+                  "    os.replace(f'../output/beat-{run}.tmp', f'../output/beat-{run}')\n    time.sleep(0.1)\n")
 FAILING_SCRIPT = SCRIPT.replace("os._exit(0)", "open('../output/failure', 'w').write('failed on purpose')\nos._exit(3)")
 
 
@@ -241,3 +250,144 @@ def test_chaos_kill_9_executors_loses_no_job_and_never_runs_one_twice_at_once(sh
         # ended exactly once: one killed after its script ended keeps that end rather than running it again.
         assert starts(running[0], job_id, "script-done") == 1, running[0].request("GET", f"/api/jobs/{job_id}")[1]
         assert 1 <= starts(running[0], job_id) <= len(claims(running[0], job_id))
+
+
+class Forwarder:
+    """A loopback TCP relay to PostgreSQL that can be cut (listener and every connection closed) and opened again
+    on the same port: a network between one executor and the database that fails."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = 0
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._open = False
+        self.open()
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        with self._lock:
+            self._open = True
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                relayed = self._open
+                if relayed:
+                    self._sockets.update((client, server))
+            if not relayed:  # accepted just as the network was cut
+                client.close()
+                server.close()
+                continue
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._close(end)
+
+    def _close(self, end: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(end)
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()
+
+    def cut(self) -> None:
+        """Close the listener and every relayed connection: connecting is refused from now on."""
+        assert self._listener is not None
+        with self._lock:
+            self._open = False
+            ends = list(self._sockets)
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self._listener.close()
+        self._listener = None
+        for end in ends:
+            self._close(end)
+
+
+def beats(data_dir: Path, job_id: str) -> dict[str, int]:
+    """Return the last beat of each run of the job, by the run's name."""
+    found = {}
+    for path in (data_dir / "jobs" / job_id).rglob("beat-*"):
+        try:
+            found[path.name.removeprefix("beat-")] = int(path.read_text() or -1)
+        except (FileNotFoundError, ValueError):
+            pass  # replaced or emptied just now
+    return {run: beat for run, beat in found.items() if not run.endswith(".tmp")}
+
+
+def test_an_executor_cut_off_from_the_database_stops_its_own_runs_once_its_lease_lapses(shared, postgres_cluster):
+    write_pipeline(shared.data_dir / "storage", "beating", BEATING_SCRIPT)
+    forwarder = Forwarder(("127.0.0.1", postgres_cluster.port))
+    try:
+        relayed = shared.database.replace(f":{postgres_cluster.port}/", f":{forwarder.port}/")
+        cut_off = shared(EXECUTOR_DATABASE_URL=relayed, EXECUTOR_RETRY_INTERRUPTED="true")
+        status, body = cut_off.request("POST", "/execute", pipeline_body("beating", "python pipe1.py 40"))
+        assert status == 201, body
+        job_id = body["task_id"]
+        (first_run,) = wait_for(lambda: beats(shared.data_dir, job_id), timeout=30)
+        lost = job(cut_off, job_id)["executor"]
+        cut_at = time.monotonic()
+        forwarder.cut()
+        # No other executor runs yet (one on this host would sweep the job's processes as it takes the job over):
+        # the cut-off executor's own run must stop by itself, though it can store nothing.
+        last = {"beat": beats(shared.data_dir, job_id).get(first_run), "at": time.monotonic()}
+
+        def still() -> bool:
+            beat = beats(shared.data_dir, job_id).get(first_run)
+            if beat != last["beat"]:
+                last.update(beat=beat, at=time.monotonic())
+            return time.monotonic() - last["at"] > 1.5
+
+        wait_for(still, timeout=LEASE_SECONDS + 10, interval=0.2)
+        stopped_after = last["at"] - cut_at
+        print(f"\ncut-off executor's run stopped {stopped_after:.1f} s after the cut (lease {LEASE_SECONDS} s)")
+        assert stopped_after < LEASE_SECONDS + 4
+        assert any(f"job {job_id}: executor {lost} lost its lease" in line for line in cut_off.lines)
+        # Another executor takes the job over and runs it again in the same job folder.
+        survivor = shared(EXECUTOR_RETRY_INTERRUPTED="true")
+        wait_for(lambda: len(claims(survivor, job_id)) == 2, timeout=LEASE_SECONDS + 30)
+        wait_for(lambda: set(beats(shared.data_dir, job_id)) - {first_run}, timeout=30)
+        # Its worker cannot store how the run ended; it holds the end until the store takes writes again. Then that
+        # write is refused (fenced): ending the job is the survivor's now.
+        wait_for(lambda: any(f"job {job_id}: its end cannot be stored yet" in line for line in cut_off.lines),
+                 timeout=40, interval=0.2)
+        forwarder.open()
+        wait_for(lambda: any(f"job {job_id}: its end is not stored: job {job_id} is held by executor" in line
+                             for line in cut_off.lines), timeout=30, interval=0.2)
+        print(f"old owner's held end refused {time.monotonic() - cut_at:.1f} s after the cut")
+        answer = job(survivor, job_id)
+        assert answer["status"] == "RUNNING" and answer["executor"] not in (None, lost)
+        assert survivor.request("POST", f"/execute/{job_id}/stop")[0] == 200
+        wait_status(survivor, job_id, {"CANCELLED"}, timeout=10)
+    finally:
+        if forwarder._listener is not None:
+            forwarder.cut()

@@ -551,6 +551,10 @@ class LocalJobs:
         """Stop the job's process; one not started yet sees the stop flag before it starts."""
         return Stop.STOPPED if self._stop_process(job.id, "cancelled") else Stop.REQUESTED
 
+    def let_go(self, job_id: str) -> None:
+        """Stop the job's process as a shutdown does, writing no end: another executor takes the job over."""
+        self._stop_process(job_id, "shutdown")
+
     def _stop_process(self, job_id: str, reason: str, grace: float = STOP_GRACE_S) -> bool:
         with self._lock:
             process = self._processes.get(job_id)

@@ -50,6 +50,10 @@ class LocalPlatform(LocalModelLifecycle, Platform):
             return self.training.cancel(job)
         return self.cancel_record_job(job)
 
+    def let_go(self, job: Job) -> None:
+        if job.kind in self.training.kinds:
+            self.training.let_go(job.id)
+
     def resumable(self, job: Job) -> bool:
         """Deployments and transforms are idempotent; a training resumes from its checkpoints."""
         return self.training.resumable(job) if job.kind in self.training.kinds else True
