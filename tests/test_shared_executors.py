@@ -6,6 +6,7 @@ for SageMaker (this machine cannot reach AWS).
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -336,12 +337,15 @@ class Forwarder:
 def beats(data_dir: Path, job_id: str) -> dict[str, int]:
     """Return the last beat of each run of the job, by the run's name."""
     found = {}
-    for path in (data_dir / "jobs" / job_id).rglob("beat-*"):
-        try:
-            found[path.name.removeprefix("beat-")] = int(path.read_text() or -1)
-        except (FileNotFoundError, ValueError):
-            pass  # replaced or emptied just now
-    return {run: beat for run, beat in found.items() if not run.endswith(".tmp")}
+    # os.walk passes over folders that vanish while it looks (a run's scratch folders come and go).
+    for folder, _, names in os.walk(data_dir / "jobs" / job_id):
+        for name in names:
+            if name.startswith("beat-") and not name.endswith(".tmp"):
+                try:
+                    found[name.removeprefix("beat-")] = int(Path(folder, name).read_text() or -1)
+                except (FileNotFoundError, ValueError):
+                    pass  # replaced or emptied just now
+    return found
 
 
 def test_an_executor_cut_off_from_the_database_stops_its_own_runs_once_its_lease_lapses(shared, postgres_cluster):
