@@ -17,6 +17,7 @@ import pytest
 
 from config import ConfigError, load_config
 from conftest import http_request, pipeline_body, wait_final, wait_for, write_pipeline
+from mlops.errors import BackendError
 from mlops.local import limits as limits_module
 from mlops.local.limits import Confinement, JobLimits, UidPool, confinement_for, format_size
 
@@ -383,3 +384,93 @@ def test_a_uid_range_holding_a_user_of_the_machine_is_refused(tmp_path):
     config = load_config(environ={}, overrides={"data_dir": str(tmp_path), "job_uids": f"{nobody}-{nobody + 5}"})
     with pytest.raises(ConfigError, match=f"EXECUTOR_JOB_UIDS: .* holds uid {nobody} of the user 'nobody'"):
         limits_module.detect(config)
+
+
+# Leases uids from a pool over a range of two, many rounds, as an executor beside another on one host
+# would: each leased uid is marked by a file made with O_EXCL, which fails if another holds it at once.
+_LEASING = """
+import os, sys, time
+from pathlib import Path
+from mlops.local.limits import UidPool
+first, folder, marks, rounds = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+pool = UidPool(range(first, first + 2), in_use=set, lock_folder=folder)
+for _ in range(rounds):
+    uid = pool.lease()
+    mark = os.open(str(marks / str(uid)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    time.sleep(0.0005)
+    os.close(mark)
+    os.unlink(marks / str(uid))
+    pool.release(uid)
+print("done")
+"""
+
+_HOLDING = """
+import sys, time
+from pathlib import Path
+from mlops.local.limits import UidPool
+pool = UidPool(range(int(sys.argv[1]), int(sys.argv[1]) + 1), in_use=set, lock_folder=Path(sys.argv[2]))
+print(pool.lease(), flush=True)
+time.sleep(60)
+"""
+
+_POOL_UIDS = 1900000500
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uids are claimed for the host by flock, which Windows has not")
+def test_two_executors_on_one_host_never_lease_the_same_uid_at_once(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    folder = tmp_path / "locks" / "uids"
+    leasers = [subprocess.Popen([sys.executable, "-c", _LEASING, str(_POOL_UIDS), str(folder), str(marks), "300"],
+                                cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for leaser in leasers:
+        out, err = leaser.communicate(timeout=60)
+        assert leaser.returncode == 0 and out.strip() == "done", err
+    assert sorted(path.name for path in folder.iterdir()) == [f"{_POOL_UIDS}.lock", f"{_POOL_UIDS + 1}.lock"]
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uids are claimed for the host by flock, which Windows has not")
+def test_a_uid_a_killed_executor_held_is_free_again(tmp_path):
+    folder = tmp_path / "uids"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDING, str(_POOL_UIDS), str(folder)],
+                              cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(holder.stdout.readline()) == _POOL_UIDS
+        pool = UidPool(range(_POOL_UIDS, _POOL_UIDS + 1), in_use=set, lock_folder=folder)
+        with pytest.raises(BackendError, match="another executor on this host"):
+            pool.lease()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pool.lease() == _POOL_UIDS
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uids are claimed for the host by flock, which Windows has not")
+def test_a_link_planted_as_a_uid_lock_is_not_followed(tmp_path):
+    folder = tmp_path / "uids"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("kept")
+    (folder / f"{_POOL_UIDS}.lock").symlink_to(target)
+    pool = UidPool(range(_POOL_UIDS, _POOL_UIDS + 1), in_use=set, lock_folder=folder)
+    with pytest.raises(BackendError, match=f"lock file of uid {_POOL_UIDS}"):
+        pool.lease()
+    assert target.read_text() == "kept"
+    (folder / "open").mkdir()
+    (folder / "open").chmod(0o755)
+    with pytest.raises(BackendError, match="must be this user's alone"):
+        UidPool(range(_POOL_UIDS, _POOL_UIDS + 1), in_use=set, lock_folder=folder / "open").lease()
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() != 0, reason="the folder under /run is a root executor's")
+def test_the_uid_locks_of_a_root_executor_are_in_a_folder_of_roots_alone():
+    pool = UidPool(range(_POOL_UIDS + 10, _POOL_UIDS + 11), in_use=set)
+    uid = pool.lease()
+    try:
+        folder = Path("/run/essedum-executor/uids")
+        assert (folder / f"{uid}.lock").is_file()
+        assert folder.stat().st_uid == 0 and folder.stat().st_mode & 0o777 == 0o700
+    finally:
+        pool.release(uid)

@@ -18,7 +18,10 @@ uid of its own. On Windows a Job Object holds the tree to its memory and process
 An executor running as root hands each running job or model worker a uid of its own from
 EXECUTOR_JOB_UIDS, so that two jobs can neither signal nor read each other, not even through a
 mount they share. A uid is free when no job holds it and no process on the machine runs as it: one
-that an orphan of a killed executor still runs as is never handed out.
+that an orphan of a killed executor still runs as is never handed out. Executors sharing a database
+may run side by side on one host with one range, so a uid is claimed for the host by an exclusive
+flock on its file in a folder of root's alone (/run/essedum-executor/uids), held from the lease until
+the release: no two executors hand out a uid at once, and a killed executor's locks go with it.
 """
 from __future__ import annotations
 
@@ -241,30 +244,123 @@ class CgroupRoot:
 
 
 class UidPool:
-    """Leases each running job or model worker a uid of its own from a range."""
+    """Leases each running job or model worker a uid of its own from a range, exclusive across this host."""
 
-    def __init__(self, uids: range, in_use: Callable[[], set[int]] | None = None):
+    def __init__(self, uids: range, in_use: Callable[[], set[int]] | None = None,
+                 lock_folder: Path | None = None):
         self.uids = uids
         self._in_use = in_use or _uids_of_processes
-        self._leased: set[int] = set()
+        self._lock_folder = lock_folder
+        self._folder_fd: int | None = None
+        # The lock file held for each leased uid (none on Windows, where jobs have no uid of their own).
+        self._leased: dict[int, int | None] = {}
         self._lock = threading.Lock()
 
     def lease(self) -> int:
-        """Return a uid no job holds and no process runs as; raise BackendError when none is free."""
+        """Return a uid no job on this host holds and no process runs as; raise BackendError when none is free."""
         with self._lock:
-            busy = self._leased | self._in_use()
+            busy = set(self._leased) | self._in_use()
             for uid in self.uids:
-                if uid not in busy:
-                    self._leased.add(uid)
-                    return uid
+                if uid in busy:
+                    continue
+                held = self._claim(uid)
+                if held is False:
+                    continue
+                self._leased[uid] = held
+                return uid
         raise BackendError(f"no uid of EXECUTOR_JOB_UIDS ({self.uids.start}-{self.uids.stop - 1}) is free: "
-                           f"{len(self._leased)} are held by running jobs and model workers, the others by "
-                           "processes still running as them")
+                           f"{len(self._leased)} are held by this executor's running jobs and model workers, the "
+                           "others by another executor on this host or by processes still running as them")
 
     def release(self, uid: int | None) -> None:
         """Give a uid back once nothing runs as it any more."""
         with self._lock:
-            self._leased.discard(uid)
+            if uid not in self._leased:
+                return
+            held = self._leased.pop(uid)
+            if held is not None:
+                # Closing the only descriptor of the open file drops its lock.
+                os.close(held)
+
+    def _claim(self, uid: int) -> int | None | bool:
+        """Lock the uid's file for this executor: its descriptor, None on Windows, False when another holds it."""
+        if IS_WINDOWS:
+            return None
+        import fcntl
+        folder = self._folder()
+        try:
+            held = os.open(f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                           dir_fd=folder)
+        except OSError as exc:
+            raise BackendError(f"cannot open the lock file of uid {uid} in {self._lock_folder}: "
+                               f"{exc.strerror}") from exc
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(held)
+            return False
+        except OSError as exc:
+            os.close(held)
+            raise BackendError(f"cannot lock uid {uid} in {self._lock_folder}: {exc.strerror}") from exc
+        return held
+
+    def _folder(self) -> int:
+        if self._folder_fd is None:
+            self._lock_folder = Path(os.path.abspath(self._lock_folder or uid_lock_folder()))
+            try:
+                self._folder_fd = _private_folder(self._lock_folder)
+            except OSError as exc:
+                raise BackendError(f"cannot make the uid lock folder {self._lock_folder}: {exc.strerror}") from exc
+        return self._folder_fd
+
+
+def uid_lock_folder() -> Path:
+    """Return the host-wide folder of the uid locks: under /run as root, else a private one in the temp folder."""
+    # /run is root's, cleared at boot, and never bound into a sandbox; one folder for the host, not per data
+    # folder, so that executors with different data folders but one range exclude each other too.
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return Path("/run/essedum-executor/uids")
+    import tempfile
+    return Path(tempfile.gettempdir()) / f"essedum-executor-{os.geteuid()}" / "uids"
+
+
+def _check_no_one_else_may_swap(folder_fd: int, folder: Path) -> None:
+    """Refuse a folder on the way that another user owns, or may write to without the sticky bit."""
+    status = os.fstat(folder_fd)
+    if status.st_uid not in (0, os.geteuid()) or (status.st_mode & 0o022 and not status.st_mode & 0o1000):
+        raise BackendError(f"the uid lock folder {folder} lies in a folder that another user may change "
+                           f"(owner uid {status.st_uid}, mode {status.st_mode & 0o7777:o})")
+
+
+def _private_folder(folder: Path) -> int:
+    """Open a folder of this user's alone (0700, made where missing), following no link on the way."""
+    parent_fd = os.open(folder.anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check_no_one_else_may_swap(parent_fd, folder)
+        for name in folder.parts[1:]:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+                made = True
+            except FileExistsError:
+                made = False
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            except OSError as exc:
+                raise BackendError(f"cannot open the uid lock folder {folder}: {name!r} is not a plain folder "
+                                   f"({exc.strerror})") from exc
+            os.close(parent_fd)
+            parent_fd = child
+            if made:
+                os.chmod(child, 0o700)
+            _check_no_one_else_may_swap(child, folder)
+        status = os.fstat(parent_fd)
+        if status.st_uid != os.geteuid() or status.st_mode & 0o077:
+            raise BackendError(f"the uid lock folder {folder} must be this user's alone (mode 0700): it is "
+                               f"owned by uid {status.st_uid} with mode {status.st_mode & 0o777:o}")
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    return parent_fd
 
 
 def _uids_of_processes() -> set[int]:
