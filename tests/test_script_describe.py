@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api import training
 from conftest import ROOT
-from mlops import script_contract
+from mlops import job_requests, script_contract
 
 API = "/api/service/v1"
 CHECKOUT_SCRIPTS = ROOT / "training_scripts"
@@ -47,7 +46,7 @@ def hostile_scripts(tmp_path: Path, monkeypatch) -> Path:
     (folder / "hostile.py").write_text(f"OUTSIDE = {str(outside)!r}\n{HOSTILE}")
     (folder / "helper.py").write_text("VALUE = 1\n")
     monkeypatch.setattr(script_contract, "BUNDLED_SCRIPTS", folder.resolve())
-    monkeypatch.setattr(training, "BUNDLED_SCRIPTS", folder.resolve())
+    monkeypatch.setattr(job_requests, "BUNDLED_SCRIPTS", folder.resolve())
     return folder
 
 
@@ -76,7 +75,7 @@ def test_naming_a_bundled_script_that_writes_where_it_runs_leaves_the_checkout_a
     copy = tmp_path / "training_scripts"
     shutil.copytree(CHECKOUT_SCRIPTS, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(script_contract, "BUNDLED_SCRIPTS", copy.resolve())
-    monkeypatch.setattr(training, "BUNDLED_SCRIPTS", copy.resolve())
+    monkeypatch.setattr(job_requests, "BUNDLED_SCRIPTS", copy.resolve())
     monkeypatch.setattr(script_contract, "DESCRIBE_TIMEOUT_S", 5)
     app = make_app()
     (app.config["EXECUTOR"].config.storage_root / "digits").mkdir(parents=True)

@@ -253,15 +253,22 @@ class LocalJobs:
     def _write_end(self, job: Job, end: JobEnd) -> None:
         """Record, durably and at once, how this attempt's process ended: a takeover records that end."""
         path = self._end_path(job.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"attempt": job.attempts, "status": end.status.value, "failure_reason": end.failure_reason,
                   "message": end.message}
         staging = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(staging, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(staging, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, path)
+        except OSError as exc:
+            # The record only spares a takeover a second run; a full disk must not replace the end the
+            # process decided (its exit, a limit, a log that had no room) with this write's error.
+            logger.warning("job %s: its end cannot be recorded ahead of the store (%s); an executor taking it "
+                           "over before the store has it would run it again", job.id, exc)
+            staging.unlink(missing_ok=True)
 
     def _written_end(self, job: Job) -> JobEnd | None:
         """Return the end written for the job's current attempt, if its process ended."""
