@@ -9,16 +9,58 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from mlops.errors import InvalidRequest
+from mlops.platform import TRAINING, TUNING
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.shapes import tag_map
 from mlops.staging import S3_URI, resolve_storage_path
 
 
 @dataclass(frozen=True)
-class TrainingRequest:
+class JobRequest:
+    """What a client asked of one job, typed per job family; the store keeps it as JSON (`to_stored`)."""
+
+    #: The family in words, for errors ("a training job"), and the stored keys it cannot do without.
+    FAMILY: ClassVar[str] = "this job"
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    #: The stored keys in their order, and the values of stored keys the family's class does not name.
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False, kw_only=True)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
+
+    @classmethod
+    def fields(cls) -> frozenset[str]:
+        """Return the stored keys this class names."""
+        return frozenset(item.name for item in dataclasses.fields(cls)) - {"keys", "extra"}
+
+    @classmethod
+    def from_stored(cls: type[R], stored: Mapping[str, Any]) -> R:
+        """Read a request as the store keeps it (any release's); keys this class does not name are kept aside."""
+        missing = [name for name in cls.REQUIRED if name not in stored]
+        if missing:
+            raise InvalidRequest(missing[0], f"is required for {cls.FAMILY}")
+        names = cls.fields()
+        known = {key: value for key, value in stored.items() if key in names}
+        extra = {key: value for key, value in stored.items() if key not in names}
+        return cls(**known, keys=tuple(stored), extra=MappingProxyType(extra))
+
+    def to_stored(self) -> dict[str, Any]:
+        """Return the request as the store keeps it: its keys in their order, with their values."""
+        names = self.fields()
+        return {key: getattr(self, key) if key in names else self.extra[key] for key in self.keys}
+
+    def with_changes(self: R, **changes: Any) -> R:
+        """Return a copy with these fields changed; a field the request did not hold is stored after the others."""
+        added = tuple(key for key in changes if key not in self.keys)
+        return dataclasses.replace(self, **changes, keys=self.keys + added)
+
+
+R = TypeVar("R", bound=JobRequest)
+
+
+@dataclass(frozen=True)
+class TrainingRequest(JobRequest):
     """A training job (a tuning's trial, and a tuning, are training jobs with more fields)."""
 
     dataset: str
@@ -39,11 +81,8 @@ class TrainingRequest:
     tuning: Mapping[str, Any] | None = None
     parent: str | None = None
     trial: int | None = None
-    #: The stored keys in their order, and the values of stored keys this class does not name.
-    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
-    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    FIELDS: ClassVar[frozenset[str]] = frozenset()  # filled below, from the dataclass fields
+    FAMILY: ClassVar[str] = "a training job"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("dataset", "source_dir")
 
     @classmethod
     def from_body(cls, body: dict[str, Any], storage_root: Path, max_runtime_seconds: int) -> TrainingRequest:
@@ -76,30 +115,18 @@ class TrainingRequest:
                                 else str(BUNDLED_SCRIPTS))
         return cls.from_stored(stored)
 
-    @classmethod
-    def from_stored(cls, stored: Mapping[str, Any]) -> TrainingRequest:
-        """Read a request as the store keeps it (any release's); keys this class does not name are kept aside."""
-        missing = [name for name in ("dataset", "source_dir") if name not in stored]
-        if missing:
-            raise InvalidRequest(missing[0], "is required for a training job")
-        known = {key: value for key, value in stored.items() if key in cls.FIELDS}
-        extra = {key: value for key, value in stored.items() if key not in cls.FIELDS}
-        return cls(**known, keys=tuple(stored), extra=MappingProxyType(extra))
-
-    def to_stored(self) -> dict[str, Any]:
-        """Return the request as the store keeps it: its keys in their order, with their values."""
-        return {key: getattr(self, key) if key in self.FIELDS else self.extra[key] for key in self.keys}
-
     def search(self) -> Mapping[str, Any]:
         """Return a tuning's search, or raise InvalidRequest when the request has none."""
         if not isinstance(self.tuning, Mapping):
             raise InvalidRequest("tuning", "is required for a tuning job, as an object")
         return self.tuning
 
-    def with_changes(self, **changes: Any) -> TrainingRequest:
-        """Return a copy with these fields changed; a field the request did not hold is stored after the others."""
-        added = tuple(key for key in changes if key not in self.keys)
-        return dataclasses.replace(self, **changes, keys=self.keys + added)
+
+#: The typed request of each job kind (a tuning is a training job with a search); kinds not named here
+#: keep their stored form until their family is typed.
+REQUEST_TYPES: dict[str, type[JobRequest]] = {TRAINING: TrainingRequest, TUNING: TrainingRequest}
 
 
-TrainingRequest.FIELDS = frozenset(item.name for item in dataclasses.fields(TrainingRequest)) - {"keys", "extra"}
+def request_of(kind: str, stored: Mapping[str, Any]) -> JobRequest:
+    """Return the typed request of a job of this kind from its stored form."""
+    return REQUEST_TYPES[kind].from_stored(stored)
