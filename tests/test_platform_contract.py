@@ -15,14 +15,14 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from aws_fixtures import (BUCKET, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
+from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
                           put_log_lines, set_training_state)
 from conftest import pipeline_body, wait_for, write_pipeline
 
 from app import create_app
 from job import JobStatus
 from mlops.aws import ClientFactory
-from mlops.platform import AUTOML
+from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
 
 API = "/api/service/v1"
@@ -35,6 +35,11 @@ OUTPUT_SCRIPT = ("import os\nprint('contract run', flush=True)\n"
 SLOW_SCRIPT = "import time\nprint('contract run', flush=True)\ntime.sleep(120)\n"
 FAILING_SCRIPT = "import sys\nprint('contract run', flush=True)\nsys.exit(3)\n"
 MODEL_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+# A training script of the user's own: it writes a model folder, as the container contract asks.
+TRAINING_SCRIPT = ("import os\nprint('contract training', flush=True)\n"
+                   "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.pt'), 'w').write('weights')\n")
+# Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
+PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
 
 class Driver:
@@ -85,9 +90,26 @@ class Driver:
         """Count what the platform has made so far (job folders, or AWS create and upload calls)."""
         raise NotImplementedError
 
-    def model_body(self, name: str) -> dict[str, Any]:
-        """Return a model registration this platform accepts."""
+    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
+        """Return a model registration this platform accepts; one that serves, unless `loads` is false."""
         raise NotImplementedError
+
+    def holds_model(self, name: str) -> bool:
+        """Say whether the platform keeps the model itself (its folder, or SageMaker's model)."""
+        raise NotImplementedError
+
+    def transform_input(self) -> str:
+        """Return the S3Uri of a batch input the platform reads: CSV rows the model answers."""
+        raise NotImplementedError
+
+    #: An S3Uri this platform cannot read a batch from.
+    foreign_transform_input: str
+    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
+    endpoint_failure: str
+    #: What a failed endpoint creation removes besides its configuration.
+    failed_endpoint_removes: list[str]
+    #: Artifacts a finished transform of transform_input() reports.
+    transform_output: dict[str, Any]
 
     def restart(self) -> Driver:
         """Return a driver on a new app over the same data folder, recovered as at start-up."""
@@ -123,11 +145,31 @@ class LocalDriver(Driver):
         jobs_dir = self.executor.config.data_dir / "jobs"
         return len(list(jobs_dir.iterdir())) if jobs_dir.exists() else 0
 
-    def model_body(self, name: str) -> dict[str, Any]:
+    foreign_transform_input = f"s3://{BUCKET}/batch/"
+    endpoint_failure = "could not be loaded"
+    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
+    transform_output = {"records": 3}  # one answer a row
+
+    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
         folder = self.storage_root / "models" / name
         folder.mkdir(parents=True)
-        (folder / "model.pt").write_bytes(b"a TorchScript file stands here; registration does not load it")
+        if loads:
+            # A TorchScript model with no inference.py: rows of 64 numbers to two scores.
+            import torch
+
+            torch.manual_seed(0)
+            torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))).save(
+                str(folder / "model.pt"))
+        else:
+            (folder / "model.pt").write_bytes(b"not a TorchScript archive")
         return {"ModelName": name, "Containers": [{"ModelDataUrl": f"models/{name}"}]}
+
+    def holds_model(self, name: str) -> bool:
+        return (self.executor.config.data_dir / "models" / name).exists()
+
+    def transform_input(self) -> str:
+        (self.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
+        return "rows.csv"
 
     def restart(self) -> Driver:
         again = create_app({"data_dir": str(self.executor.config.data_dir), "workers": "1"})
@@ -147,8 +189,23 @@ class SageMakerDriver(Driver):
         self.executor.queue.run_job(job)
         launched = self.executor.store.get(job.id)
         if launched.external_id:
-            # moto completes a training job at once; AWS takes minutes, which the contract needs.
-            set_training_state(launched.external_id, "InProgress", "Training")
+            # moto ends what it creates at once; AWS takes minutes, which the contract needs.
+            self.move(launched, "InProgress")
+
+    @staticmethod
+    def move(job: Any, status: str, failure: str | None = None) -> None:
+        """Move what SageMaker runs for a job to a status, as AWS would."""
+        reason = {"failure_reason": failure} if failure else {}
+        if job.kind == ENDPOINT:
+            endpoint = moto_sagemaker().endpoints[job.external_id]
+            endpoint.endpoint_status = {"InProgress": "Creating", "Completed": "InService"}.get(status, status)
+            endpoint.failure_reason = failure
+        elif job.kind == TRANSFORM:
+            moto_sagemaker().transform_jobs[job.external_id].transform_job_status = status
+            for key, value in reason.items():
+                setattr(moto_sagemaker().transform_jobs[job.external_id], key, value)
+        else:
+            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status, **reason)
 
     def finish(self, failure: str | None = None) -> None:
         self.stops = []
@@ -157,12 +214,12 @@ class SageMakerDriver(Driver):
                                side_effect=lambda **call: self.stops.append(call["TrainingJobName"]) or {}):
             self.executor.queue.monitor_once()
         for job in self.executor.store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker"):
+            if job.kind not in (ENDPOINT, TRANSFORM):
+                now = int(time.time() * 1000)
+                put_log_lines(self.executor.clients, f"{job.external_id}/algo-1-1700000000",
+                              [(now + offset, line) for offset, line in enumerate(LINES)])
             stopped = job.external_id in self.stops
-            now = int(time.time() * 1000)
-            put_log_lines(self.executor.clients, f"{job.external_id}/algo-1-1700000000",
-                          [(now + offset, line) for offset, line in enumerate(LINES)])
-            status = "Stopped" if stopped else "Failed" if failure else "Completed"
-            set_training_state(job.external_id, status, status, **({"failure_reason": failure} if failure else {}))
+            self.move(job, "Stopped" if stopped else "Failed" if failure else "Completed", failure)
         self.executor.queue.monitor_once()
 
     def unsupported(self) -> tuple[str, str, dict[str, Any]]:
@@ -180,14 +237,35 @@ class SageMakerDriver(Driver):
         counter = self.executor.clients.counter
         return counter.total("sagemaker", "CreateTrainingJob") + counter.total("s3", "PutObject")
 
-    def model_body(self, name: str) -> dict[str, Any]:
+    foreign_transform_input = "batch"  # a folder of the storage root
+    endpoint_failure = PING_FAILURE
+    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
+    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
+
+    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
+        # SageMaker loads the model on its instances; whether it serves is what finish() reports.
         return {"ModelName": name, "ExecutionRoleArn": ROLE_ARN,
                 "PrimaryContainer": {"Image": MODEL_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/{name}.tar.gz"}}
+
+    def holds_model(self, name: str) -> bool:
+        models = self.executor.clients.client("sagemaker").list_models()["Models"]
+        return name in [model["ModelName"] for model in models]
+
+    def transform_input(self) -> str:
+        self.executor.clients.client("s3").put_object(Bucket=BUCKET, Key="batch/rows.csv", Body=b"8,8\n8,8\n8,8\n")
+        return f"s3://{BUCKET}/batch/"
 
     def restart(self) -> Driver:
         again = create_app(self.executor.config, clients=self.executor.clients)
         again.config["EXECUTOR"].queue.recover()
         return SageMakerDriver(again)
+
+
+def moto_sagemaker() -> Any:
+    """Return moto's SageMaker backend, whose records the SageMaker driver moves along."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    return sagemaker_backends[ACCOUNT][REGION]
 
 
 class PlatformContract:
@@ -402,6 +480,98 @@ class PlatformContract:
         assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+
+    # -- endpoints and batch transforms -----------------------------------------------------------
+
+    def deployed(self, driver: Driver, loads: bool = True) -> str:
+        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", loads)).status_code == 201
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
+        driver.work()
+        driver.finish(failure=None if loads else PING_FAILURE)
+        return answer.json["jobId"]
+
+    def test_a_deployment_is_a_queued_job_that_ends_with_the_endpoint_in_service(self, driver: Driver):
+        job_id = self.deployed(driver)
+        assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config", record
+        assert record["sourceID"] == "contract-endpoint"
+
+    def test_a_model_or_configuration_an_endpoint_uses_is_kept_until_the_endpoint_goes(self, driver: Driver):
+        self.deployed(driver)
+        model = driver.http.delete(f"{API}/models/contract-model")
+        assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
+        assert "contract-endpoint" in model.json["error"] and driver.holds_model("contract-model")
+        config = driver.http.delete(f"{API}/endpoints/contract-config")
+        assert config.status_code == 409 and "contract-endpoint" in config.json["error"], config.json
+
+        assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 200
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
+        assert driver.http.get(f"{API}/endpoints/contract-config/delete").status_code == 200
+        assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+        assert not driver.holds_model("contract-model") and driver.http.get(f"{API}/models/list").json == []
+
+    def test_a_failed_endpoint_creation_removes_what_it_made_and_keeps_the_model(self, driver: Driver):
+        job_id = self.deployed(driver, loads=False)
+        status = self.status(driver, job_id)
+        assert status["task_status"] == "ERROR" and driver.endpoint_failure in status["failure_reason"], status
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "Failed" and driver.endpoint_failure in record["failureReason"], record
+        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes, "endpoint configuration contract-config"],
+                                     "remaining": ["model contract-model"]}
+        assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
+        refused = driver.http.post(f"{API}/endpoints/contract-endpoint/infer", json={"instances": [[0]]})
+        assert (refused.status_code, refused.json.get("endpoint_status")) == (409, "Failed"), refused.json
+        # Nothing is left serving the model, so it can go.
+        assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+
+    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
+        return driver.http.post(f"{API}/pipelines/inference", json={
+            "TransformJobName": name, "ModelName": "contract-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
+                               "ContentType": "text/csv"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
+
+    def test_a_batch_transform_runs_as_a_job_to_its_end_and_is_listed(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        answer = self.transform(driver)
+        assert answer.status_code == 202 and answer.json["status"] == "InProgress", answer.json
+        assert self.transform(driver).status_code == 409  # one transform job of a name
+        driver.work()
+        driver.finish()
+        assert self.status(driver, answer.json["jobId"])["task_status"] == "COMPLETED"
+        done = driver.http.get(f"{API}/pipelines/inference/contract-batch/get").json
+        assert done["status"] == "Completed", done
+        assert done["artifacts"].items() >= driver.transform_output.items(), done["artifacts"]
+        assert [item["name"] for item in driver.http.get(f"{API}/pipelines/inference/list").json] == ["contract-batch"]
+
+    def test_a_transform_of_input_the_platform_cannot_read_is_refused_with_nothing_created(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        answer = self.transform(driver, uri=driver.foreign_transform_input)
+        assert (answer.status_code, answer.json["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
+        assert driver.http.get(f"{API}/pipelines/inference/list").json == []
+        self.nothing_made(driver)
+
+    def test_deleting_an_ended_transform_removes_its_job_and_log_and_keeps_its_model(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        job_id = self.transform(driver).json["jobId"]
+        driver.work()
+        driver.finish()
+        log = Path(driver.executor.store.get(job_id).log_path)
+        assert log.is_file()
+        answer = driver.http.delete(f"{API}/pipelines/inference/contract-batch")
+        assert answer.status_code == 200 and answer.json["deleted"] is True, answer.json
+        assert driver.http.get(f"{API}/pipelines/inference/contract-batch/get").status_code == 404
+        assert driver.http.get(f"/execute/{job_id}/getStatus").status_code == 404
+        assert not log.exists()
+        assert driver.http.get(f"{API}/models/contract-model").status_code == 200
 
 
 class TestLocalPlatform(PlatformContract):
