@@ -8,6 +8,7 @@ by hand, one worker step and one monitor cycle at a time, so every outcome is de
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,10 @@ class Driver:
         """Return a model registration this platform accepts; one that serves, unless `loads` is false."""
         raise NotImplementedError
 
+    def trained_model(self, job: Any) -> str:
+        """Return where the model a finished training job made is (the ModelDataUrl it registers with)."""
+        raise NotImplementedError
+
     def holds_model(self, name: str) -> bool:
         """Say whether the platform keeps the model itself (its folder, or SageMaker's model)."""
         raise NotImplementedError
@@ -163,6 +168,9 @@ class LocalDriver(Driver):
         else:
             (folder / "model.pt").write_bytes(b"not a TorchScript archive")
         return {"ModelName": name, "Containers": [{"ModelDataUrl": f"models/{name}"}]}
+
+    def trained_model(self, job: Any) -> str:
+        return str(Path(job.output_dir) / "model")
 
     def holds_model(self, name: str) -> bool:
         return (self.executor.config.data_dir / "models" / name).exists()
@@ -246,6 +254,9 @@ class SageMakerDriver(Driver):
         # SageMaker loads the model on its instances; whether it serves is what finish() reports.
         return {"ModelName": name, "ExecutionRoleArn": ROLE_ARN,
                 "PrimaryContainer": {"Image": MODEL_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/{name}.tar.gz"}}
+
+    def trained_model(self, job: Any) -> str:
+        return job.artifacts["model"]
 
     def holds_model(self, name: str) -> bool:
         models = self.executor.clients.client("sagemaker").list_models()["Models"]
@@ -480,6 +491,67 @@ class PlatformContract:
         assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+
+    def test_a_model_record_has_the_essedum_shape_with_a_json_raw_payload(self, driver: Driver):
+        body = {**driver.model_body("contract-model"), "Description": "<b>two & classes</b>"}
+        answer = driver.http.post(f"{API}/models/register?adapter_instance=aws1&project=Demo", json=body)
+        assert answer.status_code == 201, answer.json
+        record = answer.json
+        assert set(record) >= {"sourceID", "container", "adapter", "rawPayload", "syncDate", "description", "project",
+                               "type", "createdOn", "sourceOrg", "name", "id", "sourcename", "status", "artifacts",
+                               "deployment"}
+        assert (record["adapter"], record["project"], record["type"], record["status"]) == (
+            "aws1", "Demo", "model", "Created")
+        assert record["description"] == "<b>two & classes</b>"
+        assert json.loads(record["rawPayload"])["ModelName"] == "contract-model"
+        assert record["deployment"] == {"endpoints": []}
+
+    @pytest.mark.parametrize("method, path, body, status, field", [
+        ("POST", "/models/register", {"ModelName": "bad_name"}, 422, "ModelName"),
+        ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
+        ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
+         422, "TrainingJobId"),
+        ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
+         422, "ModelName"),
+        ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
+        ("GET", "/models/not_a_name", None, 400, "id"),
+    ])
+    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver, method: str, path: str,
+                                                              body: Any, status: int, field: str):
+        if body and body.get("ModelName") == "bad_name":
+            body = {**driver.model_body("contract-model"), **body}
+        answer = driver.http.open(API + path, method=method, json=body)
+        assert (answer.status_code, answer.json["field"]) == (status, field), answer.json
+        assert driver.http.get(f"{API}/models/list").json == []
+        self.nothing_made(driver)
+
+    def training(self, driver: Driver) -> str:
+        """Queue a training job of the user's own script through the training route; return its id."""
+        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
+        write_pipeline(driver.storage_root, "contract-code", TRAINING_SCRIPT, name="train.py")
+        answer = driver.http.post(f"{API}/pipelines/training", json={
+            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
+        assert answer.status_code == 202, answer.json
+        return answer.json["job_id"]
+
+    def test_a_model_is_registered_from_a_finished_training_job_once(self, driver: Driver):
+        job_id = self.training(driver)
+        driver.work()
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "COMPLETED"
+        body = {"ModelName": "contract-model", "TrainingJobId": job_id[:8], "InstanceType": "ml.m5.large"}
+        answer = driver.http.post(f"{API}/models/register", json=body)
+        assert answer.status_code == 201, answer.json
+        assert answer.json["container"]["ModelDataUrl"] == driver.trained_model(driver.executor.store.get(job_id))
+        assert driver.holds_model("contract-model")
+        assert driver.http.post(f"{API}/models/register", json=body).status_code == 409
+
+    def test_a_model_of_a_training_job_that_did_not_complete_is_refused_naming_it(self, driver: Driver):
+        job_id = self.training(driver)
+        assert driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").status_code == 200
+        refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
+        assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
+        assert "CANCELLED" in refused.json["error"] and not driver.holds_model("contract-model")
 
     # -- endpoints and batch transforms -----------------------------------------------------------
 
