@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ API = "/api/service/v1"
 METRIC_LINE = "epoch=1/1 train_loss=0.2500 val_loss=0.5000 val_accuracy=0.7500 val_auc=0.8000"
 # What the job prints: a script here, the CloudWatch lines of the training job on SageMaker.
 LINES = ["contract run", METRIC_LINE]
+# How Essedum's answers write a time.
+ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 OUTPUT_SCRIPT = ("import os\nprint('contract run', flush=True)\n"
                  f"print({METRIC_LINE!r}, flush=True)\n"
                  "open(os.path.join(os.environ.get('SM_MODEL_DIR', '.'), 'weights.txt'), 'w').write('w')\n")
@@ -67,9 +70,15 @@ class Driver:
         write_pipeline(self.storage_root, "contract", script)
         return pipeline_body("contract", "python pipe1.py")
 
-    def work(self) -> None:
-        """Let one worker take the oldest waiting job; return once it runs (or has ended)."""
+    def work(self, job: Any = None) -> None:
+        """Let one worker take the oldest waiting job (or run `job`, claimed already); return once it runs or ended."""
         raise NotImplementedError
+
+    def claim(self) -> Any:
+        """Claim the oldest waiting job as a worker does, and return it without running it."""
+        job = self.executor.store.claim_next([self.executor.platform.name])
+        assert job is not None, "no job was waiting"
+        return job
 
     def finish(self, failure: str | None = None) -> None:
         """Let the platform bring every running job to its end (a stop asked for is honoured).
@@ -124,9 +133,8 @@ class Driver:
 class LocalDriver(Driver):
     bucket = "contract-bucket"
 
-    def work(self) -> None:
-        job = self.executor.store.claim_next(["local"])
-        assert job is not None, "no job was waiting"
+    def work(self, job: Any = None) -> None:
+        job = job or self.claim()
         thread = threading.Thread(target=self.executor.queue.run_job, args=(job,), daemon=True)
         thread.start()
         self.threads.append(thread)
@@ -191,9 +199,8 @@ class SageMakerDriver(Driver):
     # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
     stops: list[str]
 
-    def work(self) -> None:
-        job = self.executor.store.claim_next(["sagemaker"])
-        assert job is not None, "no job was waiting"
+    def work(self, job: Any = None) -> None:
+        job = job or self.claim()
         self.executor.queue.run_job(job)
         launched = self.executor.store.get(job.id)
         if launched.external_id:
@@ -440,6 +447,72 @@ class PlatformContract:
         assert driver.http.get(f"/execute/{job_id}/getStatus").status_code == 404
         assert not log.exists()
 
+    def test_a_waiting_job_answers_queued_with_no_times_or_progress(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        body = self.status(driver, job_id)
+        assert body["task_status"] == "WAITING"
+        assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
+        status = driver.http.get(f"/status/{job_id}").json
+        assert status["status"] == "WAITING" and status["phase"] == "Queued"
+        assert status["progress"] == {"epoch": None, "epochs": None, "percent": None}
+        assert ESSEDUM_TIME.match(status["submitted"]), status["submitted"]
+
+    def test_a_job_stopped_between_its_claim_and_its_launch_ends_cancelled(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        claimed = driver.claim()
+        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
+        driver.work(claimed)
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "CANCELLED", self.status(driver, job_id)
+
+    def test_a_rerun_queues_the_same_request_as_a_new_job_that_runs_to_its_end(self, driver: Driver):
+        first = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.work()
+        driver.finish()
+        answer = driver.http.post(f"/api/jobs/{first[:8]}/rerun")
+        assert answer.status_code == 202, answer.json
+        body = answer.json
+        assert body["rerun_of"] == first and body["job_id"] != first and body["status"] == "WAITING"
+        driver.work()
+        driver.finish()
+        rerun = driver.http.get(f"/status/{body['job_id']}").json
+        assert rerun["status"] == "COMPLETED" and rerun["details"]["rerun_of"] == first and rerun["name"] == "pipe1"
+        assert "s3cr3t" not in str(body) + str(rerun)
+
+    def test_the_jobs_list_filters_by_name_and_day_and_carries_latest_metrics(self, driver: Driver):
+        first = self.submit(driver, {**driver.pipeline(OUTPUT_SCRIPT), "name": "Digits-small"})
+        self.submit(driver, {**driver.pipeline(OUTPUT_SCRIPT), "name": "other"})
+        driver.work()
+        driver.work()
+        driver.finish()
+        jobs = driver.http.get("/api/jobs?name=digits").json["jobs"]
+        assert [job["id"] for job in jobs] == [first]
+        assert jobs[0]["metrics"]["val_accuracy"] == pytest.approx(0.75), jobs
+        assert driver.http.get("/api/jobs?from=2000-01-01&to=2000-01-02").json["jobs"] == []
+        assert len(driver.http.get("/api/jobs?from=2000-01-01").json["jobs"]) == 2
+        assert len(driver.http.get("/api/jobs?from=1").json["jobs"]) == 2  # within the last day
+        assert driver.http.get("/api/jobs?to=1").json["jobs"] == []  # submitted a day ago or earlier
+        assert driver.http.get("/api/jobs?from=yesterday").status_code == 400
+        refused = driver.http.get("/api/jobs?from=-1")
+        assert refused.status_code == 400 and refused.json["field"] == "from" and "days" in refused.json["error"]
+
+    def test_a_running_training_job_stopped_through_its_route_answers_stopping_then_ends_cancelled(
+            self, driver: Driver):
+        job_id = self.training(driver, SLOW_SCRIPT)
+        driver.work()
+        answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
+        name = driver.executor.store.get(job_id).external_id or "contract"
+        assert answer == {"message": "the job is being stopped", "job_name": name, "job_id": job_id,
+                          "status": "Stopping"}
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "CANCELLED"
+        assert driver.http.get(f"{API}/pipelines/training/{job_id}/get").json["jobStatus"] == "Stopped"
+
+    def test_unknown_and_malformed_training_ids_are_named(self, driver: Driver):
+        for job_id, status in (("no-such-job", 404), ("bad_id!", 400), ("00000000-0000-0000-0000-000000000000", 404)):
+            assert driver.http.get(f"{API}/pipelines/training/{job_id}/get").status_code == status
+            assert driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").status_code == status
+
     # -- recovery ---------------------------------------------------------------------------------
 
     def test_a_job_waiting_at_a_restart_runs_after_it(self, driver: Driver):
@@ -525,10 +598,10 @@ class PlatformContract:
         assert driver.http.get(f"{API}/models/list").json == []
         self.nothing_made(driver)
 
-    def training(self, driver: Driver) -> str:
+    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
         """Queue a training job of the user's own script through the training route; return its id."""
         write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
-        write_pipeline(driver.storage_root, "contract-code", TRAINING_SCRIPT, name="train.py")
+        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
         answer = driver.http.post(f"{API}/pipelines/training", json={
             "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
         assert answer.status_code == 202, answer.json
@@ -548,7 +621,8 @@ class PlatformContract:
 
     def test_a_model_of_a_training_job_that_did_not_complete_is_refused_naming_it(self, driver: Driver):
         job_id = self.training(driver)
-        assert driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").status_code == 200
+        answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
+        assert (answer["message"], answer["status"]) == ("the job was cancelled before it started", "Stopped")
         refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
         assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
         assert "CANCELLED" in refused.json["error"] and not driver.holds_model("contract-model")
