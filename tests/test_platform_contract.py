@@ -26,6 +26,7 @@ from job import JobStatus
 from mlops.aws import ClientFactory
 from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
+from mlops.records import ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL
 
 API = "/api/service/v1"
 METRIC_LINE = "epoch=1/1 train_loss=0.2500 val_loss=0.5000 val_accuracy=0.7500 val_auc=0.8000"
@@ -42,6 +43,8 @@ MODEL_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.
 # A training script of the user's own: it writes a model folder, as the container contract asks.
 TRAINING_SCRIPT = ("import os\nprint('contract training', flush=True)\n"
                    "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.pt'), 'w').write('weights')\n")
+SCRIPT_FAILURE = "AlgorithmError: ExecuteUserScriptError: the script exited with code 3"
+TRANSFORM_FAILURE = "ClientError: no input files"
 # Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
 PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
@@ -100,16 +103,16 @@ class Driver:
         """Count what the platform has made so far (job folders, or AWS create and upload calls)."""
         raise NotImplementedError
 
-    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
-        """Return a model registration this platform accepts; one that serves, unless `loads` is false."""
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
+        """Return a model registration this platform accepts; with `serves`, of a model that loads and answers."""
         raise NotImplementedError
 
     def trained_model(self, job: Any) -> str:
         """Return where the model a finished training job made is (the ModelDataUrl it registers with)."""
         raise NotImplementedError
 
-    def holds_model(self, name: str) -> bool:
-        """Say whether the platform keeps the model itself (its folder, or SageMaker's model)."""
+    def holds(self, kind: str, name: str) -> bool:
+        """Say whether the platform itself keeps a model, endpoint configuration or endpoint (MODEL ... ENDPOINT_RECORD)."""
         raise NotImplementedError
 
     def transform_input(self) -> str:
@@ -122,6 +125,10 @@ class Driver:
     endpoint_failure: str
     #: What a failed endpoint creation removes besides its configuration.
     failed_endpoint_removes: list[str]
+    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
+    script_failure: str
+    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
+    transform_failure: str
     #: Artifacts a finished transform of transform_input() reports.
     transform_output: dict[str, Any]
 
@@ -162,11 +169,13 @@ class LocalDriver(Driver):
     endpoint_failure = "could not be loaded"
     failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
     transform_output = {"records": 3}  # one answer a row
+    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
+    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
 
-    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         folder = self.storage_root / "models" / name
         folder.mkdir(parents=True)
-        if loads:
+        if serves:
             # A TorchScript model with no inference.py: rows of 64 numbers to two scores.
             import torch
 
@@ -180,8 +189,12 @@ class LocalDriver(Driver):
     def trained_model(self, job: Any) -> str:
         return str(Path(job.output_dir) / "model")
 
-    def holds_model(self, name: str) -> bool:
-        return (self.executor.config.data_dir / "models" / name).exists()
+    def holds(self, kind: str, name: str) -> bool:
+        # The local platform is its own host: a model is its folder, the rest are its records.
+        if kind == MODEL:
+            return (self.executor.config.data_dir / "models" / name).exists()
+        record = self.executor.platform.find(kind, name)
+        return record is not None and record.status != "Failed"
 
     def transform_input(self) -> str:
         (self.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
@@ -255,9 +268,11 @@ class SageMakerDriver(Driver):
     foreign_transform_input = "batch"  # a folder of the storage root
     endpoint_failure = PING_FAILURE
     failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
+    transform_failure = TRANSFORM_FAILURE
+    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
     transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
 
-    def model_body(self, name: str, loads: bool = True) -> dict[str, Any]:
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         # SageMaker loads the model on its instances; whether it serves is what finish() reports.
         return {"ModelName": name, "ExecutionRoleArn": ROLE_ARN,
                 "PrimaryContainer": {"Image": MODEL_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/{name}.tar.gz"}}
@@ -265,9 +280,13 @@ class SageMakerDriver(Driver):
     def trained_model(self, job: Any) -> str:
         return job.artifacts["model"]
 
-    def holds_model(self, name: str) -> bool:
-        models = self.executor.clients.client("sagemaker").list_models()["Models"]
-        return name in [model["ModelName"] for model in models]
+    def holds(self, kind: str, name: str) -> bool:
+        sagemaker = self.executor.clients.client("sagemaker")
+        listed = {MODEL: lambda: [item["ModelName"] for item in sagemaker.list_models()["Models"]],
+                  ENDPOINT_CONFIG: lambda: [item["EndpointConfigName"]
+                                            for item in sagemaker.list_endpoint_configs()["EndpointConfigs"]],
+                  ENDPOINT_RECORD: lambda: [item["EndpointName"] for item in sagemaker.list_endpoints()["Endpoints"]]}
+        return name in listed[kind]()
 
     def transform_input(self) -> str:
         self.executor.clients.client("s3").put_object(Bucket=BUCKET, Key="batch/rows.csv", Body=b"8,8\n8,8\n8,8\n")
@@ -409,9 +428,9 @@ class PlatformContract:
     def test_a_failing_job_ends_error_with_the_reason(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(FAILING_SCRIPT))
         driver.work()
-        driver.finish(failure="AlgorithmError: the script exited with code 3")
+        driver.finish(failure=SCRIPT_FAILURE)
         status = self.status(driver, job_id)
-        assert status["task_status"] == "ERROR" and "3" in status["failure_reason"], status
+        assert (status["task_status"], status["failure_reason"]) == ("ERROR", driver.script_failure), status
 
     def test_metric_lines_of_the_job_become_its_metrics_and_progress(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
@@ -616,7 +635,7 @@ class PlatformContract:
         answer = driver.http.post(f"{API}/models/register", json=body)
         assert answer.status_code == 201, answer.json
         assert answer.json["container"]["ModelDataUrl"] == driver.trained_model(driver.executor.store.get(job_id))
-        assert driver.holds_model("contract-model")
+        assert driver.holds(MODEL, "contract-model")
         assert driver.http.post(f"{API}/models/register", json=body).status_code == 409
 
     def test_a_model_of_a_training_job_that_did_not_complete_is_refused_naming_it(self, driver: Driver):
@@ -625,13 +644,13 @@ class PlatformContract:
         assert (answer["message"], answer["status"]) == ("the job was cancelled before it started", "Stopped")
         refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
         assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
-        assert "CANCELLED" in refused.json["error"] and not driver.holds_model("contract-model")
+        assert "CANCELLED" in refused.json["error"] and not driver.holds(MODEL, "contract-model")
 
     # -- endpoints and batch transforms -----------------------------------------------------------
 
-    def deployed(self, driver: Driver, loads: bool = True) -> str:
+    def deployed(self, driver: Driver, serves: bool = True) -> str:
         """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", loads)).status_code == 201
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves)).status_code == 201
         registered = driver.http.post(f"{API}/endpoints/register", json={
             "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
         assert registered.status_code == 201, registered.json
@@ -640,7 +659,7 @@ class PlatformContract:
         assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
         assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
         driver.work()
-        driver.finish(failure=None if loads else PING_FAILURE)
+        driver.finish(failure=None if serves else PING_FAILURE)
         return answer.json["jobId"]
 
     def test_a_deployment_is_a_queued_job_that_ends_with_the_endpoint_in_service(self, driver: Driver):
@@ -654,18 +673,20 @@ class PlatformContract:
         self.deployed(driver)
         model = driver.http.delete(f"{API}/models/contract-model")
         assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
-        assert "contract-endpoint" in model.json["error"] and driver.holds_model("contract-model")
+        assert "contract-endpoint" in model.json["error"] and driver.holds(MODEL, "contract-model")
         config = driver.http.delete(f"{API}/endpoints/contract-config")
         assert config.status_code == 409 and "contract-endpoint" in config.json["error"], config.json
 
+        assert driver.holds(ENDPOINT_RECORD, "contract-endpoint")
         assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
         assert driver.http.get(f"{API}/endpoints/contract-config/delete").status_code == 200
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
-        assert not driver.holds_model("contract-model") and driver.http.get(f"{API}/models/list").json == []
+        assert not driver.holds(MODEL, "contract-model") and driver.http.get(f"{API}/models/list").json == []
 
     def test_a_failed_endpoint_creation_removes_what_it_made_and_keeps_the_model(self, driver: Driver):
-        job_id = self.deployed(driver, loads=False)
+        job_id = self.deployed(driver, serves=False)
         status = self.status(driver, job_id)
         assert status["task_status"] == "ERROR" and driver.endpoint_failure in status["failure_reason"], status
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
@@ -673,6 +694,8 @@ class PlatformContract:
         assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes, "endpoint configuration contract-config"],
                                      "remaining": ["model contract-model"]}
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint") and not driver.holds(ENDPOINT_CONFIG, "contract-config")
+        assert driver.holds(MODEL, "contract-model")
         refused = driver.http.post(f"{API}/endpoints/contract-endpoint/infer", json={"instances": [[0]]})
         assert (refused.status_code, refused.json.get("endpoint_status")) == (409, "Failed"), refused.json
         # Nothing is left serving the model, so it can go.
@@ -686,7 +709,7 @@ class PlatformContract:
             "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
 
     def test_a_batch_transform_runs_as_a_job_to_its_end_and_is_listed(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
         answer = self.transform(driver)
         assert answer.status_code == 202 and answer.json["status"] == "InProgress", answer.json
         assert self.transform(driver).status_code == 409  # one transform job of a name
@@ -698,6 +721,16 @@ class PlatformContract:
         assert done["artifacts"].items() >= driver.transform_output.items(), done["artifacts"]
         assert [item["name"] for item in driver.http.get(f"{API}/pipelines/inference/list").json] == ["contract-batch"]
 
+    def test_a_failed_transform_ends_error_and_its_record_keeps_the_reason(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        job_id = self.transform(driver).json["jobId"]
+        driver.work()
+        driver.finish(failure=TRANSFORM_FAILURE)
+        status = self.status(driver, job_id)
+        assert status["task_status"] == "ERROR" and driver.transform_failure in status["failure_reason"], status
+        record = driver.http.get(f"{API}/pipelines/inference/contract-batch/get").json
+        assert record["status"] == "Failed" and record["failureReason"] == status["failure_reason"], record
+
     def test_a_transform_of_input_the_platform_cannot_read_is_refused_with_nothing_created(self, driver: Driver):
         assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
         answer = self.transform(driver, uri=driver.foreign_transform_input)
@@ -706,7 +739,7 @@ class PlatformContract:
         self.nothing_made(driver)
 
     def test_deleting_an_ended_transform_removes_its_job_and_log_and_keeps_its_model(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
         job_id = self.transform(driver).json["jobId"]
         driver.work()
         driver.finish()
