@@ -662,15 +662,12 @@ class PlatformContract:
         driver.finish(failure=None if serves else PING_FAILURE)
         return answer.json["jobId"]
 
-    def test_a_deployment_is_a_queued_job_that_ends_with_the_endpoint_in_service(self, driver: Driver):
+    def test_a_deployed_endpoint_keeps_its_model_and_configuration_until_it_is_deleted(self, driver: Driver):
         job_id = self.deployed(driver)
         assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
         assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config", record
         assert record["sourceID"] == "contract-endpoint"
-
-    def test_a_model_or_configuration_an_endpoint_uses_is_kept_until_the_endpoint_goes(self, driver: Driver):
-        self.deployed(driver)
         model = driver.http.delete(f"{API}/models/contract-model")
         assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
         assert "contract-endpoint" in model.json["error"] and driver.holds(MODEL, "contract-model")
