@@ -199,7 +199,7 @@ def test_the_cli_tunes_shows_progress_then_the_best_values_and_the_train_command
     assert done.returncode == 0, done.stderr
     assert "trials 2/2 done, 0 running  best val_auc=0.9 (trial" in done.stderr
     assert "quality = 0.9" in done.stdout
-    assert ("python -m executor_client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
+    assert ("executor-client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
             f"--entry-point train.py --source-dir {source_dir}") in done.stdout
 
 
