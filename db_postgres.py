@@ -296,8 +296,8 @@ class PostgresStore(SQLStore):
                     try:
                         conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})",
                                          rows)
-                    except (psycopg.DataError, psycopg.ProgrammingError) as exc:
-                        # A value PostgreSQL refuses (a NUL in a text, a text where a number belongs).
+                    except psycopg.Error as exc:
+                        # A value PostgreSQL refuses (a NUL in a text, say): the whole copy is rolled back.
                         raise StoreError(f"job database {self.where} refused a row of {table} from {database}: "
                                          f"{scrubbed(str(exc), self.url)}") from None
                     counts[table] = len(rows)
