@@ -66,7 +66,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None, *, clients: Cli
     clients = clients or clients_for(config)
     platform = make_platform(config, store, clients)
     secret_box = SecretBox.from_config(config.secret_key, config.data_dir)
-    queue = JobQueue(config, store, platform, secret_box, tuner_for=lambda queue: make_tuner(config, store, queue))
+    queue = JobQueue(config, store, platform, secret_box, tuner_for=lambda queue: make_tuner(config, queue))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["EXECUTOR"] = Executor(config, store, queue, platform, clients, secret_box, FolderSize(config.data_dir))

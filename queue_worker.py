@@ -24,7 +24,7 @@ from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
 from mlops.platform import TUNING, Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
-from mlops.reporter import JobReporter
+from mlops.reporter import JobReader, JobReporter
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class JobQueue:
         self._reporters_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._monitor_lock = threading.Lock()
+        # What the tuner may read of its tunings and their trials; it writes through their reporters.
+        self.job_reader = JobReader(store)
         # Where the executor drives tunings itself (their trials run here), one thread of their own does,
         # never a worker: a worker waiting on its tuning's trials would hold a place the trials need.
         self.tuner: Tuner | None = tuner_for(self) if tuner_for is not None else None

@@ -296,13 +296,14 @@ def tune(client: Client, args: argparse.Namespace) -> int:
         for name, value in best["hyperparameters"].items():
             print(f"  {name} = {value}")
         print("to train with them again:")
-        print("  " + shlex.join(train_command(args, best["hyperparameters"])))
+        print("  " + train_command(args, best["hyperparameters"]))
     return outcome
 
 
-def train_command(args: argparse.Namespace, tuned: dict[str, Any]) -> list[str]:
-    """Return the `train` command that trains with a tuning's fixed and best tuned hyperparameters."""
-    command = ["python", "-m", "executor_client", "train", args.dataset]
+def train_command(args: argparse.Namespace, tuned: dict[str, Any]) -> str:
+    """Return the `train` command line, quoted for a shell, that trains with a tuning's fixed and best values."""
+    # The installed command (pyproject.toml's [project.scripts]): it runs from any folder, as pasted.
+    command = ["executor-client", "train", args.dataset]
     hyperparameters = {**parse_hyperparameters(args.hp), **{name: str(value) for name, value in tuned.items()}}
     command += [item for name, value in hyperparameters.items() for item in ("--hp", f"{name}={value}")]
     for flag, value in (("--name", args.name), ("--metadata-file", args.metadata_file),
@@ -310,7 +311,7 @@ def train_command(args: argparse.Namespace, tuned: dict[str, Any]) -> list[str]:
                         ("--source-dir", args.source_dir)):
         if value:
             command += [flag, value]
-    return command
+    return shlex.join(command)
 
 
 def rerun(client: Client, args: argparse.Namespace) -> int:

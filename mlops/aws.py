@@ -20,7 +20,7 @@ import boto3
 import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
 
 from config import Config
 from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, NotFound, QuotaExceeded,
@@ -102,7 +102,7 @@ class ClientFactory:
             retries={"mode": "adaptive", "max_attempts": max_attempts},
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             user_agent_extra="essedum-executor")
-        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str | None, float | None], Any] = {}
         self._sessions: dict[str | None, boto3.session.Session] = {}
         self._lock = threading.Lock()
 
@@ -130,14 +130,21 @@ class ClientFactory:
         """Return the region clients use."""
         return self.region or self.session().region_name
 
-    def client(self, service: str, adapter_instance: str | None = None, *, region: str | None = None) -> Any:
-        """Return a cached client of an AWS service (in the executor's region unless one is named)."""
-        key = (service, self.profile_for(adapter_instance), region)
+    def client(self, service: str, adapter_instance: str | None = None, *, region: str | None = None,
+               read_timeout: float | None = None) -> Any:
+        """Return a cached client of an AWS service (in the executor's region unless one is named).
+
+        With read_timeout, the client waits at most that long for an answer, and for a connection.
+        """
+        key = (service, self.profile_for(adapter_instance), region, read_timeout)
         with self._lock:
             client = self._clients.get(key)
         if client is None:
             config = self.boto_config.merge(SERVICE_CONFIGS[service]) if service in SERVICE_CONFIGS \
                 else self.boto_config
+            if read_timeout is not None:
+                config = config.merge(BotoConfig(read_timeout=read_timeout,
+                                                 connect_timeout=min(config.connect_timeout, read_timeout)))
             client = self.session(adapter_instance).client(service, config=config, region_name=region)
             self._count(client, service)
             with self._lock:
@@ -181,6 +188,11 @@ def clients_for(config: Config) -> ClientFactory:
 def is_missing_credentials(exc: Exception) -> bool:
     """True when an AWS call failed because no credentials were found (none set, no profile)."""
     return isinstance(exc, NoCredentialsError)
+
+
+def is_read_timeout(exc: Exception) -> bool:
+    """True when an AWS call was sent and its answer did not come within the client's read timeout."""
+    return isinstance(exc, ReadTimeoutError)
 
 
 def is_not_found(exc: Exception) -> bool:

@@ -26,11 +26,13 @@ def make_platform(config: Config, store: Store, clients: ClientFactory) -> Platf
     return LocalPlatform(config, book, clients)
 
 
-def make_tuner(config: Config, store: Store, queue: JobQueue) -> Tuner | None:
+def make_tuner(config: Config, queue: JobQueue) -> Tuner | None:
     """Return the tuner that drives the tunings whose trials run on this machine; None where none do."""
     if config.backend == "sagemaker" or TUNING not in queue.platform.kinds:
         return None
     from mlops.local.tuning import LocalTuner
 
-    return LocalTuner(store, config.data_dir, lambda kind, request, job_id: queue.enqueue(kind, request, job_id=job_id),
+    # It reads and writes through what the queue gives it, never the store.
+    return LocalTuner(queue.job_reader, config.data_dir,
+                      lambda kind, request, job_id: queue.enqueue(kind, request, job_id=job_id),
                       queue.cancel, queue.reporter_for, clock=queue.clock)

@@ -3,7 +3,8 @@
 rq's job methods write through the job's own connection and nothing else reaches the registry; in
 the same way a platform never holds the store, only the reporter the queue gives it for one job
 attempt. Everything it writes passes secret redaction, so a script that prints its credentials
-cannot put them in the job log, and the job's sealed secrets are opened once per attempt.
+cannot put them in the job log, and the job's sealed secrets are opened once per attempt. What
+drives other jobs (the tuner follows its trials) reads them through a JobReader, which writes nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +19,25 @@ from job_secrets import redact, secret_values
 from mlops.job_files import append_text
 
 logger = logging.getLogger(__name__)
+
+
+class JobReader:
+    """What the queue lets a driver of jobs read: a job, its metric history, its latest metrics; never a write."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def get(self, job_id: str) -> Job | None:
+        """Return the job with this id, or None."""
+        return self._store.get(job_id)
+
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Return every kept metric value (name, value, step, time) of a job, oldest first."""
+        return self._store.metric_history(job_id)
+
+    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
+        """Return the latest value of each metric of a job."""
+        return self._store.latest_metrics(job_id)
 
 
 class JobReporter:

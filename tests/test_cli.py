@@ -5,6 +5,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -390,6 +391,23 @@ def test_download_into_an_existing_folder_writes_the_file_inside_it(server, data
         assert done.returncode == 0, done.stderr
         assert (folder / "report.txt").read_text() == "ok"
         (folder / "report.txt").unlink()
+
+
+def test_the_train_command_a_tuning_prints_is_the_installed_command_quoted_for_a_shell():
+    from executor_client.__main__ import parse_args, train_command
+
+    args = parse_args(["tune", "datasets/my digits", "--hp", "note=it's fine", "--hp", "epochs=3", "--name",
+                       "digits run", "--range", "quality=0.2,0.9", "--objective", "val_auc", "--wait"])
+    line = train_command(args, {"quality": 0.9})
+    # pyproject.toml installs the client as `executor-client`; `python -m executor_client` runs only in the checkout.
+    assert line == ("executor-client train 'datasets/my digits' --hp 'note=it'\"'\"'s fine' --hp epochs=3 "
+                    "--hp quality=0.9 --name 'digits run'")
+    # Pasted into a shell, it is the training the tuning found: the same words reach the client's own parser.
+    program, *words = shlex.split(line)
+    again = parse_args(words)
+    assert program == "executor-client"
+    assert (again.command, again.dataset, again.hp, again.name) == (
+        "train", "datasets/my digits", ["note=it's fine", "epochs=3", "quality=0.9"], "digits run")
 
 
 def test_build_image_push_without_aws_settings_says_what_to_set(tmp_path, monkeypatch):

@@ -616,7 +616,8 @@ def test_explain_on_sagemaker_asks_clarify_where_the_configuration_has_it(sagema
             "ShapBaselineConfig": {"ShapBaseline": "1,2,3"}}}}
 
     sagemaker_client.meta.events.register("after-call.sagemaker.DescribeEndpointConfig", with_clarify)
-    runtime = clients.client("sagemaker-runtime")
+    # The runtime client an explanation uses: it reads for at most EXECUTOR_EXPLAIN_TIMEOUT.
+    runtime = clients.client("sagemaker-runtime", read_timeout=sagemaker.config["EXECUTOR"].config.explain_timeout)
     sent: list[dict[str, Any]] = []
     runtime.meta.events.register("provide-client-params.sagemaker-runtime.InvokeEndpoint",
                                  lambda params, **_: sent.append(dict(params)))

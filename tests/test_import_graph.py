@@ -141,3 +141,22 @@ def test_the_aws_adapter_is_at_the_bottom():
     assert not {name for name in below if name.startswith(("mlops.sagemaker", "mlops.local", "api", "db"))}
     assert "mlops.aws" in graph["mlops.sagemaker.training_service"]
     assert "mlops.aws" not in graph["mlops.aws_statuses"] and not graph["mlops.aws_statuses"]
+
+
+def test_no_platform_module_holds_the_store():
+    # A platform reports through the reporter and reads through the reader the queue gives it. The seeds'
+    # SageMakerTrainingService alone names the Store: its job methods take the store as the seeds' `db`
+    # argument and check that it is the queue's.
+    allowed = {"mlops.sagemaker.training_service"}
+    holders = set()
+    for name, path in project_modules().items():
+        if not name.startswith(("mlops.local.", "mlops.sagemaker.")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(alias.name == "db" for alias in node.names):
+                holders.add(name)
+            if (isinstance(node, ast.ImportFrom) and node.module == "db"
+                    and any(alias.name.endswith("Store") for alias in node.names)):
+                holders.add(name)
+    assert "mlops.sagemaker.training_service" in holders  # the walk sees the one that does
+    assert holders <= allowed, sorted(holders - allowed)

@@ -13,6 +13,9 @@ import io
 import json
 import logging
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,10 +51,10 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-
 class Harness:
     """An app whose queue is driven by hand: one worker step, one monitor cycle at a time."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, **settings: str):
         self.clients = ClientFactory(region=REGION)
         self.app = create_app({"data_dir": str(data_dir), "s3_bucket": BUCKET, "sagemaker_role_arn": ROLE,
-                               "backend": "sagemaker"}, clients=self.clients)
+                               "backend": "sagemaker", **settings}, clients=self.clients)
         self.executor = self.app.config["EXECUTOR"]
         self.http = self.app.test_client()
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
@@ -93,7 +96,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    """An app on moto; settings of its own come as the fixture's parameter (indirect parametrization)."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
@@ -101,7 +105,7 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-        harness = Harness(tmp_path / "data")
+        harness = Harness(tmp_path / "data", **getattr(request, "param", {}))
         yield harness
         harness.executor.store.close()
 
@@ -253,6 +257,72 @@ def test_a_model_error_answers_the_models_own_status_as_the_local_host_does(
     else:
         assert "endpoint 'digits': the model failed" in body["error"] and "field" not in body
         assert log_stream in caplog.text
+
+
+@pytest.fixture
+def slow_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A loopback server standing in for the SageMaker runtime endpoint: it answers each call after 8 s.
+
+    The machine cannot reach SageMaker, and moto's InvokeEndpoint answers at once: the slow endpoint is faked
+    here, at that edge, where botocore sends the call (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, which botocore honours).
+    Yields the paths of the calls it received.
+    """
+    released = threading.Event()
+    received: list[str] = []
+
+    class SlowEndpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(self.path)
+            released.wait(8)
+            answer = b'{"predictions": [0.9]}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            except OSError:
+                pass  # the client stopped reading, as it should have
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{server.server_port}")
+    yield received
+    released.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("harness", [{"explain_timeout": "1.5"}], indirect=True)
+def test_a_sagemaker_explanation_past_its_deadline_answers_504_naming_the_setting(
+        slow_runtime: list[str], harness: Harness) -> None:
+    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
+    harness.deploy("digits", "digits-v1")
+    harness.work()
+    harness.monitor()
+
+    # moto 5.2 drops ExplainerConfig from CreateEndpointConfig: DescribeEndpointConfig gets it added as AWS
+    # returns it (API reference, DescribeEndpointConfig.ExplainerConfig).
+    def with_clarify(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["ExplainerConfig"] = {"ClarifyExplainerConfig": {"ShapConfig": {
+            "ShapBaselineConfig": {"ShapBaseline": "1,2,3"}}}}
+
+    harness.clients.client("sagemaker").meta.events.register("after-call.sagemaker.DescribeEndpointConfig",
+                                                             with_clarify)
+    started = time.monotonic()
+    answer = harness.http.post(f"{API}/endpoints/digits/explain", data=b"1,2,3\n", content_type="text/csv")
+    took = time.monotonic() - started
+    assert answer.status_code == 504, answer.get_json()
+    error = answer.get_json()["error"]
+    assert "explaining endpoint 'digits' took longer than EXECUTOR_EXPLAIN_TIMEOUT (1.5 s)" in error, error
+    assert took < 4, took  # not botocore's 70 s read of an ordinary invocation, nor the 8 s of the slow answer
+    assert slow_runtime == ["/endpoints/digits/invocations"]  # sent once: an invocation is not retried
 
 
 def test_a_failed_endpoint_create_deletes_the_endpoint_and_its_config(harness: Harness) -> None:

@@ -2,6 +2,8 @@
 commands run from any folder (a real wheel built here, installed into a folder of its own)."""
 from __future__ import annotations
 
+import ast
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -23,6 +25,39 @@ def test_every_top_level_module_is_packaged():
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     top_level = sorted(path.stem for path in ROOT.glob("*.py"))
     assert sorted(settings["py-modules"]) == top_level
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Return the top-level names a file imports, those inside functions (lazy imports) included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_the_listed_modules_are_those_the_commands_import_and_every_package_they_import_is_found():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    settings = project["tool"]["setuptools"]
+    # Follow the imports from the installed commands' modules through the project's own top-level modules and
+    # packages (all of a package's files: it is packaged whole); a name with no file here is a dependency's.
+    reached = {target.partition(":")[0].partition(".")[0] for target in project["project"]["scripts"].values()}
+    pending = sorted(reached)
+    while pending:
+        name = pending.pop()
+        files = [ROOT / f"{name}.py"] if (ROOT / f"{name}.py").is_file() else sorted((ROOT / name).rglob("*.py"))
+        for imported in set().union(*map(top_level_imports, files)) - reached:
+            if (ROOT / f"{imported}.py").is_file() or (ROOT / imported).is_dir():
+                reached.add(imported)
+                pending.append(imported)
+    modules = sorted(name for name in reached if (ROOT / f"{name}.py").is_file())
+    assert sorted(settings["py-modules"]) == modules
+    packages = sorted(reached - set(modules))
+    found = settings["packages"]["find"]["include"]
+    assert [name for name in packages if not any(fnmatch.fnmatchcase(name, pattern) for pattern in found)] == []
+    assert {"api", "mlops", "executor_client", "training_scripts"} <= set(packages)
 
 
 @pytest.fixture(scope="module")

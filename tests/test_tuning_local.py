@@ -137,6 +137,9 @@ def test_a_trial_behind_the_median_is_stopped_early_and_keeps_its_metrics(live_s
         _, detail = server.request("GET", f"/api/jobs/{trial['job_id']}")
         assert [row["step"] for row in detail["metric_history"] if row["name"] == "val_auc"] == \
             list(range(1, trial["epoch"] + 1))
+        # The tuner records on the trial the last epoch it judged before stopping it.
+        _, trial_status = server.request("GET", f"/status/{trial['job_id']}")
+        assert 1 <= trial_status["details"]["stopped_early_at_epoch"] <= trial["epoch"], trial_status["details"]
     assert body["best"]["hyperparameters"] == {"quality": 0.9}
     assert body["best"]["objective"] == pytest.approx(0.9)
     # The best trial runs again as a training of its own, with the values it was tuned to.
@@ -199,7 +202,7 @@ def test_the_cli_tunes_shows_progress_then_the_best_values_and_the_train_command
     assert done.returncode == 0, done.stderr
     assert "trials 2/2 done, 0 running  best val_auc=0.9 (trial" in done.stderr
     assert "quality = 0.9" in done.stdout
-    assert ("python -m executor_client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
+    assert ("executor-client train datasets/none --hp epochs=3 --hp pause=0.2 --hp quality=0.9 "
             f"--entry-point train.py --source-dir {source_dir}") in done.stdout
 
 
@@ -211,7 +214,7 @@ def test_a_tuning_taken_over_by_another_executor_is_no_longer_driven_here(tmp_pa
     from job import JobStatus
     from mlops.local.tuning import LocalTuner
     from mlops.platform import TUNING
-    from mlops.reporter import JobReporter
+    from mlops.reporter import JobReader, JobReporter
     from mlops.tuning import check_tuning
 
     store = SQLiteStore(tmp_path / "jobs.db")
@@ -222,7 +225,7 @@ def test_a_tuning_taken_over_by_another_executor_is_no_longer_driven_here(tmp_pa
                      log_path=str(tmp_path / "jobs" / tuning_id / "job.log"), output_dir=str(tmp_path / "jobs" / tuning_id))
     (tmp_path / "jobs" / tuning_id).mkdir(parents=True)
     queued: list[str] = []
-    tuner = LocalTuner(store, tmp_path, enqueue=lambda kind, request, job_id: queued.append(job_id),
+    tuner = LocalTuner(JobReader(store), tmp_path, enqueue=lambda kind, request, job_id: queued.append(job_id),
                        cancel=lambda job_id: None, reporter_for=lambda job: JobReporter(job, store, dict))
     tuner.adopt(store.claim_next(kinds=[TUNING], owner="executor-a"))
     # Executor a's lease lapsed: b holds the tuning now, with a new token.

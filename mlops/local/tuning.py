@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from db import Store, StoreError
+from db import StoreError
 from job import Job, JobStatus
 from mlops.platform import TRAINING
-from mlops.reporter import JobReporter
+from mlops.reporter import JobReader, JobReporter
 from mlops.errors import InvalidRequest
 from mlops import tuning as tuning_domain
 
@@ -48,11 +48,15 @@ class _Running:
 
 
 class LocalTuner:
-    """Drives the tunings this executor runs, from one thread (the study's one writer)."""
+    """Drives the tunings this executor runs, from one thread (the study's one writer).
 
-    def __init__(self, store: Store, data_dir: Path, enqueue: Enqueue, cancel: Callable[[str], Any],
+    It holds no store: it reads its tunings and their trials through the queue's JobReader, and
+    writes through each job's reporter.
+    """
+
+    def __init__(self, jobs: JobReader, data_dir: Path, enqueue: Enqueue, cancel: Callable[[str], Any],
                  reporter_for: Callable[[Job], JobReporter], *, clock: Callable[[], float] = time.time):
-        self.store = store
+        self.jobs = jobs
         self.data_dir = data_dir
         self.enqueue = enqueue
         self.cancel = cancel
@@ -106,7 +110,7 @@ class LocalTuner:
     def _step(self, state: _Running) -> bool:
         import optuna
 
-        job = self.store.get(state.job_id)
+        job = self.jobs.get(state.job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.fence != state.fence:
             return True
         tuning = state.tuning
@@ -136,7 +140,7 @@ class LocalTuner:
         import optuna
 
         trial_id = tuning_domain.trial_job_id(tuning_job.id, trial.number)
-        job = self.store.get(trial_id)
+        job = self.jobs.get(trial_id)
         if job is None:
             if stopping:
                 state.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -146,7 +150,7 @@ class LocalTuner:
         metric = state.tuning["objective"]["metric"]
         live = optuna.trial.Trial(state.study, trial._trial_id)
         reported = max(trial.intermediate_values, default=0)
-        epochs = {row["step"]: row["value"] for row in self.store.metric_history(trial_id)
+        epochs = {row["step"]: row["value"] for row in self.jobs.metric_history(trial_id)
                   if row["name"] == metric and row["step"] is not None and row["value"] is not None}
         for epoch in sorted(step for step in epochs if step > reported):
             live.report(epochs[epoch], epoch)
@@ -161,12 +165,12 @@ class LocalTuner:
             elif (job.status is JobStatus.RUNNING and epochs and reported < (job.progress.get("epochs") or 0)
                   and live.should_prune()):
                 state.stops_sent.add(trial.number)
-                self.store.merge_details(trial_id, stopped_early_at_epoch=reported)
+                self.reporter_for(job).merge_details(stopped_early_at_epoch=reported)
                 self.reporter_for(tuning_job).log(f"[executor] trial {trial.number + 1}: stopped early at epoch "
                                                  f"{reported} ({metric} {epochs[reported]:.4f})")
                 self.cancel(trial_id)
             return
-        value = self.store.latest_metrics(trial_id).get(metric)
+        value = self.jobs.latest_metrics(trial_id).get(metric)
         if job.details.get("stopped_early_at_epoch") is not None and job.status is not JobStatus.COMPLETED:
             state.study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
         elif job.status is JobStatus.COMPLETED and value is not None:
@@ -185,7 +189,7 @@ class LocalTuner:
 
     def _record(self, state: _Running, tuning_job: Job) -> None:
         """Write the trials table, the best trial and the progress into the tuning's record when they changed."""
-        table = trial_table(self.store, tuning_job.id, state.study, state.tuning)
+        table = trial_table(self.jobs, tuning_job.id, state.study, state.tuning)
         if table == state.table:
             return
         state.table = table
@@ -211,12 +215,12 @@ class LocalTuner:
 
     def _end(self, state: _Running, status: JobStatus, failure_reason: str | None = None,
              message: str | None = None) -> None:
-        job = self.store.get(state.job_id)
+        job = self.jobs.get(state.job_id)
         if job is not None and job.status is JobStatus.RUNNING and job.fence == state.fence:
             self.reporter_for(job).finish(status, failure_reason, message)
 
 
-def trial_table(store: Store, tuning_id: str, study: Any, tuning: dict[str, Any]) -> list[dict[str, Any]]:
+def trial_table(jobs: JobReader, tuning_id: str, study: Any, tuning: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the trials of a tuning as the status route shows them, first trial first."""
     import optuna
 
@@ -226,12 +230,12 @@ def trial_table(store: Store, tuning_id: str, study: Any, tuning: dict[str, Any]
         if trial.user_attrs.get("warm_start"):
             continue
         job_id = tuning_domain.trial_job_id(tuning_id, trial.number)
-        job = store.get(job_id)
+        job = jobs.get(job_id)
         status = job.status.value if job is not None else JobStatus.WAITING.value
         if trial.state is optuna.trial.TrialState.PRUNED:
             status = tuning_domain.STOPPED_EARLY
         objective = trial.value if trial.state is optuna.trial.TrialState.COMPLETE else (
-            store.latest_metrics(job_id).get(metric) if job is not None else None)
+            jobs.latest_metrics(job_id).get(metric) if job is not None else None)
         rows.append({"number": trial.number + 1, "job_id": job_id, "hyperparameters": dict(trial.params),
                      "status": status, "objective": objective,
                      "epoch": (job.progress.get("epoch") if job is not None else None)})

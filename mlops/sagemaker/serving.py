@@ -17,9 +17,9 @@ from typing import Any, BinaryIO
 from config import Config
 from db import Record
 from job import Job, JobStatus
-from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found
-from mlops.errors import (AccessDenied, BackendError, Conflict, InvalidRequest, MalformedRequest, NotAcceptable,
-                          NotFound, NotSupported, TooLarge, error_code, error_text)
+from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found, is_read_timeout
+from mlops.errors import (AccessDenied, BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
+                          NotAcceptable, NotFound, NotSupported, TooLarge, error_code, error_text)
 from mlops.aws_statuses import (COMPLETED, CREATING, ENDPOINT_FAILED_STATES, ENDPOINT_NON_TERMINAL_STATES,
                                 FAILED, IN_PROGRESS, IN_SERVICE, STOPPED, TRANSFORM_STATES, UPDATING)
 from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
@@ -234,9 +234,15 @@ class SageMakerModelLifecycle(ModelRecords):
             raise NotSupported("id", f"endpoint {name!r} serves configuration {config_name!r}, which has no SageMaker "
                                      "Clarify explainer (ExplainerConfig.ClarifyExplainerConfig): create the "
                                      "configuration with one to get explanations")
-        # "`true`" is the JMESPath literal that explains every record of the request.
-        answer, answer_type = self.invoke(name, body, content_type, "application/json", adapter,
-                                          enable_explanations="`true`")
+        timeout = self.config.explain_timeout
+        try:
+            # "`true`" is the JMESPath literal that explains every record of the request. Clarify computes
+            # the explanation inside the one call: its read is what the deadline bounds.
+            answer, answer_type = self._invoke(name, body, content_type, "application/json", adapter,
+                                               enable_explanations="`true`", read_timeout=timeout)
+        except DeadlineExceeded as exc:
+            raise DeadlineExceeded(f"explaining endpoint {name!r} took longer than EXECUTOR_EXPLAIN_TIMEOUT "
+                                   f"({timeout:g} s): {exc}") from None
         try:
             document = json.loads(answer)
         except ValueError:
@@ -245,8 +251,13 @@ class SageMakerModelLifecycle(ModelRecords):
                 **(document if isinstance(document, dict) else {"predictions": document})}
 
     def invoke(self, name: str, body: bytes, content_type: str, accept: str | None,
-               adapter: str | None = None, enable_explanations: str | None = None) -> tuple[bytes, str]:
+               adapter: str | None = None) -> tuple[bytes, str]:
         """InvokeEndpoint; returns (answer, content type)."""
+        return self._invoke(name, body, content_type, accept, adapter)
+
+    def _invoke(self, name: str, body: bytes, content_type: str, accept: str | None, adapter: str | None,
+                enable_explanations: str | None = None, read_timeout: float | None = None) -> tuple[bytes, str]:
+        """InvokeEndpoint, read for at most read_timeout seconds (else the runtime client's own bound)."""
         record = self.find(ENDPOINT_RECORD, name)
         if record is not None and record.status != IN_SERVICE:
             raise Conflict("id", f"endpoint {name!r} is {record.status}, not InService",
@@ -256,9 +267,13 @@ class SageMakerModelLifecycle(ModelRecords):
             params["Accept"] = accept
         if enable_explanations:
             params["EnableExplanations"] = enable_explanations
+        runtime = self.clients.client("sagemaker-runtime", adapter, read_timeout=read_timeout)
         try:
-            answer = self.clients.client("sagemaker-runtime", adapter).invoke_endpoint(**params)
+            answer = runtime.invoke_endpoint(**params)
         except AWS_ERRORS as exc:
+            if is_read_timeout(exc):
+                raise DeadlineExceeded(f"endpoint {name!r} gave no answer within "
+                                       f"{runtime.meta.config.read_timeout:g} s") from None
             if error_code(exc) == "ModelError":
                 raise _model_error(name, exc) from None
             raise aws_error(exc, "id", f"invoke_endpoint {name}") from exc
