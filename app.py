@@ -271,8 +271,12 @@ def lock_data_dir(data_dir: Path) -> IO[bytes]:
 
     Two executors on one folder would each recover the other's running jobs as interrupted.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / "executor.lock", "a+b")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(data_dir / "executor.lock", "a+b")
+    except OSError as exc:
+        raise ConfigError(f"EXECUTOR_DATA_DIR: {data_dir} cannot hold the executor's lock file (executor.lock): "
+                          f"{exc.strerror or exc}") from None
     try:
         if os.name == "nt":
             import msvcrt

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -187,6 +188,11 @@ def _database_url(text: str) -> str | None:
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be a postgresql://user:password@host:port/database URL (or empty for SQLite in "
                          "the data folder)")
+    try:
+        urlsplit(text)
+    except ValueError as exc:
+        # urlsplit's reasons ("Invalid IPv6 URL") name no part of the value.
+        raise ValueError(f"cannot be read as a URL: {exc}") from None
     return text
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
@@ -275,6 +276,431 @@ def stored_path(path: str, data_dir: Path) -> str:
         return str(candidate)
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Return target merged with patch by RFC 7396 (SQLite's json_patch): objects merge, null deletes."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def one_of(column: str, values: list[Any]) -> str:
+    """Return a condition that a column holds one of the values, a `?` for each (never true of none)."""
+    # SQLite takes an empty IN list and PostgreSQL does not: a condition that is never true stands in.
+    return f"{column} IN ({', '.join('?' * len(values))})" if values else "1 = 0"
+
+
+class SQLStore(Store):
+    """The store's logic, written once in SQL that SQLite and PostgreSQL both run.
+
+    A subclass brings its connections (`_write`, `_read`), its migrations and the few fragments in which
+    the two dialects differ. Statements mark parameters with `?` and hold no `?` of their own, so that
+    a driver with other marks can translate them. A write reads the rows it changes with LOCK_ROW, so
+    that where locks are by row, two writers cannot both move a job.
+    """
+
+    #: Ends the SELECT of a job that the write then changes: a row lock where the store locks rows.
+    LOCK_ROW: ClassVar[str]
+    #: Ends the SELECT of the jobs a claim or a takeover changes: they are locked, and rows another
+    #: writer holds are passed over (each job to one caller).
+    LOCK_FREE_ROWS: ClassVar[str]
+    #: The condition that a job's request name contains a (lower-case) text, the one parameter.
+    NAME_CONTAINS: ClassVar[str]
+
+    data_dir: Path
+    clock: Callable[[], float]
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Any]:
+        """Hold one write transaction, committed on leaving; yield its connection."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Return the rows of one query, read outside any write."""
+
+    @staticmethod
+    @abstractmethod
+    def _fields(row: Any) -> dict[str, Any]:
+        """Return a row as a dict of its columns, the caller's own."""
+
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a row can really be written and committed now."""
+        # Taking the write lock alone proves nothing: a full disk or a read-only file only fails
+        # when a page is written.
+        with self._write() as conn:
+            conn.execute("INSERT INTO write_probe (id, time) VALUES (1, ?)"
+                         " ON CONFLICT (id) DO UPDATE SET time = excluded.time", (self.clock(),))
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
+                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
+        """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
+        log_path, output_dir = stored_path(log_path, self.data_dir), stored_path(output_dir, self.data_dir)
+        now = self.clock()
+        with self._write() as conn:
+            # RETURNING hands back the stored row (with the table's defaults) without a second query;
+            # no row when the id is taken.
+            rows = conn.execute(
+                "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
+                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING RETURNING *",
+                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
+                 log_path, output_dir)).fetchall()
+            if not rows:
+                raise JobExists(f"a job {job_id} exists already")
+            self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
+        return self._job(rows[0])
+
+    def _job(self, row: Any) -> Job:
+        return job_from_row(self._fields(row), self.data_dir)
+
+    def get(self, job_id: str) -> Job | None:
+        """Return the job with this id, or None."""
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._job(rows[0]) if rows else None
+
+    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Return the ids (at most `limit`) that start with prefix, through the primary key's index."""
+        # A range on the key instead of LIKE: the index answers it, and no character of the prefix
+        # is a pattern. (Ids compare bytewise in both stores.)
+        rows = self._read("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                          (prefix, prefix + "\uffff", limit))
+        return [row["id"] for row in rows]
+
+    def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
+                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
+                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
+        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
+        where, params = [], []
+        if name_contains:
+            where.append(self.NAME_CONTAINS)
+            params.append(name_contains.lower())
+        if submitted_from is not None:
+            where.append("submitted >= ?")
+            params.append(submitted_from)
+        if submitted_to is not None:
+            where.append("submitted < ?")
+            params.append(submitted_to)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(one_of("kind", kinds))
+            params.extend(kinds)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY submitted DESC, id LIMIT ? OFFSET ?",
+                          [*params, limit, offset])
+        return [self._job(row) for row in rows]
+
+    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
+        """Return every job in this status, oldest first."""
+        sql, params = "SELECT * FROM jobs WHERE status = ?", [status.value]
+        if backend:
+            sql += " AND backend = ?"
+            params.append(backend)
+        if owner:
+            sql += " AND owner = ?"
+            params.append(owner)
+        return [self._job(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
+
+    def count_by_status(self) -> dict[str, int]:
+        """Return the number of jobs in each status."""
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({row["status"]: row["n"]
+                       for row in self._read("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")})
+        return counts
+
+    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
+                   kinds: Iterable[str] | None = None) -> Job | None:
+        """Move the oldest WAITING job (of these kinds) to RUNNING for `owner` and return it; None when nothing waits."""
+        now = self.clock()
+        filter_sql, params = "", []
+        for column, values in (("backend", backends), ("kind", kinds)):
+            if values is not None:
+                values = list(values)
+                filter_sql += f" AND {one_of(column, values)}"
+                params.extend(values)
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET status = ?, phase = 'Starting', started = COALESCE(started, ?), updated = ?,"
+                " attempts = attempts + 1, owner = ?, fence = fence + 1 WHERE id = (SELECT id FROM jobs"
+                f" WHERE status = ? AND cancel_requested = 0{filter_sql} ORDER BY submitted, id LIMIT 1"
+                f"{self.LOCK_FREE_ROWS}) RETURNING *",
+                [JobStatus.RUNNING.value, now, now, owner, JobStatus.WAITING.value, *params]).fetchall()
+            if not rows:
+                return None
+            self._add_event(conn, rows[0]["id"], JobStatus.RUNNING, "Starting", claim_message(owner), now)
+        return self._job(rows[0])
+
+    def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
+                   message: str | None = None, failure_reason: str | None = None,
+                   phase: str | None = None, fence: int | None = None) -> bool:
+        """Move a job to a new status; False when another mover moved it first.
+
+        A running job whose stop was answered "cancelled" ends CANCELLED, whatever final status its
+        work reached first: the answer was a promise. Raises IllegalTransition for a move the state
+        machine forbids and KeyError for an unknown job.
+        """
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase, cancel_requested, owner, fence FROM jobs WHERE id = ?"
+                               f"{self.LOCK_ROW}", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            check_fence(job_id, row, fence)
+            current = JobStatus(row["status"])
+            if ends_cancelled(current, to, bool(row["cancel_requested"])):
+                message = f"stopped at the user's request (the job had reached {to.value})"
+                to, failure_reason, phase = JobStatus.CANCELLED, None, None
+            if expected is not None and current is not expected:
+                return False
+            if to not in ALLOWED_TRANSITIONS[current]:
+                raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
+            now = self.clock()
+            new_phase = phase or default_phase(to, row["phase"])
+            # A requeue (to WAITING) keeps the first start time and has no owner until claimed again;
+            # only a final status has a finish time and drops the job's secrets.
+            changed = conn.execute(
+                "UPDATE jobs SET status = ?, phase = ?, updated = ?,"
+                " started = CASE WHEN ? THEN started ELSE COALESCE(started, ?) END,"
+                " finished = CASE WHEN ? THEN ? ELSE NULL END,"
+                " failure_reason = COALESCE(?, failure_reason),"
+                " secrets = CASE WHEN ? THEN NULL ELSE secrets END,"
+                " owner = CASE WHEN ? THEN NULL ELSE owner END"
+                " WHERE id = ? AND status = ?",
+                (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
+                 to.is_final, to is JobStatus.WAITING, job_id, current.value)).rowcount
+            if changed:
+                self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
+        return bool(changed)
+
+    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
+        """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        if not fields:
+            return
+        now = self.clock()
+        # Column names come from UPDATABLE_FIELDS, never from a caller's text; every value is a placeholder.
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
+        with self._write() as conn:
+            row = conn.execute(f"SELECT status, phase, owner, fence FROM jobs WHERE id = ?{self.LOCK_ROW}",
+                               (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            check_fence(job_id, row, fence)
+            conn.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*values, now, job_id])
+            if "phase" in fields and fields["phase"] != row["phase"]:
+                self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
+
+    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
+        """Merge keys into a job's details object (RFC 7396, as SQLite's json_patch)."""
+        with self._write() as conn:
+            row = conn.execute(f"SELECT details, owner, fence FROM jobs WHERE id = ?{self.LOCK_ROW}",
+                               (job_id,)).fetchone()
+            if row is None:
+                return
+            check_fence(job_id, row, fence)
+            merged = merge_patch(json.loads(row["details"]), details)
+            conn.execute("UPDATE jobs SET details = ?, updated = ? WHERE id = ?",
+                         (json.dumps(merged), self.clock(), job_id))
+
+    def request_cancel(self, job_id: str) -> JobStatus | None:
+        """Cancel a waiting job at once, or flag a running one; return the status it had before."""
+        now = self.clock()
+        with self._write() as conn:
+            row = conn.execute(f"SELECT status FROM jobs WHERE id = ?{self.LOCK_ROW}", (job_id,)).fetchone()
+            if row is None:
+                return None
+            status = JobStatus(row["status"])
+            if status is JobStatus.WAITING:
+                # A job that never ran starts and ends at its cancellation: the Essedum backend needs a
+                # start time for every final status and computes the end as start + duration.
+                conn.execute("UPDATE jobs SET status = ?, phase = 'Cancelled', started = COALESCE(started, ?),"
+                             " finished = ?, updated = ?, cancel_requested = 1, secrets = NULL"
+                             " WHERE id = ? AND status = ?",
+                             (JobStatus.CANCELLED.value, now, now, now, job_id, JobStatus.WAITING.value))
+                self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
+            elif status is JobStatus.RUNNING:
+                conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
+            return status
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def renew_lease(self, executor: str, seconds: float) -> float:
+        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
+        until = self.clock() + seconds
+        with self._write() as conn:
+            conn.execute("INSERT INTO leases (executor, until) VALUES (?, ?)"
+                         " ON CONFLICT (executor) DO UPDATE SET until = excluded.until", (executor, until))
+        return until
+
+    def leases(self) -> dict[str, float]:
+        """Return when each executor's lease lapses, by executor id."""
+        return {row["executor"]: row["until"] for row in self._read("SELECT executor, until FROM leases")}
+
+    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
+        """Give `executor` the RUNNING jobs of lapsed owners (or of all others); return them with their old owner."""
+        now = self.clock()
+        orphaned = ("(owner IS NULL OR owner <> ?)" if everyone_else else
+                    "(owner IS NULL OR owner NOT IN (SELECT executor FROM leases WHERE until >= ?))")
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT id, owner FROM jobs WHERE status = ? AND {orphaned} ORDER BY submitted, id"
+                f"{self.LOCK_FREE_ROWS}", (JobStatus.RUNNING.value, executor if everyone_else else now)).fetchall()
+            taken = []
+            for row in rows:
+                (job,) = conn.execute("UPDATE jobs SET owner = ?, fence = fence + 1, updated = ? WHERE id = ?"
+                                      " RETURNING *", (executor, now, row["id"])).fetchall()
+                self._add_event(conn, row["id"], JobStatus(job["status"]), job["phase"],
+                                takeover_message(row["owner"], executor), now)
+                taken.append((self._job(job), row["owner"]))
+            conn.execute("DELETE FROM leases WHERE until < ? OR (? AND executor <> ?)",
+                         (now, everyone_else, executor))
+        return taken
+
+    def delete_job(self, job_id: str) -> bool:
+        """Delete an ended job (its events and metrics go with it); False when unknown or still active."""
+        with self._write() as conn:
+            return bool(conn.execute("DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                                     (job_id, JobStatus.COMPLETED.value, JobStatus.ERROR.value,
+                                      JobStatus.CANCELLED.value)).rowcount)
+
+    def secrets(self, job_id: str) -> bytes | None:
+        """Return the sealed secrets a job still holds."""
+        rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
+        # bytes(): a driver may hand back a view of the value.
+        return bytes(rows[0]["secrets"]) if rows and rows[0]["secrets"] is not None else None
+
+    def add_note(self, job_id: str, message: str) -> None:
+        """Record a message in a job's events without changing its status or phase."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            self._add_event(conn, job_id, JobStatus(row["status"]), row["phase"], message, self.clock())
+
+    def _add_event(self, conn: Any, job_id: str, status: JobStatus, phase: str, message: str | None,
+                   now: float) -> None:
+        conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",
+                     (job_id, now, status.value, phase, message))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Return a job's status and phase changes, oldest first."""
+        rows = self._read("SELECT time, status, phase, message FROM job_events WHERE job_id = ? ORDER BY id",
+                          (job_id,))
+        return [self._fields(row) for row in rows]
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
+                    when: float | None = None) -> None:
+        """Record metric values (name, value, step) of a job, within the job's bounds on names and rows."""
+        now = self.clock() if when is None else when
+        # A NaN is kept as NULL, which JSON can carry (SQLite would do so of itself; PostgreSQL keeps NaN).
+        rows = [(job_id, name, None if value is not None and math.isnan(value) else value, step, now)
+                for name, value, step in metrics]
+        if not rows:
+            return
+        with self._write() as conn:
+            # The job's row is the lock under which its metric names are counted.
+            conn.execute(f"SELECT 1 FROM jobs WHERE id = ?{self.LOCK_ROW}", (job_id,))
+            names = {row["name"] for row in conn.execute("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?",
+                                                         (job_id,))}
+            room = MAX_METRIC_NAMES_PER_JOB - len(names)
+            kept = []
+            for row in rows:
+                if row[1] not in names:
+                    if room <= 0:
+                        continue
+                    names.add(row[1])
+                    room -= 1
+                kept.append(row)
+            conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
+                             kept)
+            count_sql = "SELECT COUNT(*) AS n FROM job_metrics WHERE job_id = ?"
+            while conn.execute(count_sql, (job_id,)).fetchone()["n"] > MAX_METRIC_ROWS_PER_JOB \
+                    and self._halve_metric_history(conn, job_id):
+                pass
+
+    def _halve_metric_history(self, conn: Any, job_id: str) -> int:
+        """Delete every second point of each metric of a job, the first and latest kept; return how many."""
+        return conn.execute(
+            "DELETE FROM job_metrics WHERE id IN (SELECT id FROM (SELECT id,"
+            " ROW_NUMBER() OVER (PARTITION BY name ORDER BY id) AS place,"
+            " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = ?) AS numbered"
+            " WHERE place % 2 = 0 AND place < total)", (job_id,)).rowcount
+
+    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
+        """Return the latest value of each metric of a job."""
+        return self.latest_metrics_of([job_id])[job_id]
+
+    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+        """Return the latest value of each metric of several jobs, by job id, in one query."""
+        if not job_ids:
+            return {}
+        rows = self._read(
+            "SELECT job_id, name, value FROM job_metrics WHERE id IN (SELECT MAX(id) FROM job_metrics"
+            f" WHERE {one_of('job_id', job_ids)} GROUP BY job_id, name) ORDER BY name", job_ids)
+        result: dict[str, dict[str, float | None]] = {job_id: {} for job_id in job_ids}
+        for row in rows:
+            result[row["job_id"]][row["name"]] = row["value"]
+        return result
+
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Return every recorded metric value of a job, oldest first."""
+        rows = self._read("SELECT name, value, step, time FROM job_metrics WHERE job_id = ? ORDER BY id",
+                          (job_id,))
+        return [self._fields(row) for row in rows]
+
+    # -- MLOps records ---------------------------------------------------------------------------
+
+    def put_record(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
+                   job_id: str | None = None) -> Record:
+        """Insert or replace an MLOps record, keeping its creation time."""
+        now = self.clock()
+        with self._write() as conn:
+            rows = conn.execute(
+                "INSERT INTO records (id, type, name, status, payload, job_id, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                " status = excluded.status, payload = excluded.payload, job_id = excluded.job_id,"
+                " updated = excluded.updated RETURNING *",
+                (record_id, type, name, status, json.dumps(payload), job_id, now, now)).fetchall()
+        return self._record(rows[0])
+
+    def _record(self, row: Any) -> Record:
+        data = self._fields(row)
+        data["payload"] = json.loads(data["payload"])
+        return Record(**data)
+
+    def get_record(self, record_id: str) -> Record | None:
+        """Return the record with this id, or None."""
+        rows = self._read("SELECT * FROM records WHERE id = ?", (record_id,))
+        return self._record(rows[0]) if rows else None
+
+    def list_records(self, type: str, limit: int = 1000) -> list[Record]:
+        """Return the records of a type, newest first."""
+        rows = self._read("SELECT * FROM records WHERE type = ? ORDER BY created DESC LIMIT ?", (type, limit))
+        return [self._record(row) for row in rows]
+
+    def delete_record(self, record_id: str) -> bool:
+        """Delete a record; False when there was none."""
+        with self._write() as conn:
+            return bool(conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount)
+
+
+
 # -- SQLite ---------------------------------------------------------------------------------------
 
 BUSY_TIMEOUT_MS = 10_000
@@ -371,7 +797,7 @@ class _Checkpointer:
     thread: threading.Thread | None = None
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLStore):
     """The job store in one SQLite file of the data folder; safe to share between threads.
 
     Connection policy: one connection per thread, opened on first use and kept for the thread's life
@@ -385,6 +811,9 @@ class SQLiteStore(Store):
     MIGRATIONS = SQLITE_MIGRATIONS
     # The data folder's lock keeps a second executor out.
     shared = False
+    # BEGIN IMMEDIATE holds the whole database for each write: no row needs a lock of its own.
+    LOCK_ROW = LOCK_FREE_ROWS = ""
+    NAME_CONTAINS = "instr(lower(json_extract(request, '$.name')), ?) > 0"
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
@@ -507,6 +936,11 @@ class SQLiteStore(Store):
                 self._drop_connection(self._local.conn)
             raise StoreUnavailable(f"job database {self.path} cannot be read: {exc}") from exc
 
+    @staticmethod
+    def _fields(row: sqlite3.Row) -> dict[str, Any]:
+        # zip, not dict(row): a Row finds each name by a scan of its columns.
+        return dict(zip(row.keys(), row))
+
     def _count_commit(self) -> None:
         # Called under the write lock: the count needs no lock of its own.
         self._commits_since_checkpoint += 1
@@ -586,376 +1020,3 @@ class SQLiteStore(Store):
             # executescript commits first, so each migration and its version bump are applied
             # together inside one explicit transaction.
             conn.executescript(f"BEGIN IMMEDIATE; {self.MIGRATIONS[number]}; PRAGMA user_version={number}; COMMIT;")
-
-    def check_writable(self) -> None:
-        """Raise StoreUnavailable unless a row can really be written and committed now."""
-        # Taking the write lock alone proves nothing: a full disk or a read-only file only fails
-        # when a page is written.
-        with self._write() as conn:
-            conn.execute("INSERT INTO write_probe (id, time) VALUES (1, ?)"
-                         " ON CONFLICT (id) DO UPDATE SET time = excluded.time", (self.clock(),))
-
-    # -- jobs ------------------------------------------------------------------------------------
-
-    def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
-                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
-        """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
-        log_path, output_dir = stored_path(log_path, self.data_dir), stored_path(output_dir, self.data_dir)
-        now = self.clock()
-        with self._write() as conn:
-            # RETURNING hands back the stored row (with the table's defaults) without a second query;
-            # no row when the id is taken.
-            rows = conn.execute(
-                "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
-                " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING RETURNING *",
-                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
-                 log_path, output_dir)).fetchall()
-            if not rows:
-                raise JobExists(f"a job {job_id} exists already")
-            (row,) = rows
-            self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
-        return self._job(row)
-
-    def _job(self, row: sqlite3.Row) -> Job:
-        return job_from_row(dict(zip(row.keys(), row)), self.data_dir)
-
-    def get(self, job_id: str) -> Job | None:
-        """Return the job with this id, or None."""
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return self._job(rows[0]) if rows else None
-
-    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        """Return the ids (at most `limit`) that start with prefix, through the primary key's index."""
-        # A range on the key instead of LIKE: the index answers it, and no character of the prefix
-        # is a pattern.
-        rows = self._read("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                          (prefix, prefix + "\uffff", limit))
-        return [row["id"] for row in rows]
-
-    def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
-                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
-                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
-        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
-        where, params = [], []
-        if name_contains:
-            where.append("instr(lower(json_extract(request, '$.name')), ?) > 0")
-            params.append(name_contains.lower())
-        if submitted_from is not None:
-            where.append("submitted >= ?")
-            params.append(submitted_from)
-        if submitted_to is not None:
-            where.append("submitted < ?")
-            params.append(submitted_to)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if kind:
-            where.append("kind = ?")
-            params.append(kind)
-        if kinds is not None:
-            kinds = list(kinds)
-            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-            params.extend(kinds)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY submitted DESC, id LIMIT ? OFFSET ?",
-                          [*params, limit, offset])
-        return [self._job(row) for row in rows]
-
-    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
-        """Return every job in this status, oldest first."""
-        sql, params = "SELECT * FROM jobs WHERE status = ?", [status.value]
-        if backend:
-            sql += " AND backend = ?"
-            params.append(backend)
-        if owner:
-            sql += " AND owner = ?"
-            params.append(owner)
-        return [self._job(row) for row in self._read(sql + " ORDER BY submitted, id", params)]
-
-    def count_by_status(self) -> dict[str, int]:
-        """Return the number of jobs in each status."""
-        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-        counts = {status.value: 0 for status in JobStatus}
-        counts.update({row[0]: row[1] for row in rows})
-        return counts
-
-    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
-                   kinds: Iterable[str] | None = None) -> Job | None:
-        """Move the oldest WAITING job (of these kinds) to RUNNING for `owner` and return it; None when nothing waits."""
-        now = self.clock()
-        filter_sql, params = "", []
-        if backends is not None:
-            backends = list(backends)
-            filter_sql = f" AND backend IN ({', '.join('?' * len(backends))})"
-            params = backends
-        if kinds is not None:
-            kinds = list(kinds)
-            filter_sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params = [*params, *kinds]
-        with self._write() as conn:
-            row = conn.execute(
-                f"SELECT id FROM jobs WHERE status = ? AND cancel_requested = 0{filter_sql}"
-                " ORDER BY submitted, id LIMIT 1", [JobStatus.WAITING.value, *params]).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE jobs SET status = ?, phase = 'Starting', started = COALESCE(started, ?), updated = ?,"
-                " attempts = attempts + 1, owner = ?, fence = fence + 1 WHERE id = ? AND status = ?",
-                (JobStatus.RUNNING.value, now, now, owner, row["id"], JobStatus.WAITING.value))
-            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", claim_message(owner), now)
-        return self.get(row["id"])
-
-    def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
-                   message: str | None = None, failure_reason: str | None = None,
-                   phase: str | None = None, fence: int | None = None) -> bool:
-        """Move a job to a new status; False when another thread moved it first.
-
-        A running job whose stop was answered "cancelled" ends CANCELLED, whatever final status its
-        work reached first: the answer was a promise. Raises IllegalTransition for a move the state
-        machine forbids and KeyError for an unknown job.
-        """
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase, cancel_requested, owner, fence FROM jobs WHERE id = ?",
-                               (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            check_fence(job_id, row, fence)
-            current = JobStatus(row["status"])
-            if ends_cancelled(current, to, bool(row["cancel_requested"])):
-                message = f"stopped at the user's request (the job had reached {to.value})"
-                to, failure_reason, phase = JobStatus.CANCELLED, None, None
-            if expected is not None and current is not expected:
-                return False
-            if to not in ALLOWED_TRANSITIONS[current]:
-                raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
-            now = self.clock()
-            new_phase = phase or default_phase(to, row["phase"])
-            # A requeue (to WAITING) keeps the first start time and has no owner until claimed again;
-            # only a final status has a finish time and drops the job's secrets.
-            changed = conn.execute(
-                "UPDATE jobs SET status = ?, phase = ?, updated = ?,"
-                " started = CASE WHEN ? THEN started ELSE COALESCE(started, ?) END,"
-                " finished = CASE WHEN ? THEN ? ELSE NULL END,"
-                " failure_reason = COALESCE(?, failure_reason),"
-                " secrets = CASE WHEN ? THEN NULL ELSE secrets END,"
-                " owner = CASE WHEN ? THEN NULL ELSE owner END"
-                " WHERE id = ? AND status = ?",
-                (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
-                 to.is_final, to is JobStatus.WAITING, job_id, current.value)).rowcount
-            if changed:
-                self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
-        return bool(changed)
-
-    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
-        """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
-        unknown = set(fields) - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        if not fields:
-            return
-        now = self.clock()
-        # Column names come from UPDATABLE_FIELDS, never from a caller's text; every value is a placeholder.
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase, owner, fence FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            check_fence(job_id, row, fence)
-            conn.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE id = ?", [*values, now, job_id])
-            if "phase" in fields and fields["phase"] != row["phase"]:
-                self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
-
-    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
-        """Merge keys into a job's details object."""
-        with self._write() as conn:
-            if fence is not None:
-                row = conn.execute("SELECT owner, fence FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                if row is not None:
-                    check_fence(job_id, row, fence)
-            conn.execute("UPDATE jobs SET details = json_patch(details, ?), updated = ? WHERE id = ?",
-                         (json.dumps(details), self.clock(), job_id))
-
-    def request_cancel(self, job_id: str) -> JobStatus | None:
-        """Cancel a waiting job at once, or flag a running one; return the status it had before."""
-        now = self.clock()
-        with self._write() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                return None
-            status = JobStatus(row["status"])
-            if status is JobStatus.WAITING:
-                # A job that never ran starts and ends at its cancellation: the Essedum backend needs a
-                # start time for every final status and computes the end as start + duration.
-                conn.execute("UPDATE jobs SET status = ?, phase = 'Cancelled', started = COALESCE(started, ?),"
-                             " finished = ?, updated = ?, cancel_requested = 1, secrets = NULL"
-                             " WHERE id = ? AND status = ?",
-                             (JobStatus.CANCELLED.value, now, now, now, job_id, JobStatus.WAITING.value))
-                self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
-            elif status is JobStatus.RUNNING:
-                conn.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?", (now, job_id))
-            return status
-
-    # -- leases ----------------------------------------------------------------------------------
-
-    def renew_lease(self, executor: str, seconds: float) -> float:
-        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
-        until = self.clock() + seconds
-        with self._write() as conn:
-            conn.execute("INSERT INTO leases (executor, until) VALUES (?, ?)"
-                         " ON CONFLICT (executor) DO UPDATE SET until = excluded.until", (executor, until))
-        return until
-
-    def leases(self) -> dict[str, float]:
-        """Return when each executor's lease lapses, by executor id."""
-        return {row["executor"]: row["until"] for row in self._read("SELECT executor, until FROM leases")}
-
-    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
-        """Give `executor` the RUNNING jobs of lapsed owners (or of all others); return them with their old owner."""
-        now = self.clock()
-        with self._write() as conn:
-            orphaned = ("owner IS NOT ?" if everyone_else else
-                        "(owner IS NULL OR owner NOT IN (SELECT executor FROM leases WHERE until >= ?))")
-            rows = conn.execute(f"SELECT id, owner FROM jobs WHERE status = ? AND {orphaned} ORDER BY submitted, id",
-                                (JobStatus.RUNNING.value, executor if everyone_else else now)).fetchall()
-            for row in rows:
-                conn.execute("UPDATE jobs SET owner = ?, fence = fence + 1, updated = ? WHERE id = ?",
-                             (executor, now, row["id"]))
-                conn.execute("INSERT INTO job_events (job_id, time, status, phase, message)"
-                             " SELECT id, ?, status, phase, ? FROM jobs WHERE id = ?",
-                             (now, takeover_message(row["owner"], executor), row["id"]))
-            conn.execute("DELETE FROM leases WHERE until < ? OR (? AND executor IS NOT ?)",
-                         (now, everyone_else, executor))
-        return [(self.get(row["id"]), row["owner"]) for row in rows]
-
-    def delete_job(self, job_id: str) -> bool:
-        """Delete an ended job (its events and metrics go with it); False when unknown or still active."""
-        with self._write() as conn:
-            return bool(conn.execute("DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
-                                     (job_id, JobStatus.COMPLETED.value, JobStatus.ERROR.value,
-                                      JobStatus.CANCELLED.value)).rowcount)
-
-    def secrets(self, job_id: str) -> bytes | None:
-        """Return the encrypted secrets a job still holds."""
-        rows = self._read("SELECT secrets FROM jobs WHERE id = ?", (job_id,))
-        return rows[0]["secrets"] if rows else None
-
-    def add_note(self, job_id: str, message: str) -> None:
-        """Record a message in a job's events without changing its status or phase."""
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            self._add_event(conn, job_id, JobStatus(row["status"]), row["phase"], message, self.clock())
-
-    def _add_event(self, conn: sqlite3.Connection, job_id: str, status: JobStatus, phase: str,
-                   message: str | None, now: float) -> None:
-        conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",
-                     (job_id, now, status.value, phase, message))
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """Return a job's status and phase changes, oldest first."""
-        rows = self._read("SELECT time, status, phase, message FROM job_events WHERE job_id = ? ORDER BY id",
-                          (job_id,))
-        return [dict(row) for row in rows]
-
-    # -- metrics ---------------------------------------------------------------------------------
-
-    def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
-                    when: float | None = None) -> None:
-        """Record metric values (name, value, step) of a job, within the job's bounds on names and rows."""
-        now = self.clock() if when is None else when
-        rows = [(job_id, name, value, step, now) for name, value, step in metrics]
-        if not rows:
-            return
-        with self._write() as conn:
-            names = {row[0] for row in conn.execute("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?",
-                                                    (job_id,))}
-            room = MAX_METRIC_NAMES_PER_JOB - len(names)
-            kept = []
-            for row in rows:
-                if row[1] not in names:
-                    if room <= 0:
-                        continue
-                    names.add(row[1])
-                    room -= 1
-                kept.append(row)
-            conn.executemany("INSERT INTO job_metrics (job_id, name, value, step, time) VALUES (?, ?, ?, ?, ?)",
-                             kept)
-            count_sql = "SELECT COUNT(*) FROM job_metrics WHERE job_id = ?"
-            while conn.execute(count_sql, (job_id,)).fetchone()[0] > MAX_METRIC_ROWS_PER_JOB \
-                    and self._halve_metric_history(conn, job_id):
-                pass
-
-    def _halve_metric_history(self, conn: sqlite3.Connection, job_id: str) -> int:
-        """Delete every second point of each metric of a job, the first and latest kept; return how many."""
-        return conn.execute(
-            "DELETE FROM job_metrics WHERE id IN (SELECT id FROM (SELECT id,"
-            " ROW_NUMBER() OVER (PARTITION BY name ORDER BY id) AS position,"
-            " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = ?)"
-            " WHERE position % 2 = 0 AND position < total)", (job_id,)).rowcount
-
-    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
-        """Return the latest value of each metric of a job."""
-        rows = self._read(
-            "SELECT name, value FROM job_metrics WHERE id IN"
-            " (SELECT MAX(id) FROM job_metrics WHERE job_id = ? GROUP BY name) ORDER BY name", (job_id,))
-        return {row["name"]: row["value"] for row in rows}
-
-    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
-        """Return the latest value of each metric of several jobs, by job id, in one query."""
-        if not job_ids:
-            return {}
-        marks = ", ".join("?" * len(job_ids))
-        rows = self._read(
-            f"SELECT job_id, name, value FROM job_metrics WHERE id IN (SELECT MAX(id) FROM job_metrics"
-            f" WHERE job_id IN ({marks}) GROUP BY job_id, name) ORDER BY name", job_ids)
-        result: dict[str, dict[str, float | None]] = {job_id: {} for job_id in job_ids}
-        for row in rows:
-            result[row["job_id"]][row["name"]] = row["value"]
-        return result
-
-    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
-        """Return every recorded metric value of a job, oldest first."""
-        rows = self._read("SELECT name, value, step, time FROM job_metrics WHERE job_id = ? ORDER BY id",
-                          (job_id,))
-        return [dict(row) for row in rows]
-
-    # -- MLOps records ---------------------------------------------------------------------------
-
-    def put_record(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
-                   job_id: str | None = None) -> Record:
-        """Insert or replace an MLOps record, keeping its creation time."""
-        now = self.clock()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO records (id, type, name, status, payload, job_id, created, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-                " status = excluded.status, payload = excluded.payload, job_id = excluded.job_id,"
-                " updated = excluded.updated",
-                (record_id, type, name, status, json.dumps(payload), job_id, now, now))
-        record = self.get_record(record_id)
-        assert record is not None
-        return record
-
-    def _record(self, row: sqlite3.Row) -> Record:
-        data = dict(zip(row.keys(), row))
-        data["payload"] = json.loads(data["payload"])
-        return Record(**data)
-
-    def get_record(self, record_id: str) -> Record | None:
-        """Return the record with this id, or None."""
-        rows = self._read("SELECT * FROM records WHERE id = ?", (record_id,))
-        return self._record(rows[0]) if rows else None
-
-    def list_records(self, type: str, limit: int = 1000) -> list[Record]:
-        """Return the records of a type, newest first."""
-        rows = self._read("SELECT * FROM records WHERE type = ? ORDER BY created DESC LIMIT ?", (type, limit))
-        return [self._record(row) for row in rows]
-
-    def delete_record(self, record_id: str) -> bool:
-        """Delete a record; False when there was none."""
-        with self._write() as conn:
-            return bool(conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount)
-

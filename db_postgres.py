@@ -6,9 +6,7 @@ different places agree on every path.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -22,9 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import db
-from db import (IllegalTransition, JobExists, Record, Store, StoreError, StoreUnavailable, check_fence, claim_message,
-                job_from_row, migrations_to_apply, stored_path, takeover_message)
-from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
+from db import SQLStore, StoreError, StoreUnavailable, migrations_to_apply
 
 logger = logging.getLogger(__name__)
 
@@ -148,20 +144,23 @@ def scrubbed(text: str, url: str) -> str:
     return text
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """Return target merged with patch by RFC 7396 (SQLite's json_patch): objects merge, null deletes."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
+class QmarkConnection(psycopg.Connection):
+    """A connection that runs the shared statements: their `?` marks become psycopg's %s."""
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                binary: bool = False) -> psycopg.Cursor:
+        """Run one statement; with parameters, its `?` marks stand for them and a % is a percent sign."""
+        if params is not None and isinstance(query, str):
+            query = query.replace("%", "%%").replace("?", "%s")
+        return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def executemany(self, query: str, params_seq: Iterable[Any]) -> None:
+        """Run one statement with each of several parameter rows, as sqlite3's executemany."""
+        with self.cursor() as cursor:
+            cursor.executemany(query.replace("%", "%%").replace("?", "%s"), params_seq)
 
 
-class PostgresStore(Store):
+class PostgresStore(SQLStore):
     """The job store in a PostgreSQL database; safe to share between threads, processes and hosts.
 
     Connection policy: a pool (psycopg_pool) of autocommit connections; each write is one explicit
@@ -171,6 +170,9 @@ class PostgresStore(Store):
 
     MIGRATIONS = POSTGRES_MIGRATIONS
     shared = True
+    LOCK_ROW = " FOR UPDATE"
+    LOCK_FREE_ROWS = " FOR UPDATE SKIP LOCKED"
+    NAME_CONTAINS = "strpos(lower(request::jsonb ->> 'name'), ?) > 0"
 
     def __init__(self, url: str, data_dir: str | Path, clock: Callable[[], float] = time.time,
                  pool_size: int = 10):
@@ -193,14 +195,15 @@ class PostgresStore(Store):
         with self._pool_lock:
             if self._connections is None:
                 self._connections = ConnectionPool(
-                    self.url, min_size=1, max_size=self.pool_size, timeout=POOL_TIMEOUT_SECONDS,
+                    self.url, connection_class=QmarkConnection, min_size=1, max_size=self.pool_size,
+                    timeout=POOL_TIMEOUT_SECONDS,
                     kwargs={"autocommit": True, "row_factory": dict_row,
                             "connect_timeout": CONNECT_TIMEOUT_SECONDS},
                     name="job-store", open=True)
             return self._connections
 
     @contextmanager
-    def _write(self) -> Iterator[psycopg.Connection]:
+    def _write(self) -> Iterator[QmarkConnection]:
         try:
             with self._pool().connection() as conn:
                 try:
@@ -228,6 +231,11 @@ class PostgresStore(Store):
                 return conn.execute(sql, tuple(params)).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StoreUnavailable(f"job database {self.where} cannot be read: {scrubbed(str(exc), self.url)}") from None
+
+    @staticmethod
+    def _fields(row: dict[str, Any]) -> dict[str, Any]:
+        # Each row is a dict of its own already (dict_row).
+        return row
 
     def close(self) -> None:
         """Close the pool; a later call opens a new one."""
@@ -260,357 +268,6 @@ class PostgresStore(Store):
                 conn.execute(self.MIGRATIONS[number])
                 conn.execute("UPDATE schema_version SET version = %s", (number,))
 
-    def check_writable(self) -> None:
-        """Raise StoreUnavailable unless a row can really be written and committed now."""
-        with self._write() as conn:
-            conn.execute("INSERT INTO write_probe (id, time) VALUES (1, %s)"
-                         " ON CONFLICT (id) DO UPDATE SET time = excluded.time", (self.clock(),))
-
-    # -- jobs ------------------------------------------------------------------------------------
-
-    def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
-                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
-        """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
-        log_path, output_dir = stored_path(log_path, self.data_dir), stored_path(output_dir, self.data_dir)
-        now = self.clock()
-        with self._write() as conn:
-            row = conn.execute(
-                "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
-                " log_path, output_dir) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING RETURNING *",
-                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
-                 log_path, output_dir)).fetchone()
-            if row is None:
-                raise JobExists(f"a job {job_id} exists already")
-            self._add_event(conn, job_id, JobStatus.WAITING, "Queued", "submitted", now)
-        return job_from_row(row, self.data_dir)
-
-    def get(self, job_id: str) -> Job | None:
-        """Return the job with this id, or None."""
-        rows = self._read("SELECT * FROM jobs WHERE id = %s", (job_id,))
-        return job_from_row(rows[0], self.data_dir) if rows else None
-
-    def find_by_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        """Return the ids (at most `limit`) that start with prefix, as a range of the primary key."""
-        rows = self._read("SELECT id FROM jobs WHERE id >= %s AND id < %s ORDER BY id LIMIT %s",
-                          (prefix, prefix + "\uffff", limit))
-        return [row["id"] for row in rows]
-
-    def list_jobs(self, *, limit: int = 100, offset: int = 0, status: str | None = None,
-                  kind: str | None = None, kinds: Iterable[str] | None = None, name_contains: str | None = None,
-                  submitted_from: float | None = None, submitted_to: float | None = None) -> list[Job]:
-        """Return jobs newest first, optionally filtered by status, kind, name and submission time."""
-        where, params = [], []
-        if name_contains:
-            where.append("strpos(lower(request::jsonb ->> 'name'), %s) > 0")
-            params.append(name_contains.lower())
-        if submitted_from is not None:
-            where.append("submitted >= %s")
-            params.append(submitted_from)
-        if submitted_to is not None:
-            where.append("submitted < %s")
-            params.append(submitted_to)
-        if status:
-            where.append("status = %s")
-            params.append(status)
-        if kind:
-            where.append("kind = %s")
-            params.append(kind)
-        if kinds is not None:
-            where.append("kind = ANY(%s)")
-            params.append(list(kinds))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY submitted DESC, id LIMIT %s OFFSET %s",
-                          [*params, limit, offset])
-        return [job_from_row(row, self.data_dir) for row in rows]
-
-    def jobs_in_status(self, status: JobStatus, backend: str | None = None, owner: str | None = None) -> list[Job]:
-        """Return every job in this status, oldest first."""
-        sql, params = "SELECT * FROM jobs WHERE status = %s", [status.value]
-        if backend:
-            sql += " AND backend = %s"
-            params.append(backend)
-        if owner:
-            sql += " AND owner = %s"
-            params.append(owner)
-        return [job_from_row(row, self.data_dir) for row in self._read(sql + " ORDER BY submitted, id", params)]
-
-    def count_by_status(self) -> dict[str, int]:
-        """Return the number of jobs in each status."""
-        counts = {status.value: 0 for status in JobStatus}
-        counts.update({row["status"]: row["n"]
-                       for row in self._read("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")})
-        return counts
-
-    def claim_next(self, backends: Iterable[str] | None = None, owner: str | None = None,
-                   kinds: Iterable[str] | None = None) -> Job | None:
-        """Move the oldest WAITING job to RUNNING and return it; rows other claimers hold are skipped."""
-        now = self.clock()
-        filter_sql, params = "", []
-        if backends is not None:
-            filter_sql, params = " AND backend = ANY(%s)", [list(backends)]
-        if kinds is not None:
-            filter_sql += " AND kind = ANY(%s)"
-            params = [*params, list(kinds)]
-        with self._write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET status = %s, phase = 'Starting', started = COALESCE(started, %s), updated = %s,"
-                " attempts = attempts + 1, owner = %s, fence = fence + 1 WHERE id = (SELECT id FROM jobs"
-                f" WHERE status = %s AND cancel_requested = 0{filter_sql} ORDER BY submitted, id LIMIT 1"
-                " FOR UPDATE SKIP LOCKED) RETURNING *",
-                [JobStatus.RUNNING.value, now, now, owner, JobStatus.WAITING.value, *params]).fetchone()
-            if row is None:
-                return None
-            self._add_event(conn, row["id"], JobStatus.RUNNING, "Starting", claim_message(owner), now)
-        return job_from_row(row, self.data_dir)
-
-    def transition(self, job_id: str, to: JobStatus, *, expected: JobStatus | None = None,
-                   message: str | None = None, failure_reason: str | None = None,
-                   phase: str | None = None, fence: int | None = None) -> bool:
-        """Move a job to a new status; False when another mover moved it first (the row is locked meanwhile)."""
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase, cancel_requested, owner, fence FROM jobs WHERE id = %s"
-                               " FOR UPDATE", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            check_fence(job_id, row, fence)
-            current = JobStatus(row["status"])
-            if ends_cancelled(current, to, bool(row["cancel_requested"])):
-                message = f"stopped at the user's request (the job had reached {to.value})"
-                to, failure_reason, phase = JobStatus.CANCELLED, None, None
-            if expected is not None and current is not expected:
-                return False
-            if to not in ALLOWED_TRANSITIONS[current]:
-                raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
-            now = self.clock()
-            new_phase = phase or default_phase(to, row["phase"])
-            changed = conn.execute(
-                "UPDATE jobs SET status = %s, phase = %s, updated = %s,"
-                " started = CASE WHEN %s THEN started ELSE COALESCE(started, %s) END,"
-                " finished = CASE WHEN %s THEN %s ELSE NULL END,"
-                " failure_reason = COALESCE(%s, failure_reason),"
-                " secrets = CASE WHEN %s THEN NULL ELSE secrets END,"
-                " owner = CASE WHEN %s THEN NULL ELSE owner END WHERE id = %s AND status = %s",
-                (to.value, new_phase, now, to is JobStatus.WAITING, now, to.is_final, now, failure_reason,
-                 to.is_final, to is JobStatus.WAITING, job_id, current.value)).rowcount
-            if changed:
-                self._add_event(conn, job_id, to, new_phase, message or failure_reason, now)
-        return bool(changed)
-
-    def update(self, job_id: str, *, message: str | None = None, fence: int | None = None, **fields: Any) -> None:
-        """Set progress fields of a job (phase, external_id, pid, progress, artifacts, details, ...)."""
-        unknown = set(fields) - db.UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        if not fields:
-            return
-        now = self.clock()
-        # Column names come from UPDATABLE_FIELDS, never from a caller's text; every value is a placeholder.
-        assignments = ", ".join(f"{name} = %s" for name in fields)
-        values = [json.dumps(value) if name in db._JSON_COLUMNS else value for name, value in fields.items()]
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase, owner, fence FROM jobs WHERE id = %s FOR UPDATE",
-                               (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            check_fence(job_id, row, fence)
-            conn.execute(f"UPDATE jobs SET {assignments}, updated = %s WHERE id = %s", [*values, now, job_id])
-            if "phase" in fields and fields["phase"] != row["phase"]:
-                self._add_event(conn, job_id, JobStatus(row["status"]), fields["phase"], message, now)
-
-    def merge_details(self, job_id: str, fence: int | None = None, **details: Any) -> None:
-        """Merge keys into a job's details object (RFC 7396, as SQLite's json_patch)."""
-        with self._write() as conn:
-            row = conn.execute("SELECT details, owner, fence FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-            if row is None:
-                return
-            check_fence(job_id, row, fence)
-            merged = merge_patch(json.loads(row["details"]), details)
-            conn.execute("UPDATE jobs SET details = %s, updated = %s WHERE id = %s",
-                         (json.dumps(merged), self.clock(), job_id))
-
-    def request_cancel(self, job_id: str) -> JobStatus | None:
-        """Cancel a waiting job at once, or flag a running one; return the status it had before."""
-        now = self.clock()
-        with self._write() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-            if row is None:
-                return None
-            status = JobStatus(row["status"])
-            if status is JobStatus.WAITING:
-                # As in SQLite: a job that never ran starts and ends at its cancellation.
-                conn.execute("UPDATE jobs SET status = %s, phase = 'Cancelled', started = COALESCE(started, %s),"
-                             " finished = %s, updated = %s, cancel_requested = 1, secrets = NULL WHERE id = %s",
-                             (JobStatus.CANCELLED.value, now, now, now, job_id))
-                self._add_event(conn, job_id, JobStatus.CANCELLED, "Cancelled", "cancelled before it started", now)
-            elif status is JobStatus.RUNNING:
-                conn.execute("UPDATE jobs SET cancel_requested = 1, updated = %s WHERE id = %s", (now, job_id))
-            return status
-
-    # -- leases ----------------------------------------------------------------------------------
-
-    def renew_lease(self, executor: str, seconds: float) -> float:
-        """Hold (or extend) an executor's lease for `seconds` from now; return when it lapses."""
-        until = self.clock() + seconds
-        with self._write() as conn:
-            conn.execute("INSERT INTO leases (executor, until) VALUES (%s, %s)"
-                         " ON CONFLICT (executor) DO UPDATE SET until = excluded.until", (executor, until))
-        return until
-
-    def leases(self) -> dict[str, float]:
-        """Return when each executor's lease lapses, by executor id."""
-        return {row["executor"]: row["until"] for row in self._read("SELECT executor, until FROM leases")}
-
-    def take_over(self, executor: str, everyone_else: bool = False) -> list[tuple[Job, str | None]]:
-        """Give `executor` the RUNNING jobs of lapsed owners (or of all others); return them with their old owner.
-
-        Rows another taker holds are skipped: each job goes to one executor.
-        """
-        now = self.clock()
-        orphaned = ("owner IS DISTINCT FROM %s" if everyone_else else
-                    "(owner IS NULL OR owner NOT IN (SELECT executor FROM leases WHERE until >= %s))")
-        with self._write() as conn:
-            rows = conn.execute(
-                f"SELECT id, owner FROM jobs WHERE status = %s AND {orphaned} ORDER BY submitted, id"
-                " FOR UPDATE SKIP LOCKED", (JobStatus.RUNNING.value, executor if everyone_else else now)).fetchall()
-            taken = []
-            for row in rows:
-                job = conn.execute("UPDATE jobs SET owner = %s, fence = fence + 1, updated = %s WHERE id = %s"
-                                   " RETURNING *", (executor, now, row["id"])).fetchone()
-                self._add_event(conn, row["id"], JobStatus(job["status"]), job["phase"],
-                                takeover_message(row["owner"], executor), now)
-                taken.append((job_from_row(job, self.data_dir), row["owner"]))
-            conn.execute("DELETE FROM leases WHERE until < %s OR (%s AND executor <> %s)",
-                         (now, everyone_else, executor))
-        return taken
-
-    def delete_job(self, job_id: str) -> bool:
-        """Delete an ended job (its events and metrics go with it); False when unknown or still active."""
-        with self._write() as conn:
-            return bool(conn.execute("DELETE FROM jobs WHERE id = %s AND status = ANY(%s)",
-                                     (job_id, [JobStatus.COMPLETED.value, JobStatus.ERROR.value,
-                                               JobStatus.CANCELLED.value])).rowcount)
-
-    def secrets(self, job_id: str) -> bytes | None:
-        """Return the sealed secrets a job still holds."""
-        rows = self._read("SELECT secrets FROM jobs WHERE id = %s", (job_id,))
-        return bytes(rows[0]["secrets"]) if rows and rows[0]["secrets"] is not None else None
-
-    def add_note(self, job_id: str, message: str) -> None:
-        """Record a message in a job's events without changing its status or phase."""
-        with self._write() as conn:
-            row = conn.execute("SELECT status, phase FROM jobs WHERE id = %s", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            self._add_event(conn, job_id, JobStatus(row["status"]), row["phase"], message, self.clock())
-
-    def _add_event(self, conn: psycopg.Connection, job_id: str, status: JobStatus, phase: str,
-                   message: str | None, now: float) -> None:
-        conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (%s, %s, %s, %s, %s)",
-                     (job_id, now, status.value, phase, message))
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """Return a job's status and phase changes, oldest first."""
-        return self._read("SELECT time, status, phase, message FROM job_events WHERE job_id = %s ORDER BY id",
-                          (job_id,))
-
-    # -- metrics ---------------------------------------------------------------------------------
-
-    def add_metrics(self, job_id: str, metrics: Iterable[tuple[str, float | None, int | None]],
-                    when: float | None = None) -> None:
-        """Record metric values (name, value, step) of a job, within the job's bounds on names and rows."""
-        now = self.clock() if when is None else when
-        # SQLite keeps a NaN as NULL; PostgreSQL would keep NaN, which JSON cannot carry.
-        rows = [(job_id, name, None if value is not None and math.isnan(value) else value, step, now)
-                for name, value, step in metrics]
-        if not rows:
-            return
-        with self._write() as conn:
-            # The job's row is the lock under which its metric names are counted.
-            conn.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
-            names = {row["name"] for row in conn.execute(
-                "SELECT DISTINCT name FROM job_metrics WHERE job_id = %s", (job_id,))}
-            room = db.MAX_METRIC_NAMES_PER_JOB - len(names)
-            kept = []
-            for row in rows:
-                if row[1] not in names:
-                    if room <= 0:
-                        continue
-                    names.add(row[1])
-                    room -= 1
-                kept.append(row)
-            with conn.cursor() as cursor:
-                cursor.executemany("INSERT INTO job_metrics (job_id, name, value, step, time)"
-                                   " VALUES (%s, %s, %s, %s, %s)", kept)
-            count_sql = "SELECT COUNT(*) AS n FROM job_metrics WHERE job_id = %s"
-            while conn.execute(count_sql, (job_id,)).fetchone()["n"] > db.MAX_METRIC_ROWS_PER_JOB \
-                    and self._halve_metric_history(conn, job_id):
-                pass
-
-    def _halve_metric_history(self, conn: psycopg.Connection, job_id: str) -> int:
-        """Delete every second point of each metric of a job, the first and latest kept; return how many."""
-        return conn.execute(
-            "DELETE FROM job_metrics WHERE id IN (SELECT id FROM (SELECT id,"
-            " ROW_NUMBER() OVER (PARTITION BY name ORDER BY id) AS place,"
-            " COUNT(*) OVER (PARTITION BY name) AS total FROM job_metrics WHERE job_id = %s) AS numbered"
-            " WHERE place %% 2 = 0 AND place < total)", (job_id,)).rowcount
-
-    def latest_metrics(self, job_id: str) -> dict[str, float | None]:
-        """Return the latest value of each metric of a job."""
-        return self.latest_metrics_of([job_id])[job_id]
-
-    def latest_metrics_of(self, job_ids: list[str]) -> dict[str, dict[str, float | None]]:
-        """Return the latest value of each metric of several jobs, by job id, in one query."""
-        if not job_ids:
-            return {}
-        rows = self._read(
-            "SELECT job_id, name, value FROM job_metrics WHERE id IN (SELECT MAX(id) FROM job_metrics"
-            " WHERE job_id = ANY(%s) GROUP BY job_id, name) ORDER BY name", (list(job_ids),))
-        result: dict[str, dict[str, float | None]] = {job_id: {} for job_id in job_ids}
-        for row in rows:
-            result[row["job_id"]][row["name"]] = row["value"]
-        return result
-
-    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
-        """Return every recorded metric value of a job, oldest first."""
-        return self._read("SELECT name, value, step, time FROM job_metrics WHERE job_id = %s ORDER BY id",
-                          (job_id,))
-
-    # -- MLOps records ---------------------------------------------------------------------------
-
-    def put_record(self, record_id: str, *, type: str, name: str, status: str, payload: dict[str, Any],
-                   job_id: str | None = None) -> Record:
-        """Insert or replace an MLOps record, keeping its creation time."""
-        now = self.clock()
-        with self._write() as conn:
-            row = conn.execute(
-                "INSERT INTO records (id, type, name, status, payload, job_id, created, updated)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-                " status = excluded.status, payload = excluded.payload, job_id = excluded.job_id,"
-                " updated = excluded.updated RETURNING *",
-                (record_id, type, name, status, json.dumps(payload), job_id, now, now)).fetchone()
-        return self._record(row)
-
-    @staticmethod
-    def _record(row: dict[str, Any]) -> Record:
-        row["payload"] = json.loads(row["payload"])
-        return Record(**row)
-
-    def get_record(self, record_id: str) -> Record | None:
-        """Return the record with this id, or None."""
-        rows = self._read("SELECT * FROM records WHERE id = %s", (record_id,))
-        return self._record(rows[0]) if rows else None
-
-    def list_records(self, type: str, limit: int = 1000) -> list[Record]:
-        """Return the records of a type, newest first."""
-        rows = self._read("SELECT * FROM records WHERE type = %s ORDER BY created DESC LIMIT %s", (type, limit))
-        return [self._record(row) for row in rows]
-
-    def delete_record(self, record_id: str) -> bool:
-        """Delete a record; False when there was none."""
-        with self._write() as conn:
-            return bool(conn.execute("DELETE FROM records WHERE id = %s", (record_id,)).rowcount)
-
     # -- moving over from SQLite -----------------------------------------------------------------
 
     def copy_from_sqlite(self, database: Path) -> dict[str, int]:
@@ -618,7 +275,11 @@ class PostgresStore(Store):
 
         Sealed secrets are copied as sealed: the data folder's key opens them here as there.
         """
-        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            # A URI, quoted by pathlib: a ?, # or % in the path is a character of a file name there.
+            source = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{database} cannot be opened: {exc}") from None
         try:
             found = source.execute("PRAGMA user_version").fetchone()[0]
             if found != db.SCHEMA_VERSION:
@@ -630,11 +291,18 @@ class PostgresStore(Store):
                     raise StoreError(f"job database {self.where} holds {held} job(s) already: "
                                      "migrate into an empty database")
                 for table, columns in COPIED_TABLES.items():
-                    rows = source.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid").fetchall()
-                    marks = ", ".join(["%s"] * len(columns))
-                    with conn.cursor() as cursor:
-                        cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+                    names = ", ".join(columns)
+                    rows = source.execute(f"SELECT {names} FROM {table} ORDER BY rowid").fetchall()
+                    try:
+                        conn.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})",
+                                         rows)
+                    except psycopg.Error as exc:
+                        # A value PostgreSQL refuses (a NUL in a text, say): the whole copy is rolled back.
+                        raise StoreError(f"job database {self.where} refused a row of {table} from {database}: "
+                                         f"{scrubbed(str(exc), self.url)}") from None
                     counts[table] = len(rows)
             return counts
+        except sqlite3.Error as exc:
+            raise StoreError(f"{database} cannot be read: {exc}") from None
         finally:
             source.close()

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, pipeline_body, wait_final, write_pipeline
 from config import ConfigError, load_config
-from db import SCHEMA_VERSION, StoreError
+from db import SCHEMA_VERSION, SQLiteStore, StoreError
 from db_postgres import PostgresStore, redacted
 from job import JobStatus
 
@@ -141,6 +141,67 @@ def test_migrate_store_refuses_a_folder_an_executor_holds_or_without_a_store(tmp
     result = run_app("migrate-store", "--data-dir", str(tmp_path / "held"), "--to", database)
     assert result.returncode == 2 and "another executor is already running" in result.stderr
     running.terminate()
+
+
+def sqlite_data_folder(folder: Path) -> SQLiteStore:
+    """Return an SQLite store in a new data folder, holding one waiting job "a"."""
+    store = SQLiteStore(folder / "executor.sqlite3")
+    store.create_job("a", kind="pipeline", backend="local", request={"name": "a"}, secrets=None,
+                     log_path=str(folder / "jobs" / "a" / "job.log"), output_dir=str(folder / "jobs" / "a"))
+    return store
+
+
+def test_migrate_store_copies_a_data_folder_whose_path_holds_uri_characters(tmp_path, database):
+    # In an SQLite URI a ? starts the query, a # the fragment and a % an escape: here they are the folder's name.
+    folder = tmp_path / "runs?mode=rwc#first%20try%"
+    sqlite_data_folder(folder).close()
+    result = run_app("migrate-store", "--data-dir", str(folder), "--to", database)
+    assert result.returncode == 0, result.stderr
+    assert "1 jobs, 1 job_events" in result.stdout
+    moved = PostgresStore(database, folder)
+    try:
+        assert [job.id for job in moved.list_jobs()] == ["a"]
+    finally:
+        moved.close()
+
+
+def test_migrate_store_names_a_database_url_it_cannot_read_without_repeating_it(tmp_path):
+    sqlite_data_folder(tmp_path).close()
+    result = run_app("migrate-store", "--data-dir", str(tmp_path), "--to", "postgresql://executor:hunter2@[::1/jobs")
+    assert result.returncode == 2, result.stderr
+    assert "EXECUTOR_DATABASE_URL: cannot be read as a URL" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_migrate_store_names_a_data_folder_that_cannot_hold_its_lock(tmp_path, database):
+    sqlite_data_folder(tmp_path).close()
+    # A folder in the lock file's place: opening it fails as on a read-only data folder (which root could write).
+    (tmp_path / "executor.lock").mkdir()
+    result = run_app("migrate-store", "--data-dir", str(tmp_path), "--to", database)
+    assert result.returncode == 2, result.stderr
+    assert f"{tmp_path} cannot hold the executor's lock file (executor.lock): Is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_store_names_a_row_postgresql_refuses_and_copies_nothing(tmp_path, database):
+    store = sqlite_data_folder(tmp_path)
+    # SQLite keeps a NUL inside a text; PostgreSQL's text types cannot hold one (its manual, "Character Types").
+    store.put_record("model-1", type="model", name="m\x00", status="Created", payload={})
+    store.close()
+    result = run_app("migrate-store", "--data-dir", str(tmp_path), "--to", database)
+    assert result.returncode == 1, result.stderr
+    assert "refused a row of records" in result.stderr and "NUL" in result.stderr
+    assert "Traceback" not in result.stderr
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+def test_migrate_store_names_a_job_store_that_is_not_an_sqlite_database(tmp_path, database):
+    (tmp_path / "executor.sqlite3").write_bytes(b"these bytes are not an SQLite database\n" * 100)
+    result = run_app("migrate-store", "--data-dir", str(tmp_path), "--to", database)
+    assert result.returncode == 1, result.stderr
+    assert f"{tmp_path / 'executor.sqlite3'} cannot be opened: file is not a database" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_change_count_moves_with_another_executors_writes(tmp_path, database):
