@@ -14,6 +14,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bund
 from botocore.exceptions import ClientError
 
 from job import JobStatus
+from mlops.job_requests import request_of
 from mlops.platform import Stop
 from mlops.sagemaker.training_service import training_job_name
 from mlops.sagemaker import job_feed
@@ -24,7 +25,7 @@ from strict_job_list import TRAINING, StrictJobList, finished_jobs_of_others
 def launched(backend, store, bundled_scripts, tmp_path):  # noqa: F811
     """A training job launched through the backend and now InProgress on SageMaker."""
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
-    checked = backend.check("training", training_request(dataset, bundled_scripts), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts)), {})
     job = new_running_job(store, "training", checked, tmp_path)
     backend.run(job, context(store, job))
     set_training_state(store.get(job.id).external_id, "InProgress", "Starting")
@@ -123,6 +124,15 @@ def test_a_type_without_a_price_gets_no_cost(backend, store, launched):  # noqa:
     cycle(backend, store)
     details = store.get(launched.id).details
     assert details.get("estimated_cost_usd") is None and "no price" in details["cost_note"]
+
+
+def test_failed_is_an_error_with_sagemakers_reason(backend, store, launched):  # noqa: F811
+    set_training_state(launched.external_id, "Failed", "Failed",
+                       failure_reason="AlgorithmError: ExecuteUserScriptError: DatasetError: no images")
+    cycle(backend, store)
+    job = store.get(launched.id)
+    assert job.status is JobStatus.ERROR
+    assert job.failure_reason == "AlgorithmError: ExecuteUserScriptError: DatasetError: no images"
 
 
 def test_stopped_after_a_users_stop_is_cancelled(backend, store, clients, launched):  # noqa: F811
