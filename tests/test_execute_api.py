@@ -69,14 +69,6 @@ def test_a_failing_script_is_reported_as_error_with_its_failure_file(live_server
     assert final["timestamp"] is not None and final["finished"] is not None
 
 
-def test_a_waiting_job_has_no_start_finish_or_elapsed_time(client, app, storage_root):
-    folder = write_pipeline(storage_root, "p", "print('hi')\n")
-    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
-    body = client.get(f"/execute/{accepted['task_id']}/getStatus").get_json()
-    assert body["task_status"] == "WAITING"
-    assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
-
-
 def test_secrets_never_reach_the_database_the_log_or_a_response(live_server, data_dir):
     server = live_server()
     script = "import os\nprint('token is', os.environ['API_TOKEN'])\nprint(os.environ.get('AWS_SECRET_ACCESS_KEY'))\n"
@@ -192,15 +184,6 @@ def test_with_a_token_every_route_but_health_needs_it(make_app, storage_root):
     assert client.get("/execute").status_code == 401
     assert client.get("/execute", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/execute", headers={"Authorization": "Bearer t0ken-for-tests"}).status_code == 200
-
-
-def test_status_answers_progress_and_times_as_documented(client, storage_root):
-    folder = write_pipeline(storage_root, "p", "print(1)\n")
-    accepted = post(client, pipeline_body(folder, "python pipe1.py")).get_json()
-    body = client.get(f"/status/{accepted['task_id']}").get_json()
-    assert body["status"] == "WAITING" and body["phase"] == "Queued"
-    assert body["progress"] == {"epoch": None, "epochs": None, "percent": None}
-    assert ESSEDUM_TIME.match(body["submitted"])
 
 
 def test_times_follow_the_configured_zone(make_app, storage_root):

@@ -8,6 +8,8 @@ by hand, one worker step and one monitor cycle at a time, so every outcome is de
 from __future__ import annotations
 
 import io
+import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,26 +17,36 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from aws_fixtures import (BUCKET, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
+from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
                           put_log_lines, set_training_state)
 from conftest import pipeline_body, wait_for, write_pipeline
 
 from app import create_app
 from job import JobStatus
 from mlops.aws import ClientFactory
-from mlops.platform import AUTOML
+from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
+from mlops.records import ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL
 
 API = "/api/service/v1"
 METRIC_LINE = "epoch=1/1 train_loss=0.2500 val_loss=0.5000 val_accuracy=0.7500 val_auc=0.8000"
 # What the job prints: a script here, the CloudWatch lines of the training job on SageMaker.
 LINES = ["contract run", METRIC_LINE]
+# How Essedum's answers write a time.
+ESSEDUM_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:\d{2}$")
 OUTPUT_SCRIPT = ("import os\nprint('contract run', flush=True)\n"
                  f"print({METRIC_LINE!r}, flush=True)\n"
                  "open(os.path.join(os.environ.get('SM_MODEL_DIR', '.'), 'weights.txt'), 'w').write('w')\n")
 SLOW_SCRIPT = "import time\nprint('contract run', flush=True)\ntime.sleep(120)\n"
 FAILING_SCRIPT = "import sys\nprint('contract run', flush=True)\nsys.exit(3)\n"
 MODEL_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+# A training script of the user's own: it writes a model folder, as the container contract asks.
+TRAINING_SCRIPT = ("import os\nprint('contract training', flush=True)\n"
+                   "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.pt'), 'w').write('weights')\n")
+SCRIPT_FAILURE = "AlgorithmError: ExecuteUserScriptError: the script exited with code 3"
+TRANSFORM_FAILURE = "ClientError: no input files"
+# Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
+PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
 
 class Driver:
@@ -61,9 +73,15 @@ class Driver:
         write_pipeline(self.storage_root, "contract", script)
         return pipeline_body("contract", "python pipe1.py")
 
-    def work(self) -> None:
-        """Let one worker take the oldest waiting job; return once it runs (or has ended)."""
+    def work(self, job: Any = None) -> None:
+        """Let one worker take the oldest waiting job (or run `job`, claimed already); return once it runs or ended."""
         raise NotImplementedError
+
+    def claim(self) -> Any:
+        """Claim the oldest waiting job as a worker does, and return it without running it."""
+        job = self.executor.store.claim_next([self.executor.platform.name])
+        assert job is not None, "no job was waiting"
+        return job
 
     def finish(self, failure: str | None = None) -> None:
         """Let the platform bring every running job to its end (a stop asked for is honoured).
@@ -85,9 +103,34 @@ class Driver:
         """Count what the platform has made so far (job folders, or AWS create and upload calls)."""
         raise NotImplementedError
 
-    def model_body(self, name: str) -> dict[str, Any]:
-        """Return a model registration this platform accepts."""
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
+        """Return a model registration this platform accepts; with `serves`, of a model that loads and answers."""
         raise NotImplementedError
+
+    def trained_model(self, job: Any) -> str:
+        """Return where the model a finished training job made is (the ModelDataUrl it registers with)."""
+        raise NotImplementedError
+
+    def holds(self, kind: str, name: str) -> bool:
+        """Say whether the platform itself keeps a model, endpoint configuration or endpoint (MODEL ... ENDPOINT_RECORD)."""
+        raise NotImplementedError
+
+    def transform_input(self) -> str:
+        """Return the S3Uri of a batch input the platform reads: CSV rows the model answers."""
+        raise NotImplementedError
+
+    #: An S3Uri this platform cannot read a batch from.
+    foreign_transform_input: str
+    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
+    endpoint_failure: str
+    #: What a failed endpoint creation removes besides its configuration.
+    failed_endpoint_removes: list[str]
+    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
+    script_failure: str
+    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
+    transform_failure: str
+    #: Artifacts a finished transform of transform_input() reports.
+    transform_output: dict[str, Any]
 
     def restart(self) -> Driver:
         """Return a driver on a new app over the same data folder, recovered as at start-up."""
@@ -97,9 +140,8 @@ class Driver:
 class LocalDriver(Driver):
     bucket = "contract-bucket"
 
-    def work(self) -> None:
-        job = self.executor.store.claim_next(["local"])
-        assert job is not None, "no job was waiting"
+    def work(self, job: Any = None) -> None:
+        job = job or self.claim()
         thread = threading.Thread(target=self.executor.queue.run_job, args=(job,), daemon=True)
         thread.start()
         self.threads.append(thread)
@@ -123,11 +165,40 @@ class LocalDriver(Driver):
         jobs_dir = self.executor.config.data_dir / "jobs"
         return len(list(jobs_dir.iterdir())) if jobs_dir.exists() else 0
 
-    def model_body(self, name: str) -> dict[str, Any]:
+    foreign_transform_input = f"s3://{BUCKET}/batch/"
+    endpoint_failure = "could not be loaded"
+    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
+    transform_output = {"records": 3}  # one answer a row
+    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
+    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
+
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         folder = self.storage_root / "models" / name
         folder.mkdir(parents=True)
-        (folder / "model.pt").write_bytes(b"a TorchScript file stands here; registration does not load it")
+        if serves:
+            # A TorchScript model with no inference.py: rows of 64 numbers to two scores.
+            import torch
+
+            torch.manual_seed(0)
+            torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))).save(
+                str(folder / "model.pt"))
+        else:
+            (folder / "model.pt").write_bytes(b"not a TorchScript archive")
         return {"ModelName": name, "Containers": [{"ModelDataUrl": f"models/{name}"}]}
+
+    def trained_model(self, job: Any) -> str:
+        return str(Path(job.output_dir) / "model")
+
+    def holds(self, kind: str, name: str) -> bool:
+        # The local platform is its own host: a model is its folder, the rest are its records.
+        if kind == MODEL:
+            return (self.executor.config.data_dir / "models" / name).exists()
+        record = self.executor.platform.find(kind, name)
+        return record is not None and record.status != "Failed"
+
+    def transform_input(self) -> str:
+        (self.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
+        return "rows.csv"
 
     def restart(self) -> Driver:
         again = create_app({"data_dir": str(self.executor.config.data_dir), "workers": "1"})
@@ -141,14 +212,28 @@ class SageMakerDriver(Driver):
     # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
     stops: list[str]
 
-    def work(self) -> None:
-        job = self.executor.store.claim_next(["sagemaker"])
-        assert job is not None, "no job was waiting"
+    def work(self, job: Any = None) -> None:
+        job = job or self.claim()
         self.executor.queue.run_job(job)
         launched = self.executor.store.get(job.id)
         if launched.external_id:
-            # moto completes a training job at once; AWS takes minutes, which the contract needs.
-            set_training_state(launched.external_id, "InProgress", "Training")
+            # moto ends what it creates at once; AWS takes minutes, which the contract needs.
+            self.move(launched, "InProgress")
+
+    @staticmethod
+    def move(job: Any, status: str, failure: str | None = None) -> None:
+        """Move what SageMaker runs for a job to a status, as AWS would."""
+        reason = {"failure_reason": failure} if failure else {}
+        if job.kind == ENDPOINT:
+            endpoint = moto_sagemaker().endpoints[job.external_id]
+            endpoint.endpoint_status = {"InProgress": "Creating", "Completed": "InService"}.get(status, status)
+            endpoint.failure_reason = failure
+        elif job.kind == TRANSFORM:
+            moto_sagemaker().transform_jobs[job.external_id].transform_job_status = status
+            for key, value in reason.items():
+                setattr(moto_sagemaker().transform_jobs[job.external_id], key, value)
+        else:
+            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status, **reason)
 
     def finish(self, failure: str | None = None) -> None:
         self.stops = []
@@ -157,12 +242,12 @@ class SageMakerDriver(Driver):
                                side_effect=lambda **call: self.stops.append(call["TrainingJobName"]) or {}):
             self.executor.queue.monitor_once()
         for job in self.executor.store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker"):
+            if job.kind not in (ENDPOINT, TRANSFORM):
+                now = int(time.time() * 1000)
+                put_log_lines(self.executor.clients, f"{job.external_id}/algo-1-1700000000",
+                              [(now + offset, line) for offset, line in enumerate(LINES)])
             stopped = job.external_id in self.stops
-            now = int(time.time() * 1000)
-            put_log_lines(self.executor.clients, f"{job.external_id}/algo-1-1700000000",
-                          [(now + offset, line) for offset, line in enumerate(LINES)])
-            status = "Stopped" if stopped else "Failed" if failure else "Completed"
-            set_training_state(job.external_id, status, status, **({"failure_reason": failure} if failure else {}))
+            self.move(job, "Stopped" if stopped else "Failed" if failure else "Completed", failure)
         self.executor.queue.monitor_once()
 
     def unsupported(self) -> tuple[str, str, dict[str, Any]]:
@@ -180,14 +265,44 @@ class SageMakerDriver(Driver):
         counter = self.executor.clients.counter
         return counter.total("sagemaker", "CreateTrainingJob") + counter.total("s3", "PutObject")
 
-    def model_body(self, name: str) -> dict[str, Any]:
+    foreign_transform_input = "batch"  # a folder of the storage root
+    endpoint_failure = PING_FAILURE
+    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
+    transform_failure = TRANSFORM_FAILURE
+    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
+    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
+
+    def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
+        # SageMaker loads the model on its instances; whether it serves is what finish() reports.
         return {"ModelName": name, "ExecutionRoleArn": ROLE_ARN,
                 "PrimaryContainer": {"Image": MODEL_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/{name}.tar.gz"}}
+
+    def trained_model(self, job: Any) -> str:
+        return job.artifacts["model"]
+
+    def holds(self, kind: str, name: str) -> bool:
+        sagemaker = self.executor.clients.client("sagemaker")
+        listed = {MODEL: lambda: [item["ModelName"] for item in sagemaker.list_models()["Models"]],
+                  ENDPOINT_CONFIG: lambda: [item["EndpointConfigName"]
+                                            for item in sagemaker.list_endpoint_configs()["EndpointConfigs"]],
+                  ENDPOINT_RECORD: lambda: [item["EndpointName"] for item in sagemaker.list_endpoints()["Endpoints"]]}
+        return name in listed[kind]()
+
+    def transform_input(self) -> str:
+        self.executor.clients.client("s3").put_object(Bucket=BUCKET, Key="batch/rows.csv", Body=b"8,8\n8,8\n8,8\n")
+        return f"s3://{BUCKET}/batch/"
 
     def restart(self) -> Driver:
         again = create_app(self.executor.config, clients=self.executor.clients)
         again.config["EXECUTOR"].queue.recover()
         return SageMakerDriver(again)
+
+
+def moto_sagemaker() -> Any:
+    """Return moto's SageMaker backend, whose records the SageMaker driver moves along."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    return sagemaker_backends[ACCOUNT][REGION]
 
 
 class PlatformContract:
@@ -313,9 +428,9 @@ class PlatformContract:
     def test_a_failing_job_ends_error_with_the_reason(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(FAILING_SCRIPT))
         driver.work()
-        driver.finish(failure="AlgorithmError: the script exited with code 3")
+        driver.finish(failure=SCRIPT_FAILURE)
         status = self.status(driver, job_id)
-        assert status["task_status"] == "ERROR" and "3" in status["failure_reason"], status
+        assert (status["task_status"], status["failure_reason"]) == ("ERROR", driver.script_failure), status
 
     def test_metric_lines_of_the_job_become_its_metrics_and_progress(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
@@ -350,6 +465,72 @@ class PlatformContract:
         assert answer.json["deleted"] is True, answer.json
         assert driver.http.get(f"/execute/{job_id}/getStatus").status_code == 404
         assert not log.exists()
+
+    def test_a_waiting_job_answers_queued_with_no_times_or_progress(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        body = self.status(driver, job_id)
+        assert body["task_status"] == "WAITING"
+        assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
+        status = driver.http.get(f"/status/{job_id}").json
+        assert status["status"] == "WAITING" and status["phase"] == "Queued"
+        assert status["progress"] == {"epoch": None, "epochs": None, "percent": None}
+        assert ESSEDUM_TIME.match(status["submitted"]), status["submitted"]
+
+    def test_a_job_stopped_between_its_claim_and_its_launch_ends_cancelled(self, driver: Driver):
+        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        claimed = driver.claim()
+        assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
+        driver.work(claimed)
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "CANCELLED", self.status(driver, job_id)
+
+    def test_a_rerun_queues_the_same_request_as_a_new_job_that_runs_to_its_end(self, driver: Driver):
+        first = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+        driver.work()
+        driver.finish()
+        answer = driver.http.post(f"/api/jobs/{first[:8]}/rerun")
+        assert answer.status_code == 202, answer.json
+        body = answer.json
+        assert body["rerun_of"] == first and body["job_id"] != first and body["status"] == "WAITING"
+        driver.work()
+        driver.finish()
+        rerun = driver.http.get(f"/status/{body['job_id']}").json
+        assert rerun["status"] == "COMPLETED" and rerun["details"]["rerun_of"] == first and rerun["name"] == "pipe1"
+        assert "s3cr3t" not in str(body) + str(rerun)
+
+    def test_the_jobs_list_filters_by_name_and_day_and_carries_latest_metrics(self, driver: Driver):
+        first = self.submit(driver, {**driver.pipeline(OUTPUT_SCRIPT), "name": "Digits-small"})
+        self.submit(driver, {**driver.pipeline(OUTPUT_SCRIPT), "name": "other"})
+        driver.work()
+        driver.work()
+        driver.finish()
+        jobs = driver.http.get("/api/jobs?name=digits").json["jobs"]
+        assert [job["id"] for job in jobs] == [first]
+        assert jobs[0]["metrics"]["val_accuracy"] == pytest.approx(0.75), jobs
+        assert driver.http.get("/api/jobs?from=2000-01-01&to=2000-01-02").json["jobs"] == []
+        assert len(driver.http.get("/api/jobs?from=2000-01-01").json["jobs"]) == 2
+        assert len(driver.http.get("/api/jobs?from=1").json["jobs"]) == 2  # within the last day
+        assert driver.http.get("/api/jobs?to=1").json["jobs"] == []  # submitted a day ago or earlier
+        assert driver.http.get("/api/jobs?from=yesterday").status_code == 400
+        refused = driver.http.get("/api/jobs?from=-1")
+        assert refused.status_code == 400 and refused.json["field"] == "from" and "days" in refused.json["error"]
+
+    def test_a_running_training_job_stopped_through_its_route_answers_stopping_then_ends_cancelled(
+            self, driver: Driver):
+        job_id = self.training(driver, SLOW_SCRIPT)
+        driver.work()
+        answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
+        name = driver.executor.store.get(job_id).external_id or "contract"
+        assert answer == {"message": "the job is being stopped", "job_name": name, "job_id": job_id,
+                          "status": "Stopping"}
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "CANCELLED"
+        assert driver.http.get(f"{API}/pipelines/training/{job_id}/get").json["jobStatus"] == "Stopped"
+
+    def test_unknown_and_malformed_training_ids_are_named(self, driver: Driver):
+        for job_id, status in (("no-such-job", 404), ("bad_id!", 400), ("00000000-0000-0000-0000-000000000000", 404)):
+            assert driver.http.get(f"{API}/pipelines/training/{job_id}/get").status_code == status
+            assert driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").status_code == status
 
     # -- recovery ---------------------------------------------------------------------------------
 
@@ -402,6 +583,171 @@ class PlatformContract:
         assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+
+    def test_a_model_record_has_the_essedum_shape_with_a_json_raw_payload(self, driver: Driver):
+        body = {**driver.model_body("contract-model"), "Description": "<b>two & classes</b>"}
+        answer = driver.http.post(f"{API}/models/register?adapter_instance=aws1&project=Demo", json=body)
+        assert answer.status_code == 201, answer.json
+        record = answer.json
+        assert set(record) >= {"sourceID", "container", "adapter", "rawPayload", "syncDate", "description", "project",
+                               "type", "createdOn", "sourceOrg", "name", "id", "sourcename", "status", "artifacts",
+                               "deployment"}
+        assert (record["adapter"], record["project"], record["type"], record["status"]) == (
+            "aws1", "Demo", "model", "Created")
+        assert record["description"] == "<b>two & classes</b>"
+        assert json.loads(record["rawPayload"])["ModelName"] == "contract-model"
+        assert record["deployment"] == {"endpoints": []}
+
+    @pytest.mark.parametrize("method, path, body, status, field", [
+        ("POST", "/models/register", {"ModelName": "bad_name"}, 422, "ModelName"),
+        ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
+        ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
+         422, "TrainingJobId"),
+        ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
+         422, "ModelName"),
+        ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
+        ("GET", "/models/not_a_name", None, 400, "id"),
+    ])
+    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver, method: str, path: str,
+                                                              body: Any, status: int, field: str):
+        if body and body.get("ModelName") == "bad_name":
+            body = {**driver.model_body("contract-model"), **body}
+        answer = driver.http.open(API + path, method=method, json=body)
+        assert (answer.status_code, answer.json["field"]) == (status, field), answer.json
+        assert driver.http.get(f"{API}/models/list").json == []
+        self.nothing_made(driver)
+
+    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
+        """Queue a training job of the user's own script through the training route; return its id."""
+        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
+        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
+        answer = driver.http.post(f"{API}/pipelines/training", json={
+            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
+        assert answer.status_code == 202, answer.json
+        return answer.json["job_id"]
+
+    def test_a_model_is_registered_from_a_finished_training_job_once(self, driver: Driver):
+        job_id = self.training(driver)
+        driver.work()
+        driver.finish()
+        assert self.status(driver, job_id)["task_status"] == "COMPLETED"
+        body = {"ModelName": "contract-model", "TrainingJobId": job_id[:8], "InstanceType": "ml.m5.large"}
+        answer = driver.http.post(f"{API}/models/register", json=body)
+        assert answer.status_code == 201, answer.json
+        assert answer.json["container"]["ModelDataUrl"] == driver.trained_model(driver.executor.store.get(job_id))
+        assert driver.holds(MODEL, "contract-model")
+        assert driver.http.post(f"{API}/models/register", json=body).status_code == 409
+
+    def test_a_model_of_a_training_job_that_did_not_complete_is_refused_naming_it(self, driver: Driver):
+        job_id = self.training(driver)
+        answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
+        assert (answer["message"], answer["status"]) == ("the job was cancelled before it started", "Stopped")
+        refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
+        assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
+        assert "CANCELLED" in refused.json["error"] and not driver.holds(MODEL, "contract-model")
+
+    # -- endpoints and batch transforms -----------------------------------------------------------
+
+    def deployed(self, driver: Driver, serves: bool = True) -> str:
+        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves)).status_code == 201
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
+        driver.work()
+        driver.finish(failure=None if serves else PING_FAILURE)
+        return answer.json["jobId"]
+
+    def test_a_deployed_endpoint_keeps_its_model_and_configuration_until_it_is_deleted(self, driver: Driver):
+        job_id = self.deployed(driver)
+        assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config", record
+        assert record["sourceID"] == "contract-endpoint"
+        model = driver.http.delete(f"{API}/models/contract-model")
+        assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
+        assert "contract-endpoint" in model.json["error"] and driver.holds(MODEL, "contract-model")
+        config = driver.http.delete(f"{API}/endpoints/contract-config")
+        assert config.status_code == 409 and "contract-endpoint" in config.json["error"], config.json
+
+        assert driver.holds(ENDPOINT_RECORD, "contract-endpoint")
+        assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 200
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
+        assert driver.http.get(f"{API}/endpoints/contract-config/delete").status_code == 200
+        assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+        assert not driver.holds(MODEL, "contract-model") and driver.http.get(f"{API}/models/list").json == []
+
+    def test_a_failed_endpoint_creation_removes_what_it_made_and_keeps_the_model(self, driver: Driver):
+        job_id = self.deployed(driver, serves=False)
+        status = self.status(driver, job_id)
+        assert status["task_status"] == "ERROR" and driver.endpoint_failure in status["failure_reason"], status
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "Failed" and driver.endpoint_failure in record["failureReason"], record
+        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes, "endpoint configuration contract-config"],
+                                     "remaining": ["model contract-model"]}
+        assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint") and not driver.holds(ENDPOINT_CONFIG, "contract-config")
+        assert driver.holds(MODEL, "contract-model")
+        refused = driver.http.post(f"{API}/endpoints/contract-endpoint/infer", json={"instances": [[0]]})
+        assert (refused.status_code, refused.json.get("endpoint_status")) == (409, "Failed"), refused.json
+        # Nothing is left serving the model, so it can go.
+        assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
+
+    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
+        return driver.http.post(f"{API}/pipelines/inference", json={
+            "TransformJobName": name, "ModelName": "contract-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
+                               "ContentType": "text/csv"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
+
+    def test_a_batch_transform_runs_as_a_job_to_its_end_and_is_listed(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        answer = self.transform(driver)
+        assert answer.status_code == 202 and answer.json["status"] == "InProgress", answer.json
+        assert self.transform(driver).status_code == 409  # one transform job of a name
+        driver.work()
+        driver.finish()
+        assert self.status(driver, answer.json["jobId"])["task_status"] == "COMPLETED"
+        done = driver.http.get(f"{API}/pipelines/inference/contract-batch/get").json
+        assert done["status"] == "Completed", done
+        assert done["artifacts"].items() >= driver.transform_output.items(), done["artifacts"]
+        assert [item["name"] for item in driver.http.get(f"{API}/pipelines/inference/list").json] == ["contract-batch"]
+
+    def test_a_failed_transform_ends_error_and_its_record_keeps_the_reason(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        job_id = self.transform(driver).json["jobId"]
+        driver.work()
+        driver.finish(failure=TRANSFORM_FAILURE)
+        status = self.status(driver, job_id)
+        assert status["task_status"] == "ERROR" and driver.transform_failure in status["failure_reason"], status
+        record = driver.http.get(f"{API}/pipelines/inference/contract-batch/get").json
+        assert record["status"] == "Failed" and record["failureReason"] == status["failure_reason"], record
+
+    def test_a_transform_of_input_the_platform_cannot_read_is_refused_with_nothing_created(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        answer = self.transform(driver, uri=driver.foreign_transform_input)
+        assert (answer.status_code, answer.json["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
+        assert driver.http.get(f"{API}/pipelines/inference/list").json == []
+        self.nothing_made(driver)
+
+    def test_deleting_an_ended_transform_removes_its_job_and_log_and_keeps_its_model(self, driver: Driver):
+        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        job_id = self.transform(driver).json["jobId"]
+        driver.work()
+        driver.finish()
+        log = Path(driver.executor.store.get(job_id).log_path)
+        assert log.is_file()
+        answer = driver.http.delete(f"{API}/pipelines/inference/contract-batch")
+        assert answer.status_code == 200 and answer.json["deleted"] is True, answer.json
+        assert driver.http.get(f"{API}/pipelines/inference/contract-batch/get").status_code == 404
+        assert driver.http.get(f"/execute/{job_id}/getStatus").status_code == 404
+        assert not log.exists()
+        assert driver.http.get(f"{API}/models/contract-model").status_code == 200
 
 
 class TestLocalPlatform(PlatformContract):

@@ -126,15 +126,6 @@ def test_a_type_without_a_price_gets_no_cost(backend, store, launched):  # noqa:
     assert details.get("estimated_cost_usd") is None and "no price" in details["cost_note"]
 
 
-def test_failed_is_an_error_with_sagemakers_reason(backend, store, launched):  # noqa: F811
-    set_training_state(launched.external_id, "Failed", "Failed",
-                       failure_reason="AlgorithmError: ExecuteUserScriptError: DatasetError: no images")
-    cycle(backend, store)
-    job = store.get(launched.id)
-    assert job.status is JobStatus.ERROR
-    assert job.failure_reason == "AlgorithmError: ExecuteUserScriptError: DatasetError: no images"
-
-
 def test_stopped_after_a_users_stop_is_cancelled(backend, store, clients, launched):  # noqa: F811
     set_training_state(launched.external_id, "InProgress", "Training")
     store.request_cancel(launched.id)

@@ -215,13 +215,6 @@ def test_list_and_get_answer_essedum_records(app, http):
     assert json.loads(got["rawPayload"])["AutoMLJobName"] == "churn-automl-1"
 
 
-@pytest.mark.parametrize("job_id, status", [("no-such-job", 404), ("bad_id!", 400),
-                                            ("00000000-0000-0000-0000-000000000000", 404)])
-def test_unknown_and_malformed_ids(http, job_id, status):
-    assert http.get(f"/api/service/v1/pipelines/training/{job_id}/get").status_code == status
-    assert http.get(f"/api/service/v1/pipelines/training/{job_id}/cancel").status_code == status
-
-
 def test_shared_session_helper_is_used(clients):  # noqa: F811
     assert isinstance(clients, ClientFactory) and clients.session_factory is shared_session
 

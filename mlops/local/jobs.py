@@ -356,7 +356,8 @@ class LocalJobs:
         finally:
             timer.cancel()
             limit_reached = watch.close() if watch is not None else None
-            process.kill()
+            # Also where following the job failed before its end was waited for: its cgroup goes with it.
+            process.close()
             # A stop reason is recorded only while the process is listed: none outlives this.
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
@@ -587,9 +588,12 @@ class LocalJobs:
         return checkpoints.is_dir() and any(checkpoints.iterdir())
 
     def clean_up_abandoned(self, job: Job) -> None:
-        """Kill the processes a killed executor left running for this job."""
+        """Kill the processes a killed executor left running for this job, and remove their cgroups."""
         # In the sandbox they died with the executor; bare, they may still run.
         sweep_orphans(job.id)
+        # Sharing a store, no executor sweeps the data folder's cgroups at start (a live neighbour's are
+        # among them): those of the job it takes over go here. Alone, the start-up sweep took them already.
+        self.confinement.remove_cgroups_of(job.id)
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of jobs whose process is running now."""
