@@ -386,6 +386,19 @@ class PlatformContract:
         assert (answer.status_code, answer.json["field"]) == (422, "dataset"), answer.json
         self.nothing_made(driver)
 
+    def test_training_inputs_that_are_not_there_are_refused_naming_each_field(self, driver: Driver):
+        # One check of a training's inputs serves both platforms: the metadata file and the entry
+        # point must be files of the dataset and of the source folder before anything is stored.
+        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
+        write_pipeline(driver.storage_root, "contract-code", TRAINING_SCRIPT, name="train.py")
+        base = {"name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"}
+        for changes, field in (({"metadata_file": "labels.csv"}, "metadata_file"),
+                               ({"entry_point": "missing.py"}, "entry_point")):
+            answer = driver.http.post(f"{API}/pipelines/training", json={**base, **changes})
+            assert (answer.status_code, answer.json["field"]) == (422, field), answer.json
+            assert repr(changes[field]) in answer.json["error"], answer.json
+        self.nothing_made(driver)
+
     def test_an_automl_request_is_refused_with_nothing_created(self, driver: Driver):
         body = {"job_name": "-not-a-name-", "input_data_config": {"s3_uri": f"s3://{BUCKET}/churn.csv"},
                 "output_data_config": {"s3_output_path": f"s3://{BUCKET}/out"}, "target_attribute_name": "y"}
