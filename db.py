@@ -229,8 +229,7 @@ def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
     data["has_secrets"] = data.pop("secrets", None) is not None
     for column in _JSON_COLUMNS:
         data[column] = json.loads(data[column])
-    checked = split_stored(data["request"])
-    data["request"], data["settings"] = checked.request, checked.settings
+    data["request"], data["settings"] = split_stored(data["request"])
     folder = str(data_dir)
     for column in ("log_path", "output_dir"):
         stored = data[column]

@@ -9,6 +9,17 @@ from enum import Enum
 from typing import Any
 
 
+#: The job kinds: what a job is, which decides its request's family and how a platform runs it.
+PIPELINE = "pipeline"      # POST /execute and /pipelines/training/custom_script
+TRAINING = "training"      # POST /api/service/v1/pipelines/training and /pipelines/training/train
+AUTOML = "automl"          # POST /pipelines/training/automl
+ENDPOINT = "endpoint"      # deploying a model to an endpoint
+TRANSFORM = "transform"    # batch inference
+TUNING = "tuning"          # POST /api/service/v1/pipelines/tuning: a search whose trials are training jobs
+
+JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM, TUNING)
+
+
 class JobStatus(str, Enum):
     """A job's status, with the values the Essedum backend switches on."""
 
@@ -95,22 +106,8 @@ class Job:
 STORED_SETTINGS_KEY = "sagemaker"
 
 
-@dataclass(frozen=True)
-class Checked:
-    """A request as its platform checked it: the request, normalised, and the settings resolved for it."""
-
-    request: dict[str, Any]
-    settings: dict[str, Any] | None = None
-
-    def stored(self) -> dict[str, Any]:
-        """Return the request as the store keeps it, with the settings under their stored key."""
-        if self.settings is None:
-            return dict(self.request)
-        return {**self.request, STORED_SETTINGS_KEY: self.settings}
-
-
-def split_stored(stored: dict[str, Any]) -> Checked:
+def split_stored(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Return the request and the settings a stored request holds (the inverse of Checked.stored)."""
     request = dict(stored)
     settings = request.pop(STORED_SETTINGS_KEY, None)
-    return Checked(request, settings if isinstance(settings, dict) else None)
+    return request, settings if isinstance(settings, dict) else None

@@ -146,3 +146,28 @@ def redact(text: str, values: Iterable[str]) -> str:
     for value in values:
         text = text.replace(value, REDACTED)
     return text
+
+
+def split_secret_entries(value: Any) -> tuple[Any, dict[str, Any]]:
+    """Return (value without secret-named entries, {dotted path: secret value}), through nested objects and lists.
+
+    Essedum puts run settings in configs; an entry whose name looks like a credential is kept with
+    the secrets (sealed, redacted from the log), never stored in clear.
+    """
+    secrets: dict[str, Any] = {}
+
+    def strip(item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            kept = {}
+            for name, entry in item.items():
+                where = f"{path}.{name}" if path else str(name)
+                if SECRET_NAME.search(str(name)):
+                    secrets[where] = entry
+                else:
+                    kept[name] = strip(entry, where)
+            return kept
+        if isinstance(item, list):
+            return [strip(entry, f"{path}.{index}") for index, entry in enumerate(item)]
+        return item
+
+    return strip(value, ""), secrets

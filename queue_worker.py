@@ -17,11 +17,12 @@ from typing import Any, Callable, Protocol
 
 from config import Config
 from db import Fenced, Record, Store, StoreError, StoreUnavailable
-from job import Checked, Job, JobStatus
+from job import Job, JobStatus
 from job_secrets import SecretBox
 from lease import Lease, executor_id
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
+from mlops.job_requests import Checked, JobRequest
 from mlops.platform import TUNING, Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
 from mlops.reporter import JobReader, JobReporter
@@ -98,11 +99,11 @@ class JobQueue:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None) -> Job:
+    def submit(self, kind: str, request: JobRequest, secrets: dict[str, Any] | None = None) -> Job:
         """Check a request with the platform, store it as a WAITING job and wake a worker; nothing is made on refusal."""
         return self._submit(kind, request, secrets or {})[0]
 
-    def submit_change(self, kind: str, request: dict[str, Any]) -> tuple[Job, Record]:
+    def submit_change(self, kind: str, request: JobRequest) -> tuple[Job, Record]:
         """Submit a deployment or transform; return its job and its record as marked pending.
 
         The record is marked first, with the job's id, so that a worker taking the job at once
@@ -113,7 +114,7 @@ class JobQueue:
             raise ValueError(f"{kind} jobs change no record")
         return job, record
 
-    def _submit(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> tuple[Job, Record | None]:
+    def _submit(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> tuple[Job, Record | None]:
         if kind not in self.platform.kinds:
             raise NotSupported("", f"the {self.platform.name} backend does not run {kind} jobs")
         checked = self.platform.check(kind, request, secrets)
@@ -122,7 +123,7 @@ class JobQueue:
             job = self.enqueue(kind, checked.request, secrets, job_id, settings=checked.settings)
         return job, record
 
-    def enqueue(self, kind: str, request: dict[str, Any], secrets: dict[str, Any] | None = None,
+    def enqueue(self, kind: str, request: JobRequest, secrets: dict[str, Any] | None = None,
                 job_id: str | None = None, settings: dict[str, Any] | None = None) -> Job:
         """Store a checked request (a tuning's trial is checked with its tuning) as a WAITING job; wake a worker."""
         job_id = job_id or str(uuid.uuid4())

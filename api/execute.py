@@ -11,9 +11,9 @@ from api import schemas
 from api.docs import documented
 from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, log_location
 from job import Job
-from job_secrets import SECRET_NAME
 from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.job_ids import find_job as find_job_by_id
+from mlops.job_requests import PipelineRequest
 from mlops.platform import PIPELINE
 from mlops.job_files import UnsafeFile, read_tail
 
@@ -22,51 +22,11 @@ blueprint = Blueprint("execute", __name__)
 LOG_LIMIT_BYTES = 5 << 20
 
 
-def split_pipeline(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate a pipeline body into what may be stored and the secrets, which may not."""
-    configs, secret_configs = split_secret_entries(body.get("configs") or {})
-    environment = body.get("environment") or {}
-    request_part = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
-                                              "command", "storage")}
-    request_part["storage"] = body["storage"].lower()
-    request_part["configs"] = configs
-    request_part["environment_keys"] = sorted(environment)
-    if isinstance(configs.get("retry_on_restart"), bool):
-        request_part["retry_on_restart"] = configs["retry_on_restart"]
-    secrets = {"credentials": body["credentials"], "environment": environment, "configs": secret_configs}
-    return request_part, secrets
-
-
-def split_secret_entries(value: Any) -> tuple[Any, dict[str, Any]]:
-    """Return (value without secret-named entries, {dotted path: secret value}), through nested objects and lists.
-
-    Essedum puts run settings in configs; an entry whose name looks like a credential is kept with
-    the secrets (sealed, redacted from the log), never stored in clear.
-    """
-    secrets: dict[str, Any] = {}
-
-    def strip(item: Any, path: str) -> Any:
-        if isinstance(item, dict):
-            kept = {}
-            for name, entry in item.items():
-                where = f"{path}.{name}" if path else str(name)
-                if SECRET_NAME.search(str(name)):
-                    secrets[where] = entry
-                else:
-                    kept[name] = strip(entry, where)
-            return kept
-        if isinstance(item, list):
-            return [strip(entry, f"{path}.{index}") for index, entry in enumerate(item)]
-        return item
-
-    return strip(value, ""), secrets
-
-
 def submit_pipeline() -> tuple[Any, int]:
     """Validate a pipeline body, queue it, and answer as the Essedum backend expects."""
     body = schemas.json_body(schemas.EXECUTE)
-    request_part, secrets = split_pipeline(body)
-    job = executor().queue.submit(PIPELINE, request_part, secrets)
+    request, secrets = PipelineRequest.from_body(body)
+    job = executor().queue.submit(PIPELINE, request, secrets)
     return jsonify(task_id=job.id, task_status="Submitted", log_path=log_location(job)), 201
 
 

@@ -28,6 +28,7 @@ from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.aws_statuses import CREATING
 from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file
+from mlops.job_requests import DeployRequest, TransformRequest
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                            TRANSFORM_RECORD, RecordBook, finished_training_job)
 from mlops.platform import Platform
@@ -218,8 +219,9 @@ def deploy_model(endpoint_id: str):
         config_name = endpoint_name
     if not config_name:
         raise MalformedRequest("EndpointConfigName", "is required")
-    deployment = {"EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
-                  **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()}
+    deployment = DeployRequest.from_stored({
+        "EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
+        **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()})
     job, record = executor().queue.submit_change(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
@@ -350,7 +352,7 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = executor().queue.submit_change(TRANSFORM, {**body, **essedum_origin()})
+    job, record = executor().queue.submit_change(TRANSFORM, TransformRequest.from_stored({**body, **essedum_origin()}))
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 

@@ -22,6 +22,7 @@ from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.platform import AUTOML, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.job_ids import find_job, is_id_prefix
+from mlops.job_requests import AutoMLRequest
 from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate, tag_map
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
@@ -81,7 +82,7 @@ AUTOML_JOB = {
 
 
 def _submit_automl(automl_request: dict[str, Any]) -> Job:
-    return executor().queue.submit(AUTOML, {**automl_request, "origin": essedum_origin()})
+    return executor().queue.submit(AUTOML, AutoMLRequest.from_stored({**automl_request, "origin": essedum_origin()}))
 
 
 def _accepted(job: Job, status: int):

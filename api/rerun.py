@@ -7,12 +7,13 @@ from flask import Blueprint, jsonify, request, url_for
 
 from api import schemas
 from api.docs import documented
-from api.execute import find_job, split_pipeline
+from api.execute import find_job
 from api.views import executor
 from job import Job
 from job_secrets import BOUND_TO
 from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
+from mlops.job_requests import PipelineRequest, request_of
 from mlops.staging import local_inputs_digest
 from mlops.tuning import TRIAL_PLATFORM_JOB
 
@@ -44,8 +45,8 @@ def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
                                    "send them in the rerun body")
     if job.kind != PIPELINE:
         return {}
-    _, secrets = split_pipeline({**job.request, "credentials": sent.get("credentials") or {},
-                                 "environment": sent.get("environment"), "configs": sent.get("configs")})
+    _, secrets = PipelineRequest.from_body({**job.request, "credentials": sent.get("credentials") or {},
+                                            "environment": sent.get("environment"), "configs": sent.get("configs")})
     return secrets
 
 
@@ -61,7 +62,8 @@ def inherited_secrets(job: Job, secrets: dict[str, Any]) -> dict[str, Any]:
     ran = job.details.get("staged_sha256")
     if ran is None:
         reason = f"job {job.id} has not staged its files yet, so what a rerun runs cannot be matched to them"
-    elif local_inputs_digest(job.request, executor().config) not in (None, ran):
+    elif job.kind == PIPELINE and local_inputs_digest(PipelineRequest.from_stored(job.request),
+                                                      executor().config) not in (None, ran):
         reason = f"the files under input_artifacts changed since job {job.id} ran them"
     else:
         return {**secrets, BOUND_TO: ran}
@@ -81,7 +83,8 @@ def rerun(job_id: str):
         raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
     # A tuning's trial run again is a training of its own: not one of the tuning's trials, nor the
     # platform's job that trial followed.
-    again = {key: value for key, value in job.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
+    again = request_of(job.kind, {key: value for key, value in job.request.items()
+                                  if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)})
     new = executor().queue.submit(job.kind, again, secrets_for_rerun(job, sent))
     executor().store.merge_details(new.id, rerun_of=job.id)
     status_url = url_for("training.status", job_id=new.id)

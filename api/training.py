@@ -15,17 +15,17 @@ from mlops.platform import TRAINING
 blueprint = Blueprint("training", __name__)
 
 
-def normalise_training(body: dict[str, Any]) -> dict[str, Any]:
-    """Return a schema-checked training body as the typed request stores it (defaults filled, paths resolved)."""
+def training_request(body: dict[str, Any]) -> TrainingRequest:
+    """Return the typed request of a schema-checked training body (defaults filled, paths resolved)."""
     config = executor().config
-    return TrainingRequest.from_body(body, config.storage_root, config.max_runtime_seconds).to_stored()
+    return TrainingRequest.from_body(body, config.storage_root, config.max_runtime_seconds)
 
 
 @blueprint.post("/api/service/v1/pipelines/training")
 @documented(schemas.TRAINING, status=202, summary="Submit a training job", response_schema=schemas.ACCEPTED)
 def submit_training():
     body = schemas.json_body(schemas.TRAINING)
-    job = executor().queue.submit(TRAINING, normalise_training(body))
+    job = executor().queue.submit(TRAINING, training_request(body))
     status_url = url_for("training.status", job_id=job.id)
     return jsonify(job_id=job.id, status=job.status.value, phase=job.phase, status_url=status_url,
                    log_url=url_for("execute.get_log", task_id=job.id)), 202, {"Location": status_url}

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, url_for
 from api import schemas
 from api.docs import documented
 from api.execute import find_job
-from api.training import normalise_training
+from api.training import training_request
 from api.views import executor, job_status
 from job import Job
 from mlops.platform import TUNING
@@ -64,12 +64,10 @@ CREATED = {**schemas.ACCEPTED, "title": "TuningCreated"}
 @documented(TUNING_REQUEST, status=201, summary="Tune a training's hyperparameters", response_schema=CREATED)
 def submit_tuning():
     body = schemas.json_body(TUNING_REQUEST)
-    request = normalise_training(body)
     tuning = dict(body["tuning"])
     if tuning.get("warm_start"):
         tuning["warm_start"] = {"type": "identical", **tuning["warm_start"]}
-    request["tuning"] = tuning
-    job = executor().queue.submit(TUNING, request)
+    job = executor().queue.submit(TUNING, training_request(body).with_changes(tuning=tuning))
     status_url = url_for("training.status", job_id=job.id)
     return jsonify(job_id=job.id, status=job.status.value, status_url=status_url,
                    log_url=url_for("execute.get_log", task_id=job.id)), 201, {"Location": status_url}

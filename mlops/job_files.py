@@ -11,16 +11,20 @@ first: a weaker check, stated in docs/operations.md, as Windows jobs are not iso
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
+
+from mlops.errors import InvalidRequest
 
 try:
     import fcntl
@@ -635,3 +639,41 @@ def _is_plain_folder(path: Path) -> bool:
 def _is_link(info: os.stat_result) -> bool:
     # A Windows junction is a folder link that S_ISLNK does not show; its reparse tag does.
     return stat.S_ISLNK(info.st_mode) or bool(getattr(info, "st_reparse_tag", 0))
+
+
+def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
+    """Resolve a path a request gives inside the storage root; refuse anything that leaves it."""
+    if "\x00" in relative:
+        raise InvalidRequest(field, "must not contain NUL bytes")
+    candidate = PurePosixPath(relative.replace("\\", "/"))
+    if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
+        raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
+    root = _real_root(root)
+    resolved = _resolve_below(root, candidate)
+    if resolved != root and root not in resolved.parents:
+        raise InvalidRequest(field, "resolves outside the storage root")
+    return resolved
+
+
+def _resolve_below(real_root: Path, relative: PurePosixPath) -> Path:
+    """Resolve a relative path without '..' below a root that is already real, as Path.resolve would."""
+    # The root is real and the path has no '..': unless one of its own components is a link, it is
+    # its own real path. Checking those few components spares a realpath walk from '/' per request.
+    # Windows has links lstat does not call links (junctions): there resolve() decides every time.
+    if os.name == "nt":
+        return (real_root / relative).resolve()
+    path = real_root
+    for part in relative.parts:
+        path = path / part
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return (real_root / relative).resolve()
+        except OSError:
+            return (real_root / relative).resolve()
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _real_root(root: Path) -> Path:
+    # The storage root is set for the service's life: one realpath at the first request, not one each.
+    return root.resolve()

@@ -11,11 +11,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, TypeVar
 
+from job import AUTOML, ENDPOINT, PIPELINE, STORED_SETTINGS_KEY, TRAINING, TRANSFORM, TUNING
+from job_secrets import split_secret_entries
 from mlops.errors import InvalidRequest
-from mlops.platform import TRAINING, TUNING
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
-from mlops.shapes import tag_map
-from mlops.staging import S3_URI, resolve_storage_path
+from mlops.shapes import S3_URI, tag_map
+from mlops.job_files import resolve_storage_path
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class TrainingRequest(JobRequest):
     tuning: Mapping[str, Any] | None = None
     parent: str | None = None
     trial: int | None = None
+    #: A SageMaker tuning's trial: the training job SageMaker made for it, which the trial follows.
+    sagemaker_training_job_name: str | None = None
     FAMILY: ClassVar[str] = "a training job"
     REQUIRED: ClassVar[tuple[str, ...]] = ("dataset", "source_dir")
 
@@ -122,9 +125,121 @@ class TrainingRequest(JobRequest):
         return self.tuning
 
 
-#: The typed request of each job kind (a tuning is a training job with a search); kinds not named here
-#: keep their stored form until their family is typed.
-REQUEST_TYPES: dict[str, type[JobRequest]] = {TRAINING: TrainingRequest, TUNING: TrainingRequest}
+
+@dataclass(frozen=True)
+class PipelineRequest(JobRequest):
+    """An Essedum pipeline: a command run on its input artifacts; its credentials and environment are sealed apart."""
+
+    FAMILY: ClassVar[str] = "a pipeline"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("command", "storage", "input_artifacts")
+
+    command: str
+    storage: str
+    input_artifacts: str
+    name: str | None = None
+    bucket: str | None = None
+    project_id: str | None = None
+    version: str | None = None
+    configs: Mapping[str, Any] = field(default_factory=dict)
+    environment_keys: tuple[str, ...] | list[str] = ()
+    retry_on_restart: bool = False
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> tuple[PipelineRequest, dict[str, Any]]:
+        """Separate a schema-checked pipeline body into the request that is stored and the secrets, which are not."""
+        configs, secret_configs = split_secret_entries(body.get("configs") or {})
+        environment = body.get("environment") or {}
+        stored = {key: body[key] for key in ("bucket", "project_id", "name", "version", "input_artifacts",
+                                             "command", "storage")}
+        stored["storage"] = body["storage"].lower()
+        stored["configs"] = configs
+        stored["environment_keys"] = sorted(environment)
+        if isinstance(configs.get("retry_on_restart"), bool):
+            stored["retry_on_restart"] = configs["retry_on_restart"]
+        secrets = {"credentials": body["credentials"], "environment": environment, "configs": secret_configs}
+        return cls.from_stored(stored), secrets
+
+
+@dataclass(frozen=True)
+class AutoMLRequest(JobRequest):
+    """An AutoML job on a CSV in S3 (SageMaker Autopilot)."""
+
+    FAMILY: ClassVar[str] = "an AutoML job"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("input_s3_uri", "output_s3_path", "target_attribute_name")
+
+    input_s3_uri: str
+    output_s3_path: str
+    target_attribute_name: str
+    job_name: str | None = None
+    content_type: str | None = None
+    problem_type: str | None = None
+    metric_name: str | None = None
+    max_candidates: int | None = None
+    max_runtime_per_training_job_in_seconds: int | None = None
+    total_job_runtime_in_seconds: int | None = None
+    role_arn: str | None = None
+    mode: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    generate_candidate_definitions_only: bool = False
+    origin: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeployRequest(JobRequest):
+    """Creating or updating an endpoint from a registered endpoint configuration."""
+
+    FAMILY: ClassVar[str] = "a deployment"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("EndpointName", "EndpointConfigName")
+
+    EndpointName: str
+    EndpointConfigName: str
+    Tags: Any = None
+    adapter: str | None = None
+    project: str | None = None
+
+
+@dataclass(frozen=True)
+class TransformRequest(JobRequest):
+    """A batch transform: a registered model run over the files of an input."""
+
+    FAMILY: ClassVar[str] = "a batch transform"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("TransformJobName", "ModelName", "TransformInput")
+
+    TransformJobName: str
+    ModelName: str
+    TransformInput: Mapping[str, Any]
+    TransformOutput: Mapping[str, Any] | None = None
+    TransformResources: Mapping[str, Any] | None = None
+    Tags: Any = None
+    adapter: str | None = None
+    project: str | None = None
+
+    @property
+    def input_uri(self) -> str:
+        """The input the transform reads: an s3:// URI on SageMaker, a path in the storage root locally."""
+        return self.TransformInput["DataSource"]["S3DataSource"]["S3Uri"]
+
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request as its platform checked it: the typed request, normalised, and the settings resolved for it."""
+
+    request: JobRequest
+    settings: dict[str, Any] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """Return the request as the store keeps it, with the settings under their stored key."""
+        request = self.request.to_stored()
+        if self.settings is None:
+            return request
+        return {**request, STORED_SETTINGS_KEY: self.settings}
+
+
+#: The typed request of each job kind (a tuning is a training job with a search).
+REQUEST_TYPES: dict[str, type[JobRequest]] = {
+    PIPELINE: PipelineRequest, TRAINING: TrainingRequest, TUNING: TrainingRequest, AUTOML: AutoMLRequest,
+    ENDPOINT: DeployRequest, TRANSFORM: TransformRequest}
 
 
 def request_of(kind: str, stored: Mapping[str, Any]) -> JobRequest:

@@ -11,23 +11,18 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, ClassVar, Collection, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
-from job import Checked, Job
+from job import AUTOML, ENDPOINT, JOB_KINDS, PIPELINE, TRAINING, TRANSFORM, TUNING, Job  # noqa: F401 (the kinds are named here too)
 from mlops.errors import NotSupported
 from mlops.exports import Export
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox
 
-PIPELINE = "pipeline"      # POST /execute and /pipelines/training/custom_script
-TRAINING = "training"      # POST /api/service/v1/pipelines/training and /pipelines/training/train
-AUTOML = "automl"          # POST /pipelines/training/automl
-ENDPOINT = "endpoint"      # deploying a model to an endpoint
-TRANSFORM = "transform"    # batch inference
-TUNING = "tuning"          # POST /api/service/v1/pipelines/tuning: a search whose trials are training jobs
+if TYPE_CHECKING:
+    from mlops.job_requests import Checked, JobRequest
 
-JOB_KINDS = (PIPELINE, TRAINING, AUTOML, ENDPOINT, TRANSFORM, TUNING)
 
 
 class Confinement(Protocol):
@@ -80,15 +75,15 @@ class Platform(ABC):
     # -- jobs ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+    def check(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> Checked:
         """Validate a request before anything is stored; return it normalised with its settings, or raise InvalidRequest."""
 
     @abstractmethod
-    def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
+    def log_location(self, kind: str, request: JobRequest) -> str | None:
         """Return where a checked job's log is published for clients; None: the executor's own log file."""
 
     @abstractmethod
-    def reserve(self, kind: str, request: dict[str, Any], job_id: str) -> AbstractContextManager[Record | None]:
+    def reserve(self, kind: str, request: JobRequest, job_id: str) -> AbstractContextManager[Record | None]:
         """Mark what a checked job will change (an endpoint, a transform) for the job queued inside; undone on error."""
 
     @abstractmethod

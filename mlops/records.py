@@ -21,6 +21,7 @@ from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATI
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.job_files import open_file
 from mlops.job_ids import find_job
+from mlops.job_requests import DeployRequest, JobRequest, TransformRequest
 from mlops.platform import ENDPOINT, TRAINING, TRANSFORM
 from mlops.staging import S3_URI, resolve_storage_path
 
@@ -159,18 +160,18 @@ class ModelRecords:
     # -- queue hand-off --------------------------------------------------------------------------
 
     @contextmanager
-    def reserve(self, kind: str, request: dict[str, Any], job_id: str) -> Iterator[Record | None]:
+    def reserve(self, kind: str, request: JobRequest, job_id: str) -> Iterator[Record | None]:
         """Mark the record a checked deployment or transform changes pending, for the job the caller queues inside.
 
         The record is written before the job exists (with the job's id, record.job_id), so a worker
         that picks the job up at once cannot have its result overwritten by this pending state. If
         queueing fails, the record is put back as it was.
         """
-        if kind not in self.record_kinds:
+        if not isinstance(request, (DeployRequest, TransformRequest)):
             yield None
             return
-        type, name = (ENDPOINT_RECORD, request["EndpointName"]) if kind == ENDPOINT else (
-            TRANSFORM_RECORD, request["TransformJobName"])
+        type, name = (ENDPOINT_RECORD, request.EndpointName) if isinstance(request, DeployRequest) else (
+            TRANSFORM_RECORD, request.TransformJobName)
         with self._submit_lock:
             previous = self.find(type, name)
             busy = self.active_job(previous)
@@ -191,13 +192,15 @@ class ModelRecords:
                     self.put(previous.type, previous.name, previous.status, previous.payload, previous.job_id)
                 raise
 
-    def mark_pending(self, kind: str, request: dict[str, Any], previous: Record | None, job_id: str) -> Record:
+    def mark_pending(self, kind: str, request: DeployRequest | TransformRequest, previous: Record | None,
+                     job_id: str) -> Record:
         """Write the record of a deployment or transform that is queued."""
-        origin = {"adapter": request.get("adapter"), "project": request.get("project")}
-        if kind == TRANSFORM:
-            return self.put(TRANSFORM_RECORD, request["TransformJobName"], IN_PROGRESS,
-                            {**origin, "model_name": request["ModelName"], "raw": public_request(request)}, job_id)
-        config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
+        origin = {"adapter": request.adapter, "project": request.project}
+        if isinstance(request, TransformRequest):
+            return self.put(TRANSFORM_RECORD, request.TransformJobName, IN_PROGRESS,
+                            {**origin, "model_name": request.ModelName, "raw": public_request(request.to_stored())},
+                            job_id)
+        config = self.record(ENDPOINT_CONFIG, request.EndpointConfigName, "EndpointConfigName", InvalidRequest)
         updating = previous is not None and previous.payload.get("exists", True) and previous.status != FAILED
         payload = {**(previous.payload if updating else {}), **origin,
                    "endpoint_config": config.name if not updating else previous.payload.get("endpoint_config"),
@@ -205,7 +208,7 @@ class ModelRecords:
                    "model_names": sorted(set(as_list(config.payload.get("model_names"))) |
                                          set(as_list(previous.payload.get("model_names")) if updating else [])),
                    "container": config.payload.get("container"), "exists": True, "failure_reason": None}
-        return self.put(ENDPOINT_RECORD, request["EndpointName"], UPDATING if updating else CREATING,
+        return self.put(ENDPOINT_RECORD, request.EndpointName, UPDATING if updating else CREATING,
                         payload, job_id)
 
     def job_finished_endpoint(self, record: Record, config: Record, raw: dict[str, Any]) -> Record:

@@ -8,15 +8,17 @@ drives other jobs (the tuner follows its trials) reads them through a JobReader,
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from db import JobExists, Store, check_fence
-from job import Checked, Job, JobStatus
+from job import Job, JobStatus
 from job_secrets import redact, secret_values
 from mlops.job_files import append_text
+from mlops.job_requests import Checked, JobRequest, request_of
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,11 @@ class JobReporter:
     @property
     def log_path(self) -> Path:
         return Path(self.job.log_path)
+
+    @functools.cached_property
+    def request(self) -> JobRequest:
+        """The job's typed request, read from its stored form once for this attempt."""
+        return request_of(self.job.kind, self.job.request)
 
     @property
     def secrets(self) -> dict[str, Any]:

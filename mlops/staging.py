@@ -5,21 +5,22 @@ endpoint, and a MinIO request only an endpoint the operator listed in EXECUTOR_S
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
-import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from config import Config
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
-from mlops.job_files import (Snapshot, TooManyEntries, UnsafeFile, copyable_tree, regular_files, snapshot_tree,
-                             tree_digest)
+from mlops.job_files import (Snapshot, TooManyEntries, UnsafeFile, copyable_tree, regular_files,
+                             resolve_storage_path, snapshot_tree, tree_digest)
 from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
+
+if TYPE_CHECKING:
+    from mlops.job_requests import PipelineRequest
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
@@ -27,44 +28,6 @@ MAX_PUBLISHED_FILES = 100_000
 # A rerun request reads a pipeline's files up to this size to compare them with what its job ran
 # (about a second); past it the rerun compares them when it stages them.
 REQUEST_DIGEST_BYTES = 64 << 20
-
-
-def resolve_storage_path(root: Path, relative: str, field: str) -> Path:
-    """Resolve a path a request gives inside the storage root; refuse anything that leaves it."""
-    if "\x00" in relative:
-        raise InvalidRequest(field, "must not contain NUL bytes")
-    candidate = PurePosixPath(relative.replace("\\", "/"))
-    if candidate.is_absolute() or ".." in candidate.parts or re.match(r"^[A-Za-z]:", relative):
-        raise InvalidRequest(field, "must be a relative path inside the storage root, without '..'")
-    root = _real_root(root)
-    resolved = _resolve_below(root, candidate)
-    if resolved != root and root not in resolved.parents:
-        raise InvalidRequest(field, "resolves outside the storage root")
-    return resolved
-
-
-def _resolve_below(real_root: Path, relative: PurePosixPath) -> Path:
-    """Resolve a relative path without '..' below a root that is already real, as Path.resolve would."""
-    # The root is real and the path has no '..': unless one of its own components is a link, it is
-    # its own real path. Checking those few components spares a realpath walk from '/' per request.
-    # Windows has links lstat does not call links (junctions): there resolve() decides every time.
-    if os.name == "nt":
-        return (real_root / relative).resolve()
-    path = real_root
-    for part in relative.parts:
-        path = path / part
-        try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return (real_root / relative).resolve()
-        except OSError:
-            return (real_root / relative).resolve()
-    return path
-
-
-@functools.lru_cache(maxsize=8)
-def _real_root(root: Path) -> Path:
-    # The storage root is set for the service's life: one realpath at the first request, not one each.
-    return root.resolve()
 
 
 def parse_command(command: str) -> list[str]:
@@ -104,29 +67,29 @@ def _normalise_endpoint(endpoint: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def pipeline_storage_client(request: dict[str, Any], secrets: dict[str, Any], config: Config,
+def pipeline_storage_client(request: PipelineRequest, secrets: dict[str, Any], config: Config,
                             clients: ClientFactory) -> Any:
     """Return an S3 client for a pipeline's Essedum storage, with the request's own credentials."""
     credentials = secrets.get("credentials") or {}
-    endpoint = check_storage_endpoint(request["storage"], credentials.get("endpoint", ""), config)
+    endpoint = check_storage_endpoint(request.storage, credentials.get("endpoint", ""), config)
     return clients.storage_client(endpoint_url=endpoint, access_key=credentials.get("access_key", ""),
                                   secret_key=credentials.get("secret_key", ""),
-                                  region=(request.get("configs") or {}).get("region_name"))
+                                  region=request.configs.get("region_name"))
 
 
-def output_prefix(request: dict[str, Any]) -> str:
+def output_prefix(request: PipelineRequest) -> str:
     """Return the key prefix where Essedum expects a pipeline's outputs."""
-    return f"{request['project_id']}/remote/{request['name']}/{request['version']}/outputartifacts"
+    return f"{request.project_id}/remote/{request.name}/{request.version}/outputartifacts"
 
 
-def remote_log_uri(request: dict[str, Any]) -> str | None:
+def remote_log_uri(request: PipelineRequest) -> str | None:
     """Return where the log of an s3/minio pipeline is published, as the Essedum backend names it."""
-    if request.get("storage") not in ("s3", "minio"):
+    if request.storage not in ("s3", "minio"):
         return None
-    return f"{request['storage']}://{request['bucket']}/{output_prefix(request)}/logs/log.txt"
+    return f"{request.storage}://{request.bucket}/{output_prefix(request)}/logs/log.txt"
 
 
-def publish_outputs(client: Any, request: dict[str, Any], log_path: Path, folders: Iterable[Path]) -> int:
+def publish_outputs(client: Any, request: PipelineRequest, log_path: Path, folders: Iterable[Path]) -> int:
     """Upload the job log and output files to the pipeline's outputartifacts prefix; return the count."""
     prefix = output_prefix(request)
     uploads = [(log_path, f"{prefix}/logs/log.txt")] if log_path.is_file() else []
@@ -135,28 +98,28 @@ def publish_outputs(client: Any, request: dict[str, Any], log_path: Path, folder
                     for path in files_under(folder)] if folder.is_dir() else []
     try:
         for path, key in uploads:
-            client.upload_file(str(path), request["bucket"], key)
+            client.upload_file(str(path), request.bucket, key)
     except Exception as exc:  # botocore raises many unrelated types; the reason is what matters
-        raise BackendError(f"cannot upload outputs to s3://{request['bucket']}/{prefix}: {error_text(exc)}") from exc
+        raise BackendError(f"cannot upload outputs to s3://{request.bucket}/{prefix}: {error_text(exc)}") from exc
     return len(uploads)
 
 
-def stage_pipeline_files(request: dict[str, Any], secrets: dict[str, Any], dest: Path, config: Config,
+def stage_pipeline_files(request: PipelineRequest, secrets: dict[str, Any], dest: Path, config: Config,
                          clients: ClientFactory) -> Path:
     """Copy or download a pipeline's files into dest and return it; the command's script must be there."""
     dest.mkdir(parents=True, exist_ok=True)
-    if request["storage"] == "local":
-        source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
+    if request.storage == "local":
+        source = resolve_storage_path(config.storage_root, request.input_artifacts, "input_artifacts")
         if not source.is_dir():
-            raise BackendError(f"input_artifacts {request['input_artifacts']!r} is not a folder in the storage root")
+            raise BackendError(f"input_artifacts {request.input_artifacts!r} is not a folder in the storage root")
         stage_folder(source, dest, config, "input_artifacts")
     else:
         client = pipeline_storage_client(request, secrets, config, clients)
-        download_prefix(client, request["bucket"], request["input_artifacts"], dest)
-    script = parse_command(request["command"])[1]
+        download_prefix(client, request.bucket, request.input_artifacts, dest)
+    script = parse_command(request.command)[1]
     if not (dest / script).is_file():
         raise BackendError(f"command names {script!r}, which is not among the pipeline's files "
-                           f"under {request['input_artifacts']!r}")
+                           f"under {request.input_artifacts!r}")
     return dest
 
 
@@ -205,15 +168,15 @@ def stage_dataset(dataset: str, dest: Path, config: Config, clients: ClientFacto
     return stage_folder(source, dest, config, "dataset", may_link).describe()
 
 
-def local_inputs_digest(request: dict[str, Any], config: Config) -> str | None:
+def local_inputs_digest(request: PipelineRequest, config: Config) -> str | None:
     """Return the digest of what a pipeline of local storage would stage now (tree_digest).
 
     None where it is not compared now: other storage, or more than REQUEST_DIGEST_BYTES to read in
     a request; the run compares what it stages.
     """
-    if request.get("storage") != "local":
+    if request.storage != "local":
         return None
-    source = resolve_storage_path(config.storage_root, request["input_artifacts"], "input_artifacts")
+    source = resolve_storage_path(config.storage_root, request.input_artifacts, "input_artifacts")
     try:
         if copyable_tree(source.parent, source.name).size > REQUEST_DIGEST_BYTES:
             return None

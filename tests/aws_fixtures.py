@@ -22,7 +22,8 @@ from moto import mock_aws
 
 from config import load_config
 from db import SQLiteStore
-from job import Checked, Job, JobStatus
+from job import Job, JobStatus
+from mlops.job_requests import Checked
 from mlops.reporter import JobReporter
 from mlops.aws import ClientFactory
 

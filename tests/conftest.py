@@ -1,12 +1,14 @@
 """Fixtures: a fresh app per test on a temporary data folder, a real waitress server, a real service process."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -66,6 +68,45 @@ def aws_requests_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     yield
     refusals = aws_request_check.take_refusals()
     assert not refusals, "requests AWS would refuse:\n" + "\n".join(refusals)
+
+
+@functools.cache
+def job_cgroup_root() -> Any:
+    """Return where executors here make their jobs' cgroups (a root of any prefix), or None without cgroups."""
+    from config import load_config
+    from mlops.local.limits import detect
+
+    return detect(load_config(environ={}, overrides={"data_dir": tempfile.gettempdir()})).root
+
+
+@pytest.fixture(autouse=True)
+def job_cgroups_removed(tmp_path: Path) -> Iterator[None]:
+    """After the test, remove the job cgroups that executors it killed left for the data folders under tmp_path.
+
+    An executor removes them at its next start on the folder (Confinement.sweep_leftovers); a test that kills
+    one (SIGKILL, as a crash) never starts it there again, and they would outlive the test run, one per job.
+    """
+    yield
+    root = job_cgroup_root()
+    if root is None:
+        return
+    from mlops.local.limits import CgroupRoot, cgroup_prefix
+
+    # A data folder is the test's folder, or one or two levels below it (data/, service-data/, a/data/).
+    top = tmp_path.resolve()
+    children = subfolders(top)
+    for folder in [top, *children, *(grandchild for child in children for grandchild in subfolders(child))]:
+        for cgroup in CgroupRoot(root.version, root.parents, cgroup_prefix(folder)).leftovers():
+            cgroup.remove()
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """Return a folder's subfolders (links not followed); none where it is gone or cannot be read."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 @pytest.fixture

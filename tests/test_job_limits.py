@@ -11,12 +11,16 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import app as app_module
 from config import ConfigError, load_config
 from conftest import http_request, pipeline_body, wait_final, wait_for, write_pipeline
+from db import SQLiteStore, StoreUnavailable
 from mlops.errors import BackendError
 from mlops.local import limits as limits_module
 from mlops.local.limits import Confinement, JobLimits, UidPool, confinement_for, format_size
@@ -474,3 +478,73 @@ def test_the_uid_locks_of_a_root_executor_are_in_a_folder_of_roots_alone():
         assert folder.stat().st_uid == 0 and folder.stat().st_mode & 0o777 == 0o700
     finally:
         pool.release(uid)
+
+
+def cgroups_of(root) -> list[Path]:
+    """Return the cgroup folders that carry an executor's prefix, in every hierarchy it uses."""
+    return sorted(folder for parent in set(root.parents.values()) for folder in parent.glob(f"{root.prefix}-*"))
+
+
+def test_an_executor_stopped_with_a_job_and_a_model_running_leaves_no_cgroup_behind(live_server):
+    from test_model_admission import slow_model
+    from test_model_lifecycle_local import API, deploy
+
+    server = limited_server(live_server)
+    job_id = submit(server, write_pipeline(server.storage_root, "sleeper", MEMORY), "python pipe1.py 8 60")
+    wait_for_line(server, job_id, "holding 8 MiB")
+    deploy(server, "served", "served", **slow_model(server.storage_root, "served", pause=0))
+    assert server.request("POST", f"{API}/endpoints/served/infer", {"instances": [1]})[0] == 200
+    root = server.executor.confinement.root
+    assert len(cgroups_of(root)) >= 2 * len(set(root.parents.values()))  # the job's and the model's
+    server.close()
+    assert cgroups_of(root) == []
+
+
+class StoreRefusingThePid(SQLiteStore):
+    """The real store on its real file, except that it refuses to record a job's process id.
+
+    A fake at the store's edge only, as tests/test_local_job_end.py's: a full disk makes the real store refuse
+    any write, but not at a moment a test can choose.
+    """
+
+    def update(self, job_id: str, *, message: str | None = None, **fields: Any) -> None:
+        if "pid" in fields:
+            raise StoreUnavailable(f"job database {self.path} cannot be written: database or disk is full")
+        super().update(job_id, message=message, **fields)
+
+
+def test_a_job_whose_start_the_store_cannot_record_leaves_no_cgroup_behind(live_server, monkeypatch):
+    monkeypatch.setattr(app_module, "SQLiteStore", StoreRefusingThePid)
+    server = limited_server(live_server)
+    job_id = submit(server, write_pipeline(server.storage_root, "sleeper", MEMORY), "python pipe1.py 8 60")
+    final = wait_final(server, job_id, timeout=30)
+    assert final["task_status"] == "ERROR" and "database or disk is full" in final["failure_reason"], final
+    assert cgroups_of(server.executor.confinement.root) == []
+
+
+def test_a_job_taken_over_from_a_killed_executor_loses_its_cgroups_and_a_neighbours_keep_theirs(make_app):
+    from mlops.platform import PIPELINE
+
+    executor = make_app(**SMALL).config["EXECUTOR"]
+    confinement = executor.confinement
+    if not confinement.cgroups:
+        pytest.skip(f"no cgroups here: {confinement.missing}")
+    # A job a killed executor ran, its process still in its cgroup (a bare run outlives its executor), and a
+    # job of a live executor sharing the data folder: the start-up sweep is not theirs to make.
+    store = executor.store
+    job = store.create_job(str(uuid.uuid4()), kind=PIPELINE, backend="local", request={"name": "left"},
+                           secrets=None, log_path=os.devnull, output_dir=str(executor.config.data_dir / "jobs"))
+    assert store.claim_next(["local"], owner="killed-executor").id == job.id
+    abandoned = confinement.enclose(job.id, own_uid=False)
+    neighbour = confinement.enclose(str(uuid.uuid4()), own_uid=False)
+    orphan = subprocess.Popen([*abandoned.prefix(), shutil.which("sleep"), "30"])
+    try:
+        wait_for(lambda: orphan.pid in abandoned.cgroup.pids())
+        executor.queue.recover()
+        assert orphan.wait(timeout=5) == -9
+        assert not any(folder.exists() for folder in abandoned.cgroup.folders.values())
+        assert all(folder.exists() for folder in neighbour.cgroup.folders.values())
+    finally:
+        orphan.kill()
+        orphan.wait()
+        neighbour.release()

@@ -31,6 +31,7 @@ from aws_fixtures import (aws, aws_setup, backend, bundled_scripts, clients, con
                           reporters, new_running_job, running_jobs, set_training_state, store,
                           training_request, write_dataset)
 from conftest import pipeline_body, wait_for, write_pipeline
+from mlops.job_requests import request_of
 from mlops.aws import ClientFactory
 
 FINAL = {"COMPLETED", "ERROR", "CANCELLED"}
@@ -341,7 +342,7 @@ def test_a_full_disk_is_a_clear_503_and_nothing_half_created(small_disk, make_ap
 def test_a_monitor_cycle_cut_short_at_a_completed_job_ends_it_the_next_cycle(
         backend, store, bundled_scripts, tmp_path):  # noqa: F811
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
-    job = new_running_job(store, "training", backend.check("training", training_request(dataset, bundled_scripts),
+    job = new_running_job(store, "training", backend.check("training", request_of("training", training_request(dataset, bundled_scripts)),
                                                            {}), tmp_path)
     backend.run(job, context(store, job))
     name = store.get(job.id).external_id

@@ -11,6 +11,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, capt
 from botocore.exceptions import ClientError
 
 from job import JobStatus
+from mlops.job_requests import request_of
 from mlops.sagemaker.training_service import training_job_name
 from mlops.errors import AccessDenied, InvalidRequest, SageMakerJobError
 from mlops.platform import Stop
@@ -25,7 +26,7 @@ def dataset(tmp_path):
 
 
 def submit(backend, store, tmp_path, request, kind="training", secrets=None):  # noqa: F811
-    checked = backend.check(kind, json.loads(json.dumps(request)), secrets or {})
+    checked = backend.check(kind, request_of(kind, json.loads(json.dumps(request))), secrets or {})
     job = new_running_job(store, kind, checked, tmp_path)
     backend.run(job, context(store, job, secrets))
     return store.get(job.id)
@@ -48,8 +49,8 @@ def write_pipeline(tmp_path):
 
 def test_check_resolves_settings_without_any_aws_call(backend, clients, dataset, bundled_scripts):  # noqa: F811
     before = clients.counter.total()
-    checked = backend.check("training", training_request(dataset, bundled_scripts, metadata_file="metadata.csv",
-                                                         hyperparameters={"epochs": "3", "learning_rate": "0.01"}), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts, metadata_file="metadata.csv",
+                                                         hyperparameters={"epochs": "3", "learning_rate": "0.01"})), {})
     assert clients.counter.total() == before
     settings = checked.settings
     assert settings["instance_type"] == "ml.g5.xlarge"  # a GPU instance by default
@@ -73,14 +74,14 @@ def test_check_resolves_settings_without_any_aws_call(backend, clients, dataset,
 def test_check_names_the_bad_field(backend, clients, dataset, bundled_scripts, changes, field):  # noqa: F811
     before = clients.counter.total()
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("training", training_request(dataset, bundled_scripts, **changes), {})
+        backend.check("training", request_of("training", training_request(dataset, bundled_scripts, **changes)), {})
     assert raised.value.field == field
     assert clients.counter.total() == before
 
 
 def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp_path):
     write_pipeline(tmp_path)
-    checked = backend.check("pipeline", pipeline_request(instance_count="2"), {"environment": {"TOKEN": SECRET}})
+    checked = backend.check("pipeline", request_of("pipeline", pipeline_request(instance_count="2")), {"environment": {"TOKEN": SECRET}})
     assert checked.settings["entry_point"] == "pipe1.py"
     assert checked.settings["hyperparameters"] == {"x": "1", "label": "abc"}
     assert checked.settings["instance_count"] == 2
@@ -96,7 +97,7 @@ def test_check_of_a_pipeline_reads_its_arguments_as_hyperparameters(backend, tmp
 ])
 def test_a_command_that_is_not_name_value_pairs_runs_through_the_launcher(backend, tmp_path, command, argv):
     write_pipeline(tmp_path)
-    checked = backend.check("pipeline", {**pipeline_request(), "command": command}, {})
+    checked = backend.check("pipeline", request_of("pipeline", {**pipeline_request(), "command": command}), {})
     assert checked.settings["entry_point"] == "essedum_launch.py"
     assert json.loads(checked.settings["hyperparameters"]["essedum-argv"]) == argv
 
@@ -104,14 +105,14 @@ def test_a_command_that_is_not_name_value_pairs_runs_through_the_launcher(backen
 def test_a_reserved_hyperparameter_in_the_command_is_refused(backend, tmp_path):
     write_pipeline(tmp_path)
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("pipeline", {**pipeline_request(), "command": "python pipe1.py --sagemaker_program evil.py"}, {})
+        backend.check("pipeline", request_of("pipeline", {**pipeline_request(), "command": "python pipe1.py --sagemaker_program evil.py"}), {})
     assert raised.value.field == "command"
 
 
 def test_a_bad_environment_name_is_refused_without_echoing_values(backend, tmp_path):
     write_pipeline(tmp_path)
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("pipeline", pipeline_request(), {"environment": {"BAD-NAME": SECRET}})
+        backend.check("pipeline", request_of("pipeline", pipeline_request()), {"environment": {"BAD-NAME": SECRET}})
     assert raised.value.field == "environment" and SECRET not in str(raised.value)
 
 
@@ -181,12 +182,12 @@ def test_the_same_dataset_is_uploaded_once_for_two_jobs(backend, store, clients,
 
 def test_settings_ride_beside_the_request_and_a_job_stored_by_an_earlier_release_runs(  # noqa: F811
         backend, store, clients, dataset, bundled_scripts, tmp_path):
-    checked = backend.check("training", training_request(dataset, bundled_scripts,
-                                                         hyperparameters={"epochs": "3"}), {})
-    assert "sagemaker" not in checked.request
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts,
+                                                         hyperparameters={"epochs": "3"})), {})
+    assert "sagemaker" not in checked.request.to_stored()
     # An earlier release wrote the settings into the request it stored (request["sagemaker"] = settings):
     # the stored shape is unchanged, and such a row reads back as the request and its settings.
-    earlier = {**checked.request, "sagemaker": checked.settings}
+    earlier = {**checked.request.to_stored(), "sagemaker": checked.settings}
     assert json.dumps(checked.stored()) == json.dumps(earlier)
     job = new_running_job(store, "training", json.loads(json.dumps(earlier)), tmp_path)
     assert "sagemaker" not in job.request and job.settings == checked.settings
@@ -198,7 +199,7 @@ def test_settings_ride_beside_the_request_and_a_job_stored_by_an_earlier_release
 
 
 def test_a_job_cancelled_before_launch_is_not_created(backend, store, clients, dataset, bundled_scripts, tmp_path):  # noqa: F811
-    checked = backend.check("training", training_request(dataset, bundled_scripts), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts)), {})
     job = new_running_job(store, "training", checked, tmp_path)
     store.request_cancel(job.id)
     backend.run(job, context(store, job))
@@ -248,7 +249,7 @@ def test_without_secrets_manager_permissions_a_job_with_secrets_is_refused(backe
     created = capture_params(clients.client("sagemaker"), "CreateTrainingJob")
     denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized to perform: "
                                     "secretsmanager:CreateSecret"}}, "CreateSecret")
-    checked = backend.check("pipeline", pipeline_request(), {"environment": {"TOKEN": SECRET}})
+    checked = backend.check("pipeline", request_of("pipeline", pipeline_request()), {"environment": {"TOKEN": SECRET}})
     job = new_running_job(store, "pipeline", checked, tmp_path)
     with mock.patch.object(clients.client("secretsmanager"), "create_secret", side_effect=denied):
         with pytest.raises(AccessDenied) as refused:
@@ -260,7 +261,7 @@ def test_without_secrets_manager_permissions_a_job_with_secrets_is_refused(backe
 def test_a_sagemaker_error_at_launch_is_a_job_error_with_the_reason(backend, store, clients, dataset, bundled_scripts,  # noqa: F811
                                                                     tmp_path):
     from botocore.exceptions import ClientError
-    checked = backend.check("training", training_request(dataset, bundled_scripts), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts)), {})
     job = new_running_job(store, "training", checked, tmp_path)
     error = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized to iam:PassRole"}},
                         "CreateTrainingJob")
@@ -292,7 +293,7 @@ def test_cancel_does_not_stop_a_job_that_already_ended(backend, store, clients, 
 
 
 def test_cancel_before_launch_leaves_it_to_run(backend, store, dataset, bundled_scripts, tmp_path):  # noqa: F811
-    checked = backend.check("training", training_request(dataset, bundled_scripts), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts)), {})
     job = new_running_job(store, "training", checked, tmp_path)
     # Not launched yet: the stop is left to run(), which sees the flag before it creates anything.
     assert backend.cancel(job, context(store, job)) is Stop.REQUESTED

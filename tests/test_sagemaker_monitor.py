@@ -14,6 +14,7 @@ from aws_fixtures import (BUCKET, IMAGE, ROLE_ARN, aws, aws_setup, backend, bund
 from botocore.exceptions import ClientError
 
 from job import JobStatus
+from mlops.job_requests import request_of
 from mlops.platform import Stop
 from mlops.sagemaker.training_service import training_job_name
 from mlops.sagemaker import job_feed
@@ -24,7 +25,7 @@ from strict_job_list import TRAINING, StrictJobList, finished_jobs_of_others
 def launched(backend, store, bundled_scripts, tmp_path):  # noqa: F811
     """A training job launched through the backend and now InProgress on SageMaker."""
     dataset = write_dataset(tmp_path / "data" / "storage" / "digits")
-    checked = backend.check("training", training_request(dataset, bundled_scripts), {})
+    checked = backend.check("training", request_of("training", training_request(dataset, bundled_scripts)), {})
     job = new_running_job(store, "training", checked, tmp_path)
     backend.run(job, context(store, job))
     set_training_state(store.get(job.id).external_id, "InProgress", "Starting")

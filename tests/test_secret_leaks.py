@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from api.execute import split_pipeline
+from mlops.job_requests import PipelineRequest
 from conftest import pipeline_body, wait_final, write_pipeline
 from job_secrets import redact, redact_description, secret_values
 
@@ -39,7 +39,8 @@ def test_configs_entries_named_like_secrets_are_sealed_at_any_depth_and_case():
     body = pipeline_body("x", "python pipe1.py", configs={
         "instance_type": "ml.m5.large", "API_Key": "k1-secret", "nested": {"db": {"Password": "p1-secret"},
                                                                           "list": [{"authToken": "t1-secret"}]}})
-    stored, secrets = split_pipeline(body)
+    request, secrets = PipelineRequest.from_body(body)
+    stored = request.to_stored()
     assert "secret" not in json.dumps(stored["configs"])
     assert stored["configs"]["instance_type"] == "ml.m5.large"
     assert secrets["configs"] == {"API_Key": "k1-secret", "nested.db.Password": "p1-secret",

@@ -20,6 +20,7 @@ from aws_fixtures import (BUCKET, aws, aws_setup, backend, bundled_scripts, capt
 from botocore.stub import Stubber
 
 from job import JobStatus
+from mlops.job_requests import request_of
 from mlops.errors import InvalidRequest
 from mlops.platform import Stop
 from mlops.records import RecordBook, finished_training_job
@@ -47,7 +48,7 @@ def tuning_request(dataset, scripts, **tuning):
 
 
 def launch(backend, store, tmp_path, request):  # noqa: F811
-    job = new_running_job(store, "tuning", backend.check("tuning", request, {}), tmp_path)
+    job = new_running_job(store, "tuning", backend.check("tuning", request_of("tuning", request), {}), tmp_path)
     backend.run(job, context(store, job))
     return store.get(job.id)
 
@@ -121,7 +122,7 @@ def test_what_aws_or_the_script_would_refuse_is_refused_before_any_call(backend,
                                                                         bundled_scripts, tuning, field):
     before = clients.counter.total()
     with pytest.raises(InvalidRequest) as raised:
-        backend.check("tuning", tuning_request(dataset, bundled_scripts, **tuning), {})
+        backend.check("tuning", request_of("tuning", tuning_request(dataset, bundled_scripts, **tuning)), {})
     assert raised.value.field == field
     assert clients.counter.total() == before
 
@@ -309,7 +310,7 @@ def test_a_trial_is_a_training_job_that_follows_the_tunings_training_job(backend
 
     # A rerun of the trial is a plain training with the trial's hyperparameters.
     again = {key: value for key, value in ended.request.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
-    checked = backend.check("training", json.loads(json.dumps(again)), {})
+    checked = backend.check("training", request_of("training", json.loads(json.dumps(again))), {})
     assert {key: checked.settings["hyperparameters"][key] for key in tuned} == tuned
 
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, cast
 
 from config import Config
 from db import StoreError
@@ -30,7 +30,7 @@ from mlops import tuning as tuning_domain
 from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest
 from mlops.job_files import read_bounded, remove_tree, tree_digest
-from mlops.job_requests import TrainingRequest
+from mlops.job_requests import JobRequest, PipelineRequest, TrainingRequest
 from mlops.local.artifacts import list_outputs, read_outputs, redact_outputs
 from mlops.local.output import OutputFollower
 from mlops.local.tuning import check_local
@@ -141,28 +141,29 @@ class LocalJobs:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    def check(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> JobRequest:
         """Validate a pipeline or training request and return it normalised."""
-        if kind == PIPELINE:
+        if isinstance(request, PipelineRequest):
             return self._check_pipeline(request, secrets)
+        if not isinstance(request, TrainingRequest):
+            raise TypeError(f"a {kind} job takes a training request, not {type(request).__name__}")
         if kind == TUNING:
             return self._check_tuning(request)
         return self._check_training(request)
 
-    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-        argv = parse_command(request["command"])
-        if request["storage"] == "local":
-            folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
+    def _check_pipeline(self, request: PipelineRequest, secrets: dict[str, Any]) -> PipelineRequest:
+        argv = parse_command(request.command)
+        if request.storage == "local":
+            folder = resolve_storage_path(self.config.storage_root, request.input_artifacts, "input_artifacts")
             if not folder.is_dir():
-                raise InvalidRequest("input_artifacts", f"no folder {request['input_artifacts']!r} in the storage root")
+                raise InvalidRequest("input_artifacts", f"no folder {request.input_artifacts!r} in the storage root")
             if not (folder / argv[1]).is_file():
                 raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
         else:
-            check_storage_endpoint(request["storage"], secrets["credentials"]["endpoint"], self.config)
+            check_storage_endpoint(request.storage, secrets["credentials"]["endpoint"], self.config)
         return request
 
-    def _check_training(self, request: dict[str, Any]) -> dict[str, Any]:
-        training = TrainingRequest.from_stored(request)
+    def _check_training(self, training: TrainingRequest) -> TrainingRequest:
         if not S3_URI.match(training.dataset):
             folder = resolve_storage_path(self.config.storage_root, training.dataset, "dataset")
             if not folder.is_dir():
@@ -173,15 +174,15 @@ class LocalJobs:
             raise InvalidRequest("entry_point", f"{training.entry_point!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, training.entry_point, self.sandbox, self.python)
         hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters), description)
-        return training.with_changes(hyperparameters=hyperparameters).to_stored()
+        return training.with_changes(hyperparameters=hyperparameters)
 
-    def _check_tuning(self, request: dict[str, Any]) -> dict[str, Any]:
-        training = TrainingRequest.from_stored(self._check_training(request))
+    def _check_tuning(self, request: TrainingRequest) -> TrainingRequest:
+        training = self._check_training(request)
         description = script_contract.describe(Path(training.source_dir), training.entry_point, self.sandbox,
                                                self.python)
         tuning = tuning_domain.check_tuning(training.search(), training.hyperparameters, description)
         check_local(tuning, self.config.data_dir)
-        return training.with_changes(tuning=tuning).to_stored()
+        return training.with_changes(tuning=tuning)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -202,17 +203,17 @@ class LocalJobs:
     def _run_job(self, ctx: JobReporter, sandbox: Sandbox) -> None:
         layout = ContainerLayout(ctx.job_dir)
         layout.create()
-        request = ctx.job.request
+        request = ctx.request
         ctx.set_phase("Downloading", "staging inputs")
-        if ctx.job.kind == PIPELINE:
+        if isinstance(request, PipelineRequest):
             stage_pipeline_files(request, ctx.secrets, layout.code, self.config, self.clients)
             self._bind_secrets_to_staged_files(ctx, layout)
-            argv = parse_command(request["command"])
+            argv = parse_command(request.command)
             argv_tail = [argv[1], *script_contract.pipeline_arguments(argv[2:])]
             hyperparameters: dict[str, str] = {}
             environment = dict(ctx.secrets.get("environment") or {})
         else:
-            training = TrainingRequest.from_stored(request)
+            training = cast(TrainingRequest, request)
             stage_folder(Path(training.source_dir), layout.code, self.config, "source_dir")
             placed = stage_dataset(training.dataset, layout.channel, self.config, self.clients, self._may_link)
             ctx.log(f"[executor] dataset staged read-only ({placed})")
@@ -232,7 +233,8 @@ class LocalJobs:
             sandbox.hand_over(folder)
         python = self._python_for(ctx, sandbox, layout)
         env = self._environment(layout, hyperparameters, argv_tail[0], environment)
-        max_runtime = int(request.get("max_runtime_seconds") or self.config.max_runtime_seconds)
+        asked = request.max_runtime_seconds if isinstance(request, TrainingRequest) else None
+        max_runtime = int(asked or self.config.max_runtime_seconds)
         ctx.set_phase("Training", f"running {' '.join(argv_tail[:1])}")
         readable = [Path(python).parent.parent] if python != self.python else []
         process_end = self._run_process(ctx, sandbox, [python, *argv_tail], layout, env, max_runtime, readable)
@@ -354,7 +356,8 @@ class LocalJobs:
         finally:
             timer.cancel()
             limit_reached = watch.close() if watch is not None else None
-            process.kill()
+            # Also where following the job failed before its end was waited for: its cgroup goes with it.
+            process.close()
             # A stop reason is recorded only while the process is listed: none outlives this.
             with self._lock:
                 self._processes.pop(ctx.job_id, None)
@@ -386,7 +389,7 @@ class LocalJobs:
             ctx.set_artifacts(list_outputs(layout.root))
             step = "redacting secrets from the job's outputs"
             redact_outputs(layout.root, ctx.job.artifacts["files"], ctx.redact)
-            if remote_log_uri(ctx.job.request):
+            if isinstance(ctx.request, PipelineRequest) and remote_log_uri(ctx.request):
                 step = "publishing the job's log and outputs"
                 self._publish(ctx, layout)
         except (StoreError, OSError) as exc:
@@ -422,9 +425,10 @@ class LocalJobs:
     def _publish(self, ctx: JobReporter, layout: ContainerLayout) -> None:
         """Upload the log and outputs where Essedum reads them; a failed upload is recorded, not hidden."""
         try:
-            client = pipeline_storage_client(ctx.job.request, ctx.secrets, self.config, self.clients)
-            ctx.log(f"[executor] publishing the log and outputs to {remote_log_uri(ctx.job.request)}")
-            count = publish_outputs(client, ctx.job.request, ctx.log_path, [layout.model, layout.output_data])
+            request = cast(PipelineRequest, ctx.request)
+            client = pipeline_storage_client(request, ctx.secrets, self.config, self.clients)
+            ctx.log(f"[executor] publishing the log and outputs to {remote_log_uri(request)}")
+            count = publish_outputs(client, request, ctx.log_path, [layout.model, layout.output_data])
             ctx.merge_details(published_files=count)
         except (BackendError, InvalidRequest) as exc:
             logger.warning("job %s: %s", ctx.job_id, ctx.redact(str(exc)))
@@ -577,15 +581,19 @@ class LocalJobs:
             return True
         if job.kind != TRAINING:
             return False
-        if script_contract.is_bundled(Path(job.request["source_dir"]), job.request["entry_point"]):
+        training = TrainingRequest.from_stored(job.request)
+        if script_contract.is_bundled(Path(training.source_dir), training.entry_point):
             return True
         checkpoints = ContainerLayout(Path(job.output_dir)).checkpoints
         return checkpoints.is_dir() and any(checkpoints.iterdir())
 
     def clean_up_abandoned(self, job: Job) -> None:
-        """Kill the processes a killed executor left running for this job."""
+        """Kill the processes a killed executor left running for this job, and remove their cgroups."""
         # In the sandbox they died with the executor; bare, they may still run.
         sweep_orphans(job.id)
+        # Sharing a store, no executor sweeps the data folder's cgroups at start (a live neighbour's are
+        # among them): those of the job it takes over go here. Alone, the start-up sweep took them already.
+        self.confinement.remove_cgroups_of(job.id)
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of jobs whose process is running now."""

@@ -198,7 +198,7 @@ class CgroupRoot:
 
     def create(self, marker: str, limits: JobLimits) -> JobCgroup:
         """Make a cgroup for one process tree of a job, with the job's limits written in."""
-        name = f"{self.prefix}-{_UNSAFE_NAME.sub('_', marker)[:48]}-{uuid.uuid4().hex[:8]}"
+        name = f"{self._marked(marker)}-{uuid.uuid4().hex[:8]}"
         cgroup = JobCgroup(self.version, {controller: parent / name for controller, parent in self.parents.items()})
         try:
             for folder in cgroup._distinct():
@@ -215,9 +215,19 @@ class CgroupRoot:
 
     def leftovers(self) -> list[JobCgroup]:
         """Return the cgroups an earlier run of this executor left (it was killed before removing them)."""
+        return self._found(f"{self.prefix}-*")
+
+    def of_marker(self, marker: str) -> list[JobCgroup]:
+        """Return the cgroups of one marker's process trees (a job's runs and installs), whoever made them."""
+        return self._found(f"{self._marked(marker)}-" + "[0-9a-f]" * 8)
+
+    def _marked(self, marker: str) -> str:
+        return f"{self.prefix}-{_UNSAFE_NAME.sub('_', marker)[:48]}"
+
+    def _found(self, pattern: str) -> list[JobCgroup]:
         names: set[str] = set()
         for parent in self.parents.values():
-            names.update(child.name for child in parent.glob(f"{self.prefix}-*") if child.is_dir())
+            names.update(child.name for child in parent.glob(pattern) if child.is_dir())
         return [JobCgroup(self.version, {controller: parent / name for controller, parent in self.parents.items()})
                 for name in sorted(names)]
 
@@ -466,6 +476,17 @@ class Confinement:
             logger.warning("removed %d cgroup(s) that an earlier run of the executor left", len(leftovers))
         return len(leftovers)
 
+    def remove_cgroups_of(self, marker: str) -> int:
+        """Kill and remove the cgroups of an abandoned job's process trees; return how many."""
+        if self.root is None:
+            return 0
+        found = self.root.of_marker(marker)
+        for cgroup in found:
+            cgroup.remove()
+        if found:
+            logger.warning("removed %d cgroup(s) that job %s left", len(found), marker)
+        return len(found)
+
 
 class LimitWatch:
     """Checks a running job against its memory and disk limits every second; stops it at the first breach."""
@@ -582,11 +603,15 @@ def detect(config: Config) -> Confinement:
     if not sys.platform.startswith("linux"):
         root, missing = None, f"{sys.platform} has no cgroups"
     else:
-        prefix = "essedum-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:10]
-        root, missing = _cgroup_root(prefix)
+        root, missing = _cgroup_root(cgroup_prefix(config.data_dir))
     if root is None and config.job_cgroups == "required":
         raise ConfigError(f"EXECUTOR_JOB_CGROUPS=required: {missing}")
     return Confinement(limits, root, missing, uids)
+
+
+def cgroup_prefix(data_dir: Path) -> str:
+    """Return the name prefix of the cgroups of the executors on a data folder (the next start finds them by it)."""
+    return "essedum-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
 
 
 def _check_uids_are_nobodys(uids: range) -> None:

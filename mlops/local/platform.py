@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any, Collection
 
 from config import Config
-from job import Checked, Job
+from job import Job
 from mlops.aws import ClientFactory
 from mlops.errors import NotSupported
+from mlops.job_requests import Checked, JobRequest, PipelineRequest
 from mlops.local.jobs import LocalJobs
 from mlops.local.serving import LocalModelLifecycle
 from mlops.platform import PIPELINE, TRAINING, TRANSFORM, TUNING, Platform, Ran, Stop
@@ -29,13 +30,13 @@ class LocalPlatform(LocalModelLifecycle, Platform):
         super().__init__(config, book, clients)
         self.training = LocalJobs(config, clients)
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+    def check(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> Checked:
         if kind in self.training.kinds:
             return Checked(self.training.check(kind, request, secrets))
         return Checked(self.check_record_job(kind, request))
 
-    def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
-        return remote_log_uri(request) if kind == PIPELINE else None
+    def log_location(self, kind: str, request: JobRequest) -> str | None:
+        return remote_log_uri(request) if isinstance(request, PipelineRequest) else None
 
     def run(self, job: Job, reporter: JobReporter) -> Ran:
         if job.kind in self.training.kinds:

@@ -76,13 +76,21 @@ class ProcessTree:
     def wait(self) -> int:
         """Wait for the main process; end what it left behind; return its exit code (-N: killed by signal N)."""
         code = self.popen.wait()
-        self.kill()
-        if self.enclosure is not None:
-            self.enclosure.release()
+        self.close()
         if self.sandbox.isolating and 128 < code < 128 + 65:
             # bubblewrap reports its child's death by signal N as 128 + N, as a shell does.
             return 128 - code
         return code
+
+    def close(self) -> None:
+        """Kill what is left of the tree and remove its cgroup, however its run ended; calling it again is harmless."""
+        self.kill()
+        try:
+            self.popen.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("process tree %s: its first process outlived SIGKILL for %s s", self.marker, STOP_GRACE_S)
+        if self.enclosure is not None:
+            self.enclosure.release()
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """Ask every process of the tree to stop, then kill the tree after the grace period."""
@@ -182,7 +190,7 @@ def run_to_end(sandbox: Sandbox, argv: Sequence[str], *, cwd: Path, env: dict[st
         return code, output + (f"\n[executor] {reached}" if reached else "")
     finally:
         timer.cancel()
-        process.kill()
+        process.close()
 
 
 def _strays(marker: str, group: int | None = None) -> list[psutil.Process]:

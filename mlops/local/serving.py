@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, cast
 
 from config import Config
 from db import Record
@@ -39,6 +39,7 @@ from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, END
                            production_variant, public_request)
 from mlops.reporter import JobReporter
 from mlops.sandbox import sandbox_for
+from mlops.job_requests import DeployRequest, JobRequest, TransformRequest
 from mlops.staging import S3_URI, resolve_storage_path
 
 logger = logging.getLogger(__name__)
@@ -324,14 +325,16 @@ class LocalModelLifecycle(ModelRecords):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def check_record_job(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    def check_record_job(self, kind: str, request: JobRequest) -> JobRequest:
         """Validate a deployment or transform and return it."""
-        if kind == ENDPOINT:
-            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
+        if isinstance(request, DeployRequest):
+            config = self.record(ENDPOINT_CONFIG, request.EndpointConfigName, "EndpointConfigName", InvalidRequest)
             self._usable_model(config.payload["model_names"][0], "EndpointConfigName", InvalidRequest)
             return request
-        self._usable_model(request["ModelName"], "ModelName", InvalidRequest)
-        uri = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+        if not isinstance(request, TransformRequest):
+            raise TypeError(f"a {kind} job takes a deployment or a transform, not {type(request).__name__}")
+        self._usable_model(request.ModelName, "ModelName", InvalidRequest)
+        uri = request.input_uri
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
         if S3_URI.match(uri):
             raise InvalidRequest(field, "the local backend reads inputs from the storage root: give a relative path")
@@ -348,12 +351,12 @@ class LocalModelLifecycle(ModelRecords):
         return Ran.ENDED
 
     def _deploy(self, ctx: JobReporter) -> None:
-        request = ctx.job.request
-        record = self.record(ENDPOINT_RECORD, request["EndpointName"])
+        request = cast(DeployRequest, ctx.request)
+        record = self.record(ENDPOINT_RECORD, request.EndpointName)
         creating = record.status == CREATING
         ctx.set_phase(CREATING if creating else UPDATING, "loading the model")
         try:
-            config = self.record(ENDPOINT_CONFIG, request["EndpointConfigName"], "EndpointConfigName", InvalidRequest)
+            config = self.record(ENDPOINT_CONFIG, request.EndpointConfigName, "EndpointConfigName", InvalidRequest)
             with self._load_lock:
                 self._load(record.name, config)
         except Exception as exc:  # a model that cannot load fails the deployment, whatever the reason
@@ -383,18 +386,17 @@ class LocalModelLifecycle(ModelRecords):
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
 
     def _transform(self, ctx: JobReporter) -> None:
-        request = ctx.job.request
-        record = self.record(TRANSFORM_RECORD, request["TransformJobName"])
+        request = cast(TransformRequest, ctx.request)
+        record = self.record(TRANSFORM_RECORD, request.TransformJobName)
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
-        source = resolve_storage_path(self.config.storage_root,
-                                      request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"], field)
+        source = resolve_storage_path(self.config.storage_root, request.input_uri, field)
         out_dir = ctx.job_dir / "output" / "transform"
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
         worker = None
         try:
-            self.record(MODEL, request["ModelName"], "ModelName", InvalidRequest)
-            worker = self._worker(request["ModelName"], ctx.job_id)
+            self.record(MODEL, request.ModelName, "ModelName", InvalidRequest)
+            worker = self._worker(request.ModelName, ctx.job_id)
             worker.start()
             counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested)
             # Listed whole (TooManyEntries past the walk's bound): the record names every answer file.
@@ -655,12 +657,12 @@ def _check_model_folder(folder: Path, field: str) -> None:
 
 # -- batch inference ---------------------------------------------------------------------------
 
-def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: dict[str, Any],
+def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: TransformRequest,
               cancel_requested: Callable[[], bool]) -> dict[str, Any]:
     """Predict every input of a file or folder; write `<input name>.out` files as SageMaker does."""
-    accept = (request.get("TransformOutput") or {}).get("Accept") or "application/json"
-    declared = request["TransformInput"].get("ContentType")
-    split_lines = request["TransformInput"].get("SplitType") == "Line"
+    accept = (request.TransformOutput or {}).get("Accept") or "application/json"
+    declared = request.TransformInput.get("ContentType")
+    split_lines = request.TransformInput.get("SplitType") == "Line"
     records = failed = 0
     stop = _ThrottledCheck(cancel_requested)
     for relative, answers in _input_files(source):

@@ -22,6 +22,7 @@ from job import Job, JobStatus
 from mlops.platform import TRAINING
 from mlops.reporter import JobReader, JobReporter
 from mlops.errors import InvalidRequest
+from mlops.job_requests import TrainingRequest
 from mlops import tuning as tuning_domain
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 TRIAL_FIELDS = ("dataset", "dataset_path", "metadata_file", "instance_type", "instance_count", "max_runtime_seconds",
                 "spot", "entry_point", "source_dir", "tags")
 
-Enqueue = Callable[[str, dict[str, Any], str], Job]
+Enqueue = Callable[[str, TrainingRequest, str], Job]
 
 
 @dataclass
@@ -180,11 +181,12 @@ class LocalTuner:
 
     def _queue_trial(self, tuning_job: Job, number: int, values: dict[str, Any]) -> None:
         request = tuning_job.request
-        trial_request = {key: request[key] for key in TRIAL_FIELDS if key in request}
-        trial_request.update(name=f"{request['name']}-trial-{number + 1}",
-                             hyperparameters={**request["hyperparameters"], **tuning_domain.hyperparameter_text(values)},
-                             # A trial interrupted by a restart runs again (from its checkpoint where the script keeps one).
-                             retry_on_restart=True, parent=tuning_job.id, trial=number + 1)
+        trial_request = TrainingRequest.from_stored({key: request[key] for key in TRIAL_FIELDS if key in request})
+        trial_request = trial_request.with_changes(
+            name=f"{request['name']}-trial-{number + 1}",
+            hyperparameters={**request["hyperparameters"], **tuning_domain.hyperparameter_text(values)},
+            # A trial interrupted by a restart runs again (from its checkpoint where the script keeps one).
+            retry_on_restart=True, parent=tuning_job.id, trial=number + 1)
         self.enqueue(TRAINING, trial_request, tuning_domain.trial_job_id(tuning_job.id, number))
 
     def _record(self, state: _Running, tuning_job: Job) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.request_rules import TABULAR_METRICS, automl_v2_problems, default_metric
 from mlops.sagemaker.training_service import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
+from mlops.job_requests import AutoMLRequest
 from mlops.shapes import (AUTOML_CONTENT_TYPES as CONTENT_TYPES, AUTOML_MODES as MODES,
                            AUTOML_PROBLEM_TYPES as PROBLEM_TYPES, CSV_ALIASES, best_candidate, tag_list)
 
@@ -35,75 +36,75 @@ def _metric_names() -> tuple[str, ...]:
     return tuple(v.sagemaker_model().shape_for("AutoMLMetricEnum").enum)
 
 
-def check_automl(request: dict[str, Any], role_arn: str) -> dict[str, Any]:
+def check_automl(request: AutoMLRequest, role_arn: str) -> AutoMLRequest:
     """Check a normalised AutoML request (see api/mlops_training.py) and return it with the role."""
-    if request.get("job_name") is not None:
-        name = request["job_name"]
+    if request.job_name is not None:
+        name = request.job_name
         if not isinstance(name, str) or not AUTOML_JOB_NAME.match(name):
             raise InvalidRequest("job_name", "must be 1-32 letters, digits and hyphens, starting and ending "
                                              "with a letter or digit")
-    v.validate_s3_uri(request["input_s3_uri"], "input_data_config.s3_uri")
-    v.validate_s3_uri(request["output_s3_path"], "output_data_config.s3_output_path")
-    if request.get("content_type") not in CONTENT_TYPES:
+    v.validate_s3_uri(request.input_s3_uri, "input_data_config.s3_uri")
+    v.validate_s3_uri(request.output_s3_path, "output_data_config.s3_output_path")
+    if request.content_type not in CONTENT_TYPES:
         raise InvalidRequest("input_data_config.content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
-    target = request.get("target_attribute_name")
+    target = request.target_attribute_name
     if not isinstance(target, str) or not target.strip():
         raise InvalidRequest("target_attribute_name", "must name the column to predict")
-    if request.get("problem_type") not in (None, *PROBLEM_TYPES):
+    if request.problem_type not in (None, *PROBLEM_TYPES):
         raise InvalidRequest("problem_type", f"must be one of {', '.join(PROBLEM_TYPES)}")
-    if request.get("metric_name") not in (None, *_metric_names()):
+    if request.metric_name not in (None, *_metric_names()):
         raise InvalidRequest("objective.metric_name", f"must be one of {', '.join(_metric_names())}")
-    if request.get("metric_name") and not request.get("problem_type"):
+    if request.metric_name and not request.problem_type:
         raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
-    problem_type = request.get("problem_type")
-    if problem_type and request.get("metric_name") not in (None, *TABULAR_METRICS[problem_type]):
-        raise InvalidRequest("objective.metric_name", f"{request['metric_name']} is not a metric of {problem_type} "
+    problem_type = request.problem_type
+    if problem_type and request.metric_name not in (None, *TABULAR_METRICS[problem_type]):
+        raise InvalidRequest("objective.metric_name", f"{request.metric_name} is not a metric of {problem_type} "
                                                       f"(one of {', '.join(TABULAR_METRICS[problem_type])})")
-    if problem_type and not request.get("metric_name"):
+    if problem_type and not request.metric_name:
         # AWS takes both or neither; with only the problem type, send the metric AWS documents as its default.
-        request = {**request, "metric_name": default_metric(problem_type)}
-    if request.get("mode") not in (None, *MODES):
+        request = request.with_changes(metric_name=default_metric(problem_type))
+    if request.mode not in (None, *MODES):
         raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}")
     limits = {"max_candidates": (1, 750), "max_runtime_per_training_job_in_seconds": (1, 28 * 24 * 3600),
               "total_job_runtime_in_seconds": (1, 30 * 24 * 3600)}
     for field, (low, high) in limits.items():
-        if request.get(field) is not None:
-            v.validate_int(request[field], field, low, high)
-    v.validate_tags(request.get("tags") or {}, "tags", reserved=2)
+        if getattr(request, field) is not None:
+            v.validate_int(getattr(request, field), field, low, high)
+    v.validate_tags(request.tags, "tags", reserved=2)
     # Named now, so the client is told the name at once and a run after a restart finds the job it made.
-    checked = {**request, "role_arn": role_arn, "job_name": request.get("job_name") or automl_job_name(str(uuid.uuid4()))}
+    checked = request.with_changes(role_arn=role_arn, job_name=request.job_name or automl_job_name(str(uuid.uuid4())))
     problems = automl_v2_problems(create_request(automl_job_name(""), checked, {}))
     if problems:
         raise InvalidRequest(*problems[0])
     return checked
 
 
-def create_request(name: str, request: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+def create_request(name: str, request: AutoMLRequest, tags: Mapping[str, str]) -> dict[str, Any]:
     """Return the CreateAutoMLJobV2 parameters of a checked request."""
-    criteria = {key: request[field] for key, field in (
-        ("MaxCandidates", "max_candidates"),
-        ("MaxRuntimePerTrainingJobInSeconds", "max_runtime_per_training_job_in_seconds"),
-        ("MaxAutoMLJobRuntimeInSeconds", "total_job_runtime_in_seconds")) if request.get(field) is not None}
-    tabular: dict[str, Any] = {"TargetAttributeName": request["target_attribute_name"], "CompletionCriteria": criteria}
-    if request.get("problem_type"):
-        tabular["ProblemType"] = request["problem_type"]
-    if request.get("mode"):
-        tabular["Mode"] = request["mode"]
-    if request.get("generate_candidate_definitions_only"):
+    criteria = {key: value for key, value in (
+        ("MaxCandidates", request.max_candidates),
+        ("MaxRuntimePerTrainingJobInSeconds", request.max_runtime_per_training_job_in_seconds),
+        ("MaxAutoMLJobRuntimeInSeconds", request.total_job_runtime_in_seconds)) if value is not None}
+    tabular: dict[str, Any] = {"TargetAttributeName": request.target_attribute_name, "CompletionCriteria": criteria}
+    if request.problem_type:
+        tabular["ProblemType"] = request.problem_type
+    if request.mode:
+        tabular["Mode"] = request.mode
+    if request.generate_candidate_definitions_only:
         tabular["GenerateCandidateDefinitionsOnly"] = True
     params: dict[str, Any] = {
         "AutoMLJobName": name,
         "AutoMLJobInputDataConfig": [{
             "ChannelType": "training",
-            "ContentType": CSV_ALIASES.get(request["content_type"], request["content_type"]),
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": request["input_s3_uri"]}}}],
-        "OutputDataConfig": {"S3OutputPath": request["output_s3_path"]},
+            "ContentType": CSV_ALIASES.get(request.content_type, request.content_type),
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": request.input_s3_uri}}}],
+        "OutputDataConfig": {"S3OutputPath": request.output_s3_path},
         "AutoMLProblemTypeConfig": {"TabularJobConfig": tabular},
-        "RoleArn": request["role_arn"],
+        "RoleArn": request.role_arn,
         "Tags": tag_list(tags),
     }
-    if request.get("metric_name"):
-        params["AutoMLJobObjective"] = {"MetricName": request["metric_name"]}
+    if request.metric_name:
+        params["AutoMLJobObjective"] = {"MetricName": request.metric_name}
     return params
 
 

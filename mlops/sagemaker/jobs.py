@@ -15,10 +15,10 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, cast
 
 from config import Config
-from job import Checked, Job, JobStatus
+from job import Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
@@ -28,7 +28,7 @@ from mlops.aws_statuses import (AUTOML_STATES, COMPLETED, FAILED, IN_PROGRESS, S
 from mlops import tuning as tuning_domain
 from mlops.sagemaker.dataset_upload import upload_source
 from mlops.errors import InvalidRequest, MalformedRequest, SageMakerJobError, Throttled, error_code, error_text
-from mlops.job_requests import TrainingRequest
+from mlops.job_requests import AutoMLRequest, Checked, JobRequest, PipelineRequest, TrainingRequest
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.settings import SageMakerSettings
@@ -103,27 +103,33 @@ class SageMakerJobs:
 
     # -- submission ------------------------------------------------------------------------------
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+    def check(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> Checked:
         """Validate a request without any AWS call; return it normalised, with its resolved SageMaker settings."""
-        if kind == TRAINING:
-            return self._check_training(request)
+        if isinstance(request, PipelineRequest):
+            return self._check_pipeline(request, secrets)
+        if isinstance(request, AutoMLRequest):
+            role = request.role_arn or self.config.sagemaker_role_arn
+            if not role:
+                raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
+            return Checked(automl.check_automl(request, v.validate_role_arn(role, "role_arn")))
+        if not isinstance(request, TrainingRequest):
+            raise TypeError(f"a {kind} job takes a training request, not {type(request).__name__}")
         if kind == TUNING:
             return self._check_tuning(request)
-        if kind == PIPELINE:
-            return self._check_pipeline(request, secrets)
-        role = request.get("role_arn") or self.config.sagemaker_role_arn
-        if not role:
-            raise InvalidRequest("role_arn", "no execution role: set EXECUTOR_SAGEMAKER_ROLE_ARN or role_arn")
-        return Checked(automl.check_automl(request, v.validate_role_arn(role, "role_arn")))
+        return self._check_training(request)
 
-    def _settings(self, request: dict[str, Any], takes_configs: bool) -> dict[str, Any]:
-        configs = request.get("configs") or {}
-        if not isinstance(configs, dict):
+    def _settings(self, request: TrainingRequest | PipelineRequest) -> dict[str, Any]:
+        # A training request names its SageMaker settings as fields (its configs are read too); an Essedum
+        # pipeline only in its configs.
+        asked = request.to_stored() if isinstance(request, TrainingRequest) else {}
+        takes_configs = isinstance(request, PipelineRequest)
+        configs = request.configs if isinstance(request, PipelineRequest) else asked.get("configs") or {}
+        if not isinstance(configs, Mapping):
             raise InvalidRequest("configs", "must be an object")
 
         def pick(name: str, *config_names: str, default: Any = None) -> tuple[Any, str]:
-            if request.get(name) is not None:
-                return request[name], name
+            if asked.get(name) is not None:
+                return asked[name], name
             for config_name in config_names:
                 if configs.get(config_name) not in (None, ""):
                     return configs[config_name], f"configs.{config_name}"
@@ -163,21 +169,20 @@ class SageMakerJobs:
         if container:
             v.validate_image_uri(container, field)
         # Where the model goes: the executor's job folder in the bucket, unless the request names a place.
-        output = request.get("output_s3_uri") or None
+        output = asked.get("output_s3_uri") or None
         if output:
             v.validate_s3_uri(output, "output_s3_uri")
         py_version = configs.get("py_version") or self.config.py_version
         if not isinstance(py_version, str) or not py_version.startswith("py") or not py_version[2:].isdigit():
             raise InvalidRequest("configs.py_version", "must look like py311")
-        tags = v.validate_tags(request.get("tags") or {}, "tags", reserved=EXECUTOR_TAGS)
+        tags = v.validate_tags(asked.get("tags") or {}, "tags", reserved=EXECUTOR_TAGS)
         return {"instance_type": instance_type, "instance_count": count, "max_runtime_seconds": runtime,
                 "volume_size_gb": volume, "spot": spot, "max_wait_seconds": max_wait, "role_arn": role,
                 "bucket": bucket, "prefix": prefix, "container": container, "py_version": py_version, "tags": tags,
                 "output_s3_uri": output}
 
-    def _check_training(self, request: dict[str, Any]) -> Checked:
-        settings = self._settings(request, takes_configs=False)
-        training = TrainingRequest.from_stored(request)
+    def _check_training(self, training: TrainingRequest) -> Checked:
+        settings = self._settings(training)
         dataset = training.dataset
         if S3_URI.match(dataset):
             v.validate_s3_uri(dataset, "dataset")
@@ -201,33 +206,32 @@ class SageMakerJobs:
         v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
-        return Checked(training.with_changes(entry_point=entry_point).to_stored(),
-                       SageMakerSettings(**settings).to_stored())
+        return Checked(training.with_changes(entry_point=entry_point), SageMakerSettings(**settings).to_stored())
 
-    def _check_tuning(self, request: dict[str, Any]) -> Checked:
+    def _check_tuning(self, request: TrainingRequest) -> Checked:
         checked = self._check_training(request)
-        training = TrainingRequest.from_stored(checked.request)
+        training = cast(TrainingRequest, checked.request)
         settings = SageMakerSettings.from_stored(checked.settings or {})
         description = script_contract.describe(Path(training.source_dir), training.entry_point,
                                                sandbox_for(self.config))
         tuning = tuning_domain.check_tuning(training.search(), settings.hyperparameters, description)
         sagemaker_tuning.check_sagemaker_limits(tuning, [item["Name"] for item in settings.metric_definitions])
-        return Checked(training.with_changes(tuning=tuning).to_stored(), checked.settings)
+        return Checked(training.with_changes(tuning=tuning), checked.settings)
 
-    def _check_pipeline(self, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
-        settings = self._settings(request, takes_configs=True)
-        argv = parse_command(request["command"])
+    def _check_pipeline(self, request: PipelineRequest, secrets: dict[str, Any]) -> Checked:
+        settings = self._settings(request)
+        argv = parse_command(request.command)
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
         v.validate_hyperparameter_names(hyperparameters, "command")
         v.validate_hyperparameter_map(hyperparameters, "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
-        if request["storage"] == "local":
-            folder = resolve_storage_path(self.config.storage_root, request["input_artifacts"], "input_artifacts")
+        if request.storage == "local":
+            folder = resolve_storage_path(self.config.storage_root, request.input_artifacts, "input_artifacts")
             if not (folder / argv[1]).is_file():
                 raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
         else:
-            check_storage_endpoint(request["storage"], (secrets.get("credentials") or {}).get("endpoint", ""),
+            check_storage_endpoint(request.storage, (secrets.get("credentials") or {}).get("endpoint", ""),
                                    self.config)
         return Checked(request, SageMakerSettings(**settings).to_stored())
 
@@ -237,18 +241,19 @@ class SageMakerJobs:
         """Upload the inputs and create the training job; return once SageMaker has it."""
         if ctx.job.kind == AUTOML:
             return self._run_automl(ctx)
-        job = ctx.job
+        job, request = ctx.job, cast(TrainingRequest | PipelineRequest, ctx.request)
         if job.settings is None:
             raise SageMakerJobError(f"job {job.id} was stored without its SageMaker settings")
         settings = SageMakerSettings.from_stored(job.settings)
-        trial_of = job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB) if job.kind == TRAINING else None
+        trial = request if isinstance(request, TrainingRequest) and job.kind == TRAINING else None
+        trial_of = trial.sagemaker_training_job_name if trial else None
         if job.kind == TUNING:
             name = sagemaker_tuning.tuning_job_name(job.id)
         elif trial_of:
             # A tuning's trial: SageMaker created its training job; this follows it and creates nothing.
             name = trial_of
         else:
-            name = training_job_name(job.id, job.request.get("name") or job.kind)
+            name = training_job_name(job.id, request.name or job.kind)
         try:
             if job.kind == TUNING:
                 tuning = self.tunings.describe(name)
@@ -265,7 +270,7 @@ class SageMakerJobs:
                 return Ran.LAUNCHED
             if trial_of:
                 ctx.finish(JobStatus.ERROR, f"SageMaker has no training job named {name} (a trial of tuning "
-                                            f"{job.request.get('parent')})")
+                                            f"{trial.parent if trial else None})")
                 return Ran.ENDED
             if ctx.cancel_requested():
                 ctx.finish(JobStatus.CANCELLED, message="cancelled before it was submitted to SageMaker")
@@ -281,12 +286,12 @@ class SageMakerJobs:
         return Ran.LAUNCHED
 
     def _launch(self, ctx: JobReporter, name: str, settings: SageMakerSettings) -> None:
-        job, request = ctx.job, ctx.job.request
+        job, request = ctx.job, ctx.request
         bucket, prefix = settings.bucket, settings.prefix
         job_prefix = v.s3_key(prefix, "jobs", job.id)
         ctx.set_phase("Preparing", "uploading code and data")
         entry_point, environment = settings.entry_point, {}
-        if job.kind == PIPELINE:
+        if isinstance(request, PipelineRequest):
             # Afresh: an attempt a restart cut short may have left a part of the files, which the copy never merges.
             remove_tree(ctx.job_dir / "code")
             code_dir = stage_pipeline_files(request, ctx.secrets, ctx.job_dir / "code", self.config, self.clients)
@@ -298,12 +303,12 @@ class SageMakerJobs:
             if entry_point == LAUNCHER:
                 shutil.copyfile(script_contract.BUNDLED_SCRIPTS / LAUNCHER, code_dir / LAUNCHER)
         else:
-            code_dir = Path(TrainingRequest.from_stored(request).source_dir)
+            code_dir = Path(cast(TrainingRequest, request).source_dir)
         source = upload_source(self.clients.client("s3"), code_dir, bucket, prefix)
         ctx.log(f"[executor] code {'uploaded' if source.uploaded else 'already'} at {source.uri}")
         input_uri = ""
-        if job.kind in (TRAINING, TUNING):
-            training = TrainingRequest.from_stored(request)
+        if isinstance(request, TrainingRequest):
+            training = request
             if S3_URI.match(training.dataset):
                 input_uri = training.dataset
             else:
@@ -325,7 +330,7 @@ class SageMakerJobs:
         # run() described the name just now: create without describing it again.
         if job.kind == TUNING:
             arn = self.tunings.create(sagemaker_tuning.tuning_job_request(
-                name, job_config.to_sagemaker_config(), request["tuning"]))
+                name, job_config.to_sagemaker_config(), cast(TrainingRequest, request).search()))
         else:
             arn = self.service.create_training_job(job_config)
         self._record_launch(ctx, name, arn, region=job_config.region, instance_type=job_config.instance_type,
@@ -344,8 +349,8 @@ class SageMakerJobs:
         ctx.merge_details(sagemaker_job_name=name, sagemaker_job_arn=arn, **details)
 
     def _run_automl(self, ctx: JobReporter) -> Ran:
-        job, request = ctx.job, ctx.job.request
-        name = request.get("job_name") or automl.automl_job_name(job.id)
+        job, request = ctx.job, cast(AutoMLRequest, ctx.request)
+        name = request.job_name or automl.automl_job_name(job.id)
         sagemaker = self.clients.client("sagemaker")
         try:
             existing = self.describe_automl(name)
@@ -358,7 +363,7 @@ class SageMakerJobs:
                     return Ran.ENDED
                 # Recorded first: a re-run that then finds the job knows this executor created it.
                 ctx.merge_details(create_attempted=True, automl_job_name=name)
-                params = automl.create_request(name, request, {**(request.get("tags") or {}),
+                params = automl.create_request(name, request, {**request.tags,
                                                                "essedum:job-id": job.id, "essedum:kind": job.kind})
                 try:
                     arn = sagemaker.create_auto_ml_job_v2(**params)["AutoMLJobArn"]
@@ -373,7 +378,7 @@ class SageMakerJobs:
         ctx.set_external_id(name)
         ctx.merge_details(automl_job_arn=arn, automl_job_name=name)
         ctx.set_phase("Starting", f"submitted as SageMaker AutoML job {name}")
-        ctx.log(f"[executor] submitted SageMaker AutoML job {name} on {request['input_s3_uri']}")
+        ctx.log(f"[executor] submitted SageMaker AutoML job {name} on {request.input_s3_uri}")
         return Ran.LAUNCHED
 
     def describe_automl(self, name: str) -> dict[str, Any] | None:
@@ -590,7 +595,7 @@ class SageMakerJobs:
                                      f"{stopping.get('MaxWaitTimeInSeconds')})")
         if job.cancel_requested or job.details.get("stop_requested"):
             return JobStatus.CANCELLED, None
-        if job.request.get(sagemaker_tuning.TRIAL_TRAINING_JOB):
+        if job.kind == TRAINING and TrainingRequest.from_stored(job.request).sagemaker_training_job_name:
             return JobStatus.CANCELLED, ("stopped by its tuning: early stopping, or the tuning's stop "
                                          "(the tuning's trials table says which)")
         return JobStatus.CANCELLED, "stopped outside the executor (StopTrainingJob from another client)"

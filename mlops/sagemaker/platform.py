@@ -5,8 +5,9 @@ import time
 from typing import Any, Callable, Collection
 
 from config import Config
-from job import Checked, Job
+from job import Job
 from mlops.aws import ClientFactory
+from mlops.job_requests import Checked, JobRequest
 from mlops.platform import Platform, Ran, Stop
 from mlops.records import RecordBook
 from mlops.reporter import JobReporter
@@ -31,12 +32,12 @@ class SageMakerPlatform(SageMakerModelLifecycle, Platform):
         self.training = SageMakerJobs(config, clients, clock=clock)
         self.default_instance_type = config.instance_type
 
-    def check(self, kind: str, request: dict[str, Any], secrets: dict[str, Any]) -> Checked:
+    def check(self, kind: str, request: JobRequest, secrets: dict[str, Any]) -> Checked:
         if kind in self.training.kinds:
             return self.training.check(kind, request, secrets)
         return Checked(self.check_record_job(kind, request))
 
-    def log_location(self, kind: str, request: dict[str, Any]) -> str | None:
+    def log_location(self, kind: str, request: JobRequest) -> str | None:
         """None: the monitor copies each job's CloudWatch lines into the executor's log file."""
         return None
 

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from http import HTTPStatus
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from config import Config
 from db import Record
@@ -28,6 +28,7 @@ from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL, TRA
 from mlops.reporter import JobReporter
 from mlops.sagemaker import validation as v
 from mlops.shapes import tag_list
+from mlops.job_requests import DeployRequest, JobRequest, TransformRequest
 from mlops.staging import S3_URI
 
 logger = logging.getLogger(__name__)
@@ -281,32 +282,36 @@ class SageMakerModelLifecycle(ModelRecords):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def check_record_job(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    def check_record_job(self, kind: str, request: JobRequest) -> JobRequest:
         """Validate a deployment or transform and return it with the defaults SageMaker needs."""
-        adapter = request.get("adapter")
-        if kind == ENDPOINT:
-            if not self.find(ENDPOINT_CONFIG, request["EndpointConfigName"]):
+        if isinstance(request, DeployRequest):
+            if not self.find(ENDPOINT_CONFIG, request.EndpointConfigName):
                 raise InvalidRequest("EndpointConfigName", f"no endpoint configuration named "
-                                                           f"{request['EndpointConfigName']!r}: register it first")
+                                                           f"{request.EndpointConfigName!r}: register it first")
             return request
-        if not (self.find(MODEL, request["ModelName"]) or
-                self._exists("describe_model", adapter, ModelName=request["ModelName"])):
-            raise InvalidRequest("ModelName", f"no model named {request['ModelName']!r}")
-        source = request["TransformInput"]["DataSource"]["S3DataSource"]
-        if not S3_URI.match(source["S3Uri"]):
+        if not isinstance(request, TransformRequest):
+            raise TypeError(f"a {kind} job takes a deployment or a transform, not {type(request).__name__}")
+        if not (self.find(MODEL, request.ModelName) or
+                self._exists("describe_model", request.adapter, ModelName=request.ModelName)):
+            raise InvalidRequest("ModelName", f"no model named {request.ModelName!r}")
+        if not S3_URI.match(request.input_uri):
             raise InvalidRequest("TransformInput.DataSource.S3DataSource.S3Uri", "must be an s3:// URI")
-        source.setdefault("S3DataType", "S3Prefix")
-        resources = request.setdefault("TransformResources", {})
+        resources = {**(request.TransformResources or {})}
         if not resources.get("InstanceType"):
             raise MalformedRequest("TransformResources.InstanceType", "is required on SageMaker")
         resources.setdefault("InstanceCount", 1)
-        output = request.setdefault("TransformOutput", {})
+        output = {**(request.TransformOutput or {})}
         if not output.get("S3OutputPath"):
             if not self.config.s3_bucket:
                 raise MalformedRequest("TransformOutput.S3OutputPath", "is required (or set EXECUTOR_S3_BUCKET)")
-            key = v.s3_key(self.config.s3_prefix, "transform", request["TransformJobName"])
+            key = v.s3_key(self.config.s3_prefix, "transform", request.TransformJobName)
             output["S3OutputPath"] = f"s3://{self.config.s3_bucket}/{key}"
-        return request
+        source = {**request.TransformInput["DataSource"]["S3DataSource"]}
+        source.setdefault("S3DataType", "S3Prefix")
+        transform_input = {**request.TransformInput, "DataSource": {**request.TransformInput["DataSource"],
+                                                                    "S3DataSource": source}}
+        return request.with_changes(TransformInput=transform_input, TransformResources=resources,
+                                    TransformOutput=output)
 
     def run_record_job(self, ctx: JobReporter) -> Ran:
         """Start the endpoint creation or update, or the transform job; the monitor follows it."""
@@ -315,15 +320,15 @@ class SageMakerModelLifecycle(ModelRecords):
         return self._start_transform(ctx)
 
     def _start_endpoint(self, ctx: JobReporter) -> Ran:
-        request, adapter = ctx.job.request, ctx.job.request.get("adapter")
-        name, config_name = request["EndpointName"], request["EndpointConfigName"]
+        request = cast(DeployRequest, ctx.request)
+        adapter, name, config_name = request.adapter, request.EndpointName, request.EndpointConfigName
         record = self.record(ENDPOINT_RECORD, name)
         current = self._exists("describe_endpoint", adapter, EndpointName=name)
         try:
             if current is None:
                 self._call("EndpointName", "create_endpoint", adapter, EndpointName=name,
                            EndpointConfigName=config_name,
-                           **({"Tags": tag_list(request["Tags"])} if request.get("Tags") else {}))
+                           **({"Tags": tag_list(request.Tags)} if request.Tags else {}))
                 action = "create"
             elif current["EndpointConfigName"] == config_name and current["EndpointStatus"] != FAILED:
                 # Started before a restart: follow it instead of starting it twice.
@@ -350,12 +355,12 @@ class SageMakerModelLifecycle(ModelRecords):
         return Ran.LAUNCHED
 
     def _start_transform(self, ctx: JobReporter) -> Ran:
-        request, adapter = ctx.job.request, ctx.job.request.get("adapter")
-        name = request["TransformJobName"]
+        request = cast(TransformRequest, ctx.request)
+        adapter, name = request.adapter, request.TransformJobName
         if self._exists("describe_transform_job", adapter, TransformJobName=name) is None:
-            params = {key: value for key, value in public_request(request).items() if key != "Tags"}
-            if request.get("Tags"):
-                params["Tags"] = tag_list(request["Tags"])
+            params = {key: value for key, value in public_request(request.to_stored()).items() if key != "Tags"}
+            if request.Tags:
+                params["Tags"] = tag_list(request.Tags)
             try:
                 answer = self._call("TransformJobName", "create_transform_job", adapter, **params)
             except (InvalidRequest, BackendError) as exc:
@@ -381,8 +386,8 @@ class SageMakerModelLifecycle(ModelRecords):
                 logger.warning("job %s (%s): cannot follow %s: %s", job.id, job.kind, job.external_id, exc)
 
     def _follow_endpoint(self, job: Job, ctx: JobReporter) -> None:
-        adapter = job.request.get("adapter")
-        name, config_name = job.request["EndpointName"], job.request["EndpointConfigName"]
+        request = cast(DeployRequest, ctx.request)
+        adapter, name, config_name = request.adapter, request.EndpointName, request.EndpointConfigName
         record = self.record(ENDPOINT_RECORD, name)
         action = job.details.get("action", "create")
         described = self._exists("describe_endpoint", adapter, EndpointName=name)
@@ -432,9 +437,10 @@ class SageMakerModelLifecycle(ModelRecords):
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
 
     def _follow_transform(self, job: Job, ctx: JobReporter) -> None:
-        name = job.request["TransformJobName"]
+        request = cast(TransformRequest, ctx.request)
+        name = request.TransformJobName
         record = self.record(TRANSFORM_RECORD, name)
-        described = self._exists("describe_transform_job", job.request.get("adapter"), TransformJobName=name)
+        described = self._exists("describe_transform_job", request.adapter, TransformJobName=name)
         if described is None:
             self.update(record, FAILED, failure_reason="the transform job is gone")
             ctx.finish(JobStatus.ERROR, f"transform job {name} is gone")
@@ -461,7 +467,7 @@ class SageMakerModelLifecycle(ModelRecords):
             return Stop.NOTHING
         if not job.external_id:
             return Stop.REQUESTED  # run() sees the cancel flag before it starts the transform
-        adapter = job.request.get("adapter")
+        adapter = TransformRequest.from_stored(job.request).adapter
         described = self._exists("describe_transform_job", adapter, TransformJobName=job.external_id)
         if described is None:
             return Stop.NOTHING

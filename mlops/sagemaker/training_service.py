@@ -35,6 +35,7 @@ from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.errors import (DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerError,
                           SageMakerJobError, error_code, error_text)
+from mlops.job_requests import TrainingRequest
 from mlops.platform import PIPELINE, TRAINING, Platform
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.sagemaker import validation as v
@@ -492,7 +493,7 @@ class SageMakerTrainingService:
                   else BUNDLED_SCRIPTS)
         request = _training_request(config, s3_input_uri, s3_output_uri, role_arn, image_uri, str(source),
                                     self.clients.region_name)
-        job = queue.submit(TRAINING, request)
+        job = queue.submit(TRAINING, TrainingRequest.from_stored(request))
         logger.info("job %s: queued training %s", job.id, config.job_name)
         return job.id
 

@@ -19,10 +19,11 @@ import uuid
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from job import Checked, Job, JobStatus
+from job import Job, JobStatus
 from mlops.aws import AWS_ERRORS, is_not_found
 from mlops.aws_statuses import COMPLETED, FAILED, TUNING_STATES
 from mlops.errors import InvalidRequest
+from mlops.job_requests import Checked, TrainingRequest
 from mlops.reporter import JobReporter
 from mlops.sagemaker.validation import sagemaker_model
 from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, TRIAL_PLATFORM_JOB, grid_values
@@ -48,7 +49,6 @@ TRIAL_STATUS = {"InProgress": JobStatus.RUNNING.value, "Stopping": JobStatus.RUN
 # CheckpointConfig.S3Uri of its TrainingJobDefinition, so the script keeps its checkpoint in a folder
 # named after its own training job (TRAINING_JOB_NAME, which SageMaker sets in the container).
 CHECKPOINTS_PER_JOB = "ESSEDUM_CHECKPOINTS_PER_JOB"
-TRIAL_TRAINING_JOB = TRIAL_PLATFORM_JOB
 
 
 def trial_job_id(tuning_id: str, training_job_name: str) -> str:
@@ -59,10 +59,10 @@ def trial_job_id(tuning_id: str, training_job_name: str) -> str:
 def trial_request(tuning_job: Job, number: int, summary: Mapping[str, Any]) -> Checked:
     """Return the checked training request of a trial: the tuning's, with the trial's values, parent and job."""
     tuned = {str(key): str(value) for key, value in (summary.get("TunedHyperParameters") or {}).items()}
-    request = {key: value for key, value in tuning_job.request.items() if key != "tuning"}
-    request.update(name=f"{tuning_job.request.get('name') or 'tuning'}-trial-{number}",
-                   hyperparameters={**(tuning_job.request.get("hyperparameters") or {}), **tuned},
-                   parent=tuning_job.id, trial=number, **{TRIAL_TRAINING_JOB: summary["TrainingJobName"]})
+    tuning = TrainingRequest.from_stored({key: value for key, value in tuning_job.request.items() if key != "tuning"})
+    request = tuning.with_changes(name=f"{tuning.name or 'tuning'}-trial-{number}",
+                                  hyperparameters={**tuning.hyperparameters, **tuned}, parent=tuning_job.id,
+                                  trial=number, sagemaker_training_job_name=summary["TrainingJobName"])
     settings = dict(tuning_job.settings or {})
     settings["hyperparameters"] = {**(settings.get("hyperparameters") or {}), **tuned}
     return Checked(request, settings)
