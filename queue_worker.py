@@ -46,6 +46,9 @@ class Tuner(Protocol):
     def step(self) -> None:
         """Ask for trials, report epochs to the pruner, stop pruned trials, end finished tunings."""
 
+    def let_go(self) -> None:
+        """Write nothing more of the tunings it drives: the executor's lease lapsed."""
+
 
 class JobQueue:
     """Accepts jobs, runs them on worker threads and follows launched ones with a monitor thread."""
@@ -301,8 +304,9 @@ class JobQueue:
                 self._let_go_of_runs()
 
     def _let_go_of_runs(self) -> None:
-        """Stop every local run of this executor, once each: its lease lapsed, so another executor may take the jobs
-        over and run them again in the same job folders. Reads nothing from the store, which may be unreachable."""
+        """Stop every local run of this executor, once each, and let its tuner's tunings go: its lease lapsed, so
+        another executor may take the jobs over and run them again in the same job folders (or drive them from the
+        same study). Reads nothing from the store, which may be unreachable."""
         with self._busy_lock:
             claimed = [job for job_id, job in self._claimed.items() if job_id not in self._let_go]
             self._let_go.update(job.id for job in claimed)
@@ -311,6 +315,12 @@ class JobQueue:
                            "executor's run of it, which another executor may take over",
                            job.id, self.lease.executor, self.config.lease_seconds)
             self.platform.let_go(job)
+        if self.tuner is not None:
+            self.tuner.let_go()
+
+    def _lease_lapsed(self) -> bool:
+        """True while this executor shares a store and its lease has lapsed: it claims and drives nothing then."""
+        return self.store.shared and not self.lease.held
 
     def _start_worker(self, name: str) -> None:
         thread = threading.Thread(target=self._worker_main, name=name, daemon=True)
@@ -356,6 +366,10 @@ class JobQueue:
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
             self._settle_unfinished()
+            if self._lease_lapsed():
+                # Another executor may take this one's jobs over now: one claimed here would be taken at once.
+                self._idle()
+                continue
             try:
                 job = self.store.claim_next([self.platform.name], kinds=self._worker_kinds, owner=self.lease.executor)
             except StoreError as exc:
@@ -562,6 +576,8 @@ class JobQueue:
     def tune_once(self) -> None:
         """Run one tuning cycle: take the waiting tunings, then step every running one."""
         assert self.tuner is not None
+        if self._lease_lapsed():
+            return  # the lease guard let its tunings go; those no executor took over are driven again once it holds
         owner = self.lease.executor
         while (job := self.store.claim_next([self.platform.name], kinds=[TUNING], owner=owner)) is not None:
             try:

@@ -17,13 +17,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
 from aws_fixtures import set_training_state
 from conftest import FINAL_STATUSES, ServiceProcess, pipeline_body, wait_for, write_pipeline
+from job import JobStatus
+from mlops.local.processes import JOB_ID_VARIABLE
+from mlops.tuning import trial_job_id
+from test_cancel_promise import API as MODELS_API, register_slow_model
 from test_interrupted_training import make_digits
 from test_reliability import created_training_jobs, moto_url, sagemaker_env  # noqa: F401 - fixtures
+from test_tuning_local import ROUTE as TUNING_ROUTE, quality_tuning, write_quality_script
 
 LEASE_SECONDS = 2
 EPOCHS = 12
@@ -395,3 +401,84 @@ def test_an_executor_cut_off_from_the_database_stops_its_own_runs_once_its_lease
     finally:
         if forwarder._listener is not None:
             forwarder.cut()
+
+
+def model_worker_runs(job_id: str) -> bool:
+    """Say whether a process carrying the job's marker (its transform's model worker) runs on this machine."""
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(JOB_ID_VARIABLE) == job_id:
+                return True
+        except psutil.Error:
+            pass  # gone, or a zombie whose environment cannot be read
+    return False
+
+
+def test_a_transform_whose_executors_lease_lapses_stops_at_once_and_writes_no_end(live_server, postgres_cluster):
+    server = live_server(database_url=postgres_cluster.create_database(), lease_seconds=str(LEASE_SECONDS),
+                         workers="1")
+    queue, store = server.executor.queue, server.executor.store
+    register_slow_model(server)  # 0.05 s a record: 400 records take 20 s
+    (server.storage_root / "many.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(400)))
+    status, record = server.request("POST", f"{MODELS_API}/pipelines/inference", {
+        "TransformJobName": "long", "ModelName": "slow",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "many.jsonl"}}, "SplitType": "Line"}})
+    assert status == 202, record
+    job_id = record["jobId"]
+    wait_for(lambda: model_worker_runs(job_id), timeout=30, interval=0.1)
+    # The executor's renewals stop (as when its store answers too slowly) and its lease ends in the store at once:
+    # another executor (modelled by a claim through the store) takes the job over before this one sees its own
+    # lease lapse, so every write of the old run is one the new owner would have to share.
+    queue.lease.stop(release=True)
+    (taken,) = [job for job, _ in store.take_over("executor-b")]
+    assert taken.id == job_id and taken.owner == "executor-b"
+    wait_for(lambda: not queue.lease.held, timeout=LEASE_SECONDS + 1, interval=0.02)
+    lapsed_at = time.monotonic()
+    wait_for(lambda: not model_worker_runs(job_id), timeout=5, interval=0.05)
+    stopped_after = time.monotonic() - lapsed_at
+    print(f"\ntransform's model worker gone {stopped_after:.2f} s after the lease lapsed")
+    assert stopped_after < 2
+    wait_for(lambda: queue.busy_workers() == 0, timeout=5)
+    # Nothing of the old run's end was written: the job is the new owner's, running, and its record in progress.
+    after = store.get(job_id)
+    assert (after.status, after.owner, after.fence) == (JobStatus.RUNNING, "executor-b", taken.fence)
+    assert server.request("GET", f"{MODELS_API}/pipelines/inference/long/get")[1]["status"] == "InProgress"
+    lines = (server.executor.config.data_dir / "jobs" / job_id / "output" / "transform" / "many.jsonl.out")
+    assert len(lines.read_text().splitlines()) < 400
+
+
+def test_a_tuning_whose_executors_lease_lapses_gets_no_further_trial_from_it(live_server, postgres_cluster):
+    server = live_server(database_url=postgres_cluster.create_database(), lease_seconds=str(LEASE_SECONDS),
+                         workers="1")
+    queue, store = server.executor.queue, server.executor.store
+    body = quality_tuning(write_quality_script(server.storage_root), max_parallel=2, max_trials=4)
+    body["hyperparameters"] = {"epochs": 4, "pause": 1.5}  # a trial outlasts the lease
+    status, created = server.request("POST", TUNING_ROUTE, body)
+    assert status == 201, created
+    tuning_id = created["job_id"]
+    first, second, third = (trial_job_id(tuning_id, number) for number in range(3))
+
+    def statuses() -> set[JobStatus | None]:
+        return {getattr(store.get(trial), "status", None) for trial in (first, second)}
+
+    # Two trials queued, one running on the executor's one worker.
+    wait_for(lambda: statuses() == {JobStatus.RUNNING, JobStatus.WAITING}, timeout=60, interval=0.1)
+    # The renewals stop (as when the store answers too slowly); the lease lapses and no executor takes over.
+    queue.lease.stop(release=False)
+    wait_for(lambda: not queue.lease.held, timeout=LEASE_SECONDS + 1, interval=0.02)
+    # Its running trial is let go (queued again under its claim); the executor claims no trial while lapsed.
+    wait_for(lambda: queue.busy_workers() == 0 and statuses() == {JobStatus.WAITING}, timeout=10, interval=0.05)
+    # Another executor runs one of the trials to its end meanwhile (modelled through the store): a slot is free.
+    trial = store.claim_next(["local"], owner="executor-b", kinds=["training"])
+    assert trial is not None and trial.id in (first, second)
+    store.transition(trial.id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason="ended elsewhere",
+                     fence=trial.fence)
+    queue.wake()
+    time.sleep(3)  # three tuner cycles
+    assert store.get(third) is None
+    tuning = store.get(tuning_id)
+    assert tuning.status is JobStatus.RUNNING and tuning.owner == queue.lease.executor
+    # Its lease held again and the tuning still its own, the executor drives it again: the free slot is filled.
+    queue.lease.renew()
+    queue.wake()
+    wait_for(lambda: store.get(third) is not None, timeout=LEASE_SECONDS, interval=0.05)

@@ -224,3 +224,41 @@ def test_a_tuning_taken_over_by_another_executor_is_no_longer_driven_here(tmp_pa
     assert queued == [] and tuner.active() == 0
     assert store.get(tuning_id).status is JobStatus.RUNNING and store.get(tuning_id).owner == "executor-b"
     store.close()
+
+
+def test_a_lease_lapse_reported_during_a_tuning_step_stops_its_writes_and_the_next_step_resumes(tmp_path):
+    # A real store and tuner, as above; the lease guard's report comes as the step queues its first trial.
+    import uuid
+
+    from db import SQLiteStore
+    from mlops.local.tuning import LocalTuner
+    from mlops.platform import TUNING
+    from mlops.reporter import JobReader, JobReporter
+    from mlops.tuning import check_tuning
+
+    store = SQLiteStore(tmp_path / "jobs.db")
+    tuning_id = str(uuid.uuid4())
+    request = quality_tuning("code/quality", max_parallel=2)
+    request["tuning"] = check_tuning(request["tuning"], {}, None)
+    store.create_job(tuning_id, kind=TUNING, backend="local", request=request, secrets=None,
+                     log_path=str(tmp_path / "jobs" / tuning_id / "job.log"), output_dir=str(tmp_path / "jobs" / tuning_id))
+    (tmp_path / "jobs" / tuning_id).mkdir(parents=True)
+    queued: list[str] = []
+
+    def enqueue(kind: str, request: Any, job_id: str) -> None:
+        queued.append(job_id)
+        if len(queued) == 1:
+            tuner.let_go()
+
+    tuner = LocalTuner(JobReader(store), tmp_path, enqueue=enqueue, cancel=lambda job_id: None,
+                       reporter_for=lambda job: JobReporter(job, store, dict))
+    tuner.adopt(store.claim_next(kinds=[TUNING], owner="executor-a"))
+    tuner.step()
+    # The second slot stays empty and the tuning's progress unwritten; the tuning stays in hand.
+    assert len(queued) == 1 and tuner.active() == 1
+    assert store.get(tuning_id).progress == {}
+    # The queue steps again once the lease is held: the tuning, still this executor's, is driven again (this
+    # enqueue stores no job, so the first trial is queued again as one asked but never queued).
+    tuner.step()
+    assert len(set(queued)) == 2 and store.get(tuning_id).progress["total"] == 5
+    store.close()

@@ -108,6 +108,13 @@ class ModelWorker:
         with self._lock:
             self._end_tree()
 
+    def kill(self) -> None:
+        """Kill the worker's processes now, from any thread: the request in progress fails; `close` cleans up."""
+        # Not under the lock, which that request holds for as long as the model takes.
+        tree = self._tree
+        if tree is not None:
+            tree.kill()
+
     def _start(self) -> None:
         self._end_tree()
         # A uid of its own (root only), as a job has: no job nor other worker can signal or read it.

@@ -54,6 +54,8 @@ class LocalPlatform(LocalModelLifecycle, Platform):
     def let_go(self, job: Job) -> None:
         if job.kind in self.training.kinds:
             self.training.let_go(job.id)
+        else:
+            self.let_go_record_job(job)
 
     def resumable(self, job: Job) -> bool:
         """Deployments and transforms are idempotent; a training resumes from its checkpoints."""

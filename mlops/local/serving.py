@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Iterator, cast
 
@@ -76,6 +76,9 @@ class LocalModelLifecycle(ModelRecords):
         # Models whose model.tar.gz a background thread is building, by name.
         self._exports: dict[str, threading.Thread] = {}
         self._exports_lock = threading.RLock()
+        # The batch transforms this process runs now, by job id: what letting one go flags and stops.
+        self._batches: dict[str, _Batch] = {}
+        self._batches_lock = threading.Lock()
         self._fail_interrupted_copies()
         self._remove_unfinished_exports()
 
@@ -394,14 +397,18 @@ class LocalModelLifecycle(ModelRecords):
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
         worker = None
+        batch = _Batch()
+        with self._batches_lock:
+            self._batches[ctx.job_id] = batch
         try:
             self.record(MODEL, request.ModelName, "ModelName", InvalidRequest)
-            worker = self._worker(request.ModelName, ctx.job_id)
+            worker = batch.worker = self._worker(request.ModelName, ctx.job_id)
             worker.start()
-            counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested)
+            counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested, batch.let_go)
             # Listed whole (TooManyEntries past the walk's bound): the record names every answer file.
             entries, _more = regular_files(ctx.job_dir, out_dir.relative_to(ctx.job_dir), None)
         except Exception as exc:  # any failure is the transform job's failure reason
+            batch.check_kept()  # a worker killed by letting go is no failure of the model's
             reason = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
             self.update(record, FAILED, failure_reason=reason)
             ctx.finish(JobStatus.ERROR, reason)
@@ -409,6 +416,9 @@ class LocalModelLifecycle(ModelRecords):
         finally:
             if worker is not None:
                 worker.close()
+            with self._batches_lock:
+                self._batches.pop(ctx.job_id, None)
+        batch.check_kept()
         files = [entry.relative for entry in entries]
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
@@ -423,6 +433,19 @@ class LocalModelLifecycle(ModelRecords):
     def cancel_record_job(self, job: Job) -> Stop:
         """A transform's batch loop checks the stop flag between records; a deployment is not stoppable."""
         return Stop.REQUESTED if job.kind == TRANSFORM else Stop.NOTHING
+
+    def let_go_record_job(self, job: Job) -> None:
+        """Stop a transform at its next record and end its model worker, writing nothing of it; let a deployment end."""
+        # A deployment is left to end: it only loads a model into this executor's worker and marks its endpoint in
+        # service with its configuration, which the job's next owner, running it again, marks the same; its end,
+        # written under the lapsed claim's token, is refused once another executor holds the job.
+        with self._batches_lock:
+            batch = self._batches.get(job.id)
+        if batch is not None:
+            batch.let_go.set()
+            if batch.worker is not None:
+                # Between records is not soon enough for a model whose one prediction takes a minute.
+                batch.worker.kill()
 
     def close(self) -> None:
         with self._load_lock:
@@ -638,6 +661,20 @@ class LocalModelLifecycle(ModelRecords):
 
 
 @dataclass
+class _Batch:
+    """A batch transform this process runs: the flag that lets it go, and the model worker it asks."""
+
+    let_go: threading.Event = field(default_factory=threading.Event)
+    worker: ModelWorker | None = None
+
+    def check_kept(self) -> None:
+        """Raise InterruptedError once the transform was let go: its end and its record are its next owner's."""
+        if self.let_go.is_set():
+            raise InterruptedError("this executor's lease lapsed while the transform ran: it was stopped and is "
+                                   "left to the executor that takes it over")
+
+
+@dataclass
 class ServedModel:
     """An endpoint's configuration and the worker that serves its model."""
 
@@ -658,13 +695,13 @@ def _check_model_folder(folder: Path, field: str) -> None:
 # -- batch inference ---------------------------------------------------------------------------
 
 def run_batch(worker: ModelWorker, source: Path, out_dir: Path, request: TransformRequest,
-              cancel_requested: Callable[[], bool]) -> dict[str, Any]:
+              cancel_requested: Callable[[], bool], let_go: threading.Event) -> dict[str, Any]:
     """Predict every input of a file or folder; write `<input name>.out` files as SageMaker does."""
     accept = (request.TransformOutput or {}).get("Accept") or "application/json"
     declared = request.TransformInput.get("ContentType")
     split_lines = request.TransformInput.get("SplitType") == "Line"
     records = failed = 0
-    stop = _ThrottledCheck(cancel_requested)
+    stop = _ThrottledCheck(cancel_requested, let_go)
     for relative, answers in _input_files(source):
         if stop():
             return {"records": records, "failed": failed, "stopped": True}
@@ -706,13 +743,18 @@ def _input_files(source: Path) -> list[tuple[PurePath, PurePath]]:
 
 
 class _ThrottledCheck:
-    """Ask the store whether a stop was requested, at most every CANCEL_CHECK_S when throttled."""
+    """Say whether the batch stops: let go (a flag, read each time), or asked to stop (the store, read at most
+    every CANCEL_CHECK_S when throttled)."""
 
-    def __init__(self, cancel_requested: Callable[[], bool]):
+    def __init__(self, cancel_requested: Callable[[], bool], let_go: threading.Event):
         self.cancel_requested = cancel_requested
+        self.let_go = let_go
         self.checked_at = time.monotonic()
 
     def __call__(self, throttled: bool = False) -> bool:
+        # Let go, the executor reads nothing from the store: it may be the thing lost.
+        if self.let_go.is_set():
+            return True
         if throttled and time.monotonic() - self.checked_at < CANCEL_CHECK_S:
             return False
         self.checked_at = time.monotonic()

@@ -7,6 +7,10 @@ checkpoint), and a trial that ended is told to the study. The study lives in the
 Optuna's journal file and only this thread writes it. A trial's job id follows from the tuning's id
 and the trial's number, so after a restart the tuner finds each asked trial's job again (or queues
 the one a crash kept from being queued): no trial runs or counts twice.
+
+Sharing a store, the tuner drives a tuning only while the executor holds its lease: once it lapses, the
+tuner writes nothing more (no trial queued, nothing told to the study, no progress, no end), and the
+executor that takes the tuning job over adopts it again from its study, as after a restart.
 """
 from __future__ import annotations
 
@@ -65,6 +69,8 @@ class LocalTuner:
         self.clock = clock
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        # Set from the lease guard's thread when the executor's lease lapses: the step in progress writes nothing more.
+        self._let_go = threading.Event()
 
     def adopt(self, job: Job) -> None:
         """Take a claimed tuning job: open (or reopen after a restart) its study."""
@@ -90,8 +96,22 @@ class LocalTuner:
         with self._lock:
             return len(self._running)
 
+    def let_go(self) -> None:
+        """Write nothing more of the tunings this tuner drives, from the step in progress on: the lease lapsed.
+
+        They stay in hand, undriven (the queue steps no tuning while its lease is lapsed): one another executor
+        takes over is dropped at the next step (its claim's token changed); one still held then is driven again.
+        """
+        if not self._let_go.is_set():
+            self._let_go.set()
+            logger.warning("the executor's lease lapsed: %d tuning(s) are no longer driven here; another executor "
+                           "may take them over", self.active())
+
     def step(self) -> None:
         """Run one cycle over every tuning: report epochs, stop pruned trials, queue new ones, end finished tunings."""
+        # The queue steps only while the executor holds its lease: a lapse the guard reports after this line
+        # stops the cycle's writes, one reported just before it is reported again at the guard's next tick.
+        self._let_go.clear()
         with self._lock:
             running = list(self._running.values())
         for state in running:
@@ -102,6 +122,8 @@ class LocalTuner:
                 continue
             except Exception as exc:  # a bug ends this tuning, not the tuner and every other tuning
                 logger.exception("tuning %s: unexpected error", state.job_id)
+                if self._let_go.is_set():
+                    continue
                 self._end(state, JobStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}")
                 ended = True
             if ended:
@@ -114,6 +136,8 @@ class LocalTuner:
         job = self.jobs.get(state.job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.fence != state.fence:
             return True
+        if self._let_go.is_set():
+            return False
         tuning = state.tuning
         limit = tuning.get("max_runtime_seconds")
         out_of_time = bool(limit) and self.clock() - state.started > limit
@@ -125,12 +149,15 @@ class LocalTuner:
         own = [trial for trial in state.study.get_trials(deepcopy=False) if not trial.user_attrs.get("warm_start")]
         running = sum(trial.state is optuna.trial.TrialState.RUNNING for trial in own)
         asked = len(own)
-        while not stopping and running < tuning["max_parallel"] and asked < tuning["max_trials"]:
+        while (not stopping and running < tuning["max_parallel"] and asked < tuning["max_trials"]
+               and not self._let_go.is_set()):
             trial = state.study.ask()
             values = tuning_domain.suggest(trial, tuning["ranges"])
             self._queue_trial(job, trial.number, values)
             running, asked = running + 1, asked + 1
         self._record(state, job)
+        if self._let_go.is_set():
+            return False
         if running == 0 and (stopping or asked >= tuning["max_trials"]):
             self._finish(state, job, out_of_time)
             return True
@@ -153,6 +180,8 @@ class LocalTuner:
         reported = max(trial.intermediate_values, default=0)
         epochs = {row["step"]: row["value"] for row in self.jobs.metric_history(trial_id)
                   if row["name"] == metric and row["step"] is not None and row["value"] is not None}
+        if self._let_go.is_set():
+            return
         for epoch in sorted(step for step in epochs if step > reported):
             live.report(epochs[epoch], epoch)
             reported = epoch
@@ -192,7 +221,7 @@ class LocalTuner:
     def _record(self, state: _Running, tuning_job: Job) -> None:
         """Write the trials table, the best trial and the progress into the tuning's record when they changed."""
         table = trial_table(self.jobs, tuning_job.id, state.study, state.tuning)
-        if table == state.table:
+        if table == state.table or self._let_go.is_set():
             return
         state.table = table
         ctx = self.reporter_for(tuning_job)
