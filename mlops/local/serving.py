@@ -389,6 +389,17 @@ class LocalModelLifecycle(ModelRecords):
         return f"{reason}; removed: {', '.join(deleted) or 'nothing'}; remaining: {', '.join(remaining) or 'nothing'}"
 
     def _transform(self, ctx: JobReporter) -> None:
+        # Listed before anything else: letting the job go finds it however early the lease lapses.
+        batch = _Batch()
+        with self._batches_lock:
+            self._batches[ctx.job_id] = batch
+        try:
+            self._run_transform(ctx, batch)
+        finally:
+            with self._batches_lock:
+                self._batches.pop(ctx.job_id, None)
+
+    def _run_transform(self, ctx: JobReporter, batch: _Batch) -> None:
         request = cast(TransformRequest, ctx.request)
         record = self.record(TRANSFORM_RECORD, request.TransformJobName)
         field = "TransformInput.DataSource.S3DataSource.S3Uri"
@@ -397,12 +408,10 @@ class LocalModelLifecycle(ModelRecords):
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx.set_phase("Transforming", f"reading {source.name}")
         worker = None
-        batch = _Batch()
-        with self._batches_lock:
-            self._batches[ctx.job_id] = batch
         try:
             self.record(MODEL, request.ModelName, "ModelName", InvalidRequest)
             worker = batch.worker = self._worker(request.ModelName, ctx.job_id)
+            batch.check_kept()  # before a load that may take minutes
             worker.start()
             counts = run_batch(worker, source, out_dir, request, ctx.cancel_requested, batch.let_go)
             # Listed whole (TooManyEntries past the walk's bound): the record names every answer file.
@@ -416,14 +425,13 @@ class LocalModelLifecycle(ModelRecords):
         finally:
             if worker is not None:
                 worker.close()
-            with self._batches_lock:
-                self._batches.pop(ctx.job_id, None)
+        # A stop answered true after the last check still ends the job stopped, as promised.
+        stopped = counts["stopped"] or ctx.cancel_requested()
         batch.check_kept()
         files = [entry.relative for entry in entries]
         artifacts = {"output_dir": str(out_dir), "files": files, **counts}
         ctx.set_artifacts(artifacts)
-        # A stop answered true after the last check still ends the job stopped, as promised.
-        if counts["stopped"] or ctx.cancel_requested():
+        if stopped:
             self.update(record, STOPPED, artifacts=artifacts)
             ctx.finish(JobStatus.CANCELLED, message="stopped at the user's request")
             return
