@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 
 from job import AUTOML, ENDPOINT, PIPELINE, STORED_SETTINGS_KEY, TRAINING, TRANSFORM, TUNING
 from job_secrets import split_secret_entries
-from mlops.errors import InvalidRequest
+from mlops.errors import InvalidRequest, MalformedRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.shapes import S3_URI, tag_map
 from mlops.job_files import resolve_storage_path
@@ -29,6 +29,8 @@ class JobRequest:
     #: The stored keys in their order, and the values of stored keys the family's class does not name.
     keys: tuple[str, ...] = field(default=(), repr=False, compare=False, kw_only=True)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
+    #: What the client called the job, in the families that name their jobs (pipelines, trainings).
+    name: str | None = field(default=None, kw_only=True)
 
     @classmethod
     def fields(cls) -> frozenset[str]:
@@ -56,6 +58,20 @@ class JobRequest:
         added = tuple(key for key in changes if key not in self.keys)
         return dataclasses.replace(self, **changes, keys=self.keys + added)
 
+    def without(self: R, *names: str) -> R:
+        """Return a copy that no longer stores these keys; a field the class names goes back to its default."""
+        defaults = {}
+        for item in dataclasses.fields(self):
+            if item.name not in names:
+                continue
+            if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{item.name} is required for {self.FAMILY}: it cannot be left out")
+            defaults[item.name] = (item.default if item.default is not dataclasses.MISSING
+                                   else item.default_factory())
+        extra = {key: value for key, value in self.extra.items() if key not in names}
+        return dataclasses.replace(self, **defaults, keys=tuple(key for key in self.keys if key not in names),
+                                   extra=MappingProxyType(extra))
+
 
 R = TypeVar("R", bound=JobRequest)
 
@@ -66,7 +82,6 @@ class TrainingRequest(JobRequest):
 
     dataset: str
     source_dir: str
-    name: str | None = None
     entry_point: str = BUNDLED_ENTRY_POINT
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     metadata_file: str | None = None
@@ -136,7 +151,6 @@ class PipelineRequest(JobRequest):
     command: str
     storage: str
     input_artifacts: str
-    name: str | None = None
     bucket: str | None = None
     project_id: str | None = None
     version: str | None = None
@@ -197,6 +211,21 @@ class DeployRequest(JobRequest):
     adapter: str | None = None
     project: str | None = None
 
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any], endpoint_name: str,
+                  own_config: str | None) -> DeployRequest:
+        """Build a deployment from a schema-checked body, the endpoint its path names and that endpoint's own config.
+
+        Without a configuration named, the endpoint deploys the one registered under its own name
+        (`own_config`, None when there is none).
+        """
+        config_name = body.get("EndpointConfigName") or own_config
+        if not config_name:
+            raise MalformedRequest("EndpointConfigName", "is required")
+        tags = {"Tags": body["Tags"]} if body.get("Tags") else {}
+        return cls.from_stored({"EndpointName": body.get("EndpointName") or endpoint_name,
+                                "EndpointConfigName": config_name, **tags, **origin})
+
 
 @dataclass(frozen=True)
 class TransformRequest(JobRequest):
@@ -213,6 +242,11 @@ class TransformRequest(JobRequest):
     Tags: Any = None
     adapter: str | None = None
     project: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> TransformRequest:
+        """Build a transform from a schema-checked body, kept as SageMaker's CreateTransformJob names it."""
+        return cls.from_stored({**body, **origin})
 
     @property
     def input_uri(self) -> str:
@@ -245,3 +279,15 @@ REQUEST_TYPES: dict[str, type[JobRequest]] = {
 def request_of(kind: str, stored: Mapping[str, Any]) -> JobRequest:
     """Return the typed request of a job of this kind from its stored form."""
     return REQUEST_TYPES[kind].from_stored(stored)
+
+
+def request_to_show(kind: str, stored: Mapping[str, Any]) -> JobRequest:
+    """Return a job's typed request for an answer; a row holding less than its family requires reads as a bare one.
+
+    A job's status is answered whatever its row holds: a row that could not run (a first release's
+    with a name alone) still shows its name, its other keys kept aside.
+    """
+    try:
+        return request_of(kind, stored)
+    except InvalidRequest:
+        return JobRequest.from_stored(stored)

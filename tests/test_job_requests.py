@@ -1,12 +1,14 @@
-"""The typed training request: built once from a body, read by attribute, stored as the same text."""
+"""The typed requests: built once from a body, read by attribute, stored as the same text."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from mlops.errors import InvalidRequest
-from mlops.job_requests import TrainingRequest
+from job import PIPELINE, TRAINING
+from mlops.errors import InvalidRequest, MalformedRequest
+from mlops.job_requests import (DeployRequest, JobRequest, PipelineRequest, TrainingRequest, TransformRequest,
+                                request_to_show)
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 
 
@@ -55,3 +57,62 @@ def test_a_stored_request_without_its_dataset_is_refused_by_name():
 def test_a_tuning_without_its_search_is_refused_by_name():
     with pytest.raises(InvalidRequest, match="tuning"):
         TrainingRequest.from_stored({"dataset": "d", "source_dir": "s"}).search()
+
+
+ORIGIN = {"adapter": "aws-1", "project": "p"}
+
+
+def test_a_deployment_takes_its_endpoint_from_the_path_and_its_origin_last():
+    request = DeployRequest.from_body({"Tags": [{"Key": "team", "Value": "a"}]}, ORIGIN, "ep1", "ep1")
+    assert request.to_stored() == {"EndpointName": "ep1", "EndpointConfigName": "ep1",
+                                   "Tags": [{"Key": "team", "Value": "a"}], "adapter": "aws-1", "project": "p"}
+    assert list(request.to_stored()) == ["EndpointName", "EndpointConfigName", "Tags", "adapter", "project"]
+
+
+def test_a_deployment_named_in_its_body_keeps_those_names_and_stores_no_empty_tags():
+    body = {"EndpointName": "other", "EndpointConfigName": "cfg2", "Tags": []}
+    request = DeployRequest.from_body(body, ORIGIN, "ep1", "ep1")
+    assert (request.EndpointName, request.EndpointConfigName, request.Tags) == ("other", "cfg2", None)
+    assert "Tags" not in request.to_stored()
+
+
+def test_a_deployment_without_a_configuration_named_or_its_own_is_refused_by_name():
+    with pytest.raises(MalformedRequest, match="EndpointConfigName: is required"):
+        DeployRequest.from_body({}, ORIGIN, "ep1", None)
+    assert DeployRequest.from_body({"EndpointConfigName": "cfg2"}, ORIGIN, "ep1", None).EndpointConfigName == "cfg2"
+
+
+def test_a_transform_keeps_its_body_in_order_with_its_origin_and_sagemakers_other_fields_aside():
+    body = {"TransformJobName": "t1", "ModelName": "m1", "BatchStrategy": "MultiRecord",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "inputs/a"}}}}
+    request = TransformRequest.from_body(body, ORIGIN)
+    assert json.dumps(request.to_stored()) == json.dumps({**body, **ORIGIN})
+    assert (request.input_uri, request.adapter, request.extra) == ("inputs/a", "aws-1", {"BatchStrategy": "MultiRecord"})
+
+
+def test_a_request_without_some_keys_stores_the_others_in_their_order():
+    request = TrainingRequest.from_stored({"parent": "job-1", "name": "t", "dataset": "d", "trial": 2,
+                                           "source_dir": "s", "origin": {"project": "p"}})
+    alone = request.without("parent", "trial", "origin")
+    assert list(alone.to_stored().items()) == [("name", "t"), ("dataset", "d"), ("source_dir", "s")]
+    assert (alone.parent, alone.trial, alone.extra) == (None, None, {})
+    assert request.parent == "job-1"  # frozen: the copy is a new request
+
+
+def test_a_required_field_cannot_be_left_out():
+    with pytest.raises(ValueError, match="dataset"):
+        TrainingRequest.from_stored({"dataset": "d", "source_dir": "s"}).without("dataset")
+
+
+def test_a_row_holding_less_than_its_family_requires_is_shown_bare_with_its_name():
+    shown = request_to_show(PIPELINE, {"name": "first", "pid": 7})
+    assert type(shown) is JobRequest and shown.name == "first" and shown.extra == {"pid": 7}
+    whole = request_to_show(TRAINING, {"name": "t", "dataset": "d", "source_dir": "s"})
+    assert isinstance(whole, TrainingRequest) and whole.name == "t"
+
+
+def test_a_pipeline_and_a_training_are_named_by_their_stored_name():
+    pipeline, _ = PipelineRequest.from_body({"bucket": "b", "project_id": "p", "name": "pipe", "version": "1",
+                                             "input_artifacts": "in", "command": "python a.py", "storage": "LOCAL",
+                                             "credentials": {}})
+    assert pipeline.name == "pipe" and pipeline.to_stored()["name"] == "pipe"
