@@ -355,11 +355,19 @@ class PlatformContract:
         assert driver.http.get("/execute").json == []
         assert driver.created_on_platform() == 0
 
-    def test_a_job_runs_to_its_end_with_its_log_and_artifacts(self, driver: Driver):
-        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+    def test_a_job_runs_to_its_end_with_its_times_log_and_artifacts(self, driver: Driver):
+        answer = driver.http.post("/execute", json=driver.pipeline(OUTPUT_SCRIPT))
+        assert answer.status_code == 201 and answer.json["task_status"] == "Submitted", answer.json
+        job_id = answer.json["task_id"]
         driver.work()
         driver.finish()
-        assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
+        final = self.status(driver, job_id)
+        assert final["task_status"] == "COMPLETED", final
+        for key in ("submitted", "started", "finished"):
+            assert ESSEDUM_TIME.match(final[key]), final[key]
+        assert isinstance(final["timestamp"], float) and final["timestamp"] >= 0
+        listed = driver.http.get("/execute").json
+        assert [(job["id"], job["status"]) for job in listed] == [(job_id, "COMPLETED")]
         assert "contract run" in driver.http.get(f"/execute/{job_id}/getLog").json["logs"]["content"]
         artifacts = driver.http.get(f"/execute/{job_id}/getOutputArtifacts").json
         assert artifacts and all("content" in entry for entry in artifacts.values()), artifacts
@@ -375,10 +383,13 @@ class PlatformContract:
     def test_cancel_while_running_stops_it_and_ends_it_cancelled(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(SLOW_SCRIPT))
         driver.work()
-        assert self.status(driver, job_id)["task_status"] == "RUNNING"
+        running = self.status(driver, job_id)
+        assert running["task_status"] == "RUNNING" and ESSEDUM_TIME.match(running["started"]), running
+        assert running["finished"] is None
         assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
         driver.finish()
-        assert self.status(driver, job_id)["task_status"] == "CANCELLED", self.status(driver, job_id)
+        ended = self.status(driver, job_id)
+        assert ended["task_status"] == "CANCELLED" and ESSEDUM_TIME.match(ended["finished"]), ended
 
     def test_a_job_left_running_by_a_restart_becomes_what_the_recovery_rule_says(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
@@ -486,8 +497,10 @@ class PlatformContract:
         driver.work()
         driver.finish()
         status = driver.http.get(f"/status/{job_id}").json
-        assert status["metrics"]["val_accuracy"] == pytest.approx(0.75), status
-        assert (status["progress"]["epoch"], status["progress"]["epochs"]) == (1, 1), status
+        metrics = {name: status["metrics"].get(name) for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")}
+        assert metrics == {"train_loss": pytest.approx(0.25), "val_loss": pytest.approx(0.5),
+                           "val_accuracy": pytest.approx(0.75), "val_auc": pytest.approx(0.8)}, status
+        assert status["progress"] == {"epoch": 1, "epochs": 1, "percent": 100.0}, status
 
     def test_the_log_location_answered_at_submission_is_the_one_every_status_gives(self, driver: Driver):
         answer = driver.http.post("/execute", json=driver.pipeline(OUTPUT_SCRIPT))
@@ -622,6 +635,16 @@ class PlatformContract:
         assert driver.http.get(f"{API}/datasets/{name}").json["artifacts"]
         assert driver.http.delete(f"{API}/datasets/{name}").status_code == 200
         assert driver.http.get(f"{API}/datasets/{name}").status_code == 404
+
+    def test_a_dataset_key_that_leaves_its_bucket_is_refused_and_a_file_name_is_made_safe(self, driver: Driver):
+        for key in ("../escape.csv", "a/../../b.csv", "/etc/passwd", "a\\b.csv"):
+            answer = driver.http.post(f"{API}/datasets", content_type="multipart/form-data", data={
+                "Bucket": driver.bucket, "Key": key, "file": (io.BytesIO(b"x"), "x.csv")})
+            assert (answer.status_code, answer.json["field"]) == (400, "Key"), (key, answer.json)
+        assert driver.http.get(f"{API}/datasets/list").json == []
+        answer = driver.http.post(f"{API}/datasets", content_type="multipart/form-data", data={
+            "Bucket": driver.bucket, "Key": "folder/", "file": (io.BytesIO(b"x"), "../../My Data.csv")})
+        assert answer.status_code == 201 and answer.json["name"] == f"{driver.bucket}/folder/My_Data.csv", answer.json
 
     def test_an_endpoint_configuration_is_registered_listed_and_deleted(self, driver: Driver):
         assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
