@@ -240,6 +240,12 @@ class LocalDriver(Driver):
 
 class SageMakerDriver(Driver):
     bucket = BUCKET
+
+    def __init__(self, app: Any):
+        super().__init__(app)
+        #: The configuration each endpoint is being updated to.
+        self.updates: dict[str, str] = {}
+        self.executor.clients.client("sagemaker").update_endpoint = self.update_endpoint
     # moto has no StopTrainingJob: the call is counted here and the job is moved to Stopped by hand,
     # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
     stops: list[str]
@@ -252,14 +258,28 @@ class SageMakerDriver(Driver):
             # moto ends what it creates at once; AWS takes minutes, which the contract needs.
             self.move(launched, "InProgress")
 
-    @staticmethod
-    def move(job: Any, status: str, failure: str | None = None) -> None:
+    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+        """Start an endpoint's update as SageMaker does: Updating, on its old configuration until it ends.
+
+        moto has no UpdateEndpoint (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html).
+        """
+        endpoint = moto_sagemaker().endpoints[EndpointName]
+        endpoint.endpoint_status = "Updating"
+        self.updates[EndpointName] = EndpointConfigName
+        return {"EndpointArn": endpoint.arn}
+
+    def move(self, job: Any, status: str, failure: str | None = None) -> None:
         """Move what SageMaker runs for a job to a status, as AWS would."""
         reason = {"failure_reason": failure} if failure else {}
         if job.kind == ENDPOINT:
             endpoint = moto_sagemaker().endpoints[job.external_id]
-            endpoint.endpoint_status = {"InProgress": "Creating", "Completed": "InService"}.get(status, status)
+            if status == "InProgress":
+                endpoint.endpoint_status = endpoint.endpoint_status if job.external_id in self.updates else "Creating"
+                return
+            endpoint.endpoint_status = {"Completed": "InService"}.get(status, status)
             endpoint.failure_reason = failure
+            if status == "Completed" and job.external_id in self.updates:
+                endpoint.endpoint_config_name = self.updates.pop(job.external_id)
         elif job.kind == TRANSFORM:
             moto_sagemaker().transform_jobs[job.external_id].transform_job_status = status
             for key, value in reason.items():
@@ -734,23 +754,39 @@ class PlatformContract:
         driver.finish(failure=None if serves else PING_FAILURE)
         return answer.json["jobId"]
 
-    def test_a_deployed_endpoint_keeps_its_model_and_configuration_until_it_is_deleted(self, driver: Driver):
+    def test_an_endpoint_is_deployed_updated_and_deleted_and_keeps_what_it_uses_until_then(self, driver: Driver):
         job_id = self.deployed(driver)
         assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
         assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config", record
         assert record["sourceID"] == "contract-endpoint"
+
+        # Deploying another configuration to it updates it; the one it left can go.
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config-2", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config-2", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Updating", answer.json
+        assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 409  # being deployed
+        driver.work()
+        driver.finish()
+        assert self.status(driver, answer.json["jobId"])["task_status"] == "COMPLETED"
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config-2", record
+        assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
+
         model = driver.http.delete(f"{API}/models/contract-model")
         assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
         assert "contract-endpoint" in model.json["error"] and driver.holds(MODEL, "contract-model")
-        config = driver.http.delete(f"{API}/endpoints/contract-config")
+        config = driver.http.delete(f"{API}/endpoints/contract-config-2")
         assert config.status_code == 409 and "contract-endpoint" in config.json["error"], config.json
 
         assert driver.holds(ENDPOINT_RECORD, "contract-endpoint")
         assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
         assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
-        assert driver.http.get(f"{API}/endpoints/contract-config/delete").status_code == 200
+        assert driver.http.get(f"{API}/endpoints/contract-config-2/delete").status_code == 200
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
         assert not driver.holds(MODEL, "contract-model") and driver.http.get(f"{API}/models/list").json == []
 
