@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
@@ -24,6 +23,7 @@ from conftest import pipeline_body, wait_for, write_pipeline
 from app import create_app
 from job import JobStatus
 from mlops.aws import ClientFactory
+from mlops.aws_statuses import FAILED
 from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
 from mlops.records import ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL
@@ -86,6 +86,18 @@ class Driver:
 
     #: A bucket the platform can put a dataset in.
     bucket: str
+    #: An S3Uri this platform cannot read a batch from.
+    foreign_transform_input: str
+    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
+    endpoint_failure: str
+    #: What a failed endpoint creation removes besides its configuration.
+    failed_endpoint_removes: list[str]
+    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
+    script_failure: str
+    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
+    transform_failure: str
+    #: Artifacts a finished transform of transform_input() reports.
+    transform_output: dict[str, Any]
 
     def __init__(self, app: Any):
         self.app = app
@@ -151,19 +163,6 @@ class Driver:
         """Return the S3Uri of a batch input the platform reads: CSV rows the model answers."""
         raise NotImplementedError
 
-    #: An S3Uri this platform cannot read a batch from.
-    foreign_transform_input: str
-    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
-    endpoint_failure: str
-    #: What a failed endpoint creation removes besides its configuration.
-    failed_endpoint_removes: list[str]
-    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
-    script_failure: str
-    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
-    transform_failure: str
-    #: Artifacts a finished transform of transform_input() reports.
-    transform_output: dict[str, Any]
-
     def restart(self) -> Driver:
         """Return a driver on a new app over the same data folder, recovered as at start-up."""
         raise NotImplementedError
@@ -171,6 +170,13 @@ class Driver:
 
 class LocalDriver(Driver):
     bucket = "contract-bucket"
+    foreign_transform_input = f"s3://{BUCKET}/batch/"
+    endpoint_failure = "could not be loaded"
+    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
+    transform_output = {"records": 3}  # one answer a row
+    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
+    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
+
 
     def work(self, job: Any = None) -> None:
         job = job or self.claim()
@@ -197,13 +203,6 @@ class LocalDriver(Driver):
         jobs_dir = self.executor.config.data_dir / "jobs"
         return len(list(jobs_dir.iterdir())) if jobs_dir.exists() else 0
 
-    foreign_transform_input = f"s3://{BUCKET}/batch/"
-    endpoint_failure = "could not be loaded"
-    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
-    transform_output = {"records": 3}  # one answer a row
-    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
-    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
-
     def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         folder = self.storage_root / "models" / name
         folder.mkdir(parents=True)
@@ -226,7 +225,7 @@ class LocalDriver(Driver):
         if kind == MODEL:
             return (self.executor.config.data_dir / "models" / name).exists()
         record = self.executor.platform.find(kind, name)
-        return record is not None and record.status != "Failed"
+        return record is not None and record.status != FAILED
 
     def transform_input(self) -> str:
         (self.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
@@ -240,15 +239,24 @@ class LocalDriver(Driver):
 
 class SageMakerDriver(Driver):
     bucket = BUCKET
+    foreign_transform_input = "batch"  # a folder of the storage root
+    endpoint_failure = PING_FAILURE
+    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
+    transform_failure = TRANSFORM_FAILURE
+    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
+    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
 
     def __init__(self, app: Any):
         super().__init__(app)
-        #: The configuration each endpoint is being updated to.
+        # moto has neither StopTrainingJob nor UpdateEndpoint: the driver takes the calls and moves the
+        # job or endpoint along as AWS would (API_StopTrainingJob.html, API_UpdateEndpoint.html of
+        # https://docs.aws.amazon.com/sagemaker/latest/APIReference/).
+        #: The training jobs a stop was asked for, and the configuration each endpoint is being updated to.
+        self.stops: list[str] = []
         self.updates: dict[str, str] = {}
-        self.executor.clients.client("sagemaker").update_endpoint = self.update_endpoint
-    # moto has no StopTrainingJob: the call is counted here and the job is moved to Stopped by hand,
-    # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
-    stops: list[str]
+        sagemaker = self.executor.clients.client("sagemaker")
+        sagemaker.stop_training_job = self.stop_training_job
+        sagemaker.update_endpoint = self.update_endpoint
 
     def work(self, job: Any = None) -> None:
         job = job or self.claim()
@@ -258,41 +266,39 @@ class SageMakerDriver(Driver):
             # moto ends what it creates at once; AWS takes minutes, which the contract needs.
             self.move(launched, "InProgress")
 
-    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
-        """Start an endpoint's update as SageMaker does: Updating, on its old configuration until it ends.
+    def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # noqa: N803
+        """Take a stop as SageMaker does: the job stops (Stopped) when finish() lets it end."""
+        self.stops.append(TrainingJobName)
+        return {}
 
-        moto has no UpdateEndpoint (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html).
-        """
+    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+        """Start an endpoint's update as SageMaker does: Updating, on its old configuration until it ends."""
         endpoint = moto_sagemaker().endpoints[EndpointName]
         endpoint.endpoint_status = "Updating"
         self.updates[EndpointName] = EndpointConfigName
         return {"EndpointArn": endpoint.arn}
 
     def move(self, job: Any, status: str, failure: str | None = None) -> None:
-        """Move what SageMaker runs for a job to a status, as AWS would."""
-        reason = {"failure_reason": failure} if failure else {}
+        """Move what SageMaker runs for a job to a training job's status (InProgress, Completed, ...), as AWS would."""
         if job.kind == ENDPOINT:
             endpoint = moto_sagemaker().endpoints[job.external_id]
             if status == "InProgress":
-                endpoint.endpoint_status = endpoint.endpoint_status if job.external_id in self.updates else "Creating"
+                if job.external_id not in self.updates:  # an update is Updating already
+                    endpoint.endpoint_status = "Creating"
                 return
-            endpoint.endpoint_status = {"Completed": "InService"}.get(status, status)
+            endpoint.endpoint_status = "InService" if status == "Completed" else status
             endpoint.failure_reason = failure
             if status == "Completed" and job.external_id in self.updates:
                 endpoint.endpoint_config_name = self.updates.pop(job.external_id)
         elif job.kind == TRANSFORM:
-            moto_sagemaker().transform_jobs[job.external_id].transform_job_status = status
-            for key, value in reason.items():
-                setattr(moto_sagemaker().transform_jobs[job.external_id], key, value)
+            transform = moto_sagemaker().transform_jobs[job.external_id]
+            transform.transform_job_status, transform.failure_reason = status, failure
         else:
-            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status, **reason)
+            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status,
+                               **({"failure_reason": failure} if failure else {}))
 
     def finish(self, failure: str | None = None) -> None:
-        self.stops = []
-        sagemaker = self.executor.clients.client("sagemaker")
-        with mock.patch.object(sagemaker, "stop_training_job",
-                               side_effect=lambda **call: self.stops.append(call["TrainingJobName"]) or {}):
-            self.executor.queue.monitor_once()
+        self.executor.queue.monitor_once()  # asks for the stops the users asked for
         for job in self.executor.store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker"):
             if job.kind not in (ENDPOINT, TRANSFORM):
                 now = int(time.time() * 1000)
@@ -316,13 +322,6 @@ class SageMakerDriver(Driver):
     def created_on_platform(self) -> int:
         counter = self.executor.clients.counter
         return counter.total("sagemaker", "CreateTrainingJob") + counter.total("s3", "PutObject")
-
-    foreign_transform_input = "batch"  # a folder of the storage root
-    endpoint_failure = PING_FAILURE
-    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
-    transform_failure = TRANSFORM_FAILURE
-    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
-    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
 
     def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         # SageMaker loads the model on its instances; whether it serves is what finish() reports.
