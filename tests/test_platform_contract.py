@@ -77,6 +77,16 @@ TUNING_REFUSED = [
     ({"ranges": {"learning-rate": {"min": 0.0, "max": 0.1, "scaling": "log"}}},
      "tuning.ranges.learning-rate.scaling"),
 ]
+# Model, endpoint and inference requests refused whatever the platform: (method, path, body, status, field).
+BAD_RECORD_REQUESTS = [
+    ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
+    ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
+     422, "TrainingJobId"),
+    ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
+     422, "ModelName"),
+    ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
+    ("GET", "/models/not_a_name", None, 400, "id"),
+]
 # Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
 PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
@@ -156,7 +166,7 @@ class Driver:
         raise NotImplementedError
 
     def holds(self, kind: str, name: str) -> bool:
-        """Say whether the platform itself keeps a model, endpoint configuration or endpoint (MODEL ... ENDPOINT_RECORD)."""
+        """Say whether the platform itself keeps a MODEL, an ENDPOINT_CONFIG or an ENDPOINT_RECORD of this name."""
         raise NotImplementedError
 
     def transform_input(self) -> str:
@@ -367,6 +377,47 @@ class PlatformContract:
         assert answer.status_code == 201, answer.json
         return answer.json["task_id"]
 
+    def nothing_made(self, driver: Driver) -> None:
+        """Assert that no job was stored and nothing was made on the platform."""
+        assert driver.executor.store.list_jobs(limit=10) == []
+        assert driver.created_on_platform() == 0
+
+    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
+        """Queue a training job of the user's own script through the training route; return its id."""
+        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
+        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
+        answer = driver.http.post(f"{API}/pipelines/training", json={
+            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
+        assert answer.status_code == 202, answer.json
+        return answer.json["job_id"]
+
+    def deployed(self, driver: Driver, serves: bool = True) -> str:
+        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
+        self.register(driver, serves)
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
+        driver.work()
+        driver.finish(failure=None if serves else PING_FAILURE)
+        return answer.json["jobId"]
+
+    def register(self, driver: Driver, serves: bool = False) -> None:
+        """Register contract-model through the route (one that loads and answers, with `serves`)."""
+        answer = driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves))
+        assert answer.status_code == 201, answer.json
+
+    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
+        """Ask for a batch transform of contract-model through the route; return the answer."""
+        return driver.http.post(f"{API}/pipelines/inference", json={
+            "TransformJobName": name, "ModelName": "contract-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
+                               "ContentType": "text/csv"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
+
     def test_a_bad_request_is_refused_with_nothing_created(self, driver: Driver):
         body = {**driver.pipeline(OUTPUT_SCRIPT), "command": "python missing.py"}
         answer = driver.http.post("/execute", json=body)
@@ -439,10 +490,6 @@ class PlatformContract:
 
     # -- each family's refusal: a 4xx naming the field, and nothing made --------------------------
 
-    def nothing_made(self, driver: Driver) -> None:
-        assert driver.executor.store.list_jobs(limit=10) == []
-        assert driver.created_on_platform() == 0
-
     def test_a_training_request_naming_no_dataset_is_refused_with_nothing_created(self, driver: Driver):
         answer = driver.http.post(f"{API}/pipelines/training", json={"name": "contract", "dataset": "no-such-folder"})
         assert (answer.status_code, answer.json["field"]) == (422, "dataset"), answer.json
@@ -451,7 +498,8 @@ class PlatformContract:
     def test_a_training_request_the_script_or_the_route_cannot_take_is_refused_naming_the_field(self, driver: Driver):
         write_pipeline(driver.storage_root, "digits", "a,b\n1,2\n", name="rows.csv")
         for changes, field in TRAINING_REFUSED:
-            body = {key: value for key, value in {"name": "x", "dataset": "digits", **changes}.items() if value is not None}
+            body = {key: value for key, value in {"name": "x", "dataset": "digits", **changes}.items()
+                    if value is not None}
             answer = driver.http.post(f"{API}/pipelines/training", json=body)
             assert 400 <= answer.status_code < 500 and answer.json["field"] == field, (changes, answer.json)
         self.nothing_made(driver)
@@ -551,7 +599,7 @@ class PlatformContract:
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
         body = self.status(driver, job_id)
         assert body["task_status"] == "WAITING"
-        assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
+        assert [body[key] for key in ("started", "finished", "timestamp", "pid")] == [None] * 4, body
         status = driver.http.get(f"/status/{job_id}").json
         assert status["status"] == "WAITING" and status["phase"] == "Queued"
         assert status["progress"] == {"epoch": None, "epochs": None, "percent": None}
@@ -666,7 +714,7 @@ class PlatformContract:
         assert answer.status_code == 201 and answer.json["name"] == f"{driver.bucket}/folder/My_Data.csv", answer.json
 
     def test_an_endpoint_configuration_is_registered_listed_and_deleted(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         answer = driver.http.post(f"{API}/endpoints/register", json={
             "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
         assert answer.status_code == 201, answer.json
@@ -689,33 +737,14 @@ class PlatformContract:
         assert json.loads(record["rawPayload"])["ModelName"] == "contract-model"
         assert record["deployment"] == {"endpoints": []}
 
-    @pytest.mark.parametrize("method, path, body, status, field", [
-        ("POST", "/models/register", {"ModelName": "bad_name"}, 422, "ModelName"),
-        ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
-        ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
-         422, "TrainingJobId"),
-        ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
-         422, "ModelName"),
-        ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
-        ("GET", "/models/not_a_name", None, 400, "id"),
-    ])
-    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver, method: str, path: str,
-                                                              body: Any, status: int, field: str):
-        if body and body.get("ModelName") == "bad_name":
-            body = {**driver.model_body("contract-model"), **body}
-        answer = driver.http.open(API + path, method=method, json=body)
-        assert (answer.status_code, answer.json["field"]) == (status, field), answer.json
+    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver):
+        badly_named = {**driver.model_body("contract-model"), "ModelName": "bad_name"}
+        for method, path, body, status, field in [*BAD_RECORD_REQUESTS, ("POST", "/models/register", badly_named,
+                                                                         422, "ModelName")]:
+            answer = driver.http.open(API + path, method=method, json=body)
+            assert (answer.status_code, answer.json["field"]) == (status, field), (path, body, answer.json)
         assert driver.http.get(f"{API}/models/list").json == []
         self.nothing_made(driver)
-
-    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
-        """Queue a training job of the user's own script through the training route; return its id."""
-        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
-        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
-        answer = driver.http.post(f"{API}/pipelines/training", json={
-            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
-        assert answer.status_code == 202, answer.json
-        return answer.json["job_id"]
 
     def test_a_model_is_registered_from_a_finished_training_job_once(self, driver: Driver):
         job_id = self.training(driver)
@@ -733,25 +762,12 @@ class PlatformContract:
         job_id = self.training(driver)
         answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
         assert (answer["message"], answer["status"]) == ("the job was cancelled before it started", "Stopped")
-        refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
+        refused = driver.http.post(f"{API}/models/register",
+                                   json={"ModelName": "contract-model", "TrainingJobId": job_id})
         assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
         assert "CANCELLED" in refused.json["error"] and not driver.holds(MODEL, "contract-model")
 
     # -- endpoints and batch transforms -----------------------------------------------------------
-
-    def deployed(self, driver: Driver, serves: bool = True) -> str:
-        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves)).status_code == 201
-        registered = driver.http.post(f"{API}/endpoints/register", json={
-            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
-        assert registered.status_code == 201, registered.json
-        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
-                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
-        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
-        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
-        driver.work()
-        driver.finish(failure=None if serves else PING_FAILURE)
-        return answer.json["jobId"]
 
     def test_an_endpoint_is_deployed_updated_and_deleted_and_keeps_what_it_uses_until_then(self, driver: Driver):
         job_id = self.deployed(driver)
@@ -795,25 +811,20 @@ class PlatformContract:
         assert status["task_status"] == "ERROR" and driver.endpoint_failure in status["failure_reason"], status
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
         assert record["status"] == "Failed" and driver.endpoint_failure in record["failureReason"], record
-        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes, "endpoint configuration contract-config"],
+        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes,
+                                                 "endpoint configuration contract-config"],
                                      "remaining": ["model contract-model"]}
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
-        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint") and not driver.holds(ENDPOINT_CONFIG, "contract-config")
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
+        assert not driver.holds(ENDPOINT_CONFIG, "contract-config")
         assert driver.holds(MODEL, "contract-model")
         refused = driver.http.post(f"{API}/endpoints/contract-endpoint/infer", json={"instances": [[0]]})
         assert (refused.status_code, refused.json.get("endpoint_status")) == (409, "Failed"), refused.json
         # Nothing is left serving the model, so it can go.
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
 
-    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
-        return driver.http.post(f"{API}/pipelines/inference", json={
-            "TransformJobName": name, "ModelName": "contract-model",
-            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
-                               "ContentType": "text/csv"},
-            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
-
     def test_a_batch_transform_runs_as_a_job_to_its_end_and_is_listed(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        self.register(driver, serves=True)
         answer = self.transform(driver)
         assert answer.status_code == 202 and answer.json["status"] == "InProgress", answer.json
         assert self.transform(driver).status_code == 409  # one transform job of a name
@@ -826,7 +837,7 @@ class PlatformContract:
         assert [item["name"] for item in driver.http.get(f"{API}/pipelines/inference/list").json] == ["contract-batch"]
 
     def test_a_failed_transform_ends_error_and_its_record_keeps_the_reason(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         job_id = self.transform(driver).json["jobId"]
         driver.work()
         driver.finish(failure=TRANSFORM_FAILURE)
@@ -836,14 +847,14 @@ class PlatformContract:
         assert record["status"] == "Failed" and record["failureReason"] == status["failure_reason"], record
 
     def test_a_transform_of_input_the_platform_cannot_read_is_refused_with_nothing_created(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         answer = self.transform(driver, uri=driver.foreign_transform_input)
         assert (answer.status_code, answer.json["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
         assert driver.http.get(f"{API}/pipelines/inference/list").json == []
         self.nothing_made(driver)
 
     def test_deleting_an_ended_transform_removes_its_job_and_log_and_keeps_its_model(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        self.register(driver, serves=True)
         job_id = self.transform(driver).json["jobId"]
         driver.work()
         driver.finish()
