@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import psutil
-import pytest
 
 from conftest import pipeline_body, wait_final, wait_for, write_pipeline
 from mlops.local import output
@@ -119,37 +118,6 @@ def test_an_uninstallable_requirement_fails_the_job_with_the_installers_message(
     assert final["task_status"] == "ERROR"
     assert final["failure_reason"].startswith("installing requirements.txt failed:")
     assert not list((server.executor.config.data_dir / "venvs").glob("*.tmp-*"))
-
-
-def test_hyperparameters_are_checked_against_the_bundled_scripts_declaration(client, app):
-    root = app.config["EXECUTOR"].config.storage_root
-    (root / "digits").mkdir(parents=True)
-    response = client.post("/api/service/v1/pipelines/training", json={
-        "name": "bad", "dataset": "digits", "hyperparameters": {"epochs": 0}})
-    assert response.status_code == 422 and response.get_json()["field"] == "hyperparameters.epochs"
-    response = client.post("/api/service/v1/pipelines/training", json={
-        "name": "bad", "dataset": "digits", "hyperparameters": {"no-such-flag": 1}})
-    assert response.status_code == 422 and response.get_json()["field"] == "hyperparameters.no-such-flag"
-    assert client.get("/execute").get_json() == []
-
-
-@pytest.mark.parametrize("body, field", [
-    ({"name": "x", "dataset": "../etc"}, "dataset"),
-    ({"name": "x", "dataset": "missing-folder"}, "dataset"),
-    ({"name": "x"}, "dataset"),
-    ({"name": "", "dataset": "d"}, "name"),
-    ({"name": "x", "dataset": "d", "instance_count": 0}, "instance_count"),
-    ({"name": "x", "dataset": "d", "max_runtime_seconds": -1}, "max_runtime_seconds"),
-    ({"name": "x", "dataset": "d", "entry_point": "../x.py"}, "entry_point"),
-    ({"name": "x", "dataset": "d", "source_dir": "/usr/lib"}, "source_dir"),
-    ({"name": "x", "dataset": "d", "hyperparameters": {"epochs": [1]}}, "hyperparameters.epochs"),
-    ({"name": "x", "dataset": "d", "tags": {"k": 1}}, "tags"),
-])
-def test_bad_training_requests_name_the_field(client, app, body, field):
-    (app.config["EXECUTOR"].config.storage_root / "d").mkdir(parents=True, exist_ok=True)
-    response = client.post("/api/service/v1/pipelines/training", json=body)
-    assert 400 <= response.status_code < 500, response.get_json()
-    assert response.get_json()["field"] == field
 
 
 FAILING_SCRIPT = """

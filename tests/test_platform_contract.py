@@ -45,6 +45,40 @@ TRAINING_SCRIPT = ("import os\nprint('contract training', flush=True)\n"
                    "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.pt'), 'w').write('weights')\n")
 SCRIPT_FAILURE = "AlgorithmError: ExecuteUserScriptError: the script exited with code 3"
 TRANSFORM_FAILURE = "ClientError: no input files"
+# Training requests refused whatever the platform: by the route's schema, or by the bundled script's declaration.
+TRAINING_REFUSED = [
+    ({"dataset": "../etc"}, "dataset"),
+    ({"dataset": "missing-folder"}, "dataset"),
+    ({"dataset": None}, "dataset"),  # none given
+    ({"name": ""}, "name"),
+    ({"instance_count": 0}, "instance_count"),
+    ({"max_runtime_seconds": -1}, "max_runtime_seconds"),
+    ({"entry_point": "../x.py"}, "entry_point"),
+    ({"entry_point": "missing.py"}, "entry_point"),  # not a file of the source folder
+    ({"metadata_file": "labels.csv"}, "metadata_file"),  # not a file of the dataset
+    ({"source_dir": "/usr/lib"}, "source_dir"),
+    ({"tags": {"k": 1}}, "tags"),
+    ({"hyperparameters": {"epochs": [1]}}, "hyperparameters.epochs"),
+    ({"hyperparameters": {"epochs": 0}}, "hyperparameters.epochs"),
+    ({"hyperparameters": {"no-such-flag": 1}}, "hyperparameters.no-such-flag"),
+    ({"hyperparameters": {"device": "tpu"}}, "hyperparameters.device"),
+    ({"hyperparameters": {"amp": "maybe"}}, "hyperparameters.amp"),
+]
+# Tunings of the bundled script refused whatever the platform, each naming its field.
+TUNING_REFUSED = [
+    ({"ranges": {"dropout": {"min": 0.1, "max": 0.5}}}, "tuning.ranges.dropout"),
+    ({"ranges": {"learning-rate": {"min": 0.1, "max": 0.01}}}, "tuning.ranges.learning-rate.min"),
+    ({"ranges": {"learning-rate": {"min": 1e-9, "max": 0.01}}}, "tuning.ranges.learning-rate.min"),
+    ({"ranges": {"learning-rate": {"min": 1e-4, "max": 2.0}}}, "tuning.ranges.learning-rate.max"),
+    ({"ranges": {"batch-size": {"min": 16, "max": 64, "type": "continuous"}}}, "tuning.ranges.batch-size.type"),
+    ({"ranges": {"batch-size": {"values": [16, "x"]}}}, "tuning.ranges.batch-size.values[1]"),
+    ({"ranges": {"epochs": {"values": [2, 3]}}, "objective": {"metric": "val_f1"}}, "tuning.objective.metric"),
+    ({"ranges": {"epochs": {"values": [2, 3]}}, "max_trials": 2, "max_parallel": 3}, "tuning.max_parallel"),
+    ({"ranges": {"learning-rate": {"min": 1e-4, "max": 0.1}}, "strategy": "grid"}, "tuning.ranges.learning-rate"),
+    ({"ranges": {"epochs": {"min": 1, "max": 4}}, "strategy": "hyperband"}, "tuning.ranges.epochs"),
+    ({"ranges": {"learning-rate": {"min": 0.0, "max": 0.1, "scaling": "log"}}},
+     "tuning.ranges.learning-rate.scaling"),
+]
 # Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
 PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
@@ -384,6 +418,23 @@ class PlatformContract:
     def test_a_training_request_naming_no_dataset_is_refused_with_nothing_created(self, driver: Driver):
         answer = driver.http.post(f"{API}/pipelines/training", json={"name": "contract", "dataset": "no-such-folder"})
         assert (answer.status_code, answer.json["field"]) == (422, "dataset"), answer.json
+        self.nothing_made(driver)
+
+    def test_a_training_request_the_script_or_the_route_cannot_take_is_refused_naming_the_field(self, driver: Driver):
+        write_pipeline(driver.storage_root, "digits", "a,b\n1,2\n", name="rows.csv")
+        for changes, field in TRAINING_REFUSED:
+            body = {key: value for key, value in {"name": "x", "dataset": "digits", **changes}.items() if value is not None}
+            answer = driver.http.post(f"{API}/pipelines/training", json=body)
+            assert 400 <= answer.status_code < 500 and answer.json["field"] == field, (changes, answer.json)
+        self.nothing_made(driver)
+
+    def test_a_tuning_the_script_cannot_run_is_refused_naming_the_field_with_nothing_created(self, driver: Driver):
+        write_pipeline(driver.storage_root, "digits", "a,b\n1,2\n", name="rows.csv")
+        for tuning, field in TUNING_REFUSED:
+            answer = driver.http.post(f"{API}/pipelines/tuning", json={
+                "name": "t", "dataset": "digits", "tuning": {"objective": {"metric": "val_auc", "goal": "maximize"},
+                                                             **tuning}})
+            assert (answer.status_code, answer.json.get("field")) == (422, field), (tuning, answer.json)
         self.nothing_made(driver)
 
     def test_an_automl_request_is_refused_with_nothing_created(self, driver: Driver):

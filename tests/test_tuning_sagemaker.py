@@ -117,8 +117,6 @@ def test_a_grid_is_all_categorical_on_sagemaker(backend, store, clients, dataset
 @pytest.mark.parametrize("tuning, field", [
     ({"ranges": {"batch-size": {"values": list(range(1, 32))}}}, "tuning.ranges.batch-size"),
     ({"max_runtime_seconds": 60}, "tuning.max_runtime_seconds"),
-    ({"ranges": {"dropout": {"min": 0.1, "max": 0.2}}}, "tuning.ranges.dropout"),
-    ({"objective": {"metric": "val_f1", "goal": "maximize"}}, "tuning.objective.metric"),
 ])
 def test_what_aws_or_the_script_would_refuse_is_refused_before_any_call(backend, clients, dataset,  # noqa: F811
                                                                         bundled_scripts, tuning, field):
