@@ -603,7 +603,7 @@ class JobQueue:
                 then = "ends CANCELLED (it had been asked to stop)"
             else:
                 then = (f"ends ERROR ({decision.reason}); "
-                        f"rerun it with: python -m executor_client rerun {job.id[:8]}")
+                        f"rerun it with: executor-client rerun {job.id[:8]}")
             logger.warning("job %s (%s%s): gets %ss to finish, then is stopped and %s", job.id, name, epoch,
                            timeout, then)
         if len(running) > len(stopped_now) + followed:

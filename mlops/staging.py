@@ -17,10 +17,10 @@ from mlops.aws import ClientFactory
 from mlops.errors import BackendError, InvalidRequest, error_text
 from mlops.job_files import (Snapshot, TooManyEntries, UnsafeFile, copyable_tree, regular_files,
                              resolve_storage_path, snapshot_tree, tree_digest)
-from mlops.shapes import S3_URI  # noqa: F401 (the modules that stage inputs match it here)
+from mlops.shapes import S3_URI
 
 if TYPE_CHECKING:
-    from mlops.job_requests import PipelineRequest
+    from mlops.job_requests import PipelineRequest, TrainingRequest
 
 AWS_S3_HOST = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
 PYTHON_PROGRAMS = frozenset({"python", "python3"})
@@ -59,6 +59,34 @@ def check_storage_endpoint(storage: str, endpoint: str, config: Config) -> str |
         return f"https://{parts.netloc}"
     raise InvalidRequest("credentials.endpoint",
                          "is not an AWS S3 endpoint and not among the operator's EXECUTOR_STORAGE_ENDPOINTS")
+
+
+def check_pipeline_inputs(request: PipelineRequest, secrets: dict[str, Any], config: Config) -> list[str]:
+    """Check a pipeline's command, and that its script is among its files or its storage endpoint is allowed; return the command's arguments."""
+    argv = parse_command(request.command)
+    if request.storage == "local":
+        folder = resolve_storage_path(config.storage_root, request.input_artifacts, "input_artifacts")
+        if not folder.is_dir():
+            raise InvalidRequest("input_artifacts", f"no folder {request.input_artifacts!r} in the storage root")
+        if not (folder / argv[1]).is_file():
+            raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
+    else:
+        check_storage_endpoint(request.storage, (secrets.get("credentials") or {}).get("endpoint", ""), config)
+    return argv
+
+
+def check_training_inputs(training: TrainingRequest, config: Config) -> Path | None:
+    """Check that a training's dataset folder (with its metadata file) and entry point exist; return the folder, None for S3."""
+    folder = None
+    if not S3_URI.match(training.dataset):
+        folder = Path(training.dataset_path or resolve_storage_path(config.storage_root, training.dataset, "dataset"))
+        if not folder.is_dir():
+            raise InvalidRequest("dataset", f"no folder {training.dataset!r} in the storage root ({config.storage_root})")
+        if training.metadata_file and not (folder / training.metadata_file).is_file():
+            raise InvalidRequest("metadata_file", f"{training.metadata_file!r} is not a file in the dataset")
+    if not (Path(training.source_dir) / training.entry_point).is_file():
+        raise InvalidRequest("entry_point", f"{training.entry_point!r} is not a file in the source folder")
+    return folder
 
 
 def _normalise_endpoint(endpoint: str) -> str:

@@ -79,7 +79,7 @@ def test_ctrl_c_says_a_pipeline_will_end_in_error_and_how_to_rerun_it(service, d
     first.process.send_signal(signal.SIGINT)
     announced = wait_for(lambda: next((line for line in first.lines if f"job {job_id} (pipe1, epoch" in line), None))
     assert "then is stopped and ends ERROR" in announced
-    assert announced.rstrip().endswith(f"rerun it with: python -m executor_client rerun {job_id[:8]}")
+    assert announced.rstrip().endswith(f"rerun it with: executor-client rerun {job_id[:8]}")
     wait_for(lambda: any("press Ctrl+C again" in line for line in first.lines))
     first.process.send_signal(signal.SIGINT)
     assert first.process.wait(timeout=30) == 0

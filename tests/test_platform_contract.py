@@ -54,6 +54,8 @@ TRAINING_REFUSED = [
     ({"instance_count": 0}, "instance_count"),
     ({"max_runtime_seconds": -1}, "max_runtime_seconds"),
     ({"entry_point": "../x.py"}, "entry_point"),
+    ({"entry_point": "missing.py"}, "entry_point"),  # not a file of the source folder
+    ({"metadata_file": "labels.csv"}, "metadata_file"),  # not a file of the dataset
     ({"source_dir": "/usr/lib"}, "source_dir"),
     ({"tags": {"k": 1}}, "tags"),
     ({"hyperparameters": {"epochs": [1]}}, "hyperparameters.epochs"),

@@ -39,8 +39,8 @@ from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_t
 from mlops.platform import PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox, sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, pipeline_storage_client, publish_outputs,
-                           remote_log_uri, resolve_storage_path, stage_dataset, stage_folder, stage_pipeline_files)
+from mlops.staging import (check_pipeline_inputs, check_training_inputs, parse_command, pipeline_storage_client,
+                           publish_outputs, remote_log_uri, stage_dataset, stage_folder, stage_pipeline_files)
 
 logger = logging.getLogger(__name__)
 
@@ -152,26 +152,12 @@ class LocalJobs:
         return self._check_training(request)
 
     def _check_pipeline(self, request: PipelineRequest, secrets: dict[str, Any]) -> PipelineRequest:
-        argv = parse_command(request.command)
-        if request.storage == "local":
-            folder = resolve_storage_path(self.config.storage_root, request.input_artifacts, "input_artifacts")
-            if not folder.is_dir():
-                raise InvalidRequest("input_artifacts", f"no folder {request.input_artifacts!r} in the storage root")
-            if not (folder / argv[1]).is_file():
-                raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
-        else:
-            check_storage_endpoint(request.storage, secrets["credentials"]["endpoint"], self.config)
+        check_pipeline_inputs(request, secrets, self.config)
         return request
 
     def _check_training(self, training: TrainingRequest) -> TrainingRequest:
-        if not S3_URI.match(training.dataset):
-            folder = resolve_storage_path(self.config.storage_root, training.dataset, "dataset")
-            if not folder.is_dir():
-                raise InvalidRequest("dataset", f"no folder {training.dataset!r} in the storage root "
-                                                f"({self.config.storage_root})")
+        check_training_inputs(training, self.config)
         source_dir = Path(training.source_dir)
-        if not (source_dir / training.entry_point).is_file():
-            raise InvalidRequest("entry_point", f"{training.entry_point!r} is not a file in the source folder")
         description = script_contract.describe(source_dir, training.entry_point, self.sandbox, self.python)
         hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters), description)
         return training.with_changes(hyperparameters=hyperparameters)

@@ -32,6 +32,7 @@ from mlops.job_requests import AutoMLRequest, Checked, JobRequest, PipelineReque
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.settings import SageMakerSettings
+from mlops.shapes import best_candidate
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
@@ -40,8 +41,7 @@ from mlops.sagemaker import tuning as sagemaker_tuning
 from mlops.sagemaker.training_service import (JOB_NAME_PREFIX, SageMakerJobConfig, SageMakerTrainingService,
                                                training_job_name)
 from mlops.sandbox import sandbox_for
-from mlops.staging import (S3_URI, check_storage_endpoint, parse_command, resolve_storage_path,
-                           stage_pipeline_files)
+from mlops.staging import S3_URI, check_pipeline_inputs, check_training_inputs, stage_pipeline_files
 
 logger = logging.getLogger(__name__)
 # The entry point of a pipeline whose arguments are not --name value pairs (training_scripts/).
@@ -183,20 +183,13 @@ class SageMakerJobs:
 
     def _check_training(self, training: TrainingRequest) -> Checked:
         settings = self._settings(training)
-        dataset = training.dataset
-        if S3_URI.match(dataset):
-            v.validate_s3_uri(dataset, "dataset")
-        else:
-            folder = Path(training.dataset_path or resolve_storage_path(self.config.storage_root, dataset, "dataset"))
-            if not folder.is_dir():
-                raise InvalidRequest("dataset", f"no folder {dataset!r} in the storage root")
-            if training.metadata_file and not (folder / training.metadata_file).is_file():
-                raise InvalidRequest("metadata_file", f"{training.metadata_file!r} is not a file in the dataset")
+        if S3_URI.match(training.dataset):
+            v.validate_s3_uri(training.dataset, "dataset")
+        training = training.with_changes(entry_point=training.entry_point or script_contract.BUNDLED_ENTRY_POINT)
+        folder = check_training_inputs(training, self.config)
+        if folder is not None:
             training = training.with_changes(dataset_path=str(folder))
-        source_dir = Path(training.source_dir)
-        entry_point = training.entry_point or script_contract.BUNDLED_ENTRY_POINT
-        if not (source_dir / entry_point).is_file():
-            raise InvalidRequest("entry_point", f"{entry_point!r} is not a file in the source folder")
+        source_dir, entry_point = Path(training.source_dir), training.entry_point
         description = script_contract.describe(source_dir, entry_point, sandbox_for(self.config)) or {}
         hyperparameters = script_contract.check_hyperparameters(dict(training.hyperparameters or {}), description)
         declared = description.get("hyperparameters") or {}
@@ -206,7 +199,7 @@ class SageMakerJobs:
         v.validate_hyperparameter_names(hyperparameters, "hyperparameters")
         v.validate_hyperparameter_map(hyperparameters, "hyperparameters")
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=metrics)
-        return Checked(training.with_changes(entry_point=entry_point), SageMakerSettings(**settings).to_stored())
+        return Checked(training, SageMakerSettings(**settings).to_stored())
 
     def _check_tuning(self, request: TrainingRequest) -> Checked:
         checked = self._check_training(request)
@@ -220,19 +213,12 @@ class SageMakerJobs:
 
     def _check_pipeline(self, request: PipelineRequest, secrets: dict[str, Any]) -> Checked:
         settings = self._settings(request)
-        argv = parse_command(request.command)
+        argv = check_pipeline_inputs(request, secrets, self.config)
         entry_point, hyperparameters = _entry_point(argv)
         settings.update(entry_point=entry_point, hyperparameters=hyperparameters, metric_definitions=[])
         v.validate_hyperparameter_names(hyperparameters, "command")
         v.validate_hyperparameter_map(hyperparameters, "command")
         v.validate_environment(secrets.get("environment") or {}, "environment")
-        if request.storage == "local":
-            folder = resolve_storage_path(self.config.storage_root, request.input_artifacts, "input_artifacts")
-            if not (folder / argv[1]).is_file():
-                raise InvalidRequest("command", f"script {argv[1]!r} is not among the files under input_artifacts")
-        else:
-            check_storage_endpoint(request.storage, (secrets.get("credentials") or {}).get("endpoint", ""),
-                                   self.config)
         return Checked(request, SageMakerSettings(**settings).to_stored())
 
     # -- launching -------------------------------------------------------------------------------
@@ -544,7 +530,7 @@ class SageMakerJobs:
         self._note_status(ctx, status, secondary, described, None)
         if status not in AUTOML_STATES.terminal_states:
             return
-        best = automl.best_candidate(described)
+        best = best_candidate(described)
         ctx.merge_details(best_candidate=best, cost_note="no estimate for AutoML jobs (many training jobs)")
         artifacts = automl.model_artifacts(described)
         if artifacts:

@@ -26,7 +26,7 @@ from mlops.errors import InvalidRequest
 from mlops.job_requests import Checked, TrainingRequest
 from mlops.reporter import JobReporter
 from mlops.sagemaker.validation import sagemaker_model
-from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, TRIAL_PLATFORM_JOB, grid_values
+from mlops.tuning import CATEGORICAL, CONTINUOUS, INTEGER, STOPPED_EARLY, grid_values
 
 logger = logging.getLogger(__name__)
 
