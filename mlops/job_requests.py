@@ -6,6 +6,7 @@ request read from the store and written again is the same text, whatever release
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -174,6 +175,12 @@ class PipelineRequest(JobRequest):
         return cls.from_stored(stored), secrets
 
 
+#: An AutoML job's name as CreateAutoMLJobV2 takes it (AutoMLJobName: at most 32 characters).
+AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+#: What a CSV is read as when a body names no content type: with its header row, as AWS needs for tabular data.
+DEFAULT_AUTOML_CONTENT_TYPE = "text/csv;header=present"
+
+
 @dataclass(frozen=True)
 class AutoMLRequest(JobRequest):
     """An AutoML job on a CSV in S3 (SageMaker Autopilot)."""
@@ -196,6 +203,44 @@ class AutoMLRequest(JobRequest):
     tags: Mapping[str, str] = field(default_factory=dict)
     generate_candidate_definitions_only: bool = False
     origin: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_automl_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> AutoMLRequest:
+        """Build the request of a schema-checked CreateAutoMLJobV2-shaped body (POST /pipelines/training/automl)."""
+        request = cls.from_stored({
+            "job_name": body.get("job_name"), "input_s3_uri": body["input_data_config"]["s3_uri"],
+            "content_type": body["input_data_config"].get("content_type", DEFAULT_AUTOML_CONTENT_TYPE),
+            "output_s3_path": body["output_data_config"]["s3_output_path"],
+            "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
+            "metric_name": (body.get("objective") or {}).get("metric_name"),
+            "max_candidates": body.get("max_candidates"),
+            "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
+            "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
+            "role_arn": body.get("role_arn"), "mode": body.get("mode"), "tags": tag_map(body.get("tags", [])),
+            "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False),
+            "origin": origin})
+        if request.job_name is not None and not AUTOML_JOB_NAME.match(request.job_name):
+            raise InvalidRequest("job_name", "must be 1-32 letters, digits and hyphens, starting and ending "
+                                             "with a letter or digit")
+        if request.metric_name and not request.problem_type:
+            raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
+        return request._with_a_target()
+
+    @classmethod
+    def from_train_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> AutoMLRequest:
+        """Build the request of a schema-checked AutoML-on-a-CSV body (POST /pipelines/training/train)."""
+        prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
+        return cls.from_stored({
+            "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
+            "content_type": body.get("content_type", DEFAULT_AUTOML_CONTENT_TYPE),
+            "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
+            "role_arn": body["RoleArn"], "tags": {}, "origin": origin})._with_a_target()
+
+    def _with_a_target(self) -> AutoMLRequest:
+        # The schemas take any non-empty text; a column to predict is more than blanks.
+        if not self.target_attribute_name.strip():
+            raise InvalidRequest("target_attribute_name", "must name the column to predict")
+        return self
 
 
 @dataclass(frozen=True)
