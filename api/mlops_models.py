@@ -22,7 +22,6 @@ from api.model_share import within_model_share
 from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
 from db import Record
-from job import Job
 from job_secrets import redact_description
 from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.aws_statuses import CREATING

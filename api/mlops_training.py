@@ -23,7 +23,7 @@ from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.platform import AUTOML, PIPELINE, TRAINING, Platform
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.job_ids import find_job, is_id_prefix
-from mlops.job_requests import AutoMLRequest, PipelineRequest, TrainingRequest, request_of
+from mlops.job_requests import AutoMLRequest, PipelineRequest, request_to_show
 from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
@@ -208,15 +208,14 @@ class Asked:
 
 def asked_of(job: Job) -> Asked:
     """Read what the records show of a job from its typed request, the same way for each family."""
-    request = request_of(job.kind, job.request)
+    request = request_to_show(job.kind, job.request)
     if isinstance(request, AutoMLRequest):
         origin = request.origin or {}
         return Asked(request.job_name, request.target_attribute_name, origin.get("adapter"), origin.get("project"))
     if isinstance(request, PipelineRequest):
         return Asked(request.name, request.name or "", project=request.project_id)
-    if isinstance(request, TrainingRequest):
-        return Asked(request.name, request.name or "")
-    raise TypeError(f"a {job.kind} job is not a training job")
+    # A training job, or a row that holds less than its family requires: its name is all it says.
+    return Asked(request.name, request.name or "")
 
 
 def display_name(job: Job, asked: Asked | None = None) -> str:

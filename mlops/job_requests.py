@@ -32,6 +32,8 @@ class JobRequest:
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
     #: What the client called the job, in the families that name their jobs (pipelines, trainings).
     name: str | None = field(default=None, kw_only=True)
+    #: Whether a run an executor restart interrupted is run again (mlops/recovery.py).
+    retry_on_restart: bool = field(default=False, kw_only=True)
 
     @classmethod
     def fields(cls) -> frozenset[str]:
@@ -91,7 +93,6 @@ class TrainingRequest(JobRequest):
     max_runtime_seconds: int | None = None
     spot: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
-    retry_on_restart: bool = False
     #: The dataset's folder, resolved inside the storage root; None for an s3:// dataset.
     dataset_path: str | None = None
     #: A tuning's search (its kind is tuning); a trial's tuning job id and number.
@@ -157,7 +158,6 @@ class PipelineRequest(JobRequest):
     version: str | None = None
     configs: Mapping[str, Any] = field(default_factory=dict)
     environment_keys: tuple[str, ...] | list[str] = ()
-    retry_on_restart: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> tuple[PipelineRequest, dict[str, Any]]:
