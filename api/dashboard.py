@@ -24,6 +24,7 @@ from job import Job, JobStatus
 from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
 from mlops.job_outputs import list_outputs
+from mlops.job_requests import request_to_show
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -66,6 +67,7 @@ REQUEST_FIELDS = {
 
 def request_view(job: Job) -> dict[str, Any]:
     """Return the parts of a job's request that describe the run (hyperparameters, dataset, instance)."""
+    # Read from the stored form, not the typed request: the page shows what is stored, keys of any release.
     fields = REQUEST_FIELDS.get(job.kind)
     if fields is None:
         return {key: value for key, value in job.request.items() if not isinstance(value, (dict, list))}
@@ -99,7 +101,7 @@ def overview(job: Job, now: float) -> dict[str, Any]:
     """Return one row of the jobs list."""
     zone = executor().config.timezone
     return {
-        "id": job.id, "name": job.request.get("name"), "kind": job.kind, "backend": job.backend,
+        "id": job.id, "name": request_to_show(job.kind, job.request).name, "kind": job.kind, "backend": job.backend,
         "status": job.status.value, "phase": job.phase,
         "percent": 100.0 if job.status is JobStatus.COMPLETED else job.progress.get("percent"),
         "epoch": job.progress.get("epoch"), "epochs": job.progress.get("epochs"),

@@ -22,7 +22,6 @@ from api.model_share import within_model_share
 from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, without_absent
 from api.views import essedum_origin, executor, format_record_time
 from db import Record
-from job import Job
 from job_secrets import redact_description
 from mlops.platform import ENDPOINT, TRANSFORM
 from mlops.aws_statuses import CREATING
@@ -214,14 +213,8 @@ def register_endpoint():
 def deploy_model(endpoint_id: str):
     body = json_body(model_schemas.DEPLOY)
     endpoint_name = path_name(endpoint_id)
-    config_name = body.get("EndpointConfigName")
-    if not config_name and platform().find(ENDPOINT_CONFIG, endpoint_name):
-        config_name = endpoint_name
-    if not config_name:
-        raise MalformedRequest("EndpointConfigName", "is required")
-    deployment = DeployRequest.from_stored({
-        "EndpointName": body.get("EndpointName") or endpoint_name, "EndpointConfigName": config_name,
-        **({"Tags": body["Tags"]} if body.get("Tags") else {}), **essedum_origin()})
+    own_config = endpoint_name if platform().find(ENDPOINT_CONFIG, endpoint_name) else None
+    deployment = DeployRequest.from_body(body, essedum_origin(), endpoint_name, own_config)
     job, record = executor().queue.submit_change(ENDPOINT, deployment)
     location = url_for("mlops_models.get_endpoint", endpoint_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
@@ -352,7 +345,7 @@ def _file_type(item: Any) -> str:
             query=ORIGIN_QUERY, response_schema=RECORD_ACCEPTED)
 def create_transform():
     body = json_body(model_schemas.TRANSFORM)
-    job, record = executor().queue.submit_change(TRANSFORM, TransformRequest.from_stored({**body, **essedum_origin()}))
+    job, record = executor().queue.submit_change(TRANSFORM, TransformRequest.from_body(body, essedum_origin()))
     location = url_for("mlops_models.get_transform", transform_id=record.name)
     return jsonify({**record_view(record), "jobId": job.id}), 202, {"Location": location}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify, url_for
@@ -19,11 +20,11 @@ from api.views import AWS_STATUS_OF, essedum_origin, executor, format_record_tim
 from job import Job, JobStatus
 from job_secrets import redact_description
 from mlops.aws_statuses import STOPPED, STOPPING
-from mlops.platform import AUTOML, PIPELINE, TRAINING
+from mlops.platform import AUTOML, PIPELINE, TRAINING, Platform
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.job_ids import find_job, is_id_prefix
-from mlops.job_requests import AutoMLRequest
-from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate, tag_map
+from mlops.job_requests import AutoMLRequest, PipelineRequest, request_to_show
+from mlops.shapes import AUTOML_CONTENT_TYPES, AUTOML_MODES, AUTOML_PROBLEM_TYPES, best_candidate
 
 blueprint = Blueprint("mlops_training", __name__, url_prefix="/api/service/v1")
 # Essedum calls /cloudconnect outside the /api/service/v1 prefix.
@@ -71,8 +72,9 @@ AUTOML_JOB = {
         "objective": {"type": "object", "additionalProperties": False, "required": ["metric_name"],
                       "properties": {"metric_name": schemas.text(64)}},
         "max_candidates": {"type": "integer", "minimum": 1, "maximum": 750},
-        "max_runtime_per_training_job_in_seconds": {"type": "integer", "minimum": 1},
-        "total_job_runtime_in_seconds": {"type": "integer", "minimum": 1},
+        # A candidate is a training job (AWS's MaxRuntimeInSeconds: at most 28 days); the whole job 30 days.
+        "max_runtime_per_training_job_in_seconds": {"type": "integer", "minimum": 1, "maximum": 28 * 24 * 3600},
+        "total_job_runtime_in_seconds": {"type": "integer", "minimum": 1, "maximum": 30 * 24 * 3600},
         "role_arn": schemas.text(2048),
         "mode": {"type": "string", "enum": list(AUTOML_MODES)},
         "tags": TAG_LIST,
@@ -81,12 +83,15 @@ AUTOML_JOB = {
 }
 
 
-def _submit_automl(automl_request: dict[str, Any]) -> Job:
-    return executor().queue.submit(AUTOML, AutoMLRequest.from_stored({**automl_request, "origin": essedum_origin()}))
+def _automl_platform() -> Platform:
+    platform = executor().platform
+    if AUTOML not in platform.kinds:
+        raise NotSupported("", f"the {platform.name} backend does not run AutoML jobs")
+    return platform
 
 
 def _accepted(job: Job, status: int):
-    body = {"job_name": job.request["job_name"], "job_arn": None,
+    body = {"job_name": asked_of(job).name, "job_arn": None,
             "status": "Submitted", "job_id": job.id,
             "status_url": url_for("mlops_training.get_job", job_id=job.id)}
     return jsonify(body), status, {"Location": body["status_url"]}
@@ -96,38 +101,23 @@ def _accepted(job: Job, status: int):
 @documented(TRAIN, status=202, summary="AutoML on a CSV in S3", response_schema=schemas.AUTOML_ACCEPTED)
 def train():
     body = schemas.json_body(TRAIN)
-    platform = executor().platform
-    if AUTOML not in platform.kinds:
-        raise NotSupported("", f"the {platform.name} backend does not run AutoML jobs")
-    columns = platform.csv_columns(body["inputs"])
-    target = body["target_attribute_name"]
+    platform = _automl_platform()
+    automl_request = AutoMLRequest.from_train_body(body, essedum_origin())
+    columns = platform.csv_columns(automl_request.input_s3_uri)
+    target = automl_request.target_attribute_name
     if target not in columns:
-        raise MalformedRequest("target_attribute_name", f"{target!r} is not a column of {body['inputs']}", available_columns=columns)
-    prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
-    job = _submit_automl({
-        "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
-        "content_type": body.get("content_type", "text/csv;header=present"), "target_attribute_name": target,
-        "problem_type": body.get("problem_type"), "role_arn": body["RoleArn"], "tags": {}})
-    return _accepted(job, 202)
+        raise MalformedRequest("target_attribute_name", f"{target!r} is not a column of {automl_request.input_s3_uri}",
+                               available_columns=columns)
+    return _accepted(executor().queue.submit(AUTOML, automl_request), 202)
 
 
 @blueprint.post("/pipelines/training/automl")
 @documented(AUTOML_JOB, status=201, summary="Create a SageMaker AutoML job")
 def create_automl():
     body = schemas.json_body(AUTOML_JOB)
-    job = _submit_automl({
-        "job_name": body.get("job_name"), "input_s3_uri": body["input_data_config"]["s3_uri"],
-        "content_type": body["input_data_config"].get("content_type", "text/csv;header=present"),
-        "output_s3_path": body["output_data_config"]["s3_output_path"],
-        "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
-        "metric_name": (body.get("objective") or {}).get("metric_name"),
-        "max_candidates": body.get("max_candidates"),
-        "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
-        "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
-        "role_arn": body.get("role_arn"), "mode": body.get("mode"),
-        "tags": tag_map(body.get("tags", [])),
-        "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False)})
-    return _accepted(job, 201)
+    _automl_platform()
+    automl_request = AutoMLRequest.from_automl_body(body, essedum_origin())
+    return _accepted(executor().queue.submit(AUTOML, automl_request), 201)
 
 
 @blueprint.post("/pipelines/training/custom_script")
@@ -160,8 +150,7 @@ def cancel_job(job_id: str):
         status, message = STOPPING, "the job is being stopped"
     else:
         status, message = _aws_status(job, None), f"the job had already ended ({job.status.value})"
-    return jsonify(message=message, job_name=job.external_id or job.request.get("job_name") or job.request.get("name"),
-                   job_id=job.id, status=status)
+    return jsonify(message=message, job_name=job.external_id or asked_of(job).name, job_id=job.id, status=status)
 
 
 @blueprint.delete("/projects_pipelines/<path:job_id>/delete")
@@ -169,7 +158,7 @@ def delete_job(job_id: str):
     """Stop a training job if it runs, then forget it; one that is still stopping is kept (202)."""
     job = find_training_job(job_id)
     outcome = stop_job(job.id)
-    name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
+    name = display_name(job)
     if not outcome.ended or not executor().queue.delete(job.id):
         return jsonify(message=f"training job {name} is stopping; delete it again once it has stopped",
                        job_name=name, job_id=job.id, status=STOPPING, deleted=False), 202
@@ -199,10 +188,39 @@ def find_training_job(job_id: str) -> Job:
     if not SAGEMAKER_JOB_NAME.match(job_id) and not is_id_prefix(job_id):
         raise MalformedRequest("id", "is neither a job id (or its first 4 characters or more) nor a SageMaker job name")
     job = next((candidate for candidate in store.list_jobs(limit=1000, kinds=TRAINING_KINDS)
-                if job_id in (candidate.external_id, candidate.request.get("job_name"))), None)
+                if job_id == candidate.external_id
+                or (candidate.kind == AUTOML and job_id == asked_of(candidate).name)), None)
     if job is None and not is_id_prefix(job_id):
         raise NotFound("id", f"no training job {job_id}")
     return job or find_job(store, job_id, "id", kinds=TRAINING_KINDS)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a training, AutoML or custom-script job's request says of it, as its records show it."""
+
+    #: The name the client gave the job (an AutoML job's job_name), if any.
+    name: str | None
+    description: str
+    adapter: str | None = None
+    project: str | None = None
+
+
+def asked_of(job: Job) -> Asked:
+    """Read what the records show of a job from its typed request, the same way for each family."""
+    request = request_to_show(job.kind, job.request)
+    if isinstance(request, AutoMLRequest):
+        origin = request.origin or {}
+        return Asked(request.job_name, request.target_attribute_name, origin.get("adapter"), origin.get("project"))
+    if isinstance(request, PipelineRequest):
+        return Asked(request.name, request.name or "", project=request.project_id)
+    # A training job, or a row that holds less than its family requires: its name is all it says.
+    return Asked(request.name, request.name or "")
+
+
+def display_name(job: Job, asked: Asked | None = None) -> str:
+    """Return the name a training job is shown by: its SageMaker name, else the client's, else its id."""
+    return job.external_id or (asked or asked_of(job)).name or job.id
 
 
 def _aws_status(job: Job, described: dict[str, Any] | None) -> str:
@@ -214,22 +232,22 @@ def _aws_status(job: Job, described: dict[str, Any] | None) -> str:
 def job_record(job: Job, described: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return a job as an Essedum MLOps record; with AWS's live description when given."""
     details = job.details
-    origin = job.request.get("origin") or {}
+    asked = asked_of(job)
     kind = "custom_script" if job.kind == PIPELINE else job.kind
     raw = described or {key: details.get(key) for key in (
         "sagemaker_status", "secondary_status", "final_metrics", "training_seconds", "billable_seconds",
         "instance_type", "instance_count", "estimated_cost_usd", "cost_note", "best_candidate") if key in details}
-    name = job.external_id or job.request.get("job_name") or job.request.get("name") or job.id
+    name = display_name(job, asked)
     record = {
         # An id the /pipelines/training/<id>/... routes accept (they take the ARN too).
         "sourceID": job.external_id or job.id,
         "arn": details.get("sagemaker_job_arn") or details.get("automl_job_arn"),
         "container": details.get("image_uri") or {},
-        "adapter": origin.get("adapter"),
+        "adapter": asked.adapter,
         "rawPayload": json.dumps(redact_description(raw), default=str),
         "syncDate": format_record_time(job.updated),
-        "description": job.request.get("name") or job.request.get("target_attribute_name") or "",
-        "project": origin.get("project") or job.request.get("project_id"),
+        "description": asked.description,
+        "project": asked.project,
         "type": kind,
         "createdOn": format_record_time(job.submitted),
         "sourceOrg": None,

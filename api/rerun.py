@@ -13,7 +13,7 @@ from job import Job
 from job_secrets import BOUND_TO
 from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
-from mlops.job_requests import PipelineRequest, request_of
+from mlops.job_requests import JobRequest, PipelineRequest, request_of
 from mlops.staging import local_inputs_digest
 from mlops.tuning import TRIAL_PLATFORM_JOB
 
@@ -32,25 +32,25 @@ RERUN = {
 RERUNNABLE = (PIPELINE, TRAINING)
 
 
-def secrets_for_rerun(job: Job, sent: dict[str, Any]) -> dict[str, Any]:
+def secrets_for_rerun(job: Job, request: JobRequest, sent: dict[str, Any]) -> dict[str, Any]:
     """Return the secrets the new run gets: those sent, else those the job still holds, else none if it needs none."""
     sealed = executor().store.secrets(job.id)
     if not sent and sealed is not None:
-        return inherited_secrets(job, executor().secret_box.open(sealed))
-    needed = [name for name, needs in (("credentials", job.request.get("storage", "local") != "local"),
-                                        ("environment", bool(job.request.get("environment_keys")))) if needs]
+        return inherited_secrets(job, request, executor().secret_box.open(sealed))
+    if not isinstance(request, PipelineRequest):
+        return {}
+    needed = [name for name, needs in (("credentials", request.storage != "local"),
+                                        ("environment", bool(request.environment_keys))) if needs]
     missing = [name for name in needed if not sent.get(name)]
     if missing:
         raise Conflict(missing[0], f"this job's {' and '.join(missing)} were erased when it ended; "
                                    "send them in the rerun body")
-    if job.kind != PIPELINE:
-        return {}
-    _, secrets = PipelineRequest.from_body({**job.request, "credentials": sent.get("credentials") or {},
+    _, secrets = PipelineRequest.from_body({**request.to_stored(), "credentials": sent.get("credentials") or {},
                                             "environment": sent.get("environment"), "configs": sent.get("configs")})
     return secrets
 
 
-def inherited_secrets(job: Job, secrets: dict[str, Any]) -> dict[str, Any]:
+def inherited_secrets(job: Job, request: JobRequest, secrets: dict[str, Any]) -> dict[str, Any]:
     """Return a job's secrets bound to the files it ran; 422 naming them when the rerun would run other files.
 
     A job that can write where another job's files come from must not get that job's secrets by
@@ -62,8 +62,7 @@ def inherited_secrets(job: Job, secrets: dict[str, Any]) -> dict[str, Any]:
     ran = job.details.get("staged_sha256")
     if ran is None:
         reason = f"job {job.id} has not staged its files yet, so what a rerun runs cannot be matched to them"
-    elif job.kind == PIPELINE and local_inputs_digest(PipelineRequest.from_stored(job.request),
-                                                      executor().config) not in (None, ran):
+    elif isinstance(request, PipelineRequest) and local_inputs_digest(request, executor().config) not in (None, ran):
         reason = f"the files under input_artifacts changed since job {job.id} ran them"
     else:
         return {**secrets, BOUND_TO: ran}
@@ -83,9 +82,9 @@ def rerun(job_id: str):
         raise MalformedRequest("body", "only a pipeline takes secrets; rerun a training job with an empty body")
     # A tuning's trial run again is a training of its own: not one of the tuning's trials, nor the
     # platform's job that trial followed.
-    again = request_of(job.kind, {key: value for key, value in job.request.items()
-                                  if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)})
-    new = executor().queue.submit(job.kind, again, secrets_for_rerun(job, sent))
+    asked = request_of(job.kind, job.request)
+    again = asked.without("parent", "trial", TRIAL_PLATFORM_JOB)
+    new = executor().queue.submit(job.kind, again, secrets_for_rerun(job, asked, sent))
     executor().store.merge_details(new.id, rerun_of=job.id)
     status_url = url_for("training.status", job_id=new.id)
     return jsonify(job_id=new.id, status=new.status.value, phase=new.phase, status_url=status_url,

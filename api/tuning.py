@@ -13,6 +13,7 @@ from api.views import executor, job_status
 from job import Job
 from mlops.platform import TUNING
 from mlops.errors import NotFound
+from mlops.job_requests import TrainingRequest
 from mlops.tuning import EARLY_STOPPING, GOALS, SCALINGS, STRATEGIES, WARM_START_TYPES
 
 blueprint = Blueprint("tuning", __name__, url_prefix="/api/service/v1/pipelines/tuning")
@@ -98,5 +99,5 @@ def trials_of(job: Job) -> list[Job]:
 
 def tuning_view(job: Job, store: Any, zone: Any) -> dict[str, Any]:
     """Return a tuning as its routes answer it: the status body with what was asked."""
-    return {**job_status(job, store, zone), "tuning": job.request.get("tuning"),
-            "hyperparameters": job.request.get("hyperparameters")}
+    request = TrainingRequest.from_stored(job.request)
+    return {**job_status(job, store, zone), "tuning": request.search(), "hyperparameters": request.hyperparameters}

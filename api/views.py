@@ -10,6 +10,7 @@ from flask import current_app, request
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
 from mlops.platform import TUNING
 from mlops.errors import MalformedRequest
+from mlops.job_requests import TrainingRequest, request_to_show
 
 from db import Store
 from job import Job, JobStatus
@@ -104,11 +105,12 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
     progress = {"epoch": None, "epochs": None, "percent": 100.0 if job.status is JobStatus.COMPLETED else None}
     progress.update(job.progress)
     started, finished, seconds = run_times(job)
+    request = request_to_show(job.kind, job.request)
     body = {
         "job_id": job.id,
         "kind": job.kind,
         "backend": job.backend,
-        "name": job.request.get("name"),
+        "name": request.name,
         "status": job.status.value,
         "phase": job.phase,
         "progress": progress,
@@ -124,12 +126,15 @@ def job_status(job: Job, store: Store, zone: tzinfo | None) -> dict[str, Any]:
         "attempts": job.attempts,
         "executor": job.owner,
     }
+    if not isinstance(request, TrainingRequest):
+        return body
     if job.kind == TUNING:
         # A tuning's progress counts trials (done, total, running); its trials and best one are its own.
-        body["progress"] = {"done": 0, "total": job.request["tuning"]["max_trials"], "running": 0, **job.progress}
-        body["objective"] = job.request["tuning"]["objective"]
+        search = request.search()
+        body["progress"] = {"done": 0, "total": search["max_trials"], "running": 0, **job.progress}
+        body["objective"] = search["objective"]
         body["best"] = job.details.get("best")
         body["trials"] = job.details.get("trials", [])
-    elif job.request.get("parent"):
-        body["parent"], body["trial"] = job.request["parent"], job.request.get("trial")
+    elif request.parent:
+        body["parent"], body["trial"] = request.parent, request.trial
     return body

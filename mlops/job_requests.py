@@ -6,6 +6,7 @@ request read from the store and written again is the same text, whatever release
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -13,7 +14,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 
 from job import AUTOML, ENDPOINT, PIPELINE, STORED_SETTINGS_KEY, TRAINING, TRANSFORM, TUNING
 from job_secrets import split_secret_entries
-from mlops.errors import InvalidRequest
+from mlops.errors import InvalidRequest, MalformedRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.shapes import S3_URI, tag_map
 from mlops.job_files import resolve_storage_path
@@ -29,6 +30,10 @@ class JobRequest:
     #: The stored keys in their order, and the values of stored keys the family's class does not name.
     keys: tuple[str, ...] = field(default=(), repr=False, compare=False, kw_only=True)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
+    #: What the client called the job, in the families that name their jobs (pipelines, trainings).
+    name: str | None = field(default=None, kw_only=True)
+    #: Whether a run an executor restart interrupted is run again (mlops/recovery.py).
+    retry_on_restart: bool = field(default=False, kw_only=True)
 
     @classmethod
     def fields(cls) -> frozenset[str]:
@@ -56,6 +61,20 @@ class JobRequest:
         added = tuple(key for key in changes if key not in self.keys)
         return dataclasses.replace(self, **changes, keys=self.keys + added)
 
+    def without(self: R, *names: str) -> R:
+        """Return a copy that no longer stores these keys; a field the class names goes back to its default."""
+        defaults = {}
+        for item in dataclasses.fields(self):
+            if item.name not in names:
+                continue
+            if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{item.name} is required for {self.FAMILY}: it cannot be left out")
+            defaults[item.name] = (item.default if item.default is not dataclasses.MISSING
+                                   else item.default_factory())
+        extra = {key: value for key, value in self.extra.items() if key not in names}
+        return dataclasses.replace(self, **defaults, keys=tuple(key for key in self.keys if key not in names),
+                                   extra=MappingProxyType(extra))
+
 
 R = TypeVar("R", bound=JobRequest)
 
@@ -66,7 +85,6 @@ class TrainingRequest(JobRequest):
 
     dataset: str
     source_dir: str
-    name: str | None = None
     entry_point: str = BUNDLED_ENTRY_POINT
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     metadata_file: str | None = None
@@ -75,7 +93,6 @@ class TrainingRequest(JobRequest):
     max_runtime_seconds: int | None = None
     spot: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
-    retry_on_restart: bool = False
     #: The dataset's folder, resolved inside the storage root; None for an s3:// dataset.
     dataset_path: str | None = None
     #: A tuning's search (its kind is tuning); a trial's tuning job id and number.
@@ -136,13 +153,11 @@ class PipelineRequest(JobRequest):
     command: str
     storage: str
     input_artifacts: str
-    name: str | None = None
     bucket: str | None = None
     project_id: str | None = None
     version: str | None = None
     configs: Mapping[str, Any] = field(default_factory=dict)
     environment_keys: tuple[str, ...] | list[str] = ()
-    retry_on_restart: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> tuple[PipelineRequest, dict[str, Any]]:
@@ -158,6 +173,12 @@ class PipelineRequest(JobRequest):
             stored["retry_on_restart"] = configs["retry_on_restart"]
         secrets = {"credentials": body["credentials"], "environment": environment, "configs": secret_configs}
         return cls.from_stored(stored), secrets
+
+
+#: An AutoML job's name as CreateAutoMLJobV2 takes it (AutoMLJobName: at most 32 characters).
+AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+#: What a CSV is read as when a body names no content type: with its header row, as AWS needs for tabular data.
+DEFAULT_AUTOML_CONTENT_TYPE = "text/csv;header=present"
 
 
 @dataclass(frozen=True)
@@ -183,6 +204,44 @@ class AutoMLRequest(JobRequest):
     generate_candidate_definitions_only: bool = False
     origin: Mapping[str, Any] | None = None
 
+    @classmethod
+    def from_automl_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> AutoMLRequest:
+        """Build the request of a schema-checked CreateAutoMLJobV2-shaped body (POST /pipelines/training/automl)."""
+        request = cls.from_stored({
+            "job_name": body.get("job_name"), "input_s3_uri": body["input_data_config"]["s3_uri"],
+            "content_type": body["input_data_config"].get("content_type", DEFAULT_AUTOML_CONTENT_TYPE),
+            "output_s3_path": body["output_data_config"]["s3_output_path"],
+            "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
+            "metric_name": (body.get("objective") or {}).get("metric_name"),
+            "max_candidates": body.get("max_candidates"),
+            "max_runtime_per_training_job_in_seconds": body.get("max_runtime_per_training_job_in_seconds"),
+            "total_job_runtime_in_seconds": body.get("total_job_runtime_in_seconds"),
+            "role_arn": body.get("role_arn"), "mode": body.get("mode"), "tags": tag_map(body.get("tags", [])),
+            "generate_candidate_definitions_only": body.get("generate_candidate_definitions_only", False),
+            "origin": origin})
+        if request.job_name is not None and not AUTOML_JOB_NAME.match(request.job_name):
+            raise InvalidRequest("job_name", "must be 1-32 letters, digits and hyphens, starting and ending "
+                                             "with a letter or digit")
+        if request.metric_name and not request.problem_type:
+            raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
+        return request._with_a_target()
+
+    @classmethod
+    def from_train_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> AutoMLRequest:
+        """Build the request of a schema-checked AutoML-on-a-CSV body (POST /pipelines/training/train)."""
+        prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
+        return cls.from_stored({
+            "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
+            "content_type": body.get("content_type", DEFAULT_AUTOML_CONTENT_TYPE),
+            "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
+            "role_arn": body["RoleArn"], "tags": {}, "origin": origin})._with_a_target()
+
+    def _with_a_target(self) -> AutoMLRequest:
+        # The schemas take any non-empty text; a column to predict is more than blanks.
+        if not self.target_attribute_name.strip():
+            raise InvalidRequest("target_attribute_name", "must name the column to predict")
+        return self
+
 
 @dataclass(frozen=True)
 class DeployRequest(JobRequest):
@@ -196,6 +255,21 @@ class DeployRequest(JobRequest):
     Tags: Any = None
     adapter: str | None = None
     project: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any], endpoint_name: str,
+                  own_config: str | None) -> DeployRequest:
+        """Build a deployment from a schema-checked body, the endpoint its path names and that endpoint's own config.
+
+        Without a configuration named, the endpoint deploys the one registered under its own name
+        (`own_config`, None when there is none).
+        """
+        config_name = body.get("EndpointConfigName") or own_config
+        if not config_name:
+            raise MalformedRequest("EndpointConfigName", "is required")
+        tags = {"Tags": body["Tags"]} if body.get("Tags") else {}
+        return cls.from_stored({"EndpointName": body.get("EndpointName") or endpoint_name,
+                                "EndpointConfigName": config_name, **tags, **origin})
 
 
 @dataclass(frozen=True)
@@ -213,6 +287,11 @@ class TransformRequest(JobRequest):
     Tags: Any = None
     adapter: str | None = None
     project: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> TransformRequest:
+        """Build a transform from a schema-checked body, kept as SageMaker's CreateTransformJob names it."""
+        return cls.from_stored({**body, **origin})
 
     @property
     def input_uri(self) -> str:
@@ -245,3 +324,15 @@ REQUEST_TYPES: dict[str, type[JobRequest]] = {
 def request_of(kind: str, stored: Mapping[str, Any]) -> JobRequest:
     """Return the typed request of a job of this kind from its stored form."""
     return REQUEST_TYPES[kind].from_stored(stored)
+
+
+def request_to_show(kind: str, stored: Mapping[str, Any]) -> JobRequest:
+    """Return a job's typed request for an answer; a row holding less than its family requires reads as a bare one.
+
+    A job's status is answered whatever its row holds: a row that could not run (a first release's
+    with a name alone) still shows its name, its other keys kept aside.
+    """
+    try:
+        return request_of(kind, stored)
+    except InvalidRequest:
+        return JobRequest.from_stored(stored)

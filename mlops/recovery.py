@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from job import Job
+from mlops.job_requests import request_to_show
 from mlops.platform import Platform
 
 # A job survives a few restarts in a row (an upgrade, a host reboot, an operator's kill -9) but not a
@@ -51,7 +52,7 @@ def decide(job: Job, platform: Platform, *, retry_interrupted: bool, at_shutdown
         return Decision(Outcome.MONITOR, f"{cause}; the platform still runs it: following it again")
     if job.cancel_requested:
         return Decision(Outcome.CANCEL, f"{cause}; it had been asked to stop")
-    if not (platform.resumable(job) or job.request.get("retry_on_restart") or retry_interrupted):
+    if not (platform.resumable(job) or request_to_show(job.kind, job.request).retry_on_restart or retry_interrupted):
         return Decision(Outcome.FAIL, f"{cause}; to run it again, {HOW_TO_RETRY}")
     if job.attempts >= MAX_ATTEMPTS:
         return Decision(Outcome.FAIL, f"{cause}; not queued again: it has been started {job.attempts} times, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import time
@@ -15,6 +16,8 @@ from conftest import pipeline_body, wait_final, write_pipeline
 from job import JobStatus
 from mlops import job_files
 from mlops.job_outputs import MAX_LISTED_FILES
+from mlops.job_requests import TrainingRequest
+from mlops.tuning import TRIAL_PLATFORM_JOB
 
 OUTPUT_SCRIPT = """
 import os
@@ -266,3 +269,21 @@ def test_elapsed_counts_the_time_a_job_ran_not_the_time_the_executor_was_down(se
     assert detail["elapsed_seconds"] == 30.0  # 15 s before the stop and 15 s after the restart, not the hour between
     listed = next(job for job in server.request("GET", "/api/jobs")[1]["jobs"] if job["id"] == job_id)
     assert listed["elapsed_seconds"] == 30.0
+
+
+def test_a_rerun_of_a_trial_stores_its_request_as_a_training_of_its_own(app, client):
+    executor = app.config["EXECUTOR"]
+    (executor.config.storage_root / "digits").mkdir(parents=True)
+    body = {"name": "t-trial-2", "dataset": "digits", "hyperparameters": {"learning-rate": "0.1"}}
+    trial = TrainingRequest.from_body(body, executor.config.storage_root, 600).to_stored()
+    # As a tuning stores its trial: the tuning's fields among the training's, and a key of another release.
+    stored = {"parent": "7e000000-0000-4000-8000-000000000000", **trial, "trial": 2,
+              TRIAL_PLATFORM_JOB: "t-2-abc", "origin": {"project": "p"}}
+    job_id = "7e1a0000-0000-4000-8000-000000000000"
+    executor.store.create_job(job_id, kind="training", backend="local", request=stored, secrets=None,
+                              log_path="/nonexistent/job.log", output_dir="/nonexistent")
+    answer = client.post(f"/api/jobs/{job_id}/rerun")
+    assert answer.status_code == 202, answer.get_json()
+    again = executor.store.get(answer.get_json()["job_id"])
+    expected = {key: value for key, value in stored.items() if key not in ("parent", "trial", TRIAL_PLATFORM_JOB)}
+    assert json.dumps(again.request) == json.dumps(expected)

@@ -322,39 +322,6 @@ def test_a_sagemaker_explanation_past_its_deadline_answers_504_naming_the_settin
     assert slow_runtime == ["/endpoints/digits/invocations"]  # sent once: an invocation is not retried
 
 
-def test_deploying_to_an_existing_endpoint_updates_it(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    harness.register_endpoint("digits-v1", PrimaryContainer=model_container())
-    harness.register_endpoint("digits-v2")
-    harness.deploy("digits", "digits-v1")
-    harness.work()
-    harness.monitor()
-    updates = []
-
-    # moto has no UpdateEndpoint: this fake does what SageMaker does first (status Updating).
-    def update_endpoint(**params: str) -> dict[str, str]:
-        updates.append(params)
-        harness.moto.endpoints["digits"].endpoint_status = "Updating"
-        return {"EndpointArn": harness.moto.endpoints["digits"].arn}
-
-    monkeypatch.setattr(harness.clients.client("sagemaker"), "update_endpoint", update_endpoint)
-    deployed = harness.deploy("digits", "digits-v2")
-    assert deployed["status"] == "Updating"
-    assert harness.call("DELETE", "/endpoints/digits")[0] == 409  # being deployed
-    harness.work()
-    assert updates == [{"EndpointName": "digits", "EndpointConfigName": "digits-v2"}]
-    harness.monitor()
-    assert harness.job(deployed["jobId"]).status is JobStatus.RUNNING
-
-    endpoint = harness.moto.endpoints["digits"]
-    endpoint.endpoint_status, endpoint.endpoint_config_name = "InService", "digits-v2"
-    harness.monitor()
-
-    assert harness.job(deployed["jobId"]).status is JobStatus.COMPLETED
-    assert harness.call("GET", "/endpoints/digits")[1]["deployment"]["endpointConfig"] == "digits-v2"
-    assert harness.call("DELETE", "/endpoints/digits-v1")[0] == 200  # no longer in use
-    assert harness.call("DELETE", "/endpoints/digits-v2")[0] == 409
-
-
 def test_a_refused_endpoint_config_takes_back_the_model_made_for_it(harness: Harness,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # moto accepts any endpoint config, so a fake answers as AWS does when the instance quota is 0.

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, clients, make_config,  # noqa: F401
@@ -24,6 +23,7 @@ from conftest import pipeline_body, wait_for, write_pipeline
 from app import create_app
 from job import JobStatus
 from mlops.aws import ClientFactory
+from mlops.aws_statuses import FAILED
 from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
 from mlops.records import ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL
@@ -79,6 +79,16 @@ TUNING_REFUSED = [
     ({"ranges": {"learning-rate": {"min": 0.0, "max": 0.1, "scaling": "log"}}},
      "tuning.ranges.learning-rate.scaling"),
 ]
+# Model, endpoint and inference requests refused whatever the platform: (method, path, body, status, field).
+BAD_RECORD_REQUESTS = [
+    ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
+    ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
+     422, "TrainingJobId"),
+    ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
+     422, "ModelName"),
+    ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
+    ("GET", "/models/not_a_name", None, 400, "id"),
+]
 # Why SageMaker says an endpoint failed (the local platform says why itself: its model does not load).
 PING_FAILURE = "The primary container for production variant AllTraffic did not pass the ping health check"
 
@@ -88,6 +98,18 @@ class Driver:
 
     #: A bucket the platform can put a dataset in.
     bucket: str
+    #: An S3Uri this platform cannot read a batch from.
+    foreign_transform_input: str
+    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
+    endpoint_failure: str
+    #: What a failed endpoint creation removes besides its configuration.
+    failed_endpoint_removes: list[str]
+    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
+    script_failure: str
+    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
+    transform_failure: str
+    #: Artifacts a finished transform of transform_input() reports.
+    transform_output: dict[str, Any]
 
     def __init__(self, app: Any):
         self.app = app
@@ -146,25 +168,12 @@ class Driver:
         raise NotImplementedError
 
     def holds(self, kind: str, name: str) -> bool:
-        """Say whether the platform itself keeps a model, endpoint configuration or endpoint (MODEL ... ENDPOINT_RECORD)."""
+        """Say whether the platform itself keeps a MODEL, an ENDPOINT_CONFIG or an ENDPOINT_RECORD of this name."""
         raise NotImplementedError
 
     def transform_input(self) -> str:
         """Return the S3Uri of a batch input the platform reads: CSV rows the model answers."""
         raise NotImplementedError
-
-    #: An S3Uri this platform cannot read a batch from.
-    foreign_transform_input: str
-    #: What a failed endpoint's reason says, given PING_FAILURE as the platform's failure.
-    endpoint_failure: str
-    #: What a failed endpoint creation removes besides its configuration.
-    failed_endpoint_removes: list[str]
-    #: Why a job of FAILING_SCRIPT failed, given SCRIPT_FAILURE as the platform's failure.
-    script_failure: str
-    #: What a failed transform's reason says, given TRANSFORM_FAILURE as the platform's failure.
-    transform_failure: str
-    #: Artifacts a finished transform of transform_input() reports.
-    transform_output: dict[str, Any]
 
     def restart(self) -> Driver:
         """Return a driver on a new app over the same data folder, recovered as at start-up."""
@@ -173,6 +182,13 @@ class Driver:
 
 class LocalDriver(Driver):
     bucket = "contract-bucket"
+    foreign_transform_input = f"s3://{BUCKET}/batch/"
+    endpoint_failure = "could not be loaded"
+    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
+    transform_output = {"records": 3}  # one answer a row
+    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
+    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
+
 
     def work(self, job: Any = None) -> None:
         job = job or self.claim()
@@ -199,13 +215,6 @@ class LocalDriver(Driver):
         jobs_dir = self.executor.config.data_dir / "jobs"
         return len(list(jobs_dir.iterdir())) if jobs_dir.exists() else 0
 
-    foreign_transform_input = f"s3://{BUCKET}/batch/"
-    endpoint_failure = "could not be loaded"
-    failed_endpoint_removes: list[str] = []  # nothing serves until the model loads
-    transform_output = {"records": 3}  # one answer a row
-    script_failure = "the script failed with exit code 3; its last lines:\ncontract run"
-    transform_failure = "load failed in the model's code"  # its model.pt is no TorchScript archive
-
     def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         folder = self.storage_root / "models" / name
         folder.mkdir(parents=True)
@@ -228,7 +237,7 @@ class LocalDriver(Driver):
         if kind == MODEL:
             return (self.executor.config.data_dir / "models" / name).exists()
         record = self.executor.platform.find(kind, name)
-        return record is not None and record.status != "Failed"
+        return record is not None and record.status != FAILED
 
     def transform_input(self) -> str:
         (self.storage_root / "rows.csv").write_text("\n".join(",".join(["8"] * 64) for _ in range(3)) + "\n")
@@ -242,9 +251,24 @@ class LocalDriver(Driver):
 
 class SageMakerDriver(Driver):
     bucket = BUCKET
-    # moto has no StopTrainingJob: the call is counted here and the job is moved to Stopped by hand,
-    # as AWS would move it (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
-    stops: list[str]
+    foreign_transform_input = "batch"  # a folder of the storage root
+    endpoint_failure = PING_FAILURE
+    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
+    transform_failure = TRANSFORM_FAILURE
+    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
+    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
+
+    def __init__(self, app: Any):
+        super().__init__(app)
+        # moto has neither StopTrainingJob nor UpdateEndpoint: the driver takes the calls and moves the
+        # job or endpoint along as AWS would (API_StopTrainingJob.html, API_UpdateEndpoint.html of
+        # https://docs.aws.amazon.com/sagemaker/latest/APIReference/).
+        #: The training jobs a stop was asked for, and the configuration each endpoint is being updated to.
+        self.stops: list[str] = []
+        self.updates: dict[str, str] = {}
+        sagemaker = self.executor.clients.client("sagemaker")
+        sagemaker.stop_training_job = self.stop_training_job
+        sagemaker.update_endpoint = self.update_endpoint
 
     def work(self, job: Any = None) -> None:
         job = job or self.claim()
@@ -254,27 +278,39 @@ class SageMakerDriver(Driver):
             # moto ends what it creates at once; AWS takes minutes, which the contract needs.
             self.move(launched, "InProgress")
 
-    @staticmethod
-    def move(job: Any, status: str, failure: str | None = None) -> None:
-        """Move what SageMaker runs for a job to a status, as AWS would."""
-        reason = {"failure_reason": failure} if failure else {}
+    def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:  # noqa: N803
+        """Take a stop as SageMaker does: the job stops (Stopped) when finish() lets it end."""
+        self.stops.append(TrainingJobName)
+        return {}
+
+    def update_endpoint(self, EndpointName: str, EndpointConfigName: str) -> dict[str, str]:  # noqa: N803
+        """Start an endpoint's update as SageMaker does: Updating, on its old configuration until it ends."""
+        endpoint = moto_sagemaker().endpoints[EndpointName]
+        endpoint.endpoint_status = "Updating"
+        self.updates[EndpointName] = EndpointConfigName
+        return {"EndpointArn": endpoint.arn}
+
+    def move(self, job: Any, status: str, failure: str | None = None) -> None:
+        """Move what SageMaker runs for a job to a training job's status (InProgress, Completed, ...), as AWS would."""
         if job.kind == ENDPOINT:
             endpoint = moto_sagemaker().endpoints[job.external_id]
-            endpoint.endpoint_status = {"InProgress": "Creating", "Completed": "InService"}.get(status, status)
+            if status == "InProgress":
+                if job.external_id not in self.updates:  # an update is Updating already
+                    endpoint.endpoint_status = "Creating"
+                return
+            endpoint.endpoint_status = "InService" if status == "Completed" else status
             endpoint.failure_reason = failure
+            if status == "Completed" and job.external_id in self.updates:
+                endpoint.endpoint_config_name = self.updates.pop(job.external_id)
         elif job.kind == TRANSFORM:
-            moto_sagemaker().transform_jobs[job.external_id].transform_job_status = status
-            for key, value in reason.items():
-                setattr(moto_sagemaker().transform_jobs[job.external_id], key, value)
+            transform = moto_sagemaker().transform_jobs[job.external_id]
+            transform.transform_job_status, transform.failure_reason = status, failure
         else:
-            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status, **reason)
+            set_training_state(job.external_id, status, "Training" if status == "InProgress" else status,
+                               **({"failure_reason": failure} if failure else {}))
 
     def finish(self, failure: str | None = None) -> None:
-        self.stops = []
-        sagemaker = self.executor.clients.client("sagemaker")
-        with mock.patch.object(sagemaker, "stop_training_job",
-                               side_effect=lambda **call: self.stops.append(call["TrainingJobName"]) or {}):
-            self.executor.queue.monitor_once()
+        self.executor.queue.monitor_once()  # asks for the stops the users asked for
         for job in self.executor.store.jobs_in_status(JobStatus.RUNNING, backend="sagemaker"):
             if job.kind not in (ENDPOINT, TRANSFORM):
                 now = int(time.time() * 1000)
@@ -298,13 +334,6 @@ class SageMakerDriver(Driver):
     def created_on_platform(self) -> int:
         counter = self.executor.clients.counter
         return counter.total("sagemaker", "CreateTrainingJob") + counter.total("s3", "PutObject")
-
-    foreign_transform_input = "batch"  # a folder of the storage root
-    endpoint_failure = PING_FAILURE
-    failed_endpoint_removes = ["endpoint contract-endpoint"]  # SageMaker made the endpoint before it failed
-    transform_failure = TRANSFORM_FAILURE
-    script_failure = SCRIPT_FAILURE  # SageMaker's own reason, as it said it
-    transform_output = {"S3OutputPath": f"s3://{BUCKET}/essedum-executor/transform/contract-batch"}
 
     def model_body(self, name: str, serves: bool = False) -> dict[str, Any]:
         # SageMaker loads the model on its instances; whether it serves is what finish() reports.
@@ -350,6 +379,47 @@ class PlatformContract:
         assert answer.status_code == 201, answer.json
         return answer.json["task_id"]
 
+    def nothing_made(self, driver: Driver) -> None:
+        """Assert that no job was stored and nothing was made on the platform."""
+        assert driver.executor.store.list_jobs(limit=10) == []
+        assert driver.created_on_platform() == 0
+
+    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
+        """Queue a training job of the user's own script through the training route; return its id."""
+        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
+        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
+        answer = driver.http.post(f"{API}/pipelines/training", json={
+            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
+        assert answer.status_code == 202, answer.json
+        return answer.json["job_id"]
+
+    def deployed(self, driver: Driver, serves: bool = True) -> str:
+        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
+        self.register(driver, serves)
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
+        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
+        driver.work()
+        driver.finish(failure=None if serves else PING_FAILURE)
+        return answer.json["jobId"]
+
+    def register(self, driver: Driver, serves: bool = False) -> None:
+        """Register contract-model through the route (one that loads and answers, with `serves`)."""
+        answer = driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves))
+        assert answer.status_code == 201, answer.json
+
+    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
+        """Ask for a batch transform of contract-model through the route; return the answer."""
+        return driver.http.post(f"{API}/pipelines/inference", json={
+            "TransformJobName": name, "ModelName": "contract-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
+                               "ContentType": "text/csv"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
+
     def test_a_bad_request_is_refused_with_nothing_created(self, driver: Driver):
         body = {**driver.pipeline(OUTPUT_SCRIPT), "command": "python missing.py"}
         answer = driver.http.post("/execute", json=body)
@@ -357,11 +427,19 @@ class PlatformContract:
         assert driver.http.get("/execute").json == []
         assert driver.created_on_platform() == 0
 
-    def test_a_job_runs_to_its_end_with_its_log_and_artifacts(self, driver: Driver):
-        job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
+    def test_a_job_runs_to_its_end_with_its_times_log_and_artifacts(self, driver: Driver):
+        answer = driver.http.post("/execute", json=driver.pipeline(OUTPUT_SCRIPT))
+        assert answer.status_code == 201 and answer.json["task_status"] == "Submitted", answer.json
+        job_id = answer.json["task_id"]
         driver.work()
         driver.finish()
-        assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
+        final = self.status(driver, job_id)
+        assert final["task_status"] == "COMPLETED", final
+        for key in ("submitted", "started", "finished"):
+            assert ESSEDUM_TIME.match(final[key]), final[key]
+        assert isinstance(final["timestamp"], float) and final["timestamp"] >= 0
+        listed = driver.http.get("/execute").json
+        assert [(job["id"], job["status"]) for job in listed] == [(job_id, "COMPLETED")]
         assert "contract run" in driver.http.get(f"/execute/{job_id}/getLog").json["logs"]["content"]
         artifacts = driver.http.get(f"/execute/{job_id}/getOutputArtifacts").json
         assert artifacts and all("content" in entry for entry in artifacts.values()), artifacts
@@ -377,10 +455,13 @@ class PlatformContract:
     def test_cancel_while_running_stops_it_and_ends_it_cancelled(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(SLOW_SCRIPT))
         driver.work()
-        assert self.status(driver, job_id)["task_status"] == "RUNNING"
+        running = self.status(driver, job_id)
+        assert running["task_status"] == "RUNNING" and ESSEDUM_TIME.match(running["started"]), running
+        assert running["finished"] is None
         assert driver.http.post(f"/execute/{job_id}/stop").json == {"Task cancelled": True}
         driver.finish()
-        assert self.status(driver, job_id)["task_status"] == "CANCELLED", self.status(driver, job_id)
+        ended = self.status(driver, job_id)
+        assert ended["task_status"] == "CANCELLED" and ESSEDUM_TIME.match(ended["finished"]), ended
 
     def test_a_job_left_running_by_a_restart_becomes_what_the_recovery_rule_says(self, driver: Driver):
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
@@ -411,10 +492,6 @@ class PlatformContract:
 
     # -- each family's refusal: a 4xx naming the field, and nothing made --------------------------
 
-    def nothing_made(self, driver: Driver) -> None:
-        assert driver.executor.store.list_jobs(limit=10) == []
-        assert driver.created_on_platform() == 0
-
     def test_a_training_request_naming_no_dataset_is_refused_with_nothing_created(self, driver: Driver):
         answer = driver.http.post(f"{API}/pipelines/training", json={"name": "contract", "dataset": "no-such-folder"})
         assert (answer.status_code, answer.json["field"]) == (422, "dataset"), answer.json
@@ -423,7 +500,8 @@ class PlatformContract:
     def test_a_training_request_the_script_or_the_route_cannot_take_is_refused_naming_the_field(self, driver: Driver):
         write_pipeline(driver.storage_root, "digits", "a,b\n1,2\n", name="rows.csv")
         for changes, field in TRAINING_REFUSED:
-            body = {key: value for key, value in {"name": "x", "dataset": "digits", **changes}.items() if value is not None}
+            body = {key: value for key, value in {"name": "x", "dataset": "digits", **changes}.items()
+                    if value is not None}
             answer = driver.http.post(f"{API}/pipelines/training", json=body)
             assert 400 <= answer.status_code < 500 and answer.json["field"] == field, (changes, answer.json)
         self.nothing_made(driver)
@@ -488,8 +566,10 @@ class PlatformContract:
         driver.work()
         driver.finish()
         status = driver.http.get(f"/status/{job_id}").json
-        assert status["metrics"]["val_accuracy"] == pytest.approx(0.75), status
-        assert (status["progress"]["epoch"], status["progress"]["epochs"]) == (1, 1), status
+        metrics = {name: status["metrics"].get(name) for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")}
+        assert metrics == {"train_loss": pytest.approx(0.25), "val_loss": pytest.approx(0.5),
+                           "val_accuracy": pytest.approx(0.75), "val_auc": pytest.approx(0.8)}, status
+        assert status["progress"] == {"epoch": 1, "epochs": 1, "percent": 100.0}, status
 
     def test_the_log_location_answered_at_submission_is_the_one_every_status_gives(self, driver: Driver):
         answer = driver.http.post("/execute", json=driver.pipeline(OUTPUT_SCRIPT))
@@ -521,7 +601,7 @@ class PlatformContract:
         job_id = self.submit(driver, driver.pipeline(OUTPUT_SCRIPT))
         body = self.status(driver, job_id)
         assert body["task_status"] == "WAITING"
-        assert body["started"] is None and body["finished"] is None and body["timestamp"] is None and body["pid"] is None
+        assert [body[key] for key in ("started", "finished", "timestamp", "pid")] == [None] * 4, body
         status = driver.http.get(f"/status/{job_id}").json
         assert status["status"] == "WAITING" and status["phase"] == "Queued"
         assert status["progress"] == {"epoch": None, "epochs": None, "percent": None}
@@ -625,8 +705,18 @@ class PlatformContract:
         assert driver.http.delete(f"{API}/datasets/{name}").status_code == 200
         assert driver.http.get(f"{API}/datasets/{name}").status_code == 404
 
+    def test_a_dataset_key_that_leaves_its_bucket_is_refused_and_a_file_name_is_made_safe(self, driver: Driver):
+        for key in ("../escape.csv", "a/../../b.csv", "/etc/passwd", "a\\b.csv"):
+            answer = driver.http.post(f"{API}/datasets", content_type="multipart/form-data", data={
+                "Bucket": driver.bucket, "Key": key, "file": (io.BytesIO(b"x"), "x.csv")})
+            assert (answer.status_code, answer.json["field"]) == (400, "Key"), (key, answer.json)
+        assert driver.http.get(f"{API}/datasets/list").json == []
+        answer = driver.http.post(f"{API}/datasets", content_type="multipart/form-data", data={
+            "Bucket": driver.bucket, "Key": "folder/", "file": (io.BytesIO(b"x"), "../../My Data.csv")})
+        assert answer.status_code == 201 and answer.json["name"] == f"{driver.bucket}/folder/My_Data.csv", answer.json
+
     def test_an_endpoint_configuration_is_registered_listed_and_deleted(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         answer = driver.http.post(f"{API}/endpoints/register", json={
             "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
         assert answer.status_code == 201, answer.json
@@ -649,33 +739,14 @@ class PlatformContract:
         assert json.loads(record["rawPayload"])["ModelName"] == "contract-model"
         assert record["deployment"] == {"endpoints": []}
 
-    @pytest.mark.parametrize("method, path, body, status, field", [
-        ("POST", "/models/register", {"ModelName": "bad_name"}, 422, "ModelName"),
-        ("POST", "/models/register", {"ModelName": "m", "Containerz": []}, 400, "Containerz"),
-        ("POST", "/models/register", {"ModelName": "m", "TrainingJobId": "0b5f5c1e-7d1c-4a0e-9c55-6f1f3b0a2d11"},
-         422, "TrainingJobId"),
-        ("POST", "/endpoints/register", {"ModelName": "nope", "EndpointConfigName": "c", "InstanceType": "ml.m5.large"},
-         422, "ModelName"),
-        ("POST", "/endpoints/e/infer", {"S3Uri": "http://169.254.169.254/latest"}, 400, "S3Uri"),
-        ("GET", "/models/not_a_name", None, 400, "id"),
-    ])
-    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver, method: str, path: str,
-                                                              body: Any, status: int, field: str):
-        if body and body.get("ModelName") == "bad_name":
-            body = {**driver.model_body("contract-model"), **body}
-        answer = driver.http.open(API + path, method=method, json=body)
-        assert (answer.status_code, answer.json["field"]) == (status, field), answer.json
+    def test_a_bad_record_request_gets_a_4xx_naming_the_field(self, driver: Driver):
+        badly_named = {**driver.model_body("contract-model"), "ModelName": "bad_name"}
+        for method, path, body, status, field in [*BAD_RECORD_REQUESTS, ("POST", "/models/register", badly_named,
+                                                                         422, "ModelName")]:
+            answer = driver.http.open(API + path, method=method, json=body)
+            assert (answer.status_code, answer.json["field"]) == (status, field), (path, body, answer.json)
         assert driver.http.get(f"{API}/models/list").json == []
         self.nothing_made(driver)
-
-    def training(self, driver: Driver, script: str = TRAINING_SCRIPT) -> str:
-        """Queue a training job of the user's own script through the training route; return its id."""
-        write_pipeline(driver.storage_root, "contract-data", "a,b\n1,2\n", name="rows.csv")
-        write_pipeline(driver.storage_root, "contract-code", script, name="train.py")
-        answer = driver.http.post(f"{API}/pipelines/training", json={
-            "name": "contract", "dataset": "contract-data", "source_dir": "contract-code", "entry_point": "train.py"})
-        assert answer.status_code == 202, answer.json
-        return answer.json["job_id"]
 
     def test_a_model_is_registered_from_a_finished_training_job_once(self, driver: Driver):
         job_id = self.training(driver)
@@ -693,43 +764,46 @@ class PlatformContract:
         job_id = self.training(driver)
         answer = driver.http.get(f"{API}/pipelines/training/{job_id}/cancel").json
         assert (answer["message"], answer["status"]) == ("the job was cancelled before it started", "Stopped")
-        refused = driver.http.post(f"{API}/models/register", json={"ModelName": "contract-model", "TrainingJobId": job_id})
+        refused = driver.http.post(f"{API}/models/register",
+                                   json={"ModelName": "contract-model", "TrainingJobId": job_id})
         assert (refused.status_code, refused.json["field"]) == (409, "TrainingJobId"), refused.json
         assert "CANCELLED" in refused.json["error"] and not driver.holds(MODEL, "contract-model")
 
     # -- endpoints and batch transforms -----------------------------------------------------------
 
-    def deployed(self, driver: Driver, serves: bool = True) -> str:
-        """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves)).status_code == 201
-        registered = driver.http.post(f"{API}/endpoints/register", json={
-            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
-        assert registered.status_code == 201, registered.json
-        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
-                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
-        assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
-        assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
-        driver.work()
-        driver.finish(failure=None if serves else PING_FAILURE)
-        return answer.json["jobId"]
-
-    def test_a_deployed_endpoint_keeps_its_model_and_configuration_until_it_is_deleted(self, driver: Driver):
+    def test_an_endpoint_is_deployed_updated_and_deleted_and_keeps_what_it_uses_until_then(self, driver: Driver):
         job_id = self.deployed(driver)
         assert self.status(driver, job_id)["task_status"] == "COMPLETED", self.status(driver, job_id)
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
         assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config", record
         assert record["sourceID"] == "contract-endpoint"
+
+        # Deploying another configuration to it updates it; the one it left can go.
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": "contract-config-2", "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                  json={"EndpointConfigName": "contract-config-2", "EndpointName": "contract-endpoint"})
+        assert answer.status_code == 202 and answer.json["status"] == "Updating", answer.json
+        assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 409  # being deployed
+        driver.work()
+        driver.finish()
+        assert self.status(driver, answer.json["jobId"])["task_status"] == "COMPLETED"
+        record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
+        assert record["status"] == "InService" and record["deployment"]["endpointConfig"] == "contract-config-2", record
+        assert driver.http.delete(f"{API}/endpoints/contract-config").status_code == 200
+
         model = driver.http.delete(f"{API}/models/contract-model")
         assert model.status_code == 409 and model.json["endpoints"] == ["contract-endpoint"], model.json
         assert "contract-endpoint" in model.json["error"] and driver.holds(MODEL, "contract-model")
-        config = driver.http.delete(f"{API}/endpoints/contract-config")
+        config = driver.http.delete(f"{API}/endpoints/contract-config-2")
         assert config.status_code == 409 and "contract-endpoint" in config.json["error"], config.json
 
         assert driver.holds(ENDPOINT_RECORD, "contract-endpoint")
         assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 200
         assert driver.http.get(f"{API}/endpoints/contract-endpoint").status_code == 404
         assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
-        assert driver.http.get(f"{API}/endpoints/contract-config/delete").status_code == 200
+        assert driver.http.get(f"{API}/endpoints/contract-config-2/delete").status_code == 200
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
         assert not driver.holds(MODEL, "contract-model") and driver.http.get(f"{API}/models/list").json == []
 
@@ -739,25 +813,20 @@ class PlatformContract:
         assert status["task_status"] == "ERROR" and driver.endpoint_failure in status["failure_reason"], status
         record = driver.http.get(f"{API}/endpoints/contract-endpoint").json
         assert record["status"] == "Failed" and driver.endpoint_failure in record["failureReason"], record
-        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes, "endpoint configuration contract-config"],
+        assert record["cleanup"] == {"deleted": [*driver.failed_endpoint_removes,
+                                                 "endpoint configuration contract-config"],
                                      "remaining": ["model contract-model"]}
         assert driver.http.get(f"{API}/endpoints/contract-config").status_code == 404
-        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint") and not driver.holds(ENDPOINT_CONFIG, "contract-config")
+        assert not driver.holds(ENDPOINT_RECORD, "contract-endpoint")
+        assert not driver.holds(ENDPOINT_CONFIG, "contract-config")
         assert driver.holds(MODEL, "contract-model")
         refused = driver.http.post(f"{API}/endpoints/contract-endpoint/infer", json={"instances": [[0]]})
         assert (refused.status_code, refused.json.get("endpoint_status")) == (409, "Failed"), refused.json
         # Nothing is left serving the model, so it can go.
         assert driver.http.delete(f"{API}/models/contract-model").status_code == 200
 
-    def transform(self, driver: Driver, name: str = "contract-batch", uri: str | None = None) -> Any:
-        return driver.http.post(f"{API}/pipelines/inference", json={
-            "TransformJobName": name, "ModelName": "contract-model",
-            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": uri or driver.transform_input()}},
-                               "ContentType": "text/csv"},
-            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}})
-
     def test_a_batch_transform_runs_as_a_job_to_its_end_and_is_listed(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        self.register(driver, serves=True)
         answer = self.transform(driver)
         assert answer.status_code == 202 and answer.json["status"] == "InProgress", answer.json
         assert self.transform(driver).status_code == 409  # one transform job of a name
@@ -770,7 +839,7 @@ class PlatformContract:
         assert [item["name"] for item in driver.http.get(f"{API}/pipelines/inference/list").json] == ["contract-batch"]
 
     def test_a_failed_transform_ends_error_and_its_record_keeps_the_reason(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         job_id = self.transform(driver).json["jobId"]
         driver.work()
         driver.finish(failure=TRANSFORM_FAILURE)
@@ -780,14 +849,14 @@ class PlatformContract:
         assert record["status"] == "Failed" and record["failureReason"] == status["failure_reason"], record
 
     def test_a_transform_of_input_the_platform_cannot_read_is_refused_with_nothing_created(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model")).status_code == 201
+        self.register(driver)
         answer = self.transform(driver, uri=driver.foreign_transform_input)
         assert (answer.status_code, answer.json["field"]) == (422, "TransformInput.DataSource.S3DataSource.S3Uri")
         assert driver.http.get(f"{API}/pipelines/inference/list").json == []
         self.nothing_made(driver)
 
     def test_deleting_an_ended_transform_removes_its_job_and_log_and_keeps_its_model(self, driver: Driver):
-        assert driver.http.post(f"{API}/models/register", json=driver.model_body("contract-model", serves=True)).status_code == 201
+        self.register(driver, serves=True)
         job_id = self.transform(driver).json["jobId"]
         driver.work()
         driver.finish()

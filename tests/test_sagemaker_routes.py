@@ -132,6 +132,11 @@ def test_plain_text_csv_is_sent_as_csv_with_a_header(app, http, clients):  # noq
     ({"job_name": "has_underscore"}, "job_name", 422),
     ({"problem_type": "Clustering"}, "problem_type", 422),
     ({"role_arn": "arn:aws:iam::1:role/x"}, "role_arn", 422),
+    ({"target_attribute_name": " "}, "target_attribute_name", 422),
+    ({"input_data_config": {"s3_uri": "s3://Not_A_Bucket/churn.csv"}}, "input_data_config.s3_uri", 422),
+    # The executor's bounds: 28 days a candidate's training job (AWS's MaxRuntimeInSeconds), 30 days the job.
+    ({"max_runtime_per_training_job_in_seconds": 28 * 24 * 3600 + 1}, "max_runtime_per_training_job_in_seconds", 422),
+    ({"total_job_runtime_in_seconds": 30 * 24 * 3600 + 1}, "total_job_runtime_in_seconds", 422),
     ({"unknown": 1}, "unknown", 400)])
 def test_a_bad_automl_request_names_its_field(http, app, changes, field, status):
     answer = http.post("/api/service/v1/pipelines/training/automl", json={**AUTOML_BODY, **changes})

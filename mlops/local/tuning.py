@@ -75,7 +75,7 @@ class LocalTuner:
     def adopt(self, job: Job) -> None:
         """Take a claimed tuning job: open (or reopen after a restart) its study."""
         ctx = self.reporter_for(job)
-        tuning = job.request["tuning"]
+        tuning = TrainingRequest.from_stored(job.request).search()
         path = tuning_domain.study_path(self.data_dir, job.id)
         fresh = not path.exists()
         study = tuning_domain.open_study(path, job.id, tuning)
@@ -209,11 +209,12 @@ class LocalTuner:
             state.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
     def _queue_trial(self, tuning_job: Job, number: int, values: dict[str, Any]) -> None:
-        request = tuning_job.request
-        trial_request = TrainingRequest.from_stored({key: request[key] for key in TRIAL_FIELDS if key in request})
+        tuning = TrainingRequest.from_stored(tuning_job.request)
+        stored = tuning.to_stored()
+        trial_request = TrainingRequest.from_stored({key: stored[key] for key in TRIAL_FIELDS if key in stored})
         trial_request = trial_request.with_changes(
-            name=f"{request['name']}-trial-{number + 1}",
-            hyperparameters={**request["hyperparameters"], **tuning_domain.hyperparameter_text(values)},
+            name=f"{tuning.name}-trial-{number + 1}",
+            hyperparameters={**tuning.hyperparameters, **tuning_domain.hyperparameter_text(values)},
             # A trial interrupted by a restart runs again (from its checkpoint where the script keeps one).
             retry_on_restart=True, parent=tuning_job.id, trial=number + 1)
         self.enqueue(TRAINING, trial_request, tuning_domain.trial_job_id(tuning_job.id, number))

@@ -7,7 +7,6 @@ artifacts are what DescribeAutoMLJobV2 reports.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from typing import Any, Mapping
 
@@ -16,10 +15,8 @@ from mlops.sagemaker.request_rules import TABULAR_METRICS, automl_v2_problems, d
 from mlops.sagemaker.training_service import JOB_NAME_PREFIX
 from mlops.errors import InvalidRequest
 from mlops.job_requests import AutoMLRequest
-from mlops.shapes import (AUTOML_CONTENT_TYPES as CONTENT_TYPES, AUTOML_MODES as MODES,
-                           AUTOML_PROBLEM_TYPES as PROBLEM_TYPES, CSV_ALIASES, best_candidate, tag_list)
+from mlops.shapes import CSV_ALIASES, tag_list
 
-AUTOML_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
@@ -37,25 +34,11 @@ def _metric_names() -> tuple[str, ...]:
 
 
 def check_automl(request: AutoMLRequest, role_arn: str) -> AutoMLRequest:
-    """Check a normalised AutoML request (see api/mlops_training.py) and return it with the role."""
-    if request.job_name is not None:
-        name = request.job_name
-        if not isinstance(name, str) or not AUTOML_JOB_NAME.match(name):
-            raise InvalidRequest("job_name", "must be 1-32 letters, digits and hyphens, starting and ending "
-                                             "with a letter or digit")
+    """Check an AutoML request against SageMaker's S3, metric and tag rules; return it named, with the role."""
     v.validate_s3_uri(request.input_s3_uri, "input_data_config.s3_uri")
     v.validate_s3_uri(request.output_s3_path, "output_data_config.s3_output_path")
-    if request.content_type not in CONTENT_TYPES:
-        raise InvalidRequest("input_data_config.content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
-    target = request.target_attribute_name
-    if not isinstance(target, str) or not target.strip():
-        raise InvalidRequest("target_attribute_name", "must name the column to predict")
-    if request.problem_type not in (None, *PROBLEM_TYPES):
-        raise InvalidRequest("problem_type", f"must be one of {', '.join(PROBLEM_TYPES)}")
     if request.metric_name not in (None, *_metric_names()):
         raise InvalidRequest("objective.metric_name", f"must be one of {', '.join(_metric_names())}")
-    if request.metric_name and not request.problem_type:
-        raise InvalidRequest("problem_type", "is required when objective.metric_name is given")
     problem_type = request.problem_type
     if problem_type and request.metric_name not in (None, *TABULAR_METRICS[problem_type]):
         raise InvalidRequest("objective.metric_name", f"{request.metric_name} is not a metric of {problem_type} "
@@ -63,13 +46,6 @@ def check_automl(request: AutoMLRequest, role_arn: str) -> AutoMLRequest:
     if problem_type and not request.metric_name:
         # AWS takes both or neither; with only the problem type, send the metric AWS documents as its default.
         request = request.with_changes(metric_name=default_metric(problem_type))
-    if request.mode not in (None, *MODES):
-        raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}")
-    limits = {"max_candidates": (1, 750), "max_runtime_per_training_job_in_seconds": (1, 28 * 24 * 3600),
-              "total_job_runtime_in_seconds": (1, 30 * 24 * 3600)}
-    for field, (low, high) in limits.items():
-        if getattr(request, field) is not None:
-            v.validate_int(getattr(request, field), field, low, high)
     v.validate_tags(request.tags, "tags", reserved=2)
     # Named now, so the client is told the name at once and a run after a restart finds the job it made.
     checked = request.with_changes(role_arn=role_arn, job_name=request.job_name or automl_job_name(str(uuid.uuid4())))

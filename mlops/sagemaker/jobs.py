@@ -32,6 +32,7 @@ from mlops.job_requests import AutoMLRequest, Checked, JobRequest, PipelineReque
 from mlops.job_files import remove_tree
 from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.settings import SageMakerSettings
+from mlops.shapes import best_candidate
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
 from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
 from mlops.reporter import JobReporter
@@ -529,7 +530,7 @@ class SageMakerJobs:
         self._note_status(ctx, status, secondary, described, None)
         if status not in AUTOML_STATES.terminal_states:
             return
-        best = automl.best_candidate(described)
+        best = best_candidate(described)
         ctx.merge_details(best_candidate=best, cost_note="no estimate for AutoML jobs (many training jobs)")
         artifacts = automl.model_artifacts(described)
         if artifacts:

@@ -35,7 +35,7 @@ from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.errors import (DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerError,
                           SageMakerJobError, error_code, error_text)
-from mlops.job_requests import TrainingRequest
+from mlops.job_requests import TrainingRequest, request_to_show
 from mlops.platform import PIPELINE, TRAINING, Platform
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.sagemaker import validation as v
@@ -564,7 +564,8 @@ def _training_job(job_id: str | int, db: Store) -> Job:
 def _job_summary(job: Job) -> dict[str, Any]:
     """Return a job as the seeds' methods show it: the executor's status beside AWS's last word."""
     details = job.details
-    return {"job_id": job.id, "kind": job.kind, "name": job.request.get("name"), "status": job.status.value,
+    return {"job_id": job.id, "kind": job.kind, "name": request_to_show(job.kind, job.request).name,
+            "status": job.status.value,
             "phase": job.phase, "failure_reason": job.failure_reason, "sagemaker_job_name": job.external_id,
             "sagemaker_job_arn": details.get("sagemaker_job_arn"), "sagemaker_status": details.get("sagemaker_status"),
             "secondary_status": details.get("secondary_status"), "submitted": job.submitted,
