@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, TypeVar
 
-from job import AUTOML, ENDPOINT, PIPELINE, STORED_SETTINGS_KEY, TRAINING, TRANSFORM, TUNING
+from job import AUTOML, ENDPOINT, PIPELINE, TRAINING, TRANSFORM, TUNING
 from job_secrets import split_secret_entries
 from mlops.errors import InvalidRequest, MalformedRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
@@ -306,13 +306,6 @@ class Checked:
 
     request: JobRequest
     settings: dict[str, Any] | None = None
-
-    def stored(self) -> dict[str, Any]:
-        """Return the request as the store keeps it, with the settings under their stored key."""
-        request = self.request.to_stored()
-        if self.settings is None:
-            return request
-        return {**request, STORED_SETTINGS_KEY: self.settings}
 
 
 #: The typed request of each job kind (a tuning is a training job with a search).
