@@ -299,7 +299,6 @@ class TransformRequest(JobRequest):
         return self.TransformInput["DataSource"]["S3DataSource"]["S3Uri"]
 
 
-
 @dataclass(frozen=True)
 class Checked:
     """A request as its platform checked it: the typed request, normalised, and the settings resolved for it."""
