@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
-from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled, split_stored
+from job import ALLOWED_TRANSITIONS, Job, JobStatus, default_phase, ends_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,10 @@ class Store(ABC):
 
     @abstractmethod
     def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
-                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
-        """Insert a new WAITING job and its first event; JobExists when the id is taken."""
+                   secrets: bytes | None, log_path: str, output_dir: str,
+                   settings: dict[str, Any] | None = None) -> Job:
+        """Insert a new WAITING job (its request, and the settings its platform resolved) and its first event;
+        JobExists when the id is taken."""
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -223,13 +225,29 @@ class Store(ABC):
 
 _JSON_COLUMNS = ("request", "progress", "artifacts", "details")
 
+#: The key under which a job's platform settings are kept in its stored request. Releases before the
+#: settings had a field of their own wrote them there, so every stored row, old or new, reads the same.
+STORED_SETTINGS_KEY = "sagemaker"
+
+
+def stored_request(request: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a request as its row keeps it: with its platform's settings under their stored key."""
+    return dict(request) if settings is None else {**request, STORED_SETTINGS_KEY: settings}
+
+
+def split_stored_request(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Return the request and the settings a row's request holds (the inverse of stored_request)."""
+    request = dict(stored)
+    settings = request.pop(STORED_SETTINGS_KEY, None)
+    return request, settings if isinstance(settings, dict) else None
+
 
 def job_from_row(data: dict[str, Any], data_dir: Path) -> Job:
     """Return the Job of a stored row's columns (a dict it consumes); relative paths lie in data_dir."""
     data["has_secrets"] = data.pop("secrets", None) is not None
     for column in _JSON_COLUMNS:
         data[column] = json.loads(data[column])
-    data["request"], data["settings"] = split_stored(data["request"])
+    data["request"], data["settings"] = split_stored_request(data["request"])
     folder = str(data_dir)
     for column in ("log_path", "output_dir"):
         stored = data[column]
@@ -338,7 +356,8 @@ class SQLStore(Store):
     # -- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, job_id: str, *, kind: str, backend: str, request: dict[str, Any],
-                   secrets: bytes | None, log_path: str, output_dir: str) -> Job:
+                   secrets: bytes | None, log_path: str, output_dir: str,
+                   settings: dict[str, Any] | None = None) -> Job:
         """Insert a new WAITING job and its first event; paths inside the data folder are stored relative."""
         log_path, output_dir = stored_path(log_path, self.data_dir), stored_path(output_dir, self.data_dir)
         now = self.clock()
@@ -349,7 +368,8 @@ class SQLStore(Store):
                 "INSERT INTO jobs (id, kind, backend, status, request, secrets, submitted, updated,"
                 " log_path, output_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING RETURNING *",
-                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(request), secrets, now, now,
+                (job_id, kind, backend, JobStatus.WAITING.value, json.dumps(stored_request(request, settings)), secrets,
+                 now, now,
                  log_path, output_dir)).fetchall()
             if not rows:
                 raise JobExists(f"a job {job_id} exists already")

@@ -99,15 +99,3 @@ class Job:
     #: What the job's platform resolved for it when it checked the request (SageMaker: the instance,
     #: role, bucket, entry point and hyperparameters); None where the platform resolves nothing.
     settings: dict[str, Any] | None = None
-
-
-#: The key under which a job's platform settings are kept in its stored request. Releases before the
-#: settings had a field of their own wrote them there, so every stored row, old or new, reads the same.
-STORED_SETTINGS_KEY = "sagemaker"
-
-
-def split_stored(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Return the request and the settings a stored request holds (the inverse of Checked.stored)."""
-    request = dict(stored)
-    settings = request.pop(STORED_SETTINGS_KEY, None)
-    return request, settings if isinstance(settings, dict) else None

@@ -22,7 +22,7 @@ from job_secrets import SecretBox
 from lease import Lease, executor_id
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
-from mlops.job_requests import Checked, JobRequest
+from mlops.job_requests import JobRequest
 from mlops.platform import TUNING, Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
 from mlops.reporter import JobReader, JobReporter
@@ -131,7 +131,7 @@ class JobQueue:
         """Store a checked request (a tuning's trial is checked with its tuning) as a WAITING job; wake a worker."""
         job_id = job_id or str(uuid.uuid4())
         job = self.store.create_job(job_id, kind=kind, backend=self.platform.name,
-                                    request=Checked(request, settings).stored(),
+                                    request=request.to_stored(), settings=settings,
                                     secrets=self.secret_box.seal(secrets or {}),
                                     log_path=str(self.logs_dir / f"{job_id}.log"), output_dir=str(self.jobs_dir / job_id))
         log_location = self.platform.log_location(kind, request)

@@ -1,6 +1,6 @@
 """Follow one training job from POST to /status and count the executor's modules it passes through.
 
-Run from a checkout: `python bench/walk_training_job.py`. A training of a small script runs on the
+Run from a checkout: `python bench/walk_training_job.py` (`--steps` lists each call). A training of a small script runs on the
 local platform through the real app, queue, store and sandbox; a profiler notes every call of the
 executor's own code that is handed the job in one of its forms (the body, the typed request, the
 stored row as a Job, its reporter, its id). It prints the modules in the order the job enters them,
@@ -9,6 +9,7 @@ parameters that receive it). Works on any release that has create_app and the tr
 """
 from __future__ import annotations
 
+import inspect
 import sys
 import tempfile
 import threading
@@ -41,18 +42,25 @@ def carries(value: Any, job_id: list[str], depth: int = 0) -> bool:
 
 def main() -> int:
     job_id: list[str] = []
-    visits: list[tuple[float, str, str]] = []
+    visits: list[tuple[float, str, str, str]] = []
     lock = threading.Lock()
 
+    generators: dict[int, Any] = {}  # kept alive, so that an id is not taken by another frame
     quiet: set[int] = set()  # threads whose calls are not the job's walk (the wait for its end)
 
     def profile(frame: Any, event: str, _arg: Any) -> None:
         if event != "call" or threading.get_ident() in quiet:
             return
         module = frame.f_globals.get("__name__", "")
-        if module.split(".")[0] not in PROJECT:
-            return
         code = frame.f_code
+        # Code a module generates (a dataclass's __init__) is not a step the job takes, nor is a generator
+        # taking up again where it yielded (a context manager's exit): only its first call is.
+        if module.split(".")[0] not in PROJECT or code.co_filename.startswith("<"):
+            return
+        if code.co_flags & inspect.CO_GENERATOR:
+            if id(frame) in generators:
+                return
+            generators[id(frame)] = frame
         for name in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]:
             if name in ("self", "cls"):
                 continue
@@ -60,7 +68,7 @@ def main() -> int:
                 value = frame.f_locals.get(name)
                 if carries(value, job_id):
                     with lock:
-                        visits.append((time.monotonic(), module, name))
+                        visits.append((time.monotonic(), module, name, code.co_name))
                     return
             except Exception:  # noqa: BLE001 - a value whose attributes cannot be read is not the job
                 return
@@ -100,7 +108,9 @@ def main() -> int:
     print(f"job {job_id[0]} ended {status['status'] if status else 'unknown'}")
     route: list[str] = []
     names: set[str] = set()
-    for _, module, name in sorted(visits):
+    for _, module, name, function in sorted(visits):
+        if "--steps" in sys.argv:
+            print(f"  {module}.{function}({name})")
         names.add(name)
         if not route or route[-1] != module:
             route.append(module)

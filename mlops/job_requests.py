@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, TypeVar
 
-from job import AUTOML, ENDPOINT, PIPELINE, STORED_SETTINGS_KEY, TRAINING, TRANSFORM, TUNING
+from job import AUTOML, ENDPOINT, PIPELINE, TRAINING, TRANSFORM, TUNING
 from job_secrets import split_secret_entries
 from mlops.errors import InvalidRequest, MalformedRequest
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
@@ -299,20 +299,12 @@ class TransformRequest(JobRequest):
         return self.TransformInput["DataSource"]["S3DataSource"]["S3Uri"]
 
 
-
 @dataclass(frozen=True)
 class Checked:
     """A request as its platform checked it: the typed request, normalised, and the settings resolved for it."""
 
     request: JobRequest
     settings: dict[str, Any] | None = None
-
-    def stored(self) -> dict[str, Any]:
-        """Return the request as the store keeps it, with the settings under their stored key."""
-        request = self.request.to_stored()
-        if self.settings is None:
-            return request
-        return {**request, STORED_SETTINGS_KEY: self.settings}
 
 
 #: The typed request of each job kind (a tuning is a training job with a search).

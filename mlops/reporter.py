@@ -136,7 +136,8 @@ class JobReporter:
     def add_child(self, job_id: str, kind: str, checked: Checked) -> bool:
         """Queue a job of this one's (a tuning's trial), its files beside this one's; False when it exists already."""
         try:
-            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=checked.stored(), secrets=None,
+            self._store.create_job(job_id, kind=kind, backend=self.job.backend, request=checked.request.to_stored(),
+                                   settings=checked.settings, secrets=None,
                                    log_path=str(self.log_path.parent / f"{job_id}.log"),
                                    output_dir=str(self.job_dir.parent / job_id))
         except JobExists:

@@ -155,8 +155,8 @@ def new_running_job(store: SQLiteStore, kind: str, request: Checked | dict[str, 
     """Store a job (a checked request, or a request as stored) and claim it, as a worker would; return it RUNNING."""
     job_id = job_id or str(uuid.uuid4())
     job_dir = tmp_path / "data" / "jobs" / job_id
-    stored = request.stored() if isinstance(request, Checked) else request
-    store.create_job(job_id, kind=kind, backend="sagemaker", request=stored, secrets=None,
+    stored, settings = (request.request.to_stored(), request.settings) if isinstance(request, Checked) else (request, None)
+    store.create_job(job_id, kind=kind, backend="sagemaker", request=stored, settings=settings, secrets=None,
                      log_path=str(job_dir / "job.log"), output_dir=str(job_dir))
     claimed = store.claim_next(["sagemaker"])
     assert claimed is not None and claimed.id == job_id
