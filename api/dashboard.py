@@ -16,10 +16,10 @@ from flask import Blueprint, abort, jsonify, redirect, request, send_from_direct
 from api.access import public
 from api.docs import documented
 from api.downloads import file_rows
-from api.execute import find_job, read_log_tail
+from api.execute import read_log_tail
 from api.pages import page
 from api.tuning import trials_of
-from api.views import executor, format_time, job_status
+from api.views import executor, find_job, format_time, job_status
 from job import Job, JobStatus
 from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
 from mlops.errors import MalformedRequest
@@ -151,7 +151,7 @@ def list_jobs():
     start, end = _since("from", now := time.time()), _since("to", now)
     store = executor().store
     if request.args.get("parent"):
-        jobs = trials_of(find_job(request.args["parent"]))[offset:offset + limit]
+        jobs = trials_of(find_job(request.args["parent"], "parent"))[offset:offset + limit]
     else:
         jobs = store.list_jobs(limit=limit, offset=offset, status=status, kind=kind, name_contains=name,
                                submitted_from=start[0] if start else None, submitted_to=end[1] if end else None)

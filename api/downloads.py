@@ -14,7 +14,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, stream_with_context
 
 from api.docs import documented
-from api.execute import find_job
+from api.views import find_job
 from job import Job
 from mlops.errors import NotFound, TooLarge
 from mlops.job_files import TooManyEntries

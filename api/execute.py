@@ -9,10 +9,9 @@ from flask import Blueprint, current_app, jsonify
 
 from api import schemas
 from api.docs import documented
-from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, log_location
+from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, find_job, log_location
 from job import Job
 from mlops.aws_statuses import STOPPED, STOPPING
-from mlops.job_ids import find_job as find_job_by_id
 from mlops.job_requests import PipelineRequest
 from mlops.platform import PIPELINE
 from mlops.job_files import UnsafeFile, read_tail
@@ -43,11 +42,6 @@ def list_jobs():
     return jsonify([essedum_list_entry(job, zone) for job in executor().store.list_jobs(limit=100)])
 
 
-def find_job(task_id: str) -> Job:
-    """Return the job with this id or unique id prefix; 400 malformed, 404 unknown, 409 ambiguous."""
-    return find_job_by_id(executor().store, task_id, "task_id")
-
-
 # The Essedum backend polls getStatus for every job it follows. An answer depends on the job's row
 # alone, so each is kept until the store next writes (any write: the counter is the store's); at most
 # this many are kept, then all are dropped at once.
@@ -62,7 +56,7 @@ def get_status(task_id: str):
     kept = answers.get(task_id)
     if kept is not None and kept[0] == changes:
         return current_app.response_class(kept[1], mimetype=current_app.json.mimetype)
-    job = find_job(task_id)
+    job = find_job(task_id, "task_id")
     response = jsonify(essedum_status(job, executor().config.timezone))
     # Only under the full id: a prefix is looked up again, since tomorrow it may name two jobs.
     if job.id == task_id:
@@ -75,14 +69,14 @@ def get_status(task_id: str):
 @blueprint.route("/execute/<task_id>/stop", methods=["GET", "POST"])
 def stop(task_id: str):
     """Stop a job (a waiting one at once); true when it was cancelled or is stopping."""
-    job = find_job(task_id)
+    job = find_job(task_id, "task_id")
     return jsonify({"Task cancelled": bool(executor().queue.cancel(job.id))})
 
 
 @blueprint.get("/execute/<task_id>/getLog")
 def get_log(task_id: str):
     """Return a job's log (its last 5 MiB)."""
-    return jsonify(logs={"content": read_log_tail(find_job(task_id))})
+    return jsonify(logs={"content": read_log_tail(find_job(task_id, "task_id"))})
 
 
 def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
@@ -103,7 +97,7 @@ def read_log_tail(job: Job, limit: int = LOG_LIMIT_BYTES) -> str:
 @blueprint.get("/execute/<task_id>/getOutputArtifacts")
 def get_output_artifacts(task_id: str):
     """Return a job's output files by stem, with their text or JSON content."""
-    return jsonify(executor().platform.output_artifacts(find_job(task_id)))
+    return jsonify(executor().platform.output_artifacts(find_job(task_id, "task_id")))
 
 
 @dataclass(frozen=True)

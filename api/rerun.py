@@ -7,8 +7,7 @@ from flask import Blueprint, jsonify, request, url_for
 
 from api import schemas
 from api.docs import documented
-from api.execute import find_job
-from api.views import executor
+from api.views import executor, find_job
 from job import Job
 from job_secrets import BOUND_TO
 from mlops.platform import PIPELINE, TRAINING

@@ -7,8 +7,7 @@ from flask import Blueprint, jsonify, url_for
 
 from api import schemas
 from api.docs import documented
-from api.execute import find_job
-from api.views import executor, job_status
+from api.views import executor, find_job, job_status
 from mlops.job_requests import TrainingRequest
 from mlops.platform import TRAINING
 

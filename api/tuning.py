@@ -7,9 +7,8 @@ from flask import Blueprint, jsonify, url_for
 
 from api import schemas
 from api.docs import documented
-from api.execute import find_job
 from api.training import training_request
-from api.views import executor, job_status
+from api.views import executor, find_job, job_status
 from job import Job
 from mlops.platform import TUNING
 from mlops.errors import NotFound

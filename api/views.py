@@ -10,6 +10,7 @@ from flask import current_app, request
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
 from mlops.platform import TUNING
 from mlops.errors import MalformedRequest
+from mlops.job_ids import find_job as find_job_by_id
 from mlops.job_requests import TrainingRequest, request_to_show
 
 from db import Store
@@ -26,6 +27,11 @@ def executor():
 
 
 ORIGIN_TEXT = re.compile(r"^[\w .:@/-]{1,255}$")
+
+
+def find_job(job_id: str, field: str = "job_id") -> Job:
+    """Return the job with this id or unique id prefix; 400 malformed, 404 unknown, 409 ambiguous, naming `field`."""
+    return find_job_by_id(executor().store, job_id, field)
 
 
 def essedum_origin() -> dict[str, Any]:

@@ -83,7 +83,8 @@ def test_a_unique_prefix_names_a_job_everywhere_and_an_ambiguous_one_is_refused(
                          log_path=str(server.storage_root / "twin.log"), output_dir=str(server.storage_root))
         store.transition(twin, JobStatus.CANCELLED, expected=JobStatus.WAITING)
     status, body = server.request("GET", "/status/abcd")
-    assert status == 409 and body["field"] == "task_id" and len(body["candidates"]) == 2
+    assert status == 409 and body["field"] == "job_id" and len(body["candidates"]) == 2
+    assert server.request("GET", "/execute/abcd/getStatus")[1]["field"] == "task_id"  # each route names its own
     assert server.request("GET", "/status/abcd2")[1]["job_id"].startswith("abcd2222")
     assert server.request("GET", "/status/abc")[0] == 400  # too short to be typed on purpose
     assert server.request("GET", "/status/ffff9")[0] == 404
