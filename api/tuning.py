@@ -12,7 +12,7 @@ from api.views import executor, find_job, job_status
 from job import Job
 from mlops.platform import TUNING
 from mlops.errors import NotFound
-from mlops.job_requests import TrainingRequest
+from mlops.job_requests import TrainingRequest, request_to_show
 from mlops.tuning import EARLY_STOPPING, GOALS, SCALINGS, STRATEGIES, WARM_START_TYPES
 
 blueprint = Blueprint("tuning", __name__, url_prefix="/api/service/v1/pipelines/tuning")
@@ -98,5 +98,8 @@ def trials_of(job: Job) -> list[Job]:
 
 def tuning_view(job: Job, store: Any, zone: Any) -> dict[str, Any]:
     """Return a tuning as its routes answer it: the status body with what was asked."""
-    request = TrainingRequest.from_stored(job.request)
-    return {**job_status(job, store, zone), "tuning": request.search(), "hyperparameters": request.hyperparameters}
+    request = request_to_show(job.kind, job.request)
+    # A row holding less than a tuning requires still answers, with what it asked left out.
+    asked = request if isinstance(request, TrainingRequest) else None
+    return {**job_status(job, store, zone), "tuning": asked and asked.tuning,
+            "hyperparameters": asked and asked.hyperparameters}
