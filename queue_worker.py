@@ -73,7 +73,9 @@ class JobQueue:
         self._workers_lock = threading.Lock()
         # Jobs whose end could not be stored (the store failed): ended ERROR once it takes writes.
         # Each with its reason and the lease token of the run: a job taken over since is the new owner's to end.
-        self._unfinished: dict[str, tuple[str, int | None]] = {}
+        # Jobs whose end could not be stored: the reason they end ERROR with, or None for a run that was
+        # stopped (let go, shut down) whose outcome the recovery rule decides once the store answers.
+        self._unfinished: dict[str, tuple[str | None, int]] = {}
         self._unfinished_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -314,7 +316,10 @@ class JobQueue:
             logger.warning("job %s: executor %s lost its lease (its last renewal is over %ss old); stopping this "
                            "executor's run of it, which another executor may take over",
                            job.id, self.lease.executor, self.config.lease_seconds)
-            self.platform.let_go(job)
+            try:
+                self.platform.let_go(job)
+            except Exception:  # the guard goes on: one run that cannot be stopped must not leave the others running
+                logger.exception("job %s: this executor's run of it could not be stopped", job.id)
         if self.tuner is not None:
             self.tuner.let_go()
 
@@ -396,7 +401,7 @@ class JobQueue:
                     self._let_go.discard(job.id)
                     self._stops_sent.discard(job.id)
 
-    def _remember_unfinished(self, job: Job, reason: str) -> None:
+    def _remember_unfinished(self, job: Job, reason: str | None) -> None:
         with self._unfinished_lock:
             self._unfinished.setdefault(job.id, (reason, job.fence))
 
@@ -406,8 +411,11 @@ class JobQueue:
             pending = dict(self._unfinished)
         for job_id, (reason, fence) in pending.items():
             try:
-                self.store.transition(job_id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason,
-                                      fence=fence)
+                if reason is None:
+                    self._decide_stopped_run(job_id, fence)
+                else:
+                    self.store.transition(job_id, JobStatus.ERROR, expected=JobStatus.RUNNING, failure_reason=reason,
+                                          fence=fence)
             except StoreUnavailable:
                 return
             except Fenced as exc:
@@ -469,9 +477,12 @@ class JobQueue:
             ctx.log(f"[executor] job {job.id} ({job.kind}) started on the {self.platform.name} backend")
             ran = self.platform.run(job, ctx)
         except InterruptedError:
-            current = self.store.get(job.id) or job
-            self._carry_out(current, decide(current, self.platform, retry_interrupted=self.config.retry_interrupted,
-                                            at_shutdown=True), fence=job.fence)
+            try:
+                self._decide_stopped_run(job.id, job.fence, job)
+            except StoreUnavailable:
+                # Stopped because the store is out of reach (why a lease lapses): never an ERROR for that; the
+                # recovery rule decides once it answers, unless another executor has taken the job by then.
+                self._remember_unfinished(job, None)
         except (BackendError, InvalidRequest, OSError, StoreError) as exc:
             self._fail(job, ctx, str(exc))
         except Exception as exc:  # a bug must end the job, not leave it RUNNING forever
@@ -488,6 +499,18 @@ class JobQueue:
             if self._is_trial(job):
                 # Its slot is free: the tuner tells the study now and queues the next trial at once.
                 self._tuner_wake.set()
+
+    def _decide_stopped_run(self, job_id: str, fence: int, job: Job | None = None) -> None:
+        """Move a job whose run this executor stopped (a shutdown, a lapsed lease) where the recovery rule says,
+        while it still holds the job by this lease token."""
+        current = self.store.get(job_id) or job
+        if current is not None and current.fence != fence:
+            logger.warning("job %s: taken over by executor %s; its outcome is that executor's", job_id, current.owner)
+            return
+        if current is None or current.status is not JobStatus.RUNNING:
+            return
+        self._carry_out(current, decide(current, self.platform, retry_interrupted=self.config.retry_interrupted,
+                                        at_shutdown=True), fence=fence)
 
     def _is_trial(self, job: Job) -> bool:
         """True for a trial of a tuning this executor's tuner drives."""

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from moto.server import ThreadedMotoServer
 
 import db
+from job import JobStatus
 from aws_fixtures import (aws, aws_setup, backend, bundled_scripts, clients, config, context,  # noqa: F401
                           reporters, new_running_job, running_jobs, set_training_state, store,
                           training_request, write_dataset)
@@ -357,3 +358,31 @@ def test_a_monitor_cycle_cut_short_at_a_completed_job_ends_it_the_next_cycle(
     backend.training._backoff_until = 0.0  # the back-off is tested elsewhere; here only the next cycle matters
     backend.follow(reporters(store))
     assert store.get(job.id).status.value == "COMPLETED"
+
+
+def test_a_run_let_go_while_the_store_is_locked_is_decided_by_the_recovery_rule_once_it_answers(
+        make_app, data_dir, monkeypatch):
+    # A lease lapses because the store does not answer; the run this executor then stops must not end ERROR
+    # for that: once the store answers, the recovery rule decides (here: asked to be retried, so queued again).
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 300)
+    write_pipeline(data_dir / "storage", "slow", "import time\nprint('sleeping now', flush=True)\ntime.sleep(60)\n")
+    app = make_app(workers="1")
+    queue = app.config["EXECUTOR"].queue
+    client = app.test_client()
+    job_id = client.post("/execute", json=pipeline_body("slow", "python pipe1.py",
+                                                        configs={"retry_on_restart": True})).get_json()["task_id"]
+    queue.start()
+    log = data_dir / "logs" / "jobs" / f"{job_id}.log"
+    wait_for(lambda: log.exists() and "sleeping now" in log.read_text(errors="replace"), timeout=30)
+    holder = sqlite3.connect(data_dir / "executor.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        queue._let_go_of_runs()  # what the lease guard does once the lease has lapsed
+        wait_for(lambda: queue.busy_workers() == 0, timeout=20)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    queue._settle_unfinished()
+    job = queue.store.get(job_id)
+    assert job.status in (JobStatus.WAITING, JobStatus.RUNNING) and job.failure_reason is None, job
+    assert job.attempts <= 2
