@@ -228,13 +228,16 @@ class AutoMLRequest(JobRequest):
 
     @classmethod
     def from_train_body(cls, body: Mapping[str, Any], origin: Mapping[str, Any]) -> AutoMLRequest:
-        """Build the request of a schema-checked AutoML-on-a-CSV body (POST /pipelines/training/train)."""
+        """Build the request of a schema-checked AutoML-on-a-CSV body (POST /pipelines/training/train).
+
+        Its target is checked by the route against the CSV's columns, whose answer lists them.
+        """
         prefix = "/".join(filter(None, [body.get("S3Prefix", "").strip("/"), "automl-output"]))
         return cls.from_stored({
             "job_name": None, "input_s3_uri": body["inputs"], "output_s3_path": f"s3://{body['Bucket']}/{prefix}",
             "content_type": body.get("content_type", DEFAULT_AUTOML_CONTENT_TYPE),
             "target_attribute_name": body["target_attribute_name"], "problem_type": body.get("problem_type"),
-            "role_arn": body["RoleArn"], "tags": {}, "origin": origin})._with_a_target()
+            "role_arn": body["RoleArn"], "tags": {}, "origin": origin})
 
     def _with_a_target(self) -> AutoMLRequest:
         # The schemas take any non-empty text; a column to predict is more than blanks.

@@ -55,10 +55,11 @@ def monitor(app):
     executor(app).queue.monitor_once()
 
 
-def test_train_refuses_a_target_that_is_not_a_column_and_lists_the_columns(http):
+@pytest.mark.parametrize("target", ["churn", " "])
+def test_train_refuses_a_target_that_is_not_a_column_and_lists_the_columns(http, target):
     answer = http.post("/api/service/v1/pipelines/training/train", json={
         "RoleArn": ROLE_ARN, "Bucket": BUCKET, "S3Prefix": "automl", "inputs": f"s3://{BUCKET}/data/churn.csv",
-        "target_attribute_name": "churn"})
+        "target_attribute_name": target})
     assert answer.status_code == 400
     assert answer.json["field"] == "target_attribute_name"
     assert answer.json["available_columns"] == ["age", "income", "churned"]
