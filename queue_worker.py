@@ -17,13 +17,13 @@ from typing import Any, Callable, Protocol
 
 from config import Config
 from db import Fenced, Record, Store, StoreError, StoreUnavailable
-from job import Job, JobStatus
+from job import TUNING, Job, JobStatus
 from job_secrets import SecretBox
 from lease import Lease, executor_id
 from mlops.errors import BackendError, InvalidRequest, NotSupported
 from mlops.job_files import remove_tree
 from mlops.job_requests import JobRequest
-from mlops.platform import TUNING, Platform, Ran, Stop
+from mlops.platform import Platform, Ran, Stop
 from mlops.recovery import Decision, Outcome, decide
 from mlops.reporter import JobReader, JobReporter
 

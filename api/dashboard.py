@@ -20,8 +20,7 @@ from api.execute import read_log_tail
 from api.pages import page
 from api.tuning import trials_of
 from api.views import executor, find_job, format_time, job_status
-from job import Job, JobStatus
-from mlops.platform import JOB_KINDS, PIPELINE, TRAINING
+from job import JOB_KINDS, PIPELINE, TRAINING, Job, JobStatus
 from mlops.errors import MalformedRequest
 from mlops.job_outputs import list_outputs
 from mlops.job_requests import request_to_show

@@ -10,10 +10,9 @@ from flask import Blueprint, current_app, jsonify
 from api import schemas
 from api.docs import documented
 from api.views import AWS_STATUS_OF, essedum_list_entry, essedum_status, executor, find_job, log_location
-from job import Job
+from job import PIPELINE, Job
 from mlops.aws_statuses import STOPPED, STOPPING
 from mlops.job_requests import PipelineRequest
-from mlops.platform import PIPELINE
 from mlops.job_files import UnsafeFile, read_tail
 
 blueprint = Blueprint("execute", __name__)

@@ -23,7 +23,7 @@ from api.schemas import RECORD_ACCEPTED, json_body, parse_json, validate, withou
 from api.views import essedum_origin, executor, format_record_time
 from db import Record
 from job_secrets import redact_description
-from mlops.platform import ENDPOINT, TRANSFORM
+from job import ENDPOINT, TRANSFORM
 from mlops.aws_statuses import CREATING
 from mlops.errors import BackendError, MalformedRequest, NotFound, StorageFull, TooLarge
 from mlops.job_files import open_file

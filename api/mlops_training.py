@@ -17,10 +17,10 @@ from api import schemas
 from api.docs import documented
 from api.execute import stop_job, submit_pipeline
 from api.views import AWS_STATUS_OF, essedum_origin, executor, format_record_time
-from job import Job, JobStatus
+from job import AUTOML, PIPELINE, TRAINING, Job, JobStatus
 from job_secrets import redact_description
 from mlops.aws_statuses import STOPPED, STOPPING
-from mlops.platform import AUTOML, PIPELINE, TRAINING, Platform
+from mlops.platform import Platform
 from mlops.errors import MalformedRequest, NotFound, NotSupported
 from mlops.job_ids import find_job, is_id_prefix
 from mlops.job_requests import AutoMLRequest, PipelineRequest, request_to_show

@@ -8,9 +8,8 @@ from flask import Blueprint, jsonify, request, url_for
 from api import schemas
 from api.docs import documented
 from api.views import executor, find_job
-from job import Job
+from job import PIPELINE, TRAINING, Job
 from job_secrets import BOUND_TO
-from mlops.platform import PIPELINE, TRAINING
 from mlops.errors import Conflict, InvalidRequest, MalformedRequest
 from mlops.job_requests import JobRequest, PipelineRequest, request_of
 from mlops.staging import local_inputs_digest

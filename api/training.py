@@ -9,7 +9,7 @@ from api import schemas
 from api.docs import documented
 from api.views import executor, find_job, job_status
 from mlops.job_requests import TrainingRequest
-from mlops.platform import TRAINING
+from job import TRAINING
 
 blueprint = Blueprint("training", __name__)
 

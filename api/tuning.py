@@ -9,8 +9,7 @@ from api import schemas
 from api.docs import documented
 from api.training import training_request
 from api.views import executor, find_job, job_status
-from job import Job
-from mlops.platform import TUNING
+from job import TUNING, Job
 from mlops.errors import NotFound
 from mlops.job_requests import TrainingRequest, request_to_show
 from mlops.tuning import EARLY_STOPPING, GOALS, SCALINGS, STRATEGIES, WARM_START_TYPES

@@ -8,13 +8,12 @@ from typing import Any
 from flask import current_app, request
 
 from mlops.aws_statuses import COMPLETED, FAILED, IN_PROGRESS, PENDING, STOPPED
-from mlops.platform import TUNING
 from mlops.errors import MalformedRequest
 from mlops.job_ids import find_job as find_job_by_id
 from mlops.job_requests import TrainingRequest, request_to_show
 
 from db import Store
-from job import Job, JobStatus
+from job import TUNING, Job, JobStatus
 
 # A job's status in the words of AWS's training jobs, which Essedum reads, for a job AWS has not described.
 AWS_STATUS_OF = {JobStatus.WAITING: PENDING, JobStatus.RUNNING: IN_PROGRESS, JobStatus.COMPLETED: COMPLETED,

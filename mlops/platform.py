@@ -11,18 +11,15 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Collection, Protocol
+from typing import Any, BinaryIO, ClassVar, Collection, Protocol
 
 from db import Record
-from job import AUTOML, ENDPOINT, JOB_KINDS, PIPELINE, TRAINING, TRANSFORM, TUNING, Job  # noqa: F401 (the kinds are named here too)
+from job import Job
 from mlops.errors import NotSupported
 from mlops.exports import Export
+from mlops.job_requests import Checked, JobRequest
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox
-
-if TYPE_CHECKING:
-    from mlops.job_requests import Checked, JobRequest
-
 
 
 class Confinement(Protocol):

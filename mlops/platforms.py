@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 from config import Config
 from db import Store
 from mlops.aws import ClientFactory
-from mlops.platform import TUNING, Platform
+from job import TUNING
+from mlops.platform import Platform
 from mlops.records import RecordBook
 
 if TYPE_CHECKING:

@@ -15,14 +15,13 @@ from typing import Any, Collection, Iterator
 
 from config import Config
 from db import Record, Store
-from job import Job, JobStatus
+from job import ENDPOINT, TRAINING, TRANSFORM, Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, is_not_found
 from mlops.aws_statuses import CREATING, FAILED, IN_PROGRESS, IN_SERVICE, UPDATING
 from mlops.errors import BackendError, Conflict, InvalidRequest, MalformedRequest, NotFound, TooLarge, error_text
 from mlops.job_files import open_file
 from mlops.job_ids import find_job
 from mlops.job_requests import DeployRequest, JobRequest, TransformRequest
-from mlops.platform import ENDPOINT, TRAINING, TRANSFORM
 from mlops.staging import S3_URI, resolve_storage_path
 
 # Record types of the `records` table.

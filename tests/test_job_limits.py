@@ -523,7 +523,7 @@ def test_a_job_whose_start_the_store_cannot_record_leaves_no_cgroup_behind(live_
 
 
 def test_a_job_taken_over_from_a_killed_executor_loses_its_cgroups_and_a_neighbours_keep_theirs(make_app):
-    from mlops.platform import PIPELINE
+    from job import PIPELINE
 
     executor = make_app(**SMALL).config["EXECUTOR"]
     confinement = executor.confinement

@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from job import Job, JobStatus  # noqa: E402
-from mlops.platform import TRAINING, Platform  # noqa: E402
+from job import TRAINING, Job, JobStatus  # noqa: E402
+from mlops.platform import Platform  # noqa: E402
 from mlops.aws import ClientFactory  # noqa: E402
 from mlops.sagemaker.platform import SageMakerPlatform  # noqa: E402
 from mlops.sagemaker.validation import validate_instance_type  # noqa: E402

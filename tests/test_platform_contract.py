@@ -21,10 +21,9 @@ from aws_fixtures import (ACCOUNT, BUCKET, REGION, ROLE_ARN, aws, aws_setup, cli
 from conftest import pipeline_body, wait_for, write_pipeline
 
 from app import create_app
-from job import JobStatus
+from job import AUTOML, ENDPOINT, TRANSFORM, JobStatus
 from mlops.aws import ClientFactory
 from mlops.aws_statuses import FAILED
-from mlops.platform import AUTOML, ENDPOINT, TRANSFORM
 from mlops.recovery import Outcome, decide
 from mlops.records import ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL
 

@@ -8,8 +8,7 @@ import pytest
 
 from config import load_config
 from db import SQLiteStore
-from job import Job, JobStatus
-from mlops.platform import ENDPOINT, PIPELINE, TRAINING
+from job import ENDPOINT, PIPELINE, TRAINING, Job, JobStatus
 from mlops.aws import ClientFactory
 from mlops.recovery import MAX_ATTEMPTS, Outcome, decide
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS

@@ -12,9 +12,8 @@ from aws_fixtures import (BUCKET, IMAGE, REGION, ROLE_ARN, aws, aws_setup, captu
                           make_config, set_training_state)
 
 from app import create_app
-from job import JobStatus
+from job import TRAINING, JobStatus
 from mlops.errors import InvalidRequest, SageMakerConfigurationError, SageMakerJobError
-from mlops.platform import TRAINING
 from mlops.sagemaker.training_service import SageMakerJobConfig, SageMakerTrainingService, training_job_name
 
 INPUT = f"s3://{BUCKET}/datasets/digits/"

@@ -203,7 +203,7 @@ def test_a_tuning_taken_over_by_another_executor_is_no_longer_driven_here(tmp_pa
     from db import SQLiteStore
     from job import JobStatus
     from mlops.local.tuning import LocalTuner
-    from mlops.platform import TUNING
+    from job import TUNING
     from mlops.reporter import JobReader, JobReporter
     from mlops.tuning import check_tuning
 
@@ -232,7 +232,7 @@ def test_a_lease_lapse_reported_during_a_tuning_step_stops_its_writes_and_the_ne
 
     from db import SQLiteStore
     from mlops.local.tuning import LocalTuner
-    from mlops.platform import TUNING
+    from job import TUNING
     from mlops.reporter import JobReader, JobReporter
     from mlops.tuning import check_tuning
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, cast
 
 from config import Config
 from db import StoreError
-from job import Job, JobStatus
+from job import PIPELINE, TRAINING, TUNING, Job, JobStatus
 from job_secrets import BOUND_TO
 from mlops import script_contract
 from mlops import tuning as tuning_domain
@@ -36,7 +36,7 @@ from mlops.local.output import OutputFollower
 from mlops.local.tuning import check_local
 from mlops.local.limits import LimitWatch, confinement_for
 from mlops.local.processes import PRIVATE_UMASK, STOP_GRACE_S, JobProcess, run_to_end, sweep_orphans
-from mlops.platform import PIPELINE, TRAINING, TUNING, Ran, Stop
+from mlops.platform import Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sandbox import Sandbox, sandbox_for
 from mlops.staging import (check_pipeline_inputs, check_training_inputs, parse_command, pipeline_storage_client,

@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Any, Collection
 
 from config import Config
-from job import Job
+from job import PIPELINE, TRAINING, TRANSFORM, TUNING, Job
 from mlops.aws import ClientFactory
 from mlops.errors import NotSupported
 from mlops.job_requests import Checked, JobRequest, PipelineRequest
 from mlops.local.jobs import LocalJobs
 from mlops.local.serving import LocalModelLifecycle
-from mlops.platform import PIPELINE, TRAINING, TRANSFORM, TUNING, Platform, Ran, Stop
+from mlops.platform import Platform, Ran, Stop
 from mlops.records import RecordBook
 from mlops.sagemaker.training_service import SageMakerTrainingService
 from mlops.reporter import JobReporter

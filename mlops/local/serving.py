@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Callable, Iterator, cast
 
 from config import Config
 from db import Record
-from job import Job, JobStatus
+from job import ENDPOINT, TRANSFORM, Job, JobStatus
 from mlops.aws import ClientFactory
 from mlops.errors import (BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
                           NotAcceptable, NotFound, NotSupported, Overloaded, StorageFull, TooLarge)
@@ -33,7 +33,7 @@ from mlops.job_files import (TooManyEntries, UnsafeFile, copy_tree, copyable_tre
 from mlops.local.model_host import ModelFailure, ModelRequestRefused, ModelWorker
 from mlops.aws_statuses import COMPLETED, CREATING, FAILED, IN_SERVICE, STOPPED, UPDATING
 from mlops.local.limits import confinement_for
-from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.platform import Ran, Stop
 from mlops.records import (CONTENT_TYPES, CREATED, DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MAX_INVOKE_BYTES, MODEL,
                            TRANSFORM_RECORD, ModelRecords, RecordBook, as_list, finished_training_job, model_body,
                            production_variant, public_request)

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from db import StoreError
-from job import Job, JobStatus
-from mlops.platform import TRAINING
+from job import TRAINING, Job, JobStatus
 from mlops.reporter import JobReader, JobReporter
 from mlops.errors import InvalidRequest
 from mlops.job_requests import TrainingRequest

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, cast
 
 from config import Config
-from job import Job, JobStatus
+from job import AUTOML, PIPELINE, TRAINING, TUNING, Job, JobStatus
 from mlops import script_contract
 from mlops.sagemaker import automl, pricing
 from mlops.sagemaker import validation as v
@@ -34,7 +34,7 @@ from mlops.sagemaker.job_feed import AUTOML_FEED, TRAINING_FEED, JobFeed
 from mlops.sagemaker.settings import SageMakerSettings
 from mlops.shapes import best_candidate
 from mlops.sagemaker.job_secrets import ENTRY_POINT_VARIABLE, JobSecrets
-from mlops.platform import AUTOML, PIPELINE, TRAINING, TUNING, Ran, Stop
+from mlops.platform import Ran, Stop
 from mlops.reporter import JobReporter
 from mlops.sagemaker.logs import TrainingLogTail
 from mlops.sagemaker import tuning as sagemaker_tuning

@@ -16,13 +16,13 @@ from typing import Any, BinaryIO, cast
 
 from config import Config
 from db import Record
-from job import Job, JobStatus
+from job import ENDPOINT, TRANSFORM, Job, JobStatus
 from mlops.aws import AWS_ERRORS, ClientFactory, aws_error, is_not_found, is_read_timeout
 from mlops.errors import (AccessDenied, BackendError, Conflict, DeadlineExceeded, InvalidRequest, MalformedRequest,
                           NotAcceptable, NotFound, NotSupported, TooLarge, error_code, error_text)
 from mlops.aws_statuses import (COMPLETED, CREATING, ENDPOINT_FAILED_STATES, ENDPOINT_NON_TERMINAL_STATES,
                                 FAILED, IN_PROGRESS, IN_SERVICE, STOPPED, TRANSFORM_STATES, UPDATING)
-from mlops.platform import ENDPOINT, TRANSFORM, Ran, Stop
+from mlops.platform import Ran, Stop
 from mlops.records import (DATASET, ENDPOINT_CONFIG, ENDPOINT_RECORD, MODEL, TRANSFORM_RECORD, ModelRecords, RecordBook,
                            as_list, finished_training_job, model_body, production_variant, public_request)
 from mlops.reporter import JobReporter

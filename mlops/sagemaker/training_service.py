@@ -30,13 +30,13 @@ from typing import Any, Protocol
 
 from config import Config
 from db import Store
-from job import Job
+from job import PIPELINE, TRAINING, Job
 from mlops.aws import AWS_ERRORS, ClientFactory, is_missing_credentials, is_not_found
 from mlops.aws_statuses import STOPPING, TRAINING_STATES
 from mlops.errors import (DockerContainerError, InvalidRequest, SageMakerConfigurationError, SageMakerError,
                           SageMakerJobError, error_code, error_text)
 from mlops.job_requests import TrainingRequest, request_to_show
-from mlops.platform import PIPELINE, TRAINING, Platform
+from mlops.platform import Platform
 from mlops.script_contract import BUNDLED_ENTRY_POINT, BUNDLED_SCRIPTS
 from mlops.sagemaker import validation as v
 from mlops.sagemaker.dataset_upload import dataset_entries, upload_dataset
