@@ -267,6 +267,15 @@ def check_fence(job_id: str, row: Mapping[str, Any], fence: int | None) -> None:
                      f"a write with token {fence} was refused")
 
 
+def storable_text(value: Any) -> Any:
+    """Return a text column's value as every store keeps it: a NUL, which PostgreSQL's text refuses, as U+FFFD.
+
+    A failure reason quotes the job's own last lines, which a job may fill with any bytes: its end must
+    be stored, on either store, whatever they hold.
+    """
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def claim_message(owner: str | None) -> str:
     """Return the event message of a claim."""
     return f"claimed by executor {owner}" if owner else "claimed by a worker"
@@ -486,6 +495,7 @@ class SQLStore(Store):
                 raise IllegalTransition(f"job {job_id} cannot go from {current.value} to {to.value}")
             now = self.clock()
             new_phase = phase or default_phase(to, row["phase"])
+            failure_reason = storable_text(failure_reason)
             # A requeue (to WAITING) keeps the first start time and has no owner until claimed again;
             # only a final status has a finish time and drops the job's secrets.
             changed = conn.execute(
@@ -512,7 +522,7 @@ class SQLStore(Store):
         now = self.clock()
         # Column names come from UPDATABLE_FIELDS, never from a caller's text; every value is a placeholder.
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [json.dumps(value) if name in _JSON_COLUMNS else value for name, value in fields.items()]
+        values = [json.dumps(value) if name in _JSON_COLUMNS else storable_text(value) for name, value in fields.items()]
         with self._write() as conn:
             row = conn.execute(f"SELECT status, phase, owner, fence FROM jobs WHERE id = ?{self.LOCK_ROW}",
                                (job_id,)).fetchone()
@@ -613,7 +623,7 @@ class SQLStore(Store):
     def _add_event(self, conn: Any, job_id: str, status: JobStatus, phase: str, message: str | None,
                    now: float) -> None:
         conn.execute("INSERT INTO job_events (job_id, time, status, phase, message) VALUES (?, ?, ?, ?, ?)",
-                     (job_id, now, status.value, phase, message))
+                     (job_id, now, status.value, storable_text(phase), storable_text(message)))
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """Return a job's status and phase changes, oldest first."""

@@ -109,6 +109,18 @@ class StoreContract:
             add(store, data_dir, "a", kind="training")
         assert store.get("a").kind == "pipeline" and len(store.events("a")) == 1
 
+    def test_a_failure_reason_holding_any_bytes_is_stored_on_every_store(self, store, data_dir):
+        # A failure reason quotes the job's last lines: a NUL among them (PostgreSQL's text refuses one)
+        # is kept as U+FFFD, so that the job's end is stored all the same.
+        add(store, data_dir, "a", kind="pipeline")
+        store.claim_next(["local"])
+        store.update("a", phase="Training\x00", message="phase\x00")
+        assert (store.get("a").phase, store.events("a")[-1]["message"]) == ("Training\ufffd", "phase\ufffd")
+        assert store.transition("a", JobStatus.ERROR, failure_reason="exit 1: \x00\x01 bytes")
+        job = store.get("a")
+        assert (job.status, job.failure_reason) == (JobStatus.ERROR, "exit 1: \ufffd\x01 bytes")
+        assert store.events("a")[-1]["message"] == "exit 1: \ufffd\x01 bytes"
+
     def test_an_unknown_job_is_none(self, store):
         assert store.get("missing") is None and store.events("missing") == []
 
