@@ -57,7 +57,7 @@ def tuning_spec(objective: dict[str, str], trials: int, parallel: int, strategy:
 
 def trial_timings(database: Path, tuning_id: str, metric: str) -> list[dict[str, Any]]:
     """Return, per trial, its queue wait, start cost, epochs run, and the time from its pruned epoch to its end."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    connection = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = []
         for job_id, submitted, started, finished, details in connection.execute(
