@@ -80,9 +80,10 @@ def test_a_job_folder_turned_link_and_a_log_turned_fifo_are_removed_without_foll
 
 def test_a_running_job_keeps_its_files_until_it_has_stopped_and_is_deleted_again(live_server, data_dir: Path) -> None:
     server = live_server()
-    job_id = run_job(server, "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    job_id = run_job(server, "import time\nprint('sleeping now', flush=True)\ntime.sleep(60)\n")
     folder, log = job_files(data_dir, job_id)
-    server.wait(f"/execute/{job_id}/getLog", lambda body: "started" in body["logs"]["content"])
+    # The script's own line: the executor's "job … started" line comes before the job's folder exists.
+    server.wait(f"/execute/{job_id}/getLog", lambda body: "sleeping now" in body["logs"]["content"])
 
     status, body = server.request("DELETE", f"{API}/projects_pipelines/{job_id}/delete")
     if status == 202:  # the stop is under way: nothing is removed while the job may still write
