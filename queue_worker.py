@@ -71,10 +71,9 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
         self._workers: dict[str, threading.Thread] = {}
         self._workers_lock = threading.Lock()
-        # Jobs whose end could not be stored (the store failed): ended ERROR once it takes writes.
-        # Each with its reason and the lease token of the run: a job taken over since is the new owner's to end.
-        # Jobs whose end could not be stored: the reason they end ERROR with, or None for a run that was
-        # stopped (let go, shut down) whose outcome the recovery rule decides once the store answers.
+        # Jobs whose end could not be stored (the store failed), settled once it takes writes: each with the
+        # reason it ends ERROR with (None for a run this executor stopped, which the recovery rule decides)
+        # and the lease token of the run: a job taken over since is the new owner's to end.
         self._unfinished: dict[str, tuple[str | None, int]] = {}
         self._unfinished_lock = threading.Lock()
         self._busy = 0
