@@ -142,7 +142,6 @@ class TrainingRequest(JobRequest):
         return self.tuning
 
 
-
 @dataclass(frozen=True)
 class PipelineRequest(JobRequest):
     """An Essedum pipeline: a command run on its input artifacts; its credentials and environment are sealed apart."""

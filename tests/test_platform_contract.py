@@ -392,14 +392,18 @@ class PlatformContract:
         assert answer.status_code == 202, answer.json
         return answer.json["job_id"]
 
+    def deploy(self, driver: Driver, config: str) -> Any:
+        """Register a configuration of contract-model and deploy it to contract-endpoint; return the deploy's answer."""
+        registered = driver.http.post(f"{API}/endpoints/register", json={
+            "ModelName": "contract-model", "EndpointConfigName": config, "InstanceType": "ml.m5.large"})
+        assert registered.status_code == 201, registered.json
+        return driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
+                                json={"EndpointConfigName": config, "EndpointName": "contract-endpoint"})
+
     def deployed(self, driver: Driver, serves: bool = True) -> str:
         """Register a model and a configuration, deploy them to contract-endpoint, let it end; return the job id."""
         self.register(driver, serves)
-        registered = driver.http.post(f"{API}/endpoints/register", json={
-            "ModelName": "contract-model", "EndpointConfigName": "contract-config", "InstanceType": "ml.m5.large"})
-        assert registered.status_code == 201, registered.json
-        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
-                                  json={"EndpointConfigName": "contract-config", "EndpointName": "contract-endpoint"})
+        answer = self.deploy(driver, "contract-config")
         assert answer.status_code == 202 and answer.json["status"] == "Creating", answer.json
         assert driver.http.get(f"{API}/endpoints/contract-endpoint").json["status"] == "Creating"
         driver.work()
@@ -778,11 +782,7 @@ class PlatformContract:
         assert record["sourceID"] == "contract-endpoint"
 
         # Deploying another configuration to it updates it; the one it left can go.
-        registered = driver.http.post(f"{API}/endpoints/register", json={
-            "ModelName": "contract-model", "EndpointConfigName": "contract-config-2", "InstanceType": "ml.m5.large"})
-        assert registered.status_code == 201, registered.json
-        answer = driver.http.post(f"{API}/endpoints/contract-endpoint/deploy_model",
-                                  json={"EndpointConfigName": "contract-config-2", "EndpointName": "contract-endpoint"})
+        answer = self.deploy(driver, "contract-config-2")
         assert answer.status_code == 202 and answer.json["status"] == "Updating", answer.json
         assert driver.http.delete(f"{API}/endpoints/contract-endpoint").status_code == 409  # being deployed
         driver.work()

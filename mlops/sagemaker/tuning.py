@@ -59,7 +59,7 @@ def trial_job_id(tuning_id: str, training_job_name: str) -> str:
 def trial_request(tuning_job: Job, number: int, summary: Mapping[str, Any]) -> Checked:
     """Return the checked training request of a trial: the tuning's, with the trial's values, parent and job."""
     tuned = {str(key): str(value) for key, value in (summary.get("TunedHyperParameters") or {}).items()}
-    tuning = TrainingRequest.from_stored({key: value for key, value in tuning_job.request.items() if key != "tuning"})
+    tuning = TrainingRequest.from_stored(tuning_job.request).without("tuning")
     request = tuning.with_changes(name=f"{tuning.name or 'tuning'}-trial-{number}",
                                   hyperparameters={**tuning.hyperparameters, **tuned}, parent=tuning_job.id,
                                   trial=number, sagemaker_training_job_name=summary["TrainingJobName"])
